@@ -1,0 +1,106 @@
+//! The `Ledger` trait: the public bulletin board ledgermesh signals through.
+//!
+//! A ledger does two things: it appends a payload to a 32-byte topic, and it
+//! lets anyone follow a topic from a [`Cursor`]. Every message carries the
+//! cursor just past it, so a follower that persists the last cursor it handled
+//! can re-subscribe after a restart or an outage and get every later message
+//! exactly once.
+//!
+//! Implementations: [`memory::MemoryLedger`] (one process; the embedded default
+//! and a test tool). The EVM ledger (the `SignalBoard` contract over JSON-RPC)
+//! implements the same trait; [`conformance`] is the suite every
+//! implementation must pass.
+#![warn(missing_docs)]
+
+pub mod conformance;
+pub mod memory;
+
+use futures::stream::BoxStream;
+use std::future::Future;
+use std::pin::Pin;
+
+pub use memory::MemoryLedger;
+
+/// A 32-byte topic identifier.
+pub type TopicId = [u8; 32];
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A position in a topic's history; a follow from a cursor yields only the
+/// messages after it. Ordered: block first, then index within the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Cursor {
+    /// Block number (the sequence number for the memory ledger).
+    pub block: u64,
+    /// Index within the block.
+    pub index: u64,
+}
+
+impl Cursor {
+    /// The cursor before every message.
+    pub const START: Cursor = Cursor { block: 0, index: 0 };
+}
+
+/// One message read from a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerMessage {
+    /// Topic it was posted to.
+    pub topic: TopicId,
+    /// Ledger account that posted it (an address for EVM).
+    pub sender: String,
+    /// The payload, as posted.
+    pub payload: Vec<u8>,
+    /// The cursor just past this message: follow from it to continue.
+    pub cursor: Cursor,
+}
+
+/// What posting produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PostReceipt {
+    /// Where the message landed, when known.
+    pub cursor: Option<Cursor>,
+    /// Transaction hash (EVM).
+    pub tx: Option<String>,
+    /// Gas the transaction used (EVM).
+    pub gas_used: Option<u64>,
+}
+
+/// Errors of ledger operations.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The payload is over the ledger's cap.
+    #[error("payload of {len} bytes exceeds the ledger's {max}-byte cap")]
+    PayloadTooLarge {
+        /// Payload size.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The ledger cannot be reached right now; retrying later may work.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    /// The ledger refused the operation; retrying will not help.
+    #[error("ledger refused: {0}")]
+    Rejected(String),
+    /// The ledger was shut down.
+    #[error("ledger closed")]
+    Closed,
+}
+
+/// A public ledger with topics.
+pub trait Ledger: Send + Sync + 'static {
+    /// Short description for logs and events (e.g. `memory`).
+    fn describe(&self) -> String;
+
+    /// Largest payload accepted by [`Ledger::post`].
+    fn max_payload(&self) -> usize;
+
+    /// Appends `payload` to `topic`.
+    fn post(&self, topic: TopicId, payload: Vec<u8>) -> BoxFuture<'_, Result<PostReceipt, LedgerError>>;
+
+    /// Every message of `topic` after `from`, in order, then new ones as they
+    /// arrive. Transient failures appear as `Err` items; the stream goes on.
+    fn follow(&self, topic: TopicId, from: Cursor) -> BoxStream<'static, Result<LedgerMessage, LedgerError>>;
+}

@@ -1,0 +1,260 @@
+//! The node's machine-readable events: one JSON object per line on stdout
+//! with `--json`. The `event` names and their fields are a contract that
+//! scripts and tests depend on: add fields, never rename them.
+
+use serde::Serialize;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
+
+/// How a connection reaches its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// A direct transport connection.
+    Direct,
+    /// Through a circuit-relay-v2 relay.
+    Relayed,
+}
+
+/// The transport under a connection (for relayed ones: to the relay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// TCP with noise and yamux.
+    Tcp,
+    /// QUIC v1.
+    Quic,
+    /// Anything else (memory transport in unit tests).
+    Other,
+}
+
+/// One event. Serialized with an `event` tag in snake case.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The node listens on these addresses (sent again whenever the set changes).
+    Listening {
+        /// This node.
+        peer_id: String,
+        /// Every listen address, relay circuits included.
+        addrs: Vec<String>,
+    },
+    /// A relay accepted our reservation.
+    ReservationAccepted {
+        /// The relay.
+        relay: String,
+        /// The circuit address peers can dial us at.
+        addr: String,
+    },
+    /// We posted to the ledger.
+    LedgerPost {
+        /// Topic, hex.
+        topic: String,
+        /// Message kind (`service_request`, `service_response`).
+        kind: String,
+        /// Payload size.
+        bytes: usize,
+        /// Transaction hash (EVM ledger).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tx: Option<String>,
+        /// Gas used (EVM ledger).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        gas_used: Option<u64>,
+    },
+    /// We read and accepted a ledger message addressed to us.
+    LedgerMessage {
+        /// Topic, hex.
+        topic: String,
+        /// Message kind.
+        kind: String,
+        /// Sender PeerId (verified by signature).
+        from: String,
+        /// Payload size.
+        bytes: usize,
+    },
+    /// A connection was established.
+    Connected {
+        /// The remote peer.
+        peer_id: String,
+        /// Direct or relayed.
+        path: PathKind,
+        /// Transport (to the relay, when relayed).
+        transport: TransportKind,
+        /// Relay PeerId when relayed.
+        via: Option<String>,
+        /// Whether we dialed.
+        dialer: bool,
+        /// Remote address of the connection.
+        remote_addr: String,
+    },
+    /// A direct connection replaced a relayed one to the same peer.
+    Upgraded {
+        /// The remote peer.
+        peer_id: String,
+        /// Transport of the direct connection.
+        transport: TransportKind,
+        /// Time since the relayed connection was established.
+        ms_after_relayed: u64,
+    },
+    /// A hole punch (DCUtR) failed; traffic stays on the relay.
+    HolePunchFailed {
+        /// The remote peer.
+        peer_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A connection closed.
+    Disconnected {
+        /// The remote peer.
+        peer_id: String,
+        /// Direct or relayed.
+        path: PathKind,
+        /// Why, when known.
+        cause: Option<String>,
+    },
+    /// A data stream was (re)opened from an offset.
+    StreamOpened {
+        /// The provider.
+        peer_id: String,
+        /// Stream name.
+        stream: String,
+        /// First byte asked for.
+        offset: u64,
+    },
+    /// A data stream was received completely.
+    StreamDone {
+        /// The provider.
+        peer_id: String,
+        /// Stream name.
+        stream: String,
+        /// Bytes received.
+        bytes: u64,
+        /// SHA-256 of what was received, hex.
+        sha256: String,
+        /// Whether it matches the provider's announced SHA-256.
+        verified: bool,
+        /// Wall time from first request to last byte.
+        ms: u64,
+        /// How many times the stream was resumed on a new path.
+        resumes: u32,
+        /// Where it was written.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+    /// A provider finished sending a stream to a consumer.
+    StreamServed {
+        /// The consumer.
+        peer_id: String,
+        /// Stream name.
+        stream: String,
+        /// Offset it started at.
+        offset: u64,
+        /// Bytes sent.
+        bytes: u64,
+    },
+    /// Something went wrong; the node keeps running.
+    Error {
+        /// Which part (`envelope`, `relay`, `dial`, `stream`, `stream_rejected`, `ledger`, ...).
+        what: String,
+        /// Human-readable detail.
+        detail: String,
+        /// Machine-readable reason, where there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The peer concerned, where there is one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer_id: Option<String>,
+    },
+}
+
+impl Event {
+    /// Shorthand for an [`Event::Error`].
+    pub fn error(what: &str, detail: impl ToString) -> Self {
+        Event::Error {
+            what: what.into(),
+            detail: detail.to_string(),
+            reason: None,
+            peer_id: None,
+        }
+    }
+}
+
+/// An event as published: which node, when, what.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// Milliseconds since the unix epoch.
+    pub ts_ms: u64,
+    /// Label of the node that emitted it.
+    pub node: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Capacity of each node's event channel. A subscriber that falls this far
+/// behind is told how many events it missed.
+pub const EVENT_CAPACITY: usize = 16_384;
+
+/// Publishes a node's events to every subscriber.
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    node: String,
+    tx: broadcast::Sender<Record>,
+}
+
+impl Emitter {
+    /// An emitter labelling its records with `node`.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            tx: broadcast::channel(EVENT_CAPACITY).0,
+        }
+    }
+
+    /// Publishes `event` (dropped when nobody listens).
+    pub fn emit(&self, event: Event) {
+        tracing::debug!(node = %self.node, ?event, "event");
+        let _ = self.tx.send(Record {
+            ts_ms: now_ms(),
+            node: self.node.clone(),
+            event,
+        });
+    }
+
+    /// A new subscriber that sees every later event.
+    pub fn subscribe(&self) -> broadcast::Receiver<Record> {
+        self.tx.subscribe()
+    }
+
+    /// The node label.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+/// Prints every record of `rx` as one JSON line on stdout until the channel closes.
+pub async fn print_json_lines(mut rx: broadcast::Receiver<Record>) {
+    use std::io::Write;
+    loop {
+        match rx.recv().await {
+            Ok(rec) => {
+                let line = serde_json::to_string(&rec).unwrap_or_default();
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "json printer fell behind; events were dropped");
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}

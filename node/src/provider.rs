@@ -1,0 +1,109 @@
+//! The provider role: sells named streams to many consumers at once.
+//!
+//! It holds a reservation on each relay, follows its `stdin` topic, answers
+//! every valid service request with a sealed service response (its addresses,
+//! the streams it accepts, the ones it refuses and why), and serves the
+//! streams over `/ledgermesh/stream/1`.
+
+use crate::events::Event;
+use crate::net::NodeHandle;
+use crate::signaling::{follow_inbox, post_sealed, DEFAULT_TTL};
+use crate::source::Source;
+use crate::streams::{serve, Catalog};
+use ledgermesh_ledger::{Cursor, Ledger};
+use ledgermesh_protocol::envelope::{OpenPolicy, Opened};
+use ledgermesh_protocol::{ServiceResponse, Signal};
+use libp2p::Multiaddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a provider runs.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The streams it sells.
+    pub streams: Vec<(String, Source)>,
+    /// Advertise only relay circuits, never a direct address (a node behind a
+    /// NAT; peers reach it through the relay and DCUtR finds the direct path).
+    pub relay_only: bool,
+    /// Lifetime of responses.
+    pub response_ttl: Duration,
+    /// Concurrent streams served.
+    pub max_streams: usize,
+}
+
+impl ProviderConfig {
+    /// A provider of `streams` with defaults.
+    pub fn new(streams: Vec<(String, Source)>) -> Self {
+        Self {
+            streams,
+            relay_only: false,
+            response_ttl: DEFAULT_TTL,
+            max_streams: 1024,
+        }
+    }
+}
+
+/// The addresses a node puts in its signaling messages.
+pub fn advertised_addrs(snapshot: &crate::net::Snapshot, relay_only: bool) -> Vec<Multiaddr> {
+    let mut addrs = Vec::new();
+    if !relay_only {
+        addrs.extend(snapshot.direct_addrs.iter().cloned());
+    }
+    addrs.extend(snapshot.circuit_addrs.iter().cloned());
+    addrs
+}
+
+/// Runs the provider until the node stops. Returns early only on a setup error.
+pub async fn run(handle: NodeHandle, ledger: Arc<dyn Ledger>, config: ProviderConfig) -> anyhow::Result<()> {
+    let catalog = Arc::new(Catalog::build(config.streams.clone()).await?);
+    handle.wait_relays().await?;
+    tokio::spawn(serve(handle.clone(), catalog.clone(), config.max_streams));
+    let mut inbox = follow_inbox(handle.clone(), ledger.clone(), Cursor::START, OpenPolicy::default())?;
+    while let Some((opened, _)) = inbox.recv().await {
+        let handle = handle.clone();
+        let ledger = ledger.clone();
+        let catalog = catalog.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(&handle, ledger.as_ref(), &catalog, &config, opened).await {
+                handle.emit(Event::error("ledger", format!("cannot answer request: {e:#}")));
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn answer(
+    handle: &NodeHandle,
+    ledger: &dyn Ledger,
+    catalog: &Catalog,
+    config: &ProviderConfig,
+    opened: Opened,
+) -> anyhow::Result<()> {
+    let Signal::Request(req) = opened.signal else {
+        tracing::debug!(from = %opened.sender, "ignoring non-request message on stdin");
+        return Ok(());
+    };
+    let mut response = ServiceResponse {
+        request_nonce: opened.nonce,
+        ..Default::default()
+    };
+    for name in req.streams.iter().take(64) {
+        match catalog.lookup(name) {
+            Ok(info) => response.accepted.push(info),
+            Err(rejection) => {
+                handle.emit(Event::Error {
+                    what: "stream_request".into(),
+                    detail: rejection.detail.clone(),
+                    reason: Some(rejection.reason.as_str().into()),
+                    peer_id: Some(opened.sender.to_string()),
+                });
+                response.rejected.push(rejection);
+            }
+        }
+    }
+    let snapshot = handle.snapshot().await?;
+    response.addrs = advertised_addrs(&snapshot, config.relay_only);
+    post_sealed(handle, ledger, opened.sender, &Signal::Response(response), config.response_ttl).await?;
+    Ok(())
+}

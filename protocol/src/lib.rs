@@ -1,0 +1,25 @@
+//! Protocol logic of ledgermesh, with no I/O.
+//!
+//! Everything here is a pure function or a state machine that takes the
+//! current time and its inputs as arguments: the node feeds it bytes from the
+//! ledger and the network and carries out what it returns. That is what lets
+//! the tests cover forged, expired and replayed envelopes without sockets.
+//!
+//! ```text
+//!            ┌──────────── ledgermesh-protocol (this crate) ────────────┐
+//!  ledger ──►│ topic::Topic   envelope::{seal, Opener}   replay cache   │
+//!  network ─►│ framing::{StreamRequest, StreamHeader}   signal types   │
+//!            └──────────────────────────────────────────────────────────┘
+//! ```
+#![warn(missing_docs)]
+
+pub mod envelope;
+pub mod framing;
+pub mod keys;
+pub mod replay;
+pub mod signal;
+pub mod topic;
+
+pub use envelope::{seal, OpenError, OpenPolicy, Opened, Opener, Sealed, SealError};
+pub use signal::{RejectReason, ServiceRequest, ServiceResponse, Signal, StreamInfo, StreamRejection};
+pub use topic::Topic;
