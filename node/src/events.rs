@@ -208,6 +208,7 @@ pub const EVENT_CAPACITY: usize = 16_384;
 pub struct Emitter {
     node: String,
     tx: broadcast::Sender<Record>,
+    json_stdout: bool,
 }
 
 impl Emitter {
@@ -216,17 +217,29 @@ impl Emitter {
         Self {
             node: node.into(),
             tx: broadcast::channel(EVENT_CAPACITY).0,
+            json_stdout: false,
         }
+    }
+
+    /// Also print every event as one JSON line on stdout, synchronously, so
+    /// no event is lost or reordered when the process exits.
+    pub fn with_json_stdout(mut self, on: bool) -> Self {
+        self.json_stdout = on;
+        self
     }
 
     /// Publishes `event` (dropped when nobody listens).
     pub fn emit(&self, event: Event) {
         tracing::debug!(node = %self.node, ?event, "event");
-        let _ = self.tx.send(Record {
+        let record = Record {
             ts_ms: now_ms(),
             node: self.node.clone(),
             event,
-        });
+        };
+        if self.json_stdout {
+            print_json_line(&record);
+        }
+        let _ = self.tx.send(record);
     }
 
     /// A new subscriber that sees every later event.
@@ -240,21 +253,11 @@ impl Emitter {
     }
 }
 
-/// Prints every record of `rx` as one JSON line on stdout until the channel closes.
-pub async fn print_json_lines(mut rx: broadcast::Receiver<Record>) {
+/// Prints one serializable value as a JSON line on stdout.
+pub fn print_json_line<T: Serialize>(value: &T) {
     use std::io::Write;
-    loop {
-        match rx.recv().await {
-            Ok(rec) => {
-                let line = serde_json::to_string(&rec).unwrap_or_default();
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "json printer fell behind; events were dropped");
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
-        }
-    }
+    let line = serde_json::to_string(value).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }

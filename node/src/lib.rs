@@ -1,1 +1,27 @@
-//! placeholder
+//! The ledgermesh node: a libp2p swarm and the roles built on it.
+//!
+//! ```text
+//!   consumer ──sealed request──► ledger (provider's stdin topic) ──► provider
+//!   consumer ◄──sealed response── ledger (consumer's stdin topic) ◄── provider
+//!   consumer ══ relay circuit ══► relay ══► provider   (DCUtR upgrades to direct)
+//!   consumer ◄═══════ /ledgermesh/stream/1 over yamux / QUIC ═══════ provider
+//! ```
+//!
+//! [`net`] owns the swarm in one event loop; [`provider`], [`consumer`] and
+//! [`relay`] are the roles; [`streams`] is the data-stream protocol;
+//! [`signaling`] posts and reads sealed envelopes; [`demo`] runs a whole
+//! network in one process.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod consumer;
+pub mod demo;
+pub mod events;
+pub mod identity;
+pub mod ledger_spec;
+pub mod net;
+pub mod provider;
+pub mod relay;
+pub mod signaling;
+pub mod source;
+pub mod streams;

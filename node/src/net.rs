@@ -73,6 +73,9 @@ pub struct NodeConfig {
     pub close_relayed_after_upgrade: bool,
     /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Publish events here (subscribe before spawning to miss none); a new
+    /// emitter labelled `name` when `None`.
+    pub emitter: Option<Emitter>,
 }
 
 impl NodeConfig {
@@ -89,6 +92,7 @@ impl NodeConfig {
             external: vec![],
             close_relayed_after_upgrade: true,
             idle_timeout: Duration::from_secs(60),
+            emitter: None,
         }
     }
 }
@@ -117,6 +121,7 @@ pub enum NodeError {
 }
 
 /// The composed behaviour of every ledgermesh node.
+#[allow(missing_docs)]
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     relay_client: relay::client::Behaviour,
@@ -165,6 +170,7 @@ enum Command {
     WaitRelays {
         reply: oneshot::Sender<()>,
     },
+    WaitListening(oneshot::Sender<Snapshot>),
     Shutdown,
 }
 
@@ -238,6 +244,16 @@ impl NodeHandle {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::WaitRelays { reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Resolves once every configured listener reported an address.
+    pub async fn wait_listening(&self) -> Result<Snapshot, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::WaitListening(reply))
             .await
             .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
@@ -333,17 +349,22 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
         .build();
 
+    let mut listeners = HashSet::new();
     for addr in &config.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| NodeError::Listen {
+        let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Listen {
             addr: addr.clone(),
             detail: e.to_string(),
         })?;
+        listeners.insert(id);
     }
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
     }
     let control = swarm.behaviour().stream.new_control();
-    let emitter = Emitter::new(config.name.clone());
+    let emitter = config
+        .emitter
+        .clone()
+        .unwrap_or_else(|| Emitter::new(config.name.clone()));
     let (tx, rx) = mpsc::channel(256);
     let mut event_loop = EventLoop {
         swarm,
@@ -356,7 +377,9 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         listen_addrs: Vec::new(),
         relays: HashMap::new(),
         relay_waiters: Vec::new(),
-        listen_pending: 0,
+        silent_listeners: listeners,
+        relay_listeners: HashMap::new(),
+        listen_waiters: Vec::new(),
     };
     event_loop.start_listeners_and_relays();
     let span = tracing::info_span!("node", name = %event_loop.config.name, peer = %peer_id);
@@ -389,18 +412,24 @@ struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     relays: HashMap<PeerId, (Multiaddr, RelayState)>,
     relay_waiters: Vec<oneshot::Sender<()>>,
-    listen_pending: usize,
+    /// Configured listeners that have not reported an address yet.
+    silent_listeners: HashSet<libp2p::core::transport::ListenerId>,
+    listen_waiters: Vec<oneshot::Sender<Snapshot>>,
+    /// Circuit listeners, by the relay they reserve on.
+    relay_listeners: HashMap<libp2p::core::transport::ListenerId, PeerId>,
 }
 
 impl EventLoop {
     fn start_listeners_and_relays(&mut self) {
-        self.listen_pending = self.config.listen.len();
         for addr in self.config.relays.clone() {
             let relay = relay_peer(&addr).expect("checked in spawn");
             self.relays.insert(relay, (addr.clone(), RelayState::Pending));
             let circuit = addr.clone().with(Protocol::P2pCircuit);
-            if let Err(e) = self.swarm.listen_on(circuit) {
-                self.relay_failed(relay, e.to_string());
+            match self.swarm.listen_on(circuit) {
+                Ok(id) => {
+                    self.relay_listeners.insert(id, relay);
+                }
+                Err(e) => self.relay_failed(relay, e.to_string()),
             }
         }
     }
@@ -430,23 +459,34 @@ impl EventLoop {
         }
     }
 
+    fn wake_listen_waiters(&mut self) {
+        if self.silent_listeners.is_empty() {
+            let snap = self.snapshot();
+            for w in self.listen_waiters.drain(..) {
+                let _ = w.send(snap.clone());
+            }
+        }
+    }
+
     fn relay_failed(&mut self, relay: PeerId, detail: String) {
         if let Some((addr, state)) = self.relays.get_mut(&relay) {
-            if matches!(state, RelayState::Pending) {
-                *state = RelayState::Failed;
-                self.emitter.emit(Event::Error {
-                    what: "relay".into(),
-                    detail: format!("no reservation on relay {addr}: {detail}"),
-                    reason: Some("unreachable".into()),
-                    peer_id: Some(relay.to_string()),
-                });
-            }
+            let (reason, what) = match state {
+                RelayState::Pending => ("unreachable", "no reservation on relay"),
+                RelayState::Accepted(_) => ("reservation_lost", "lost the reservation on relay"),
+                RelayState::Failed => return self.wake_relay_waiters(),
+            };
+            *state = RelayState::Failed;
+            self.emitter.emit(Event::Error {
+                what: "relay".into(),
+                detail: format!("{what} {addr}: {detail}"),
+                reason: Some(reason.into()),
+                peer_id: Some(relay.to_string()),
+            });
         }
         self.wake_relay_waiters();
     }
 
     fn snapshot(&self) -> Snapshot {
-        let me = *self.swarm.local_peer_id();
         Snapshot {
             direct_addrs: self
                 .listen_addrs
@@ -457,8 +497,8 @@ impl EventLoop {
             circuit_addrs: self
                 .relays
                 .values()
-                .filter_map(|(addr, s)| match s {
-                    RelayState::Accepted(_) => Some(addr.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(me))),
+                .filter_map(|(_, s)| match s {
+                    RelayState::Accepted(circuit) => Some(circuit.clone()),
                     _ => None,
                 })
                 .collect(),
@@ -494,6 +534,10 @@ impl EventLoop {
                 self.relay_waiters.push(reply);
                 self.wake_relay_waiters();
             }
+            Command::WaitListening(reply) => {
+                self.listen_waiters.push(reply);
+                self.wake_listen_waiters();
+            }
             Command::Shutdown => {}
         }
     }
@@ -514,23 +558,45 @@ impl EventLoop {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                let circuit = address.iter().any(|p| p == Protocol::P2pCircuit);
+                if self.config.relay_server.is_some() && !circuit {
+                    // A relay is public by definition: its listen addresses are
+                    // what it puts in reservations.
+                    self.swarm.add_external_address(address.clone());
+                }
                 if !self.listen_addrs.contains(&address) {
                     self.listen_addrs.push(address);
                 }
-                self.listen_pending = self.listen_pending.saturating_sub(1);
+                self.silent_listeners.remove(&listener_id);
                 self.emitter.emit(Event::Listening {
                     peer_id: self.swarm.local_peer_id().to_string(),
                     addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
                 });
+                self.wake_listen_waiters();
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address);
             }
-            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
                 self.listen_addrs.retain(|a| !addresses.contains(a));
-                if let Err(e) = reason {
-                    self.on_listener_error(&addresses, e.to_string());
+                if self.silent_listeners.remove(&listener_id) {
+                    self.emitter.emit(Event::error(
+                        "listen",
+                        format!("a listener closed before reporting an address: {reason:?}"),
+                    ));
+                    self.wake_listen_waiters();
+                }
+                if let Some(relay) = self.relay_listeners.remove(&listener_id) {
+                    let detail = match reason {
+                        Err(e) => e.to_string(),
+                        Ok(()) => "reservation listener closed".into(),
+                    };
+                    self.relay_failed(relay, detail);
                 }
             }
             SwarmEvent::ListenerError { error, .. } => {
@@ -577,7 +643,7 @@ impl EventLoop {
                     }
                 }
                 if let Some(peer) = peer_id {
-                    if self.relays.contains_key(&peer) {
+                    if matches!(self.relays.get(&peer), Some((_, RelayState::Pending))) {
                         self.relay_failed(peer, error.to_string());
                     }
                 }
@@ -587,28 +653,13 @@ impl EventLoop {
         }
     }
 
-    fn on_listener_error(&mut self, addresses: &[Multiaddr], detail: String) {
-        let failed: Vec<PeerId> = self
-            .relays
-            .iter()
-            .filter(|(_, (addr, s))| {
-                matches!(s, RelayState::Pending)
-                    && (addresses.is_empty() || addresses.iter().any(|a| a.to_string().starts_with(&addr.to_string())))
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        for p in failed {
-            self.relay_failed(p, detail.clone());
-        }
-    }
-
     fn on_established(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
         let (path, transport, via) = classify(endpoint);
         let remote_addr = match endpoint {
             ConnectedPoint::Dialer { address, .. } => address.clone(),
             ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
         };
-        tracing::info!(%peer, ?path, ?transport, ?via, %remote_addr, "connected");
+        tracing::debug!(%peer, ?path, ?transport, ?via, %remote_addr, "connected");
         self.emitter.emit(Event::Connected {
             peer_id: peer.to_string(),
             path,
@@ -676,7 +727,7 @@ impl EventLoop {
                 remote_peer_id,
                 result,
             }) => match result {
-                Ok(_) => tracing::info!(peer = %remote_peer_id, "hole punch succeeded"),
+                Ok(_) => tracing::debug!(peer = %remote_peer_id, "hole punch succeeded"),
                 Err(e) => {
                     tracing::info!(peer = %remote_peer_id, error = %e, "hole punch failed");
                     self.emitter.emit(Event::HolePunchFailed {

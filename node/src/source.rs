@@ -129,9 +129,14 @@ impl Source {
     }
 }
 
-/// Deterministic random bytes, seekable by setting the ChaCha word position.
+/// Deterministic random bytes, seekable. The byte at offset `i` is byte
+/// `i % 64` of ChaCha8 block `i / 64`, so the content never depends on how
+/// it is read (the RNG itself discards partial words between calls).
 struct RandomReader {
     rng: ChaCha8Rng,
+    block: [u8; 64],
+    /// Next unread byte of `block` (64 = exhausted).
+    index: usize,
     pos: u64,
     end: u64,
 }
@@ -139,10 +144,38 @@ struct RandomReader {
 impl RandomReader {
     fn new(seed: u64, offset: u64, end: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_word_pos(u128::from(offset / 4));
-        let mut skip = [0u8; 4];
-        rng.fill_bytes(&mut skip[..(offset % 4) as usize]);
-        Self { rng, pos: offset, end }
+        // 16 words of 32 bits per 64-byte block.
+        rng.set_word_pos(u128::from(offset / 64) * 16);
+        let mut block = [0u8; 64];
+        rng.fill_bytes(&mut block);
+        Self {
+            rng,
+            block,
+            index: (offset % 64) as usize,
+            pos: offset,
+            end,
+        }
+    }
+
+    fn fill(&mut self, dst: &mut [u8]) {
+        let mut done = 0;
+        while done < dst.len() {
+            if self.index == 64 {
+                let whole = (dst.len() - done) / 64 * 64;
+                if whole > 0 {
+                    // Whole blocks straight into the output: same bytes, no copy.
+                    self.rng.fill_bytes(&mut dst[done..done + whole]);
+                    done += whole;
+                    continue;
+                }
+                self.rng.fill_bytes(&mut self.block);
+                self.index = 0;
+            }
+            let n = (64 - self.index).min(dst.len() - done);
+            dst[done..done + n].copy_from_slice(&self.block[self.index..self.index + n]);
+            self.index += n;
+            done += n;
+        }
     }
 }
 
@@ -153,7 +186,7 @@ impl AsyncRead for RandomReader {
         let n = (buf.remaining() as u64).min(left) as usize;
         if n > 0 {
             let dst = buf.initialize_unfilled_to(n);
-            this.rng.fill_bytes(dst);
+            this.fill(dst);
             buf.advance(n);
             this.pos += n as u64;
         }
@@ -166,15 +199,26 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn random_source_is_seekable_at_any_offset() {
-        let src = Source::Random { len: 1000, seed: 7 };
+    async fn random_source_is_the_same_for_any_offset_and_read_size() {
+        let len = 5000u64;
+        let src = Source::Random { len, seed: 7 };
         let mut whole = Vec::new();
-        src.open_at(0, 1000).await.unwrap().read_to_end(&mut whole).await.unwrap();
-        assert_eq!(whole.len(), 1000);
-        for off in [1u64, 2, 3, 4, 5, 333, 999, 1000] {
-            let mut part = Vec::new();
-            src.open_at(off, 1000).await.unwrap().read_to_end(&mut part).await.unwrap();
-            assert_eq!(part, whole[off as usize..], "offset {off}");
+        src.open_at(0, len).await.unwrap().read_to_end(&mut whole).await.unwrap();
+        assert_eq!(whole.len() as u64, len);
+        for off in [1u64, 2, 3, 4, 5, 63, 64, 65, 333, 4999, 5000] {
+            for chunk in [1usize, 3, 7, 64, 100, 4096] {
+                let mut reader = src.open_at(off, len).await.unwrap();
+                let mut part = Vec::new();
+                let mut buf = vec![0u8; chunk];
+                loop {
+                    let n = reader.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    part.extend_from_slice(&buf[..n]);
+                }
+                assert_eq!(part, whole[off as usize..], "offset {off}, reads of {chunk}");
+            }
         }
     }
 

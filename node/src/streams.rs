@@ -260,6 +260,8 @@ pub struct FetchPolicy {
     pub backoff: Duration,
     /// Largest back-off.
     pub max_backoff: Duration,
+    /// A stream that delivers nothing for this long is treated as broken.
+    pub stall: Duration,
 }
 
 impl Default for FetchPolicy {
@@ -268,6 +270,55 @@ impl Default for FetchPolicy {
             max_attempts: 12,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(3),
+            stall: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Notices when a connection to one peer closes.
+struct PathWatch {
+    rx: tokio::sync::broadcast::Receiver<crate::events::Record>,
+    peer: String,
+}
+
+impl PathWatch {
+    fn new(handle: &NodeHandle, peer: PeerId) -> Self {
+        Self {
+            rx: handle.emitter().subscribe(),
+            peer: peer.to_string(),
+        }
+    }
+
+    /// Resolves when a connection to the peer closed (or events were missed).
+    async fn disconnected(&mut self) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.rx.recv().await {
+                Ok(rec) => {
+                    if let Event::Disconnected { peer_id, .. } = &rec.event {
+                        if *peer_id == self.peer {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Runs `fut` unless a connection to the peer closes or it stalls first.
+    async fn guard<T>(&mut self, stall: Duration, fut: impl std::future::Future<Output = T>) -> Result<T, StreamError> {
+        tokio::select! {
+            r = fut => Ok(r),
+            _ = self.disconnected() => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "a connection to the peer closed; resuming on the remaining path",
+            ).into()),
+            _ = tokio::time::sleep(stall) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no data for {stall:?}"),
+            ).into()),
         }
     }
 }
@@ -302,11 +353,17 @@ pub async fn fetch(
     let mut buf = vec![0u8; CHUNK];
     loop {
         attempts += 1;
+        // Watch for connections to this peer closing: a stream on a closed
+        // connection may never see an error, so any disconnect from the peer
+        // makes us resume from our offset on whatever connection remains.
+        let mut watch = PathWatch::new(handle, peer);
         let result: Result<bool, StreamError> = async {
-            let mut stream = match control.open_stream(peer, STREAM_PROTOCOL).await {
-                Ok(s) => s,
-                Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => return Err(StreamError::Unsupported),
-                Err(e) => return Err(std::io::Error::other(e.to_string()).into()),
+            let opened = tokio::time::timeout(policy.stall, control.open_stream(peer, STREAM_PROTOCOL)).await;
+            let mut stream = match opened {
+                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "opening the stream timed out").into()),
+                Ok(Ok(s)) => s,
+                Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => return Err(StreamError::Unsupported),
+                Ok(Err(e)) => return Err(std::io::Error::other(e.to_string()).into()),
             };
             handle.emit(Event::StreamOpened {
                 peer_id: peer.to_string(),
@@ -316,7 +373,7 @@ pub async fn fetch(
             stream
                 .write_all(&StreamRequest { name: name.into(), offset }.encode())
                 .await?;
-            let (body, rest) = read_frame(&mut stream).await?;
+            let (body, rest) = watch.guard(policy.stall, read_frame(&mut stream)).await??;
             match StreamHeader::decode(&body)? {
                 StreamHeader::Rejected(r) => return Err(StreamError::Rejected(r)),
                 StreamHeader::Accepted { info: i, offset: o } => {
@@ -332,6 +389,8 @@ pub async fn fetch(
             let total = info.as_ref().and_then(|i| i.length);
             let mut pending = rest;
             loop {
+                // File writes are never raced against anything, so a resume
+                // can only happen between whole chunks: no byte is written twice.
                 if !pending.is_empty() {
                     if let Some(t) = total {
                         if offset + pending.len() as u64 > t {
@@ -343,7 +402,7 @@ pub async fn fetch(
                     offset += pending.len() as u64;
                     pending.clear();
                 }
-                let n = stream.read(&mut buf).await?;
+                let n = watch.guard(policy.stall, stream.read(&mut buf)).await??;
                 if n == 0 {
                     return Ok(total.is_none_or(|t| offset == t));
                 }

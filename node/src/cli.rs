@@ -1,0 +1,273 @@
+//! The `ledgermesh` command line. Flags and `--json` events are a contract:
+//! add, never rename.
+
+use crate::consumer::{self, ConsumerConfig, Want};
+use crate::events::{Emitter, Event};
+use crate::identity::{generate_key_file, load_or_ephemeral};
+use crate::ledger_spec::open_ledger;
+use crate::net::{spawn, NodeConfig, RelayLimits};
+use crate::provider::{self, ProviderConfig};
+use crate::source::{parse_stream_spec, Source};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// ledgermesh: buy and sell live data streams peer to peer, signaling through a public ledger.
+#[derive(Debug, Parser)]
+#[command(name = "ledgermesh", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a new Ed25519 identity key (mode 0600) and print its PeerId.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing file (its identity is lost).
+        #[arg(long)]
+        force: bool,
+        /// Print `{"peer_id": ..., "path": ...}` instead of the bare PeerId.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a public relay (circuit relay v2 server; DCUtR coordination).
+    Relay(RelayArgs),
+    /// Sell named streams.
+    Provide(ProvideArgs),
+    /// Buy streams from one or more providers.
+    Consume(ConsumeArgs),
+    /// Run a small network on loopback with the in-memory ledger.
+    Demo(DemoArgs),
+}
+
+/// Options every node role has.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Identity key file (see `keygen`); a fresh in-memory key when omitted.
+    #[arg(long, env = "LEDGERMESH_KEY")]
+    pub key: Option<PathBuf>,
+    /// Print one JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ledgermesh relay`.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+    /// Addresses to listen on.
+    #[arg(long, num_args = 1.., default_values = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"])]
+    pub listen: Vec<Multiaddr>,
+    /// Extra public addresses to announce (e.g. behind a port forward).
+    #[arg(long, num_args = 1..)]
+    pub external: Vec<Multiaddr>,
+    /// Longest life of one circuit, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub max_circuit_secs: u64,
+    /// Bytes one circuit may carry per direction.
+    #[arg(long, default_value_t = 1 << 40)]
+    pub max_circuit_bytes: u64,
+}
+
+/// `ledgermesh provide`.
+#[derive(Debug, Args)]
+pub struct ProvideArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+    /// Ledger: `memory` (this process only) or `evm:RPC_URL@CONTRACT_ADDRESS`.
+    #[arg(long, env = "LEDGERMESH_LEDGER", default_value = "memory")]
+    pub ledger: String,
+    /// Relays to hold a reservation on (`.../p2p/<relay id>`).
+    #[arg(long, num_args = 1..)]
+    pub relay: Vec<Multiaddr>,
+    /// Streams to sell: NAME=file:PATH or NAME=random:BYTES[:SEED].
+    #[arg(long, num_args = 1.., required = true)]
+    pub stream: Vec<String>,
+    /// Addresses to listen on.
+    #[arg(long, num_args = 1.., default_values = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"])]
+    pub listen: Vec<Multiaddr>,
+    /// Advertise only relay circuits (behind a NAT; DCUtR finds the direct path).
+    #[arg(long)]
+    pub relay_only: bool,
+}
+
+/// `ledgermesh consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+    /// Ledger: `memory` (this process only) or `evm:RPC_URL@CONTRACT_ADDRESS`.
+    #[arg(long, env = "LEDGERMESH_LEDGER", default_value = "memory")]
+    pub ledger: String,
+    /// Relays to hold a reservation on (`.../p2p/<relay id>`).
+    #[arg(long, num_args = 1..)]
+    pub relay: Vec<Multiaddr>,
+    /// Streams to buy, as PEERID/STREAM.
+    #[arg(long, num_args = 1.., required = true)]
+    pub want: Vec<Want>,
+    /// Directory to write streams to (`OUT/<peer id>/<stream>`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Addresses to listen on.
+    #[arg(long, num_args = 1.., default_values = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"])]
+    pub listen: Vec<Multiaddr>,
+    /// Seconds to wait for each provider's service response.
+    #[arg(long, default_value_t = 60)]
+    pub response_timeout: u64,
+}
+
+/// `ledgermesh demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Print every event as JSON, then one summary object as the last line.
+    #[arg(long)]
+    pub json: bool,
+    /// Size of each provider's `feed` stream (K/M/G suffixes allowed).
+    #[arg(long, default_value = "8M", value_parser = parse_bytes)]
+    pub bytes: u64,
+    /// Keep the received files here instead of a temporary directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    crate::source::parse_size(s).ok_or_else(|| format!("{s:?} is not a size like 8M"))
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Keygen { out, force, json } => {
+            let kp = generate_key_file(&out, force)?;
+            let peer = kp.public().to_peer_id();
+            if json {
+                println!("{}", serde_json::json!({"peer_id": peer.to_string(), "path": out}));
+            } else {
+                println!("{peer}");
+            }
+            Ok(0)
+        }
+        Command::Relay(args) => run_relay(args).await,
+        Command::Provide(args) => run_provide(args).await,
+        Command::Consume(args) => run_consume(args).await,
+        Command::Demo(args) => {
+            let summary = crate::demo::run(crate::demo::DemoOptions {
+                json: args.json,
+                feed_bytes: args.bytes,
+                out_dir: args.out,
+            })
+            .await?;
+            Ok(if summary.ok { 0 } else { 1 })
+        }
+    }
+}
+
+fn emitter_for(name: &str, json: bool) -> Emitter {
+    Emitter::new(name).with_json_stdout(json)
+}
+
+async fn wait_for_ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("interrupted; shutting down");
+}
+
+async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
+    let keypair = load_or_ephemeral(args.node.key.as_deref())?;
+    let mut config = NodeConfig::new("relay");
+    config.listen = args.listen;
+    config.external = args.external;
+    config.relay_server = Some(RelayLimits {
+        max_circuit_duration: Duration::from_secs(args.max_circuit_secs),
+        max_circuit_bytes: args.max_circuit_bytes,
+        ..RelayLimits::default()
+    });
+    config.idle_timeout = Duration::from_secs(300);
+    config.emitter = Some(emitter_for("relay", args.node.json));
+    let handle = spawn(config, keypair).await.context("starting the relay")?;
+    let snap = handle.wait_listening().await?;
+    for a in &snap.direct_addrs {
+        tracing::info!("relay reachable at {a}/p2p/{}", handle.peer_id());
+    }
+    wait_for_ctrl_c().await;
+    handle.shutdown().await;
+    Ok(0)
+}
+
+async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
+    let keypair = load_or_ephemeral(args.node.key.as_deref())?;
+    let streams: Vec<(String, Source)> = args
+        .stream
+        .iter()
+        .map(|s| parse_stream_spec(s))
+        .collect::<Result<_, _>>()?;
+    let peer = keypair.public().to_peer_id();
+    let ledger = open_ledger(&args.ledger, &peer.to_string())?;
+    let mut config = NodeConfig::new("provider");
+    config.listen = args.listen;
+    config.relays = args.relay;
+    config.emitter = Some(emitter_for("provider", args.node.json));
+    let handle = spawn(config, keypair).await.context("starting the provider node")?;
+    tracing::info!(%peer, "provider started");
+    let mut pc = ProviderConfig::new(streams);
+    pc.relay_only = args.relay_only;
+    tokio::select! {
+        r = provider::run(handle.clone(), ledger, pc) => r.context("provider stopped")?,
+        _ = wait_for_ctrl_c() => {}
+    }
+    handle.shutdown().await;
+    Ok(0)
+}
+
+async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
+    let keypair = load_or_ephemeral(args.node.key.as_deref())?;
+    let peer = keypair.public().to_peer_id();
+    let ledger = open_ledger(&args.ledger, &peer.to_string())?;
+    let mut config = NodeConfig::new("consumer");
+    config.listen = args.listen;
+    config.relays = args.relay;
+    config.emitter = Some(emitter_for("consumer", args.node.json));
+    let handle = spawn(config, keypair).await.context("starting the consumer node")?;
+    let mut cc = ConsumerConfig::new(args.want, args.out);
+    cc.response_timeout = Duration::from_secs(args.response_timeout);
+    let outcomes = tokio::select! {
+        r = consumer::run(handle.clone(), ledger, cc) => r.context("consumer failed")?,
+        _ = wait_for_ctrl_c() => { handle.shutdown().await; return Ok(130) }
+    };
+    let mut ok = true;
+    for o in &outcomes {
+        match &o.result {
+            Ok(f) if f.verified => {
+                if !args.node.json {
+                    println!("ok   {}/{}  {} bytes  sha256 {}", o.peer, o.stream, f.bytes, hex::encode(f.sha256));
+                }
+            }
+            Ok(f) => {
+                ok = false;
+                handle.emit(Event::error("verify", format!("{}/{}: sha256 {} does not match the provider's", o.peer, o.stream, hex::encode(f.sha256))));
+                if !args.node.json {
+                    println!("BAD  {}/{}  {} bytes  sha256 mismatch", o.peer, o.stream, f.bytes);
+                }
+            }
+            Err(e) => {
+                ok = false;
+                if !args.node.json {
+                    println!("FAIL {}/{}  {e}", o.peer, o.stream);
+                }
+            }
+        }
+    }
+    handle.shutdown().await;
+    Ok(if ok { 0 } else { 1 })
+}

@@ -1,0 +1,38 @@
+//! The relay role: a public node that relays circuits for peers that cannot
+//! reach each other directly, and helps them hole-punch (it is the DCUtR
+//! coordination channel).
+
+use crate::net::{spawn, NodeConfig, NodeError, NodeHandle, RelayLimits};
+use libp2p::identity::Keypair;
+use libp2p::Multiaddr;
+
+/// Starts a relay listening on `listen`. Its listen addresses are announced as
+/// external (a relay must be publicly reachable), plus any `external` ones.
+pub async fn start(
+    name: &str,
+    keypair: Keypair,
+    listen: Vec<Multiaddr>,
+    external: Vec<Multiaddr>,
+    limits: RelayLimits,
+) -> Result<NodeHandle, NodeError> {
+    let mut config = NodeConfig::new(name);
+    config.listen = listen;
+    config.external = external;
+    config.relay_server = Some(limits);
+    config.idle_timeout = std::time::Duration::from_secs(300);
+    let handle = spawn(config, keypair).await?;
+    Ok(handle)
+}
+
+/// A dialable address of the relay (`…/p2p/<id>`), preferring TCP, once it listens.
+pub async fn dial_addr(handle: &NodeHandle) -> Result<Multiaddr, NodeError> {
+    let snap = handle.wait_listening().await?;
+    let pick = snap
+        .direct_addrs
+        .iter()
+        .find(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_))))
+        .or_else(|| snap.direct_addrs.first())
+        .cloned()
+        .ok_or(NodeError::Stopped)?;
+    Ok(pick.with(libp2p::multiaddr::Protocol::P2p(handle.peer_id())))
+}
