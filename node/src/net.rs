@@ -16,7 +16,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{dcutr, identify, identity::Keypair, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, Swarm};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -120,16 +120,24 @@ pub enum NodeError {
     Stopped,
 }
 
-/// The composed behaviour of every ledgermesh node.
+pub use composed::{Behaviour, BehaviourEvent};
+
+/// The derive below generates an undocumented event enum; keep it contained.
 #[allow(missing_docs)]
-#[derive(NetworkBehaviour)]
-pub struct Behaviour {
-    relay_client: relay::client::Behaviour,
-    relay_server: Toggle<relay::Behaviour>,
-    dcutr: dcutr::Behaviour,
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
+mod composed {
+    use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour};
+    use libp2p::{dcutr, identify, ping, relay};
+
+    /// The composed behaviour of every ledgermesh node.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        pub(crate) relay_client: relay::client::Behaviour,
+        pub(crate) relay_server: Toggle<relay::Behaviour>,
+        pub(crate) dcutr: dcutr::Behaviour,
+        pub(crate) identify: identify::Behaviour,
+        pub(crate) ping: ping::Behaviour,
+        pub(crate) stream: libp2p_stream::Behaviour,
+    }
 }
 
 /// Facts about one live connection.
