@@ -98,9 +98,17 @@ pub trait Ledger: Send + Sync + 'static {
     fn max_payload(&self) -> usize;
 
     /// Appends `payload` to `topic`.
-    fn post(&self, topic: TopicId, payload: Vec<u8>) -> BoxFuture<'_, Result<PostReceipt, LedgerError>>;
+    fn post(
+        &self,
+        topic: TopicId,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<PostReceipt, LedgerError>>;
 
     /// Every message of `topic` after `from`, in order, then new ones as they
     /// arrive. Transient failures appear as `Err` items; the stream goes on.
-    fn follow(&self, topic: TopicId, from: Cursor) -> BoxStream<'static, Result<LedgerMessage, LedgerError>>;
+    fn follow(
+        &self,
+        topic: TopicId,
+        from: Cursor,
+    ) -> BoxStream<'static, Result<LedgerMessage, LedgerError>>;
 }

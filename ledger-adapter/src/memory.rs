@@ -9,10 +9,13 @@ use tokio::sync::watch;
 /// Default payload cap, the same order as the EVM contract's.
 pub const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024;
 
+/// One stored message: sequence number, sender, payload.
+type Stored = (u64, String, Arc<Vec<u8>>);
+
 #[derive(Debug, Default)]
 struct State {
-    /// Per topic: (sequence number, sender, payload), in order.
-    topics: HashMap<TopicId, Vec<(u64, String, Arc<Vec<u8>>)>>,
+    /// Per topic, in order.
+    topics: HashMap<TopicId, Vec<Stored>>,
     seq: u64,
 }
 
@@ -81,7 +84,10 @@ impl MemoryLedger {
             topic: *topic,
             sender: sender.clone(),
             payload: payload.as_ref().clone(),
-            cursor: Cursor { block: *seq, index: 0 },
+            cursor: Cursor {
+                block: *seq,
+                index: 0,
+            },
         })
     }
 }
@@ -95,7 +101,11 @@ impl Ledger for MemoryLedger {
         self.max_payload
     }
 
-    fn post(&self, topic: TopicId, payload: Vec<u8>) -> BoxFuture<'_, Result<PostReceipt, LedgerError>> {
+    fn post(
+        &self,
+        topic: TopicId,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<PostReceipt, LedgerError>> {
         Box::pin(async move {
             if payload.len() > self.max_payload {
                 return Err(LedgerError::PayloadTooLarge {
@@ -107,39 +117,49 @@ impl Ledger for MemoryLedger {
                 let mut state = self.lock();
                 state.seq += 1;
                 let seq = state.seq;
-                state
-                    .topics
-                    .entry(topic)
-                    .or_default()
-                    .push((seq, self.account.clone(), Arc::new(payload)));
+                state.topics.entry(topic).or_default().push((
+                    seq,
+                    self.account.clone(),
+                    Arc::new(payload),
+                ));
                 seq
             };
             self.latest.send_replace(seq);
             Ok(PostReceipt {
-                cursor: Some(Cursor { block: seq, index: 0 }),
+                cursor: Some(Cursor {
+                    block: seq,
+                    index: 0,
+                }),
                 tx: None,
                 gas_used: None,
             })
         })
     }
 
-    fn follow(&self, topic: TopicId, from: Cursor) -> BoxStream<'static, Result<LedgerMessage, LedgerError>> {
+    fn follow(
+        &self,
+        topic: TopicId,
+        from: Cursor,
+    ) -> BoxStream<'static, Result<LedgerMessage, LedgerError>> {
         let ledger = self.clone();
         let rx = self.latest.subscribe();
-        stream::unfold((ledger, rx, from), move |(ledger, mut rx, cursor)| async move {
-            loop {
-                // Mark the current value seen before looking, so a post that
-                // lands between the look and the wait still wakes us.
-                rx.borrow_and_update();
-                if let Some(msg) = ledger.next_after(&topic, cursor) {
-                    let next = msg.cursor;
-                    return Some((Ok(msg), (ledger, rx, next)));
+        stream::unfold(
+            (ledger, rx, from),
+            move |(ledger, mut rx, cursor)| async move {
+                loop {
+                    // Mark the current value seen before looking, so a post that
+                    // lands between the look and the wait still wakes us.
+                    rx.borrow_and_update();
+                    if let Some(msg) = ledger.next_after(&topic, cursor) {
+                        let next = msg.cursor;
+                        return Some((Ok(msg), (ledger, rx, next)));
+                    }
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
                 }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        })
+            },
+        )
         .boxed()
     }
 }

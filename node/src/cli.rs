@@ -153,7 +153,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let kp = generate_key_file(&out, force)?;
             let peer = kp.public().to_peer_id();
             if json {
-                println!("{}", serde_json::json!({"peer_id": peer.to_string(), "path": out}));
+                println!(
+                    "{}",
+                    serde_json::json!({"peer_id": peer.to_string(), "path": out})
+                );
             } else {
                 println!("{peer}");
             }
@@ -218,7 +221,9 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     config.listen = args.listen;
     config.relays = args.relay;
     config.emitter = Some(emitter_for("provider", args.node.json));
-    let handle = spawn(config, keypair).await.context("starting the provider node")?;
+    let handle = spawn(config, keypair)
+        .await
+        .context("starting the provider node")?;
     tracing::info!(%peer, "provider started");
     let mut pc = ProviderConfig::new(streams);
     pc.relay_only = args.relay_only;
@@ -238,7 +243,9 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     config.listen = args.listen;
     config.relays = args.relay;
     config.emitter = Some(emitter_for("consumer", args.node.json));
-    let handle = spawn(config, keypair).await.context("starting the consumer node")?;
+    let handle = spawn(config, keypair)
+        .await
+        .context("starting the consumer node")?;
     let mut cc = ConsumerConfig::new(args.want, args.out);
     cc.response_timeout = Duration::from_secs(args.response_timeout);
     let outcomes = tokio::select! {
@@ -250,14 +257,31 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         match &o.result {
             Ok(f) if f.verified => {
                 if !args.node.json {
-                    println!("ok   {}/{}  {} bytes  sha256 {}", o.peer, o.stream, f.bytes, hex::encode(f.sha256));
+                    println!(
+                        "ok   {}/{}  {} bytes  sha256 {}",
+                        o.peer,
+                        o.stream,
+                        f.bytes,
+                        hex::encode(f.sha256)
+                    );
                 }
             }
             Ok(f) => {
                 ok = false;
-                handle.emit(Event::error("verify", format!("{}/{}: sha256 {} does not match the provider's", o.peer, o.stream, hex::encode(f.sha256))));
+                handle.emit(Event::error(
+                    "verify",
+                    format!(
+                        "{}/{}: sha256 {} does not match the provider's",
+                        o.peer,
+                        o.stream,
+                        hex::encode(f.sha256)
+                    ),
+                ));
                 if !args.node.json {
-                    println!("BAD  {}/{}  {} bytes  sha256 mismatch", o.peer, o.stream, f.bytes);
+                    println!(
+                        "BAD  {}/{}  {} bytes  sha256 mismatch",
+                        o.peer, o.stream, f.bytes
+                    );
                 }
             }
             Err(e) => {

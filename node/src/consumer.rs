@@ -39,9 +39,13 @@ impl FromStr for Want {
         let (peer, stream) = s
             .split_once('/')
             .ok_or_else(|| format!("{s:?}: expected PEERID/STREAM"))?;
-        let peer = peer.parse().map_err(|e| format!("{s:?}: bad peer id: {e}"))?;
+        let peer = peer
+            .parse()
+            .map_err(|e| format!("{s:?}: bad peer id: {e}"))?;
         if !valid_stream_name(stream) {
-            return Err(format!("{s:?}: stream names are 1-128 characters of [A-Za-z0-9._-]"));
+            return Err(format!(
+                "{s:?}: stream names are 1-128 characters of [A-Za-z0-9._-]"
+            ));
         }
         Ok(Want {
             peer,
@@ -97,9 +101,18 @@ impl StreamOutcome {
 }
 
 /// Buys every wanted stream; returns one outcome per want (in the order given).
-pub async fn run(handle: NodeHandle, ledger: Arc<dyn Ledger>, config: ConsumerConfig) -> anyhow::Result<Vec<StreamOutcome>> {
+pub async fn run(
+    handle: NodeHandle,
+    ledger: Arc<dyn Ledger>,
+    config: ConsumerConfig,
+) -> anyhow::Result<Vec<StreamOutcome>> {
     handle.wait_relays().await?;
-    let mut inbox = follow_inbox(handle.clone(), ledger.clone(), Cursor::START, OpenPolicy::default())?;
+    let mut inbox = follow_inbox(
+        handle.clone(),
+        ledger.clone(),
+        Cursor::START,
+        OpenPolicy::default(),
+    )?;
     let mut by_provider: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
     for w in &config.wants {
         let streams = by_provider.entry(w.peer).or_default();
@@ -115,7 +128,15 @@ pub async fn run(handle: NodeHandle, ledger: Arc<dyn Ledger>, config: ConsumerCo
             addrs: my_addrs.clone(),
             streams: streams.clone(),
         });
-        match post_sealed(&handle, ledger.as_ref(), *peer, &request, config.request_ttl).await {
+        match post_sealed(
+            &handle,
+            ledger.as_ref(),
+            *peer,
+            &request,
+            config.request_ttl,
+        )
+        .await
+        {
             Ok(nonce) => {
                 pending.insert(nonce, *peer);
             }
@@ -139,7 +160,9 @@ pub async fn run(handle: NodeHandle, ledger: Arc<dyn Ledger>, config: ConsumerCo
     while !pending.is_empty() {
         let next = tokio::time::timeout_at(deadline, inbox.recv()).await;
         let Ok(Some((opened, _))) = next else { break };
-        let Signal::Response(resp) = opened.signal else { continue };
+        let Signal::Response(resp) = opened.signal else {
+            continue;
+        };
         match pending.get(&resp.request_nonce) {
             Some(peer) if *peer == opened.sender => {}
             _ => {
@@ -213,7 +236,11 @@ async fn buy_from(
         } else if let Some(r) = resp.rejected.iter().find(|r| &r.name == name) {
             out.push(fail(name, r.detail.clone(), r.reason.as_str()));
         } else {
-            out.push(fail(name, "the provider's response does not mention it".into(), "missing"));
+            out.push(fail(
+                name,
+                "the provider's response does not mention it".into(),
+                "missing",
+            ));
         }
     }
     if accepted.is_empty() {
@@ -223,7 +250,10 @@ async fn buy_from(
     if let Err(e) = handle.dial(peer, addrs.clone()).await {
         handle.emit(Event::Error {
             what: "dial".into(),
-            detail: format!("cannot reach provider at any of {} addresses: {e}", addrs.len()),
+            detail: format!(
+                "cannot reach provider at any of {} addresses: {e}",
+                addrs.len()
+            ),
             reason: None,
             peer_id: Some(peer.to_string()),
         });

@@ -154,7 +154,10 @@ impl Collector {
     }
 
     fn snapshot(&self) -> Vec<Record> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -200,7 +203,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     // A small text file for provider-1's `log` stream, to show file sources.
     let log_path = out_dir.join("provider-1-log.txt");
     tokio::fs::create_dir_all(&out_dir).await?;
-    let log: String = (0..20_000).map(|i| format!("tick {i:06} temperature={}.{}\n", 20 + i % 7, i % 10)).collect();
+    let log: String = (0..20_000)
+        .map(|i| format!("tick {i:06} temperature={}.{}\n", 20 + i % 7, i % 10))
+        .collect();
     tokio::fs::write(&log_path, log).await?;
 
     let mut sources: HashMap<(String, String), Source> = HashMap::new();
@@ -211,7 +216,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         c.relays = vec![relay_addr.clone()];
         c.emitter = Some(mk_emitter(&name));
         let handle = spawn(c, Keypair::generate_ed25519()).await?;
-        let mut streams = vec![("feed".to_string(), Source::Random { len: opts.feed_bytes, seed: i })];
+        let mut streams = vec![(
+            "feed".to_string(),
+            Source::Random {
+                len: opts.feed_bytes,
+                seed: i,
+            },
+        )];
         if i == 1 {
             streams.push(("log".into(), Source::File(log_path.clone())));
         }
@@ -231,7 +242,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
                 h.emit(Event::error("provider", format!("{e:#}")));
             }
         });
-        let role = if i == 3 { "provider (relay-only)" } else { "provider" };
+        let role = if i == 3 {
+            "provider (relay-only)"
+        } else {
+            "provider"
+        };
         nodes.push((name, role.into(), handle));
     }
 
@@ -273,7 +288,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         h.shutdown().await;
     }
 
-    let summary = summarize(&nodes, &collector.snapshot(), &outcomes, &truth, started.elapsed());
+    let summary = summarize(
+        &nodes,
+        &collector.snapshot(),
+        &outcomes,
+        &truth,
+        started.elapsed(),
+    );
     if opts.json {
         print_json_line(&summary);
     } else {
@@ -295,7 +316,12 @@ fn summarize(
         .collect();
     let topic_owner: HashMap<String, String> = nodes
         .iter()
-        .map(|(n, _, h)| (ledgermesh_protocol::Topic::stdin(&h.peer_id()).to_hex(), n.clone()))
+        .map(|(n, _, h)| {
+            (
+                ledgermesh_protocol::Topic::stdin(&h.peer_id()).to_hex(),
+                n.clone(),
+            )
+        })
         .collect();
     let name_of = |id: &str| label.get(id).cloned().unwrap_or_else(|| short(id));
     let is_provider = |id: &str| label.get(id).is_some_and(|n| n.starts_with("provider"));
@@ -304,9 +330,14 @@ fn summarize(
     let mut connections: Vec<ConnectionRow> = Vec::new();
     for r in records {
         match &r.event {
-            Event::LedgerPost { topic, kind, bytes, .. } => ledger_messages.push(LedgerRow {
+            Event::LedgerPost {
+                topic, kind, bytes, ..
+            } => ledger_messages.push(LedgerRow {
                 from: r.node.clone(),
-                to: topic_owner.get(topic).cloned().unwrap_or_else(|| short(topic)),
+                to: topic_owner
+                    .get(topic)
+                    .cloned()
+                    .unwrap_or_else(|| short(topic)),
                 kind: kind.clone(),
                 bytes: *bytes,
             }),
@@ -318,7 +349,10 @@ fn summarize(
                 ..
             } if r.node.starts_with("consumer") && is_provider(peer_id) => {
                 let provider = name_of(peer_id);
-                if !connections.iter().any(|c| c.consumer == r.node && c.provider == provider) {
+                if !connections
+                    .iter()
+                    .any(|c| c.consumer == r.node && c.provider == provider)
+                {
                     connections.push(ConnectionRow {
                         consumer: r.node.clone(),
                         provider,
@@ -385,7 +419,9 @@ fn summarize(
         };
         streams.push(row);
     }
-    streams.sort_by(|a, b| (&a.consumer, &a.provider, &a.stream).cmp(&(&b.consumer, &b.provider, &b.stream)));
+    streams.sort_by(|a, b| {
+        (&a.consumer, &a.provider, &a.stream).cmp(&(&b.consumer, &b.provider, &b.stream))
+    });
     let ok = !streams.is_empty() && streams.iter().all(|s| s.verified);
     DemoSummary {
         event: "demo_summary",
@@ -425,14 +461,19 @@ fn print_tables(s: &DemoSummary) {
         println!("  {:<12} {:<12} {:<18} {}", m.from, m.to, m.kind, m.bytes);
     }
     println!("\nCONNECTIONS (consumer → provider)");
-    println!("  {:<12} {:<12} {:<9} {:<6} {:<8} upgrade", "consumer", "provider", "path", "tcp/quic", "via");
+    println!(
+        "  {:<12} {:<12} {:<9} {:<6} {:<8} upgrade",
+        "consumer", "provider", "path", "tcp/quic", "via"
+    );
     for c in &s.connections {
         let path = match c.path {
             PathKind::Direct => "direct",
             PathKind::Relayed => "relayed",
         };
         let upgrade = match (c.upgraded, c.ms_after_relayed, c.upgraded_transport) {
-            (true, Some(ms), Some(t)) => format!("→ direct ({}) after {ms} ms (DCUtR)", transport_str(t)),
+            (true, Some(ms), Some(t)) => {
+                format!("→ direct ({}) after {ms} ms (DCUtR)", transport_str(t))
+            }
             _ if c.path == PathKind::Relayed => "stayed relayed".into(),
             _ => "-".into(),
         };
@@ -483,7 +524,11 @@ struct TempDir {
 
 impl TempDir {
     fn new(prefix: &str) -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>()));
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&path)?;
         Ok(Self { path })
     }

@@ -130,12 +130,21 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_eq!(read_key_file(&path).unwrap().public(), kp.public());
-        assert!(matches!(generate_key_file(&path, false), Err(KeyFileError::Exists(_))));
+        assert!(matches!(
+            generate_key_file(&path, false),
+            Err(KeyFileError::Exists(_))
+        ));
         let kp2 = generate_key_file(&path, true).unwrap();
         assert_ne!(kp2.public(), kp.public());
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(matches!(read_key_file(&path), Err(KeyFileError::Invalid { .. })));
+        assert!(matches!(
+            read_key_file(&path),
+            Err(KeyFileError::Invalid { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(matches!(read_key_file(&path), Err(KeyFileError::Missing(_))));
+        assert!(matches!(
+            read_key_file(&path),
+            Err(KeyFileError::Missing(_))
+        ));
     }
 }

@@ -17,7 +17,9 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{dcutr, identify, identity::Keypair, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{
+    dcutr, identify, identity::Keypair, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, Swarm,
+};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -282,26 +284,30 @@ pub fn classify(endpoint: &ConnectedPoint) -> (PathKind, TransportKind, Option<P
             send_back_addr,
         } => vec![local_addr, send_back_addr],
     };
-    let relayed = addrs.iter().any(|a| a.iter().any(|p| p == Protocol::P2pCircuit));
+    let relayed = addrs
+        .iter()
+        .any(|a| a.iter().any(|p| p == Protocol::P2pCircuit));
     let mut transport = TransportKind::Other;
     let mut via = None;
     for a in &addrs {
         let mut last_peer = None;
         for p in a.iter() {
             match p {
-                Protocol::Tcp(_) if transport == TransportKind::Other => transport = TransportKind::Tcp,
+                Protocol::Tcp(_) if transport == TransportKind::Other => {
+                    transport = TransportKind::Tcp
+                }
                 Protocol::QuicV1 => transport = TransportKind::Quic,
                 Protocol::P2p(id) => last_peer = Some(id),
-                Protocol::P2pCircuit => {
-                    if via.is_none() {
-                        via = last_peer;
-                    }
-                }
+                Protocol::P2pCircuit if via.is_none() => via = last_peer,
                 _ => {}
             }
         }
     }
-    let path = if relayed { PathKind::Relayed } else { PathKind::Direct };
+    let path = if relayed {
+        PathKind::Relayed
+    } else {
+        PathKind::Direct
+    };
     (path, transport, via)
 }
 
@@ -324,7 +330,11 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     let relay_limits = config.relay_server.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| NodeError::Build(e.to_string()))?
         .with_quic()
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -359,10 +369,12 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
 
     let mut listeners = HashSet::new();
     for addr in &config.listen {
-        let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Listen {
-            addr: addr.clone(),
-            detail: e.to_string(),
-        })?;
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Listen {
+                addr: addr.clone(),
+                detail: e.to_string(),
+            })?;
         listeners.insert(id);
     }
     for addr in &config.external {
@@ -431,7 +443,8 @@ impl EventLoop {
     fn start_listeners_and_relays(&mut self) {
         for addr in self.config.relays.clone() {
             let relay = relay_peer(&addr).expect("checked in spawn");
-            self.relays.insert(relay, (addr.clone(), RelayState::Pending));
+            self.relays
+                .insert(relay, (addr.clone(), RelayState::Pending));
             let circuit = addr.clone().with(Protocol::P2pCircuit);
             match self.swarm.listen_on(circuit) {
                 Ok(id) => {
@@ -456,7 +469,9 @@ impl EventLoop {
     }
 
     fn relays_settled(&self) -> bool {
-        self.relays.values().all(|(_, s)| !matches!(s, RelayState::Pending))
+        self.relays
+            .values()
+            .all(|(_, s)| !matches!(s, RelayState::Pending))
     }
 
     fn wake_relay_waiters(&mut self) {
@@ -566,7 +581,10 @@ impl EventLoop {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { listener_id, address } => {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
                 let circuit = address.iter().any(|p| p == Protocol::P2pCircuit);
                 if self.config.relay_server.is_some() && !circuit {
                     // A relay is public by definition: its listen addresses are
@@ -768,7 +786,10 @@ mod tests {
             role_override: libp2p::core::Endpoint::Dialer,
             port_use: libp2p::core::transport::PortUse::Reuse,
         };
-        assert_eq!(classify(&ep), (PathKind::Relayed, TransportKind::Tcp, Some(relay)));
+        assert_eq!(
+            classify(&ep),
+            (PathKind::Relayed, TransportKind::Tcp, Some(relay))
+        );
         let ep = ConnectedPoint::Listener {
             local_addr: "/ip4/127.0.0.1/udp/9/quic-v1".parse().unwrap(),
             send_back_addr: "/ip4/127.0.0.1/udp/10/quic-v1".parse().unwrap(),

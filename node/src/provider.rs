@@ -54,11 +54,20 @@ pub fn advertised_addrs(snapshot: &crate::net::Snapshot, relay_only: bool) -> Ve
 }
 
 /// Runs the provider until the node stops. Returns early only on a setup error.
-pub async fn run(handle: NodeHandle, ledger: Arc<dyn Ledger>, config: ProviderConfig) -> anyhow::Result<()> {
+pub async fn run(
+    handle: NodeHandle,
+    ledger: Arc<dyn Ledger>,
+    config: ProviderConfig,
+) -> anyhow::Result<()> {
     let catalog = Arc::new(Catalog::build(config.streams.clone()).await?);
     handle.wait_relays().await?;
     tokio::spawn(serve(handle.clone(), catalog.clone(), config.max_streams));
-    let mut inbox = follow_inbox(handle.clone(), ledger.clone(), Cursor::START, OpenPolicy::default())?;
+    let mut inbox = follow_inbox(
+        handle.clone(),
+        ledger.clone(),
+        Cursor::START,
+        OpenPolicy::default(),
+    )?;
     while let Some((opened, _)) = inbox.recv().await {
         let handle = handle.clone();
         let ledger = ledger.clone();
@@ -66,7 +75,10 @@ pub async fn run(handle: NodeHandle, ledger: Arc<dyn Ledger>, config: ProviderCo
         let config = config.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(&handle, ledger.as_ref(), &catalog, &config, opened).await {
-                handle.emit(Event::error("ledger", format!("cannot answer request: {e:#}")));
+                handle.emit(Event::error(
+                    "ledger",
+                    format!("cannot answer request: {e:#}"),
+                ));
             }
         });
     }
@@ -104,6 +116,13 @@ async fn answer(
     }
     let snapshot = handle.snapshot().await?;
     response.addrs = advertised_addrs(&snapshot, config.relay_only);
-    post_sealed(handle, ledger, opened.sender, &Signal::Response(response), config.response_ttl).await?;
+    post_sealed(
+        handle,
+        ledger,
+        opened.sender,
+        &Signal::Response(response),
+        config.response_ttl,
+    )
+    .await?;
     Ok(())
 }

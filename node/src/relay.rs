@@ -30,7 +30,10 @@ pub async fn dial_addr(handle: &NodeHandle) -> Result<Multiaddr, NodeError> {
     let pick = snap
         .direct_addrs
         .iter()
-        .find(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_))))
+        .find(|a| {
+            a.iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))
+        })
         .or_else(|| snap.direct_addrs.first())
         .cloned()
         .ok_or(NodeError::Stopped)?;

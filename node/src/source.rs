@@ -108,7 +108,10 @@ impl Source {
             total += n as u64;
         }
         if total != len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source changed while hashing"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "source changed while hashing",
+            ));
         }
         Ok((len, hasher.finalize().into()))
     }
@@ -180,7 +183,11 @@ impl RandomReader {
 }
 
 impl AsyncRead for RandomReader {
-    fn poll_read(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let left = this.end.saturating_sub(this.pos);
         let n = (buf.remaining() as u64).min(left) as usize;
@@ -203,7 +210,12 @@ mod tests {
         let len = 5000u64;
         let src = Source::Random { len, seed: 7 };
         let mut whole = Vec::new();
-        src.open_at(0, len).await.unwrap().read_to_end(&mut whole).await.unwrap();
+        src.open_at(0, len)
+            .await
+            .unwrap()
+            .read_to_end(&mut whole)
+            .await
+            .unwrap();
         assert_eq!(whole.len() as u64, len);
         for off in [1u64, 2, 3, 4, 5, 63, 64, 65, 333, 4999, 5000] {
             for chunk in [1usize, 3, 7, 64, 100, 4096] {
@@ -217,7 +229,11 @@ mod tests {
                     }
                     part.extend_from_slice(&buf[..n]);
                 }
-                assert_eq!(part, whole[off as usize..], "offset {off}, reads of {chunk}");
+                assert_eq!(
+                    part,
+                    whole[off as usize..],
+                    "offset {off}, reads of {chunk}"
+                );
             }
         }
     }
@@ -226,10 +242,25 @@ mod tests {
     fn specs_parse_and_bad_ones_explain() {
         assert_eq!(
             parse_stream_spec("a=random:4M:9").unwrap(),
-            ("a".into(), Source::Random { len: 4 << 20, seed: 9 })
+            (
+                "a".into(),
+                Source::Random {
+                    len: 4 << 20,
+                    seed: 9
+                }
+            )
         );
-        assert_eq!(parse_stream_spec("log=file:/tmp/x").unwrap().1, Source::File("/tmp/x".into()));
-        for bad in ["nope", "=random:1", "../x=random:1", "a=random:xx", "a=ftp:x"] {
+        assert_eq!(
+            parse_stream_spec("log=file:/tmp/x").unwrap().1,
+            Source::File("/tmp/x".into())
+        );
+        for bad in [
+            "nope",
+            "=random:1",
+            "../x=random:1",
+            "a=random:xx",
+            "a=ftp:x",
+        ] {
             assert!(parse_stream_spec(bad).is_err(), "{bad}");
         }
     }

@@ -11,7 +11,9 @@ use crate::events::Event;
 use crate::net::NodeHandle;
 use crate::source::Source;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use ledgermesh_protocol::framing::{split_frame, FrameError, StreamHeader, StreamRequest, MAX_FRAME};
+use ledgermesh_protocol::framing::{
+    split_frame, FrameError, StreamHeader, StreamRequest, MAX_FRAME,
+};
 use ledgermesh_protocol::{RejectReason, StreamInfo, StreamRejection};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use sha2::{Digest, Sha256};
@@ -19,8 +21,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt as _;
 use tokio::io::AsyncReadExt as _;
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 
 /// The protocol name.
@@ -43,9 +45,10 @@ impl Catalog {
     pub async fn build(sources: Vec<(String, Source)>) -> std::io::Result<Self> {
         let mut streams = HashMap::new();
         for (name, source) in sources {
-            let (len, sha) = source.digest().await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("stream {name}: {e}"))
-            })?;
+            let (len, sha) = source
+                .digest()
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("stream {name}: {e}")))?;
             let info = StreamInfo {
                 name: name.clone(),
                 length: Some(len),
@@ -70,11 +73,16 @@ impl Catalog {
 
     /// Answer for a wanted name: its info, or why not.
     pub fn lookup(&self, name: &str) -> Result<StreamInfo, StreamRejection> {
-        self.get(name).map(|(_, i)| i.clone()).ok_or_else(|| StreamRejection {
-            name: name.into(),
-            reason: RejectReason::UnknownStream,
-            detail: format!("no stream named {name:?}; this provider sells: {}", self.names().join(", ")),
-        })
+        self.get(name)
+            .map(|(_, i)| i.clone())
+            .ok_or_else(|| StreamRejection {
+                name: name.into(),
+                reason: RejectReason::UnknownStream,
+                detail: format!(
+                    "no stream named {name:?}; this provider sells: {}",
+                    self.names().join(", ")
+                ),
+            })
     }
 
     fn names(&self) -> Vec<String> {
@@ -89,7 +97,10 @@ pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, max_streams: usize
     let mut incoming = match control.accept(STREAM_PROTOCOL) {
         Ok(i) => i,
         Err(e) => {
-            handle.emit(Event::error("stream", format!("cannot accept streams: {e}")));
+            handle.emit(Event::error(
+                "stream",
+                format!("cannot accept streams: {e}"),
+            ));
             return;
         }
     };
@@ -145,7 +156,9 @@ pub enum StreamError {
 }
 
 /// Reads one control frame; returns its body and any bytes read past it.
-async fn read_frame<S: futures::AsyncRead + Unpin>(s: &mut S) -> Result<(Vec<u8>, Vec<u8>), StreamError> {
+async fn read_frame<S: futures::AsyncRead + Unpin>(
+    s: &mut S,
+) -> Result<(Vec<u8>, Vec<u8>), StreamError> {
     let mut buf = Vec::with_capacity(512);
     let mut tmp = [0u8; 4096];
     loop {
@@ -186,7 +199,9 @@ async fn serve_one(
         Some(s) => s,
         None => {
             let rejection = catalog.lookup(&req.name).expect_err("missing");
-            stream.write_all(&StreamHeader::Rejected(rejection.clone()).encode()).await?;
+            stream
+                .write_all(&StreamHeader::Rejected(rejection.clone()).encode())
+                .await?;
             stream.close().await?;
             handle.emit(Event::Error {
                 what: "stream_request".into(),
@@ -199,9 +214,15 @@ async fn serve_one(
     };
     let len = info.length.unwrap_or(0);
     let header = if !have_permit {
-        reject(RejectReason::Busy, "provider is serving its maximum number of streams".into())
+        reject(
+            RejectReason::Busy,
+            "provider is serving its maximum number of streams".into(),
+        )
     } else if req.offset > len {
-        reject(RejectReason::BadOffset, format!("offset {} is past the end ({len})", req.offset))
+        reject(
+            RejectReason::BadOffset,
+            format!("offset {} is past the end ({len})", req.offset),
+        )
     } else {
         StreamHeader::Accepted {
             info: info.clone(),
@@ -308,7 +329,11 @@ impl PathWatch {
     }
 
     /// Runs `fut` unless a connection to the peer closes or it stalls first.
-    async fn guard<T>(&mut self, stall: Duration, fut: impl std::future::Future<Output = T>) -> Result<T, StreamError> {
+    async fn guard<T>(
+        &mut self,
+        stall: Duration,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, StreamError> {
         tokio::select! {
             r = fut => Ok(r),
             _ = self.disconnected() => Err(std::io::Error::new(
@@ -358,11 +383,21 @@ pub async fn fetch(
         // makes us resume from our offset on whatever connection remains.
         let mut watch = PathWatch::new(handle, peer);
         let result: Result<bool, StreamError> = async {
-            let opened = tokio::time::timeout(policy.stall, control.open_stream(peer, STREAM_PROTOCOL)).await;
+            let opened =
+                tokio::time::timeout(policy.stall, control.open_stream(peer, STREAM_PROTOCOL))
+                    .await;
             let mut stream = match opened {
-                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "opening the stream timed out").into()),
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "opening the stream timed out",
+                    )
+                    .into())
+                }
                 Ok(Ok(s)) => s,
-                Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => return Err(StreamError::Unsupported),
+                Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
+                    return Err(StreamError::Unsupported)
+                }
                 Ok(Err(e)) => return Err(std::io::Error::other(e.to_string()).into()),
             };
             handle.emit(Event::StreamOpened {
@@ -371,17 +406,29 @@ pub async fn fetch(
                 offset,
             });
             stream
-                .write_all(&StreamRequest { name: name.into(), offset }.encode())
+                .write_all(
+                    &StreamRequest {
+                        name: name.into(),
+                        offset,
+                    }
+                    .encode(),
+                )
                 .await?;
             let (body, rest) = watch.guard(policy.stall, read_frame(&mut stream)).await??;
             match StreamHeader::decode(&body)? {
                 StreamHeader::Rejected(r) => return Err(StreamError::Rejected(r)),
                 StreamHeader::Accepted { info: i, offset: o } => {
                     if o != offset {
-                        return Err(FrameError::Malformed(format!("asked offset {offset}, got {o}")).into());
+                        return Err(FrameError::Malformed(format!(
+                            "asked offset {offset}, got {o}"
+                        ))
+                        .into());
                     }
                     if info.as_ref().is_some_and(|prev| prev != &i) {
-                        return Err(FrameError::Malformed("stream changed between attempts".into()).into());
+                        return Err(FrameError::Malformed(
+                            "stream changed between attempts".into(),
+                        )
+                        .into());
                     }
                     info = Some(i);
                 }
@@ -394,7 +441,9 @@ pub async fn fetch(
                 if !pending.is_empty() {
                     if let Some(t) = total {
                         if offset + pending.len() as u64 > t {
-                            return Err(FrameError::Malformed("provider sent past the end".into()).into());
+                            return Err(
+                                FrameError::Malformed("provider sent past the end".into()).into()
+                            );
                         }
                     }
                     file.write_all(&pending).await?;
@@ -413,11 +462,18 @@ pub async fn fetch(
         let last = match result {
             Ok(true) => break,
             Ok(false) => format!("stream ended early at {offset}"),
-            Err(e @ (StreamError::Rejected(_) | StreamError::Unsupported | StreamError::Protocol(_))) => return Err(e),
+            Err(
+                e
+                @ (StreamError::Rejected(_) | StreamError::Unsupported | StreamError::Protocol(_)),
+            ) => return Err(e),
             Err(e) => e.to_string(),
         };
         if attempts >= policy.max_attempts {
-            return Err(StreamError::GaveUp { attempts, offset, last });
+            return Err(StreamError::GaveUp {
+                attempts,
+                offset,
+                last,
+            });
         }
         tracing::info!(%peer, stream = name, offset, error = %last, "stream broke; resuming");
         tokio::time::sleep(backoff).await;

@@ -17,11 +17,13 @@
 use crate::keys::{x25519_public_of, x25519_secret_of, EnvelopeKem, KeyError, X25519Secret};
 use crate::replay::{ReplayCache, ReplayVerdict};
 use crate::signal::Signal;
-use hpke::{aead::ChaCha20Poly1305, kdf::HkdfSha256, Deserializable, OpModeR, OpModeS, Serializable};
+use hpke::rand_core::CryptoRng;
+use hpke::{
+    aead::ChaCha20Poly1305, kdf::HkdfSha256, Deserializable, OpModeR, OpModeS, Serializable,
+};
 use ledgermesh_proto::v1 as pb;
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 use prost::Message;
-use hpke::rand_core::CryptoRng;
 
 /// Version of the sealing scheme carried in every envelope.
 pub const ENVELOPE_VERSION: u32 = 1;

@@ -89,7 +89,8 @@ impl StreamRequest {
 
     /// Parses a frame body.
     pub fn decode(body: &[u8]) -> Result<Self, FrameError> {
-        let p = pb::StreamRequest::decode(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        let p =
+            pb::StreamRequest::decode(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
         Ok(StreamRequest {
             name: p.name,
             offset: p.offset,
@@ -162,7 +163,11 @@ mod tests {
     fn header_round_trips() {
         for h in [
             StreamHeader::Accepted {
-                info: StreamInfo { name: "a".into(), length: Some(9), sha256: Some([7; 32]) },
+                info: StreamInfo {
+                    name: "a".into(),
+                    length: Some(9),
+                    sha256: Some([7; 32]),
+                },
                 offset: 3,
             },
             StreamHeader::Rejected(StreamRejection {
@@ -180,6 +185,9 @@ mod tests {
     #[test]
     fn oversized_frame_is_refused_before_buffering() {
         let bytes = ((MAX_FRAME + 1) as u32).to_be_bytes();
-        assert_eq!(split_frame(&bytes), Err(FrameError::TooLarge(MAX_FRAME + 1)));
+        assert_eq!(
+            split_frame(&bytes),
+            Err(FrameError::TooLarge(MAX_FRAME + 1))
+        );
     }
 }

@@ -20,6 +20,8 @@ pub mod replay;
 pub mod signal;
 pub mod topic;
 
-pub use envelope::{seal, OpenError, OpenPolicy, Opened, Opener, Sealed, SealError};
-pub use signal::{RejectReason, ServiceRequest, ServiceResponse, Signal, StreamInfo, StreamRejection};
+pub use envelope::{seal, OpenError, OpenPolicy, Opened, Opener, SealError, Sealed};
+pub use signal::{
+    RejectReason, ServiceRequest, ServiceResponse, Signal, StreamInfo, StreamRejection,
+};
 pub use topic::Topic;

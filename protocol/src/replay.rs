@@ -89,9 +89,18 @@ mod tests {
     #[test]
     fn second_sighting_is_a_replay_until_expiry() {
         let mut c = ReplayCache::new(8);
-        assert_eq!(c.check_and_insert(b"a", [1; 16], 100, 0), ReplayVerdict::Fresh);
-        assert_eq!(c.check_and_insert(b"a", [1; 16], 100, 50), ReplayVerdict::Replayed);
-        assert_eq!(c.check_and_insert(b"b", [1; 16], 100, 50), ReplayVerdict::Fresh);
+        assert_eq!(
+            c.check_and_insert(b"a", [1; 16], 100, 0),
+            ReplayVerdict::Fresh
+        );
+        assert_eq!(
+            c.check_and_insert(b"a", [1; 16], 100, 50),
+            ReplayVerdict::Replayed
+        );
+        assert_eq!(
+            c.check_and_insert(b"b", [1; 16], 100, 50),
+            ReplayVerdict::Fresh
+        );
         c.evict_expired(101);
         assert!(c.is_empty());
     }
@@ -99,10 +108,22 @@ mod tests {
     #[test]
     fn full_cache_fails_closed_then_recovers() {
         let mut c = ReplayCache::new(2);
-        assert_eq!(c.check_and_insert(b"a", [1; 16], 10, 0), ReplayVerdict::Fresh);
-        assert_eq!(c.check_and_insert(b"a", [2; 16], 20, 0), ReplayVerdict::Fresh);
-        assert_eq!(c.check_and_insert(b"a", [3; 16], 30, 0), ReplayVerdict::Full);
-        assert_eq!(c.check_and_insert(b"a", [3; 16], 30, 11), ReplayVerdict::Fresh);
+        assert_eq!(
+            c.check_and_insert(b"a", [1; 16], 10, 0),
+            ReplayVerdict::Fresh
+        );
+        assert_eq!(
+            c.check_and_insert(b"a", [2; 16], 20, 0),
+            ReplayVerdict::Fresh
+        );
+        assert_eq!(
+            c.check_and_insert(b"a", [3; 16], 30, 0),
+            ReplayVerdict::Full
+        );
+        assert_eq!(
+            c.check_and_insert(b"a", [3; 16], 30, 11),
+            ReplayVerdict::Fresh
+        );
         assert_eq!(c.len(), 2);
     }
 }

@@ -188,7 +188,11 @@ impl Signal {
                 request_nonce: r.request_nonce.as_slice().try_into().ok()?,
                 addrs: addrs_from_pb(r.addrs),
                 accepted: r.accepted.into_iter().map(StreamInfo::from_pb).collect(),
-                rejected: r.rejected.into_iter().map(StreamRejection::from_pb).collect(),
+                rejected: r
+                    .rejected
+                    .into_iter()
+                    .map(StreamRejection::from_pb)
+                    .collect(),
             }),
         })
     }

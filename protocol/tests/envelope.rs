@@ -27,7 +27,9 @@ fn keys() -> &'static Keys {
 
 fn request(streams: Vec<String>, addr_port: u16) -> Signal {
     Signal::Request(ServiceRequest {
-        addrs: vec![format!("/ip4/198.51.100.7/tcp/{addr_port}").parse().unwrap()],
+        addrs: vec![format!("/ip4/198.51.100.7/tcp/{addr_port}")
+            .parse()
+            .unwrap()],
         streams,
     })
 }
@@ -93,15 +95,34 @@ proptest! {
 #[test]
 fn wrong_recipient_is_rejected() {
     let k = keys();
-    let sealed = seal(&k.alice, &k.bob.public().to_peer_id(), &request(vec![], 1), NOW, TTL, &mut rand::rng()).unwrap();
-    assert_eq!(opener(&k.carol).open(&sealed.bytes, NOW), Err(OpenError::WrongRecipient));
+    let sealed = seal(
+        &k.alice,
+        &k.bob.public().to_peer_id(),
+        &request(vec![], 1),
+        NOW,
+        TTL,
+        &mut rand::rng(),
+    )
+    .unwrap();
+    assert_eq!(
+        opener(&k.carol).open(&sealed.bytes, NOW),
+        Err(OpenError::WrongRecipient)
+    );
 }
 
 #[test]
 fn expired_and_future_envelopes_are_rejected() {
     let k = keys();
     let bob = k.bob.public().to_peer_id();
-    let sealed = seal(&k.alice, &bob, &request(vec![], 1), NOW, TTL, &mut rand::rng()).unwrap();
+    let sealed = seal(
+        &k.alice,
+        &bob,
+        &request(vec![], 1),
+        NOW,
+        TTL,
+        &mut rand::rng(),
+    )
+    .unwrap();
     assert!(matches!(
         opener(&k.bob).open(&sealed.bytes, NOW + TTL + 1),
         Err(OpenError::Expired { ago_ms: 1 })
@@ -110,7 +131,15 @@ fn expired_and_future_envelopes_are_rejected() {
         opener(&k.bob).open(&sealed.bytes, NOW - 61_000),
         Err(OpenError::NotYetValid { .. })
     ));
-    let too_long = seal(&k.alice, &bob, &request(vec![], 1), NOW, 24 * 3_600_000, &mut rand::rng()).unwrap();
+    let too_long = seal(
+        &k.alice,
+        &bob,
+        &request(vec![], 1),
+        NOW,
+        24 * 3_600_000,
+        &mut rand::rng(),
+    )
+    .unwrap();
     assert!(matches!(
         opener(&k.bob).open(&too_long.bytes, NOW),
         Err(OpenError::BadLifetime { .. })
@@ -122,13 +151,38 @@ fn replay_is_rejected_but_a_fresh_nonce_passes() {
     let k = keys();
     let bob = k.bob.public().to_peer_id();
     let mut o = opener(&k.bob);
-    let sealed = seal(&k.alice, &bob, &request(vec![], 1), NOW, TTL, &mut rand::rng()).unwrap();
+    let sealed = seal(
+        &k.alice,
+        &bob,
+        &request(vec![], 1),
+        NOW,
+        TTL,
+        &mut rand::rng(),
+    )
+    .unwrap();
     o.open(&sealed.bytes, NOW).unwrap();
     assert_eq!(o.open(&sealed.bytes, NOW + 5), Err(OpenError::Replayed));
     // The same nonce re-sealed (new ephemeral key, new ciphertext) is still a replay.
-    let resealed = seal_with_nonce(&k.alice, &bob, &request(vec![], 1), NOW, TTL, sealed.nonce, &mut rand::rng()).unwrap();
+    let resealed = seal_with_nonce(
+        &k.alice,
+        &bob,
+        &request(vec![], 1),
+        NOW,
+        TTL,
+        sealed.nonce,
+        &mut rand::rng(),
+    )
+    .unwrap();
     assert_eq!(o.open(&resealed.bytes, NOW + 5), Err(OpenError::Replayed));
-    let fresh = seal(&k.alice, &bob, &request(vec![], 1), NOW, TTL, &mut rand::rng()).unwrap();
+    let fresh = seal(
+        &k.alice,
+        &bob,
+        &request(vec![], 1),
+        NOW,
+        TTL,
+        &mut rand::rng(),
+    )
+    .unwrap();
     o.open(&fresh.bytes, NOW + 5).unwrap();
 }
 
@@ -156,7 +210,10 @@ fn forged_signature_is_rejected() {
         signature: k.carol.sign(&to_sign).unwrap(),
     };
     let sealed = seal_raw(&bob, &signed.encode_to_vec());
-    assert_eq!(opener(&k.bob).open(&sealed, NOW), Err(OpenError::BadSignature));
+    assert_eq!(
+        opener(&k.bob).open(&sealed, NOW),
+        Err(OpenError::BadSignature)
+    );
 
     // Carol's own key with Alice's PeerId as sender: signature is valid but the sender does not match.
     let signed = pb::SignedBody {
@@ -165,7 +222,10 @@ fn forged_signature_is_rejected() {
         signature: k.carol.sign(&to_sign).unwrap(),
     };
     let sealed = seal_raw(&bob, &signed.encode_to_vec());
-    assert_eq!(opener(&k.bob).open(&sealed, NOW), Err(OpenError::SenderMismatch));
+    assert_eq!(
+        opener(&k.bob).open(&sealed, NOW),
+        Err(OpenError::SenderMismatch)
+    );
 }
 
 #[test]
@@ -176,7 +236,15 @@ fn body_signed_for_another_recipient_is_rejected() {
     let bob = k.bob.public().to_peer_id();
     let carol = k.carol.public().to_peer_id();
     // Alice wrote to Carol; Carol re-seals Alice's signed body to Bob.
-    let sealed = seal(&k.alice, &carol, &request(vec![], 1), NOW, TTL, &mut rand::rng()).unwrap();
+    let sealed = seal(
+        &k.alice,
+        &carol,
+        &request(vec![], 1),
+        NOW,
+        TTL,
+        &mut rand::rng(),
+    )
+    .unwrap();
     let env = pb::Envelope::decode(sealed.bytes.as_slice()).unwrap();
     let _ = env;
     let body = pb::SignalBody {
@@ -196,7 +264,10 @@ fn body_signed_for_another_recipient_is_rejected() {
         signature: k.alice.sign(&to_sign).unwrap(),
     };
     let resealed = seal_raw(&bob, &signed.encode_to_vec());
-    assert_eq!(opener(&k.bob).open(&resealed, NOW), Err(OpenError::RecipientMismatch));
+    assert_eq!(
+        opener(&k.bob).open(&resealed, NOW),
+        Err(OpenError::RecipientMismatch)
+    );
 }
 
 /// Seals arbitrary plaintext to `recipient` exactly as `seal` does, for building attacks.

@@ -56,9 +56,16 @@ impl Recorder {
                         return r.event;
                     }
                 }
-                Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("recorder lagged by {n} events"),
-                Ok(Err(broadcast::error::RecvError::Closed)) => panic!("node stopped while waiting for {what}"),
-                Err(_) => panic!("timed out waiting for {what}; saw: {:#?}", self.seen.iter().map(|r| &r.event).collect::<Vec<_>>()),
+                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                    panic!("recorder lagged by {n} events")
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    panic!("node stopped while waiting for {what}")
+                }
+                Err(_) => panic!(
+                    "timed out waiting for {what}; saw: {:#?}",
+                    self.seen.iter().map(|r| &r.event).collect::<Vec<_>>()
+                ),
             }
         }
     }
@@ -66,7 +73,11 @@ impl Recorder {
     /// Events seen so far that match `pred`.
     pub fn matching(&mut self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
         self.drain();
-        self.seen.iter().filter(|r| pred(&r.event)).map(|r| r.event.clone()).collect()
+        self.seen
+            .iter()
+            .filter(|r| pred(&r.event))
+            .map(|r| r.event.clone())
+            .collect()
     }
 }
 
@@ -76,7 +87,11 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// A fresh directory under the system temp dir.
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("lm-e2e-{tag}-{}-{}", std::process::id(), rand::random::<u64>()));
+        let p = std::env::temp_dir().join(format!(
+            "lm-e2e-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         std::fs::create_dir_all(&p).expect("create temp dir");
         Self(p)
     }
@@ -122,8 +137,12 @@ impl Net {
     pub async fn new(tag: &str) -> Self {
         let (mut c, events) = config("relay", vec![]);
         c.relay_server = Some(RelayLimits::default());
-        let handle = spawn(c, Keypair::generate_ed25519()).await.expect("relay starts");
-        let relay_addr = ledgermesh_node::relay::dial_addr(&handle).await.expect("relay listens");
+        let handle = spawn(c, Keypair::generate_ed25519())
+            .await
+            .expect("relay starts");
+        let relay_addr = ledgermesh_node::relay::dial_addr(&handle)
+            .await
+            .expect("relay listens");
         Self {
             board: MemoryLedger::new(),
             relay: TestNode { handle, events },
@@ -145,8 +164,13 @@ impl Net {
         relay_only: bool,
         relays: Option<Vec<Multiaddr>>,
     ) -> TestNode {
-        let (c, events) = config(name, relays.unwrap_or_else(|| vec![self.relay_addr.clone()]));
-        let handle = spawn(c, Keypair::generate_ed25519()).await.expect("provider starts");
+        let (c, events) = config(
+            name,
+            relays.unwrap_or_else(|| vec![self.relay_addr.clone()]),
+        );
+        let handle = spawn(c, Keypair::generate_ed25519())
+            .await
+            .expect("provider starts");
         let mut pc = ProviderConfig::new(streams);
         pc.relay_only = relay_only;
         let ledger = self.ledger_for(&handle);
@@ -161,14 +185,21 @@ impl Net {
 
     /// Starts a provider of one random stream `feed` of `len` bytes.
     pub async fn provider(&self, name: &str, len: u64, seed: u64, relay_only: bool) -> TestNode {
-        self.provider_with(name, vec![("feed".into(), Source::Random { len, seed })], relay_only, None)
-            .await
+        self.provider_with(
+            name,
+            vec![("feed".into(), Source::Random { len, seed })],
+            relay_only,
+            None,
+        )
+        .await
     }
 
     /// Starts a consumer node (it buys with [`Net::consume`]).
     pub async fn consumer(&self, name: &str) -> TestNode {
         let (c, events) = config(name, vec![self.relay_addr.clone()]);
-        let handle = spawn(c, Keypair::generate_ed25519()).await.expect("consumer starts");
+        let handle = spawn(c, Keypair::generate_ed25519())
+            .await
+            .expect("consumer starts");
         TestNode { handle, events }
     }
 
@@ -177,7 +208,11 @@ impl Net {
         let out = self.dir.0.join(consumer.handle.peer_id().to_string());
         let mut cc = ConsumerConfig::new(wants, out);
         cc.response_timeout = Duration::from_secs(30);
-        let run = consumer::run(consumer.handle.clone(), self.ledger_for(&consumer.handle), cc);
+        let run = consumer::run(
+            consumer.handle.clone(),
+            self.ledger_for(&consumer.handle),
+            cc,
+        );
         tokio::time::timeout(WAIT * 2, run)
             .await
             .expect("consumer finishes in time")
@@ -211,7 +246,21 @@ pub fn assert_delivered(o: &StreamOutcome, expected: [u8; 32], len: u64) {
         .as_ref()
         .unwrap_or_else(|e| panic!("{}/{} failed: {e}", o.peer, o.stream));
     assert_eq!(f.bytes, len, "{}/{}: byte count", o.peer, o.stream);
-    assert_eq!(f.sha256, expected, "{}/{}: sha256 of received bytes", o.peer, o.stream);
-    assert_eq!(file_sha256(&f.path), expected, "{}/{}: sha256 of the file on disk", o.peer, o.stream);
-    assert!(f.verified, "{}/{}: node did not verify it", o.peer, o.stream);
+    assert_eq!(
+        f.sha256, expected,
+        "{}/{}: sha256 of received bytes",
+        o.peer, o.stream
+    );
+    assert_eq!(
+        file_sha256(&f.path),
+        expected,
+        "{}/{}: sha256 of the file on disk",
+        o.peer,
+        o.stream
+    );
+    assert!(
+        f.verified,
+        "{}/{}: node did not verify it",
+        o.peer, o.stream
+    );
 }

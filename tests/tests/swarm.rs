@@ -26,21 +26,42 @@ async fn relay_only_provider_is_reached_relayed_then_direct_after_dcutr() {
     let relay_id = net.relay.handle.peer_id().to_string();
 
     let outcomes = net.consume(&consumer, vec![want(&provider, "feed")]).await;
-    assert_delivered(&outcomes[0], truth(&Source::Random { len, seed: 11 }).await, len);
+    assert_delivered(
+        &outcomes[0],
+        truth(&Source::Random { len, seed: 11 }).await,
+        len,
+    );
 
-    let connections = consumer.events.matching(|e| matches!(e, Event::Connected { peer_id, .. } if *peer_id == pid));
+    let connections = consumer
+        .events
+        .matching(|e| matches!(e, Event::Connected { peer_id, .. } if *peer_id == pid));
     let Some(Event::Connected { path, via, .. }) = connections.first() else {
         panic!("consumer never connected to the provider")
     };
-    assert_eq!(*path, PathKind::Relayed, "first connection must go through the relay (the provider advertised only its circuit)");
+    assert_eq!(
+        *path,
+        PathKind::Relayed,
+        "first connection must go through the relay (the provider advertised only its circuit)"
+    );
     assert_eq!(via.as_deref(), Some(relay_id.as_str()));
     let upgraded = consumer
         .events
-        .wait_for("upgraded", |e| matches!(e, Event::Upgraded { peer_id, .. } if *peer_id == pid))
+        .wait_for(
+            "upgraded",
+            |e| matches!(e, Event::Upgraded { peer_id, .. } if *peer_id == pid),
+        )
         .await;
-    assert!(matches!(upgraded, Event::Upgraded { ms_after_relayed, .. } if ms_after_relayed < 60_000));
     assert!(
-        connections.iter().any(|e| matches!(e, Event::Connected { path: PathKind::Direct, .. })),
+        matches!(upgraded, Event::Upgraded { ms_after_relayed, .. } if ms_after_relayed < 60_000)
+    );
+    assert!(
+        connections.iter().any(|e| matches!(
+            e,
+            Event::Connected {
+                path: PathKind::Direct,
+                ..
+            }
+        )),
         "a direct connection must follow: {connections:?}"
     );
     // The relayed connection is closed once the direct one is up.
@@ -61,18 +82,26 @@ async fn one_consumer_receives_from_three_providers_at_once() {
     let p3 = net.provider("p3", len, 3, true).await;
     let mut consumer = net.consumer("consumer").await;
     let outcomes = net
-        .consume(&consumer, vec![want(&p1, "feed"), want(&p2, "feed"), want(&p3, "feed")])
+        .consume(
+            &consumer,
+            vec![want(&p1, "feed"), want(&p2, "feed"), want(&p3, "feed")],
+        )
         .await;
     assert_eq!(outcomes.len(), 3);
     for (o, seed) in outcomes.iter().zip([1, 2, 3]) {
         assert_delivered(o, truth(&Source::Random { len, seed }).await, len);
     }
-    let done = consumer.events.matching(|e| matches!(e, Event::StreamDone { verified: true, .. }));
+    let done = consumer
+        .events
+        .matching(|e| matches!(e, Event::StreamDone { verified: true, .. }));
     assert_eq!(done.len(), 3, "one stream_done per provider");
     for p in [&p1, &p2, &p3] {
         let id = p.handle.peer_id().to_string();
         assert!(
-            !consumer.events.matching(|e| matches!(e, Event::Connected { peer_id, .. } if *peer_id == id)).is_empty(),
+            !consumer
+                .events
+                .matching(|e| matches!(e, Event::Connected { peer_id, .. } if *peer_id == id))
+                .is_empty(),
             "consumer connected to every provider"
         );
     }
@@ -95,7 +124,9 @@ async fn three_consumers_receive_from_one_provider_at_once() {
     for o in [&a[0], &b[0], &c[0]] {
         assert_delivered(o, expected, len);
     }
-    let served = provider.events.matching(|e| matches!(e, Event::StreamServed { .. }));
+    let served = provider
+        .events
+        .matching(|e| matches!(e, Event::StreamServed { .. }));
     let mut buyers: Vec<String> = served
         .iter()
         .filter_map(|e| match e {
@@ -133,15 +164,23 @@ async fn request_sealed_to_another_peer_is_ignored_by_the_wrong_recipient() {
         .await
         .unwrap();
     a.events
-        .wait_for("wrong_recipient error", |e| is_error(e, "envelope", "wrong_recipient"))
+        .wait_for("wrong_recipient error", |e| {
+            is_error(e, "envelope", "wrong_recipient")
+        })
         .await;
     assert!(
-        a.events.matching(|e| matches!(e, Event::LedgerPost { .. })).is_empty(),
+        a.events
+            .matching(|e| matches!(e, Event::LedgerPost { .. }))
+            .is_empty(),
         "A must not answer an envelope sealed to B"
     );
     // A keeps working for a genuine request.
     let outcomes = net.consume(&consumer, vec![want(&a, "feed")]).await;
-    assert_delivered(&outcomes[0], truth(&Source::Random { len: MIB, seed: 1 }).await, MIB);
+    assert_delivered(
+        &outcomes[0],
+        truth(&Source::Random { len: MIB, seed: 1 }).await,
+        MIB,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,12 +189,26 @@ async fn replayed_request_is_rejected_and_reported() {
     let mut provider = net.provider("provider", MIB, 4, false).await;
     let consumer = net.consumer("consumer").await;
     let outcomes = net.consume(&consumer, vec![want(&provider, "feed")]).await;
-    assert_delivered(&outcomes[0], truth(&Source::Random { len: MIB, seed: 4 }).await, MIB);
+    assert_delivered(
+        &outcomes[0],
+        truth(&Source::Random { len: MIB, seed: 4 }).await,
+        MIB,
+    );
 
     // An eavesdropper copies the request off the public ledger and posts it again.
     let topic = Topic::stdin(&provider.handle.peer_id()).0;
-    let original = net.board.follow(topic, Cursor::START).next().await.unwrap().unwrap();
-    net.board.account("eavesdropper").post(topic, original.payload).await.unwrap();
+    let original = net
+        .board
+        .follow(topic, Cursor::START)
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    net.board
+        .account("eavesdropper")
+        .post(topic, original.payload)
+        .await
+        .unwrap();
     provider
         .events
         .wait_for("replayed error", |e| is_error(e, "envelope", "replayed"))
@@ -173,7 +226,10 @@ async fn malformed_and_oversized_envelopes_are_reported_and_the_provider_keeps_s
     let consumer = net.consumer("consumer").await;
     let topic = Topic::stdin(&provider.handle.peer_id()).0;
     let stranger = net.board.account("stranger");
-    stranger.post(topic, b"not an envelope at all".to_vec()).await.unwrap();
+    stranger
+        .post(topic, b"not an envelope at all".to_vec())
+        .await
+        .unwrap();
     stranger.post(topic, vec![0xff; 16 * 1024]).await.unwrap();
     provider
         .events
@@ -184,7 +240,11 @@ async fn malformed_and_oversized_envelopes_are_reported_and_the_provider_keeps_s
         .wait_for("too_large error", |e| is_error(e, "envelope", "too_large"))
         .await;
     let outcomes = net.consume(&consumer, vec![want(&provider, "feed")]).await;
-    assert_delivered(&outcomes[0], truth(&Source::Random { len: MIB, seed: 5 }).await, MIB);
+    assert_delivered(
+        &outcomes[0],
+        truth(&Source::Random { len: MIB, seed: 5 }).await,
+        MIB,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,16 +253,29 @@ async fn unknown_stream_is_refused_and_the_consumer_is_told_why() {
     let provider = net.provider("provider", MIB, 6, false).await;
     let mut consumer = net.consumer("consumer").await;
     let outcomes = net
-        .consume(&consumer, vec![want(&provider, "no-such-stream"), want(&provider, "feed")])
+        .consume(
+            &consumer,
+            vec![want(&provider, "no-such-stream"), want(&provider, "feed")],
+        )
         .await;
-    let err = outcomes[0].result.as_ref().expect_err("unknown stream must fail");
+    let err = outcomes[0]
+        .result
+        .as_ref()
+        .expect_err("unknown stream must fail");
     assert!(err.contains("no stream named \"no-such-stream\""), "{err}");
-    assert!(err.contains("feed"), "the refusal lists what is on sale: {err}");
+    assert!(
+        err.contains("feed"),
+        "the refusal lists what is on sale: {err}"
+    );
     assert!(!consumer
         .events
         .matching(|e| is_error(e, "stream_rejected", RejectReason::UnknownStream.as_str()))
         .is_empty());
-    assert_delivered(&outcomes[1], truth(&Source::Random { len: MIB, seed: 6 }).await, MIB);
+    assert_delivered(
+        &outcomes[1],
+        truth(&Source::Random { len: MIB, seed: 6 }).await,
+        MIB,
+    );
 
     // Asking the stream protocol directly (bypassing the ledger) is refused the same way.
     let direct = fetch(
@@ -226,7 +299,9 @@ async fn unreachable_relay_is_reported_and_the_node_keeps_working() {
     // Nothing listens on port 1 of loopback; the PeerId is a fresh one.
     let dead: libp2p::Multiaddr = format!(
         "/ip4/127.0.0.1/tcp/1/p2p/{}",
-        libp2p::identity::Keypair::generate_ed25519().public().to_peer_id()
+        libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
     )
     .parse()
     .unwrap();
@@ -244,9 +319,15 @@ async fn unreachable_relay_is_reported_and_the_node_keeps_working() {
         .await;
     provider
         .events
-        .wait_for("reservation on the good relay", |e| matches!(e, Event::ReservationAccepted { .. }))
+        .wait_for("reservation on the good relay", |e| {
+            matches!(e, Event::ReservationAccepted { .. })
+        })
         .await;
     let consumer = net.consumer("consumer").await;
     let outcomes = net.consume(&consumer, vec![want(&provider, "feed")]).await;
-    assert_delivered(&outcomes[0], truth(&Source::Random { len: MIB, seed: 7 }).await, MIB);
+    assert_delivered(
+        &outcomes[0],
+        truth(&Source::Random { len: MIB, seed: 7 }).await,
+        MIB,
+    );
 }

@@ -1,0 +1,162 @@
+//! The `ledgermesh` binary as a user runs it: real processes, real sockets.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ledgermesh"));
+    c.env("RUST_LOG", "warn").stdin(Stdio::null());
+    c
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "lm-cli-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_refuses_to_overwrite_it() {
+    let dir = temp("keygen");
+    let key = dir.join("node.key");
+    let out = bin().args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peer = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        peer.trim().starts_with("12D3KooW"),
+        "prints an Ed25519 PeerId: {peer}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let before = std::fs::read(&key).unwrap();
+    let again = bin().args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), before, "the key is untouched");
+    let forced = bin()
+        .args(["keygen", "--force", "--json", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(forced.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&forced.stdout).unwrap();
+    assert_ne!(
+        v["peer_id"].as_str().unwrap(),
+        peer.trim(),
+        "--force makes a new identity"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_missing_key_file_is_a_clear_error() {
+    let out = bin()
+        .args([
+            "relay",
+            "--key",
+            "/nonexistent/ledgermesh.key",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not found") && err.contains("ledgermesh keygen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_explained() {
+    let out = bin()
+        .args([
+            "provide",
+            "--stream",
+            "../etc=random:1",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad stream spec"));
+    let out = bin()
+        .args(["consume", "--want", "not-a-peer/feed", "--out", "/tmp/x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad peer id"));
+    let out = bin()
+        .args([
+            "provide",
+            "--ledger",
+            "carrier-pigeon",
+            "--stream",
+            "a=random:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown ledger spec"));
+}
+
+#[test]
+fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
+    let out = bin()
+        .args(["demo", "--json", "--bytes", "2M"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("output");
+    let summary: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(summary["event"], "demo_summary");
+    assert_eq!(summary["ok"], true);
+    let streams = summary["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 8, "2 consumers × (3 feeds + 1 log)");
+    for s in streams {
+        assert_eq!(s["verified"], true, "{s}");
+        assert!(s["bytes"].as_u64().unwrap() > 0);
+    }
+    let conns = summary["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 6, "2 consumers × 3 providers");
+    let relayed: Vec<_> = conns.iter().filter(|c| c["path"] == "relayed").collect();
+    assert_eq!(
+        relayed.len(),
+        2,
+        "both consumers reach provider-3 through the relay first"
+    );
+    for c in relayed {
+        assert_eq!(c["provider"], "provider-3");
+        assert_eq!(c["upgraded"], true, "DCUtR upgrades it: {c}");
+    }
+    // Every line before the summary is an event with a node and a name.
+    for line in stdout.lines().take(stdout.lines().count() - 1) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["event"].is_string() && v["node"].is_string(), "{line}");
+    }
+}

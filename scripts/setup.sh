@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need, idempotently. Safe to run often:
+# every step checks before it installs.
+#
+# Today: the Rust toolchain pieces (rustfmt, clippy, cargo-nextest). The EVM
+# ledger adds anvil and solc from npm into ./.tools (git-ignored), and the NAT
+# lab adds iproute2 and nftables from Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+need_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+if ! need_cmd cargo; then
+    say "cargo is missing; install a Rust toolchain (rustup) first"
+    exit 1
+fi
+
+for comp in rustfmt clippy; do
+    if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        say "installing $comp"
+        rustup component add "$comp"
+    fi
+done
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    say "installing cargo-nextest"
+    cargo install cargo-nextest --locked
+fi
+
+say "ok"
