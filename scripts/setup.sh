@@ -29,4 +29,20 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# anvil (the local chain) and solc (the Solidity compiler) from npm, into the
+# project-local, git-ignored ./.tools folder, at the versions pinned in
+# scripts/tools-package.json.
+if ! need_cmd npm; then
+    say "npm is missing; install Node.js 20+ (it brings npm)"
+    exit 1
+fi
+mkdir -p .tools
+if ! cmp -s scripts/tools-package.json .tools/package.json \
+    || [ ! -x .tools/node_modules/.bin/anvil ] || [ ! -x .tools/node_modules/.bin/solcjs ]; then
+    say "installing anvil and solc into .tools"
+    cp scripts/tools-package.json .tools/package.json
+    (cd .tools && npm install --no-audit --no-fund --loglevel=error)
+fi
+.tools/node_modules/.bin/anvil --version >/dev/null
+
 say "ok"

@@ -13,12 +13,14 @@
 #![warn(missing_docs)]
 
 pub mod conformance;
+pub mod evm;
 pub mod memory;
 
 use futures::stream::BoxStream;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use evm::EvmLedger;
 pub use memory::MemoryLedger;
 
 /// A 32-byte topic identifier.
@@ -103,6 +105,12 @@ pub trait Ledger: Send + Sync + 'static {
         topic: TopicId,
         payload: Vec<u8>,
     ) -> BoxFuture<'_, Result<PostReceipt, LedgerError>>;
+
+    /// Where a follower with no saved cursor starts: far enough back to see
+    /// every message that can still be fresh, without replaying all history.
+    fn initial_cursor(&self) -> BoxFuture<'_, Result<Cursor, LedgerError>> {
+        Box::pin(async { Ok(Cursor::START) })
+    }
 
     /// Every message of `topic` after `from`, in order, then new ones as they
     /// arrive. Transient failures appear as `Err` items; the stream goes on.

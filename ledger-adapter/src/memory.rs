@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Default payload cap, the same order as the EVM contract's.
-pub const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024;
+pub const DEFAULT_MAX_PAYLOAD: usize = 8 * 1024;
 
 /// One stored message: sequence number, sender, payload.
 type Stored = (u64, String, Arc<Vec<u8>>);

@@ -46,6 +46,79 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Run a small network on loopback with the in-memory ledger.
     Demo(DemoArgs),
+    /// Start a local EVM chain (anvil) with SignalBoard deployed and funded ledger keys.
+    Devchain(DevchainArgs),
+    /// Ledger set-up.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+/// `ledgermesh ledger ...`.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Deploy the SignalBoard contract and print its address.
+    Deploy {
+        /// JSON-RPC endpoint of the chain.
+        #[arg(long)]
+        rpc: String,
+        /// File holding the deploying account's key (hex); else $LEDGERMESH_LEDGER_KEY.
+        #[arg(long)]
+        ledger_key: Option<PathBuf>,
+        /// Print `{"contract": ..., "spec": ...}`.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ledgermesh devchain`.
+#[derive(Debug, Args)]
+pub struct DevchainArgs {
+    /// Port on 127.0.0.1 (0 = any free port).
+    #[arg(long, default_value_t = 8545)]
+    pub port: u16,
+    /// Where to write the funded ledger key files.
+    #[arg(long, default_value = ".ledgermesh/devchain")]
+    pub dir: PathBuf,
+    /// How many funded ledger keys to write.
+    #[arg(long, default_value_t = 8)]
+    pub accounts: usize,
+    /// Anvil state file: loaded at start when present, written at exit.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Reuse this SignalBoard (already in the loaded state) instead of deploying one.
+    #[arg(long)]
+    pub contract: Option<String>,
+    /// Print one JSON object (`devchain_ready`) with the spec and key files.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of roles that use the ledger.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// Ledger: `memory` (this process only) or `evm:RPC_URL@CONTRACT_ADDRESS`.
+    #[arg(long, env = "LEDGERMESH_LEDGER", default_value = "memory")]
+    pub ledger: String,
+    /// File holding the ledger account key (hex); else $LEDGERMESH_LEDGER_KEY.
+    #[arg(long)]
+    pub ledger_key: Option<PathBuf>,
+    /// Blocks a ledger message needs before it is read (EVM).
+    #[arg(long, default_value_t = 1)]
+    pub confirmations: u64,
+    /// Where the node keeps its ledger cursor across restarts.
+    #[arg(long, env = "LEDGERMESH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl LedgerArgs {
+    async fn open(&self, account: &str) -> anyhow::Result<std::sync::Arc<dyn ledgermesh_ledger::Ledger>> {
+        let key = crate::ledger_spec::ledger_key(self.ledger_key.as_deref())?;
+        let options = ledgermesh_ledger::evm::EvmOptions {
+            confirmations: self.confirmations.max(1),
+            ..Default::default()
+        };
+        Ok(open_ledger(&self.ledger, key.as_deref(), account, options).await?)
+    }
 }
 
 /// Options every node role has.
@@ -85,9 +158,9 @@ pub struct ProvideArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
-    /// Ledger: `memory` (this process only) or `evm:RPC_URL@CONTRACT_ADDRESS`.
-    #[arg(long, env = "LEDGERMESH_LEDGER", default_value = "memory")]
-    pub ledger: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ledger: LedgerArgs,
     /// Relays to hold a reservation on (`.../p2p/<relay id>`).
     #[arg(long, num_args = 1..)]
     pub relay: Vec<Multiaddr>,
@@ -108,9 +181,9 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub node: NodeArgs,
-    /// Ledger: `memory` (this process only) or `evm:RPC_URL@CONTRACT_ADDRESS`.
-    #[arg(long, env = "LEDGERMESH_LEDGER", default_value = "memory")]
-    pub ledger: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ledger: LedgerArgs,
     /// Relays to hold a reservation on (`.../p2p/<relay id>`).
     #[arg(long, num_args = 1..)]
     pub relay: Vec<Multiaddr>,
@@ -174,14 +247,86 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             .await?;
             Ok(if summary.ok { 0 } else { 1 })
         }
+        Command::Devchain(args) => run_devchain(args).await,
+        Command::Ledger(LedgerCommand::Deploy { rpc, ledger_key, json }) => {
+            let key = crate::ledger_spec::ledger_key(ledger_key.as_deref())?
+                .context("no deploying key: pass --ledger-key FILE or set LEDGERMESH_LEDGER_KEY")?;
+            let signer = ledgermesh_ledger::evm::parse_key(&key)?;
+            let contract = ledgermesh_ledger::EvmLedger::deploy(&rpc, signer).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"contract": contract.to_string(), "spec": format!("evm:{rpc}@{contract}")})
+                );
+            } else {
+                println!("{contract}");
+            }
+            Ok(0)
+        }
     }
+}
+
+async fn run_devchain(args: DevchainArgs) -> anyhow::Result<i32> {
+    let deploy = args
+        .contract
+        .as_deref()
+        .map(|c| c.parse().context("--contract is not an address"))
+        .transpose()?;
+    let chain = crate::devchain::start(crate::devchain::DevChainOptions {
+        port: args.port,
+        state: args.state,
+        accounts: args.accounts,
+        key_dir: args.dir,
+        deploy,
+    })
+    .await?;
+    let keys: Vec<String> = chain.keys.iter().map(|(p, _)| p.display().to_string()).collect();
+    if args.json {
+        crate::events::print_json_line(&serde_json::json!({
+            "event": "devchain_ready",
+            "spec": chain.spec(),
+            "rpc": chain.rpc_url,
+            "contract": chain.contract.to_string(),
+            "anvil_pid": chain.pid(),
+            "ledger_keys": keys,
+        }));
+    } else {
+        println!("local chain ready at {}", chain.rpc_url);
+        println!("SignalBoard deployed at {}", chain.contract);
+        println!("pass to every node:  --ledger {}", chain.spec());
+        println!("funded ledger keys (one per node, --ledger-key FILE):");
+        for k in &keys {
+            println!("  {k}");
+        }
+        println!("Ctrl-C stops the chain.");
+    }
+    wait_for_ctrl_c().await;
+    chain.stop().await?;
+    Ok(0)
 }
 
 fn emitter_for(name: &str, json: bool) -> Emitter {
     Emitter::new(name).with_json_stdout(json)
 }
 
+/// Waits for Ctrl-C or SIGTERM.
 async fn wait_for_ctrl_c() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("interrupted; shutting down");
 }
@@ -216,7 +361,7 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
         .map(|s| parse_stream_spec(s))
         .collect::<Result<_, _>>()?;
     let peer = keypair.public().to_peer_id();
-    let ledger = open_ledger(&args.ledger, &peer.to_string())?;
+    let ledger = args.ledger.open(&peer.to_string()).await.context("opening the ledger")?;
     let mut config = NodeConfig::new("provider");
     config.listen = args.listen;
     config.relays = args.relay;
@@ -227,6 +372,7 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     tracing::info!(%peer, "provider started");
     let mut pc = ProviderConfig::new(streams);
     pc.relay_only = args.relay_only;
+    pc.data_dir = args.ledger.data_dir.clone();
     tokio::select! {
         r = provider::run(handle.clone(), ledger, pc) => r.context("provider stopped")?,
         _ = wait_for_ctrl_c() => {}
@@ -238,7 +384,7 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
 async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     let keypair = load_or_ephemeral(args.node.key.as_deref())?;
     let peer = keypair.public().to_peer_id();
-    let ledger = open_ledger(&args.ledger, &peer.to_string())?;
+    let ledger = args.ledger.open(&peer.to_string()).await.context("opening the ledger")?;
     let mut config = NodeConfig::new("consumer");
     config.listen = args.listen;
     config.relays = args.relay;
@@ -248,6 +394,7 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         .context("starting the consumer node")?;
     let mut cc = ConsumerConfig::new(args.want, args.out);
     cc.response_timeout = Duration::from_secs(args.response_timeout);
+    cc.data_dir = args.ledger.data_dir.clone();
     let outcomes = tokio::select! {
         r = consumer::run(handle.clone(), ledger, cc) => r.context("consumer failed")?,
         _ = wait_for_ctrl_c() => { handle.shutdown().await; return Ok(130) }

@@ -12,7 +12,8 @@ use crate::provider::advertised_addrs;
 use crate::signaling::{follow_inbox, post_sealed, DEFAULT_TTL};
 use crate::source::valid_stream_name;
 use crate::streams::{fetch, FetchPolicy, Fetched};
-use ledgermesh_ledger::{Cursor, Ledger};
+use crate::cursor_store::CursorStore;
+use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::envelope::OpenPolicy;
 use ledgermesh_protocol::{ServiceRequest, ServiceResponse, Signal};
 use libp2p::{Multiaddr, PeerId};
@@ -67,6 +68,8 @@ pub struct ConsumerConfig {
     pub response_timeout: Duration,
     /// Retry policy of each stream.
     pub fetch: FetchPolicy,
+    /// Where to keep the ledger cursor across restarts.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl ConsumerConfig {
@@ -78,6 +81,7 @@ impl ConsumerConfig {
             request_ttl: DEFAULT_TTL,
             response_timeout: Duration::from_secs(60),
             fetch: FetchPolicy::default(),
+            data_dir: None,
         }
     }
 }
@@ -107,12 +111,10 @@ pub async fn run(
     config: ConsumerConfig,
 ) -> anyhow::Result<Vec<StreamOutcome>> {
     handle.wait_relays().await?;
-    let mut inbox = follow_inbox(
-        handle.clone(),
-        ledger.clone(),
-        Cursor::START,
-        OpenPolicy::default(),
-    )?;
+    let store = config.data_dir.as_ref().map(|d| {
+        CursorStore::new(d, &ledger.describe(), &ledgermesh_protocol::Topic::stdin(&handle.peer_id()).to_hex())
+    });
+    let mut inbox = follow_inbox(handle.clone(), ledger.clone(), store, OpenPolicy::default()).await?;
     let mut by_provider: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
     for w in &config.wants {
         let streams = by_provider.entry(w.peer).or_default();

@@ -46,6 +46,17 @@ pub enum Event {
         /// The circuit address peers can dial us at.
         addr: String,
     },
+    /// We started following our `stdin` topic on the ledger.
+    LedgerFollowing {
+        /// Topic, hex.
+        topic: String,
+        /// The ledger.
+        ledger: String,
+        /// Cursor we follow from: block (sequence number for the memory ledger).
+        from_block: u64,
+        /// Cursor we follow from: index within the block.
+        from_index: u64,
+    },
     /// We posted to the ledger.
     LedgerPost {
         /// Topic, hex.

@@ -1,26 +1,61 @@
-//! Parsing the `--ledger SPEC` argument.
+//! Opening the ledger named by `--ledger SPEC`.
 
+use ledgermesh_ledger::evm::{parse_key, parse_spec, EvmLedger, EvmOptions};
 use ledgermesh_ledger::{Ledger, MemoryLedger};
+use std::path::Path;
 use std::sync::Arc;
 
-/// A bad or unsupported ledger spec.
+/// A bad or unusable ledger spec.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LedgerSpecError {
     /// Not a known form.
     #[error("unknown ledger spec {0:?}: expected `memory` or `evm:RPC_URL@CONTRACT_ADDRESS`")]
     Unknown(String),
-    /// Recognized but not built into this binary yet.
-    #[error("ledger spec {0:?}: the EVM ledger is not available in this build yet; use `memory`")]
-    EvmUnavailable(String),
+    /// The EVM ledger failed to open.
+    #[error(transparent)]
+    Evm(#[from] ledgermesh_ledger::evm::EvmError),
+    /// The ledger key file is unreadable.
+    #[error("ledger key file {path}: {detail}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
 }
 
-/// The ledger a spec names. `memory` is private to this process: nodes in other
-/// processes cannot see it, so use it for `ledgermesh demo` and tests.
-pub fn open_ledger(spec: &str, account: &str) -> Result<Arc<dyn Ledger>, LedgerSpecError> {
+/// The environment variable holding the ledger account key (hex), used when
+/// `--ledger-key FILE` is not given.
+pub const LEDGER_KEY_ENV: &str = "LEDGERMESH_LEDGER_KEY";
+
+/// The ledger key: from `file` when given, else from [`LEDGER_KEY_ENV`].
+pub fn ledger_key(file: Option<&Path>) -> Result<Option<String>, LedgerSpecError> {
+    match file {
+        Some(p) => std::fs::read_to_string(p).map(Some).map_err(|e| LedgerSpecError::KeyFile {
+            path: p.display().to_string(),
+            detail: e.to_string(),
+        }),
+        None => Ok(std::env::var(LEDGER_KEY_ENV).ok().filter(|k| !k.trim().is_empty())),
+    }
+}
+
+/// The ledger a spec names. `memory` is private to this process (use it for
+/// `ledgermesh demo` and tests); `evm:RPC_URL@CONTRACT` is the SignalBoard
+/// contract on an EVM chain, posting with `key` (hex) when given.
+pub async fn open_ledger(
+    spec: &str,
+    key: Option<&str>,
+    account: &str,
+    options: EvmOptions,
+) -> Result<Arc<dyn Ledger>, LedgerSpecError> {
     match spec {
         "memory" => Ok(Arc::new(MemoryLedger::new().account(account))),
-        s if s.starts_with("evm:") => Err(LedgerSpecError::EvmUnavailable(s.into())),
+        s if s.starts_with("evm:") => {
+            let (url, contract) = parse_spec(s)?;
+            let signer = key.map(parse_key).transpose()?;
+            Ok(Arc::new(EvmLedger::connect(&url, contract, signer, options).await?))
+        }
         s => Err(LedgerSpecError::Unknown(s.into())),
     }
 }

@@ -15,7 +15,9 @@
 
 pub mod cli;
 pub mod consumer;
+pub mod cursor_store;
 pub mod demo;
+pub mod devchain;
 pub mod events;
 pub mod identity;
 pub mod ledger_spec;

@@ -10,7 +10,8 @@ use crate::net::NodeHandle;
 use crate::signaling::{follow_inbox, post_sealed, DEFAULT_TTL};
 use crate::source::Source;
 use crate::streams::{serve, Catalog};
-use ledgermesh_ledger::{Cursor, Ledger};
+use crate::cursor_store::CursorStore;
+use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::envelope::{OpenPolicy, Opened};
 use ledgermesh_protocol::{ServiceResponse, Signal};
 use libp2p::Multiaddr;
@@ -29,6 +30,8 @@ pub struct ProviderConfig {
     pub response_ttl: Duration,
     /// Concurrent streams served.
     pub max_streams: usize,
+    /// Where to keep the ledger cursor across restarts (none: start fresh each time).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl ProviderConfig {
@@ -39,6 +42,7 @@ impl ProviderConfig {
             relay_only: false,
             response_ttl: DEFAULT_TTL,
             max_streams: 1024,
+            data_dir: None,
         }
     }
 }
@@ -62,12 +66,10 @@ pub async fn run(
     let catalog = Arc::new(Catalog::build(config.streams.clone()).await?);
     handle.wait_relays().await?;
     tokio::spawn(serve(handle.clone(), catalog.clone(), config.max_streams));
-    let mut inbox = follow_inbox(
-        handle.clone(),
-        ledger.clone(),
-        Cursor::START,
-        OpenPolicy::default(),
-    )?;
+    let store = config.data_dir.as_ref().map(|d| {
+        CursorStore::new(d, &ledger.describe(), &ledgermesh_protocol::Topic::stdin(&handle.peer_id()).to_hex())
+    });
+    let mut inbox = follow_inbox(handle.clone(), ledger.clone(), store, OpenPolicy::default()).await?;
     while let Some((opened, _)) = inbox.recv().await {
         let handle = handle.clone();
         let ledger = ledger.clone();

@@ -3,7 +3,8 @@
 use crate::events::{now_ms, Event};
 use crate::net::NodeHandle;
 use futures::StreamExt;
-use ledgermesh_ledger::{Cursor, Ledger};
+use crate::cursor_store::CursorStore;
+use ledgermesh_ledger::{Ledger, LedgerError};
 use ledgermesh_protocol::envelope::{seal, OpenPolicy, Opened, Opener};
 use ledgermesh_protocol::{Signal, Topic};
 use libp2p::PeerId;
@@ -32,7 +33,7 @@ pub async fn post_sealed(
     )?;
     let topic = Topic::stdin(&to);
     let bytes = sealed.bytes.len();
-    let receipt = ledger.post(topic.0, sealed.bytes).await?;
+    let receipt = post_with_retry(handle, ledger, topic, sealed.bytes).await?;
     handle.emit(Event::LedgerPost {
         topic: topic.to_hex(),
         kind: signal.kind().into(),
@@ -43,33 +44,84 @@ pub async fn post_sealed(
     Ok(sealed.nonce)
 }
 
-/// Follows this node's `stdin` topic from `from`, opens every message, reports
-/// each rejected one as an `error` event, and forwards the good ones. The
-/// channel is bounded: a slow consumer slows the follower, not memory.
-pub fn follow_inbox(
+/// Attempts before a post that fails with `Unavailable` is given up.
+const POST_ATTEMPTS: u32 = 6;
+
+/// Posts, retrying while the ledger is unreachable. A retry after a lost
+/// receipt may post twice; the recipient's replay cache drops the copy.
+async fn post_with_retry(
+    handle: &NodeHandle,
+    ledger: &dyn Ledger,
+    topic: Topic,
+    payload: Vec<u8>,
+) -> Result<ledgermesh_ledger::PostReceipt, LedgerError> {
+    let mut wait = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match ledger.post(topic.0, payload.clone()).await {
+            Err(LedgerError::Unavailable(e)) if attempt < POST_ATTEMPTS => {
+                handle.emit(Event::Error {
+                    what: "ledger".into(),
+                    detail: format!("post failed, retrying in {wait:?}: {e}"),
+                    reason: Some("unavailable".into()),
+                    peer_id: None,
+                });
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Follows this node's `stdin` topic, opens every message, reports each
+/// rejected one as an `error` event, and forwards the good ones. It starts
+/// from the cursor saved in `store` (else the ledger's initial cursor) and
+/// saves the cursor after each message, so a restart neither misses nor
+/// repeats one. The channel is bounded: a slow consumer slows the follower,
+/// not memory; each message costs at most one bounded-size open.
+pub async fn follow_inbox(
     handle: NodeHandle,
     ledger: Arc<dyn Ledger>,
-    from: Cursor,
+    store: Option<CursorStore>,
     policy: OpenPolicy,
 ) -> anyhow::Result<mpsc::Receiver<(Opened, usize)>> {
     let mut opener = Opener::new(handle.keypair(), policy)?;
     let (tx, rx) = mpsc::channel(64);
     let topic = Topic::stdin(&handle.peer_id());
+    let from = match store.as_ref().and_then(CursorStore::load) {
+        Some(c) => c,
+        None => ledger.initial_cursor().await?,
+    };
+    tracing::info!(ledger = %ledger.describe(), block = from.block, index = from.index, "following stdin");
+    handle.emit(Event::LedgerFollowing {
+        topic: topic.to_hex(),
+        ledger: ledger.describe(),
+        from_block: from.block,
+        from_index: from.index,
+    });
     tokio::spawn(async move {
         let mut messages = ledger.follow(topic.0, from);
+        let mut failing = false;
         while let Some(item) = messages.next().await {
             let msg = match item {
                 Ok(m) => m,
                 Err(e) => {
+                    failing = true;
                     handle.emit(Event::Error {
                         what: "ledger".into(),
-                        detail: e.to_string(),
-                        reason: Some("follow".into()),
+                        detail: format!("following {} failed: {e}", ledger.describe()),
+                        reason: Some("unavailable".into()),
                         peer_id: None,
                     });
                     continue;
                 }
             };
+            if std::mem::take(&mut failing) {
+                tracing::info!("ledger reachable again");
+            }
+            let cursor = msg.cursor;
             match opener.open(&msg.payload, now_ms()) {
                 Ok(opened) => {
                     handle.emit(Event::LedgerMessage {
@@ -90,6 +142,11 @@ pub fn follow_inbox(
                         reason: Some(e.reason().into()),
                         peer_id: None,
                     });
+                }
+            }
+            if let Some(store) = &store {
+                if let Err(e) = store.save(cursor) {
+                    handle.emit(Event::error("cursor", format!("cannot save the ledger cursor: {e}")));
                 }
             }
         }

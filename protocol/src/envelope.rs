@@ -48,7 +48,7 @@ pub struct OpenPolicy {
 impl Default for OpenPolicy {
     fn default() -> Self {
         Self {
-            max_envelope_bytes: 8 * 1024,
+            max_envelope_bytes: 4 * 1024,
             max_clock_skew_ms: 60_000,
             max_lifetime_ms: 10 * 60_000,
             replay_capacity: 65_536,

@@ -2,6 +2,8 @@
 //! process, sharing one in-memory ledger. Every node's events are recorded so
 //! tests can assert on paths, upgrades, refusals and digests.
 
+pub mod procs;
+
 use ledgermesh_ledger::{Ledger, MemoryLedger};
 use ledgermesh_node::consumer::{self, ConsumerConfig, StreamOutcome, Want};
 use ledgermesh_node::events::{Emitter, Event, Record};

@@ -230,7 +230,7 @@ async fn malformed_and_oversized_envelopes_are_reported_and_the_provider_keeps_s
         .post(topic, b"not an envelope at all".to_vec())
         .await
         .unwrap();
-    stranger.post(topic, vec![0xff; 16 * 1024]).await.unwrap();
+    stranger.post(topic, vec![0xff; 8 * 1024]).await.unwrap();
     provider
         .events
         .wait_for("malformed error", |e| is_error(e, "envelope", "malformed"))

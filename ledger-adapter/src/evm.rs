@@ -1,0 +1,472 @@
+//! The EVM ledger: the `SignalBoard` contract on any EVM chain, over JSON-RPC,
+//! through alloy.
+//!
+//! Posting signs a `post(topic, payload)` transaction with the node's ledger
+//! account key and waits for its receipt. Following polls `eth_getLogs` for
+//! the contract's `Posted` events on one topic, in bounded block ranges, up to
+//! the head minus `confirmations - 1`. Each message carries its
+//! `(block, log index)` cursor; on an RPC error the follower reports it, backs
+//! off and re-reads the same range, skipping what it already yielded, so an
+//! outage loses and repeats nothing.
+
+use crate::{BoxFuture, Cursor, Ledger, LedgerError, LedgerMessage, PostReceipt, TopicId};
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolEvent;
+use futures::stream::{self, BoxStream, StreamExt};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+alloy::sol! {
+    /// The on-chain interface of `contracts/SignalBoard.sol` (checked against
+    /// the committed ABI by a test).
+    #[sol(rpc)]
+    contract SignalBoard {
+        event Posted(bytes32 indexed topic, address indexed sender, bytes payload);
+        error PayloadTooLarge(uint256 length, uint256 max);
+        function post(bytes32 topic, bytes calldata payload) external;
+        function MAX_PAYLOAD() external view returns (uint256);
+    }
+}
+
+/// The committed compiler output (ABI and bytecode) of `SignalBoard.sol`.
+pub const SIGNAL_BOARD_ARTIFACT: &str = include_str!("../contracts/SignalBoard.json");
+
+/// The contract's payload cap (`SignalBoard.MAX_PAYLOAD`).
+pub const MAX_PAYLOAD: usize = 8192;
+
+/// Deployment bytecode of SignalBoard, from the committed artifact.
+pub fn signal_board_bytecode() -> Result<Bytes, EvmError> {
+    let v: serde_json::Value =
+        serde_json::from_str(SIGNAL_BOARD_ARTIFACT).map_err(|e| EvmError::Artifact(e.to_string()))?;
+    let hex = v["bytecode"]
+        .as_str()
+        .ok_or_else(|| EvmError::Artifact("no bytecode field".into()))?;
+    hex.parse().map_err(|e| EvmError::Artifact(format!("{e}")))
+}
+
+/// Errors connecting to or setting up the EVM ledger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvmError {
+    /// The spec is not `evm:RPC_URL@CONTRACT_ADDRESS`.
+    #[error("bad EVM ledger spec {0:?}: expected evm:RPC_URL@CONTRACT_ADDRESS (e.g. evm:http://127.0.0.1:8545@0x5FbD…)")]
+    BadSpec(String),
+    /// The RPC URL does not parse.
+    #[error("bad RPC URL {url:?}: {detail}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// Nothing answers at the RPC URL.
+    #[error("cannot reach the RPC endpoint {url}: {detail} (is the chain running? `ledgermesh devchain` starts a local one)")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// No contract at the address.
+    #[error("no contract at {address} on chain {chain_id}: wrong address, or deploy one with `ledgermesh ledger deploy`")]
+    NoContract {
+        /// The address.
+        address: Address,
+        /// The chain.
+        chain_id: u64,
+    },
+    /// The ledger key has no funds for gas.
+    #[error("ledger account {address} has no funds on chain {chain_id}: it cannot pay gas to post; fund it first")]
+    Unfunded {
+        /// The account.
+        address: Address,
+        /// The chain.
+        chain_id: u64,
+    },
+    /// The ledger key does not parse.
+    #[error("bad ledger key: {0} (expected 32 bytes of hex, optionally 0x-prefixed)")]
+    BadKey(String),
+    /// The committed artifact is unusable.
+    #[error("SignalBoard artifact: {0}")]
+    Artifact(String),
+    /// A transaction failed.
+    #[error("transaction failed: {0}")]
+    Transaction(String),
+}
+
+/// Parses `evm:RPC_URL@CONTRACT_ADDRESS`.
+pub fn parse_spec(spec: &str) -> Result<(String, Address), EvmError> {
+    let rest = spec.strip_prefix("evm:").ok_or_else(|| EvmError::BadSpec(spec.into()))?;
+    let (url, addr) = rest.rsplit_once('@').ok_or_else(|| EvmError::BadSpec(spec.into()))?;
+    let address: Address = addr.parse().map_err(|_| EvmError::BadSpec(spec.into()))?;
+    Ok((url.to_string(), address))
+}
+
+/// Parses a hex private key.
+pub fn parse_key(hex: &str) -> Result<PrivateKeySigner, EvmError> {
+    hex.trim().parse().map_err(|e| EvmError::BadKey(format!("{e}")))
+}
+
+/// How the EVM ledger behaves.
+#[derive(Debug, Clone)]
+pub struct EvmOptions {
+    /// A message is read once its block has this many confirmations (1 = the head block).
+    pub confirmations: u64,
+    /// How often a follower polls when caught up.
+    pub poll_interval: Duration,
+    /// Largest block range per `eth_getLogs`.
+    pub max_block_range: u64,
+    /// Timeout of each RPC call.
+    pub rpc_timeout: Duration,
+    /// Longest back-off between retries after an RPC error.
+    pub max_backoff: Duration,
+    /// A follower without a saved cursor starts this many blocks below the head.
+    pub lookback_blocks: u64,
+}
+
+impl Default for EvmOptions {
+    fn default() -> Self {
+        Self {
+            confirmations: 1,
+            poll_interval: Duration::from_millis(250),
+            max_block_range: 2_000,
+            rpc_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(5),
+            lookback_blocks: 10_000,
+        }
+    }
+}
+
+/// A `Ledger` on the SignalBoard contract.
+#[derive(Clone)]
+pub struct EvmLedger {
+    provider: DynProvider,
+    url: String,
+    contract: Address,
+    account: Option<Address>,
+    chain_id: u64,
+    options: EvmOptions,
+}
+
+impl std::fmt::Debug for EvmLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvmLedger")
+            .field("url", &self.url)
+            .field("contract", &self.contract)
+            .field("account", &self.account)
+            .field("chain_id", &self.chain_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider_for(url: &str, signer: Option<PrivateKeySigner>) -> Result<DynProvider, EvmError> {
+    let parsed = alloy::transports::http::reqwest::Url::parse(url).map_err(|e| EvmError::BadUrl {
+        url: url.into(),
+        detail: e.to_string(),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(EvmError::BadUrl {
+            url: url.into(),
+            detail: "only http:// and https:// endpoints are supported".into(),
+        });
+    }
+    Ok(match signer {
+        Some(s) => ProviderBuilder::new().wallet(s).connect_http(parsed).erased(),
+        None => ProviderBuilder::new().connect_http(parsed).erased(),
+    })
+}
+
+async fn timed<T, E: std::fmt::Display>(
+    d: Duration,
+    f: impl std::future::IntoFuture<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(d, f.into_future()).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {d:?}")),
+    }
+}
+
+impl EvmLedger {
+    /// Connects to `url`, checks the chain answers and that `contract` has code,
+    /// and (with a `signer`) that the account can pay gas.
+    pub async fn connect(
+        url: &str,
+        contract: Address,
+        signer: Option<PrivateKeySigner>,
+        options: EvmOptions,
+    ) -> Result<Self, EvmError> {
+        let account = signer.as_ref().map(|s| s.address());
+        let provider = provider_for(url, signer)?;
+        let unreachable = |detail: String| EvmError::Unreachable {
+            url: url.into(),
+            detail,
+        };
+        let chain_id = timed(options.rpc_timeout, provider.get_chain_id())
+            .await
+            .map_err(unreachable)?;
+        let code = timed(options.rpc_timeout, provider.get_code_at(contract))
+            .await
+            .map_err(unreachable)?;
+        if code.is_empty() {
+            return Err(EvmError::NoContract {
+                address: contract,
+                chain_id,
+            });
+        }
+        if let Some(address) = account {
+            let balance = timed(options.rpc_timeout, provider.get_balance(address))
+                .await
+                .map_err(unreachable)?;
+            if balance == U256::ZERO {
+                return Err(EvmError::Unfunded { address, chain_id });
+            }
+        }
+        Ok(Self {
+            provider,
+            url: url.into(),
+            contract,
+            account,
+            chain_id,
+            options,
+        })
+    }
+
+    /// Deploys SignalBoard with `signer` and returns its address.
+    pub async fn deploy(url: &str, signer: PrivateKeySigner) -> Result<Address, EvmError> {
+        let from = signer.address();
+        let provider = provider_for(url, Some(signer))?;
+        let t = Duration::from_secs(30);
+        let unreachable = |detail: String| EvmError::Unreachable {
+            url: url.into(),
+            detail,
+        };
+        let chain_id = timed(t, provider.get_chain_id()).await.map_err(unreachable)?;
+        let balance = timed(t, provider.get_balance(from)).await.map_err(unreachable)?;
+        if balance == U256::ZERO {
+            return Err(EvmError::Unfunded { address: from, chain_id });
+        }
+        let tx = TransactionRequest::default()
+            .with_from(from)
+            .with_deploy_code(signal_board_bytecode()?);
+        let pending = timed(t, provider.send_transaction(tx))
+            .await
+            .map_err(EvmError::Transaction)?;
+        let receipt = timed(t, pending.get_receipt())
+            .await
+            .map_err(EvmError::Transaction)?;
+        if !receipt.status() {
+            return Err(EvmError::Transaction("deployment reverted".into()));
+        }
+        receipt
+            .contract_address
+            .ok_or_else(|| EvmError::Transaction("receipt has no contract address".into()))
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The contract address.
+    pub fn contract(&self) -> Address {
+        self.contract
+    }
+
+    /// The posting account, if any.
+    pub fn account(&self) -> Option<Address> {
+        self.account
+    }
+
+    /// The cursor at the current head (follow from it to see only new messages).
+    pub async fn head_cursor(&self) -> Result<Cursor, LedgerError> {
+        let head = timed(self.options.rpc_timeout, self.provider.get_block_number())
+            .await
+            .map_err(LedgerError::Unavailable)?;
+        Ok(Cursor {
+            block: head,
+            index: u64::MAX,
+        })
+    }
+
+    async fn post_inner(&self, topic: TopicId, payload: Vec<u8>) -> Result<PostReceipt, LedgerError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(LedgerError::PayloadTooLarge {
+                len: payload.len(),
+                max: MAX_PAYLOAD,
+            });
+        }
+        let Some(from) = self.account else {
+            return Err(LedgerError::Rejected(
+                "no ledger account key: pass --ledger-key FILE or set LEDGERMESH_LEDGER_KEY".into(),
+            ));
+        };
+        let board = SignalBoard::new(self.contract, &self.provider);
+        let call = board.post(B256::from(topic), Bytes::from(payload)).from(from);
+        let t = self.options.rpc_timeout;
+        let pending = match timed(t, call.send()).await {
+            Ok(p) => p,
+            Err(e) if e.contains("insufficient funds") => {
+                return Err(LedgerError::Rejected(format!(
+                    "ledger account {from} cannot pay gas (insufficient funds): {e}"
+                )))
+            }
+            Err(e) if e.contains("revert") => return Err(LedgerError::Rejected(e)),
+            Err(e) => return Err(LedgerError::Unavailable(e)),
+        };
+        let receipt = timed(t * 3, pending.get_receipt())
+            .await
+            .map_err(LedgerError::Unavailable)?;
+        if !receipt.status() {
+            return Err(LedgerError::Rejected(format!(
+                "post transaction {} reverted",
+                receipt.transaction_hash
+            )));
+        }
+        let index = receipt
+            .inner
+            .logs()
+            .iter()
+            .find(|l| l.address() == self.contract)
+            .and_then(|l| l.log_index);
+        Ok(PostReceipt {
+            cursor: receipt
+                .block_number
+                .zip(index)
+                .map(|(block, index)| Cursor { block, index }),
+            tx: Some(format!("{}", receipt.transaction_hash)),
+            gas_used: Some(receipt.gas_used),
+        })
+    }
+
+    /// Reads the logs of `topic` in `from..=to`, in order, after `after`.
+    async fn read_range(&self, topic: TopicId, from: u64, to: u64, after: Cursor) -> Result<Vec<LedgerMessage>, String> {
+        let filter = Filter::new()
+            .address(self.contract)
+            .event_signature(SignalBoard::Posted::SIGNATURE_HASH)
+            .topic1(B256::from(topic))
+            .from_block(from)
+            .to_block(to);
+        let logs = timed(self.options.rpc_timeout, self.provider.get_logs(&filter)).await?;
+        let mut out = Vec::with_capacity(logs.len());
+        for log in logs {
+            let (Some(block), Some(index)) = (log.block_number, log.log_index) else {
+                continue;
+            };
+            let cursor = Cursor { block, index };
+            if cursor <= after || log.removed {
+                continue;
+            }
+            match log.log_decode::<SignalBoard::Posted>() {
+                Ok(decoded) => {
+                    let ev = decoded.inner.data;
+                    out.push(LedgerMessage {
+                        topic: ev.topic.0,
+                        sender: format!("{}", ev.sender),
+                        payload: ev.payload.to_vec(),
+                        cursor,
+                    });
+                }
+                Err(e) => tracing::warn!(block, index, error = %e, "undecodable Posted log skipped"),
+            }
+        }
+        out.sort_by_key(|m| m.cursor);
+        Ok(out)
+    }
+}
+
+struct FollowState {
+    ledger: EvmLedger,
+    topic: TopicId,
+    /// Last cursor yielded (or the starting one).
+    after: Cursor,
+    /// Next block to read.
+    next_block: u64,
+    buffer: VecDeque<LedgerMessage>,
+    backoff: Duration,
+    /// Whether the last attempt failed (to report recovery once).
+    failing: bool,
+}
+
+impl Ledger for EvmLedger {
+    fn describe(&self) -> String {
+        format!("evm:{}@{} (chain {})", self.url, self.contract, self.chain_id)
+    }
+
+    fn max_payload(&self) -> usize {
+        MAX_PAYLOAD
+    }
+
+    fn post(&self, topic: TopicId, payload: Vec<u8>) -> BoxFuture<'_, Result<PostReceipt, LedgerError>> {
+        Box::pin(self.post_inner(topic, payload))
+    }
+
+    fn initial_cursor(&self) -> BoxFuture<'_, Result<Cursor, LedgerError>> {
+        Box::pin(async {
+            let head = self.head_cursor().await?;
+            let block = head.block.saturating_sub(self.options.lookback_blocks);
+            Ok(Cursor { block, index: 0 })
+        })
+    }
+
+    fn follow(&self, topic: TopicId, from: Cursor) -> BoxStream<'static, Result<LedgerMessage, LedgerError>> {
+        let state = FollowState {
+            ledger: self.clone(),
+            topic,
+            after: from,
+            next_block: from.block,
+            buffer: VecDeque::new(),
+            backoff: self.options.poll_interval,
+            failing: false,
+        };
+        stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(m) = st.buffer.pop_front() {
+                    st.after = m.cursor;
+                    return Some((Ok(m), st));
+                }
+                let opts = &st.ledger.options;
+                let head = timed(opts.rpc_timeout, st.ledger.provider.get_block_number()).await;
+                let result = match head {
+                    Err(e) => Err(e),
+                    Ok(head) => {
+                        let safe = head.saturating_sub(opts.confirmations.saturating_sub(1));
+                        if st.next_block > safe {
+                            st.failing = false;
+                            tokio::time::sleep(opts.poll_interval).await;
+                            continue;
+                        }
+                        let to = safe.min(st.next_block.saturating_add(opts.max_block_range - 1));
+                        st.ledger
+                            .read_range(st.topic, st.next_block, to, st.after)
+                            .await
+                            .map(|msgs| (to, msgs))
+                    }
+                };
+                match result {
+                    Ok((to, msgs)) => {
+                        st.failing = false;
+                        st.backoff = opts.poll_interval;
+                        st.buffer.extend(msgs);
+                        st.next_block = to + 1;
+                    }
+                    Err(e) => {
+                        // Report, wait, and re-read the same range: the cursor
+                        // check drops anything already yielded.
+                        let wait = st.backoff;
+                        st.backoff = (st.backoff * 2).min(opts.max_backoff);
+                        st.failing = true;
+                        let err = LedgerError::Unavailable(format!("{e} (retrying in {wait:?})"));
+                        tokio::time::sleep(wait).await;
+                        return Some((Err(err), st));
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+}
