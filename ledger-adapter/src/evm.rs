@@ -40,8 +40,8 @@ pub const MAX_PAYLOAD: usize = 8192;
 
 /// Deployment bytecode of SignalBoard, from the committed artifact.
 pub fn signal_board_bytecode() -> Result<Bytes, EvmError> {
-    let v: serde_json::Value =
-        serde_json::from_str(SIGNAL_BOARD_ARTIFACT).map_err(|e| EvmError::Artifact(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(SIGNAL_BOARD_ARTIFACT)
+        .map_err(|e| EvmError::Artifact(e.to_string()))?;
     let hex = v["bytecode"]
         .as_str()
         .ok_or_else(|| EvmError::Artifact("no bytecode field".into()))?;
@@ -100,15 +100,21 @@ pub enum EvmError {
 
 /// Parses `evm:RPC_URL@CONTRACT_ADDRESS`.
 pub fn parse_spec(spec: &str) -> Result<(String, Address), EvmError> {
-    let rest = spec.strip_prefix("evm:").ok_or_else(|| EvmError::BadSpec(spec.into()))?;
-    let (url, addr) = rest.rsplit_once('@').ok_or_else(|| EvmError::BadSpec(spec.into()))?;
+    let rest = spec
+        .strip_prefix("evm:")
+        .ok_or_else(|| EvmError::BadSpec(spec.into()))?;
+    let (url, addr) = rest
+        .rsplit_once('@')
+        .ok_or_else(|| EvmError::BadSpec(spec.into()))?;
     let address: Address = addr.parse().map_err(|_| EvmError::BadSpec(spec.into()))?;
     Ok((url.to_string(), address))
 }
 
 /// Parses a hex private key.
 pub fn parse_key(hex: &str) -> Result<PrivateKeySigner, EvmError> {
-    hex.trim().parse().map_err(|e| EvmError::BadKey(format!("{e}")))
+    hex.trim()
+        .parse()
+        .map_err(|e| EvmError::BadKey(format!("{e}")))
 }
 
 /// How the EVM ledger behaves.
@@ -164,10 +170,11 @@ impl std::fmt::Debug for EvmLedger {
 }
 
 fn provider_for(url: &str, signer: Option<PrivateKeySigner>) -> Result<DynProvider, EvmError> {
-    let parsed = alloy::transports::http::reqwest::Url::parse(url).map_err(|e| EvmError::BadUrl {
-        url: url.into(),
-        detail: e.to_string(),
-    })?;
+    let parsed =
+        alloy::transports::http::reqwest::Url::parse(url).map_err(|e| EvmError::BadUrl {
+            url: url.into(),
+            detail: e.to_string(),
+        })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(EvmError::BadUrl {
             url: url.into(),
@@ -175,7 +182,10 @@ fn provider_for(url: &str, signer: Option<PrivateKeySigner>) -> Result<DynProvid
         });
     }
     Ok(match signer {
-        Some(s) => ProviderBuilder::new().wallet(s).connect_http(parsed).erased(),
+        Some(s) => ProviderBuilder::new()
+            .wallet(s)
+            .connect_http(parsed)
+            .erased(),
         None => ProviderBuilder::new().connect_http(parsed).erased(),
     })
 }
@@ -245,10 +255,17 @@ impl EvmLedger {
             url: url.into(),
             detail,
         };
-        let chain_id = timed(t, provider.get_chain_id()).await.map_err(unreachable)?;
-        let balance = timed(t, provider.get_balance(from)).await.map_err(unreachable)?;
+        let chain_id = timed(t, provider.get_chain_id())
+            .await
+            .map_err(unreachable)?;
+        let balance = timed(t, provider.get_balance(from))
+            .await
+            .map_err(unreachable)?;
         if balance == U256::ZERO {
-            return Err(EvmError::Unfunded { address: from, chain_id });
+            return Err(EvmError::Unfunded {
+                address: from,
+                chain_id,
+            });
         }
         let tx = TransactionRequest::default()
             .with_from(from)
@@ -293,7 +310,11 @@ impl EvmLedger {
         })
     }
 
-    async fn post_inner(&self, topic: TopicId, payload: Vec<u8>) -> Result<PostReceipt, LedgerError> {
+    async fn post_inner(
+        &self,
+        topic: TopicId,
+        payload: Vec<u8>,
+    ) -> Result<PostReceipt, LedgerError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(LedgerError::PayloadTooLarge {
                 len: payload.len(),
@@ -306,7 +327,9 @@ impl EvmLedger {
             ));
         };
         let board = SignalBoard::new(self.contract, &self.provider);
-        let call = board.post(B256::from(topic), Bytes::from(payload)).from(from);
+        let call = board
+            .post(B256::from(topic), Bytes::from(payload))
+            .from(from);
         let t = self.options.rpc_timeout;
         let pending = match timed(t, call.send()).await {
             Ok(p) => p,
@@ -344,7 +367,13 @@ impl EvmLedger {
     }
 
     /// Reads the logs of `topic` in `from..=to`, in order, after `after`.
-    async fn read_range(&self, topic: TopicId, from: u64, to: u64, after: Cursor) -> Result<Vec<LedgerMessage>, String> {
+    async fn read_range(
+        &self,
+        topic: TopicId,
+        from: u64,
+        to: u64,
+        after: Cursor,
+    ) -> Result<Vec<LedgerMessage>, String> {
         let filter = Filter::new()
             .address(self.contract)
             .event_signature(SignalBoard::Posted::SIGNATURE_HASH)
@@ -371,7 +400,9 @@ impl EvmLedger {
                         cursor,
                     });
                 }
-                Err(e) => tracing::warn!(block, index, error = %e, "undecodable Posted log skipped"),
+                Err(e) => {
+                    tracing::warn!(block, index, error = %e, "undecodable Posted log skipped")
+                }
             }
         }
         out.sort_by_key(|m| m.cursor);
@@ -394,14 +425,21 @@ struct FollowState {
 
 impl Ledger for EvmLedger {
     fn describe(&self) -> String {
-        format!("evm:{}@{} (chain {})", self.url, self.contract, self.chain_id)
+        format!(
+            "evm:{}@{} (chain {})",
+            self.url, self.contract, self.chain_id
+        )
     }
 
     fn max_payload(&self) -> usize {
         MAX_PAYLOAD
     }
 
-    fn post(&self, topic: TopicId, payload: Vec<u8>) -> BoxFuture<'_, Result<PostReceipt, LedgerError>> {
+    fn post(
+        &self,
+        topic: TopicId,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<PostReceipt, LedgerError>> {
         Box::pin(self.post_inner(topic, payload))
     }
 
@@ -413,7 +451,11 @@ impl Ledger for EvmLedger {
         })
     }
 
-    fn follow(&self, topic: TopicId, from: Cursor) -> BoxStream<'static, Result<LedgerMessage, LedgerError>> {
+    fn follow(
+        &self,
+        topic: TopicId,
+        from: Cursor,
+    ) -> BoxStream<'static, Result<LedgerMessage, LedgerError>> {
         let state = FollowState {
             ledger: self.clone(),
             topic,

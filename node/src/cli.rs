@@ -111,7 +111,10 @@ pub struct LedgerArgs {
 }
 
 impl LedgerArgs {
-    async fn open(&self, account: &str) -> anyhow::Result<std::sync::Arc<dyn ledgermesh_ledger::Ledger>> {
+    async fn open(
+        &self,
+        account: &str,
+    ) -> anyhow::Result<std::sync::Arc<dyn ledgermesh_ledger::Ledger>> {
         let key = crate::ledger_spec::ledger_key(self.ledger_key.as_deref())?;
         let options = ledgermesh_ledger::evm::EvmOptions {
             confirmations: self.confirmations.max(1),
@@ -248,7 +251,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if summary.ok { 0 } else { 1 })
         }
         Command::Devchain(args) => run_devchain(args).await,
-        Command::Ledger(LedgerCommand::Deploy { rpc, ledger_key, json }) => {
+        Command::Ledger(LedgerCommand::Deploy {
+            rpc,
+            ledger_key,
+            json,
+        }) => {
             let key = crate::ledger_spec::ledger_key(ledger_key.as_deref())?
                 .context("no deploying key: pass --ledger-key FILE or set LEDGERMESH_LEDGER_KEY")?;
             let signer = ledgermesh_ledger::evm::parse_key(&key)?;
@@ -280,7 +287,11 @@ async fn run_devchain(args: DevchainArgs) -> anyhow::Result<i32> {
         deploy,
     })
     .await?;
-    let keys: Vec<String> = chain.keys.iter().map(|(p, _)| p.display().to_string()).collect();
+    let keys: Vec<String> = chain
+        .keys
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
     if args.json {
         crate::events::print_json_line(&serde_json::json!({
             "event": "devchain_ready",
@@ -361,7 +372,11 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
         .map(|s| parse_stream_spec(s))
         .collect::<Result<_, _>>()?;
     let peer = keypair.public().to_peer_id();
-    let ledger = args.ledger.open(&peer.to_string()).await.context("opening the ledger")?;
+    let ledger = args
+        .ledger
+        .open(&peer.to_string())
+        .await
+        .context("opening the ledger")?;
     let mut config = NodeConfig::new("provider");
     config.listen = args.listen;
     config.relays = args.relay;
@@ -384,7 +399,11 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
 async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     let keypair = load_or_ephemeral(args.node.key.as_deref())?;
     let peer = keypair.public().to_peer_id();
-    let ledger = args.ledger.open(&peer.to_string()).await.context("opening the ledger")?;
+    let ledger = args
+        .ledger
+        .open(&peer.to_string())
+        .await
+        .context("opening the ledger")?;
     let mut config = NodeConfig::new("consumer");
     config.listen = args.listen;
     config.relays = args.relay;

@@ -20,7 +20,10 @@ impl CursorStore {
             .take(96)
             .collect();
         Self {
-            path: data_dir.join("cursors").join(ledger).join(format!("{topic_hex}.cursor")),
+            path: data_dir
+                .join("cursors")
+                .join(ledger)
+                .join(format!("{topic_hex}.cursor")),
         }
     }
 
@@ -63,9 +66,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lm-cursor-{}", std::process::id()));
         let store = CursorStore::new(&dir, "evm:http://127.0.0.1:8545@0xabc", "ff00");
         assert_eq!(store.load(), None);
-        store.save(Cursor { block: 42, index: 3 }).unwrap();
+        store
+            .save(Cursor {
+                block: 42,
+                index: 3,
+            })
+            .unwrap();
         let again = CursorStore::new(&dir, "evm:http://127.0.0.1:8545@0xabc", "ff00");
-        assert_eq!(again.load(), Some(Cursor { block: 42, index: 3 }));
+        assert_eq!(
+            again.load(),
+            Some(Cursor {
+                block: 42,
+                index: 3
+            })
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

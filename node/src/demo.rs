@@ -285,6 +285,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         truth.insert(key.clone(), src.digest().await?.1);
     }
     for (_, _, h) in &nodes {
+        // The summary must be the last line: nothing a stopping node says may follow it.
+        h.emitter().mute_json();
         h.shutdown().await;
     }
 

@@ -87,7 +87,10 @@ impl DevChain {
     /// Stops anvil gracefully (SIGTERM, so it writes its state), then waits.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
             Ok(r) => {
@@ -110,7 +113,9 @@ fn write_key(path: &Path, signer: &PrivateKeySigner) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     writeln!(f, "0x{}", hex::encode(signer.to_bytes()))?;
     Ok(())
 }
@@ -119,15 +124,24 @@ fn write_key(path: &Path, signer: &PrivateKeySigner) -> anyhow::Result<()> {
 pub async fn start(opts: DevChainOptions) -> anyhow::Result<DevChain> {
     let anvil = find_anvil()?;
     let mut cmd = Command::new(&anvil);
-    cmd.args(["--host", "127.0.0.1", "--port", &opts.port.to_string(), "--accounts", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &opts.port.to_string(),
+        "--accounts",
+        "1",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .kill_on_drop(true);
     if let Some(state) = &opts.state {
         cmd.arg("--state").arg(state);
     }
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", anvil.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", anvil.display()))?;
     let stdout = child.stdout.take().context("anvil stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {

@@ -219,7 +219,9 @@ pub const EVENT_CAPACITY: usize = 16_384;
 pub struct Emitter {
     node: String,
     tx: broadcast::Sender<Record>,
-    json_stdout: bool,
+    /// Print JSON lines on stdout; shared by clones so it can be turned off
+    /// for a node as a whole.
+    json_stdout: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Emitter {
@@ -228,15 +230,20 @@ impl Emitter {
         Self {
             node: node.into(),
             tx: broadcast::channel(EVENT_CAPACITY).0,
-            json_stdout: false,
+            json_stdout: Default::default(),
         }
     }
 
     /// Also print every event as one JSON line on stdout, synchronously, so
     /// no event is lost or reordered when the process exits.
-    pub fn with_json_stdout(mut self, on: bool) -> Self {
-        self.json_stdout = on;
+    pub fn with_json_stdout(self, on: bool) -> Self {
+        self.json_stdout.store(on, std::sync::atomic::Ordering::Relaxed);
         self
+    }
+
+    /// Stops printing JSON lines (events still reach subscribers).
+    pub fn mute_json(&self) {
+        self.json_stdout.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Publishes `event` (dropped when nobody listens).
@@ -247,7 +254,7 @@ impl Emitter {
             node: self.node.clone(),
             event,
         };
-        if self.json_stdout {
+        if self.json_stdout.load(std::sync::atomic::Ordering::Relaxed) {
             print_json_line(&record);
         }
         let _ = self.tx.send(record);

@@ -32,11 +32,15 @@ pub const LEDGER_KEY_ENV: &str = "LEDGERMESH_LEDGER_KEY";
 /// The ledger key: from `file` when given, else from [`LEDGER_KEY_ENV`].
 pub fn ledger_key(file: Option<&Path>) -> Result<Option<String>, LedgerSpecError> {
     match file {
-        Some(p) => std::fs::read_to_string(p).map(Some).map_err(|e| LedgerSpecError::KeyFile {
-            path: p.display().to_string(),
-            detail: e.to_string(),
-        }),
-        None => Ok(std::env::var(LEDGER_KEY_ENV).ok().filter(|k| !k.trim().is_empty())),
+        Some(p) => std::fs::read_to_string(p)
+            .map(Some)
+            .map_err(|e| LedgerSpecError::KeyFile {
+                path: p.display().to_string(),
+                detail: e.to_string(),
+            }),
+        None => Ok(std::env::var(LEDGER_KEY_ENV)
+            .ok()
+            .filter(|k| !k.trim().is_empty())),
     }
 }
 
@@ -54,7 +58,9 @@ pub async fn open_ledger(
         s if s.starts_with("evm:") => {
             let (url, contract) = parse_spec(s)?;
             let signer = key.map(parse_key).transpose()?;
-            Ok(Arc::new(EvmLedger::connect(&url, contract, signer, options).await?))
+            Ok(Arc::new(
+                EvmLedger::connect(&url, contract, signer, options).await?,
+            ))
         }
         s => Err(LedgerSpecError::Unknown(s.into())),
     }

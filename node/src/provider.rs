@@ -5,12 +5,12 @@
 //! the streams it accepts, the ones it refuses and why), and serves the
 //! streams over `/ledgermesh/stream/1`.
 
+use crate::cursor_store::CursorStore;
 use crate::events::Event;
 use crate::net::NodeHandle;
 use crate::signaling::{follow_inbox, post_sealed, DEFAULT_TTL};
 use crate::source::Source;
 use crate::streams::{serve, Catalog};
-use crate::cursor_store::CursorStore;
 use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::envelope::{OpenPolicy, Opened};
 use ledgermesh_protocol::{ServiceResponse, Signal};
@@ -67,9 +67,14 @@ pub async fn run(
     handle.wait_relays().await?;
     tokio::spawn(serve(handle.clone(), catalog.clone(), config.max_streams));
     let store = config.data_dir.as_ref().map(|d| {
-        CursorStore::new(d, &ledger.describe(), &ledgermesh_protocol::Topic::stdin(&handle.peer_id()).to_hex())
+        CursorStore::new(
+            d,
+            &ledger.describe(),
+            &ledgermesh_protocol::Topic::stdin(&handle.peer_id()).to_hex(),
+        )
     });
-    let mut inbox = follow_inbox(handle.clone(), ledger.clone(), store, OpenPolicy::default()).await?;
+    let mut inbox =
+        follow_inbox(handle.clone(), ledger.clone(), store, OpenPolicy::default()).await?;
     while let Some((opened, _)) = inbox.recv().await {
         let handle = handle.clone();
         let ledger = ledger.clone();

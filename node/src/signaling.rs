@@ -1,9 +1,9 @@
 //! Posting sealed envelopes to a peer's `stdin` topic and reading our own.
 
+use crate::cursor_store::CursorStore;
 use crate::events::{now_ms, Event};
 use crate::net::NodeHandle;
 use futures::StreamExt;
-use crate::cursor_store::CursorStore;
 use ledgermesh_ledger::{Ledger, LedgerError};
 use ledgermesh_protocol::envelope::{seal, OpenPolicy, Opened, Opener};
 use ledgermesh_protocol::{Signal, Topic};
@@ -146,7 +146,10 @@ pub async fn follow_inbox(
             }
             if let Some(store) = &store {
                 if let Err(e) = store.save(cursor) {
-                    handle.emit(Event::error("cursor", format!("cannot save the ledger cursor: {e}")));
+                    handle.emit(Event::error(
+                        "cursor",
+                        format!("cannot save the ledger cursor: {e}"),
+                    ));
                 }
             }
         }

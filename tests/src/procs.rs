@@ -28,7 +28,10 @@ pub fn bin_path() -> PathBuf {
 
 /// The project root (for `.tools`).
 pub fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Whether anvil is installed; under `CI=true` its absence is a failure, not a skip.
@@ -38,7 +41,10 @@ pub fn anvil_available(test: &str) -> bool {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: anvil is not installed ({}) and CI=true: run scripts/setup.sh", anvil.display());
+        panic!(
+            "{test}: anvil is not installed ({}) and CI=true: run scripts/setup.sh",
+            anvil.display()
+        );
     }
     eprintln!("SKIP {test}: anvil not installed; run scripts/setup.sh");
     false
@@ -101,7 +107,12 @@ impl Proc {
     }
 
     /// Waits for a JSON event matching `pred`, returning it.
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         if let Some(v) = self.seen.iter().find(|v| pred(v)) {
             return v.clone();
         }
@@ -146,7 +157,11 @@ impl Proc {
                 return code;
             }
             if Instant::now() > deadline {
-                panic!("{}: did not exit within {timeout:?}\nstderr tail:\n{}", self.name, self.log_tail());
+                panic!(
+                    "{}: did not exit within {timeout:?}\nstderr tail:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -154,7 +169,9 @@ impl Proc {
 
     /// Stops the process (SIGTERM, then SIGKILL after 5 s) and reaps it.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);

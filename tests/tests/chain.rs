@@ -21,7 +21,14 @@ struct Chain {
 fn devchain(dir: &TempDir, port: u16, extra: &[&str]) -> Chain {
     let keydir = dir.0.join("keys");
     let port_s = port.to_string();
-    let mut args = vec!["devchain", "--json", "--port", &port_s, "--dir", keydir.to_str().unwrap()];
+    let mut args = vec![
+        "devchain",
+        "--json",
+        "--port",
+        &port_s,
+        "--dir",
+        keydir.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let mut proc = Proc::start("devchain", &dir.0, &args);
     let ready = proc.wait_for("devchain_ready", T, |v| event_is(v, "devchain_ready"));
@@ -30,14 +37,27 @@ fn devchain(dir: &TempDir, port: u16, extra: &[&str]) -> Chain {
         spec: ready["spec"].as_str().unwrap().into(),
         rpc: ready["rpc"].as_str().unwrap().into(),
         contract: ready["contract"].as_str().unwrap().into(),
-        keys: ready["ledger_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect(),
+        keys: ready["ledger_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect(),
     }
 }
 
 fn relay(dir: &TempDir) -> (Proc, String) {
-    let mut p = Proc::start("relay", &dir.0, &["relay", "--json", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let mut p = Proc::start(
+        "relay",
+        &dir.0,
+        &["relay", "--json", "--listen", "/ip4/127.0.0.1/tcp/0"],
+    );
     let ev = p.wait_for("listening", T, |v| event_is(v, "listening"));
-    let addr = format!("{}/p2p/{}", ev["addrs"][0].as_str().unwrap(), ev["peer_id"].as_str().unwrap());
+    let addr = format!(
+        "{}/p2p/{}",
+        ev["addrs"][0].as_str().unwrap(),
+        ev["peer_id"].as_str().unwrap()
+    );
     (p, addr)
 }
 
@@ -48,16 +68,40 @@ fn keygen(dir: &TempDir, name: &str) -> (String, String) {
         .output()
         .unwrap();
     assert!(out.status.success());
-    (path.to_str().unwrap().to_string(), String::from_utf8(out.stdout).unwrap().trim().to_string())
+    (
+        path.to_str().unwrap().to_string(),
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
-fn provider(dir: &TempDir, name: &str, chain: &Chain, key_index: usize, relay: &str, streams: &[&str], extra: &[&str]) -> (Proc, String) {
+fn provider(
+    dir: &TempDir,
+    name: &str,
+    chain: &Chain,
+    key_index: usize,
+    relay: &str,
+    streams: &[&str],
+    extra: &[&str],
+) -> (Proc, String) {
     let (key, peer) = keygen(dir, name);
     let data = dir.0.join(format!("{name}-data"));
     let mut args = vec![
-        "provide", "--json", "--key", &key, "--ledger", &chain.spec, "--ledger-key", &chain.keys[key_index],
-        "--data-dir", data.to_str().unwrap(), "--relay", relay, "--listen", "/ip4/127.0.0.1/tcp/0", "--stream",
+        "provide",
+        "--json",
+        "--key",
+        &key,
+        "--ledger",
+        &chain.spec,
+        "--ledger-key",
+        &chain.keys[key_index],
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--relay",
+        relay,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--stream",
     ];
     args.extend_from_slice(streams);
     args.extend_from_slice(extra);
@@ -68,12 +112,32 @@ fn provider(dir: &TempDir, name: &str, chain: &Chain, key_index: usize, relay: &
     (p, peer)
 }
 
-fn consumer(dir: &TempDir, name: &str, chain: &Chain, key_index: usize, relay: &str, wants: &[String]) -> (Proc, std::path::PathBuf) {
+fn consumer(
+    dir: &TempDir,
+    name: &str,
+    chain: &Chain,
+    key_index: usize,
+    relay: &str,
+    wants: &[String],
+) -> (Proc, std::path::PathBuf) {
     let (key, _) = keygen(dir, name);
     let out = dir.0.join(format!("{name}-out"));
     let mut args: Vec<String> = [
-        "consume", "--json", "--key", &key, "--ledger", &chain.spec, "--ledger-key", &chain.keys[key_index],
-        "--relay", relay, "--listen", "/ip4/127.0.0.1/tcp/0", "--out", out.to_str().unwrap(), "--want",
+        "consume",
+        "--json",
+        "--key",
+        &key,
+        "--ledger",
+        &chain.spec,
+        "--ledger-key",
+        &chain.keys[key_index],
+        "--relay",
+        relay,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--out",
+        out.to_str().unwrap(),
+        "--want",
     ]
     .into_iter()
     .map(String::from)
@@ -95,10 +159,19 @@ async fn all_payloads(rpc: &str, contract: &str) -> Vec<Vec<u8>> {
     use alloy::providers::{Provider, ProviderBuilder};
     use alloy::rpc::types::Filter;
     let provider = ProviderBuilder::new().connect_http(rpc.parse().unwrap());
-    let filter = Filter::new().address(contract.parse::<alloy::primitives::Address>().unwrap()).from_block(0u64);
+    let filter = Filter::new()
+        .address(contract.parse::<alloy::primitives::Address>().unwrap())
+        .from_block(0u64);
     let logs = provider.get_logs(&filter).await.unwrap();
     logs.iter()
-        .map(|l| l.log_decode::<ledgermesh_ledger::evm::SignalBoard::Posted>().unwrap().inner.data.payload.to_vec())
+        .map(|l| {
+            l.log_decode::<ledgermesh_ledger::evm::SignalBoard::Posted>()
+                .unwrap()
+                .inner
+                .data
+                .payload
+                .to_vec()
+        })
         .collect()
 }
 
@@ -134,29 +207,86 @@ async fn processes_signal_only_through_the_chain_and_no_ip_reaches_it() {
     let dir = TempDir::new("chain-e2e");
     let chain = devchain(&dir, 0, &[]);
     let (mut relay_p, relay_addr) = relay(&dir);
-    let (mut p1, id1) = provider(&dir, "provider-1", &chain, 0, &relay_addr, &["feed=random:3M:101"], &[]);
-    let (mut p2, id2) = provider(&dir, "provider-2", &chain, 1, &relay_addr, &["feed=random:2M:202", "extra=random:300K:7"], &["--relay-only"]);
-    let wants = vec![format!("{id1}/feed"), format!("{id2}/feed"), format!("{id2}/extra")];
+    let (mut p1, id1) = provider(
+        &dir,
+        "provider-1",
+        &chain,
+        0,
+        &relay_addr,
+        &["feed=random:3M:101"],
+        &[],
+    );
+    let (mut p2, id2) = provider(
+        &dir,
+        "provider-2",
+        &chain,
+        1,
+        &relay_addr,
+        &["feed=random:2M:202", "extra=random:300K:7"],
+        &["--relay-only"],
+    );
+    let wants = vec![
+        format!("{id1}/feed"),
+        format!("{id2}/feed"),
+        format!("{id2}/extra"),
+    ];
     let (mut c, out) = consumer(&dir, "consumer", &chain, 2, &relay_addr, &wants);
-    assert_eq!(c.wait_exit(T), 0, "consumer exits 0 when every stream is verified");
+    assert_eq!(
+        c.wait_exit(T),
+        0,
+        "consumer exits 0 when every stream is verified"
+    );
 
     for (peer, stream, src) in [
-        (&id1, "feed", Source::Random { len: 3 << 20, seed: 101 }),
-        (&id2, "feed", Source::Random { len: 2 << 20, seed: 202 }),
-        (&id2, "extra", Source::Random { len: 300 << 10, seed: 7 }),
+        (
+            &id1,
+            "feed",
+            Source::Random {
+                len: 3 << 20,
+                seed: 101,
+            },
+        ),
+        (
+            &id2,
+            "feed",
+            Source::Random {
+                len: 2 << 20,
+                seed: 202,
+            },
+        ),
+        (
+            &id2,
+            "extra",
+            Source::Random {
+                len: 300 << 10,
+                seed: 7,
+            },
+        ),
     ] {
         let path = out.join(peer).join(stream);
-        assert_eq!(file_sha256(&path), truth(&src).await, "{peer}/{stream} byte for byte");
+        assert_eq!(
+            file_sha256(&path),
+            truth(&src).await,
+            "{peer}/{stream} byte for byte"
+        );
     }
     let done = c.matching(|v| event_is(v, "stream_done") && v["verified"] == true);
     assert_eq!(done.len(), 3);
 
     // Gas, as the README states it.
     let req_gas = gas_of(&mut c, "service_request");
-    let resp_gas: Vec<u64> = [gas_of(&mut p1, "service_response"), gas_of(&mut p2, "service_response")].concat();
+    let resp_gas: Vec<u64> = [
+        gas_of(&mut p1, "service_response"),
+        gas_of(&mut p2, "service_response"),
+    ]
+    .concat();
     assert_eq!(req_gas.len(), 2);
     assert_eq!(resp_gas.len(), 2);
-    let req_bytes: Vec<u64> = c.matching(|v| event_is(v, "ledger_post")).iter().map(|v| v["bytes"].as_u64().unwrap()).collect();
+    let req_bytes: Vec<u64> = c
+        .matching(|v| event_is(v, "ledger_post"))
+        .iter()
+        .map(|v| v["bytes"].as_u64().unwrap())
+        .collect();
     println!("GAS service_request: {req_gas:?} (payload bytes {req_bytes:?}); service_response: {resp_gas:?}");
 
     // No IP address of any node in any payload on the chain, as text or bytes.
@@ -184,7 +314,10 @@ async fn processes_signal_only_through_the_chain_and_no_ip_reaches_it() {
             std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
         };
         for p in &payloads {
-            assert!(!contains(p, text.as_bytes()), "{text} appears as text in a payload");
+            assert!(
+                !contains(p, text.as_bytes()),
+                "{text} appears as text in a payload"
+            );
             assert!(!contains(p, &bytes), "{text} appears as bytes in a payload");
         }
     }
@@ -202,12 +335,27 @@ async fn provider_rides_out_an_rpc_outage_and_a_restart_without_loss_or_repeats(
     let chain = devchain(&dir, port, &["--state", state.to_str().unwrap()]);
     let (_relay, relay_addr) = relay(&dir);
     let big_len: u64 = 256 << 20;
-    let (mut prov, pid) = provider(&dir, "provider", &chain, 0, &relay_addr, &["big=random:256M:31", "small=random:64K:32"], &[]);
+    let (mut prov, pid) = provider(
+        &dir,
+        "provider",
+        &chain,
+        0,
+        &relay_addr,
+        &["big=random:256M:31", "small=random:64K:32"],
+        &[],
+    );
     let provider_key = dir.0.join("provider.key");
     let provider_data = dir.0.join("provider-data");
 
     // Consumer 1 starts a long stream; the chain goes away while it flows.
-    let (mut c1, out1) = consumer(&dir, "consumer-1", &chain, 1, &relay_addr, &[format!("{pid}/big")]);
+    let (mut c1, out1) = consumer(
+        &dir,
+        "consumer-1",
+        &chain,
+        1,
+        &relay_addr,
+        &[format!("{pid}/big")],
+    );
     c1.wait_for("stream_opened", T, |v| event_is(v, "stream_opened"));
     let contract = chain.contract.clone();
     let mut chain_proc = chain.proc;
@@ -215,40 +363,108 @@ async fn provider_rides_out_an_rpc_outage_and_a_restart_without_loss_or_repeats(
     let outage = prov.wait_for("ledger outage reported", T, |v| {
         event_is(v, "error") && v["what"] == "ledger" && v["reason"] == "unavailable"
     });
-    assert_eq!(c1.wait_exit(T * 2), 0, "the open stream completes while the chain is down");
-    assert_eq!(file_sha256(&out1.join(&pid).join("big")), truth(&Source::Random { len: big_len, seed: 31 }).await);
-    let served = prov.wait_for("big served", T, |v| event_is(v, "stream_served") && v["stream"] == "big");
+    assert_eq!(
+        c1.wait_exit(T * 2),
+        0,
+        "the open stream completes while the chain is down"
+    );
+    assert_eq!(
+        file_sha256(&out1.join(&pid).join("big")),
+        truth(&Source::Random {
+            len: big_len,
+            seed: 31
+        })
+        .await
+    );
+    let served = prov.wait_for("big served", T, |v| {
+        event_is(v, "stream_served") && v["stream"] == "big"
+    });
     println!(
         "outage began at {}, stream finished at {} ({} ms into the outage)",
-        outage["ts_ms"], served["ts_ms"],
+        outage["ts_ms"],
+        served["ts_ms"],
         served["ts_ms"].as_i64().unwrap() - outage["ts_ms"].as_i64().unwrap()
     );
 
     // The chain comes back with its state; a new request is processed exactly once.
-    let chain = devchain(&dir, port, &["--state", state.to_str().unwrap(), "--contract", &contract]);
+    let chain = devchain(
+        &dir,
+        port,
+        &["--state", state.to_str().unwrap(), "--contract", &contract],
+    );
     assert_eq!(chain.rpc, format!("http://127.0.0.1:{port_s}"));
-    let (mut c2, out2) = consumer(&dir, "consumer-2", &chain, 0, &relay_addr, &[format!("{pid}/small")]);
+    let (mut c2, out2) = consumer(
+        &dir,
+        "consumer-2",
+        &chain,
+        0,
+        &relay_addr,
+        &[format!("{pid}/small")],
+    );
     assert_eq!(c2.wait_exit(T), 0);
-    assert_eq!(file_sha256(&out2.join(&pid).join("small")), truth(&Source::Random { len: 64 << 10, seed: 32 }).await);
-    let requests = prov.matching(|v| event_is(v, "ledger_message") && v["kind"] == "service_request");
-    assert_eq!(requests.len(), 2, "each request processed exactly once: {requests:#?}");
-    assert_eq!(prov.matching(|v| event_is(v, "ledger_post")).len(), 2, "one response per request");
+    assert_eq!(
+        file_sha256(&out2.join(&pid).join("small")),
+        truth(&Source::Random {
+            len: 64 << 10,
+            seed: 32
+        })
+        .await
+    );
+    let requests =
+        prov.matching(|v| event_is(v, "ledger_message") && v["kind"] == "service_request");
+    assert_eq!(
+        requests.len(),
+        2,
+        "each request processed exactly once: {requests:#?}"
+    );
+    assert_eq!(
+        prov.matching(|v| event_is(v, "ledger_post")).len(),
+        2,
+        "one response per request"
+    );
     assert_eq!(c2.matching(|v| event_is(v, "ledger_message")).len(), 1);
 
     // A provider restart resumes from its saved cursor: old requests are not re-answered.
     prov.stop();
     let argv = [
-        "provide", "--json", "--key", provider_key.to_str().unwrap(), "--ledger", &chain.spec,
-        "--ledger-key", &chain.keys[1], "--data-dir", provider_data.to_str().unwrap(), "--relay", &relay_addr,
-        "--listen", "/ip4/127.0.0.1/tcp/0", "--stream", "small=random:64K:32",
+        "provide",
+        "--json",
+        "--key",
+        provider_key.to_str().unwrap(),
+        "--ledger",
+        &chain.spec,
+        "--ledger-key",
+        &chain.keys[1],
+        "--data-dir",
+        provider_data.to_str().unwrap(),
+        "--relay",
+        &relay_addr,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--stream",
+        "small=random:64K:32",
     ];
     let mut prov2 = Proc::start("provider-restarted", &dir.0, &argv);
     let following = prov2.wait_for("following", T, |v| event_is(v, "ledger_following"));
-    assert!(following["from_block"].as_u64().unwrap() > 0, "resumes from the saved cursor: {following}");
-    let (mut c3, _) = consumer(&dir, "consumer-3", &chain, 2, &relay_addr, &[format!("{pid}/small")]);
+    assert!(
+        following["from_block"].as_u64().unwrap() > 0,
+        "resumes from the saved cursor: {following}"
+    );
+    let (mut c3, _) = consumer(
+        &dir,
+        "consumer-3",
+        &chain,
+        2,
+        &relay_addr,
+        &[format!("{pid}/small")],
+    );
     assert_eq!(c3.wait_exit(T), 0);
     let requests = prov2.matching(|v| event_is(v, "ledger_message"));
-    assert_eq!(requests.len(), 1, "only the new request after a restart: {requests:#?}");
+    assert_eq!(
+        requests.len(),
+        1,
+        "only the new request after a restart: {requests:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,23 +479,44 @@ async fn garbage_oversized_posts_and_a_flood_do_not_stop_a_genuine_request() {
     let dir = TempDir::new("flood");
     let chain = devchain(&dir, 0, &[]);
     let (_relay, relay_addr) = relay(&dir);
-    let (mut prov, pid) = provider(&dir, "provider", &chain, 0, &relay_addr, &["feed=random:1M:5"], &[]);
+    let (mut prov, pid) = provider(
+        &dir,
+        "provider",
+        &chain,
+        0,
+        &relay_addr,
+        &["feed=random:1M:5"],
+        &[],
+    );
     prov.wait_for("following", T, |v| event_is(v, "ledger_following"));
     let topic = ledgermesh_protocol::Topic::stdin(&pid.parse().unwrap()).0;
     let key = std::fs::read_to_string(&chain.keys[3]).unwrap();
     let (url, contract) = ledgermesh_ledger::evm::parse_spec(&chain.spec).unwrap();
-    let stranger = EvmLedger::connect(&url, contract, Some(parse_key(&key).unwrap()), EvmOptions::default())
-        .await
-        .unwrap();
+    let stranger = EvmLedger::connect(
+        &url,
+        contract,
+        Some(parse_key(&key).unwrap()),
+        EvmOptions::default(),
+    )
+    .await
+    .unwrap();
 
     // Over the cap: refused by the client, and by the contract itself when forced.
     let err = stranger.post(topic, vec![1; 8193]).await.unwrap_err();
     assert!(matches!(err, LedgerError::PayloadTooLarge { .. }));
     let signer = parse_key(&key).unwrap();
-    let raw = ProviderBuilder::new().wallet(signer).connect_http(url.parse().unwrap());
+    let raw = ProviderBuilder::new()
+        .wallet(signer)
+        .connect_http(url.parse().unwrap());
     let board = SignalBoard::new(contract, &raw);
-    let reverted = board.post(B256::from(topic), Bytes::from(vec![1u8; 8193])).send().await;
-    assert!(reverted.is_err(), "the contract reverts an oversized payload");
+    let reverted = board
+        .post(B256::from(topic), Bytes::from(vec![1u8; 8193]))
+        .send()
+        .await;
+    assert!(
+        reverted.is_err(),
+        "the contract reverts an oversized payload"
+    );
 
     // A flood of malformed posts.
     const FLOOD: usize = 60;
@@ -290,11 +527,29 @@ async fn garbage_oversized_posts_and_a_flood_do_not_stop_a_genuine_request() {
     let flood_secs = started.elapsed().as_secs_f64();
 
     // The genuine request behind the flood is still served.
-    let (mut c, out) = consumer(&dir, "consumer", &chain, 1, &relay_addr, &[format!("{pid}/feed")]);
+    let (mut c, out) = consumer(
+        &dir,
+        "consumer",
+        &chain,
+        1,
+        &relay_addr,
+        &[format!("{pid}/feed")],
+    );
     assert_eq!(c.wait_exit(T), 0);
-    assert_eq!(file_sha256(&out.join(&pid).join("feed")), truth(&Source::Random { len: 1 << 20, seed: 5 }).await);
+    assert_eq!(
+        file_sha256(&out.join(&pid).join("feed")),
+        truth(&Source::Random {
+            len: 1 << 20,
+            seed: 5
+        })
+        .await
+    );
     let rejected = prov.matching(|v| event_is(v, "error") && v["what"] == "envelope");
-    assert_eq!(rejected.len(), FLOOD, "every flood message rejected and reported");
+    assert_eq!(
+        rejected.len(),
+        FLOOD,
+        "every flood message rejected and reported"
+    );
     let first = rejected.first().unwrap()["ts_ms"].as_u64().unwrap();
     let last = rejected.last().unwrap()["ts_ms"].as_u64().unwrap();
     println!(

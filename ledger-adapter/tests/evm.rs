@@ -1,0 +1,230 @@
+//! The EVM ledger against a real local chain (anvil, installed by
+//! `scripts/setup.sh`): the conformance suite, clear errors for every way a
+//! connection can be wrong, and the committed contract artifact.
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use ledgermesh_ledger::conformance;
+use ledgermesh_ledger::evm::{EvmError, EvmLedger, EvmOptions, SignalBoard, SIGNAL_BOARD_ARTIFACT};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn tool(name: &str, test: &str) -> Option<PathBuf> {
+    let p = root().join(".tools/node_modules/.bin").join(name);
+    if p.is_file() {
+        return Some(p);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{test}: {} missing and CI=true: run scripts/setup.sh",
+            p.display()
+        );
+    }
+    eprintln!("SKIP {test}: {name} not installed; run scripts/setup.sh");
+    None
+}
+
+/// An anvil on a free port, killed on drop.
+struct Anvil {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+async fn anvil(test: &str) -> Option<Anvil> {
+    let bin = tool("anvil", test)?;
+    let mut child = tokio::process::Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", "0", "--accounts", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("anvil starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("anvil prints its address");
+            if let Some(addr) = line.trim().strip_prefix("Listening on ") {
+                return format!("http://{}", addr.trim());
+            }
+        }
+    })
+    .await
+    .expect("anvil listens within 30 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Some(Anvil { _child: child, url })
+}
+
+async fn funded(url: &str) -> PrivateKeySigner {
+    let signer = PrivateKeySigner::random();
+    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
+    let _: serde_json::Value = provider
+        .raw_request(
+            "anvil_setBalance".into(),
+            (signer.address(), U256::from(10u64).pow(U256::from(20u64))),
+        )
+        .await
+        .unwrap();
+    signer
+}
+
+async fn ledger(test: &str) -> Option<(Anvil, EvmLedger)> {
+    let chain = anvil(test).await?;
+    let key = funded(&chain.url).await;
+    let contract = EvmLedger::deploy(&chain.url, key.clone())
+        .await
+        .expect("deploy");
+    let options = EvmOptions {
+        poll_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let ledger = EvmLedger::connect(&chain.url, contract, Some(key), options)
+        .await
+        .expect("connect");
+    Some((chain, ledger))
+}
+
+#[tokio::test]
+async fn evm_posts_are_followed_in_order() {
+    let Some((_chain, l)) = ledger("evm_posts_are_followed_in_order").await else {
+        return;
+    };
+    conformance::posts_are_followed_in_order(&l, [1; 32], [2; 32]).await;
+}
+
+#[tokio::test]
+async fn evm_resubscription_loses_and_repeats_nothing() {
+    let Some((_chain, l)) = ledger("evm_resubscription").await else {
+        return;
+    };
+    conformance::resubscription_loses_and_repeats_nothing(&l, [3; 32]).await;
+}
+
+#[tokio::test]
+async fn evm_oversized_payload_is_refused() {
+    let Some((_chain, l)) = ledger("evm_oversized_payload").await else {
+        return;
+    };
+    conformance::oversized_payload_is_refused(&l, [4; 32]).await;
+}
+
+#[tokio::test]
+async fn evm_post_reports_transaction_and_gas() {
+    use ledgermesh_ledger::Ledger;
+    let Some((_chain, l)) = ledger("evm_post_reports_gas").await else {
+        return;
+    };
+    let r = l.post([5; 32], vec![7; 500]).await.unwrap();
+    assert!(
+        r.tx.as_deref()
+            .is_some_and(|t| t.starts_with("0x") && t.len() == 66),
+        "{r:?}"
+    );
+    let gas = r.gas_used.unwrap();
+    assert!(
+        gas > 21_000 && gas < 100_000,
+        "a 500-byte post costs {gas} gas"
+    );
+    assert!(r.cursor.is_some());
+}
+
+#[tokio::test]
+async fn every_wrong_connection_gets_a_clear_error() {
+    let Some(chain) = anvil("every_wrong_connection").await else {
+        return;
+    };
+    let key = funded(&chain.url).await;
+    let contract = EvmLedger::deploy(&chain.url, key.clone()).await.unwrap();
+    let opts = || EvmOptions {
+        rpc_timeout: Duration::from_secs(3),
+        ..Default::default()
+    };
+
+    let e = EvmLedger::connect("not a url", contract, None, opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EvmError::BadUrl { .. }), "{e}");
+    let e = EvmLedger::connect("ftp://127.0.0.1:1", contract, None, opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EvmError::BadUrl { .. }), "{e}");
+
+    let e = EvmLedger::connect("http://127.0.0.1:1", contract, None, opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EvmError::Unreachable { .. }), "{e}");
+    assert!(
+        e.to_string().contains("devchain"),
+        "the message says how to get a chain: {e}"
+    );
+
+    let nowhere = Address::repeat_byte(0x42);
+    let e = EvmLedger::connect(&chain.url, nowhere, None, opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EvmError::NoContract { .. }), "{e}");
+    assert!(e.to_string().contains("ledger deploy"), "{e}");
+
+    let broke = PrivateKeySigner::random();
+    let e = EvmLedger::connect(&chain.url, contract, Some(broke), opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EvmError::Unfunded { .. }), "{e}");
+
+    let e = ledgermesh_ledger::evm::parse_spec("evm:http://127.0.0.1:8545").unwrap_err();
+    assert!(matches!(e, EvmError::BadSpec(_)), "{e}");
+    let e = ledgermesh_ledger::evm::parse_key("0x1234").unwrap_err();
+    assert!(matches!(e, EvmError::BadKey(_)), "{e}");
+}
+
+#[test]
+fn the_rust_binding_matches_the_committed_abi() {
+    use alloy::json_abi::JsonAbi;
+    use alloy::sol_types::{SolCall, SolEvent};
+    let v: serde_json::Value = serde_json::from_str(SIGNAL_BOARD_ARTIFACT).unwrap();
+    let abi: JsonAbi = serde_json::from_value(v["abi"].clone()).unwrap();
+    assert_eq!(
+        abi.event("Posted").unwrap()[0].selector(),
+        SignalBoard::Posted::SIGNATURE_HASH
+    );
+    assert_eq!(
+        abi.function("post").unwrap()[0].selector(),
+        SignalBoard::postCall::SELECTOR
+    );
+    assert!(v["bytecode"].as_str().unwrap().len() > 100);
+}
+
+#[test]
+fn the_committed_artifact_is_what_the_source_compiles_to() {
+    if tool("solcjs", "the_committed_artifact_is_fresh").is_none() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("lm-artifact-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(root().join("scripts/compile-contracts.sh"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "compile-contracts.sh failed");
+    let fresh = std::fs::read_to_string(out.join("SignalBoard.json")).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    assert!(
+        fresh == SIGNAL_BOARD_ARTIFACT,
+        "ledger-adapter/contracts/SignalBoard.json is stale: run scripts/compile-contracts.sh and commit the result"
+    );
+}
