@@ -237,13 +237,15 @@ impl Emitter {
     /// Also print every event as one JSON line on stdout, synchronously, so
     /// no event is lost or reordered when the process exits.
     pub fn with_json_stdout(self, on: bool) -> Self {
-        self.json_stdout.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.json_stdout
+            .store(on, std::sync::atomic::Ordering::Relaxed);
         self
     }
 
     /// Stops printing JSON lines (events still reach subscribers).
     pub fn mute_json(&self) {
-        self.json_stdout.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.json_stdout
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Publishes `event` (dropped when nobody listens).
