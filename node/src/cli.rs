@@ -51,6 +51,15 @@ pub enum Command {
     /// Ledger set-up.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Measure throughput, latency, set-up, M×N scale and envelope cost against same-run baselines.
+    Bench {
+        /// Under a minute (smaller transfers, fewer samples).
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON object with every figure instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `ledgermesh ledger ...`.
@@ -251,6 +260,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if summary.ok { 0 } else { 1 })
         }
         Command::Devchain(args) => run_devchain(args).await,
+        Command::Bench { quick, json } => {
+            let v = crate::bench::run(crate::bench::BenchOptions { quick }).await?;
+            if json {
+                crate::events::print_json_line(&v);
+            } else {
+                crate::bench::print_table(&v);
+            }
+            Ok(0)
+        }
         Command::Ledger(LedgerCommand::Deploy {
             rpc,
             ledger_key,

@@ -290,6 +290,7 @@ async fn buy_from(
                     ms: f.elapsed.as_millis() as u64,
                     resumes: f.resumes,
                     path: Some(f.path.display().to_string()),
+                    first_byte_ts_ms: f.first_byte_ts_ms,
                 }),
                 Err(e) => handle.emit(Event::Error {
                     what: "stream".into(),

@@ -151,6 +151,9 @@ pub enum Event {
         /// Where it was written.
         #[serde(skip_serializing_if = "Option::is_none")]
         path: Option<String>,
+        /// When the first data byte arrived (unix ms).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        first_byte_ts_ms: Option<u64>,
     },
     /// A provider finished sending a stream to a consumer.
     StreamServed {

@@ -75,6 +75,8 @@ pub struct NodeConfig {
     pub close_relayed_after_upgrade: bool,
     /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Take part in DCUtR hole punching (off only to measure the relayed path).
+    pub hole_punching: bool,
     /// Publish events here (subscribe before spawning to miss none); a new
     /// emitter labelled `name` when `None`.
     pub emitter: Option<Emitter>,
@@ -94,6 +96,7 @@ impl NodeConfig {
             external: vec![],
             close_relayed_after_upgrade: true,
             idle_timeout: Duration::from_secs(60),
+            hole_punching: true,
             emitter: None,
         }
     }
@@ -135,7 +138,7 @@ mod composed {
     pub struct Behaviour {
         pub(crate) relay_client: relay::client::Behaviour,
         pub(crate) relay_server: Toggle<relay::Behaviour>,
-        pub(crate) dcutr: dcutr::Behaviour,
+        pub(crate) dcutr: Toggle<dcutr::Behaviour>,
         pub(crate) identify: identify::Behaviour,
         pub(crate) ping: ping::Behaviour,
         pub(crate) stream: libp2p_stream::Behaviour,
@@ -328,6 +331,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         }
     }
     let relay_limits = config.relay_server.clone();
+    let hole_punching = config.hole_punching;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
         .with_tokio()
         .with_tcp(
@@ -354,7 +358,9 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
             Behaviour {
                 relay_client,
                 relay_server: Toggle::from(relay_server),
-                dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+                dcutr: Toggle::from(
+                    hole_punching.then(|| dcutr::Behaviour::new(key.public().to_peer_id())),
+                ),
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY_PROTOCOL.into(),
                     key.public(),

@@ -94,7 +94,7 @@ pub async fn follow_inbox(
         Some(c) => c,
         None => ledger.initial_cursor().await?,
     };
-    tracing::info!(ledger = %ledger.describe(), block = from.block, index = from.index, "following stdin");
+    tracing::debug!(ledger = %ledger.describe(), block = from.block, index = from.index, "following stdin");
     handle.emit(Event::LedgerFollowing {
         topic: topic.to_hex(),
         ledger: ledger.describe(),

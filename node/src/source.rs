@@ -21,11 +21,16 @@ pub enum Source {
         /// Seed.
         seed: u64,
     },
+    /// `len` zero bytes: a source that costs nothing, for throughput tests.
+    Zeros {
+        /// Length in bytes.
+        len: u64,
+    },
 }
 
 /// A bad `--stream` argument.
 #[derive(Debug, thiserror::Error)]
-#[error("bad stream spec {spec:?}: {why} (expected NAME=file:PATH or NAME=random:BYTES[:SEED])")]
+#[error("bad stream spec {spec:?}: {why} (expected NAME=file:PATH, NAME=random:BYTES[:SEED] or NAME=zero:BYTES)")]
 pub struct SourceSpecError {
     spec: String,
     why: String,
@@ -62,6 +67,10 @@ pub fn parse_stream_spec(spec: &str) -> Result<(String, Source), SourceSpecError
             None => rand::random(),
         };
         Source::Random { len, seed }
+    } else if let Some(len) = src.strip_prefix("zero:") {
+        Source::Zeros {
+            len: parse_size(len).ok_or_else(|| err("bad BYTES"))?,
+        }
     } else {
         return Err(err("unknown source kind"));
     };
@@ -88,7 +97,7 @@ impl Source {
     pub async fn len(&self) -> io::Result<u64> {
         match self {
             Source::File(p) => Ok(tokio::fs::metadata(p).await?.len()),
-            Source::Random { len, .. } => Ok(*len),
+            Source::Random { len, .. } | Source::Zeros { len } => Ok(*len),
         }
     }
 
@@ -127,6 +136,10 @@ impl Source {
             Source::Random { seed, len: total } => {
                 let end = len.min(*total);
                 Ok(Box::pin(RandomReader::new(*seed, offset, end)))
+            }
+            Source::Zeros { len: total } => {
+                let n = len.min(*total).saturating_sub(offset);
+                Ok(Box::pin(tokio::io::repeat(0).take(n)))
             }
         }
     }

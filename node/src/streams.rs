@@ -59,6 +59,18 @@ impl Catalog {
         Ok(Self { streams })
     }
 
+    /// Adds a stream without reading it first: its digest is unknown, so
+    /// consumers cannot verify it (for benchmarks and live sources).
+    pub async fn insert_undigested(&mut self, name: &str, source: Source) -> std::io::Result<()> {
+        let info = StreamInfo {
+            name: name.into(),
+            length: Some(source.len().await?),
+            sha256: None,
+        };
+        self.streams.insert(name.into(), (source, info));
+        Ok(())
+    }
+
     /// The stream called `name`.
     pub fn get(&self, name: &str) -> Option<&(Source, StreamInfo)> {
         self.streams.get(name)
@@ -270,6 +282,8 @@ pub struct Fetched {
     pub resumes: u32,
     /// File written.
     pub path: PathBuf,
+    /// When the first data byte arrived (unix ms).
+    pub first_byte_ts_ms: Option<u64>,
 }
 
 /// How hard [`fetch`] tries.
@@ -376,6 +390,7 @@ pub async fn fetch(
     let mut backoff = policy.backoff;
     let mut control = handle.stream_control();
     let mut buf = vec![0u8; CHUNK];
+    let mut first_byte_ts_ms = None;
     loop {
         attempts += 1;
         // Watch for connections to this peer closing: a stream on a closed
@@ -435,6 +450,9 @@ pub async fn fetch(
             }
             let total = info.as_ref().and_then(|i| i.length);
             let mut pending = rest;
+            if !pending.is_empty() {
+                first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
+            }
             loop {
                 // File writes are never raced against anything, so a resume
                 // can only happen between whole chunks: no byte is written twice.
@@ -455,6 +473,7 @@ pub async fn fetch(
                 if n == 0 {
                     return Ok(total.is_none_or(|t| offset == t));
                 }
+                first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
                 pending.extend_from_slice(&buf[..n]);
             }
         }
@@ -495,5 +514,6 @@ pub async fn fetch(
         elapsed: started.elapsed(),
         resumes: attempts - 1,
         path,
+        first_byte_ts_ms,
     })
 }
