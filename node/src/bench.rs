@@ -11,7 +11,7 @@ use crate::net::{spawn, NodeConfig, NodeHandle, RelayLimits};
 use crate::provider::{self, ProviderConfig};
 use crate::source::Source;
 use crate::streams::{serve, Catalog, STREAM_PROTOCOL};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use ledgermesh_ledger::{Ledger, MemoryLedger};
 use ledgermesh_protocol::framing::{split_frame, StreamHeader, StreamRequest};
@@ -110,7 +110,30 @@ async fn tcp_baseline(bytes: u64) -> anyhow::Result<f64> {
     Ok(mib_s(got, d))
 }
 
-/// Single-core ChaCha20-Poly1305 sealing of 64 KiB records.
+/// Single-core ChaCha20-Poly1305 sealing of 64 KiB records with ring, the
+/// implementation libp2p-noise uses for the transport.
+fn chacha_ring_baseline(time: Duration) -> f64 {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[9u8; 32]).expect("key"));
+    let mut buf = vec![1u8; 64 * 1024];
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    let mut n = 0u64;
+    while start.elapsed() < time {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&n.to_le_bytes());
+        let tag = key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
+            .expect("seal");
+        let _ = std::hint::black_box(tag);
+        bytes += buf.len() as u64;
+        n += 1;
+    }
+    mib_s(bytes, start.elapsed())
+}
+
+/// Single-core ChaCha20-Poly1305 sealing of 64 KiB records with the RustCrypto
+/// crate the envelopes' HPKE uses.
 fn chacha_baseline(time: Duration) -> f64 {
     use chacha20poly1305::aead::{AeadInPlace, KeyInit};
     use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -162,10 +185,11 @@ async fn node(
     c.hole_punching = hole_punching;
     c.emitter = Some(emitter);
     if relay_server {
-        let mut limits = RelayLimits::default();
-        limits.max_circuits = 1024;
-        limits.max_circuits_per_peer = 64;
-        c.relay_server = Some(limits);
+        c.relay_server = Some(RelayLimits {
+            max_circuits: 1024,
+            max_circuits_per_peer: 64,
+            ..RelayLimits::default()
+        });
     }
     Ok((spawn(c, Keypair::generate_ed25519()).await?, rec))
 }
@@ -216,37 +240,65 @@ fn only(addrs: &[Multiaddr], quic: bool) -> Vec<Multiaddr> {
 }
 
 /// Receives a whole zero stream, discarding it; returns bytes and time.
+/// `libp2p-stream` hands inbound streams over through a channel with a single
+/// slot and resets the ones that arrive while it is full, so a burst of opens
+/// can be refused: those are retried, as `streams::fetch` does.
 async fn drain(h: &NodeHandle, peer: PeerId) -> anyhow::Result<(u64, Duration)> {
+    let mut last = None;
+    for attempt in 0..8u32 {
+        match drain_once(h, peer).await {
+            Ok(r) => return Ok(r),
+            Err((true, e)) => return Err(e),
+            Err((false, e)) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("drain failed")))
+}
+
+/// One attempt; the error says whether data had started to flow.
+async fn drain_once(
+    h: &NodeHandle,
+    peer: PeerId,
+) -> Result<(u64, Duration), (bool, anyhow::Error)> {
+    fn early<E: Into<anyhow::Error>>(e: E) -> (bool, anyhow::Error) {
+        (false, e.into())
+    }
+    fn late<E: Into<anyhow::Error>>(e: E) -> (bool, anyhow::Error) {
+        (true, e.into())
+    }
     let mut control = h.stream_control();
     let start = Instant::now();
-    let mut s = control.open_stream(peer, STREAM_PROTOCOL).await?;
-    s.write_all(
-        &StreamRequest {
-            name: "zeros".into(),
-            offset: 0,
-        }
-        .encode(),
-    )
-    .await?;
+    let mut s = control
+        .open_stream(peer, STREAM_PROTOCOL)
+        .await
+        .map_err(early)?;
+    let request = StreamRequest {
+        name: "zeros".into(),
+        offset: 0,
+    };
+    s.write_all(&request.encode()).await.map_err(early)?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut head = Vec::new();
     let mut got = 0u64;
     loop {
-        let n = s.read(&mut buf).await?;
+        let n = s.read(&mut buf).await.map_err(early)?;
         if n == 0 {
-            bail!("stream ended before its header");
+            return Err(early(anyhow::anyhow!("stream ended before its header")));
         }
         head.extend_from_slice(&buf[..n]);
-        if let Some((body, used)) = split_frame(&head)? {
-            if let StreamHeader::Rejected(r) = StreamHeader::decode(body)? {
-                bail!("refused: {}", r.detail);
+        if let Some((body, used)) = split_frame(&head).map_err(late)? {
+            if let StreamHeader::Rejected(r) = StreamHeader::decode(body).map_err(late)? {
+                return Err(late(anyhow::anyhow!("refused: {}", r.detail)));
             }
             got += (head.len() - used) as u64;
             break;
         }
     }
     loop {
-        let n = s.read(&mut buf).await?;
+        let n = s.read(&mut buf).await.map_err(late)?;
         if n == 0 {
             break;
         }
@@ -292,7 +344,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
     let t0 = Instant::now();
     eprintln!("bench: baselines…");
     let tcp = tcp_baseline(sz.tcp_bytes).await?;
-    let chacha = tokio::task::spawn_blocking(move || chacha_baseline(sz.crypto_time)).await?;
+    let chacha = tokio::task::spawn_blocking(move || chacha_ring_baseline(sz.crypto_time)).await?;
+    let chacha_rc = tokio::task::spawn_blocking(move || chacha_baseline(sz.crypto_time)).await?;
 
     eprintln!("bench: direct and relayed streams…");
     let (relay, _) = node("relay", vec![], false, true).await?;
@@ -336,6 +389,30 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         h.shutdown().await;
     }
 
+    // The same through the relay with QUIC on both outer hops.
+    let relay_quic = only(&relay.wait_listening().await?.direct_addrs, true)
+        .into_iter()
+        .next()
+        .context("relay has no QUIC address")?
+        .with(Protocol::P2p(relay.peer_id()));
+    let prov_q = sink_provider(
+        "provider-q",
+        vec![relay_quic.clone()],
+        false,
+        sz.throughput_bytes,
+    )
+    .await?;
+    let snap_q = prov_q.snapshot().await?;
+    let (c_relq, _) = node("consumer-relayed-quic", vec![], false, false).await?;
+    c_relq
+        .dial(prov_q.peer_id(), snap_q.circuit_addrs.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let (b, d) = drain(&c_relq, prov_q.peer_id()).await?;
+    let relayed_quic = mib_s(b, d);
+    c_relq.shutdown().await;
+    prov_q.shutdown().await;
+
     eprintln!("bench: connection set-up…");
     let setup_memory = setup_phases(&relay_addr, None).await?;
     let setup_anvil = match crate::devchain::find_anvil() {
@@ -368,7 +445,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
 
     let out = json!({
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "quick": opts.quick},
-        "baseline": {"tcp_loopback_mib_s": round(tcp, 1), "chacha20poly1305_mib_s": round(chacha, 1)},
+        "baseline": {
+            "tcp_loopback_mib_s": round(tcp, 1),
+            "chacha20poly1305_mib_s": round(chacha, 1),
+            "chacha20poly1305_rustcrypto_mib_s": round(chacha_rc, 1),
+        },
         "direct": {
             "tcp_mib_s": round(direct_tcp, 1),
             "quic_mib_s": round(direct_quic, 1),
@@ -376,7 +457,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
             "tcp_ratio_to_chacha20poly1305": round(direct_tcp / chacha, 3),
             "bytes": sz.throughput_bytes,
         },
-        "relayed": {"tcp_mib_s": round(relayed_tcp, 1), "ratio_to_direct": round(relayed_tcp / direct_tcp, 3)},
+        "relayed": {
+            "tcp_mib_s": round(relayed_tcp, 1),
+            "ratio_to_direct": round(relayed_tcp / direct_tcp, 3),
+            "quic_mib_s": round(relayed_quic, 1),
+            "quic_ratio_to_direct_quic": round(relayed_quic / direct_quic, 3),
+        },
         "latency_ms": {
             "direct_p50": direct_p50, "direct_p99": direct_p99,
             "relayed_p50": relayed_p50, "relayed_p99": relayed_p99,
@@ -423,7 +509,7 @@ async fn setup_phases(
     pc.relay_only = true;
     let pl = ledger_for(&prov, 0).await?;
     let ph = prov.clone();
-    tokio::spawn(async move { provider::run(ph, pl, pc).await });
+    let provider_task = tokio::spawn(async move { provider::run(ph, pl, pc).await });
     prov.wait_relays().await?;
     let (cons, mut cons_rec) =
         node("setup-consumer", vec![relay_addr.clone()], true, false).await?;
@@ -492,6 +578,7 @@ async fn setup_phases(
         "first_byte",
         fetched.first_byte_ts_ms.map(|t| t.saturating_sub(start)),
     );
+    provider_task.abort();
     prov.shutdown().await;
     cons.shutdown().await;
     Ok(Value::Object(phases))
@@ -657,8 +744,9 @@ pub fn print_table(v: &Value) {
         f("/baseline/tcp_loopback_mib_s")
     );
     println!(
-        "  ChaCha20-Poly1305, one core    {:>10} MiB/s",
-        f("/baseline/chacha20poly1305_mib_s")
+        "  ChaCha20-Poly1305, one core    {:>10} MiB/s  (ring, as in noise; RustCrypto {} MiB/s)",
+        f("/baseline/chacha20poly1305_mib_s"),
+        f("/baseline/chacha20poly1305_rustcrypto_mib_s")
     );
     println!("\nTHROUGHPUT (one stream)");
     println!(
@@ -672,9 +760,14 @@ pub fn print_table(v: &Value) {
         f("/direct/quic_mib_s")
     );
     println!(
-        "  relayed TCP (via relay)        {:>10} MiB/s  ({} of direct)",
+        "  relayed TCP (via relay)        {:>10} MiB/s  ({} of direct TCP)",
         f("/relayed/tcp_mib_s"),
         f("/relayed/ratio_to_direct")
+    );
+    println!(
+        "  relayed QUIC (via relay)       {:>10} MiB/s  ({} of direct QUIC)",
+        f("/relayed/quic_mib_s"),
+        f("/relayed/quic_ratio_to_direct_quic")
     );
     println!("\nLATENCY (32-byte round trip, ms)");
     println!(
