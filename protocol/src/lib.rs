@@ -13,6 +13,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod consensus;
 pub mod envelope;
 pub mod framing;
 pub mod keys;

@@ -1,0 +1,386 @@
+//! Public address by peer consensus, without I/O.
+//!
+//! A node asks K observers which address they see it at. A public IP is
+//! accepted only when a quorum of observers (default ⌈2K/3⌉) report it, so a
+//! minority of liars cannot steer it. The NAT's mapping is read from the
+//! ports: a quorum that also agrees on the port means the NAT kept one
+//! mapping for every destination (endpoint-independent: hole punching can
+//! work); agreement on the IP but not on any port means a fresh mapping per
+//! destination (endpoint-dependent, "symmetric": rely on relays). Too few
+//! observers, or no quorum, gives `Unknown` — never a guess.
+//!
+//! Observations of different transports (TCP, QUIC) map differently and are
+//! decided separately; so are IPv4 and IPv6 ([`decide_by_family`]).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// One observer's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// Who observed (any stable id: its PeerId as a string).
+    pub observer: String,
+    /// The remote address it saw our connection come from.
+    pub addr: SocketAddr,
+    /// Dial-back result, when one was tried.
+    pub reachable: Option<bool>,
+}
+
+/// How the NAT maps our outgoing connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mapping {
+    /// One public port for every destination (hole punching can work).
+    EndpointIndependent,
+    /// A different public port per destination ("symmetric" NAT).
+    EndpointDependent,
+    /// Not enough agreement to tell.
+    Unknown,
+}
+
+impl Mapping {
+    /// The name used in events: `endpoint-independent`, `endpoint-dependent`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mapping::EndpointIndependent => "endpoint-independent",
+            Mapping::EndpointDependent => "endpoint-dependent",
+            Mapping::Unknown => "unknown",
+        }
+    }
+
+    /// Whether a direct or hole-punched path is worth advertising.
+    pub fn allows_direct(self) -> bool {
+        self == Mapping::EndpointIndependent
+    }
+}
+
+/// Knobs of the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsensusPolicy {
+    /// Observers needed before any decision (K ≥ this).
+    pub min_observers: usize,
+    /// Agreeing observers needed; `None` means ⌈2K/3⌉.
+    pub quorum: Option<usize>,
+}
+
+impl Default for ConsensusPolicy {
+    fn default() -> Self {
+        Self {
+            min_observers: 3,
+            quorum: None,
+        }
+    }
+}
+
+impl ConsensusPolicy {
+    /// The quorum for `k` observers.
+    pub fn quorum_for(&self, k: usize) -> usize {
+        match self.quorum {
+            Some(q) => q.max(1),
+            None => (2 * k).div_ceil(3).max(1),
+        }
+    }
+}
+
+/// Why the verdict is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A quorum agreed on the IP.
+    Quorum,
+    /// Fewer observers than `min_observers`.
+    TooFewObservers,
+    /// No IP reached the quorum.
+    NoQuorum,
+}
+
+/// The outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The accepted public IP.
+    pub ip: Option<IpAddr>,
+    /// The accepted public address (IP and port) when the mapping is endpoint-independent.
+    pub addr: Option<SocketAddr>,
+    /// The mapping.
+    pub mapping: Mapping,
+    /// What a quorum of the dial-backs said, when enough were tried.
+    pub reachable: Option<bool>,
+    /// Distinct observers considered (K).
+    pub observers: usize,
+    /// Observers agreeing on the accepted IP.
+    pub agreeing: usize,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Decides from one transport's observations (one per observer; later
+/// duplicates from the same observer are ignored).
+pub fn decide(observations: &[Observation], policy: &ConsensusPolicy) -> Verdict {
+    let mut seen = std::collections::HashSet::new();
+    let obs: Vec<&Observation> = observations
+        .iter()
+        .filter(|o| seen.insert(o.observer.as_str()))
+        .collect();
+    let k = obs.len();
+    let unknown = |reason, agreeing| Verdict {
+        ip: None,
+        addr: None,
+        mapping: Mapping::Unknown,
+        reachable: None,
+        observers: k,
+        agreeing,
+        reason,
+    };
+    if k < policy.min_observers.max(1) {
+        return unknown(Reason::TooFewObservers, 0);
+    }
+    let q = policy.quorum_for(k);
+    let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
+    for o in &obs {
+        *by_ip.entry(o.addr.ip()).or_default() += 1;
+    }
+    let Some((&ip, &agreeing)) = by_ip.iter().max_by_key(|(ip, n)| (**n, **ip)) else {
+        return unknown(Reason::NoQuorum, 0);
+    };
+    if agreeing < q {
+        return unknown(Reason::NoQuorum, agreeing);
+    }
+    let mut by_port: HashMap<u16, usize> = HashMap::new();
+    for o in obs.iter().filter(|o| o.addr.ip() == ip) {
+        *by_port.entry(o.addr.port()).or_default() += 1;
+    }
+    let best_port = by_port
+        .iter()
+        .max_by_key(|(p, n)| (**n, **p))
+        .map(|(p, n)| (*p, *n));
+    let (mapping, addr) = match best_port {
+        Some((port, n)) if n >= q => (
+            Mapping::EndpointIndependent,
+            Some(SocketAddr::new(ip, port)),
+        ),
+        _ => (Mapping::EndpointDependent, None),
+    };
+    // Reachability: only dial-backs from observers that agree on the IP count,
+    // and a quorum of the tried ones must say the same thing.
+    let tried: Vec<bool> = obs
+        .iter()
+        .filter(|o| o.addr.ip() == ip)
+        .filter_map(|o| o.reachable)
+        .collect();
+    let yes = tried.iter().filter(|r| **r).count();
+    let no = tried.len() - yes;
+    let tq = policy.quorum_for(tried.len());
+    let reachable = if tried.is_empty() {
+        None
+    } else if yes >= tq && yes > no {
+        Some(true)
+    } else if no >= tq && no > yes {
+        Some(false)
+    } else {
+        None
+    };
+    Verdict {
+        ip: Some(ip),
+        addr,
+        mapping,
+        reachable,
+        observers: k,
+        agreeing,
+        reason: Reason::Quorum,
+    }
+}
+
+/// [`decide`] for IPv4 and IPv6 observations separately.
+pub fn decide_by_family(
+    observations: &[Observation],
+    policy: &ConsensusPolicy,
+) -> (Verdict, Verdict) {
+    let (v4, v6): (Vec<Observation>, Vec<Observation>) =
+        observations.iter().cloned().partition(|o| o.addr.is_ipv4());
+    (decide(&v4, policy), decide(&v6, policy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(observer: &str, addr: &str) -> Observation {
+        Observation {
+            observer: observer.into(),
+            addr: addr.parse().unwrap(),
+            reachable: None,
+        }
+    }
+
+    #[test]
+    fn quorum_is_two_thirds_rounded_up() {
+        let p = ConsensusPolicy::default();
+        assert_eq!(p.quorum_for(3), 2);
+        assert_eq!(p.quorum_for(4), 3);
+        assert_eq!(p.quorum_for(5), 4);
+        assert_eq!(p.quorum_for(6), 4);
+        assert_eq!(
+            ConsensusPolicy {
+                quorum: Some(3),
+                ..Default::default()
+            }
+            .quorum_for(5),
+            3
+        );
+    }
+
+    #[test]
+    fn honest_observers_agree_on_ip_and_port() {
+        let v = decide(
+            &[
+                o("a", "203.0.113.5:4001"),
+                o("b", "203.0.113.5:4001"),
+                o("c", "203.0.113.5:4001"),
+            ],
+            &Default::default(),
+        );
+        assert_eq!(v.ip, Some("203.0.113.5".parse().unwrap()));
+        assert_eq!(v.addr, Some("203.0.113.5:4001".parse().unwrap()));
+        assert_eq!(v.mapping, Mapping::EndpointIndependent);
+        assert_eq!((v.observers, v.agreeing), (3, 3));
+    }
+
+    #[test]
+    fn a_lying_observer_among_five_changes_nothing() {
+        let honest = "203.0.113.5:4001";
+        for liar in ["198.51.100.66:4001", "203.0.113.5:9999", "192.0.2.1:1"] {
+            let v = decide(
+                &[
+                    o("a", honest),
+                    o("b", honest),
+                    o("c", liar),
+                    o("d", honest),
+                    o("e", honest),
+                ],
+                &Default::default(),
+            );
+            assert_eq!(v.addr, Some(honest.parse().unwrap()), "liar {liar}");
+            assert_eq!(v.mapping, Mapping::EndpointIndependent);
+        }
+    }
+
+    #[test]
+    fn two_colluding_liars_among_five_cannot_install_their_address() {
+        let v = decide(
+            &[
+                o("a", "203.0.113.5:4001"),
+                o("b", "203.0.113.5:4001"),
+                o("c", "203.0.113.5:4001"),
+                o("x", "198.51.100.66:4001"),
+                o("y", "198.51.100.66:4001"),
+            ],
+            &Default::default(),
+        );
+        // 3 of 5 is below ⌈10/3⌉ = 4: no address rather than a contested one.
+        assert_eq!(v.ip, None);
+        assert_eq!(v.mapping, Mapping::Unknown);
+        assert_eq!(v.reason, Reason::NoQuorum);
+    }
+
+    #[test]
+    fn three_disagreeing_observers_give_unknown_not_a_guess() {
+        let v = decide(
+            &[
+                o("a", "203.0.113.5:4001"),
+                o("b", "198.51.100.7:4001"),
+                o("c", "192.0.2.9:4001"),
+            ],
+            &Default::default(),
+        );
+        assert_eq!(v.ip, None);
+        assert_eq!(v.mapping, Mapping::Unknown);
+        assert_eq!(v.reason, Reason::NoQuorum);
+    }
+
+    #[test]
+    fn too_few_observers_give_unknown() {
+        let v = decide(
+            &[o("a", "203.0.113.5:4001"), o("b", "203.0.113.5:4001")],
+            &Default::default(),
+        );
+        assert_eq!(v.reason, Reason::TooFewObservers);
+        assert_eq!(v.mapping, Mapping::Unknown);
+        // The same observer twice counts once.
+        let v = decide(
+            &[
+                o("a", "203.0.113.5:4001"),
+                o("a", "203.0.113.5:4001"),
+                o("b", "203.0.113.5:4001"),
+            ],
+            &Default::default(),
+        );
+        assert_eq!(v.reason, Reason::TooFewObservers);
+    }
+
+    #[test]
+    fn same_ip_different_ports_is_endpoint_dependent() {
+        let v = decide(
+            &[
+                o("a", "203.0.113.5:40001"),
+                o("b", "203.0.113.5:51234"),
+                o("c", "203.0.113.5:33333"),
+            ],
+            &Default::default(),
+        );
+        assert_eq!(v.ip, Some("203.0.113.5".parse().unwrap()));
+        assert_eq!(v.addr, None);
+        assert_eq!(v.mapping, Mapping::EndpointDependent);
+        assert!(!v.mapping.allows_direct());
+    }
+
+    #[test]
+    fn split_answers_without_quorum_give_unknown() {
+        let v = decide(
+            &[
+                o("a", "203.0.113.5:4001"),
+                o("b", "203.0.113.5:4001"),
+                o("c", "198.51.100.7:4001"),
+                o("d", "198.51.100.7:4001"),
+            ],
+            &Default::default(),
+        );
+        assert_eq!(v.ip, None);
+        assert_eq!(v.agreeing, 2);
+    }
+
+    #[test]
+    fn ipv6_is_decided_like_ipv4_and_separately() {
+        let obs = [
+            o("a", "[2001:db8::5]:4001"),
+            o("b", "[2001:db8::5]:4001"),
+            o("c", "[2001:db8::5]:4001"),
+            o("a4", "203.0.113.5:4001"),
+            o("b4", "203.0.113.5:5001"),
+            o("c4", "203.0.113.5:6001"),
+        ];
+        let (v4, v6) = decide_by_family(&obs, &Default::default());
+        assert_eq!(v6.addr, Some("[2001:db8::5]:4001".parse().unwrap()));
+        assert_eq!(v6.mapping, Mapping::EndpointIndependent);
+        assert_eq!(v4.mapping, Mapping::EndpointDependent);
+    }
+
+    #[test]
+    fn reachability_needs_a_quorum_of_dial_backs() {
+        let mut obs = vec![
+            o("a", "203.0.113.5:4001"),
+            o("b", "203.0.113.5:4001"),
+            o("c", "203.0.113.5:4001"),
+        ];
+        obs[0].reachable = Some(false);
+        obs[1].reachable = Some(false);
+        obs[2].reachable = Some(true);
+        assert_eq!(decide(&obs, &Default::default()).reachable, Some(false));
+        obs[1].reachable = Some(true);
+        assert_eq!(decide(&obs, &Default::default()).reachable, Some(true));
+        obs[0].reachable = None;
+        obs[1].reachable = Some(false);
+        assert_eq!(
+            decide(&obs, &Default::default()).reachable,
+            None,
+            "1 to 1 is no verdict"
+        );
+    }
+}
