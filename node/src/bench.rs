@@ -419,6 +419,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         Ok(_) => {
             let dir = std::env::temp_dir().join(format!("lm-bench-{}", std::process::id()));
             let chain = crate::devchain::start(crate::devchain::DevChainOptions {
+                host: "127.0.0.1".into(),
                 port: 0,
                 state: None,
                 accounts: 2,

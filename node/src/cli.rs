@@ -82,7 +82,10 @@ pub enum LedgerCommand {
 /// `ledgermesh devchain`.
 #[derive(Debug, Args)]
 pub struct DevchainArgs {
-    /// Port on 127.0.0.1 (0 = any free port).
+    /// Address to serve JSON-RPC on (loopback by default; a lab host's address in the NAT lab).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0 = any free port).
     #[arg(long, default_value_t = 8545)]
     pub port: u16,
     /// Where to write the funded ledger key files.
@@ -298,6 +301,7 @@ async fn run_devchain(args: DevchainArgs) -> anyhow::Result<i32> {
         .map(|c| c.parse().context("--contract is not an address"))
         .transpose()?;
     let chain = crate::devchain::start(crate::devchain::DevChainOptions {
+        host: args.host,
         port: args.port,
         state: args.state,
         accounts: args.accounts,

@@ -50,7 +50,9 @@ pub fn find_anvil() -> anyhow::Result<PathBuf> {
 /// How to start the chain.
 #[derive(Debug, Clone)]
 pub struct DevChainOptions {
-    /// Port on 127.0.0.1 (0 = any free port).
+    /// Address to listen on.
+    pub host: String,
+    /// Port (0 = any free port).
     pub port: u16,
     /// Anvil state file: loaded at start if present, written at exit.
     pub state: Option<PathBuf>,
@@ -126,7 +128,7 @@ pub async fn start(opts: DevChainOptions) -> anyhow::Result<DevChain> {
     let mut cmd = Command::new(&anvil);
     cmd.args([
         "--host",
-        "127.0.0.1",
+        &opts.host,
         "--port",
         &opts.port.to_string(),
         "--accounts",

@@ -21,6 +21,16 @@ pub enum Source {
         /// Seed.
         seed: u64,
     },
+    /// Like `Random`, but served at no more than `rate` bytes per second: a
+    /// live feed (a sensor, a log) that trickles rather than bursts.
+    Paced {
+        /// Length in bytes.
+        len: u64,
+        /// Bytes per second.
+        rate: u64,
+        /// Seed.
+        seed: u64,
+    },
     /// `len` zero bytes: a source that costs nothing, for throughput tests.
     Zeros {
         /// Length in bytes.
@@ -30,7 +40,7 @@ pub enum Source {
 
 /// A bad `--stream` argument.
 #[derive(Debug, thiserror::Error)]
-#[error("bad stream spec {spec:?}: {why} (expected NAME=file:PATH, NAME=random:BYTES[:SEED] or NAME=zero:BYTES)")]
+#[error("bad stream spec {spec:?}: {why} (expected NAME=file:PATH, NAME=random:BYTES[:SEED], NAME=paced:BYTES:RATE[:SEED] or NAME=zero:BYTES)")]
 pub struct SourceSpecError {
     spec: String,
     why: String,
@@ -67,6 +77,17 @@ pub fn parse_stream_spec(spec: &str) -> Result<(String, Source), SourceSpecError
             None => rand::random(),
         };
         Source::Random { len, seed }
+    } else if let Some(rest) = src.strip_prefix("paced:") {
+        let mut parts = rest.splitn(3, ':');
+        let len = parse_size(parts.next().unwrap_or("")).ok_or_else(|| err("bad BYTES"))?;
+        let rate = parse_size(parts.next().unwrap_or(""))
+            .filter(|r| *r > 0)
+            .ok_or_else(|| err("bad RATE (bytes per second, e.g. 64K)"))?;
+        let seed = match parts.next() {
+            Some(s) => s.parse().map_err(|_| err("bad SEED"))?,
+            None => rand::random(),
+        };
+        Source::Paced { len, rate, seed }
     } else if let Some(len) = src.strip_prefix("zero:") {
         Source::Zeros {
             len: parse_size(len).ok_or_else(|| err("bad BYTES"))?,
@@ -89,6 +110,16 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+impl Source {
+    /// The pacing rate in bytes per second, for live sources.
+    pub fn rate(&self) -> Option<u64> {
+        match self {
+            Source::Paced { rate, .. } => Some(*rate),
+            _ => None,
+        }
+    }
+}
+
 /// A reader over a source from some offset.
 pub type SourceReader = Pin<Box<dyn AsyncRead + Send>>;
 
@@ -97,7 +128,7 @@ impl Source {
     pub async fn len(&self) -> io::Result<u64> {
         match self {
             Source::File(p) => Ok(tokio::fs::metadata(p).await?.len()),
-            Source::Random { len, .. } | Source::Zeros { len } => Ok(*len),
+            Source::Random { len, .. } | Source::Paced { len, .. } | Source::Zeros { len } => Ok(*len),
         }
     }
 
@@ -133,7 +164,7 @@ impl Source {
                 f.seek(io::SeekFrom::Start(offset)).await?;
                 Ok(Box::pin(f.take(len.saturating_sub(offset))))
             }
-            Source::Random { seed, len: total } => {
+            Source::Random { seed, len: total } | Source::Paced { seed, len: total, .. } => {
                 let end = len.min(*total);
                 Ok(Box::pin(RandomReader::new(*seed, offset, end)))
             }

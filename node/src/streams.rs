@@ -247,8 +247,11 @@ async fn serve_one(
         return Ok(());
     }
     let mut reader = source.open_at(req.offset, len).await?;
-    let mut buf = vec![0u8; CHUNK];
+    // A paced (live) source sends ten slices a second at its rate.
+    let chunk = source.rate().map_or(CHUNK, |r| ((r / 10).max(1) as usize).min(CHUNK));
+    let mut buf = vec![0u8; chunk];
     let mut sent = 0u64;
+    let started = tokio::time::Instant::now();
     loop {
         let n = reader.read(&mut buf).await?;
         if n == 0 {
@@ -256,6 +259,11 @@ async fn serve_one(
         }
         stream.write_all(&buf[..n]).await?;
         sent += n as u64;
+        if let Some(rate) = source.rate() {
+            stream.flush().await?;
+            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
     }
     stream.close().await?;
     handle.emit(Event::StreamServed {

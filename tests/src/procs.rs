@@ -64,9 +64,15 @@ pub struct Proc {
 impl Proc {
     /// Starts `ledgermesh ARGS`; stderr goes to `dir/NAME.log`.
     pub fn start(name: &str, dir: &Path, args: &[&str]) -> Self {
+        Self::start_program(name, dir, &bin_path(), &[], args)
+    }
+
+    /// Starts `PROGRAM PREFIX... ARGS` (e.g. `ip netns exec NS ledgermesh ...`).
+    pub fn start_program(name: &str, dir: &Path, program: &Path, prefix: &[&str], args: &[&str]) -> Self {
         let stderr_path = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
-        let mut child = Command::new(bin_path())
+        let mut child = Command::new(program)
+            .args(prefix)
             .args(args)
             .env("RUST_LOG", "info,ledgermesh_node=debug")
             .stdin(Stdio::null())

@@ -1,0 +1,232 @@
+//! NAT traversal in the NAT lab: separate processes in network namespaces,
+//! a fake internet on RFC 5737 addresses, nftables NAT routers, anvil in a
+//! public namespace, signaling only through the chain.
+//!
+//! Each case runs several times and prints its counts (`NATLAB ...` lines).
+
+use ledgermesh_e2e::natlab::{Lab, Nat};
+use ledgermesh_e2e::procs::{bin_path, event_is, Proc};
+use ledgermesh_e2e::{file_sha256, truth, TempDir};
+use ledgermesh_node::source::Source;
+use serde_json::Value;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(120);
+const RELAY_IP: &str = "203.0.113.10";
+const RUNS: usize = 5;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    Tcp,
+    Quic,
+}
+
+impl Transport {
+    fn listen(self, port: u16) -> String {
+        match self {
+            Transport::Tcp => format!("/ip4/0.0.0.0/tcp/{port}"),
+            Transport::Quic => format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
+        }
+    }
+    fn at(self, ip: &str, port: u16) -> String {
+        match self {
+            Transport::Tcp => format!("/ip4/{ip}/tcp/{port}"),
+            Transport::Quic => format!("/ip4/{ip}/udp/{port}/quic-v1"),
+        }
+    }
+}
+
+struct World {
+    lab: Lab,
+    dir: TempDir,
+    _chain: Proc,
+    _relay: Proc,
+    spec: String,
+    keys: Vec<String>,
+    relay_addr: String,
+}
+
+fn keygen(dir: &TempDir, name: &str) -> (String, String) {
+    let path = dir.0.join(format!("{name}.key"));
+    let out = std::process::Command::new(bin_path())
+        .args(["keygen", "--force", "--out", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    (path.to_str().unwrap().into(), String::from_utf8(out.stdout).unwrap().trim().into())
+}
+
+fn world(test: &str, nat1: Nat, nat2: Nat, transport: Transport) -> Option<World> {
+    let lab = Lab::up(test, nat1, nat2)?;
+    let dir = TempDir::new(test);
+    let keydir = dir.0.join("keys");
+    let mut chain = lab.start(
+        "chain",
+        "devchain",
+        &dir.0,
+        &["devchain", "--json", "--host", "203.0.113.20", "--port", "8545", "--dir", keydir.to_str().unwrap()],
+    );
+    let ready = chain.wait_for("devchain_ready", T, |v| event_is(v, "devchain_ready"));
+    let relay_listen = transport.at(RELAY_IP, 4001);
+    let mut relay = lab.start("relay", "relay", &dir.0, &["relay", "--json", "--listen", &relay_listen]);
+    let listening = relay.wait_for("relay listening", T, |v| event_is(v, "listening"));
+    let relay_addr = format!("{relay_listen}/p2p/{}", listening["peer_id"].as_str().unwrap());
+    Some(World {
+        lab,
+        dir,
+        _chain: chain,
+        _relay: relay,
+        spec: ready["spec"].as_str().unwrap().into(),
+        keys: ready["ledger_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect(),
+        relay_addr,
+    })
+}
+
+impl World {
+    fn provider(&self, host: &str, transport: Transport, relay_only: bool, stream: &str) -> (Proc, String) {
+        let (key, id) = keygen(&self.dir, "provider");
+        let listen = transport.listen(4001);
+        let mut args = vec![
+            "provide", "--json", "--key", &key, "--ledger", &self.spec, "--ledger-key", &self.keys[0],
+            "--relay", &self.relay_addr, "--listen", &listen, "--stream", stream,
+        ];
+        if relay_only {
+            args.push("--relay-only");
+        }
+        let mut p = self.lab.start(host, "provider", &self.dir.0, &args);
+        p.wait_for("reservation", T, |v| event_is(v, "reservation_accepted"));
+        p.wait_for("following", T, |v| event_is(v, "ledger_following"));
+        (p, id)
+    }
+
+    fn consumer(&self, i: usize, transport: Transport, want: &str) -> (Proc, std::path::PathBuf) {
+        let (key, _) = keygen(&self.dir, &format!("consumer-{i}"));
+        let out = self.dir.0.join(format!("out-{i}"));
+        let listen = transport.listen(0);
+        let args = [
+            "consume", "--json", "--key", &key, "--ledger", &self.spec, "--ledger-key", &self.keys[1 + i % 7],
+            "--relay", &self.relay_addr, "--listen", &listen, "--out", out.to_str().unwrap(), "--want", want,
+        ];
+        (self.lab.start("h2", &format!("consumer-{i}"), &self.dir.0, &args), out)
+    }
+}
+
+fn connections_to<'a>(events: &'a [Value], peer: &str) -> Vec<&'a Value> {
+    events.iter().filter(|v| event_is(v, "connected") && v["peer_id"] == peer).collect()
+}
+
+/// eim + eim: relayed first, then direct through both NATs (DCUtR), and the
+/// stream moves to the direct path.
+fn eim_eim_upgrades(transport: Transport) {
+    let test = format!("eim_eim_{transport:?}");
+    let Some(w) = world(&test, Nat::Eim, Nat::Eim, transport) else { return };
+    let (_p, pid) = w.provider("h1", transport, true, "feed=paced:3M:2M:41");
+    let expected = futures::executor::block_on(truth(&Source::Random { len: 3 << 20, seed: 41 }));
+    let mut upgrades = 0;
+    let mut ms = vec![];
+    for i in 0..RUNS {
+        let (mut c, out) = w.consumer(i, transport, &format!("{pid}/feed"));
+        assert_eq!(c.wait_exit(T), 0, "{test} run {i}: consumer failed");
+        assert_eq!(file_sha256(&out.join(&pid).join("feed")), expected, "{test} run {i}: bytes");
+        let events = c.matching(|_| true);
+        let conns = connections_to(&events, &pid);
+        assert_eq!(conns.first().map(|v| v["path"].clone()), Some("relayed".into()), "{test} run {i}: starts relayed");
+        if let Some(up) = events.iter().find(|v| event_is(v, "upgraded") && v["peer_id"] == pid.as_str()) {
+            upgrades += 1;
+            ms.push(up["ms_after_relayed"].as_u64().unwrap());
+            let direct = conns.iter().find(|v| v["path"] == "direct").expect("a direct connection");
+            assert!(
+                direct["remote_addr"].as_str().unwrap().contains("203.0.113.101"),
+                "{test} run {i}: the direct path goes to the provider NAT's public address: {direct}"
+            );
+            let resumed = events.iter().any(|v| event_is(v, "stream_opened") && v["offset"].as_u64() > Some(0));
+            assert!(resumed, "{test} run {i}: the stream continued on the direct path");
+        }
+    }
+    ms.sort();
+    println!("NATLAB {test}: upgraded to direct {upgrades}/{RUNS}; ms relayed→upgraded {ms:?}");
+    assert_eq!(upgrades, RUNS, "{test}: every run upgrades");
+}
+
+/// edm + edm: the punch fails and is reported; the stream completes on the relay.
+fn edm_edm_stays_relayed(transport: Transport) {
+    let test = format!("edm_edm_{transport:?}");
+    let Some(w) = world(&test, Nat::Edm, Nat::Edm, transport) else { return };
+    // A live feed long enough to outlast every hole-punch attempt.
+    let (mut p, pid) = w.provider("h1", transport, true, "feed=paced:2M:48K:43");
+    let expected = futures::executor::block_on(truth(&Source::Random { len: 2 << 20, seed: 43 }));
+    let mut consumers: Vec<(Proc, std::path::PathBuf)> = (0..RUNS).map(|i| w.consumer(i, transport, &format!("{pid}/feed"))).collect();
+    let mut failed_punch = 0;
+    for (i, (c, out)) in consumers.iter_mut().enumerate() {
+        assert_eq!(c.wait_exit(T), 0, "{test} run {i}: consumer failed");
+        assert_eq!(file_sha256(&out.join(&pid).join("feed")), expected, "{test} run {i}: bytes");
+        let events = c.matching(|_| true);
+        assert!(!events.iter().any(|v| event_is(v, "upgraded")), "{test} run {i}: no direct path through two EDM NATs");
+        assert!(
+            connections_to(&events, &pid).iter().all(|v| v["path"] == "relayed"),
+            "{test} run {i}: only relayed connections"
+        );
+    }
+    let reported = p.matching(|v| event_is(v, "hole_punch_failed"));
+    for (c, _) in consumers.iter_mut() {
+        failed_punch += usize::from(!c.matching(|v| event_is(v, "hole_punch_failed")).is_empty());
+    }
+    println!(
+        "NATLAB {test}: direct 0/{RUNS}; hole_punch_failed reported by the provider {} times, by consumers {failed_punch}/{RUNS}",
+        reported.len()
+    );
+    assert!(!reported.is_empty() || failed_punch > 0, "{test}: the failed punch is reported");
+}
+
+/// A publicly reachable provider: the consumer connects directly, no relay.
+fn public_provider_is_direct(transport: Transport) {
+    let test = format!("public_{transport:?}");
+    let Some(w) = world(&test, Nat::Eim, Nat::Eim, transport) else { return };
+    let (_p, pid) = w.provider("pub", transport, false, "feed=random:1M:44");
+    let expected = futures::executor::block_on(truth(&Source::Random { len: 1 << 20, seed: 44 }));
+    let mut direct = 0;
+    for i in 0..RUNS {
+        let (mut c, out) = w.consumer(i, transport, &format!("{pid}/feed"));
+        assert_eq!(c.wait_exit(T), 0, "{test} run {i}: consumer failed");
+        assert_eq!(file_sha256(&out.join(&pid).join("feed")), expected);
+        let events = c.matching(|_| true);
+        let conns = connections_to(&events, &pid);
+        let first = conns.first().expect("connected");
+        if first["path"] == "direct" && first["remote_addr"].as_str().unwrap().contains("203.0.113.30") {
+            direct += 1;
+        }
+        assert!(conns.iter().all(|v| v["path"] == "direct"), "{test} run {i}: no relayed connection: {conns:?}");
+    }
+    println!("NATLAB {test}: direct without relay {direct}/{RUNS}");
+    assert_eq!(direct, RUNS);
+}
+
+#[test]
+fn natlab_eim_eim_tcp_upgrades_to_direct() {
+    eim_eim_upgrades(Transport::Tcp);
+}
+
+#[test]
+fn natlab_edm_edm_tcp_stays_on_the_relay() {
+    edm_edm_stays_relayed(Transport::Tcp);
+}
+
+#[test]
+fn natlab_public_provider_tcp_is_direct() {
+    public_provider_is_direct(Transport::Tcp);
+}
+
+#[test]
+fn natlab_eim_eim_quic_upgrades_to_direct() {
+    eim_eim_upgrades(Transport::Quic);
+}
+
+#[test]
+fn natlab_edm_edm_quic_stays_on_the_relay() {
+    edm_edm_stays_relayed(Transport::Quic);
+}
+
+#[test]
+fn natlab_public_provider_quic_is_direct() {
+    public_provider_is_direct(Transport::Quic);
+}
