@@ -2,9 +2,9 @@
 # Installs what the build and the tests need, idempotently. Safe to run often:
 # every step checks before it installs.
 #
-# Today: the Rust toolchain pieces (rustfmt, clippy, cargo-nextest). The EVM
-# ledger adds anvil and solc from npm into ./.tools (git-ignored), and the NAT
-# lab adds iproute2 and nftables from Debian.
+# The Rust toolchain pieces (rustfmt, clippy, cargo-nextest); anvil and solc
+# from npm into ./.tools (git-ignored); iproute2 and nftables from Debian for
+# the NAT lab (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,5 +44,14 @@ if ! cmp -s scripts/tools-package.json .tools/package.json \
     (cd .tools && npm install --no-audit --no-fund --loglevel=error)
 fi
 .tools/node_modules/.bin/anvil --version >/dev/null
+
+# The NAT lab needs iproute2 and nftables (Debian packages); only root can
+# install them, and only root can run the lab.
+if [ "$(id -u)" = 0 ] && { ! need_cmd ip || ! need_cmd nft; }; then
+    say "installing iproute2 and nftables"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y iproute2 nftables >/dev/null 2>&1 \
+        || { apt-get update >/dev/null && apt-get install -y iproute2 nftables >/dev/null; }
+fi
 
 say "ok"

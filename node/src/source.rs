@@ -128,7 +128,9 @@ impl Source {
     pub async fn len(&self) -> io::Result<u64> {
         match self {
             Source::File(p) => Ok(tokio::fs::metadata(p).await?.len()),
-            Source::Random { len, .. } | Source::Paced { len, .. } | Source::Zeros { len } => Ok(*len),
+            Source::Random { len, .. } | Source::Paced { len, .. } | Source::Zeros { len } => {
+                Ok(*len)
+            }
         }
     }
 
@@ -164,7 +166,10 @@ impl Source {
                 f.seek(io::SeekFrom::Start(offset)).await?;
                 Ok(Box::pin(f.take(len.saturating_sub(offset))))
             }
-            Source::Random { seed, len: total } | Source::Paced { seed, len: total, .. } => {
+            Source::Random { seed, len: total }
+            | Source::Paced {
+                seed, len: total, ..
+            } => {
                 let end = len.min(*total);
                 Ok(Box::pin(RandomReader::new(*seed, offset, end)))
             }

@@ -248,7 +248,9 @@ async fn serve_one(
     }
     let mut reader = source.open_at(req.offset, len).await?;
     // A paced (live) source sends ten slices a second at its rate.
-    let chunk = source.rate().map_or(CHUNK, |r| ((r / 10).max(1) as usize).min(CHUNK));
+    let chunk = source
+        .rate()
+        .map_or(CHUNK, |r| ((r / 10).max(1) as usize).min(CHUNK));
     let mut buf = vec![0u8; chunk];
     let mut sent = 0u64;
     let started = tokio::time::Instant::now();

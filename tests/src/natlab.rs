@@ -50,12 +50,25 @@ impl Lab {
         let script = project_root().join("scripts/natlab.sh");
         let out = Command::new("bash")
             .arg(&script)
-            .args(["up", &name, "--nat1", nat1.as_str(), "--nat2", nat2.as_str()])
+            .args([
+                "up",
+                &name,
+                "--nat1",
+                nat1.as_str(),
+                "--nat2",
+                nat2.as_str(),
+            ])
             .output()
             .expect("run natlab.sh");
         if !out.status.success() {
-            let _ = Command::new("bash").arg(&script).args(["down", &name]).status();
-            let msg = format!("{test}: the NAT lab could not be built: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = Command::new("bash")
+                .arg(&script)
+                .args(["down", &name])
+                .status();
+            let msg = format!(
+                "{test}: the NAT lab could not be built: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             if ci {
                 panic!("{msg}");
             }
@@ -75,12 +88,21 @@ impl Lab {
         let ns = self.ns(host);
         let bin = bin_path();
         let bin = bin.to_str().expect("utf-8 path");
-        Proc::start_program(label, dir, Path::new("ip"), &["netns", "exec", &ns, bin], args)
+        Proc::start_program(
+            label,
+            dir,
+            Path::new("ip"),
+            &["netns", "exec", &ns, bin],
+            args,
+        )
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(&self.script).args(["down", &self.name]).status();
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .args(["down", &self.name])
+            .status();
     }
 }

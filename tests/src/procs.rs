@@ -68,7 +68,13 @@ impl Proc {
     }
 
     /// Starts `PROGRAM PREFIX... ARGS` (e.g. `ip netns exec NS ledgermesh ...`).
-    pub fn start_program(name: &str, dir: &Path, program: &Path, prefix: &[&str], args: &[&str]) -> Self {
+    pub fn start_program(
+        name: &str,
+        dir: &Path,
+        program: &Path,
+        prefix: &[&str],
+        args: &[&str],
+    ) -> Self {
         let stderr_path = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
         let mut child = Command::new(program)
