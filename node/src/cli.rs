@@ -179,6 +179,9 @@ pub struct ProvideArgs {
     /// Relays to hold a reservation on (`.../p2p/<relay id>`).
     #[arg(long, num_args = 1..)]
     pub relay: Vec<Multiaddr>,
+    /// Extra address-consensus observers (`.../p2p/<id>`); the relays observe too.
+    #[arg(long, num_args = 1..)]
+    pub observer: Vec<Multiaddr>,
     /// Streams to sell: NAME=file:PATH or NAME=random:BYTES[:SEED].
     #[arg(long, num_args = 1.., required = true)]
     pub stream: Vec<String>,
@@ -202,6 +205,9 @@ pub struct ConsumeArgs {
     /// Relays to hold a reservation on (`.../p2p/<relay id>`).
     #[arg(long, num_args = 1..)]
     pub relay: Vec<Multiaddr>,
+    /// Extra address-consensus observers (`.../p2p/<id>`); the relays observe too.
+    #[arg(long, num_args = 1..)]
+    pub observer: Vec<Multiaddr>,
     /// Streams to buy, as PEERID/STREAM.
     #[arg(long, num_args = 1.., required = true)]
     pub want: Vec<Want>,
@@ -401,6 +407,12 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
         .context("opening the ledger")?;
     let mut config = NodeConfig::new("provider");
     config.listen = args.listen;
+    let observers: Vec<Multiaddr> = args
+        .relay
+        .iter()
+        .chain(args.observer.iter())
+        .cloned()
+        .collect();
     config.relays = args.relay;
     config.emitter = Some(emitter_for("provider", args.node.json));
     let handle = spawn(config, keypair)
@@ -410,6 +422,7 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     let mut pc = ProviderConfig::new(streams);
     pc.relay_only = args.relay_only;
     pc.data_dir = args.ledger.data_dir.clone();
+    pc.observers = observers;
     tokio::select! {
         r = provider::run(handle.clone(), ledger, pc) => r.context("provider stopped")?,
         _ = wait_for_ctrl_c() => {}
@@ -428,6 +441,12 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         .context("opening the ledger")?;
     let mut config = NodeConfig::new("consumer");
     config.listen = args.listen;
+    let observers: Vec<Multiaddr> = args
+        .relay
+        .iter()
+        .chain(args.observer.iter())
+        .cloned()
+        .collect();
     config.relays = args.relay;
     config.emitter = Some(emitter_for("consumer", args.node.json));
     let handle = spawn(config, keypair)
@@ -436,6 +455,7 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     let mut cc = ConsumerConfig::new(args.want, args.out);
     cc.response_timeout = Duration::from_secs(args.response_timeout);
     cc.data_dir = args.ledger.data_dir.clone();
+    cc.observers = observers;
     let outcomes = tokio::select! {
         r = consumer::run(handle.clone(), ledger, cc) => r.context("consumer failed")?,
         _ = wait_for_ctrl_c() => { handle.shutdown().await; return Ok(130) }

@@ -70,6 +70,8 @@ pub struct ConsumerConfig {
     pub fetch: FetchPolicy,
     /// Where to keep the ledger cursor across restarts.
     pub data_dir: Option<PathBuf>,
+    /// Address-consensus observers (`.../p2p/<id>`); none: no consensus round.
+    pub observers: Vec<Multiaddr>,
 }
 
 impl ConsumerConfig {
@@ -82,6 +84,7 @@ impl ConsumerConfig {
             response_timeout: Duration::from_secs(60),
             fetch: FetchPolicy::default(),
             data_dir: None,
+            observers: Vec::new(),
         }
     }
 }
@@ -111,6 +114,7 @@ pub async fn run(
     config: ConsumerConfig,
 ) -> anyhow::Result<Vec<StreamOutcome>> {
     handle.wait_relays().await?;
+    crate::observe::start(&handle, &config.observers).await;
     let store = config.data_dir.as_ref().map(|d| {
         CursorStore::new(
             d,

@@ -46,6 +46,23 @@ pub enum Event {
         /// The circuit address peers can dial us at.
         addr: String,
     },
+    /// The result of an address-consensus round.
+    PublicAddress {
+        /// The accepted public address (only with endpoint-independent mapping).
+        addr: Option<String>,
+        /// The accepted public IP.
+        ip: Option<String>,
+        /// `endpoint-independent`, `endpoint-dependent` or `unknown`.
+        mapping: String,
+        /// What a quorum of dial-backs said, when there is one.
+        reachable: Option<bool>,
+        /// Observers that answered (K).
+        observers: usize,
+        /// Observers agreeing on the accepted IP.
+        agreeing: usize,
+        /// Each observer's answer.
+        answers: Vec<String>,
+    },
     /// We started following our `stdin` topic on the ledger.
     LedgerFollowing {
         /// Topic, hex.

@@ -23,6 +23,7 @@ pub mod events;
 pub mod identity;
 pub mod ledger_spec;
 pub mod net;
+pub mod observe;
 pub mod provider;
 pub mod relay;
 pub mod signaling;

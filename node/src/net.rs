@@ -142,6 +142,7 @@ mod composed {
         pub(crate) identify: identify::Behaviour,
         pub(crate) ping: ping::Behaviour,
         pub(crate) stream: libp2p_stream::Behaviour,
+        pub(crate) observe: libp2p::request_response::Behaviour<crate::observe::ObserveCodec>,
     }
 }
 
@@ -160,6 +161,8 @@ pub struct ConnInfo {
     pub via: Option<PeerId>,
     /// When it was established.
     pub since: Instant,
+    /// The remote address (for an inbound connection: where it came from).
+    pub remote: Multiaddr,
 }
 
 /// What a node knows about itself right now.
@@ -171,6 +174,20 @@ pub struct Snapshot {
     pub circuit_addrs: Vec<Multiaddr>,
     /// Live connections.
     pub connections: Vec<ConnInfo>,
+    /// The address-consensus verdict, once one was reached: the accepted
+    /// public address (only with endpoint-independent mapping) and the mapping.
+    pub public: Option<PublicView>,
+}
+
+/// What address consensus decided, as the node uses it.
+#[derive(Debug, Clone)]
+pub struct PublicView {
+    /// The accepted public address, when the mapping lets peers reach it.
+    pub addr: Option<Multiaddr>,
+    /// The accepted public IP.
+    pub ip: Option<std::net::IpAddr>,
+    /// The NAT mapping.
+    pub mapping: ledgermesh_protocol::consensus::Mapping,
 }
 
 enum Command {
@@ -184,6 +201,12 @@ enum Command {
         reply: oneshot::Sender<()>,
     },
     WaitListening(oneshot::Sender<Snapshot>),
+    Observe {
+        peer: PeerId,
+        dial_back: bool,
+        reply: oneshot::Sender<Result<ledgermesh_proto::v1::ObserveResponse, String>>,
+    },
+    SetPublic(PublicView),
     Shutdown,
 }
 
@@ -270,6 +293,36 @@ impl NodeHandle {
             .await
             .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Asks a connected `peer` which address it sees us at (and to dial it back).
+    pub async fn observe(
+        &self,
+        peer: PeerId,
+        dial_back: bool,
+    ) -> Result<ledgermesh_proto::v1::ObserveResponse, String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Observe {
+                peer,
+                dial_back,
+                reply,
+            })
+            .await
+            .map_err(|_| NodeError::Stopped.to_string())?;
+        rx.await.map_err(|_| NodeError::Stopped.to_string())?
+    }
+
+    /// Records an address-consensus verdict (see [`crate::observe::check`]).
+    pub async fn set_public(&self, verdict: ledgermesh_protocol::consensus::Verdict, udp: bool) {
+        let view = PublicView {
+            addr: verdict
+                .addr
+                .map(|a| crate::observe::socket_to_multiaddr(a, udp)),
+            ip: verdict.ip,
+            mapping: verdict.mapping,
+        };
+        let _ = self.commands.send(Command::SetPublic(view)).await;
     }
 
     /// Stops the event loop (connections close).
@@ -367,6 +420,15 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
                 )),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 stream: libp2p_stream::Behaviour::new(),
+                observe: libp2p::request_response::Behaviour::with_codec(
+                    crate::observe::ObserveCodec,
+                    [(
+                        crate::observe::OBSERVE_PROTOCOL,
+                        libp2p::request_response::ProtocolSupport::Full,
+                    )],
+                    libp2p::request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(20)),
+                ),
             }
         })
         .map_err(|e| NodeError::Build(e.to_string()))?
@@ -405,6 +467,9 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         relay_waiters: Vec::new(),
         silent_listeners: listeners,
         relay_listeners: HashMap::new(),
+        pending_observe: HashMap::new(),
+        dial_backs: HashMap::new(),
+        public: None,
         listen_waiters: Vec::new(),
     };
     event_loop.start_listeners_and_relays();
@@ -443,6 +508,22 @@ struct EventLoop {
     listen_waiters: Vec<oneshot::Sender<Snapshot>>,
     /// Circuit listeners, by the relay they reserve on.
     relay_listeners: HashMap<libp2p::core::transport::ListenerId, PeerId>,
+    /// Our outstanding observe requests.
+    pending_observe: HashMap<
+        libp2p::request_response::OutboundRequestId,
+        oneshot::Sender<Result<ledgermesh_proto::v1::ObserveResponse, String>>,
+    >,
+    /// Dial-backs we are trying for askers: the answer waits for the dial.
+    dial_backs: HashMap<
+        ConnectionId,
+        (
+            libp2p::request_response::ResponseChannel<ledgermesh_proto::v1::ObserveResponse>,
+            Vec<u8>,
+            Instant,
+        ),
+    >,
+    /// The latest address-consensus verdict.
+    public: Option<PublicView>,
 }
 
 impl EventLoop {
@@ -462,8 +543,11 @@ impl EventLoop {
     }
 
     async fn run(mut self) {
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = housekeeping.tick() => self.expire_dial_backs(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Shutdown) => break,
@@ -532,6 +616,7 @@ impl EventLoop {
                 })
                 .collect(),
             connections: self.connections.values().flatten().cloned().collect(),
+            public: self.public.clone(),
         }
     }
 
@@ -567,6 +652,19 @@ impl EventLoop {
                 self.listen_waiters.push(reply);
                 self.wake_listen_waiters();
             }
+            Command::Observe {
+                peer,
+                dial_back,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .observe
+                    .send_request(&peer, ledgermesh_proto::v1::ObserveRequest { dial_back });
+                self.pending_observe.insert(id, reply);
+            }
+            Command::SetPublic(view) => self.public = Some(view),
             Command::Shutdown => {}
         }
     }
@@ -667,6 +765,7 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(?peer_id, %error, "outgoing connection failed");
+                self.answer_dial_back(connection_id, false);
                 if let Some((peer, reply)) = self.pending_dials.remove(&connection_id) {
                     if self.connections.contains_key(&peer) {
                         let _ = reply.send(Ok(()));
@@ -685,7 +784,98 @@ impl EventLoop {
         }
     }
 
+    /// How long an observer tries to dial an asker back.
+    const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn answer_dial_back(&mut self, id: ConnectionId, reachable: bool) {
+        if let Some((channel, observed, _)) = self.dial_backs.remove(&id) {
+            use ledgermesh_proto::v1::{DialBack, ObserveResponse};
+            let dial_back = if reachable {
+                DialBack::Reachable
+            } else {
+                DialBack::Unreachable
+            };
+            let _ = self.swarm.behaviour_mut().observe.send_response(
+                channel,
+                ObserveResponse {
+                    observed,
+                    dial_back: dial_back as i32,
+                },
+            );
+        }
+    }
+
+    fn expire_dial_backs(&mut self) {
+        let late: Vec<ConnectionId> = self
+            .dial_backs
+            .iter()
+            .filter(|(_, (_, _, t))| t.elapsed() > Self::DIAL_BACK_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.answer_dial_back(id, false);
+        }
+    }
+
+    /// Answers "what address do you see me at" from the connection's real
+    /// remote address, never from anything the asker says.
+    fn on_observe_request(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: ledgermesh_proto::v1::ObserveRequest,
+        channel: libp2p::request_response::ResponseChannel<ledgermesh_proto::v1::ObserveResponse>,
+    ) {
+        use ledgermesh_proto::v1::{DialBack, ObserveResponse};
+        let conn = self
+            .connections
+            .get(&peer)
+            .and_then(|c| c.iter().find(|c| c.id == connection))
+            .cloned();
+        let observed: Option<Multiaddr> = conn.filter(|c| c.path == PathKind::Direct).map(|c| {
+            c.remote
+                .iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect()
+        });
+        let Some(observed) = observed else {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .observe
+                .send_response(channel, ObserveResponse::default());
+            return;
+        };
+        if !request.dial_back {
+            let _ = self.swarm.behaviour_mut().observe.send_response(
+                channel,
+                ObserveResponse {
+                    observed: observed.to_vec(),
+                    dial_back: DialBack::NotTried as i32,
+                },
+            );
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(vec![observed.clone()])
+            .condition(PeerCondition::Always)
+            .allocate_new_port()
+            .build();
+        let id = opts.connection_id();
+        self.dial_backs
+            .insert(id, (channel, observed.to_vec(), Instant::now()));
+        if self.swarm.dial(opts).is_err() {
+            self.answer_dial_back(id, false);
+        }
+    }
+
     fn on_established(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
+        if self.dial_backs.contains_key(&id) {
+            // A dial-back that got through: the asker is reachable there.
+            self.answer_dial_back(id, true);
+            self.swarm.close_connection(id);
+            return;
+        }
         let (path, transport, via) = classify(endpoint);
         let remote_addr = match endpoint {
             ConnectedPoint::Dialer { address, .. } => address.clone(),
@@ -709,6 +899,7 @@ impl EventLoop {
             transport,
             via,
             since: now,
+            remote: remote_addr.clone(),
         });
         if path == PathKind::Direct {
             let relayed: Vec<ConnInfo> = conns
@@ -768,6 +959,32 @@ impl EventLoop {
                     });
                 }
             },
+            BehaviourEvent::Observe(libp2p::request_response::Event::Message {
+                peer,
+                connection_id,
+                message,
+            }) => match message {
+                libp2p::request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_observe_request(peer, connection_id, request, channel),
+                libp2p::request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_observe.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            BehaviourEvent::Observe(libp2p::request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                ..
+            }) => {
+                if let Some(reply) = self.pending_observe.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 tracing::debug!(%peer_id, observed = %info.observed_addr, "identify");
             }

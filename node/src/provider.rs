@@ -32,6 +32,8 @@ pub struct ProviderConfig {
     pub max_streams: usize,
     /// Where to keep the ledger cursor across restarts (none: start fresh each time).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Address-consensus observers (`.../p2p/<id>`); none: no consensus round.
+    pub observers: Vec<Multiaddr>,
 }
 
 impl ProviderConfig {
@@ -43,15 +45,39 @@ impl ProviderConfig {
             response_ttl: DEFAULT_TTL,
             max_streams: 1024,
             data_dir: None,
+            observers: Vec::new(),
         }
     }
 }
 
 /// The addresses a node puts in its signaling messages.
+///
+/// With an address-consensus verdict the direct part follows it: an
+/// endpoint-independent mapping advertises the consensus address (and any
+/// listen address on the public IP itself); an endpoint-dependent one
+/// advertises no direct address at all (only relays can help). Without a
+/// verdict every listen address is offered.
 pub fn advertised_addrs(snapshot: &crate::net::Snapshot, relay_only: bool) -> Vec<Multiaddr> {
+    use ledgermesh_protocol::consensus::Mapping;
     let mut addrs = Vec::new();
     if !relay_only {
-        addrs.extend(snapshot.direct_addrs.iter().cloned());
+        match &snapshot.public {
+            Some(p) if p.mapping == Mapping::EndpointIndependent => {
+                addrs.extend(p.addr.iter().cloned());
+                let on_public_ip = snapshot.direct_addrs.iter().filter(|a| {
+                    crate::observe::socket_of(a)
+                        .map(|(s, _)| Some(s.ip()) == p.ip)
+                        .unwrap_or(false)
+                });
+                for a in on_public_ip {
+                    if !addrs.contains(a) {
+                        addrs.push(a.clone());
+                    }
+                }
+            }
+            Some(p) if p.mapping == Mapping::EndpointDependent => {}
+            _ => addrs.extend(snapshot.direct_addrs.iter().cloned()),
+        }
     }
     addrs.extend(snapshot.circuit_addrs.iter().cloned());
     addrs
@@ -65,6 +91,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let catalog = Arc::new(Catalog::build(config.streams.clone()).await?);
     handle.wait_relays().await?;
+    crate::observe::start(&handle, &config.observers).await;
     tokio::spawn(serve(handle.clone(), catalog.clone(), config.max_streams));
     let store = config.data_dir.as_ref().map(|d| {
         CursorStore::new(

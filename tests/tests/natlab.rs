@@ -44,6 +44,8 @@ struct World {
     spec: String,
     keys: Vec<String>,
     relay_addr: String,
+    _observer_procs: Vec<Proc>,
+    observers: Vec<String>,
 }
 
 fn keygen(dir: &TempDir, name: &str) -> (String, String) {
@@ -91,6 +93,25 @@ fn world(test: &str, nat1: Nat, nat2: Nat, transport: Transport) -> Option<World
         "{relay_listen}/p2p/{}",
         listening["peer_id"].as_str().unwrap()
     );
+    // Three more public observers for address consensus (K = 4 with the relay).
+    let mut observer_procs = vec![];
+    let mut observers = vec![];
+    for (host, ip) in [
+        ("obs1", "203.0.113.11"),
+        ("obs2", "203.0.113.12"),
+        ("obs3", "203.0.113.13"),
+    ] {
+        let listen = transport.at(ip, 4001);
+        let mut p = lab.start(
+            host,
+            host,
+            &dir.0,
+            &["relay", "--json", "--listen", &listen],
+        );
+        let l = p.wait_for("observer listening", T, |v| event_is(v, "listening"));
+        observers.push(format!("{listen}/p2p/{}", l["peer_id"].as_str().unwrap()));
+        observer_procs.push(p);
+    }
     Some(World {
         lab,
         dir,
@@ -104,6 +125,8 @@ fn world(test: &str, nat1: Nat, nat2: Nat, transport: Transport) -> Option<World
             .map(|k| k.as_str().unwrap().into())
             .collect(),
         relay_addr,
+        _observer_procs: observer_procs,
+        observers,
     })
 }
 
@@ -136,6 +159,8 @@ impl World {
         if relay_only {
             args.push("--relay-only");
         }
+        args.push("--observer");
+        args.extend(self.observers.iter().map(String::as_str));
         let mut p = self.lab.start(host, "provider", &self.dir.0, &args);
         p.wait_for("reservation", T, |v| event_is(v, "reservation_accepted"));
         p.wait_for("following", T, |v| event_is(v, "ledger_following"));
@@ -170,6 +195,47 @@ impl World {
             out,
         )
     }
+}
+
+/// Checks a node's `public_address` verdict against the lab's truth.
+fn assert_consensus(
+    p: &mut Proc,
+    who: &str,
+    ip: &str,
+    mapping: &str,
+    port: Option<u16>,
+    reachable: Option<bool>,
+) {
+    let v = p.wait_for("public_address", T, |v| event_is(v, "public_address"));
+    assert_eq!(
+        v["ip"], ip,
+        "{who}: consensus IP is the NAT's outside address: {v}"
+    );
+    assert_eq!(
+        v["mapping"], mapping,
+        "{who}: mapping matches the NAT flavour: {v}"
+    );
+    assert_eq!(v["observers"], 4, "{who}: {v}");
+    if let Some(port) = port {
+        assert!(
+            v["addr"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&format!("/{port}"))
+                || v["addr"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("/{port}/")),
+            "{who}: {v}"
+        );
+    }
+    if let Some(r) = reachable {
+        assert_eq!(v["reachable"], r, "{who}: dial-back reachability: {v}");
+    }
+    println!(
+        "NATLAB consensus {who}: {} {} reachable={} ({}/{} agree)",
+        v["ip"], v["mapping"], v["reachable"], v["agreeing"], v["observers"]
+    );
 }
 
 fn connections_to<'a>(events: &'a [Value], peer: &str) -> Vec<&'a Value> {
@@ -254,6 +320,14 @@ fn edm_edm_stays_relayed(transport: Transport) {
     };
     // A live feed long enough to outlast every hole-punch attempt.
     let (mut p, pid) = w.provider("h1", transport, true, "feed=paced:2M:48K:43");
+    assert_consensus(
+        &mut p,
+        &format!("{test} provider"),
+        "203.0.113.101",
+        "endpoint-dependent",
+        None,
+        Some(false),
+    );
     let expected = futures::executor::block_on(truth(&Source::Random {
         len: 2 << 20,
         seed: 43,
@@ -301,7 +375,15 @@ fn public_provider_is_direct(transport: Transport) {
     let Some(w) = world(&test, Nat::Eim, Nat::Eim, transport) else {
         return;
     };
-    let (_p, pid) = w.provider("pub", transport, false, "feed=random:1M:44");
+    let (mut p, pid) = w.provider("pub", transport, false, "feed=random:1M:44");
+    assert_consensus(
+        &mut p,
+        &format!("{test} provider"),
+        "203.0.113.30",
+        "endpoint-independent",
+        Some(4001),
+        Some(true),
+    );
     let expected = futures::executor::block_on(truth(&Source::Random {
         len: 1 << 20,
         seed: 44,
