@@ -171,7 +171,7 @@ impl World {
         let (key, _) = keygen(&self.dir, &format!("consumer-{i}"));
         let out = self.dir.0.join(format!("out-{i}"));
         let listen = transport.listen(0);
-        let args = [
+        let mut args = vec![
             "consume",
             "--json",
             "--key",
@@ -186,9 +186,13 @@ impl World {
             &listen,
             "--out",
             out.to_str().unwrap(),
-            "--want",
-            want,
         ];
+        if i == 0 {
+            // The first consumer also finds its public address (the others skip the round).
+            args.push("--observer");
+            args.extend(self.observers.iter().map(String::as_str));
+        }
+        args.extend(["--want", want]);
         (
             self.lab
                 .start("h2", &format!("consumer-{i}"), &self.dir.0, &args),
@@ -252,9 +256,18 @@ fn eim_eim_upgrades(transport: Transport) {
     let Some(w) = world(&test, Nat::Eim, Nat::Eim, transport) else {
         return;
     };
-    let (_p, pid) = w.provider("h1", transport, true, "feed=paced:3M:2M:41");
+    // A live feed of 4 s per run: time for DCUtR, and for a retry if its first punch misses.
+    let (mut p, pid) = w.provider("h1", transport, true, "feed=paced:4M:1M:41");
+    assert_consensus(
+        &mut p,
+        &format!("{test} provider"),
+        "203.0.113.101",
+        "endpoint-independent",
+        Some(4001),
+        Some(false),
+    );
     let expected = futures::executor::block_on(truth(&Source::Random {
-        len: 3 << 20,
+        len: 4 << 20,
         seed: 41,
     }));
     let mut upgrades = 0;
@@ -267,6 +280,16 @@ fn eim_eim_upgrades(transport: Transport) {
             expected,
             "{test} run {i}: bytes"
         );
+        if i == 0 {
+            assert_consensus(
+                &mut c,
+                &format!("{test} consumer"),
+                "203.0.113.102",
+                "endpoint-independent",
+                None,
+                Some(false),
+            );
+        }
         let events = c.matching(|_| true);
         let conns = connections_to(&events, &pid);
         assert_eq!(

@@ -331,3 +331,62 @@ async fn unreachable_relay_is_reported_and_the_node_keeps_working() {
         MIB,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_consensus_over_loopback_agrees_and_dials_back() {
+    use ledgermesh_node::observe::check;
+    use ledgermesh_protocol::consensus::{ConsensusPolicy, Mapping};
+    let net = Net::new("consensus").await;
+    // Three observers besides the relay: any node answers the observe protocol.
+    let mut observers = vec![net.relay_addr.clone()];
+    for i in 0..3 {
+        let o = net.consumer(&format!("observer-{i}")).await;
+        let snap = o.handle.wait_listening().await.unwrap();
+        let tcp = snap
+            .direct_addrs
+            .iter()
+            .find(|a| a.to_string().contains("/tcp/"))
+            .unwrap()
+            .clone();
+        observers.push(tcp.with(libp2p::multiaddr::Protocol::P2p(o.handle.peer_id())));
+        std::mem::forget(o); // keep the observer running for the test's lifetime
+    }
+    let mut asker = net.consumer("asker").await;
+    let verdict = check(&asker.handle, &observers, ConsensusPolicy::default()).await;
+    assert_eq!(verdict.observers, 4);
+    assert_eq!(verdict.agreeing, 4);
+    assert_eq!(verdict.ip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(
+        verdict.mapping,
+        Mapping::EndpointIndependent,
+        "port reuse keeps the listen port"
+    );
+    assert_eq!(
+        verdict.reachable,
+        Some(true),
+        "loopback is reachable: every dial-back got through"
+    );
+    let ev = asker
+        .events
+        .wait_for("public_address", |e| {
+            matches!(e, Event::PublicAddress { .. })
+        })
+        .await;
+    assert!(matches!(
+        ev,
+        Event::PublicAddress {
+            observers: 4,
+            agreeing: 4,
+            ..
+        }
+    ));
+    // The verdict is what the node now advertises.
+    let snap = asker.handle.snapshot().await.unwrap();
+    let public = snap.public.expect("verdict stored");
+    assert_eq!(public.mapping, Mapping::EndpointIndependent);
+    assert!(public.addr.is_some());
+
+    // Too few observers: unknown, without asking anyone.
+    let v = check(&asker.handle, &observers[..2], ConsensusPolicy::default()).await;
+    assert_eq!(v.mapping, Mapping::Unknown);
+}
