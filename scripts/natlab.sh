@@ -4,7 +4,7 @@
 # with a private host behind each. Root only. Nothing it makes can reach any
 # address outside the namespaces it made.
 #
-#   scripts/natlab.sh up LAB [--nat1 eim|edm] [--nat2 eim|edm]
+#   scripts/natlab.sh up LAB [--nat1 eim|edm] [--nat2 eim|edm] [--delay MS] [--loss PERCENT]
 #   scripts/natlab.sh down LAB
 #   scripts/natlab.sh status LAB
 #   scripts/natlab.sh exec LAB HOST CMD...      (HOST: relay chain obs1 obs2 obs3 pub h1 h2 nat1 nat2 inet)
@@ -21,6 +21,9 @@
 # eim: masquerade (endpoint-independent mapping: the source port is kept for
 # every destination). edm: masquerade fully-random (a fresh port per
 # destination). Both drop unsolicited inbound on the WAN side, like a home router.
+# With --delay/--loss the internet is not a bridge but natlab-switch.py, a
+# user-space switch that delays every frame by MS one way and drops PERCENT of
+# them (this kernel has no netem); `up` checks the delay with ping.
 set -euo pipefail
 
 die() { echo "natlab: $*" >&2; exit 1; }
@@ -30,6 +33,8 @@ ensure_tools() {
     local missing=()
     command -v ip >/dev/null || missing+=(iproute2)
     command -v nft >/dev/null || missing+=(nftables)
+    command -v ethtool >/dev/null || missing+=(ethtool)
+    command -v ping >/dev/null || missing+=(iputils-ping)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "natlab: installing ${missing[*]}" >&2
         DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null 2>&1 \
@@ -55,7 +60,13 @@ plug_public() {
     local host=$1 ifname=$2 addr=$3 peer="v${LAB}${host}"
     ip link add "$peer" type veth peer name "$ifname" netns "$(ns "$host")"
     ip link set "$peer" netns "$(ns inet)"
-    nsx inet ip link set "$peer" master br0 up
+    if [ -n "$SWITCH" ]; then
+        nsx inet ip link set "$peer" up
+        nsx inet ethtool -K "$peer" gro off tx off tso off gso off >/dev/null 2>&1 || true
+        PORTS+=("$peer")
+    else
+        nsx inet ip link set "$peer" master br0 up
+    fi
     nsx "$host" ip addr add "$addr/24" dev "$ifname"
     nsx "$host" ip link set "$ifname" up
     # Offloads off so frames arrive whole (the delaying switch forwards raw frames).
@@ -88,11 +99,13 @@ NFT
 
 up() {
     ensure_tools
-    local nat1=eim nat2=eim
+    local nat1=eim nat2=eim delay=0 loss=0
     while [ $# -gt 0 ]; do
         case "$1" in
             --nat1) nat1=$2; shift 2 ;;
             --nat2) nat2=$2; shift 2 ;;
+            --delay) delay=${2%ms}; shift 2 ;;
+            --loss) loss=${2%\%}; shift 2 ;;
             *) die "unknown option $1" ;;
         esac
     done
@@ -100,9 +113,13 @@ up() {
     ip netns list | grep -q "^$(ns inet)\b" && die "lab $LAB exists; run: natlab.sh down $LAB"
     trap 'echo "natlab: set-up failed; cleaning up" >&2; down >/dev/null 2>&1 || true' ERR
 
+    SWITCH=""; PORTS=()
+    if [ "$delay" != 0 ] || [ "$loss" != 0 ]; then SWITCH=1; fi
     mkns inet
-    nsx inet ip link add br0 type bridge
-    nsx inet ip link set br0 up
+    if [ -z "$SWITCH" ]; then
+        nsx inet ip link add br0 type bridge
+        nsx inet ip link set br0 up
+    fi
     for hp in $HOSTS_PUBLIC; do
         local host=${hp%%:*} addr=${hp##*:}
         mkns "$host"
@@ -131,6 +148,22 @@ up() {
         nat_rules "$router" "$flavour"
         echo "$flavour" > "/run/natlab-${LAB}-nat$i"
     done
+    if [ -n "$SWITCH" ]; then
+        local here; here=$(cd "$(dirname "$0")" && pwd)
+        nsx inet setsid python3 "$here/natlab-switch.py" --delay "$delay" --loss "$loss" "${PORTS[@]}" \
+            >"/run/natlab-${LAB}-switch.log" 2>&1 < /dev/null &
+        echo "delay ${delay}ms loss ${loss}%" > "/run/natlab-${LAB}-link"
+        # Check the delay is in effect before anyone relies on it: RTT is about 2 x delay.
+        local rtt=""
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            rtt=$(nsx h1 ping -c 3 -i 0.2 -W 2 203.0.113.10 2>/dev/null | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
+            [ -n "$rtt" ] && break
+            sleep 0.3
+        done
+        [ -n "$rtt" ] || die "no ping through the delaying switch"
+        awk -v r="$rtt" -v d="$delay" 'BEGIN { exit !(r >= 1.8 * d) }' || die "RTT ${rtt} ms is below 2 x ${delay} ms: delay not in effect"
+        echo "rtt h1 to relay ${rtt} ms" >> "/run/natlab-${LAB}-link"
+    fi
     trap - ERR
     status
 }
@@ -151,6 +184,7 @@ status() {
     for i in 1 2; do
         [ -f "/run/natlab-${LAB}-nat$i" ] && echo "  nat$i: $(cat "/run/natlab-${LAB}-nat$i")"
     done
+    [ -f "/run/natlab-${LAB}-link" ] && sed 's/^/  /' "/run/natlab-${LAB}-link"
     return 0
 }
 

@@ -47,11 +47,13 @@ fi
 
 # The NAT lab needs iproute2 and nftables (Debian packages); only root can
 # install them, and only root can run the lab.
-if [ "$(id -u)" = 0 ] && { ! need_cmd ip || ! need_cmd nft; }; then
-    say "installing iproute2 and nftables"
+if [ "$(id -u)" = 0 ] && { ! need_cmd ip || ! need_cmd nft || ! need_cmd ethtool || ! need_cmd ping; }; then
+    say "installing iproute2, nftables, ethtool and iputils-ping"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y iproute2 nftables >/dev/null 2>&1 \
-        || { apt-get update >/dev/null && apt-get install -y iproute2 nftables >/dev/null; }
+    pkgs="iproute2 nftables ethtool iputils-ping"
+    # shellcheck disable=SC2086
+    apt-get install -y $pkgs >/dev/null 2>&1 \
+        || { apt-get update >/dev/null && apt-get install -y $pkgs >/dev/null; }
 fi
 
 say "ok"

@@ -38,6 +38,11 @@ impl Lab {
     /// Builds a lab, or `None` (with a message) where that is impossible and we
     /// are not in CI; under `CI=true` an impossible lab is a failure.
     pub fn up(test: &str, nat1: Nat, nat2: Nat) -> Option<Lab> {
+        Self::up_with(test, nat1, nat2, 0, 0.0)
+    }
+
+    /// [`Lab::up`] with `delay_ms` one way and `loss_pct` on the internet links.
+    pub fn up_with(test: &str, nat1: Nat, nat2: Nat, delay_ms: u32, loss_pct: f64) -> Option<Lab> {
         let ci = std::env::var("CI").as_deref() == Ok("true");
         if !is_root() {
             if ci {
@@ -57,6 +62,12 @@ impl Lab {
                 nat1.as_str(),
                 "--nat2",
                 nat2.as_str(),
+            ])
+            .args([
+                "--delay",
+                &delay_ms.to_string(),
+                "--loss",
+                &loss_pct.to_string(),
             ])
             .output()
             .expect("run natlab.sh");

@@ -62,7 +62,18 @@ fn keygen(dir: &TempDir, name: &str) -> (String, String) {
 }
 
 fn world(test: &str, nat1: Nat, nat2: Nat, transport: Transport) -> Option<World> {
-    let lab = Lab::up(test, nat1, nat2)?;
+    world_with(test, nat1, nat2, transport, 0, 0.0)
+}
+
+fn world_with(
+    test: &str,
+    nat1: Nat,
+    nat2: Nat,
+    transport: Transport,
+    delay_ms: u32,
+    loss: f64,
+) -> Option<World> {
+    let lab = Lab::up_with(test, nat1, nat2, delay_ms, loss)?;
     let dir = TempDir::new(test);
     let keydir = dir.0.join("keys");
     let mut chain = lab.start(
@@ -252,8 +263,12 @@ fn connections_to<'a>(events: &'a [Value], peer: &str) -> Vec<&'a Value> {
 /// eim + eim: relayed first, then direct through both NATs (DCUtR), and the
 /// stream moves to the direct path.
 fn eim_eim_upgrades(transport: Transport) {
-    let test = format!("eim_eim_{transport:?}");
-    let Some(w) = world(&test, Nat::Eim, Nat::Eim, transport) else {
+    eim_eim_upgrades_with(transport, 0, 0.0)
+}
+
+fn eim_eim_upgrades_with(transport: Transport, delay_ms: u32, loss: f64) {
+    let test = format!("eim_eim_{transport:?}_{delay_ms}ms_{loss}pct");
+    let Some(w) = world_with(&test, Nat::Eim, Nat::Eim, transport, delay_ms, loss) else {
         return;
     };
     // A live feed of 4 s per run: time for DCUtR, and for a retry if its first punch misses.
@@ -464,4 +479,15 @@ fn natlab_edm_edm_quic_stays_on_the_relay() {
 #[test]
 fn natlab_public_provider_quic_is_direct() {
     public_provider_is_direct(Transport::Quic);
+}
+
+#[test]
+fn natlab_eim_eim_tcp_with_40ms_delay_still_upgrades() {
+    eim_eim_upgrades_with(Transport::Tcp, 40, 0.0);
+}
+
+#[test]
+fn natlab_streams_complete_verified_with_40ms_delay_and_1pct_loss() {
+    // Every run upgrades or stays relayed; every stream must arrive whole.
+    eim_eim_upgrades_with(Transport::Tcp, 40, 1.0);
 }
