@@ -585,6 +585,28 @@ async fn setup_phases(
     Ok(Value::Object(phases))
 }
 
+/// Drains every `(reader, provider)` pair at once; returns the aggregate
+/// MiB/s and the fairness (slowest / fastest stream rate).
+async fn drain_all(pairs: Vec<(NodeHandle, PeerId)>) -> anyhow::Result<(f64, f64)> {
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, pid) in pairs {
+        tasks.spawn(async move { drain(&c, pid).await });
+    }
+    let mut rates = vec![];
+    let mut bytes = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (b, d) = r??;
+        bytes += b;
+        rates.push(mib_s(b, d));
+    }
+    let wall = start.elapsed();
+    let (min, max) = rates
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    Ok((round(mib_s(bytes, wall), 1), round(min / max.max(1e-9), 3)))
+}
+
 async fn one_consumer_n_providers(
     relay_addr: &Multiaddr,
     total: u64,
@@ -608,24 +630,9 @@ async fn one_consumer_n_providers(
                 .map_err(anyhow::Error::msg)?;
         }
         let rss1 = rss_kib();
-        let start = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for p in &provs {
-            let (c, pid) = (cons.clone(), p.peer_id());
-            tasks.spawn(async move { drain(&c, pid).await });
-        }
-        let mut rates = vec![];
-        let mut bytes = 0;
-        while let Some(r) = tasks.join_next().await {
-            let (b, d) = r??;
-            bytes += b;
-            rates.push(mib_s(b, d));
-        }
-        let wall = start.elapsed();
-        let (min, max) = rates
-            .iter()
-            .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
-        rows.push(json!({"n": n, "aggregate_mib_s": round(mib_s(bytes, wall), 1), "fairness": round(min / max, 3), "bytes_per_stream": per}));
+        let pairs = provs.iter().map(|p| (cons.clone(), p.peer_id())).collect();
+        let (aggregate, fairness) = drain_all(pairs).await?;
+        rows.push(json!({"n": n, "aggregate_mib_s": aggregate, "fairness": fairness, "bytes_per_stream": per}));
         if n == *ns.last().unwrap_or(&1) {
             rss_per_conn = json!(round((rss1.saturating_sub(rss0)) as f64 / n as f64, 1));
         }
@@ -650,24 +657,9 @@ async fn one_provider_m_consumers(total: u64, ms: &[usize]) -> anyhow::Result<Va
                 .map_err(anyhow::Error::msg)?;
             cons.push(c);
         }
-        let start = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for c in &cons {
-            let (c, pid) = (c.clone(), prov.peer_id());
-            tasks.spawn(async move { drain(&c, pid).await });
-        }
-        let mut rates = vec![];
-        let mut bytes = 0;
-        while let Some(r) = tasks.join_next().await {
-            let (b, d) = r??;
-            bytes += b;
-            rates.push(mib_s(b, d));
-        }
-        let wall = start.elapsed();
-        let (min, max) = rates
-            .iter()
-            .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
-        rows.push(json!({"m": m, "aggregate_mib_s": round(mib_s(bytes, wall), 1), "fairness": round(min / max, 3), "bytes_per_stream": per}));
+        let pairs = cons.iter().map(|c| (c.clone(), prov.peer_id())).collect();
+        let (aggregate, fairness) = drain_all(pairs).await?;
+        rows.push(json!({"m": m, "aggregate_mib_s": aggregate, "fairness": fairness, "bytes_per_stream": per}));
         for c in cons.iter().chain(std::iter::once(&prov)) {
             c.shutdown().await;
         }

@@ -392,6 +392,37 @@ async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Opens the ledger and starts a node with reservations on `relays`; the
+/// address-consensus observers are the relays plus `observers`.
+async fn start_ledger_node(
+    role: &str,
+    keypair: libp2p::identity::Keypair,
+    node: &NodeArgs,
+    ledger: &LedgerArgs,
+    listen: Vec<Multiaddr>,
+    relays: Vec<Multiaddr>,
+    observers: Vec<Multiaddr>,
+) -> anyhow::Result<(
+    crate::net::NodeHandle,
+    std::sync::Arc<dyn ledgermesh_ledger::Ledger>,
+    Vec<Multiaddr>,
+)> {
+    let peer = keypair.public().to_peer_id();
+    let opened = ledger
+        .open(&peer.to_string())
+        .await
+        .context("opening the ledger")?;
+    let observers: Vec<Multiaddr> = relays.iter().chain(observers.iter()).cloned().collect();
+    let mut config = NodeConfig::new(role);
+    config.listen = listen;
+    config.relays = relays;
+    config.emitter = Some(emitter_for(role, node.json));
+    let handle = spawn(config, keypair)
+        .await
+        .with_context(|| format!("starting the {role} node"))?;
+    Ok((handle, opened, observers))
+}
+
 async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     let keypair = load_or_ephemeral(args.node.key.as_deref())?;
     let streams: Vec<(String, Source)> = args
@@ -400,24 +431,16 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
         .map(|s| parse_stream_spec(s))
         .collect::<Result<_, _>>()?;
     let peer = keypair.public().to_peer_id();
-    let ledger = args
-        .ledger
-        .open(&peer.to_string())
-        .await
-        .context("opening the ledger")?;
-    let mut config = NodeConfig::new("provider");
-    config.listen = args.listen;
-    let observers: Vec<Multiaddr> = args
-        .relay
-        .iter()
-        .chain(args.observer.iter())
-        .cloned()
-        .collect();
-    config.relays = args.relay;
-    config.emitter = Some(emitter_for("provider", args.node.json));
-    let handle = spawn(config, keypair)
-        .await
-        .context("starting the provider node")?;
+    let (handle, ledger, observers) = start_ledger_node(
+        "provider",
+        keypair,
+        &args.node,
+        &args.ledger,
+        args.listen,
+        args.relay,
+        args.observer,
+    )
+    .await?;
     tracing::info!(%peer, "provider started");
     let mut pc = ProviderConfig::new(streams);
     pc.relay_only = args.relay_only;
@@ -433,25 +456,16 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
 
 async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     let keypair = load_or_ephemeral(args.node.key.as_deref())?;
-    let peer = keypair.public().to_peer_id();
-    let ledger = args
-        .ledger
-        .open(&peer.to_string())
-        .await
-        .context("opening the ledger")?;
-    let mut config = NodeConfig::new("consumer");
-    config.listen = args.listen;
-    let observers: Vec<Multiaddr> = args
-        .relay
-        .iter()
-        .chain(args.observer.iter())
-        .cloned()
-        .collect();
-    config.relays = args.relay;
-    config.emitter = Some(emitter_for("consumer", args.node.json));
-    let handle = spawn(config, keypair)
-        .await
-        .context("starting the consumer node")?;
+    let (handle, ledger, observers) = start_ledger_node(
+        "consumer",
+        keypair,
+        &args.node,
+        &args.ledger,
+        args.listen,
+        args.relay,
+        args.observer,
+    )
+    .await?;
     let mut cc = ConsumerConfig::new(args.want, args.out);
     cc.response_timeout = Duration::from_secs(args.response_timeout);
     cc.data_dir = args.ledger.data_dir.clone();

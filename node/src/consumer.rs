@@ -6,15 +6,13 @@
 //! upgrades a relayed connection), and receives all accepted streams in
 //! parallel, each resumable from its offset.
 
-use crate::cursor_store::CursorStore;
 use crate::events::Event;
 use crate::net::NodeHandle;
 use crate::provider::advertised_addrs;
-use crate::signaling::{follow_inbox, post_sealed, DEFAULT_TTL};
+use crate::signaling::{follow_own_inbox, post_sealed, DEFAULT_TTL};
 use crate::source::valid_stream_name;
 use crate::streams::{fetch, FetchPolicy, Fetched};
 use ledgermesh_ledger::Ledger;
-use ledgermesh_protocol::envelope::OpenPolicy;
 use ledgermesh_protocol::{ServiceRequest, ServiceResponse, Signal};
 use libp2p::{Multiaddr, PeerId};
 use std::collections::{BTreeMap, HashMap};
@@ -115,15 +113,7 @@ pub async fn run(
 ) -> anyhow::Result<Vec<StreamOutcome>> {
     handle.wait_relays().await?;
     crate::observe::start(&handle, &config.observers).await;
-    let store = config.data_dir.as_ref().map(|d| {
-        CursorStore::new(
-            d,
-            &ledger.describe(),
-            &ledgermesh_protocol::Topic::stdin(&handle.peer_id()).to_hex(),
-        )
-    });
-    let mut inbox =
-        follow_inbox(handle.clone(), ledger.clone(), store, OpenPolicy::default()).await?;
+    let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
     let mut by_provider: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
     for w in &config.wants {
         let streams = by_provider.entry(w.peer).or_default();

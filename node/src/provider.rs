@@ -5,14 +5,13 @@
 //! the streams it accepts, the ones it refuses and why), and serves the
 //! streams over `/ledgermesh/stream/1`.
 
-use crate::cursor_store::CursorStore;
 use crate::events::Event;
 use crate::net::NodeHandle;
-use crate::signaling::{follow_inbox, post_sealed, DEFAULT_TTL};
+use crate::signaling::{follow_own_inbox, post_sealed, DEFAULT_TTL};
 use crate::source::Source;
 use crate::streams::{serve, Catalog};
 use ledgermesh_ledger::Ledger;
-use ledgermesh_protocol::envelope::{OpenPolicy, Opened};
+use ledgermesh_protocol::envelope::Opened;
 use ledgermesh_protocol::{ServiceResponse, Signal};
 use libp2p::Multiaddr;
 use std::sync::Arc;
@@ -93,15 +92,7 @@ pub async fn run(
     handle.wait_relays().await?;
     crate::observe::start(&handle, &config.observers).await;
     tokio::spawn(serve(handle.clone(), catalog.clone(), config.max_streams));
-    let store = config.data_dir.as_ref().map(|d| {
-        CursorStore::new(
-            d,
-            &ledger.describe(),
-            &ledgermesh_protocol::Topic::stdin(&handle.peer_id()).to_hex(),
-        )
-    });
-    let mut inbox =
-        follow_inbox(handle.clone(), ledger.clone(), store, OpenPolicy::default()).await?;
+    let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
     while let Some((opened, _)) = inbox.recv().await {
         let handle = handle.clone();
         let ledger = ledger.clone();

@@ -44,6 +44,17 @@ pub async fn post_sealed(
     Ok(sealed.nonce)
 }
 
+/// [`follow_inbox`] with the cursor kept under `data_dir` (when given).
+pub async fn follow_own_inbox(
+    handle: &NodeHandle,
+    ledger: &Arc<dyn Ledger>,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<mpsc::Receiver<(Opened, usize)>> {
+    let topic = Topic::stdin(&handle.peer_id()).to_hex();
+    let store = data_dir.map(|d| CursorStore::new(d, &ledger.describe(), &topic));
+    follow_inbox(handle.clone(), ledger.clone(), store, OpenPolicy::default()).await
+}
+
 /// Attempts before a post that fails with `Unavailable` is given up.
 const POST_ATTEMPTS: u32 = 6;
 

@@ -216,3 +216,27 @@ pub fn free_port() -> u16 {
 pub fn event_is(v: &Value, name: &str) -> bool {
     v["event"] == name
 }
+
+/// A fresh identity key file `dir/NAME.key` (via `ledgermesh keygen`): its path and PeerId.
+pub fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let path = dir.join(format!("{name}.key"));
+    let out = Command::new(bin_path())
+        .args([
+            "keygen",
+            "--force",
+            "--out",
+            path.to_str().expect("utf-8 path"),
+        ])
+        .output()
+        .expect("run ledgermesh keygen");
+    assert!(
+        out.status.success(),
+        "keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    (path.to_str().expect("utf-8 path").to_string(), id)
+}

@@ -61,19 +61,6 @@ fn relay(dir: &TempDir) -> (Proc, String) {
     (p, addr)
 }
 
-fn keygen(dir: &TempDir, name: &str) -> (String, String) {
-    let path = dir.0.join(format!("{name}.key"));
-    let out = std::process::Command::new(bin_path())
-        .args(["keygen", "--out", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    (
-        path.to_str().unwrap().to_string(),
-        String::from_utf8(out.stdout).unwrap().trim().to_string(),
-    )
-}
-
 #[allow(clippy::too_many_arguments)]
 fn provider(
     dir: &TempDir,
@@ -84,7 +71,7 @@ fn provider(
     streams: &[&str],
     extra: &[&str],
 ) -> (Proc, String) {
-    let (key, peer) = keygen(dir, name);
+    let (key, peer) = keygen(&dir.0, name);
     let data = dir.0.join(format!("{name}-data"));
     let mut args = vec![
         "provide",
@@ -120,7 +107,7 @@ fn consumer(
     relay: &str,
     wants: &[String],
 ) -> (Proc, std::path::PathBuf) {
-    let (key, _) = keygen(dir, name);
+    let (key, _) = keygen(&dir.0, name);
     let out = dir.0.join(format!("{name}-out"));
     let mut args: Vec<String> = [
         "consume",

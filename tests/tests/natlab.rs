@@ -5,7 +5,7 @@
 //! Each case runs several times and prints its counts (`NATLAB ...` lines).
 
 use ledgermesh_e2e::natlab::{Lab, Nat};
-use ledgermesh_e2e::procs::{bin_path, event_is, Proc};
+use ledgermesh_e2e::procs::{event_is, keygen, Proc};
 use ledgermesh_e2e::{file_sha256, truth, TempDir};
 use ledgermesh_node::source::Source;
 use serde_json::Value;
@@ -46,19 +46,6 @@ struct World {
     relay_addr: String,
     _observer_procs: Vec<Proc>,
     observers: Vec<String>,
-}
-
-fn keygen(dir: &TempDir, name: &str) -> (String, String) {
-    let path = dir.0.join(format!("{name}.key"));
-    let out = std::process::Command::new(bin_path())
-        .args(["keygen", "--force", "--out", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    (
-        path.to_str().unwrap().into(),
-        String::from_utf8(out.stdout).unwrap().trim().into(),
-    )
 }
 
 fn world(test: &str, nat1: Nat, nat2: Nat, transport: Transport) -> Option<World> {
@@ -149,7 +136,7 @@ impl World {
         relay_only: bool,
         stream: &str,
     ) -> (Proc, String) {
-        let (key, id) = keygen(&self.dir, "provider");
+        let (key, id) = keygen(&self.dir.0, "provider");
         let listen = transport.listen(4001);
         let mut args = vec![
             "provide",
@@ -179,7 +166,7 @@ impl World {
     }
 
     fn consumer(&self, i: usize, transport: Transport, want: &str) -> (Proc, std::path::PathBuf) {
-        let (key, _) = keygen(&self.dir, &format!("consumer-{i}"));
+        let (key, _) = keygen(&self.dir.0, &format!("consumer-{i}"));
         let out = self.dir.0.join(format!("out-{i}"));
         let listen = transport.listen(0);
         let mut args = vec![
