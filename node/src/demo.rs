@@ -108,6 +108,23 @@ pub struct StreamRow {
     pub error: Option<String>,
 }
 
+/// One node's address-consensus verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicRow {
+    /// Node label.
+    pub node: String,
+    /// Accepted public address.
+    pub addr: Option<String>,
+    /// NAT mapping.
+    pub mapping: String,
+    /// Dial-back verdict.
+    pub reachable: Option<bool>,
+    /// Observers that answered.
+    pub observers: usize,
+    /// Observers agreeing.
+    pub agreeing: usize,
+}
+
 /// The demo's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSummary {
@@ -125,6 +142,8 @@ pub struct DemoSummary {
     pub connections: Vec<ConnectionRow>,
     /// Streams.
     pub streams: Vec<StreamRow>,
+    /// Address-consensus verdicts.
+    pub public_addresses: Vec<PublicRow>,
 }
 
 struct Collector {
@@ -250,6 +269,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         nodes.push((name, role.into(), handle));
     }
 
+    // Every node answers the observe protocol: the relay and the three
+    // providers are the consumers' address-consensus observers (K = 4).
+    let mut observers = vec![relay_addr.clone()];
+    for (_, _, h) in nodes.iter().filter(|(n, _, _)| n.starts_with("provider")) {
+        let snap = h.wait_listening().await?;
+        if let Some(a) = snap.direct_addrs.iter().find(|a| {
+            a.iter()
+                .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))
+        }) {
+            observers.push(
+                a.clone()
+                    .with(libp2p::multiaddr::Protocol::P2p(h.peer_id())),
+            );
+        }
+    }
     let mut consumers = tokio::task::JoinSet::new();
     for j in 1..=2 {
         let name = format!("consumer-{j}");
@@ -258,7 +292,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         c.emitter = Some(mk_emitter(&name));
         let handle = spawn(c, Keypair::generate_ed25519()).await?;
         let ledger: Arc<dyn Ledger> = Arc::new(board.account(handle.peer_id().to_string()));
-        let cc = ConsumerConfig::new(wants.clone(), out_dir.join(&name));
+        let mut cc = ConsumerConfig::new(wants.clone(), out_dir.join(&name));
+        cc.observers = observers.clone();
         let h = handle.clone();
         let n = name.clone();
         consumers.spawn(async move { (n, consumer::run(h, ledger, cc).await) });
@@ -330,8 +365,24 @@ fn summarize(
 
     let mut ledger_messages = Vec::new();
     let mut connections: Vec<ConnectionRow> = Vec::new();
+    let mut public_addresses = Vec::new();
     for r in records {
         match &r.event {
+            Event::PublicAddress {
+                addr,
+                mapping,
+                reachable,
+                observers,
+                agreeing,
+                ..
+            } => public_addresses.push(PublicRow {
+                node: r.node.clone(),
+                addr: addr.clone(),
+                mapping: mapping.clone(),
+                reachable: *reachable,
+                observers: *observers,
+                agreeing: *agreeing,
+            }),
             Event::LedgerPost {
                 topic, kind, bytes, ..
             } => ledger_messages.push(LedgerRow {
@@ -440,6 +491,7 @@ fn summarize(
         ledger_messages,
         connections,
         streams,
+        public_addresses,
     }
 }
 
@@ -487,6 +539,20 @@ fn print_tables(s: &DemoSummary) {
             transport_str(c.transport),
             c.via.clone().unwrap_or_else(|| "-".into()),
             upgrade
+        );
+    }
+    println!("\nPUBLIC ADDRESS (peer consensus: a quorum of observers must agree)");
+    for p in &s.public_addresses {
+        println!(
+            "  {:<12} {:<26} {:<22} reachable={:<5} {}/{} observers agree",
+            p.node,
+            p.addr.clone().unwrap_or_else(|| "-".into()),
+            p.mapping,
+            p.reachable
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "?".into()),
+            p.agreeing,
+            p.observers
         );
     }
     println!("\nSTREAMS");

@@ -227,8 +227,9 @@ pub fn socket_to_multiaddr(a: SocketAddr, udp: bool) -> Multiaddr {
     m
 }
 
-/// Runs [`check`] again every `every`, and whenever a hole punch fails,
-/// until the node stops (the first check is the caller's).
+/// Runs [`check`] again every `every`, whenever a hole punch fails and
+/// whenever the direct listen addresses change, until the node stops (the
+/// first check is the caller's).
 pub fn spawn_rechecks(
     handle: NodeHandle,
     observers: Vec<Multiaddr>,
@@ -240,6 +241,23 @@ pub fn spawn_rechecks(
     }
     tokio::spawn(async move {
         let mut events = handle.emitter().subscribe();
+        let direct_set = |addrs: &[String]| -> Vec<String> {
+            let mut v: Vec<String> = addrs
+                .iter()
+                .filter(|a| !a.contains("p2p-circuit"))
+                .cloned()
+                .collect();
+            v.sort();
+            v
+        };
+        let mut known: Option<Vec<String>> = handle.snapshot().await.ok().map(|s| {
+            direct_set(
+                &s.direct_addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>(),
+            )
+        });
         loop {
             let timer = tokio::time::sleep(every);
             tokio::pin!(timer);
@@ -248,7 +266,16 @@ pub fn spawn_rechecks(
                     _ = &mut timer => break,
                     ev = events.recv() => match ev {
                         Ok(r) if matches!(r.event, Event::HolePunchFailed { .. }) => break,
-                        Ok(_) => {}
+                        Ok(r) => {
+                            // A new (or lost) listen address: the network changed.
+                            if let Event::Listening { addrs, .. } = &r.event {
+                                let now = direct_set(addrs);
+                                if known.as_ref() != Some(&now) {
+                                    known = Some(now);
+                                    break;
+                                }
+                            }
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     },

@@ -151,3 +151,68 @@ async fn answer(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{PublicView, Snapshot};
+    use ledgermesh_protocol::consensus::Mapping;
+
+    fn snapshot(public: Option<PublicView>) -> Snapshot {
+        Snapshot {
+            direct_addrs: vec![
+                "/ip4/192.0.2.2/tcp/4001".parse().unwrap(),
+                "/ip4/203.0.113.30/tcp/4001".parse().unwrap(),
+            ],
+            circuit_addrs: vec!["/ip4/203.0.113.10/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
+                .parse()
+                .unwrap()],
+            connections: vec![],
+            public,
+        }
+    }
+
+    #[test]
+    fn what_is_advertised_follows_the_consensus_verdict() {
+        let circuit = snapshot(None).circuit_addrs[0].clone();
+        // No verdict: every listen address and the circuits.
+        assert_eq!(advertised_addrs(&snapshot(None), false).len(), 3);
+        // Relay-only: circuits only.
+        assert_eq!(
+            advertised_addrs(&snapshot(None), true),
+            vec![circuit.clone()]
+        );
+        // Endpoint-dependent NAT: no direct address helps; relays only.
+        let edm = PublicView {
+            addr: None,
+            ip: Some("203.0.113.102".parse().unwrap()),
+            mapping: Mapping::EndpointDependent,
+        };
+        assert_eq!(
+            advertised_addrs(&snapshot(Some(edm)), false),
+            vec![circuit.clone()]
+        );
+        // Endpoint-independent NAT: the consensus address, not the private one.
+        let nat = "/ip4/203.0.113.101/tcp/4001".parse::<Multiaddr>().unwrap();
+        let eim = PublicView {
+            addr: Some(nat.clone()),
+            ip: Some("203.0.113.101".parse().unwrap()),
+            mapping: Mapping::EndpointIndependent,
+        };
+        assert_eq!(
+            advertised_addrs(&snapshot(Some(eim)), false),
+            vec![nat, circuit.clone()]
+        );
+        // A public host: its own listen address on the public IP.
+        let public: Multiaddr = "/ip4/203.0.113.30/tcp/4001".parse().unwrap();
+        let host = PublicView {
+            addr: Some(public.clone()),
+            ip: Some("203.0.113.30".parse().unwrap()),
+            mapping: Mapping::EndpointIndependent,
+        };
+        assert_eq!(
+            advertised_addrs(&snapshot(Some(host)), false),
+            vec![public, circuit]
+        );
+    }
+}

@@ -154,6 +154,21 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
         assert_eq!(c["provider"], "provider-3");
         assert_eq!(c["upgraded"], true, "DCUtR upgrades it: {c}");
     }
+    // Each consumer found its public address by peer consensus (relay + 3 providers).
+    let public = summary["public_addresses"].as_array().unwrap();
+    assert_eq!(public.len(), 2, "{public:?}");
+    for p in public {
+        assert_eq!(p["mapping"], "endpoint-independent", "{p}");
+        assert_eq!(p["observers"], 4, "{p}");
+        assert_eq!(p["agreeing"], 4, "{p}");
+        assert!(
+            p["addr"]
+                .as_str()
+                .unwrap()
+                .starts_with("/ip4/127.0.0.1/tcp/"),
+            "{p}"
+        );
+    }
     // Every line before the summary is an event with a node and a name.
     for line in stdout.lines().take(stdout.lines().count() - 1) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -544,3 +544,79 @@ async fn garbage_oversized_posts_and_a_flood_do_not_stop_a_genuine_request() {
         last - first
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_deploy_puts_a_working_signal_board_on_a_chain() {
+    use futures::StreamExt;
+    use ledgermesh_ledger::evm::{parse_key, parse_spec, EvmLedger, EvmOptions};
+    use ledgermesh_ledger::{Cursor, Ledger};
+    if !anvil_available("ledger_deploy") {
+        return;
+    }
+    let dir = TempDir::new("deploy");
+    let chain = devchain(&dir, 0, &[]);
+    let out = std::process::Command::new(bin_path())
+        .args([
+            "ledger",
+            "deploy",
+            "--json",
+            "--rpc",
+            &chain.rpc,
+            "--ledger-key",
+            &chain.keys[4],
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spec = v["spec"].as_str().unwrap();
+    assert_ne!(
+        v["contract"].as_str().unwrap(),
+        chain.contract,
+        "a new contract"
+    );
+    // The new board works end to end.
+    let (url, contract) = parse_spec(spec).unwrap();
+    let key = std::fs::read_to_string(&chain.keys[4]).unwrap();
+    let board = EvmLedger::connect(
+        &url,
+        contract,
+        Some(parse_key(&key).unwrap()),
+        EvmOptions::default(),
+    )
+    .await
+    .unwrap();
+    board.post([9; 32], b"hello".to_vec()).await.unwrap();
+    let first = board
+        .follow([9; 32], Cursor::START)
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.payload, b"hello");
+
+    // An account without funds gets a clear refusal.
+    let broke = dir.0.join("broke.key");
+    std::fs::write(&broke, format!("0x{}", "11".repeat(32))).unwrap();
+    let out = std::process::Command::new(bin_path())
+        .args([
+            "ledger",
+            "deploy",
+            "--rpc",
+            &chain.rpc,
+            "--ledger-key",
+            broke.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no funds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
