@@ -269,10 +269,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         nodes.push((name, role.into(), handle));
     }
 
-    // Every node answers the observe protocol: the relay and the three
-    // providers are the consumers' address-consensus observers (K = 4).
+    // Every node answers the observe protocol: the relay and the two public
+    // providers are the consumers' address-consensus observers (K = 3). The
+    // relay-only provider is not asked: a direct connection to it would
+    // bypass the relay this demo shows.
     let mut observers = vec![relay_addr.clone()];
-    for (_, _, h) in nodes.iter().filter(|(n, _, _)| n.starts_with("provider")) {
+    for (_, _, h) in nodes
+        .iter()
+        .filter(|(n, role, _)| n.starts_with("provider") && !role.contains("relay-only"))
+    {
         let snap = h.wait_listening().await?;
         if let Some(a) = snap.direct_addrs.iter().find(|a| {
             a.iter()
