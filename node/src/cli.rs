@@ -182,7 +182,10 @@ pub struct ProvideArgs {
     /// Extra address-consensus observers (`.../p2p/<id>`); the relays observe too.
     #[arg(long, num_args = 1..)]
     pub observer: Vec<Multiaddr>,
-    /// Streams to sell: NAME=file:PATH or NAME=random:BYTES[:SEED].
+    /// Observers that must agree on the public address (default ⌈2K/3⌉ of K observers).
+    #[arg(long)]
+    pub quorum: Option<usize>,
+    /// Streams to sell: NAME=file:PATH, NAME=random:BYTES[:SEED], NAME=paced:BYTES:RATE[:SEED] (a live feed at RATE bytes/s) or NAME=zero:BYTES.
     #[arg(long, num_args = 1.., required = true)]
     pub stream: Vec<String>,
     /// Addresses to listen on.
@@ -208,6 +211,9 @@ pub struct ConsumeArgs {
     /// Extra address-consensus observers (`.../p2p/<id>`); the relays observe too.
     #[arg(long, num_args = 1..)]
     pub observer: Vec<Multiaddr>,
+    /// Observers that must agree on the public address (default ⌈2K/3⌉ of K observers).
+    #[arg(long)]
+    pub quorum: Option<usize>,
     /// Streams to buy, as PEERID/STREAM.
     #[arg(long, num_args = 1.., required = true)]
     pub want: Vec<Want>,
@@ -446,6 +452,7 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     pc.relay_only = args.relay_only;
     pc.data_dir = args.ledger.data_dir.clone();
     pc.observers = observers;
+    pc.quorum = args.quorum;
     tokio::select! {
         r = provider::run(handle.clone(), ledger, pc) => r.context("provider stopped")?,
         _ = wait_for_ctrl_c() => {}
@@ -470,6 +477,7 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     cc.response_timeout = Duration::from_secs(args.response_timeout);
     cc.data_dir = args.ledger.data_dir.clone();
     cc.observers = observers;
+    cc.quorum = args.quorum;
     let outcomes = tokio::select! {
         r = consumer::run(handle.clone(), ledger, cc) => r.context("consumer failed")?,
         _ = wait_for_ctrl_c() => { handle.shutdown().await; return Ok(130) }

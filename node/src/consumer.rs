@@ -70,6 +70,8 @@ pub struct ConsumerConfig {
     pub data_dir: Option<PathBuf>,
     /// Address-consensus observers (`.../p2p/<id>`); none: no consensus round.
     pub observers: Vec<Multiaddr>,
+    /// Agreeing observers needed; `None` means ⌈2K/3⌉.
+    pub quorum: Option<usize>,
 }
 
 impl ConsumerConfig {
@@ -83,6 +85,7 @@ impl ConsumerConfig {
             fetch: FetchPolicy::default(),
             data_dir: None,
             observers: Vec::new(),
+            quorum: None,
         }
     }
 }
@@ -112,7 +115,7 @@ pub async fn run(
     config: ConsumerConfig,
 ) -> anyhow::Result<Vec<StreamOutcome>> {
     handle.wait_relays().await?;
-    crate::observe::start(&handle, &config.observers).await;
+    crate::observe::start(&handle, &config.observers, config.quorum).await;
     let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
     let mut by_provider: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
     for w in &config.wants {

@@ -290,11 +290,14 @@ pub fn spawn_rechecks(
 pub const RECHECK_EVERY: Duration = Duration::from_secs(300);
 
 /// The first consensus round, then the re-checks; no-op without observers.
-pub async fn start(handle: &NodeHandle, observers: &[Multiaddr]) {
+pub async fn start(handle: &NodeHandle, observers: &[Multiaddr], quorum: Option<usize>) {
     if observers.is_empty() {
         return;
     }
-    let policy = ConsensusPolicy::default();
+    let policy = ConsensusPolicy {
+        quorum,
+        ..ConsensusPolicy::default()
+    };
     check(handle, observers, policy).await;
     spawn_rechecks(handle.clone(), observers.to_vec(), policy, RECHECK_EVERY);
 }

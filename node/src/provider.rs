@@ -33,6 +33,8 @@ pub struct ProviderConfig {
     pub data_dir: Option<std::path::PathBuf>,
     /// Address-consensus observers (`.../p2p/<id>`); none: no consensus round.
     pub observers: Vec<Multiaddr>,
+    /// Agreeing observers needed; `None` means ⌈2K/3⌉.
+    pub quorum: Option<usize>,
 }
 
 impl ProviderConfig {
@@ -45,6 +47,7 @@ impl ProviderConfig {
             max_streams: 1024,
             data_dir: None,
             observers: Vec::new(),
+            quorum: None,
         }
     }
 }
@@ -90,7 +93,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let catalog = Arc::new(Catalog::build(config.streams.clone()).await?);
     handle.wait_relays().await?;
-    crate::observe::start(&handle, &config.observers).await;
+    crate::observe::start(&handle, &config.observers, config.quorum).await;
     tokio::spawn(serve(handle.clone(), catalog.clone(), config.max_streams));
     let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
     while let Some((opened, _)) = inbox.recv().await {
