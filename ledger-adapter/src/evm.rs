@@ -419,8 +419,6 @@ struct FollowState {
     next_block: u64,
     buffer: VecDeque<LedgerMessage>,
     backoff: Duration,
-    /// Whether the last attempt failed (to report recovery once).
-    failing: bool,
 }
 
 impl Ledger for EvmLedger {
@@ -463,7 +461,6 @@ impl Ledger for EvmLedger {
             next_block: from.block,
             buffer: VecDeque::new(),
             backoff: self.options.poll_interval,
-            failing: false,
         };
         stream::unfold(state, |mut st| async move {
             loop {
@@ -478,7 +475,6 @@ impl Ledger for EvmLedger {
                     Ok(head) => {
                         let safe = head.saturating_sub(opts.confirmations.saturating_sub(1));
                         if st.next_block > safe {
-                            st.failing = false;
                             tokio::time::sleep(opts.poll_interval).await;
                             continue;
                         }
@@ -491,7 +487,6 @@ impl Ledger for EvmLedger {
                 };
                 match result {
                     Ok((to, msgs)) => {
-                        st.failing = false;
                         st.backoff = opts.poll_interval;
                         st.buffer.extend(msgs);
                         st.next_block = to + 1;
@@ -501,7 +496,6 @@ impl Ledger for EvmLedger {
                         // check drops anything already yielded.
                         let wait = st.backoff;
                         st.backoff = (st.backoff * 2).min(opts.max_backoff);
-                        st.failing = true;
                         let err = LedgerError::Unavailable(format!("{e} (retrying in {wait:?})"));
                         tokio::time::sleep(wait).await;
                         return Some((Err(err), st));

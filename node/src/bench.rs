@@ -234,7 +234,7 @@ async fn sink_provider(
 fn only(addrs: &[Multiaddr], quic: bool) -> Vec<Multiaddr> {
     addrs
         .iter()
-        .filter(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)) == quic)
+        .filter(|a| crate::addr::is_quic(a) == quic)
         .cloned()
         .collect()
 }

@@ -167,15 +167,9 @@ pub struct RelayArgs {
     pub max_circuit_bytes: u64,
 }
 
-/// `ledgermesh provide`.
+/// Network options of the provider and consumer roles.
 #[derive(Debug, Args)]
-pub struct ProvideArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub node: NodeArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub ledger: LedgerArgs,
+pub struct PeerArgs {
     /// Relays to hold a reservation on (`.../p2p/<relay id>`).
     #[arg(long, num_args = 1..)]
     pub relay: Vec<Multiaddr>,
@@ -185,12 +179,26 @@ pub struct ProvideArgs {
     /// Observers that must agree on the public address (default ⌈2K/3⌉ of K observers).
     #[arg(long)]
     pub quorum: Option<usize>,
-    /// Streams to sell: NAME=file:PATH, NAME=random:BYTES[:SEED], NAME=paced:BYTES:RATE[:SEED] (a live feed at RATE bytes/s) or NAME=zero:BYTES.
-    #[arg(long, num_args = 1.., required = true)]
-    pub stream: Vec<String>,
     /// Addresses to listen on.
     #[arg(long, num_args = 1.., default_values = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"])]
     pub listen: Vec<Multiaddr>,
+}
+
+/// `ledgermesh provide`.
+#[derive(Debug, Args)]
+pub struct ProvideArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ledger: LedgerArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub peer: PeerArgs,
+    /// Streams to sell: NAME=file:PATH, NAME=random:BYTES[:SEED], NAME=paced:BYTES:RATE[:SEED] (a live feed at RATE bytes/s) or NAME=zero:BYTES.
+    #[arg(long, num_args = 1.., required = true)]
+    pub stream: Vec<String>,
     /// Advertise only relay circuits (behind a NAT; DCUtR finds the direct path).
     #[arg(long)]
     pub relay_only: bool,
@@ -205,24 +213,15 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub ledger: LedgerArgs,
-    /// Relays to hold a reservation on (`.../p2p/<relay id>`).
-    #[arg(long, num_args = 1..)]
-    pub relay: Vec<Multiaddr>,
-    /// Extra address-consensus observers (`.../p2p/<id>`); the relays observe too.
-    #[arg(long, num_args = 1..)]
-    pub observer: Vec<Multiaddr>,
-    /// Observers that must agree on the public address (default ⌈2K/3⌉ of K observers).
-    #[arg(long)]
-    pub quorum: Option<usize>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub peer: PeerArgs,
     /// Streams to buy, as PEERID/STREAM.
     #[arg(long, num_args = 1.., required = true)]
     pub want: Vec<Want>,
     /// Directory to write streams to (`OUT/<peer id>/<stream>`).
     #[arg(long)]
     pub out: PathBuf,
-    /// Addresses to listen on.
-    #[arg(long, num_args = 1.., default_values = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"])]
-    pub listen: Vec<Multiaddr>,
     /// Seconds to wait for each provider's service response.
     #[arg(long, default_value_t = 60)]
     pub response_timeout: u64,
@@ -405,9 +404,7 @@ async fn start_ledger_node(
     keypair: libp2p::identity::Keypair,
     node: &NodeArgs,
     ledger: &LedgerArgs,
-    listen: Vec<Multiaddr>,
-    relays: Vec<Multiaddr>,
-    observers: Vec<Multiaddr>,
+    net: &PeerArgs,
 ) -> anyhow::Result<(
     crate::net::NodeHandle,
     std::sync::Arc<dyn ledgermesh_ledger::Ledger>,
@@ -418,10 +415,15 @@ async fn start_ledger_node(
         .open(&peer.to_string())
         .await
         .context("opening the ledger")?;
-    let observers: Vec<Multiaddr> = relays.iter().chain(observers.iter()).cloned().collect();
+    let observers: Vec<Multiaddr> = net
+        .relay
+        .iter()
+        .chain(net.observer.iter())
+        .cloned()
+        .collect();
     let mut config = NodeConfig::new(role);
-    config.listen = listen;
-    config.relays = relays;
+    config.listen = net.listen.clone();
+    config.relays = net.relay.clone();
     config.emitter = Some(emitter_for(role, node.json));
     let handle = spawn(config, keypair)
         .await
@@ -437,22 +439,14 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
         .map(|s| parse_stream_spec(s))
         .collect::<Result<_, _>>()?;
     let peer = keypair.public().to_peer_id();
-    let (handle, ledger, observers) = start_ledger_node(
-        "provider",
-        keypair,
-        &args.node,
-        &args.ledger,
-        args.listen,
-        args.relay,
-        args.observer,
-    )
-    .await?;
+    let (handle, ledger, observers) =
+        start_ledger_node("provider", keypair, &args.node, &args.ledger, &args.peer).await?;
     tracing::info!(%peer, "provider started");
     let mut pc = ProviderConfig::new(streams);
     pc.relay_only = args.relay_only;
     pc.data_dir = args.ledger.data_dir.clone();
     pc.observers = observers;
-    pc.quorum = args.quorum;
+    pc.quorum = args.peer.quorum;
     tokio::select! {
         r = provider::run(handle.clone(), ledger, pc) => r.context("provider stopped")?,
         _ = wait_for_ctrl_c() => {}
@@ -463,21 +457,13 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
 
 async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     let keypair = load_or_ephemeral(args.node.key.as_deref())?;
-    let (handle, ledger, observers) = start_ledger_node(
-        "consumer",
-        keypair,
-        &args.node,
-        &args.ledger,
-        args.listen,
-        args.relay,
-        args.observer,
-    )
-    .await?;
+    let (handle, ledger, observers) =
+        start_ledger_node("consumer", keypair, &args.node, &args.ledger, &args.peer).await?;
     let mut cc = ConsumerConfig::new(args.want, args.out);
     cc.response_timeout = Duration::from_secs(args.response_timeout);
     cc.data_dir = args.ledger.data_dir.clone();
     cc.observers = observers;
-    cc.quorum = args.quorum;
+    cc.quorum = args.peer.quorum;
     let outcomes = tokio::select! {
         r = consumer::run(handle.clone(), ledger, cc) => r.context("consumer failed")?,
         _ = wait_for_ctrl_c() => { handle.shutdown().await; return Ok(130) }

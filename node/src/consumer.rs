@@ -214,17 +214,16 @@ pub async fn run(
 /// Head start of direct addresses over relay circuits when connecting.
 const DIRECT_HEAD_START: Duration = Duration::from_millis(500);
 
-fn is_circuit(a: &Multiaddr) -> bool {
-    a.iter()
-        .any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
-}
-
 /// Connects to `peer`: its direct addresses first, and if none answers within
 /// [`DIRECT_HEAD_START`], every address at once (relay circuits included), so
 /// a reachable provider is never reached through a relay by accident of timing
 /// and an unreachable one costs only the head start.
 async fn connect(handle: &NodeHandle, peer: PeerId, addrs: &[Multiaddr]) -> Result<(), String> {
-    let direct: Vec<Multiaddr> = addrs.iter().filter(|a| !is_circuit(a)).cloned().collect();
+    let direct: Vec<Multiaddr> = addrs
+        .iter()
+        .filter(|a| !crate::addr::is_circuit(a))
+        .cloned()
+        .collect();
     if !direct.is_empty() {
         if let Ok(Ok(())) = tokio::time::timeout(DIRECT_HEAD_START, handle.dial(peer, direct)).await
         {

@@ -279,10 +279,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         .filter(|(n, role, _)| n.starts_with("provider") && !role.contains("relay-only"))
     {
         let snap = h.wait_listening().await?;
-        if let Some(a) = snap.direct_addrs.iter().find(|a| {
-            a.iter()
-                .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))
-        }) {
+        if let Some(a) = snap.direct_addrs.iter().find(|a| crate::addr::is_tcp(a)) {
             observers.push(
                 a.clone()
                     .with(libp2p::multiaddr::Protocol::P2p(h.peer_id())),

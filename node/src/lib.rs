@@ -13,6 +13,7 @@
 //! network in one process.
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod bench;
 pub mod cli;
 pub mod consumer;

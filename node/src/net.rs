@@ -318,7 +318,7 @@ impl NodeHandle {
         let view = PublicView {
             addr: verdict
                 .addr
-                .map(|a| crate::observe::socket_to_multiaddr(a, udp)),
+                .map(|a| crate::addr::socket_to_multiaddr(a, udp)),
             ip: verdict.ip,
             mapping: verdict.mapping,
         };
@@ -367,19 +367,12 @@ pub fn classify(endpoint: &ConnectedPoint) -> (PathKind, TransportKind, Option<P
     (path, transport, via)
 }
 
-fn relay_peer(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().fold(None, |acc, p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => acc,
-    })
-}
-
 /// Starts a node: builds the swarm, opens listeners, asks for relay
 /// reservations, and spawns the event loop.
 pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, NodeError> {
     let peer_id = keypair.public().to_peer_id();
     for r in &config.relays {
-        if relay_peer(r).is_none() {
+        if crate::addr::peer_of(r).is_none() {
             return Err(NodeError::RelayAddrWithoutPeer(r.clone()));
         }
     }
@@ -529,7 +522,7 @@ struct EventLoop {
 impl EventLoop {
     fn start_listeners_and_relays(&mut self) {
         for addr in self.config.relays.clone() {
-            let relay = relay_peer(&addr).expect("checked in spawn");
+            let relay = crate::addr::peer_of(&addr).expect("checked in spawn");
             self.relays
                 .insert(relay, (addr.clone(), RelayState::Pending));
             let circuit = addr.clone().with(Protocol::P2pCircuit);
@@ -604,7 +597,7 @@ impl EventLoop {
             direct_addrs: self
                 .listen_addrs
                 .iter()
-                .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+                .filter(|a| !crate::addr::is_circuit(a))
                 .cloned()
                 .collect(),
             circuit_addrs: self
@@ -689,7 +682,7 @@ impl EventLoop {
                 listener_id,
                 address,
             } => {
-                let circuit = address.iter().any(|p| p == Protocol::P2pCircuit);
+                let circuit = crate::addr::is_circuit(&address);
                 if self.config.relay_server.is_some() && !circuit {
                     // A relay is public by definition: its listen addresses are
                     // what it puts in reservations.

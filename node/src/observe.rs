@@ -2,17 +2,16 @@
 //! round that asks every observer and decides (the decision itself lives in
 //! `ledgermesh_protocol::consensus`, without I/O).
 
+use crate::addr::{peer_of, socket_of, socket_to_multiaddr};
 use crate::events::Event;
 use crate::net::NodeHandle;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use ledgermesh_proto::v1 as pb;
 use ledgermesh_protocol::consensus::{decide, ConsensusPolicy, Observation, Verdict};
 use ledgermesh_protocol::framing::{split_frame, MAX_FRAME};
-use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{Multiaddr, StreamProtocol};
 use prost::Message;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The protocol name.
@@ -90,30 +89,6 @@ impl libp2p::request_response::Codec for ObserveCodec {
     ) -> io::Result<()> {
         write_msg(io, &res).await
     }
-}
-
-/// The IP and port of a direct address, and whether it is UDP (QUIC).
-pub fn socket_of(addr: &Multiaddr) -> Option<(SocketAddr, bool)> {
-    let mut ip: Option<IpAddr> = None;
-    for p in addr.iter() {
-        match p {
-            Protocol::Ip4(a) => ip = Some(a.into()),
-            Protocol::Ip6(a) => ip = Some(a.into()),
-            Protocol::Tcp(port) => return ip.map(|ip| (SocketAddr::new(ip, port), false)),
-            Protocol::Udp(port) => return ip.map(|ip| (SocketAddr::new(ip, port), true)),
-            Protocol::P2pCircuit => return None,
-            _ => {}
-        }
-    }
-    None
-}
-
-/// The peer id at the end of an address.
-pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().fold(None, |acc, p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => acc,
-    })
 }
 
 /// Asks every observer (dialing it first) what address it sees us at, with a
@@ -209,22 +184,6 @@ pub async fn check(
     });
     handle.set_public(verdict.clone(), transport == "udp").await;
     verdict
-}
-
-/// `/ip4|ip6/IP/tcp/PORT` or `/ip4|ip6/IP/udp/PORT/quic-v1`.
-pub fn socket_to_multiaddr(a: SocketAddr, udp: bool) -> Multiaddr {
-    let mut m = Multiaddr::empty();
-    match a.ip() {
-        IpAddr::V4(v4) => m.push(Protocol::Ip4(v4)),
-        IpAddr::V6(v6) => m.push(Protocol::Ip6(v6)),
-    }
-    if udp {
-        m.push(Protocol::Udp(a.port()));
-        m.push(Protocol::QuicV1);
-    } else {
-        m.push(Protocol::Tcp(a.port()));
-    }
-    m
 }
 
 /// Runs [`check`] again every `every`, whenever a hole punch fails and

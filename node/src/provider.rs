@@ -67,7 +67,7 @@ pub fn advertised_addrs(snapshot: &crate::net::Snapshot, relay_only: bool) -> Ve
             Some(p) if p.mapping == Mapping::EndpointIndependent => {
                 addrs.extend(p.addr.iter().cloned());
                 let on_public_ip = snapshot.direct_addrs.iter().filter(|a| {
-                    crate::observe::socket_of(a)
+                    crate::addr::socket_of(a)
                         .map(|(s, _)| Some(s.ip()) == p.ip)
                         .unwrap_or(false)
                 });

@@ -30,10 +30,7 @@ pub async fn dial_addr(handle: &NodeHandle) -> Result<Multiaddr, NodeError> {
     let pick = snap
         .direct_addrs
         .iter()
-        .find(|a| {
-            a.iter()
-                .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))
-        })
+        .find(|a| crate::addr::is_tcp(a))
         .or_else(|| snap.direct_addrs.first())
         .cloned()
         .ok_or(NodeError::Stopped)?;

@@ -110,6 +110,9 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// A reader over a source from some offset.
+pub type SourceReader = Pin<Box<dyn AsyncRead + Send>>;
+
 impl Source {
     /// The pacing rate in bytes per second, for live sources.
     pub fn rate(&self) -> Option<u64> {
@@ -118,12 +121,7 @@ impl Source {
             _ => None,
         }
     }
-}
 
-/// A reader over a source from some offset.
-pub type SourceReader = Pin<Box<dyn AsyncRead + Send>>;
-
-impl Source {
     /// Length in bytes.
     pub async fn len(&self) -> io::Result<u64> {
         match self {

@@ -240,3 +240,35 @@ pub fn keygen(dir: &Path, name: &str) -> (String, String) {
         .to_string();
     (path.to_str().expect("utf-8 path").to_string(), id)
 }
+
+/// What `ledgermesh devchain --json` reports once the chain is up.
+#[derive(Debug, Clone)]
+pub struct DevchainReady {
+    /// The `--ledger` spec for nodes.
+    pub spec: String,
+    /// The JSON-RPC endpoint.
+    pub rpc: String,
+    /// The SignalBoard address.
+    pub contract: String,
+    /// Funded ledger key files.
+    pub keys: Vec<String>,
+}
+
+impl DevchainReady {
+    /// Waits for the `devchain_ready` event of `proc`.
+    pub fn wait(proc: &mut Proc, timeout: Duration) -> Self {
+        let v = proc.wait_for("devchain_ready", timeout, |v| event_is(v, "devchain_ready"));
+        let s = |k: &str| v[k].as_str().expect("devchain_ready field").to_string();
+        DevchainReady {
+            spec: s("spec"),
+            rpc: s("rpc"),
+            contract: s("contract"),
+            keys: v["ledger_keys"]
+                .as_array()
+                .expect("ledger_keys")
+                .iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect(),
+        }
+    }
+}

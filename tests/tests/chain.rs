@@ -12,10 +12,14 @@ const T: Duration = Duration::from_secs(90);
 
 struct Chain {
     proc: Proc,
-    spec: String,
-    rpc: String,
-    contract: String,
-    keys: Vec<String>,
+    ready: DevchainReady,
+}
+
+impl std::ops::Deref for Chain {
+    type Target = DevchainReady;
+    fn deref(&self) -> &DevchainReady {
+        &self.ready
+    }
 }
 
 fn devchain(dir: &TempDir, port: u16, extra: &[&str]) -> Chain {
@@ -31,19 +35,8 @@ fn devchain(dir: &TempDir, port: u16, extra: &[&str]) -> Chain {
     ];
     args.extend_from_slice(extra);
     let mut proc = Proc::start("devchain", &dir.0, &args);
-    let ready = proc.wait_for("devchain_ready", T, |v| event_is(v, "devchain_ready"));
-    Chain {
-        proc,
-        spec: ready["spec"].as_str().unwrap().into(),
-        rpc: ready["rpc"].as_str().unwrap().into(),
-        contract: ready["contract"].as_str().unwrap().into(),
-        keys: ready["ledger_keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect(),
-    }
+    let ready = DevchainReady::wait(&mut proc, T);
+    Chain { proc, ready }
 }
 
 fn relay(dir: &TempDir) -> (Proc, String) {
@@ -162,21 +155,20 @@ async fn all_payloads(rpc: &str, contract: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Every IP address in the `addrs` and `remote_addr` fields of `events`.
 fn ips_of(events: &[Value]) -> Vec<std::net::IpAddr> {
-    let mut ips = vec![];
-    for v in events {
-        for key in ["addrs"] {
-            if let Some(arr) = v[key].as_array() {
-                for a in arr {
-                    for part in a.as_str().unwrap_or("").split('/') {
-                        if let Ok(ip) = part.parse() {
-                            ips.push(ip);
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let addrs = events.iter().flat_map(|v| {
+        let listed = v["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
+        listed.chain(v["remote_addr"].as_str())
+    });
+    let mut ips: Vec<std::net::IpAddr> = addrs
+        .flat_map(|a| a.split('/'))
+        .filter_map(|part| part.parse().ok())
+        .collect();
     ips.sort();
     ips.dedup();
     ips
@@ -281,16 +273,7 @@ async fn processes_signal_only_through_the_chain_and_no_ip_reaches_it() {
     for p in [&mut relay_p, &mut p1, &mut p2, &mut c] {
         events.extend(p.matching(|v| event_is(v, "listening") || event_is(v, "connected")));
     }
-    let mut ips = ips_of(&events);
-    for v in &events {
-        if let Some(a) = v["remote_addr"].as_str() {
-            for part in a.split('/') {
-                if let Ok(ip) = part.parse() {
-                    ips.push(ip);
-                }
-            }
-        }
-    }
+    let ips = ips_of(&events);
     assert!(!ips.is_empty(), "nodes report their addresses");
     let payloads = all_payloads(&chain.rpc, &chain.contract).await;
     assert_eq!(payloads.len(), 4, "2 requests + 2 responses on the chain");

@@ -5,7 +5,7 @@
 //! Each case runs several times and prints its counts (`NATLAB ...` lines).
 
 use ledgermesh_e2e::natlab::{Lab, Nat};
-use ledgermesh_e2e::procs::{event_is, keygen, Proc};
+use ledgermesh_e2e::procs::{event_is, keygen, DevchainReady, Proc};
 use ledgermesh_e2e::{file_sha256, truth, TempDir};
 use ledgermesh_node::source::Source;
 use serde_json::Value;
@@ -78,7 +78,7 @@ fn world_with(
             keydir.to_str().unwrap(),
         ],
     );
-    let ready = chain.wait_for("devchain_ready", T, |v| event_is(v, "devchain_ready"));
+    let ready = DevchainReady::wait(&mut chain, T);
     let relay_listen = transport.at(RELAY_IP, 4001);
     let mut relay = lab.start(
         "relay",
@@ -115,13 +115,8 @@ fn world_with(
         dir,
         _chain: chain,
         _relay: relay,
-        spec: ready["spec"].as_str().unwrap().into(),
-        keys: ready["ledger_keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().into())
-            .collect(),
+        spec: ready.spec,
+        keys: ready.keys,
         relay_addr,
         _observer_procs: observer_procs,
         observers,

@@ -339,6 +339,7 @@ async fn address_consensus_over_loopback_agrees_and_dials_back() {
     let net = Net::new("consensus").await;
     // Three observers besides the relay: any node answers the observe protocol.
     let mut observers = vec![net.relay_addr.clone()];
+    let mut running = vec![];
     for i in 0..3 {
         let o = net.consumer(&format!("observer-{i}")).await;
         let snap = o.handle.wait_listening().await.unwrap();
@@ -349,7 +350,7 @@ async fn address_consensus_over_loopback_agrees_and_dials_back() {
             .unwrap()
             .clone();
         observers.push(tcp.with(libp2p::multiaddr::Protocol::P2p(o.handle.peer_id())));
-        std::mem::forget(o); // keep the observer running for the test's lifetime
+        running.push(o);
     }
     let mut asker = net.consumer("asker").await;
     let verdict = check(&asker.handle, &observers, ConsensusPolicy::default()).await;
