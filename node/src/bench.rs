@@ -27,11 +27,28 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 const ECHO: StreamProtocol = StreamProtocol::new("/ledgermesh/bench-echo/1");
 const MIB: f64 = (1 << 20) as f64;
 
-/// How big a run.
-#[derive(Debug, Clone, Copy)]
+/// How big a run, and which parts of it.
+#[derive(Debug, Clone, Default)]
 pub struct BenchOptions {
     /// A run under a minute.
     pub quick: bool,
+    /// Only these sections (all when empty).
+    pub only: Vec<Section>,
+}
+
+/// A part of the benchmark that can be run on its own (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// Raw TCP over loopback and single-core ChaCha20-Poly1305.
+    Baseline,
+    /// One stream direct and relayed (TCP, QUIC) and round-trip latency.
+    Throughput,
+    /// Phases from "consumer wants a stream" to its first byte.
+    Setup,
+    /// One consumer × N providers, one provider × M consumers.
+    Mxn,
+    /// Envelope seal/open rate and bytes on the ledger.
+    Envelope,
 }
 
 struct Sizes {
@@ -39,6 +56,8 @@ struct Sizes {
     tcp_bytes: u64,
     crypto_time: Duration,
     rtt_samples: usize,
+    /// Rounds of the single-stream transfers (medians are reported).
+    rounds: usize,
     mxn_total: u64,
     mxn_ns: &'static [usize],
     envelope_time: Duration,
@@ -52,16 +71,18 @@ impl Sizes {
                 tcp_bytes: 1 << 30,
                 crypto_time: Duration::from_millis(400),
                 rtt_samples: 300,
+                rounds: 3,
                 mxn_total: 128 << 20,
                 mxn_ns: &[1, 10, 50],
                 envelope_time: Duration::from_millis(300),
             }
         } else {
             Sizes {
-                throughput_bytes: 1 << 30,
+                throughput_bytes: 512 << 20,
                 tcp_bytes: 4 << 30,
                 crypto_time: Duration::from_secs(2),
                 rtt_samples: 2000,
+                rounds: 5,
                 mxn_total: 512 << 20,
                 mxn_ns: &[1, 10, 50],
                 envelope_time: Duration::from_secs(1),
@@ -327,6 +348,19 @@ async fn rtts(h: &NodeHandle, peer: PeerId, samples: usize) -> anyhow::Result<(f
     Ok((round(p(0.5), 3), round(p(0.99), 3)))
 }
 
+/// CPU time (user + system) this process has used so far.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| {
+                Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000)
+            };
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or_default()
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -338,147 +372,381 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs every benchmark; prints a table (and returns the JSON object).
+/// Runs the benchmarks (all, or the sections in `opts.only`) and returns the
+/// JSON object; sections not run are left out.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
     let sz = Sizes::new(opts.quick);
+    let wants = |s: Section| opts.only.is_empty() || opts.only.contains(&s);
     let t0 = Instant::now();
-    eprintln!("bench: baselines…");
-    let tcp = tcp_baseline(sz.tcp_bytes).await?;
-    let chacha = tokio::task::spawn_blocking(move || chacha_ring_baseline(sz.crypto_time)).await?;
-    let chacha_rc = tokio::task::spawn_blocking(move || chacha_baseline(sz.crypto_time)).await?;
-
-    eprintln!("bench: direct and relayed streams…");
-    let (relay, _) = node("relay", vec![], false, true).await?;
-    let relay_addr = crate::relay::dial_addr(&relay).await?;
-    let prov = sink_provider(
-        "provider",
-        vec![relay_addr.clone()],
-        false,
-        sz.throughput_bytes,
-    )
-    .await?;
-    let snap = prov.snapshot().await?;
-    let pid = prov.peer_id();
-
-    let (c_tcp, _) = node("consumer-tcp", vec![], false, false).await?;
-    c_tcp
-        .dial(pid, only(&snap.direct_addrs, false))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let (b, d) = drain(&c_tcp, pid).await?;
-    let direct_tcp = mib_s(b, d);
-    let (direct_p50, direct_p99) = rtts(&c_tcp, pid, sz.rtt_samples).await?;
-
-    let (c_quic, _) = node("consumer-quic", vec![], false, false).await?;
-    c_quic
-        .dial(pid, only(&snap.direct_addrs, true))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let (b, d) = drain(&c_quic, pid).await?;
-    let direct_quic = mib_s(b, d);
-
-    let (c_rel, _) = node("consumer-relayed", vec![], false, false).await?;
-    c_rel
-        .dial(pid, snap.circuit_addrs.clone())
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let (b, d) = drain(&c_rel, pid).await?;
-    let relayed_tcp = mib_s(b, d);
-    let (relayed_p50, relayed_p99) = rtts(&c_rel, pid, sz.rtt_samples).await?;
-    for h in [&c_tcp, &c_quic, &c_rel, &prov] {
-        h.shutdown().await;
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "machine".into(),
+        json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "quick": opts.quick}),
+    );
+    let (mut tcp, mut chacha) = (None, None);
+    if wants(Section::Baseline) {
+        eprintln!("bench: baselines…");
+        let t = tcp_baseline(sz.tcp_bytes).await?;
+        let c = tokio::task::spawn_blocking(move || chacha_ring_baseline(sz.crypto_time)).await?;
+        let c_rc = tokio::task::spawn_blocking(move || chacha_baseline(sz.crypto_time)).await?;
+        out.insert(
+            "baseline".into(),
+            json!({
+                "tcp_loopback_mib_s": round(t, 1),
+                "chacha20poly1305_mib_s": round(c, 1),
+                "chacha20poly1305_rustcrypto_mib_s": round(c_rc, 1),
+            }),
+        );
+        (tcp, chacha) = (Some(t), Some(c));
     }
 
-    // The same through the relay with QUIC on both outer hops.
-    let relay_quic = only(&relay.wait_listening().await?.direct_addrs, true)
-        .into_iter()
-        .next()
-        .context("relay has no QUIC address")?
-        .with(Protocol::P2p(relay.peer_id()));
-    let prov_q = sink_provider(
-        "provider-q",
-        vec![relay_quic.clone()],
-        false,
-        sz.throughput_bytes,
-    )
-    .await?;
-    let snap_q = prov_q.snapshot().await?;
-    let (c_relq, _) = node("consumer-relayed-quic", vec![], false, false).await?;
-    c_relq
-        .dial(prov_q.peer_id(), snap_q.circuit_addrs.clone())
+    if wants(Section::Throughput) {
+        eprintln!("bench: direct and relayed streams…");
+        let t = throughput(&sz).await?;
+        let ratio = |a: f64, b: Option<f64>| b.map(|b| round(a / b, 3));
+        let (dt, dq) = (t.direct_tcp.median(), t.direct_quic.median());
+        let (rt, rq) = (t.relayed_tcp.median(), t.relayed_quic.median());
+        let rel_ratios = t.relayed_tcp.ratios_to(&t.direct_tcp);
+        let relq_ratios = t.relayed_quic.ratios_to(&t.direct_quic);
+        out.insert(
+            "direct".into(),
+            json!({
+                "tcp_mib_s": round(dt.mib_s, 1),
+                "quic_mib_s": round(dq.mib_s, 1),
+                "tcp_ratio_to_raw_tcp": ratio(dt.mib_s, tcp),
+                "tcp_ratio_to_chacha20poly1305": ratio(dt.mib_s, chacha),
+                "tcp_cpu_cores": dt.cores,
+                "tcp_cpu_ms_per_mib": dt.cpu_ms_per_mib(),
+                "quic_cpu_cores": dq.cores,
+                "quic_cpu_ms_per_mib": dq.cpu_ms_per_mib(),
+                "tcp_runs_mib_s": t.direct_tcp.rates(),
+                "quic_runs_mib_s": t.direct_quic.rates(),
+                "bytes_per_run": sz.throughput_bytes,
+            }),
+        );
+        out.insert(
+            "relayed".into(),
+            json!({
+                "tcp_mib_s": round(rt.mib_s, 1),
+                "ratio_to_direct": round(median(rel_ratios.clone()), 3),
+                "quic_mib_s": round(rq.mib_s, 1),
+                "quic_ratio_to_direct_quic": round(median(relq_ratios.clone()), 3),
+                "tcp_cpu_cores": rt.cores,
+                "tcp_cpu_ms_per_mib": rt.cpu_ms_per_mib(),
+                "quic_cpu_cores": rq.cores,
+                "quic_cpu_ms_per_mib": rq.cpu_ms_per_mib(),
+                "tcp_relay_cpu_ms_per_mib": rt.relay_cpu_ms_per_mib(),
+                "quic_relay_cpu_ms_per_mib": rq.relay_cpu_ms_per_mib(),
+                "tcp_runs_mib_s": t.relayed_tcp.rates(),
+                "quic_runs_mib_s": t.relayed_quic.rates(),
+                "ratio_to_direct_runs": rel_ratios,
+                "quic_ratio_to_direct_quic_runs": relq_ratios,
+            }),
+        );
+        out.insert(
+            "latency_ms".into(),
+            json!({
+                "direct_p50": t.direct_rtt.0, "direct_p99": t.direct_rtt.1,
+                "relayed_p50": t.relayed_rtt.0, "relayed_p99": t.relayed_rtt.1,
+                "relay_hop_added_p50": round(t.relayed_rtt.0 - t.direct_rtt.0, 3),
+            }),
+        );
+    }
+
+    if wants(Section::Setup) {
+        eprintln!("bench: connection set-up…");
+        let (relay, _) = node("relay", vec![], false, true).await?;
+        let relay_addr = crate::relay::dial_addr(&relay).await?;
+        let setup_memory = setup_phases(&relay_addr, None).await?;
+        let setup_anvil = match crate::devchain::find_anvil() {
+            Ok(_) => {
+                let dir = std::env::temp_dir().join(format!("lm-bench-{}", std::process::id()));
+                let chain = crate::devchain::start(crate::devchain::DevChainOptions {
+                    host: "127.0.0.1".into(),
+                    port: 0,
+                    state: None,
+                    accounts: 2,
+                    key_dir: dir.clone(),
+                    deploy: None,
+                })
+                .await?;
+                let r = setup_phases(&relay_addr, Some(&chain)).await;
+                chain.stop().await?;
+                let _ = std::fs::remove_dir_all(dir);
+                Some(r?)
+            }
+            Err(_) => None,
+        };
+        relay.shutdown().await;
+        out.insert(
+            "setup_ms".into(),
+            json!({"memory": setup_memory, "anvil": setup_anvil}),
+        );
+    }
+
+    if wants(Section::Mxn) {
+        eprintln!("bench: M×N scale…");
+        let (n_prov, rss_per_conn) = one_consumer_n_providers(sz.mxn_total, sz.mxn_ns).await?;
+        let m_cons = one_provider_m_consumers(sz.mxn_total, sz.mxn_ns).await?;
+        out.insert(
+            "mxn".into(),
+            json!({
+                "one_consumer_n_providers": n_prov,
+                "one_provider_m_consumers": m_cons,
+                "rss_kib_per_connection": rss_per_conn,
+            }),
+        );
+    }
+
+    if wants(Section::Envelope) {
+        eprintln!("bench: envelopes…");
+        out.insert("envelope".into(), envelope_cost(sz.envelope_time)?);
+    }
+    out.insert(
+        "elapsed_s".into(),
+        json!(round(t0.elapsed().as_secs_f64(), 1)),
+    );
+    Ok(Value::Object(out))
+}
+
+/// One stream's rate and the CPU it took (all nodes run in this process).
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    mib_s: f64,
+    /// CPU time over wall time: how many of the cores the transfer kept busy
+    /// (the relay process's included).
+    cores: f64,
+    /// The relay process's share of `cores`, when there is a relay.
+    relay_cores: Option<f64>,
+}
+
+impl Rate {
+    /// CPU milliseconds spent per MiB moved, summed over every node.
+    fn cpu_ms_per_mib(&self) -> f64 {
+        round(self.cores * 1000.0 / self.mib_s.max(1e-9), 2)
+    }
+    /// The relay's CPU milliseconds per MiB it forwarded.
+    fn relay_cpu_ms_per_mib(&self) -> Option<f64> {
+        self.relay_cores
+            .map(|c| round(c * 1000.0 / self.mib_s.max(1e-9), 2))
+    }
+}
+
+/// Drains one stream, timing it and the process's CPU time.
+async fn timed_drain(h: &NodeHandle, peer: PeerId) -> anyhow::Result<Rate> {
+    let cpu0 = cpu_time();
+    let (b, d) = drain(h, peer).await?;
+    let cpu = cpu_time().saturating_sub(cpu0);
+    Ok(Rate {
+        mib_s: mib_s(b, d),
+        cores: round(cpu.as_secs_f64() / d.as_secs_f64().max(1e-9), 2),
+        relay_cores: None,
+    })
+}
+
+/// The benchmark's relay: `ledgermesh relay` in its own process, as it runs
+/// in a deployment, so its CPU time can be told apart from the endpoints'.
+struct RelayProcess {
+    child: tokio::process::Child,
+    tcp: Multiaddr,
+    quic: Multiaddr,
+}
+
+impl RelayProcess {
+    async fn start() -> anyhow::Result<RelayProcess> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().context("locating the ledgermesh binary")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["relay", "--json", "--listen"])
+            .args(["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the relay process")?;
+        let out = child.stdout.take().context("relay stdout")?;
+        let mut lines = tokio::io::BufReader::new(out).lines();
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await? {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if v["event"] != "listening" {
+                    continue;
+                }
+                let peer: PeerId = v["peer_id"].as_str().unwrap_or_default().parse()?;
+                let addrs: Vec<Multiaddr> = v["addrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str()?.parse().ok())
+                    .collect();
+                let pick = |quic: bool| {
+                    only(&addrs, quic)
+                        .into_iter()
+                        .find(|a| quic || crate::addr::is_tcp(a))
+                        .map(|a| a.with(Protocol::P2p(peer)))
+                };
+                if let (Some(tcp), Some(quic)) = (pick(false), pick(true)) {
+                    return anyhow::Ok((tcp, quic));
+                }
+            }
+            anyhow::bail!("relay process exited before listening")
+        })
         .await
-        .map_err(anyhow::Error::msg)?;
-    let (b, d) = drain(&c_relq, prov_q.peer_id()).await?;
-    let relayed_quic = mib_s(b, d);
-    c_relq.shutdown().await;
-    prov_q.shutdown().await;
+        .context("relay process did not report its addresses")??;
+        // Keep reading its events so the pipe never fills.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(RelayProcess {
+            child,
+            tcp: found.0,
+            quic: found.1,
+        })
+    }
 
-    eprintln!("bench: connection set-up…");
-    let setup_memory = setup_phases(&relay_addr, None).await?;
-    let setup_anvil = match crate::devchain::find_anvil() {
-        Ok(_) => {
-            let dir = std::env::temp_dir().join(format!("lm-bench-{}", std::process::id()));
-            let chain = crate::devchain::start(crate::devchain::DevChainOptions {
-                host: "127.0.0.1".into(),
-                port: 0,
-                state: None,
-                accounts: 2,
-                key_dir: dir.clone(),
-                deploy: None,
-            })
-            .await?;
-            let r = setup_phases(&relay_addr, Some(&chain)).await;
-            chain.stop().await?;
-            let _ = std::fs::remove_dir_all(dir);
-            Some(r?)
+    /// The relay's CPU time so far, from /proc.
+    fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
+        // Fields after the command name (which may hold spaces) start at ')'.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as u64;
+        Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+    }
+
+    /// [`timed_drain`] through this relay, adding the relay's CPU time.
+    async fn timed_drain(&self, h: &NodeHandle, peer: PeerId) -> anyhow::Result<Rate> {
+        let cpu0 = self.cpu_time();
+        let wall = Instant::now();
+        let mut r = timed_drain(h, peer).await?;
+        if let (Some(a), Some(b)) = (cpu0, self.cpu_time()) {
+            let relay = b.saturating_sub(a).as_secs_f64() / wall.elapsed().as_secs_f64().max(1e-9);
+            r.relay_cores = Some(round(relay, 2));
+            r.cores = round(r.cores + relay, 2);
         }
-        Err(_) => None,
+        Ok(r)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Repeated runs of one kind of transfer.
+#[derive(Debug, Clone, Default)]
+struct Series(Vec<Rate>);
+
+impl Series {
+    fn median_by(&self, f: impl Fn(&Rate) -> f64) -> f64 {
+        median(self.0.iter().map(f).collect())
+    }
+    /// The median run by rate: its rate and its CPU figures.
+    fn median(&self) -> Rate {
+        let m = self.median_by(|r| r.mib_s);
+        self.0
+            .iter()
+            .copied()
+            .min_by(|a, b| (a.mib_s - m).abs().total_cmp(&(b.mib_s - m).abs()))
+            .unwrap_or(Rate {
+                mib_s: 0.0,
+                cores: 0.0,
+                relay_cores: None,
+            })
+    }
+    fn rates(&self) -> Vec<f64> {
+        self.0.iter().map(|r| round(r.mib_s, 1)).collect()
+    }
+    /// Run-by-run ratios to another series taken in the same rounds.
+    fn ratios_to(&self, base: &Series) -> Vec<f64> {
+        self.0
+            .iter()
+            .zip(&base.0)
+            .map(|(a, b)| round(a.mib_s / b.mib_s.max(1e-9), 3))
+            .collect()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Single-stream figures: direct and relayed, TCP and QUIC, and round trips.
+struct Throughput {
+    direct_tcp: Series,
+    direct_quic: Series,
+    relayed_tcp: Series,
+    relayed_quic: Series,
+    direct_rtt: (f64, f64),
+    relayed_rtt: (f64, f64),
+}
+
+/// Sets up the four paths once, then runs them in rounds (direct TCP, direct
+/// QUIC, relayed TCP, relayed QUIC, again and again): each ratio compares runs
+/// taken seconds apart, so a shared machine's load swings hit both sides.
+///
+/// All nodes share this process's runtime (one worker per core), like one
+/// machine running all three roles; on two cores the relayed path's three
+/// nodes compete for the same CPU, which the CPU figures show.
+async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
+    let bytes = sz.throughput_bytes;
+    let relay = RelayProcess::start().await?;
+    let (relay_tcp, relay_quic) = (relay.tcp.clone(), relay.quic.clone());
+    // Two providers: one reserved on the relay over TCP, one over QUIC.
+    let prov = sink_provider("provider", vec![relay_tcp], false, bytes).await?;
+    let prov_q = sink_provider("provider-q", vec![relay_quic], false, bytes).await?;
+    let snap = prov.snapshot().await?;
+    let snap_q = prov_q.snapshot().await?;
+    let (pid, pid_q) = (prov.peer_id(), prov_q.peer_id());
+
+    let connect = |name: &'static str, peer: PeerId, addrs: Vec<Multiaddr>| async move {
+        let (h, _) = node(name, vec![], false, false).await?;
+        h.dial(peer, addrs).await.map_err(anyhow::Error::msg)?;
+        anyhow::Ok(h)
     };
+    let c_tcp = connect("consumer-tcp", pid, only(&snap.direct_addrs, false)).await?;
+    let c_quic = connect("consumer-quic", pid, only(&snap.direct_addrs, true)).await?;
+    let c_rel = connect("consumer-relayed", pid, snap.circuit_addrs.clone()).await?;
+    let c_relq = connect("consumer-relayed-quic", pid_q, snap_q.circuit_addrs.clone()).await?;
 
-    eprintln!("bench: M×N scale…");
-    let (n_prov, rss_per_conn) =
-        one_consumer_n_providers(&relay_addr, sz.mxn_total, sz.mxn_ns).await?;
-    let m_cons = one_provider_m_consumers(sz.mxn_total, sz.mxn_ns).await?;
-    relay.shutdown().await;
-
-    eprintln!("bench: envelopes…");
-    let env = envelope_cost(sz.envelope_time)?;
-
-    let out = json!({
-        "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "quick": opts.quick},
-        "baseline": {
-            "tcp_loopback_mib_s": round(tcp, 1),
-            "chacha20poly1305_mib_s": round(chacha, 1),
-            "chacha20poly1305_rustcrypto_mib_s": round(chacha_rc, 1),
-        },
-        "direct": {
-            "tcp_mib_s": round(direct_tcp, 1),
-            "quic_mib_s": round(direct_quic, 1),
-            "tcp_ratio_to_raw_tcp": round(direct_tcp / tcp, 3),
-            "tcp_ratio_to_chacha20poly1305": round(direct_tcp / chacha, 3),
-            "bytes": sz.throughput_bytes,
-        },
-        "relayed": {
-            "tcp_mib_s": round(relayed_tcp, 1),
-            "ratio_to_direct": round(relayed_tcp / direct_tcp, 3),
-            "quic_mib_s": round(relayed_quic, 1),
-            "quic_ratio_to_direct_quic": round(relayed_quic / direct_quic, 3),
-        },
-        "latency_ms": {
-            "direct_p50": direct_p50, "direct_p99": direct_p99,
-            "relayed_p50": relayed_p50, "relayed_p99": relayed_p99,
-            "relay_hop_added_p50": round(relayed_p50 - direct_p50, 3),
-        },
-        "setup_ms": {"memory": setup_memory, "anvil": setup_anvil},
-        "mxn": {
-            "one_consumer_n_providers": n_prov,
-            "one_provider_m_consumers": m_cons,
-            "rss_kib_per_connection": rss_per_conn,
-        },
-        "envelope": env,
-        "elapsed_s": round(t0.elapsed().as_secs_f64(), 1),
-    });
-    Ok(out)
+    let (mut direct_tcp, mut direct_quic) = (Series::default(), Series::default());
+    let (mut relayed_tcp, mut relayed_quic) = (Series::default(), Series::default());
+    for _ in 0..sz.rounds {
+        direct_tcp.0.push(timed_drain(&c_tcp, pid).await?);
+        direct_quic.0.push(timed_drain(&c_quic, pid).await?);
+        relayed_tcp.0.push(relay.timed_drain(&c_rel, pid).await?);
+        relayed_quic
+            .0
+            .push(relay.timed_drain(&c_relq, pid_q).await?);
+    }
+    let direct_rtt = rtts(&c_tcp, pid, sz.rtt_samples).await?;
+    let relayed_rtt = rtts(&c_rel, pid, sz.rtt_samples).await?;
+    for h in [&c_tcp, &c_quic, &c_rel, &c_relq, &prov, &prov_q] {
+        h.shutdown().await;
+    }
+    relay.stop().await;
+    Ok(Throughput {
+        direct_tcp,
+        direct_quic,
+        relayed_tcp,
+        relayed_quic,
+        direct_rtt,
+        relayed_rtt,
+    })
 }
 
 /// Milestones of "consumer wants a stream" → first byte, in ms since the want.
@@ -607,12 +875,7 @@ async fn drain_all(pairs: Vec<(NodeHandle, PeerId)>) -> anyhow::Result<(f64, f64
     Ok((round(mib_s(bytes, wall), 1), round(min / max.max(1e-9), 3)))
 }
 
-async fn one_consumer_n_providers(
-    relay_addr: &Multiaddr,
-    total: u64,
-    ns: &[usize],
-) -> anyhow::Result<(Value, Value)> {
-    let _ = relay_addr;
+async fn one_consumer_n_providers(total: u64, ns: &[usize]) -> anyhow::Result<(Value, Value)> {
     let mut rows = vec![];
     let mut rss_per_conn = Value::Null;
     for &n in ns {
@@ -731,86 +994,129 @@ fn envelope_cost(time: Duration) -> anyhow::Result<Value> {
 /// Prints the figures as a table.
 pub fn print_table(v: &Value) {
     let f = |p: &str| v.pointer(p).cloned().unwrap_or(Value::Null);
-    println!("\nBASELINES (same run)");
-    println!(
-        "  raw TCP over loopback          {:>10} MiB/s",
-        f("/baseline/tcp_loopback_mib_s")
-    );
-    println!(
+    let has = |k: &str| v.get(k).is_some();
+    if has("baseline") {
+        println!("\nBASELINES (same run)");
+        println!(
+            "  raw TCP over loopback          {:>10} MiB/s",
+            f("/baseline/tcp_loopback_mib_s")
+        );
+        println!(
         "  ChaCha20-Poly1305, one core    {:>10} MiB/s  (ring, as in noise; RustCrypto {} MiB/s)",
         f("/baseline/chacha20poly1305_mib_s"),
         f("/baseline/chacha20poly1305_rustcrypto_mib_s")
     );
-    println!("\nTHROUGHPUT (one stream)");
-    println!(
+    }
+    if has("direct") {
+        println!("\nTHROUGHPUT (one stream)");
+        println!(
         "  direct TCP+noise+yamux         {:>10} MiB/s  ({} of raw TCP, {} of ChaCha20-Poly1305)",
         f("/direct/tcp_mib_s"),
         f("/direct/tcp_ratio_to_raw_tcp"),
         f("/direct/tcp_ratio_to_chacha20poly1305")
     );
-    println!(
-        "  direct QUIC                    {:>10} MiB/s",
-        f("/direct/quic_mib_s")
+        println!(
+            "  direct QUIC                    {:>10} MiB/s",
+            f("/direct/quic_mib_s")
+        );
+        println!(
+        "  CPU per MiB moved (all nodes)  direct TCP {} ms · relayed TCP {} ms · direct QUIC {} ms · relayed QUIC {} ms",
+        f("/direct/tcp_cpu_ms_per_mib"),
+        f("/relayed/tcp_cpu_ms_per_mib"),
+        f("/direct/quic_cpu_ms_per_mib"),
+        f("/relayed/quic_cpu_ms_per_mib")
     );
-    println!(
-        "  relayed TCP (via relay)        {:>10} MiB/s  ({} of direct TCP)",
-        f("/relayed/tcp_mib_s"),
-        f("/relayed/ratio_to_direct")
+        println!(
+        "  cores kept busy                direct TCP {} · relayed TCP {} · direct QUIC {} · relayed QUIC {}",
+        f("/direct/tcp_cpu_cores"),
+        f("/relayed/tcp_cpu_cores"),
+        f("/direct/quic_cpu_cores"),
+        f("/relayed/quic_cpu_cores")
     );
-    println!(
-        "  relayed QUIC (via relay)       {:>10} MiB/s  ({} of direct QUIC)",
-        f("/relayed/quic_mib_s"),
-        f("/relayed/quic_ratio_to_direct_quic")
+        println!(
+            "  relayed TCP (via relay)        {:>10} MiB/s  ({} of direct TCP)",
+            f("/relayed/tcp_mib_s"),
+            f("/relayed/ratio_to_direct")
+        );
+        println!(
+            "  relayed QUIC (via relay)       {:>10} MiB/s  ({} of direct QUIC)",
+            f("/relayed/quic_mib_s"),
+            f("/relayed/quic_ratio_to_direct_quic")
+        );
+        let runs = |p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        };
+        println!(
+        "  per run (medians above)        direct TCP [{}] · relayed TCP [{}] MiB/s; relayed/direct [{}]",
+        runs("/direct/tcp_runs_mib_s"),
+        runs("/relayed/tcp_runs_mib_s"),
+        runs("/relayed/ratio_to_direct_runs")
     );
-    println!("\nLATENCY (32-byte round trip, ms)");
-    println!(
-        "  direct   p50 {:>8}   p99 {:>8}",
-        f("/latency_ms/direct_p50"),
-        f("/latency_ms/direct_p99")
-    );
-    println!(
-        "  relayed  p50 {:>8}   p99 {:>8}   (relay hop adds {} ms at p50)",
-        f("/latency_ms/relayed_p50"),
-        f("/latency_ms/relayed_p99"),
-        f("/latency_ms/relay_hop_added_p50")
-    );
-    println!("\nCONNECTION SET-UP (ms since the consumer wanted the stream)");
-    for ledger in ["memory", "anvil"] {
-        match v.pointer(&format!("/setup_ms/{ledger}")) {
-            Some(Value::Object(m)) => {
-                let mut items: Vec<(&String, &Value)> = m.iter().collect();
-                items.sort_by_key(|(_, x)| x.as_u64().unwrap_or(u64::MAX));
-                let parts: Vec<String> = items.iter().map(|(k, x)| format!("{k} {x}")).collect();
-                println!("  {ledger:<7} {}", parts.join(" · "));
+        println!("\nLATENCY (32-byte round trip, ms)");
+        println!(
+            "  direct   p50 {:>8}   p99 {:>8}",
+            f("/latency_ms/direct_p50"),
+            f("/latency_ms/direct_p99")
+        );
+        println!(
+            "  relayed  p50 {:>8}   p99 {:>8}   (relay hop adds {} ms at p50)",
+            f("/latency_ms/relayed_p50"),
+            f("/latency_ms/relayed_p99"),
+            f("/latency_ms/relay_hop_added_p50")
+        );
+    }
+    if has("setup_ms") {
+        println!("\nCONNECTION SET-UP (ms since the consumer wanted the stream)");
+        for ledger in ["memory", "anvil"] {
+            match v.pointer(&format!("/setup_ms/{ledger}")) {
+                Some(Value::Object(m)) => {
+                    let mut items: Vec<(&String, &Value)> = m.iter().collect();
+                    items.sort_by_key(|(_, x)| x.as_u64().unwrap_or(u64::MAX));
+                    let parts: Vec<String> =
+                        items.iter().map(|(k, x)| format!("{k} {x}")).collect();
+                    println!("  {ledger:<7} {}", parts.join(" · "));
+                }
+                _ => println!("  {ledger:<7} (not measured: anvil not installed)"),
             }
-            _ => println!("  {ledger:<7} (not measured: anvil not installed)"),
         }
     }
-    println!("\nM×N SCALE");
-    for (key, label) in [
-        ("one_consumer_n_providers", "n"),
-        ("one_provider_m_consumers", "m"),
-    ] {
-        if let Some(Value::Array(rows)) = v.pointer(&format!("/mxn/{key}")) {
-            for r in rows {
-                println!(
-                    "  {key:<26} {label}={:<3} aggregate {:>8} MiB/s  fairness (min/max) {}",
-                    r[label], r["aggregate_mib_s"], r["fairness"]
-                );
+    if has("mxn") {
+        println!("\nM×N SCALE");
+        for (key, label) in [
+            ("one_consumer_n_providers", "n"),
+            ("one_provider_m_consumers", "m"),
+        ] {
+            if let Some(Value::Array(rows)) = v.pointer(&format!("/mxn/{key}")) {
+                for r in rows {
+                    println!(
+                        "  {key:<26} {label}={:<3} aggregate {:>8} MiB/s  fairness (min/max) {}",
+                        r[label], r["aggregate_mib_s"], r["fairness"]
+                    );
+                }
             }
         }
+        println!(
+            "  resident memory per connection (both ends, in-process): {} KiB",
+            f("/mxn/rss_kib_per_connection")
+        );
     }
-    println!(
-        "  resident memory per connection (both ends, in-process): {} KiB",
-        f("/mxn/rss_kib_per_connection")
-    );
-    println!("\nENVELOPES");
-    println!(
-        "  seal {}/s, open {}/s; request {} bytes, response {} bytes on the ledger",
-        f("/envelope/seal_per_s"),
-        f("/envelope/open_per_s"),
-        f("/envelope/request_bytes"),
-        f("/envelope/response_bytes")
-    );
+    if has("envelope") {
+        println!("\nENVELOPES");
+        println!(
+            "  seal {}/s, open {}/s; request {} bytes, response {} bytes on the ledger",
+            f("/envelope/seal_per_s"),
+            f("/envelope/open_per_s"),
+            f("/envelope/request_bytes"),
+            f("/envelope/response_bytes")
+        );
+    }
     println!("\n(total {} s)", f("/elapsed_s"));
 }

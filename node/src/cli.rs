@@ -59,6 +59,9 @@ pub enum Command {
         /// Print one JSON object with every figure instead of the table.
         #[arg(long)]
         json: bool,
+        /// Run only these sections (comma-separated); the others are left out.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<crate::bench::Section>,
     },
 }
 
@@ -274,8 +277,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if summary.ok { 0 } else { 1 })
         }
         Command::Devchain(args) => run_devchain(args).await,
-        Command::Bench { quick, json } => {
-            let v = crate::bench::run(crate::bench::BenchOptions { quick }).await?;
+        Command::Bench { quick, json, only } => {
+            let v = crate::bench::run(crate::bench::BenchOptions { quick, only }).await?;
             if json {
                 crate::events::print_json_line(&v);
             } else {

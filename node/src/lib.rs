@@ -23,6 +23,7 @@ pub mod devchain;
 pub mod events;
 pub mod identity;
 pub mod ledger_spec;
+pub mod mux;
 pub mod net;
 pub mod observe;
 pub mod provider;

@@ -18,7 +18,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    dcutr, identify, identity::Keypair, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, Swarm,
+    dcutr, identify, identity::Keypair, noise, ping, relay, tcp, Multiaddr, PeerId, Swarm,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -383,11 +383,11 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            crate::mux::Config::new,
         )
         .map_err(|e| NodeError::Build(e.to_string()))?
         .with_quic()
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(noise::Config::new, crate::mux::Config::new)
         .map_err(|e| NodeError::Build(e.to_string()))?
         .with_behaviour(|key, relay_client| {
             let relay_server = relay_limits.map(|l| {
