@@ -34,6 +34,10 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Only these sections (all when empty).
     pub only: Vec<Section>,
+    /// Bytes per single-stream run (and per M×N row) instead of the default.
+    pub bytes: Option<u64>,
+    /// Rounds of the single-stream runs instead of the default.
+    pub rounds: Option<usize>,
 }
 
 /// A part of the benchmark that can be run on its own (`--only`).
@@ -375,7 +379,15 @@ fn rss_kib() -> u64 {
 /// Runs the benchmarks (all, or the sections in `opts.only`) and returns the
 /// JSON object; sections not run are left out.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
-    let sz = Sizes::new(opts.quick);
+    let mut sz = Sizes::new(opts.quick);
+    if let Some(b) = opts.bytes {
+        sz.throughput_bytes = b;
+        sz.tcp_bytes = b.saturating_mul(4);
+        sz.mxn_total = b;
+    }
+    if let Some(r) = opts.rounds {
+        sz.rounds = r.max(1);
+    }
     let wants = |s: Section| opts.only.is_empty() || opts.only.contains(&s);
     let t0 = Instant::now();
     let mut out = serde_json::Map::new();
@@ -435,12 +447,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                 "tcp_cpu_ms_per_mib": rt.cpu_ms_per_mib(),
                 "quic_cpu_cores": rq.cores,
                 "quic_cpu_ms_per_mib": rq.cpu_ms_per_mib(),
-                "tcp_relay_cpu_ms_per_mib": rt.relay_cpu_ms_per_mib(),
-                "quic_relay_cpu_ms_per_mib": rq.relay_cpu_ms_per_mib(),
                 "tcp_runs_mib_s": t.relayed_tcp.rates(),
                 "quic_runs_mib_s": t.relayed_quic.rates(),
                 "ratio_to_direct_runs": rel_ratios,
                 "quic_ratio_to_direct_quic_runs": relq_ratios,
+                "relay_process": relay_process_json(&t.relay_process_tcp, &t.direct_tcp),
             }),
         );
         out.insert(
@@ -549,7 +560,6 @@ async fn timed_drain(h: &NodeHandle, peer: PeerId) -> anyhow::Result<Rate> {
 struct RelayProcess {
     child: tokio::process::Child,
     tcp: Multiaddr,
-    quic: Multiaddr,
 }
 
 impl RelayProcess {
@@ -558,7 +568,7 @@ impl RelayProcess {
         let exe = std::env::current_exe().context("locating the ledgermesh binary")?;
         let mut child = tokio::process::Command::new(exe)
             .args(["relay", "--json", "--listen"])
-            .args(["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])
+            .arg("/ip4/127.0.0.1/tcp/0")
             .env("RUST_LOG", "error")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -582,14 +592,8 @@ impl RelayProcess {
                     .flatten()
                     .filter_map(|a| a.as_str()?.parse().ok())
                     .collect();
-                let pick = |quic: bool| {
-                    only(&addrs, quic)
-                        .into_iter()
-                        .find(|a| quic || crate::addr::is_tcp(a))
-                        .map(|a| a.with(Protocol::P2p(peer)))
-                };
-                if let (Some(tcp), Some(quic)) = (pick(false), pick(true)) {
-                    return anyhow::Ok((tcp, quic));
+                if let Some(tcp) = addrs.into_iter().find(crate::addr::is_tcp) {
+                    return anyhow::Ok(tcp.with(Protocol::P2p(peer)));
                 }
             }
             anyhow::bail!("relay process exited before listening")
@@ -598,11 +602,7 @@ impl RelayProcess {
         .context("relay process did not report its addresses")??;
         // Keep reading its events so the pipe never fills.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(RelayProcess {
-            child,
-            tcp: found.0,
-            quic: found.1,
-        })
+        Ok(RelayProcess { child, tcp: found })
     }
 
     /// The relay's CPU time so far, from /proc.
@@ -691,6 +691,8 @@ struct Throughput {
     direct_quic: Series,
     relayed_tcp: Series,
     relayed_quic: Series,
+    /// Relayed TCP through `ledgermesh relay` running as its own process.
+    relay_process_tcp: Series,
     direct_rtt: (f64, f64),
     relayed_rtt: (f64, f64),
 }
@@ -704,10 +706,23 @@ struct Throughput {
 /// nodes compete for the same CPU, which the CPU figures show.
 async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
     let bytes = sz.throughput_bytes;
-    let relay = RelayProcess::start().await?;
-    let (relay_tcp, relay_quic) = (relay.tcp.clone(), relay.quic.clone());
-    // Two providers: one reserved on the relay over TCP, one over QUIC.
-    let prov = sink_provider("provider", vec![relay_tcp], false, bytes).await?;
+    let (relay, _) = node("relay", vec![], false, true).await?;
+    let relay_tcp = crate::relay::dial_addr(&relay).await?;
+    let relay_quic = only(&relay.wait_listening().await?.direct_addrs, true)
+        .into_iter()
+        .next()
+        .context("relay has no QUIC address")?
+        .with(Protocol::P2p(relay.peer_id()));
+    let relay_proc = RelayProcess::start().await?;
+    let proc_peer = crate::addr::peer_of(&relay_proc.tcp).context("relay process id")?;
+    // Two providers: one reserved over TCP on both relays, one over QUIC.
+    let prov = sink_provider(
+        "provider",
+        vec![relay_tcp, relay_proc.tcp.clone()],
+        false,
+        bytes,
+    )
+    .await?;
     let prov_q = sink_provider("provider-q", vec![relay_quic], false, bytes).await?;
     let snap = prov.snapshot().await?;
     let snap_q = prov_q.snapshot().await?;
@@ -720,33 +735,87 @@ async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
     };
     let c_tcp = connect("consumer-tcp", pid, only(&snap.direct_addrs, false)).await?;
     let c_quic = connect("consumer-quic", pid, only(&snap.direct_addrs, true)).await?;
-    let c_rel = connect("consumer-relayed", pid, snap.circuit_addrs.clone()).await?;
+    let c_rel = connect(
+        "consumer-relayed",
+        pid,
+        via(&snap.circuit_addrs, relay.peer_id()),
+    )
+    .await?;
     let c_relq = connect("consumer-relayed-quic", pid_q, snap_q.circuit_addrs.clone()).await?;
+    let c_relp = connect(
+        "consumer-relay-process",
+        pid,
+        via(&snap.circuit_addrs, proc_peer),
+    )
+    .await?;
 
-    let (mut direct_tcp, mut direct_quic) = (Series::default(), Series::default());
-    let (mut relayed_tcp, mut relayed_quic) = (Series::default(), Series::default());
+    let mut t = Throughput {
+        direct_tcp: Series::default(),
+        direct_quic: Series::default(),
+        relayed_tcp: Series::default(),
+        relayed_quic: Series::default(),
+        relay_process_tcp: Series::default(),
+        direct_rtt: (0.0, 0.0),
+        relayed_rtt: (0.0, 0.0),
+    };
     for _ in 0..sz.rounds {
-        direct_tcp.0.push(timed_drain(&c_tcp, pid).await?);
-        direct_quic.0.push(timed_drain(&c_quic, pid).await?);
-        relayed_tcp.0.push(relay.timed_drain(&c_rel, pid).await?);
-        relayed_quic
+        t.direct_tcp.0.push(timed_drain(&c_tcp, pid).await?);
+        t.direct_quic.0.push(timed_drain(&c_quic, pid).await?);
+        t.relayed_tcp.0.push(timed_drain(&c_rel, pid).await?);
+        t.relayed_quic.0.push(timed_drain(&c_relq, pid_q).await?);
+        t.relay_process_tcp
             .0
-            .push(relay.timed_drain(&c_relq, pid_q).await?);
+            .push(relay_proc.timed_drain(&c_relp, pid).await?);
     }
-    let direct_rtt = rtts(&c_tcp, pid, sz.rtt_samples).await?;
-    let relayed_rtt = rtts(&c_rel, pid, sz.rtt_samples).await?;
-    for h in [&c_tcp, &c_quic, &c_rel, &c_relq, &prov, &prov_q] {
+    t.direct_rtt = rtts(&c_tcp, pid, sz.rtt_samples).await?;
+    t.relayed_rtt = rtts(&c_rel, pid, sz.rtt_samples).await?;
+    for h in [
+        &c_tcp, &c_quic, &c_rel, &c_relq, &c_relp, &prov, &prov_q, &relay,
+    ] {
         h.shutdown().await;
     }
-    relay.stop().await;
-    Ok(Throughput {
-        direct_tcp,
-        direct_quic,
-        relayed_tcp,
-        relayed_quic,
-        direct_rtt,
-        relayed_rtt,
+    relay_proc.stop().await;
+    Ok(t)
+}
+
+/// Relayed TCP with the relay in its own process: the measured rate, and the
+/// CPU each side spent per MiB, so the relay's cost can be told apart from the
+/// endpoints'.
+fn relay_process_json(relayed: &Series, direct: &Series) -> Value {
+    let m = relayed.median();
+    let relay_ms = relayed.median_by(|r| r.relay_cpu_ms_per_mib().unwrap_or(f64::NAN));
+    let total_ms = relayed.median_by(Rate::cpu_ms_per_mib);
+    let endpoints_ms = total_ms - relay_ms;
+    let direct_ms = direct.median_by(Rate::cpu_ms_per_mib);
+    json!({
+        "tcp_mib_s": round(m.mib_s, 1),
+        "ratio_to_direct": round(median(relayed.ratios_to(direct)), 3),
+        "tcp_runs_mib_s": relayed.rates(),
+        "cpu_cores": m.cores,
+        "relay_cpu_ms_per_mib": round(relay_ms, 2),
+        "endpoints_cpu_ms_per_mib": round(endpoints_ms, 2),
+        "direct_endpoints_cpu_ms_per_mib": round(direct_ms, 2),
+        // Where every node has its own CPU and the endpoints' work is the
+        // limit, relayed runs at this fraction of direct.
+        "cpu_bound_ratio_own_cpus": round(direct_ms / endpoints_ms.max(1e-9), 3),
+        "relay_mib_s_per_core": round(1000.0 / relay_ms.max(1e-9), 1),
     })
+}
+
+/// The relay circuits among `addrs` that go through `relay`.
+fn via(addrs: &[Multiaddr], relay: PeerId) -> Vec<Multiaddr> {
+    addrs
+        .iter()
+        .filter(|a| {
+            a.iter()
+                .find_map(|p| match p {
+                    Protocol::P2p(id) => Some(id),
+                    _ => None,
+                })
+                .is_some_and(|id| id == relay)
+        })
+        .cloned()
+        .collect()
 }
 
 /// Milestones of "consumer wants a stream" → first byte, in ms since the want.
@@ -879,7 +948,7 @@ async fn one_consumer_n_providers(total: u64, ns: &[usize]) -> anyhow::Result<(V
     let mut rows = vec![];
     let mut rss_per_conn = Value::Null;
     for &n in ns {
-        let per = (total / n as u64).max(1 << 20);
+        let per = (total / n as u64).max(256 << 10);
         let rss0 = rss_kib();
         let mut provs = vec![];
         for i in 0..n {
@@ -909,7 +978,7 @@ async fn one_consumer_n_providers(total: u64, ns: &[usize]) -> anyhow::Result<(V
 async fn one_provider_m_consumers(total: u64, ms: &[usize]) -> anyhow::Result<Value> {
     let mut rows = vec![];
     for &m in ms {
-        let per = (total / m as u64).max(1 << 20);
+        let per = (total / m as u64).max(256 << 10);
         let prov = sink_provider("provider", vec![], false, per).await?;
         let addrs = only(&prov.snapshot().await?.direct_addrs, false);
         let mut cons = vec![];
@@ -1059,6 +1128,19 @@ pub fn print_table(v: &Value) {
         runs("/direct/tcp_runs_mib_s"),
         runs("/relayed/tcp_runs_mib_s"),
         runs("/relayed/ratio_to_direct_runs")
+    );
+        println!(
+        "  relayed TCP, relay as its own process {} MiB/s ({} of direct); CPU per MiB: relay {} ms, endpoints {} ms (direct: {} ms)",
+        f("/relayed/relay_process/tcp_mib_s"),
+        f("/relayed/relay_process/ratio_to_direct"),
+        f("/relayed/relay_process/relay_cpu_ms_per_mib"),
+        f("/relayed/relay_process/endpoints_cpu_ms_per_mib"),
+        f("/relayed/relay_process/direct_endpoints_cpu_ms_per_mib")
+    );
+        println!(
+        "    → with every node on its own CPU: relayed ≈ {} of direct; one relay core forwards ≈ {} MiB/s",
+        f("/relayed/relay_process/cpu_bound_ratio_own_cpus"),
+        f("/relayed/relay_process/relay_mib_s_per_core")
     );
         println!("\nLATENCY (32-byte round trip, ms)");
         println!(

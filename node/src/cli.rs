@@ -62,6 +62,12 @@ pub enum Command {
         /// Run only these sections (comma-separated); the others are left out.
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<crate::bench::Section>,
+        /// Bytes per single-stream run and per M×N row (default 512 MiB, 256 MiB with --quick).
+        #[arg(long)]
+        bytes: Option<u64>,
+        /// Rounds of single-stream runs; medians are reported (default 5, 3 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
     },
 }
 
@@ -277,8 +283,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if summary.ok { 0 } else { 1 })
         }
         Command::Devchain(args) => run_devchain(args).await,
-        Command::Bench { quick, json, only } => {
-            let v = crate::bench::run(crate::bench::BenchOptions { quick, only }).await?;
+        Command::Bench {
+            quick,
+            json,
+            only,
+            bytes,
+            rounds,
+        } => {
+            let v = crate::bench::run(crate::bench::BenchOptions {
+                quick,
+                only,
+                bytes,
+                rounds,
+            })
+            .await?;
             if json {
                 crate::events::print_json_line(&v);
             } else {

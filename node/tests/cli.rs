@@ -175,3 +175,80 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
         assert!(v["event"].is_string() && v["node"].is_string(), "{line}");
     }
 }
+
+/// `ledgermesh bench --json` prints one object with every figure the
+/// benchmark promises, as numbers (tiny transfers: this checks the contract
+/// and that every section runs, not the speed).
+#[test]
+fn bench_json_has_every_figure() {
+    let out = bin()
+        .args(["bench", "--quick", "--json", "--rounds", "1"])
+        .args(["--bytes", &(2u64 << 20).to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bench failed");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let number = |p: &str| {
+        v.pointer(p)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or_else(|| panic!("{p} is not a number in {v}"))
+    };
+    for p in [
+        "/baseline/tcp_loopback_mib_s",
+        "/baseline/chacha20poly1305_mib_s",
+        "/direct/tcp_mib_s",
+        "/direct/quic_mib_s",
+        "/relayed/tcp_mib_s",
+        "/relayed/ratio_to_direct",
+        "/relayed/relay_process/tcp_mib_s",
+        "/relayed/relay_process/relay_cpu_ms_per_mib",
+        "/mxn/rss_kib_per_connection",
+        "/envelope/seal_per_s",
+        "/envelope/open_per_s",
+    ] {
+        assert!(number(p) > 0.0, "{p} = {}", number(p));
+    }
+    for p in [
+        "/latency_ms/direct_p50",
+        "/latency_ms/direct_p99",
+        "/latency_ms/relayed_p50",
+        "/latency_ms/relayed_p99",
+    ] {
+        assert!(number(p) >= 0.0);
+    }
+    assert!(number("/envelope/request_bytes") > 100.0);
+    assert!(number("/envelope/response_bytes") > 100.0);
+    let memory = v
+        .pointer("/setup_ms/memory")
+        .and_then(|m| m.as_object())
+        .expect("setup_ms.memory");
+    for phase in [
+        "request_seen_by_provider",
+        "response_seen_by_consumer",
+        "relayed_connected",
+        "first_byte",
+    ] {
+        assert!(
+            memory.get(phase).and_then(|x| x.as_u64()).is_some(),
+            "phase {phase} in {memory:?}"
+        );
+    }
+    for (key, label) in [
+        ("one_consumer_n_providers", "n"),
+        ("one_provider_m_consumers", "m"),
+    ] {
+        let rows = v
+            .pointer(&format!("/mxn/{key}"))
+            .and_then(|r| r.as_array())
+            .expect(key);
+        let ns: Vec<u64> = rows.iter().filter_map(|r| r[label].as_u64()).collect();
+        assert_eq!(ns, [1, 10, 50], "{key}");
+        for r in rows {
+            let fairness = r["fairness"].as_f64().unwrap();
+            assert!(r["aggregate_mib_s"].as_f64().unwrap() > 0.0);
+            assert!((0.0..=1.0).contains(&fairness), "fairness {fairness}");
+        }
+    }
+}
