@@ -156,6 +156,9 @@ pub struct EvmLedger {
     account: Option<Address>,
     chain_id: u64,
     options: EvmOptions,
+    /// Held from nonce to submission: concurrent posts are submitted one at
+    /// a time (their receipts are awaited concurrently).
+    send_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for EvmLedger {
@@ -181,8 +184,16 @@ fn provider_for(url: &str, signer: Option<PrivateKeySigner>) -> Result<DynProvid
             detail: "only http:// and https:// endpoints are supported".into(),
         });
     }
+    // Nonces come from the node's pending count on every post (not a local
+    // counter): a submission the endpoint dropped would otherwise leave a gap
+    // that wedges every later transaction. `EvmLedger::send_lock` keeps two
+    // posts of ours from drawing the same nonce.
     Ok(match signer {
         Some(s) => ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
             .wallet(s)
             .connect_http(parsed)
             .erased(),
@@ -243,6 +254,7 @@ impl EvmLedger {
             account,
             chain_id,
             options,
+            send_lock: Default::default(),
         })
     }
 
@@ -331,7 +343,11 @@ impl EvmLedger {
             .post(B256::from(topic), Bytes::from(payload))
             .from(from);
         let t = self.options.rpc_timeout;
-        let pending = match timed(t, call.send()).await {
+        let sent = {
+            let _one_at_a_time = self.send_lock.lock().await;
+            timed(t, call.send()).await
+        };
+        let pending = match sent {
             Ok(p) => p,
             Err(e) if e.contains("insufficient funds") => {
                 return Err(LedgerError::Rejected(format!(

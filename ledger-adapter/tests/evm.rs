@@ -141,6 +141,150 @@ async fn evm_post_reports_transaction_and_gas() {
     assert!(r.cursor.is_some());
 }
 
+/// Posts made at once from one account all land (no two draw the same
+/// nonce) and are followed, each exactly once.
+#[tokio::test]
+async fn concurrent_posts_from_one_account_all_land() {
+    use futures::StreamExt;
+    use ledgermesh_ledger::Ledger;
+    let Some((_chain, l)) = ledger("concurrent_posts").await else {
+        return;
+    };
+    let topic = [4u8; 32];
+    let from = l.initial_cursor().await.unwrap();
+    let posts = (0..8u8).map(|i| l.post(topic, vec![i; 40]));
+    for r in futures::future::join_all(posts).await {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let mut follow = l.follow(topic, from);
+    let mut got = vec![];
+    while got.len() < 8 {
+        let m = tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .expect("every post is followed")
+            .unwrap()
+            .unwrap();
+        got.push(m.payload[0]);
+    }
+    got.sort();
+    assert_eq!(got, (0..8).collect::<Vec<u8>>());
+}
+
+/// An HTTP proxy in front of anvil that answers the first `fail` raw
+/// transaction submissions with 503 instead of passing them on: an RPC
+/// endpoint that drops requests now and then.
+async fn flaky_proxy(upstream: &str, fail: usize) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let left = Arc::new(AtomicUsize::new(fail));
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (upstream, left) = (upstream.clone(), left.clone());
+            tokio::spawn(async move {
+                // One request per connection: the answer says `connection: close`.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 16 * 1024];
+                let body_at = loop {
+                    let n = client.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&req[..body_at]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while req.len() < body_at + len {
+                    let n = client.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                }
+                let body = String::from_utf8_lossy(&req[body_at..]);
+                if body.contains("eth_sendRawTransaction")
+                    && left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let head = String::from_utf8_lossy(&req[..body_at])
+                    .lines()
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\r\n");
+                let mut up = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                up.write_all(format!("{head}\r\nconnection: close\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                up.write_all(&req[body_at..]).await.unwrap();
+                let mut answer = Vec::new();
+                let _ = up.read_to_end(&mut answer).await;
+                let _ = client.write_all(&answer).await;
+            });
+        }
+    });
+    url
+}
+
+/// A post whose transaction the endpoint dropped fails with a clear error;
+/// the next posts go through and are followed (no nonce left behind).
+#[tokio::test]
+async fn a_dropped_submission_does_not_wedge_later_posts() {
+    use futures::StreamExt;
+    use ledgermesh_ledger::{Ledger, LedgerError};
+    let Some(chain) = anvil("a_dropped_submission").await else {
+        return;
+    };
+    let key = funded(&chain.url).await;
+    let contract = EvmLedger::deploy(&chain.url, key.clone()).await.unwrap();
+    let proxy = flaky_proxy(&chain.url, 1).await;
+    let options = EvmOptions {
+        poll_interval: Duration::from_millis(50),
+        rpc_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let l = EvmLedger::connect(&proxy, contract, Some(key), options)
+        .await
+        .unwrap();
+    let topic = [9u8; 32];
+    let first = l.post(topic, b"dropped".to_vec()).await;
+    assert!(
+        matches!(first, Err(LedgerError::Unavailable(_))),
+        "the dropped submission is reported: {first:?}"
+    );
+    for msg in [&b"second"[..], b"third"] {
+        let r = l.post(topic, msg.to_vec()).await;
+        assert!(r.is_ok(), "post after a dropped one: {r:?}");
+    }
+    let mut follow = l.follow(topic, l.initial_cursor().await.unwrap());
+    let mut got = vec![];
+    while got.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .expect("posts are followed")
+            .unwrap()
+            .unwrap();
+        got.push(m.payload);
+    }
+    assert_eq!(got, [b"second".to_vec(), b"third".to_vec()]);
+}
+
 #[tokio::test]
 async fn every_wrong_connection_gets_a_clear_error() {
     let Some(chain) = anvil("every_wrong_connection").await else {

@@ -127,22 +127,23 @@ pub async fn run(
     let my_addrs = advertised_addrs(&handle.snapshot().await?, false);
     let mut outcomes: HashMap<(PeerId, String), Result<Fetched, String>> = HashMap::new();
     let mut pending: HashMap<[u8; 16], PeerId> = HashMap::new();
-    for (peer, streams) in &by_provider {
+    // One request per provider, posted at once: on a chain they share blocks
+    // instead of each waiting for the previous one's receipt.
+    let posts = by_provider.iter().map(|(peer, streams)| {
         let request = Signal::Request(ServiceRequest {
             addrs: my_addrs.clone(),
             streams: streams.clone(),
         });
-        match post_sealed(
-            &handle,
-            ledger.as_ref(),
-            *peer,
-            &request,
-            config.request_ttl,
-        )
-        .await
-        {
+        let (handle, ledger) = (&handle, ledger.as_ref());
+        async move {
+            let r = post_sealed(handle, ledger, *peer, &request, config.request_ttl).await;
+            (*peer, streams, r)
+        }
+    });
+    for (peer, streams, posted) in futures::future::join_all(posts).await {
+        match posted {
             Ok(nonce) => {
-                pending.insert(nonce, *peer);
+                pending.insert(nonce, peer);
             }
             Err(e) => {
                 let why = format!("cannot post request: {e:#}");
@@ -153,7 +154,7 @@ pub async fn run(
                     peer_id: Some(peer.to_string()),
                 });
                 for s in streams {
-                    outcomes.insert((*peer, s.clone()), Err(why.clone()));
+                    outcomes.insert((peer, s.clone()), Err(why.clone()));
                 }
             }
         }
