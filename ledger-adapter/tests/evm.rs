@@ -141,11 +141,32 @@ async fn evm_post_reports_transaction_and_gas() {
     assert!(r.cursor.is_some());
 }
 
+/// The first `n` payloads on `topic` after `from`, each within 10 s.
+async fn first_payloads(
+    l: &EvmLedger,
+    topic: [u8; 32],
+    from: ledgermesh_ledger::Cursor,
+    n: usize,
+) -> Vec<Vec<u8>> {
+    use futures::StreamExt;
+    use ledgermesh_ledger::Ledger;
+    let mut follow = l.follow(topic, from);
+    let mut got = vec![];
+    while got.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .expect("every post is followed")
+            .unwrap()
+            .unwrap();
+        got.push(m.payload);
+    }
+    got
+}
+
 /// Posts made at once from one account all land (no two draw the same
 /// nonce) and are followed, each exactly once.
 #[tokio::test]
 async fn concurrent_posts_from_one_account_all_land() {
-    use futures::StreamExt;
     use ledgermesh_ledger::Ledger;
     let Some((_chain, l)) = ledger("concurrent_posts").await else {
         return;
@@ -156,16 +177,11 @@ async fn concurrent_posts_from_one_account_all_land() {
     for r in futures::future::join_all(posts).await {
         assert!(r.is_ok(), "{r:?}");
     }
-    let mut follow = l.follow(topic, from);
-    let mut got = vec![];
-    while got.len() < 8 {
-        let m = tokio::time::timeout(Duration::from_secs(10), follow.next())
-            .await
-            .expect("every post is followed")
-            .unwrap()
-            .unwrap();
-        got.push(m.payload[0]);
-    }
+    let mut got: Vec<u8> = first_payloads(&l, topic, from, 8)
+        .await
+        .iter()
+        .map(|p| p[0])
+        .collect();
     got.sort();
     assert_eq!(got, (0..8).collect::<Vec<u8>>());
 }
@@ -246,7 +262,6 @@ async fn flaky_proxy(upstream: &str, fail: usize) -> String {
 /// the next posts go through and are followed (no nonce left behind).
 #[tokio::test]
 async fn a_dropped_submission_does_not_wedge_later_posts() {
-    use futures::StreamExt;
     use ledgermesh_ledger::{Ledger, LedgerError};
     let Some(chain) = anvil("a_dropped_submission").await else {
         return;
@@ -272,16 +287,7 @@ async fn a_dropped_submission_does_not_wedge_later_posts() {
         let r = l.post(topic, msg.to_vec()).await;
         assert!(r.is_ok(), "post after a dropped one: {r:?}");
     }
-    let mut follow = l.follow(topic, l.initial_cursor().await.unwrap());
-    let mut got = vec![];
-    while got.len() < 2 {
-        let m = tokio::time::timeout(Duration::from_secs(10), follow.next())
-            .await
-            .expect("posts are followed")
-            .unwrap()
-            .unwrap();
-        got.push(m.payload);
-    }
+    let got = first_payloads(&l, topic, l.initial_cursor().await.unwrap(), 2).await;
     assert_eq!(got, [b"second".to_vec(), b"third".to_vec()]);
 }
 
