@@ -513,6 +513,18 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         eprintln!("bench: envelopes…");
         out.insert("envelope".into(), envelope_cost(sz.envelope_time)?);
     }
+    let at = |p: &str| {
+        let v = Value::Object(out.clone());
+        v.pointer(p).and_then(Value::as_f64)
+    };
+    let goal = |got: Option<f64>, min: f64| json!({"value": got, "min": min, "met": got.map(|g| g >= min)});
+    out.insert(
+        "goals".into(),
+        json!({
+            "direct_tcp_over_chacha20poly1305": goal(at("/direct/tcp_ratio_to_chacha20poly1305"), 0.10),
+            "relayed_tcp_over_direct_tcp": goal(at("/relayed/ratio_to_direct"), 0.5),
+        }),
+    );
     out.insert(
         "elapsed_s".into(),
         json!(round(t0.elapsed().as_secs_f64(), 1)),
@@ -1199,6 +1211,28 @@ pub fn print_table(v: &Value) {
             f("/envelope/request_bytes"),
             f("/envelope/response_bytes")
         );
+    }
+    if has("direct") {
+        println!("\nGOALS (issue #4)");
+        for (key, label) in [
+            (
+                "direct_tcp_over_chacha20poly1305",
+                "direct TCP / ChaCha20-Poly1305",
+            ),
+            ("relayed_tcp_over_direct_tcp", "relayed TCP / direct TCP"),
+        ] {
+            let g = |k: &str| f(&format!("/goals/{key}/{k}"));
+            let verdict = match g("met") {
+                Value::Bool(true) => "met",
+                Value::Bool(false) => "NOT met in this run",
+                _ => "not measured",
+            };
+            println!(
+                "  {label:<32} {} (at least {}): {verdict}",
+                g("value"),
+                g("min")
+            );
+        }
     }
     println!("\n(total {} s)", f("/elapsed_s"));
 }
