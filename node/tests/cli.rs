@@ -218,6 +218,13 @@ fn bench_json_has_every_figure() {
     ] {
         assert!(number(p) >= 0.0);
     }
+    for goal in [
+        "direct_tcp_over_chacha20poly1305",
+        "relayed_tcp_over_direct_tcp",
+    ] {
+        let met = v.pointer(&format!("/goals/{goal}/met"));
+        assert!(met.is_some_and(|m| m.is_boolean()), "goal {goal}: {met:?}");
+    }
     assert!(number("/envelope/request_bytes") > 100.0);
     assert!(number("/envelope/response_bytes") > 100.0);
     let memory = v
