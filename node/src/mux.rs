@@ -37,18 +37,14 @@ const MAX_DEFERRED_FLUSHES: u32 = 16;
 /// before that).
 const MAX_BUFFERED_INBOUND: usize = 256;
 
-/// The yamux upgrade with flush coalescing.
-#[derive(Debug, Clone)]
-pub struct Config {
-    inner: yamux::Config,
-}
+/// The yamux upgrade (yamux's defaults) with flush coalescing.
+#[derive(Debug, Clone, Default)]
+pub struct Config;
 
 impl Config {
-    /// yamux's defaults with coalesced flushes.
+    /// The upgrade; a function so it can be handed to the swarm builder.
     pub fn new() -> Self {
-        Config {
-            inner: yamux::Config::default(),
-        }
+        Config
     }
 
     fn muxer<C>(self, io: C, mode: yamux::Mode) -> Muxer<Coalesce<C>>
@@ -59,19 +55,13 @@ impl Config {
         Muxer {
             connection: yamux::Connection::new(
                 Coalesce::new(io, flush_due.clone()),
-                self.inner,
+                yamux::Config::default(),
                 mode,
             ),
             flush_due,
             inbound: VecDeque::new(),
             inbound_waker: None,
         }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -168,7 +168,7 @@ pub enum StreamError {
 }
 
 /// Reads one control frame; returns its body and any bytes read past it.
-async fn read_frame<S: futures::AsyncRead + Unpin>(
+pub(crate) async fn read_frame<S: futures::AsyncRead + Unpin>(
     s: &mut S,
 ) -> Result<(Vec<u8>, Vec<u8>), StreamError> {
     let mut buf = Vec::with_capacity(512);
