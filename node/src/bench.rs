@@ -231,7 +231,9 @@ async fn sink_provider(
     catalog
         .insert_undigested("zeros", Source::Zeros { len: bytes })
         .await?;
-    tokio::spawn(serve(h.clone(), Arc::new(catalog), 4096));
+    // The benchmark measures transport, not sales: everyone may fetch.
+    let access = crate::access::Access::open(h.emitter().clone());
+    tokio::spawn(serve(h.clone(), Arc::new(catalog), access, 4096));
     let mut control = h.stream_control();
     let mut incoming = control.accept(ECHO)?;
     tokio::spawn(async move {
@@ -1019,6 +1021,7 @@ fn envelope_cost(time: Duration) -> anyhow::Result<Value> {
     let request = Signal::Request(ServiceRequest {
         addrs: addrs.clone(),
         streams: vec!["feed".into()],
+        hire_secs: 3600,
     });
     let response = Signal::Response(ServiceResponse {
         request_nonce: [1; 16],
@@ -1029,6 +1032,7 @@ fn envelope_cost(time: Duration) -> anyhow::Result<Value> {
             sha256: Some([3; 32]),
         }],
         rejected: vec![],
+        grant_expires_ms: Some(1_800_000_000_000),
     });
     let now = now_ms();
     let mut rng = rand::rng();

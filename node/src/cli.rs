@@ -154,6 +154,26 @@ pub struct NodeArgs {
     /// Print one JSON object per event on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Append every access decision (grant, renew, refuse, serve_start, serve_end, expire, acl_reload, acl_error) to FILE as JSON lines.
+    #[arg(long, env = "LEDGERMESH_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this size (K/M/G suffixes allowed).
+    #[arg(long, default_value = "16M", value_parser = parse_bytes)]
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept (FILE.1 … FILE.N).
+    #[arg(long, default_value_t = crate::access::audit_log::DEFAULT_KEEP)]
+    pub audit_keep: usize,
+}
+
+impl NodeArgs {
+    /// The audit log, when asked for.
+    fn audit(&self) -> anyhow::Result<Option<crate::access::audit_log::AuditLog>> {
+        self.audit_log
+            .as_deref()
+            .map(|p| crate::access::audit_log::AuditLog::open(p, self.audit_max_bytes, self.audit_keep))
+            .transpose()
+            .context("opening the audit log")
+    }
 }
 
 /// `ledgermesh relay`.
@@ -211,6 +231,12 @@ pub struct ProvideArgs {
     /// Advertise only relay circuits (behind a NAT; DCUtR finds the direct path).
     #[arg(long)]
     pub relay_only: bool,
+    /// Longest grant a service request can hire, in seconds.
+    #[arg(long, default_value_t = ledgermesh_protocol::access::DEFAULT_MAX_GRANT_SECS)]
+    pub max_grant_secs: u64,
+    /// ACL file (TOML; see scripts/acl.sample.toml): peers allowed without a ledger request. Re-read when it changes and on SIGHUP.
+    #[arg(long)]
+    pub acl: Option<PathBuf>,
 }
 
 /// `ledgermesh consume`.
@@ -234,6 +260,15 @@ pub struct ConsumeArgs {
     /// Seconds to wait for each provider's service response.
     #[arg(long, default_value_t = 60)]
     pub response_timeout: u64,
+    /// Seconds of access to hire with each request (the provider caps it).
+    #[arg(long, default_value_t = 3600)]
+    pub hire_secs: u64,
+    /// When a grant runs out mid-stream, post a new request and resume from the offset.
+    #[arg(long)]
+    pub renew: bool,
+    /// Fetch from this provider address (`.../p2p/<id>`) without a ledger request; the provider's ACL must allow us.
+    #[arg(long, num_args = 1..)]
+    pub provider_addr: Vec<Multiaddr>,
 }
 
 /// `ledgermesh demo`.
@@ -468,6 +503,9 @@ async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     pc.data_dir = args.ledger.data_dir.clone();
     pc.observers = observers;
     pc.quorum = args.peer.quorum;
+    pc.max_grant_secs = args.max_grant_secs;
+    pc.acl = args.acl.clone();
+    pc.audit = args.node.audit()?;
     tokio::select! {
         r = provider::run(handle.clone(), ledger, pc) => r.context("provider stopped")?,
         _ = wait_for_ctrl_c() => {}
@@ -485,6 +523,15 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     cc.data_dir = args.ledger.data_dir.clone();
     cc.observers = observers;
     cc.quorum = args.peer.quorum;
+    cc.hire_secs = args.hire_secs;
+    cc.renew = args.renew;
+    cc.audit = args.node.audit()?;
+    for a in &args.provider_addr {
+        if crate::addr::peer_of(a).is_none() {
+            anyhow::bail!("--provider-addr {a}: the address must end in /p2p/<provider peer id>");
+        }
+    }
+    cc.direct = args.provider_addr.clone();
     let outcomes = tokio::select! {
         r = consumer::run(handle.clone(), ledger, cc) => r.context("consumer failed")?,
         _ = wait_for_ctrl_c() => { handle.shutdown().await; return Ok(130) }

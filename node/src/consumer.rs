@@ -6,14 +6,17 @@
 //! upgrades a relayed connection), and receives all accepted streams in
 //! parallel, each resumable from its offset.
 
-use crate::events::Event;
+use crate::access::audit_log::{AuditLine, AuditLog};
+use crate::events::{now_ms, Event};
 use crate::net::NodeHandle;
 use crate::provider::advertised_addrs;
-use crate::signaling::{follow_own_inbox, post_sealed, DEFAULT_TTL};
+use crate::signaling::requests::Requester;
+use crate::signaling::DEFAULT_TTL;
 use crate::source::valid_stream_name;
-use crate::streams::{fetch, FetchPolicy, Fetched};
+use crate::streams::{fetch_with, FetchPolicy, Fetched, Renew};
+use ledgermesh_protocol::access::{AuditKind, AuditRecord};
 use ledgermesh_ledger::Ledger;
-use ledgermesh_protocol::{ServiceRequest, ServiceResponse, Signal};
+use ledgermesh_protocol::{ServiceRequest, ServiceResponse};
 use libp2p::{Multiaddr, PeerId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -72,6 +75,15 @@ pub struct ConsumerConfig {
     pub observers: Vec<Multiaddr>,
     /// Agreeing observers needed; `None` means ⌈2K/3⌉.
     pub quorum: Option<usize>,
+    /// Seconds of access each request hires (the provider caps it).
+    pub hire_secs: u64,
+    /// When a grant runs out mid-stream, post a new request and resume.
+    pub renew: bool,
+    /// Providers fetched from directly at these addresses (`.../p2p/<id>`),
+    /// without a service request: access must come from their ACL.
+    pub direct: Vec<Multiaddr>,
+    /// Where grants received and expiries are written.
+    pub audit: Option<AuditLog>,
 }
 
 impl ConsumerConfig {
@@ -86,6 +98,10 @@ impl ConsumerConfig {
             data_dir: None,
             observers: Vec::new(),
             quorum: None,
+            hire_secs: 3600,
+            renew: false,
+            direct: Vec::new(),
+            audit: None,
         }
     }
 }
@@ -116,7 +132,13 @@ pub async fn run(
 ) -> anyhow::Result<Vec<StreamOutcome>> {
     handle.wait_relays().await?;
     crate::observe::start(&handle, &config.observers, config.quorum).await;
-    let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
+    let requester = Requester::start(
+        &handle,
+        &ledger,
+        config.data_dir.as_deref(),
+        config.request_ttl,
+    )
+    .await?;
     let mut by_provider: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
     for w in &config.wants {
         let streams = by_provider.entry(w.peer).or_default();
@@ -125,74 +147,20 @@ pub async fn run(
         }
     }
     let my_addrs = advertised_addrs(&handle.snapshot().await?, false);
-    let mut outcomes: HashMap<(PeerId, String), Result<Fetched, String>> = HashMap::new();
-    let mut pending: HashMap<[u8; 16], PeerId> = HashMap::new();
-    // One request per provider, posted at once: on a chain they share blocks
-    // instead of each waiting for the previous one's receipt.
-    let posts = by_provider.iter().map(|(peer, streams)| {
-        let request = Signal::Request(ServiceRequest {
-            addrs: my_addrs.clone(),
-            streams: streams.clone(),
-        });
-        let (handle, ledger) = (&handle, ledger.as_ref());
-        async move {
-            let r = post_sealed(handle, ledger, *peer, &request, config.request_ttl).await;
-            (*peer, streams, r)
-        }
+    let buyer = Arc::new(Buyer {
+        handle: handle.clone(),
+        requester,
+        my_addrs,
+        config: config.clone(),
     });
-    for (peer, streams, posted) in futures::future::join_all(posts).await {
-        match posted {
-            Ok(nonce) => {
-                pending.insert(nonce, peer);
-            }
-            Err(e) => {
-                let why = format!("cannot post request: {e:#}");
-                handle.emit(Event::Error {
-                    what: "ledger".into(),
-                    detail: why.clone(),
-                    reason: None,
-                    peer_id: Some(peer.to_string()),
-                });
-                for s in streams {
-                    outcomes.insert((peer, s.clone()), Err(why.clone()));
-                }
-            }
-        }
-    }
-
+    // One task per provider: requests are posted at once (on a chain they
+    // share blocks instead of each waiting for the previous one's receipt).
     let mut tasks: JoinSet<Vec<StreamOutcome>> = JoinSet::new();
-    let deadline = tokio::time::Instant::now() + config.response_timeout;
-    while !pending.is_empty() {
-        let next = tokio::time::timeout_at(deadline, inbox.recv()).await;
-        let Ok(Some((opened, _))) = next else { break };
-        let Signal::Response(resp) = opened.signal else {
-            continue;
-        };
-        match pending.get(&resp.request_nonce) {
-            Some(peer) if *peer == opened.sender => {}
-            _ => {
-                tracing::info!(from = %opened.sender, "response to no request of ours; ignored");
-                continue;
-            }
-        }
-        pending.remove(&resp.request_nonce);
-        let wanted = by_provider.get(&opened.sender).cloned().unwrap_or_default();
-        let handle = handle.clone();
-        let config = config.clone();
-        tasks.spawn(async move { buy_from(handle, opened.sender, resp, wanted, config).await });
+    for (peer, streams) in by_provider {
+        let buyer = buyer.clone();
+        tasks.spawn(async move { buyer.buy(peer, streams).await });
     }
-    for peer in pending.into_values() {
-        let why = format!("no service response within {:?}", config.response_timeout);
-        handle.emit(Event::Error {
-            what: "service_response".into(),
-            detail: why.clone(),
-            reason: Some("timeout".into()),
-            peer_id: Some(peer.to_string()),
-        });
-        for s in &by_provider[&peer] {
-            outcomes.insert((peer, s.clone()), Err(why.clone()));
-        }
-    }
+    let mut outcomes: HashMap<(PeerId, String), Result<Fetched, String>> = HashMap::new();
     while let Some(done) = tasks.join_next().await {
         for o in done? {
             outcomes.insert((o.peer, o.stream), o.result);
@@ -210,6 +178,135 @@ pub async fn run(
                 .unwrap_or_else(|| Err("no outcome".into())),
         })
         .collect())
+}
+
+/// What every per-provider task shares.
+struct Buyer {
+    handle: NodeHandle,
+    requester: Requester,
+    my_addrs: Vec<Multiaddr>,
+    config: ConsumerConfig,
+}
+
+impl Buyer {
+    fn audit(&self, rec: AuditRecord) {
+        if let Some(log) = &self.config.audit {
+            if let Err(e) = log.append(&AuditLine::of(&rec, self.handle.emitter().node())) {
+                self.handle.emit(Event::error("audit", e));
+            }
+        }
+    }
+
+    /// Asks `peer` for `streams` (or, for a direct provider, skips the
+    /// ledger), then receives what it accepted.
+    async fn buy(self: Arc<Self>, peer: PeerId, streams: Vec<String>) -> Vec<StreamOutcome> {
+        let direct: Vec<Multiaddr> = self
+            .config
+            .direct
+            .iter()
+            .filter(|a| crate::addr::peer_of(a) == Some(peer))
+            .cloned()
+            .collect();
+        let resp = if !direct.is_empty() {
+            // Off the ledger: the provider's ACL decides when we ask.
+            ServiceResponse {
+                addrs: direct,
+                accepted: streams
+                    .iter()
+                    .map(|s| ledgermesh_protocol::StreamInfo {
+                        name: s.clone(),
+                        length: None,
+                        sha256: None,
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        } else {
+            match self.request(peer, streams.clone()).await {
+                Ok(r) => r,
+                Err((why, reason)) => {
+                    self.handle.emit(Event::Error {
+                        what: "service_response".into(),
+                        detail: why.clone(),
+                        reason: Some(reason.into()),
+                        peer_id: Some(peer.to_string()),
+                    });
+                    return streams
+                        .into_iter()
+                        .map(|s| StreamOutcome {
+                            peer,
+                            stream: s,
+                            result: Err(why.clone()),
+                        })
+                        .collect();
+                }
+            }
+        };
+        buy_from(self, peer, resp, streams).await
+    }
+
+    /// Posts a request for `streams` and waits for the response; reports
+    /// the grants it carries.
+    async fn request(
+        &self,
+        peer: PeerId,
+        streams: Vec<String>,
+    ) -> Result<ServiceResponse, (String, &'static str)> {
+        let request = ServiceRequest {
+            addrs: self.my_addrs.clone(),
+            streams,
+            hire_secs: self.config.hire_secs,
+        };
+        let resp = self
+            .requester
+            .request(peer, request, self.config.response_timeout)
+            .await
+            .map_err(|e| (e.to_string(), e.reason()))?;
+        if let Some(expires_ms) = resp.grant_expires_ms {
+            for info in &resp.accepted {
+                self.handle.emit(Event::Grant {
+                    peer_id: peer.to_string(),
+                    stream: info.name.clone(),
+                    expires_ms,
+                    renewed: false,
+                });
+                let mut rec = AuditRecord::new(now_ms(), AuditKind::Grant).about(peer, &info.name);
+                rec.expires_ms = Some(expires_ms);
+                self.audit(rec);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// A renewal hook for `stream` of `peer`.
+    fn renewal(self: &Arc<Self>, peer: PeerId, stream: &str) -> Box<Renew> {
+        let buyer = self.clone();
+        let stream = stream.to_string();
+        Box::new(move || {
+            let buyer = buyer.clone();
+            let stream = stream.clone();
+            Box::pin(async move {
+                let mut rec = AuditRecord::new(now_ms(), AuditKind::Expire)
+                    .about(peer, &stream)
+                    .reason("grant_expired");
+                rec.detail = Some("renewing".into());
+                buyer.audit(rec);
+                let resp = buyer
+                    .request(peer, vec![stream.clone()])
+                    .await
+                    .map_err(|(why, _)| why)?;
+                if resp.accepted.iter().any(|i| i.name == stream) {
+                    Ok(())
+                } else {
+                    Err(resp
+                        .rejected
+                        .iter()
+                        .find(|r| r.name == stream)
+                        .map_or("the provider did not grant it".into(), |r| r.detail.clone()))
+                }
+            })
+        })
+    }
 }
 
 /// Head start of direct addresses over relay circuits when connecting.
@@ -236,12 +333,12 @@ async fn connect(handle: &NodeHandle, peer: PeerId, addrs: &[Multiaddr]) -> Resu
 
 /// Connects to one provider and receives every accepted stream in parallel.
 async fn buy_from(
-    handle: NodeHandle,
+    buyer: Arc<Buyer>,
     peer: PeerId,
     resp: ServiceResponse,
     wanted: Vec<String>,
-    config: ConsumerConfig,
 ) -> Vec<StreamOutcome> {
+    let handle = buyer.handle.clone();
     let mut out = Vec::new();
     let fail = |stream: &str, why: String, reason: &str| {
         handle.emit(Event::Error {
@@ -297,9 +394,20 @@ async fn buy_from(
     for name in accepted {
         let handle = handle.clone();
         let addrs = addrs.clone();
-        let config = config.clone();
+        let buyer = buyer.clone();
         fetches.spawn(async move {
-            let r = fetch(&handle, peer, &addrs, &name, &config.out_dir, &config.fetch).await;
+            let config = &buyer.config;
+            let renew = config.renew.then(|| buyer.renewal(peer, &name));
+            let r = fetch_with(
+                &handle,
+                peer,
+                &addrs,
+                &name,
+                &config.out_dir,
+                &config.fetch,
+                renew.as_deref(),
+            )
+            .await;
             match &r {
                 Ok(f) => handle.emit(Event::StreamDone {
                     peer_id: peer.to_string(),

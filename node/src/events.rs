@@ -183,6 +183,44 @@ pub enum Event {
         /// Bytes sent.
         bytes: u64,
     },
+    /// A grant was issued or renewed (provider: to the peer; consumer: by the peer).
+    Grant {
+        /// The other party (the consumer on a provider, the provider on a consumer).
+        peer_id: String,
+        /// Stream name.
+        stream: String,
+        /// When the grant ends, unix ms.
+        expires_ms: u64,
+        /// Whether it extended a grant that was still running.
+        renewed: bool,
+    },
+    /// A provider refused a stream to a peer (no bytes, no catalog were sent).
+    AccessRefused {
+        /// The peer refused.
+        peer_id: String,
+        /// Stream name as asked.
+        stream: String,
+        /// `not_allowed`, `grant_expired`, `unknown_stream`, `busy`, `bad_offset`, ...
+        reason: String,
+    },
+    /// A grant ran out (provider), or a consumer was told its grant ran out.
+    GrantExpired {
+        /// The other party.
+        peer_id: String,
+        /// Stream name.
+        stream: String,
+        /// Consumer: bytes received and kept when the stream ended.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// Consumer: the file holding them.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+    /// A provider's ACL took effect (at start and after each good reload).
+    AclReloaded {
+        /// Where it came from and how many entries.
+        detail: String,
+    },
     /// Something went wrong; the node keeps running.
     Error {
         /// Which part (`envelope`, `relay`, `dial`, `stream`, `stream_rejected`, `ledger`, ...).

@@ -13,6 +13,7 @@
 //! network in one process.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod addr;
 pub mod bench;
 pub mod cli;
@@ -26,8 +27,9 @@ pub mod ledger_spec;
 pub mod mux;
 pub mod net;
 pub mod observe;
+pub mod protocols;
 pub mod provider;
 pub mod relay;
 pub mod signaling;
-pub mod source;
-pub mod streams;
+pub use protocols::stream as streams;
+pub use protocols::stream::source;

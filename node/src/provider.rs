@@ -5,14 +5,17 @@
 //! the streams it accepts, the ones it refuses and why), and serves the
 //! streams over `/ledgermesh/stream/1`.
 
+use crate::access::audit_log::AuditLog;
+use crate::access::Access;
 use crate::events::Event;
 use crate::net::NodeHandle;
 use crate::signaling::{follow_own_inbox, post_sealed, DEFAULT_TTL};
 use crate::source::Source;
 use crate::streams::{serve, Catalog};
 use ledgermesh_ledger::Ledger;
+use ledgermesh_protocol::access::{RequestVerdict, DEFAULT_MAX_GRANT_SECS};
 use ledgermesh_protocol::envelope::Opened;
-use ledgermesh_protocol::{ServiceResponse, Signal};
+use ledgermesh_protocol::{RejectReason, ServiceResponse, Signal, StreamRejection};
 use libp2p::Multiaddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +38,12 @@ pub struct ProviderConfig {
     pub observers: Vec<Multiaddr>,
     /// Agreeing observers needed; `None` means ⌈2K/3⌉.
     pub quorum: Option<usize>,
+    /// Longest grant a service request can hire, in seconds.
+    pub max_grant_secs: u64,
+    /// ACL file (TOML), re-read when it changes.
+    pub acl: Option<std::path::PathBuf>,
+    /// Where access decisions are written.
+    pub audit: Option<AuditLog>,
 }
 
 impl ProviderConfig {
@@ -48,6 +57,9 @@ impl ProviderConfig {
             data_dir: None,
             observers: Vec::new(),
             quorum: None,
+            max_grant_secs: DEFAULT_MAX_GRANT_SECS,
+            acl: None,
+            audit: None,
         }
     }
 }
@@ -85,38 +97,112 @@ pub fn advertised_addrs(snapshot: &crate::net::Snapshot, relay_only: bool) -> Ve
     addrs
 }
 
-/// Runs the provider until the node stops. Returns early only on a setup error.
+/// Runs the provider until the node stops. Returns early only on a setup
+/// error (an unreadable source, a bad ACL file).
 pub async fn run(
     handle: NodeHandle,
     ledger: Arc<dyn Ledger>,
     config: ProviderConfig,
 ) -> anyhow::Result<()> {
     let catalog = Arc::new(Catalog::build(config.streams.clone()).await?);
+    let access = Access::new(
+        config.max_grant_secs,
+        config.audit.clone(),
+        handle.emitter().clone(),
+    );
+    if let Some(path) = &config.acl {
+        access.load_acl_file(path)?;
+        access.watch_acl_file(path.clone());
+    }
     handle.wait_relays().await?;
     crate::observe::start(&handle, &config.observers, config.quorum).await;
-    tokio::spawn(serve(handle.clone(), catalog.clone(), config.max_streams));
+    tokio::spawn(serve(
+        handle.clone(),
+        catalog.clone(),
+        access.clone(),
+        config.max_streams,
+    ));
     let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
     while let Some((opened, _)) = inbox.recv().await {
         let handle = handle.clone();
         let ledger = ledger.clone();
         let catalog = catalog.clone();
+        let access = access.clone();
         let config = config.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(&handle, ledger.as_ref(), &catalog, &config, opened).await {
-                handle.emit(Event::error(
-                    "ledger",
-                    format!("cannot answer request: {e:#}"),
-                ));
+            let peer = opened.sender;
+            if let Err(e) = answer(&handle, ledger.as_ref(), &catalog, &access, &config, opened).await {
+                handle.emit(Event::Error {
+                    what: "ledger".into(),
+                    detail: format!("cannot answer request: {e:#}"),
+                    reason: None,
+                    peer_id: Some(peer.to_string()),
+                });
             }
         });
     }
     Ok(())
 }
 
+/// Names one request may ask for; the rest are ignored.
+const MAX_NAMES_PER_REQUEST: usize = 64;
+
+/// The response to a verified request: the access machine grants (or
+/// renews) what exists, and the response describes only those streams.
+pub fn respond(
+    access: &Access,
+    catalog: &Catalog,
+    peer: libp2p::PeerId,
+    request_nonce: [u8; 16],
+    req: &ledgermesh_protocol::ServiceRequest,
+) -> ServiceResponse {
+    let names: Vec<String> = req
+        .streams
+        .iter()
+        .take(MAX_NAMES_PER_REQUEST)
+        .cloned()
+        .collect();
+    let verdicts = access.update(|m, now| {
+        m.handle_request(now, peer, &names, req.hire_secs, |n| catalog.contains(n))
+    });
+    let mut response = ServiceResponse {
+        request_nonce,
+        ..Default::default()
+    };
+    for v in verdicts {
+        match v {
+            RequestVerdict::Granted {
+                stream, expires_ms, ..
+            } => {
+                if let Some(info) = catalog.info(&stream) {
+                    response.accepted.push(info.clone());
+                    response.grant_expires_ms = Some(
+                        response
+                            .grant_expires_ms
+                            .map_or(expires_ms, |e| e.min(expires_ms)),
+                    );
+                }
+            }
+            RequestVerdict::Unknown(name) => response.rejected.push(StreamRejection {
+                detail: format!("no stream named {name:?}"),
+                name,
+                reason: RejectReason::UnknownStream,
+            }),
+            RequestVerdict::Full(name) => response.rejected.push(StreamRejection {
+                name,
+                reason: RejectReason::Busy,
+                detail: "the provider holds its maximum number of grants; try later".into(),
+            }),
+        }
+    }
+    response
+}
+
 async fn answer(
     handle: &NodeHandle,
     ledger: &dyn Ledger,
     catalog: &Catalog,
+    access: &Access,
     config: &ProviderConfig,
     opened: Opened,
 ) -> anyhow::Result<()> {
@@ -124,24 +210,7 @@ async fn answer(
         tracing::debug!(from = %opened.sender, "ignoring non-request message on stdin");
         return Ok(());
     };
-    let mut response = ServiceResponse {
-        request_nonce: opened.nonce,
-        ..Default::default()
-    };
-    for name in req.streams.iter().take(64) {
-        match catalog.lookup(name) {
-            Ok(info) => response.accepted.push(info),
-            Err(rejection) => {
-                handle.emit(Event::Error {
-                    what: "stream_request".into(),
-                    detail: rejection.detail.clone(),
-                    reason: Some(rejection.reason.as_str().into()),
-                    peer_id: Some(opened.sender.to_string()),
-                });
-                response.rejected.push(rejection);
-            }
-        }
-    }
+    let mut response = respond(access, catalog, opened.sender, opened.nonce, &req);
     let snapshot = handle.snapshot().await?;
     response.addrs = advertised_addrs(&snapshot, config.relay_only);
     post_sealed(

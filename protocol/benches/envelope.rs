@@ -14,6 +14,7 @@ fn request() -> Signal {
             "/ip4/203.0.113.7/udp/40123/quic-v1".parse().unwrap(),
         ],
         streams: vec!["feed".into()],
+        hire_secs: 3600,
     })
 }
 

@@ -13,12 +13,15 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod consensus;
 pub mod envelope;
 pub mod framing;
 pub mod keys;
 pub mod replay;
 pub mod signal;
+pub mod signaling;
+pub mod stream;
 pub mod topic;
 
 pub use envelope::{seal, OpenError, OpenPolicy, Opened, Opener, SealError, Sealed};

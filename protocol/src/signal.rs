@@ -15,6 +15,8 @@ pub enum RejectReason {
     BadOffset,
     /// The provider is at its limit of concurrent streams.
     Busy,
+    /// The peer's grant for the stream ran out (a new request renews it).
+    GrantExpired,
     /// A reason this version does not know.
     Other,
 }
@@ -27,6 +29,7 @@ impl RejectReason {
             RejectReason::NotAllowed => "not_allowed",
             RejectReason::BadOffset => "bad_offset",
             RejectReason::Busy => "busy",
+            RejectReason::GrantExpired => "grant_expired",
             RejectReason::Other => "other",
         }
     }
@@ -37,6 +40,7 @@ impl RejectReason {
             RejectReason::NotAllowed => pb::RejectReason::NotAllowed,
             RejectReason::BadOffset => pb::RejectReason::BadOffset,
             RejectReason::Busy => pb::RejectReason::Busy,
+            RejectReason::GrantExpired => pb::RejectReason::GrantExpired,
             RejectReason::Other => pb::RejectReason::Unspecified,
         }) as i32
     }
@@ -47,6 +51,7 @@ impl RejectReason {
             Ok(pb::RejectReason::NotAllowed) => RejectReason::NotAllowed,
             Ok(pb::RejectReason::BadOffset) => RejectReason::BadOffset,
             Ok(pb::RejectReason::Busy) => RejectReason::Busy,
+            Ok(pb::RejectReason::GrantExpired) => RejectReason::GrantExpired,
             _ => RejectReason::Other,
         }
     }
@@ -81,6 +86,8 @@ pub struct ServiceRequest {
     pub addrs: Vec<Multiaddr>,
     /// Names of the wanted streams.
     pub streams: Vec<String>,
+    /// Seconds of access asked for (the provider caps it); 0: the provider's default.
+    pub hire_secs: u64,
 }
 
 /// A provider's answer.
@@ -94,6 +101,9 @@ pub struct ServiceResponse {
     pub accepted: Vec<StreamInfo>,
     /// Streams it refuses, with reasons.
     pub rejected: Vec<StreamRejection>,
+    /// Unix ms until which the accepted streams may be fetched; `None` when
+    /// nothing was granted (or the provider predates grants).
+    pub grant_expires_ms: Option<u64>,
 }
 
 /// What an envelope carries.
@@ -168,12 +178,14 @@ impl Signal {
             Signal::Request(r) => pb::signal_body::Kind::Request(pb::ServiceRequest {
                 addrs: addrs_to_pb(&r.addrs),
                 streams: r.streams.clone(),
+                hire_secs: r.hire_secs,
             }),
             Signal::Response(r) => pb::signal_body::Kind::Response(pb::ServiceResponse {
                 request_nonce: r.request_nonce.to_vec(),
                 addrs: addrs_to_pb(&r.addrs),
                 accepted: r.accepted.iter().map(StreamInfo::to_pb).collect(),
                 rejected: r.rejected.iter().map(StreamRejection::to_pb).collect(),
+                grant_expires_ms: r.grant_expires_ms.unwrap_or(0),
             }),
         }
     }
@@ -183,6 +195,7 @@ impl Signal {
             pb::signal_body::Kind::Request(r) => Signal::Request(ServiceRequest {
                 addrs: addrs_from_pb(r.addrs),
                 streams: r.streams,
+                hire_secs: r.hire_secs,
             }),
             pb::signal_body::Kind::Response(r) => Signal::Response(ServiceResponse {
                 request_nonce: r.request_nonce.as_slice().try_into().ok()?,
@@ -193,6 +206,7 @@ impl Signal {
                     .into_iter()
                     .map(StreamRejection::from_pb)
                     .collect(),
+                grant_expires_ms: (r.grant_expires_ms > 0).then_some(r.grant_expires_ms),
             }),
         })
     }

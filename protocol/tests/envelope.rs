@@ -31,6 +31,7 @@ fn request(streams: Vec<String>, addr_port: u16) -> Signal {
             .parse()
             .unwrap()],
         streams,
+        hire_secs: u64::from(addr_port),
     })
 }
 
@@ -56,6 +57,7 @@ proptest! {
                 addrs: vec![],
                 accepted: streams.iter().map(|s| StreamInfo { name: s.clone(), length: Some(length), sha256: None }).collect(),
                 rejected: vec![],
+                grant_expires_ms: (length > 0).then_some(length),
             }),
         ] {
             let sealed = seal(&k.alice, &bob, &signal, NOW, TTL, &mut rand::rng()).unwrap();

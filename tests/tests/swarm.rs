@@ -149,6 +149,7 @@ async fn request_sealed_to_another_peer_is_ignored_by_the_wrong_recipient() {
     let signal = Signal::Request(ServiceRequest {
         addrs: vec![],
         streams: vec!["feed".into()],
+        hire_secs: 0,
     });
     let sealed = seal(
         consumer.handle.keypair(),

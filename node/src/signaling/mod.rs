@@ -1,11 +1,14 @@
-//! Posting sealed envelopes to a peer's `stdin` topic and reading our own.
+//! Posting sealed envelopes to a peer's `stdin` topic and reading our own;
+//! [`requests`] matches the responses to the requests we posted.
+
+pub mod requests;
 
 use crate::cursor_store::CursorStore;
 use crate::events::{now_ms, Event};
 use crate::net::NodeHandle;
 use futures::StreamExt;
 use ledgermesh_ledger::{Ledger, LedgerError};
-use ledgermesh_protocol::envelope::{seal, OpenPolicy, Opened, Opener};
+use ledgermesh_protocol::envelope::{seal, OpenPolicy, Opened, Opener, Sealed};
 use ledgermesh_protocol::{Signal, Topic};
 use libp2p::PeerId;
 use std::sync::Arc;
@@ -23,25 +26,49 @@ pub async fn post_sealed(
     signal: &Signal,
     ttl: Duration,
 ) -> anyhow::Result<[u8; 16]> {
-    let sealed = seal(
+    let sealed = seal_to(handle, to, signal, ttl)?;
+    let nonce = sealed.nonce;
+    post_prepared(handle, ledger, to, signal.kind(), sealed).await?;
+    Ok(nonce)
+}
+
+/// Seals `signal` to `to` (the nonce is known before anything is posted).
+pub fn seal_to(
+    handle: &NodeHandle,
+    to: PeerId,
+    signal: &Signal,
+    ttl: Duration,
+) -> Result<Sealed, ledgermesh_protocol::SealError> {
+    seal(
         handle.keypair(),
         &to,
         signal,
         now_ms(),
         ttl.as_millis() as u64,
         &mut rand::rng(),
-    )?;
+    )
+}
+
+/// Posts a sealed envelope on `to`'s `stdin` topic (retrying while the
+/// ledger is unreachable) and reports it.
+pub async fn post_prepared(
+    handle: &NodeHandle,
+    ledger: &dyn Ledger,
+    to: PeerId,
+    kind: &str,
+    sealed: Sealed,
+) -> Result<(), LedgerError> {
     let topic = Topic::stdin(&to);
     let bytes = sealed.bytes.len();
     let receipt = post_with_retry(handle, ledger, topic, sealed.bytes).await?;
     handle.emit(Event::LedgerPost {
         topic: topic.to_hex(),
-        kind: signal.kind().into(),
+        kind: kind.into(),
         bytes,
         tx: receipt.tx,
         gas_used: receipt.gas_used,
     });
-    Ok(sealed.nonce)
+    Ok(())
 }
 
 /// [`follow_inbox`] with the cursor kept under `data_dir` (when given).

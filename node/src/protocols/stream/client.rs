@@ -1,0 +1,341 @@
+//! The consumer side of `/ledgermesh/stream/1`: fetch one stream into a
+//! file, resuming from its offset whenever the stream breaks, renewing the
+//! grant when it runs out (if allowed). What to do after each attempt is
+//! decided by `ledgermesh_protocol::stream::client::FetchState`.
+
+use super::{read_frame, StreamError, CHUNK, STREAM_PROTOCOL};
+use crate::events::Event;
+use crate::net::NodeHandle;
+use futures::future::BoxFuture;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use ledgermesh_protocol::framing::{FrameError, StreamHeader, StreamRequest};
+use ledgermesh_protocol::stream::client::{AttemptEnd, Failure, FetchState, Next, RetryPolicy};
+use ledgermesh_protocol::{RejectReason, StreamInfo, StreamRejection};
+use libp2p::{Multiaddr, PeerId};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt as _;
+
+/// Renews a grant: posts a new service request for the stream and resolves
+/// once the provider accepted it (or says why not).
+pub type Renew = dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync;
+
+/// The result of a completed fetch.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Bytes received.
+    pub bytes: u64,
+    /// SHA-256 of the bytes.
+    pub sha256: [u8; 32],
+    /// Whether it matches the provider's digest.
+    pub verified: bool,
+    /// Time taken.
+    pub elapsed: Duration,
+    /// Resumptions on a new stream.
+    pub resumes: u32,
+    /// File written.
+    pub path: PathBuf,
+    /// When the first data byte arrived (unix ms).
+    pub first_byte_ts_ms: Option<u64>,
+}
+
+/// How hard [`fetch`] tries.
+#[derive(Debug, Clone)]
+pub struct FetchPolicy {
+    /// Attempts (first one included) before giving up.
+    pub max_attempts: u32,
+    /// First back-off; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    /// Largest back-off.
+    pub max_backoff: Duration,
+    /// A stream that delivers nothing for this long is treated as broken.
+    pub stall: Duration,
+    /// Grant renewals per stream when a renewal hook is given.
+    pub max_renewals: u32,
+}
+
+impl Default for FetchPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(3),
+            stall: Duration::from_secs(20),
+            max_renewals: 16,
+        }
+    }
+}
+
+/// Notices when a connection to one peer closes.
+struct PathWatch {
+    rx: tokio::sync::broadcast::Receiver<crate::events::Record>,
+    peer: String,
+}
+
+impl PathWatch {
+    fn new(handle: &NodeHandle, peer: PeerId) -> Self {
+        Self {
+            rx: handle.emitter().subscribe(),
+            peer: peer.to_string(),
+        }
+    }
+
+    /// Resolves when a connection to the peer closed (or events were missed).
+    async fn disconnected(&mut self) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.rx.recv().await {
+                Ok(rec) => {
+                    if let Event::Disconnected { peer_id, .. } = &rec.event {
+                        if *peer_id == self.peer {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Runs `fut` unless a connection to the peer closes or it stalls first.
+    async fn guard<T>(
+        &mut self,
+        stall: Duration,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, StreamError> {
+        tokio::select! {
+            r = fut => Ok(r),
+            _ = self.disconnected() => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "a connection to the peer closed; resuming on the remaining path",
+            ).into()),
+            _ = tokio::time::sleep(stall) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no data for {stall:?}"),
+            ).into()),
+        }
+    }
+}
+
+/// Where stream `name` of `peer` is written under `out_dir`.
+pub fn output_path(out_dir: &Path, peer: &PeerId, name: &str) -> PathBuf {
+    out_dir.join(peer.to_string()).join(name)
+}
+
+/// Receives stream `name` from `peer` into `out_dir`, resuming from its offset
+/// whenever the stream breaks, re-dialing `addrs` when disconnected.
+pub async fn fetch(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    name: &str,
+    out_dir: &Path,
+    policy: &FetchPolicy,
+) -> Result<Fetched, StreamError> {
+    fetch_with(handle, peer, addrs, name, out_dir, policy, None).await
+}
+
+/// [`fetch`], and when the provider says the grant expired, `renew` (if
+/// given) is called and the stream resumes from its offset. Without it, an
+/// expired grant ends the fetch with [`StreamError::Rejected`]; either way
+/// the bytes received so far stay in the file and a `grant_expired` event
+/// says how many.
+pub async fn fetch_with(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    name: &str,
+    out_dir: &Path,
+    policy: &FetchPolicy,
+    renew: Option<&Renew>,
+) -> Result<Fetched, StreamError> {
+    let path = output_path(out_dir, &peer, name);
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let mut file = tokio::fs::File::create(&path).await?;
+    let mut hasher = Sha256::new();
+    let mut offset = 0u64;
+    let mut info: Option<StreamInfo> = None;
+    let started = Instant::now();
+    let mut state = FetchState::new(RetryPolicy {
+        max_attempts: policy.max_attempts,
+        backoff_ms: policy.backoff.as_millis() as u64,
+        max_backoff_ms: policy.max_backoff.as_millis() as u64,
+        max_renewals: if renew.is_some() { policy.max_renewals } else { 0 },
+    });
+    let mut resumes = 0u32;
+    let mut control = handle.stream_control();
+    let mut buf = vec![0u8; CHUNK];
+    let mut first_byte_ts_ms = None;
+    let told_expired = |offset: u64| {
+        handle.emit(Event::GrantExpired {
+            peer_id: peer.to_string(),
+            stream: name.into(),
+            offset: Some(offset),
+            path: Some(path.display().to_string()),
+        })
+    };
+    loop {
+        state.start_attempt();
+        let before = offset;
+        // Watch for connections to this peer closing: a stream on a closed
+        // connection may never see an error, so any disconnect from the peer
+        // makes us resume from our offset on whatever connection remains.
+        let mut watch = PathWatch::new(handle, peer);
+        let result: Result<bool, StreamError> = async {
+            let opened =
+                tokio::time::timeout(policy.stall, control.open_stream(peer, STREAM_PROTOCOL))
+                    .await;
+            let mut stream = match opened {
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "opening the stream timed out",
+                    )
+                    .into())
+                }
+                Ok(Ok(s)) => s,
+                Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
+                    return Err(StreamError::Unsupported)
+                }
+                Ok(Err(e)) => return Err(std::io::Error::other(e.to_string()).into()),
+            };
+            handle.emit(Event::StreamOpened {
+                peer_id: peer.to_string(),
+                stream: name.into(),
+                offset,
+            });
+            stream
+                .write_all(
+                    &StreamRequest {
+                        name: name.into(),
+                        offset,
+                    }
+                    .encode(),
+                )
+                .await?;
+            let (body, rest) = watch.guard(policy.stall, read_frame(&mut stream)).await??;
+            match StreamHeader::decode(&body)? {
+                StreamHeader::Rejected(r) => return Err(StreamError::Rejected(r)),
+                StreamHeader::Accepted { info: i, offset: o } => {
+                    if o != offset {
+                        return Err(FrameError::Malformed(format!(
+                            "asked offset {offset}, got {o}"
+                        ))
+                        .into());
+                    }
+                    if info.as_ref().is_some_and(|prev| prev != &i) {
+                        return Err(FrameError::Malformed(
+                            "stream changed between attempts".into(),
+                        )
+                        .into());
+                    }
+                    info = Some(i);
+                }
+            }
+            let total = info.as_ref().and_then(|i| i.length);
+            let mut pending = rest;
+            if !pending.is_empty() {
+                first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
+            }
+            loop {
+                // File writes are never raced against anything, so a resume
+                // can only happen between whole chunks: no byte is written twice.
+                if !pending.is_empty() {
+                    if let Some(t) = total {
+                        if offset + pending.len() as u64 > t {
+                            return Err(
+                                FrameError::Malformed("provider sent past the end".into()).into()
+                            );
+                        }
+                    }
+                    file.write_all(&pending).await?;
+                    hasher.update(&pending);
+                    offset += pending.len() as u64;
+                    pending.clear();
+                }
+                let n = watch.guard(policy.stall, stream.read(&mut buf)).await??;
+                if n == 0 {
+                    return Ok(total.is_none_or(|t| offset == t));
+                }
+                first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
+                pending.extend_from_slice(&buf[..n]);
+            }
+        }
+        .await;
+        let mut fatal = None;
+        let end = match result {
+            Ok(true) => AttemptEnd::Complete,
+            Ok(false) => AttemptEnd::Broken(format!("stream ended early at {offset}")),
+            Err(StreamError::Rejected(r)) => AttemptEnd::Refused(r),
+            Err(e @ (StreamError::Unsupported | StreamError::Protocol(_))) => {
+                let text = e.to_string();
+                fatal = Some(e);
+                AttemptEnd::Fatal(text)
+            }
+            Err(e) => AttemptEnd::Broken(e.to_string()),
+        };
+        match state.end_attempt(end, offset > before) {
+            Next::Done => break,
+            Next::Retry { after_ms } => {
+                resumes += 1;
+                tracing::info!(%peer, stream = name, offset, "stream broke; resuming");
+                tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                if let Err(e) = handle.dial(peer, addrs.to_vec()).await {
+                    tracing::info!(%peer, error = %e, "re-dial failed");
+                }
+            }
+            Next::Renew => {
+                file.flush().await?;
+                told_expired(offset);
+                tracing::info!(%peer, stream = name, offset, "grant expired; renewing");
+                let renew = renew.expect("renewals are only allowed with a hook");
+                if let Err(why) = renew().await {
+                    return Err(StreamError::Rejected(StreamRejection {
+                        name: name.into(),
+                        reason: RejectReason::GrantExpired,
+                        detail: format!("the grant expired and renewing it failed: {why}"),
+                    }));
+                }
+                resumes += 1;
+            }
+            Next::Fail(failure) => {
+                file.flush().await?;
+                return Err(match failure {
+                    Failure::Refused(r) => {
+                        if r.reason == RejectReason::GrantExpired {
+                            told_expired(offset);
+                        }
+                        StreamError::Rejected(r)
+                    }
+                    Failure::Fatal(text) => {
+                        fatal.unwrap_or_else(|| std::io::Error::other(text).into())
+                    }
+                    Failure::GaveUp { attempts, last } => StreamError::GaveUp {
+                        attempts,
+                        offset,
+                        last,
+                    },
+                });
+            }
+        }
+    }
+    file.flush().await?;
+    file.sync_all().await?;
+    let sha256: [u8; 32] = hasher.finalize().into();
+    let verified = info
+        .as_ref()
+        .is_some_and(|i| i.sha256 == Some(sha256) && i.length.is_none_or(|l| l == offset));
+    Ok(Fetched {
+        bytes: offset,
+        sha256,
+        verified,
+        elapsed: started.elapsed(),
+        resumes,
+        path,
+        first_byte_ts_ms,
+    })
+}

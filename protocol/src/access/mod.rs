@@ -1,0 +1,338 @@
+//! Who may fetch what, decided without I/O.
+//!
+//! A provider serves a stream only to a peer that holds a grant for it (issued
+//! when a verified service request is accepted, for the period it hired,
+//! capped, renewed by a later request) or that an ACL entry allows. Every
+//! decision leaves an [`AuditRecord`] for the node to write.
+//!
+//! The machine follows the crate's contract: inputs come with `now` (unix
+//! ms), [`AccessControl::poll_timeout`] says when to call
+//! [`AccessControl::handle_timeout`] next, and records are drained with
+//! [`AccessControl::poll_audit`].
+
+mod acl;
+mod audit;
+
+pub use acl::{Acl, AclEntry, PeerMatch, StreamMatch};
+pub use audit::{AuditKind, AuditRecord};
+
+use crate::signal::RejectReason;
+use libp2p_identity::PeerId;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// Default cap on a grant's length, in seconds.
+pub const DEFAULT_MAX_GRANT_SECS: u64 = 3600;
+/// Live grants held at most; further requests are refused `busy`.
+pub const MAX_GRANTS: usize = 65_536;
+/// Expired grants remembered (so a returning peer hears `grant_expired`, not
+/// `not_allowed`), at most, and for how long.
+pub const MAX_EXPIRED: usize = 65_536;
+/// How long an expired grant is remembered, in ms.
+pub const EXPIRED_MEMORY_MS: u64 = 3_600_000;
+/// Audit records queued at most between two drains; older ones are dropped
+/// and counted.
+pub const MAX_QUEUED_AUDIT: usize = 16_384;
+
+/// Why access was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// No grant and no ACL entry covers the peer and stream.
+    NotAllowed,
+    /// The peer held a grant for the stream and it ran out.
+    GrantExpired,
+}
+
+impl Denial {
+    /// The wire reason.
+    pub fn reason(self) -> RejectReason {
+        match self {
+            Denial::NotAllowed => RejectReason::NotAllowed,
+            Denial::GrantExpired => RejectReason::GrantExpired,
+        }
+    }
+
+    /// What the refused peer is told: nothing about the catalog.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Denial::NotAllowed => "no grant for this stream: post a service request first",
+            Denial::GrantExpired => "the grant for this stream expired: post a new service request to renew it",
+        }
+    }
+}
+
+/// Access was allowed, until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed {
+    /// Unix ms at which access ends; `None`: no end (an ACL entry without expiry).
+    pub until_ms: Option<u64>,
+}
+
+/// What became of one stream named in a service request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestVerdict {
+    /// Granted until `expires_ms`; `renewed` when it extended a live grant.
+    Granted {
+        /// Stream name.
+        stream: String,
+        /// Unix ms.
+        expires_ms: u64,
+        /// An existing grant was extended.
+        renewed: bool,
+    },
+    /// The provider has no such stream.
+    Unknown(String),
+    /// The grant table is full.
+    Full(String),
+}
+
+type Key = (PeerId, String);
+
+/// The access state of a provider.
+#[derive(Debug)]
+pub struct AccessControl {
+    max_grant_ms: u64,
+    /// Live grants and their end; `by_expiry` indexes the same set by end.
+    grants: HashMap<Key, u64>,
+    by_expiry: BTreeSet<(u64, Key)>,
+    /// Expired grants and when they ended; `expired_order` by that time (a
+    /// queue entry whose time no longer matches the map is stale).
+    expired: HashMap<Key, u64>,
+    expired_order: VecDeque<(u64, Key)>,
+    acl: Acl,
+    audit: VecDeque<AuditRecord>,
+    dropped_audit: u64,
+}
+
+impl AccessControl {
+    /// A machine capping grants at `max_grant_secs`, with an empty ACL.
+    pub fn new(max_grant_secs: u64) -> Self {
+        Self {
+            max_grant_ms: max_grant_secs.max(1).saturating_mul(1000),
+            grants: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            expired: HashMap::new(),
+            expired_order: VecDeque::new(),
+            acl: Acl::default(),
+            audit: VecDeque::new(),
+            dropped_audit: 0,
+        }
+    }
+
+    fn record(&mut self, r: AuditRecord) {
+        if self.audit.len() >= MAX_QUEUED_AUDIT {
+            self.audit.pop_front();
+            self.dropped_audit += 1;
+        }
+        self.audit.push_back(r);
+    }
+
+    /// A verified service request from `peer` for `streams`, hiring them for
+    /// `hire_secs` (0: the cap). `known` says which names exist. Names are
+    /// granted, renewed or refused; each verdict is audited.
+    pub fn handle_request(
+        &mut self,
+        now_ms: u64,
+        peer: PeerId,
+        streams: &[String],
+        hire_secs: u64,
+        known: impl Fn(&str) -> bool,
+    ) -> Vec<RequestVerdict> {
+        self.handle_timeout(now_ms);
+        let hire_ms = match hire_secs {
+            0 => self.max_grant_ms,
+            s => s.saturating_mul(1000).min(self.max_grant_ms),
+        };
+        let expires_ms = now_ms.saturating_add(hire_ms);
+        let mut out = Vec::with_capacity(streams.len());
+        for name in streams {
+            if !known(name) {
+                self.record(
+                    AuditRecord::new(now_ms, AuditKind::Refuse)
+                        .about(peer, name)
+                        .reason(RejectReason::UnknownStream.as_str()),
+                );
+                out.push(RequestVerdict::Unknown(name.clone()));
+                continue;
+            }
+            let key = (peer, name.clone());
+            let renewed = self.grants.contains_key(&key);
+            if !renewed && self.grants.len() >= MAX_GRANTS {
+                self.record(
+                    AuditRecord::new(now_ms, AuditKind::Refuse)
+                        .about(peer, name)
+                        .reason("grant_table_full"),
+                );
+                out.push(RequestVerdict::Full(name.clone()));
+                continue;
+            }
+            // A renewal never shortens a grant.
+            let until = match self.grants.get(&key).copied() {
+                Some(old) if old >= expires_ms => old,
+                Some(old) => {
+                    self.by_expiry.remove(&(old, key.clone()));
+                    expires_ms
+                }
+                None => expires_ms,
+            };
+            self.grants.insert(key.clone(), until);
+            self.by_expiry.insert((until, key.clone()));
+            self.expired.remove(&key);
+            let kind = if renewed { AuditKind::Renew } else { AuditKind::Grant };
+            let mut r = AuditRecord::new(now_ms, kind).about(peer, name);
+            r.expires_ms = Some(until);
+            self.record(r);
+            out.push(RequestVerdict::Granted {
+                stream: name.clone(),
+                expires_ms: until,
+                renewed,
+            });
+        }
+        out
+    }
+
+    /// May `peer` fetch `stream` now? Pure: the caller audits a refusal with
+    /// [`AccessControl::refused`] where it refuses.
+    pub fn check(&self, now_ms: u64, peer: &PeerId, stream: &str) -> Result<Allowed, Denial> {
+        let key = (*peer, stream.to_string());
+        let grant = self.grants.get(&key).copied().filter(|e| *e > now_ms);
+        let acl = self.acl.allowed_until(now_ms, peer, stream);
+        match (grant, acl) {
+            (_, Some(None)) => Ok(Allowed { until_ms: None }),
+            (Some(g), Some(Some(a))) => Ok(Allowed {
+                until_ms: Some(g.max(a)),
+            }),
+            (Some(g), None) => Ok(Allowed { until_ms: Some(g) }),
+            (None, Some(Some(a))) => Ok(Allowed { until_ms: Some(a) }),
+            (None, None) => {
+                let had_grant = self.grants.contains_key(&key) || self.expired.contains_key(&key);
+                Err(if had_grant {
+                    Denial::GrantExpired
+                } else {
+                    Denial::NotAllowed
+                })
+            }
+        }
+    }
+
+    /// Audits a refusal of `stream` to `peer`.
+    pub fn refused(&mut self, now_ms: u64, peer: PeerId, stream: &str, reason: RejectReason) {
+        self.record(
+            AuditRecord::new(now_ms, AuditKind::Refuse)
+                .about(peer, stream)
+                .reason(reason.as_str()),
+        );
+    }
+
+    /// Audits the start of serving `stream` to `peer` from `offset`.
+    pub fn serve_started(&mut self, now_ms: u64, peer: PeerId, stream: &str, offset: u64) {
+        let mut r = AuditRecord::new(now_ms, AuditKind::ServeStart).about(peer, stream);
+        r.offset = Some(offset);
+        self.record(r);
+    }
+
+    /// Audits the end of serving: `bytes` sent from `offset`, and why it ended.
+    pub fn serve_ended(
+        &mut self,
+        now_ms: u64,
+        peer: PeerId,
+        stream: &str,
+        offset: u64,
+        bytes: u64,
+        reason: &str,
+    ) {
+        let mut r = AuditRecord::new(now_ms, AuditKind::ServeEnd)
+            .about(peer, stream)
+            .reason(reason);
+        r.offset = Some(offset);
+        r.bytes = Some(bytes);
+        self.record(r);
+    }
+
+    /// Replaces the ACL (`source` says where it came from, for the audit).
+    pub fn set_acl(&mut self, now_ms: u64, acl: Acl, source: &str) {
+        let mut r = AuditRecord::new(now_ms, AuditKind::AclReload);
+        r.detail = Some(format!("{source}: {} entries", acl.entries.len()));
+        self.acl = acl;
+        self.record(r);
+    }
+
+    /// Audits an ACL that could not be used; the current one stays.
+    pub fn acl_rejected(&mut self, now_ms: u64, detail: &str) {
+        let mut r = AuditRecord::new(now_ms, AuditKind::AclError).reason("invalid_acl");
+        r.detail = Some(detail.to_string());
+        self.record(r);
+    }
+
+    /// Expires grants whose time has come (each audited) and forgets old
+    /// expired ones. Costs O(log n) per grant expired, nothing otherwise.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        while let Some((at_ms, key)) = self.by_expiry.first().cloned() {
+            if at_ms > now_ms {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.grants.remove(&key);
+            let mut r = AuditRecord::new(now_ms, AuditKind::Expire)
+                .about(key.0, &key.1)
+                .reason(RejectReason::GrantExpired.as_str());
+            r.expires_ms = Some(at_ms);
+            self.record(r);
+            self.expired.insert(key.clone(), at_ms);
+            self.expired_order.push_back((at_ms, key));
+        }
+        while let Some((at_ms, key)) = self.expired_order.front() {
+            let stale = self.expired.get(key) != Some(at_ms);
+            let old = now_ms.saturating_sub(*at_ms) >= EXPIRED_MEMORY_MS;
+            if !(stale || old || self.expired.len() > MAX_EXPIRED) {
+                break;
+            }
+            if !stale {
+                self.expired.remove(key);
+            }
+            self.expired_order.pop_front();
+        }
+    }
+
+    /// When [`AccessControl::handle_timeout`] next has work: the earliest
+    /// grant or ACL expiry, or the moment an expired grant is forgotten.
+    pub fn poll_timeout(&self, now_ms: u64) -> Option<u64> {
+        let grant = self.by_expiry.first().map(|(at, _)| *at);
+        let acl = self.acl.next_expiry(now_ms);
+        let forget = self
+            .expired_order
+            .iter()
+            .find(|(at, k)| self.expired.get(k) == Some(at))
+            .map(|(at, _)| at + EXPIRED_MEMORY_MS);
+        [grant, acl, forget].into_iter().flatten().min()
+    }
+
+    /// The next audit record to write.
+    pub fn poll_audit(&mut self) -> Option<AuditRecord> {
+        self.audit.pop_front()
+    }
+
+    /// Audit records dropped because nobody drained them in time.
+    pub fn dropped_audit(&self) -> u64 {
+        self.dropped_audit
+    }
+
+    /// The live grants of `peer`: stream and expiry, sorted by name.
+    pub fn grants_of(&self, now_ms: u64, peer: &PeerId) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .grants
+            .iter()
+            .filter(|((p, _), e)| p == peer && **e > now_ms)
+            .map(|((_, s), e)| (s.clone(), *e))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Live grants in all.
+    pub fn grant_count(&self) -> usize {
+        self.grants.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

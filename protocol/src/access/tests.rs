@@ -1,0 +1,212 @@
+//! The access machine on virtual time: no clock, no sockets.
+
+use super::*;
+use std::collections::BTreeSet;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn peer() -> PeerId {
+    libp2p_identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+}
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn catalog(name: &str) -> bool {
+    matches!(name, "feed" | "logs")
+}
+
+fn drain(ac: &mut AccessControl) -> Vec<AuditRecord> {
+    std::iter::from_fn(|| ac.poll_audit()).collect()
+}
+
+#[test]
+fn a_stranger_is_not_allowed_and_learns_nothing() {
+    let ac = AccessControl::new(3600);
+    let stranger = peer();
+    assert_eq!(ac.check(T0, &stranger, "feed"), Err(Denial::NotAllowed));
+    // Unknown and known names look the same to a peer without a grant.
+    assert_eq!(ac.check(T0, &stranger, "nope"), Err(Denial::NotAllowed));
+    assert!(!Denial::NotAllowed.detail().contains("feed"));
+}
+
+#[test]
+fn a_request_grants_what_exists_for_the_hired_period_capped() {
+    let mut ac = AccessControl::new(60);
+    let p = peer();
+    let v = ac.handle_request(T0, p, &names(&["feed", "nope"]), 10, catalog);
+    assert_eq!(
+        v,
+        vec![
+            RequestVerdict::Granted {
+                stream: "feed".into(),
+                expires_ms: T0 + 10_000,
+                renewed: false
+            },
+            RequestVerdict::Unknown("nope".into()),
+        ]
+    );
+    assert_eq!(
+        ac.check(T0 + 9_999, &p, "feed"),
+        Ok(Allowed {
+            until_ms: Some(T0 + 10_000)
+        })
+    );
+    assert_eq!(ac.check(T0, &p, "logs"), Err(Denial::NotAllowed));
+    // Hiring for longer than the cap gets the cap; 0 asks for the cap.
+    let q = peer();
+    let v = ac.handle_request(T0, q, &names(&["feed"]), 1_000_000, catalog);
+    assert!(matches!(&v[0], RequestVerdict::Granted { expires_ms, .. } if *expires_ms == T0 + 60_000));
+    let r = peer();
+    let v = ac.handle_request(T0, r, &names(&["logs"]), 0, catalog);
+    assert!(matches!(&v[0], RequestVerdict::Granted { expires_ms, .. } if *expires_ms == T0 + 60_000));
+    let audit = drain(&mut ac);
+    assert_eq!(audit[0].kind, AuditKind::Grant);
+    assert_eq!(audit[0].expires_ms, Some(T0 + 10_000));
+    assert_eq!(audit[1].kind, AuditKind::Refuse);
+    assert_eq!(audit[1].reason.as_deref(), Some("unknown_stream"));
+}
+
+#[test]
+fn a_grant_expires_on_time_and_the_peer_is_told_grant_expired() {
+    let mut ac = AccessControl::new(3600);
+    let p = peer();
+    ac.handle_request(T0, p, &names(&["feed"]), 5, catalog);
+    drain(&mut ac);
+    assert_eq!(ac.poll_timeout(T0), Some(T0 + 5_000));
+    // At the deadline, even before the timeout is handled, access is over.
+    assert_eq!(ac.check(T0 + 5_000, &p, "feed"), Err(Denial::GrantExpired));
+    ac.handle_timeout(T0 + 5_000);
+    let audit = drain(&mut ac);
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].kind, AuditKind::Expire);
+    assert_eq!(audit[0].reason.as_deref(), Some("grant_expired"));
+    assert_eq!(ac.check(T0 + 6_000, &p, "feed"), Err(Denial::GrantExpired));
+    // Another peer never held one.
+    assert_eq!(ac.check(T0 + 6_000, &peer(), "feed"), Err(Denial::NotAllowed));
+    // After a long while the expired grant is forgotten.
+    assert_eq!(ac.poll_timeout(T0 + 6_000), Some(T0 + 5_000 + EXPIRED_MEMORY_MS));
+    ac.handle_timeout(T0 + 5_000 + EXPIRED_MEMORY_MS);
+    assert_eq!(
+        ac.check(T0 + 5_000 + EXPIRED_MEMORY_MS, &p, "feed"),
+        Err(Denial::NotAllowed)
+    );
+    assert_eq!(ac.poll_timeout(T0 + 5_000 + EXPIRED_MEMORY_MS), None);
+}
+
+#[test]
+fn a_later_request_renews_and_never_shortens() {
+    let mut ac = AccessControl::new(3600);
+    let p = peer();
+    ac.handle_request(T0, p, &names(&["feed"]), 100, catalog);
+    let v = ac.handle_request(T0 + 50_000, p, &names(&["feed"]), 10, catalog);
+    assert_eq!(
+        v[0],
+        RequestVerdict::Granted {
+            stream: "feed".into(),
+            expires_ms: T0 + 100_000,
+            renewed: true
+        },
+        "a shorter renewal keeps the longer grant"
+    );
+    let v = ac.handle_request(T0 + 90_000, p, &names(&["feed"]), 100, catalog);
+    assert!(matches!(&v[0], RequestVerdict::Granted { expires_ms, renewed: true, .. } if *expires_ms == T0 + 190_000));
+    let kinds: Vec<AuditKind> = drain(&mut ac).iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [AuditKind::Grant, AuditKind::Renew, AuditKind::Renew]);
+    // Expired, then asked again: a fresh grant, access restored.
+    ac.handle_timeout(T0 + 190_000);
+    assert_eq!(ac.check(T0 + 190_001, &p, "feed"), Err(Denial::GrantExpired));
+    let v = ac.handle_request(T0 + 200_000, p, &names(&["feed"]), 10, catalog);
+    assert!(matches!(&v[0], RequestVerdict::Granted { renewed: false, .. }));
+    assert!(ac.check(T0 + 200_001, &p, "feed").is_ok());
+}
+
+#[test]
+fn acl_entries_allow_revoke_and_expire() {
+    let mut ac = AccessControl::new(3600);
+    let friend = peer();
+    let other = peer();
+    ac.set_acl(
+        T0,
+        Acl {
+            entries: vec![
+                AclEntry {
+                    peer: PeerMatch::Peer(friend),
+                    streams: StreamMatch::Any,
+                    expires_ms: None,
+                },
+                AclEntry {
+                    peer: PeerMatch::Any,
+                    streams: StreamMatch::Names(BTreeSet::from(["logs".to_string()])),
+                    expires_ms: Some(T0 + 1_000),
+                },
+            ],
+        },
+        "acl.toml",
+    );
+    assert_eq!(ac.check(T0, &friend, "feed"), Ok(Allowed { until_ms: None }));
+    assert_eq!(
+        ac.check(T0, &other, "logs"),
+        Ok(Allowed {
+            until_ms: Some(T0 + 1_000)
+        })
+    );
+    assert_eq!(ac.check(T0, &other, "feed"), Err(Denial::NotAllowed));
+    assert_eq!(ac.poll_timeout(T0), Some(T0 + 1_000));
+    assert_eq!(ac.check(T0 + 1_000, &other, "logs"), Err(Denial::NotAllowed));
+    // Revoked by a new ACL.
+    ac.set_acl(T0 + 2_000, Acl::default(), "acl.toml");
+    assert_eq!(ac.check(T0 + 2_000, &friend, "feed"), Err(Denial::NotAllowed));
+    ac.acl_rejected(T0 + 3_000, "line 2: bad peer id");
+    let kinds: Vec<AuditKind> = drain(&mut ac).iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [AuditKind::AclReload, AuditKind::AclReload, AuditKind::AclError]);
+}
+
+#[test]
+fn a_grant_and_an_acl_entry_give_the_later_end() {
+    let mut ac = AccessControl::new(3600);
+    let p = peer();
+    ac.handle_request(T0, p, &names(&["feed"]), 10, catalog);
+    ac.set_acl(
+        T0,
+        Acl {
+            entries: vec![AclEntry {
+                peer: PeerMatch::Peer(p),
+                streams: StreamMatch::Any,
+                expires_ms: Some(T0 + 20_000),
+            }],
+        },
+        "acl",
+    );
+    assert_eq!(
+        ac.check(T0, &p, "feed"),
+        Ok(Allowed {
+            until_ms: Some(T0 + 20_000)
+        })
+    );
+    assert_eq!(ac.check(T0, &p, "x").map(|a| a.until_ms), Ok(Some(T0 + 20_000)));
+}
+
+#[test]
+fn the_grant_table_is_bounded() {
+    let mut ac = AccessControl::new(3600);
+    for _ in 0..MAX_GRANTS / 2 {
+        ac.handle_request(T0, peer(), &names(&["feed", "logs"]), 10, catalog);
+    }
+    assert_eq!(ac.grant_count(), MAX_GRANTS);
+    let late = peer();
+    let v = ac.handle_request(T0, late, &names(&["feed"]), 10, catalog);
+    assert_eq!(v, vec![RequestVerdict::Full("feed".into())]);
+    assert_eq!(ac.check(T0, &late, "feed"), Err(Denial::NotAllowed));
+    // Undrained audit records are bounded too.
+    assert!(drain(&mut ac).len() <= MAX_QUEUED_AUDIT);
+    assert!(ac.dropped_audit() > 0);
+    // Once they expire, room is made again.
+    ac.handle_timeout(T0 + 10_000);
+    assert_eq!(ac.grant_count(), 0);
+    let v = ac.handle_request(T0 + 10_000, late, &names(&["feed"]), 10, catalog);
+    assert!(matches!(v[0], RequestVerdict::Granted { .. }));
+}

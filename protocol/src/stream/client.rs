@@ -1,0 +1,233 @@
+//! What a consumer does when one attempt at a stream ends: finish, resume
+//! from its offset after a back-off, renew its grant, or give up.
+
+use crate::signal::{RejectReason, StreamRejection};
+
+/// How hard a fetch tries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts (first one included) before giving up.
+    pub max_attempts: u32,
+    /// First back-off, ms; doubles up to `max_backoff_ms`.
+    pub backoff_ms: u64,
+    /// Largest back-off, ms.
+    pub max_backoff_ms: u64,
+    /// Grant renewals allowed (0: an expired grant ends the fetch).
+    pub max_renewals: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            backoff_ms: 100,
+            max_backoff_ms: 3_000,
+            max_renewals: 0,
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// Every byte arrived.
+    Complete,
+    /// The stream closed, or the path broke, before the end.
+    Broken(String),
+    /// The provider refused.
+    Refused(StreamRejection),
+    /// The provider broke the protocol or does not speak it: retrying cannot help.
+    Fatal(String),
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// The stream is complete.
+    Done,
+    /// Open a new stream from the current offset after `after_ms`.
+    Retry {
+        /// Back-off, ms.
+        after_ms: u64,
+    },
+    /// The grant ran out: post a new service request, then retry at once.
+    Renew,
+    /// Stop.
+    Fail(Failure),
+}
+
+/// Why a fetch stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Refused by the provider (`grant_expired` included, when not renewing).
+    Refused(StreamRejection),
+    /// Broken beyond repair.
+    Fatal(String),
+    /// Attempts exhausted; the last error.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Last error.
+        last: String,
+    },
+}
+
+/// The state of one fetch across attempts.
+#[derive(Debug, Clone)]
+pub struct FetchState {
+    policy: RetryPolicy,
+    attempts: u32,
+    renewals: u32,
+    backoff_ms: u64,
+}
+
+impl FetchState {
+    /// A fresh fetch.
+    pub fn new(policy: RetryPolicy) -> Self {
+        let backoff_ms = policy.backoff_ms;
+        Self {
+            policy,
+            attempts: 0,
+            renewals: 0,
+            backoff_ms,
+        }
+    }
+
+    /// An attempt begins.
+    pub fn start_attempt(&mut self) {
+        self.attempts += 1;
+    }
+
+    /// Attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Renewals made so far.
+    pub fn renewals(&self) -> u32 {
+        self.renewals
+    }
+
+    /// An attempt ended; `progressed` says whether it delivered any byte
+    /// (progress resets the back-off: a path change is not a failure streak).
+    pub fn end_attempt(&mut self, end: AttemptEnd, progressed: bool) -> Next {
+        match end {
+            AttemptEnd::Complete => Next::Done,
+            AttemptEnd::Fatal(e) => Next::Fail(Failure::Fatal(e)),
+            AttemptEnd::Refused(r) if r.reason == RejectReason::GrantExpired => {
+                if self.renewals < self.policy.max_renewals {
+                    self.renewals += 1;
+                    // A renewal is not a failed attempt.
+                    self.attempts = self.attempts.saturating_sub(1);
+                    Next::Renew
+                } else {
+                    Next::Fail(Failure::Refused(r))
+                }
+            }
+            AttemptEnd::Refused(r) => Next::Fail(Failure::Refused(r)),
+            AttemptEnd::Broken(last) => {
+                if self.attempts >= self.policy.max_attempts {
+                    return Next::Fail(Failure::GaveUp {
+                        attempts: self.attempts,
+                        last,
+                    });
+                }
+                if progressed {
+                    self.backoff_ms = self.policy.backoff_ms;
+                }
+                let after_ms = self.backoff_ms;
+                self.backoff_ms = (self.backoff_ms * 2).min(self.policy.max_backoff_ms);
+                Next::Retry { after_ms }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejection(reason: RejectReason) -> StreamRejection {
+        StreamRejection {
+            name: "feed".into(),
+            reason,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn broken_attempts_back_off_and_give_up() {
+        let mut f = FetchState::new(RetryPolicy {
+            max_attempts: 4,
+            ..Default::default()
+        });
+        let mut waits = vec![];
+        loop {
+            f.start_attempt();
+            match f.end_attempt(AttemptEnd::Broken("reset".into()), false) {
+                Next::Retry { after_ms } => waits.push(after_ms),
+                Next::Fail(Failure::GaveUp { attempts, last }) => {
+                    assert_eq!((attempts, last.as_str()), (4, "reset"));
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(waits, [100, 200, 400]);
+    }
+
+    #[test]
+    fn progress_resets_the_backoff() {
+        let mut f = FetchState::new(RetryPolicy::default());
+        f.start_attempt();
+        f.end_attempt(AttemptEnd::Broken("x".into()), false);
+        f.start_attempt();
+        assert_eq!(
+            f.end_attempt(AttemptEnd::Broken("x".into()), false),
+            Next::Retry { after_ms: 200 }
+        );
+        f.start_attempt();
+        assert_eq!(
+            f.end_attempt(AttemptEnd::Broken("x".into()), true),
+            Next::Retry { after_ms: 100 }
+        );
+    }
+
+    #[test]
+    fn an_expired_grant_is_renewed_only_when_allowed() {
+        let mut f = FetchState::new(RetryPolicy::default());
+        f.start_attempt();
+        let expired = AttemptEnd::Refused(rejection(RejectReason::GrantExpired));
+        assert_eq!(
+            f.end_attempt(expired.clone(), true),
+            Next::Fail(Failure::Refused(rejection(RejectReason::GrantExpired)))
+        );
+        let mut f = FetchState::new(RetryPolicy {
+            max_renewals: 1,
+            ..Default::default()
+        });
+        f.start_attempt();
+        assert_eq!(f.end_attempt(expired.clone(), true), Next::Renew);
+        assert_eq!(f.attempts(), 0, "a renewal costs no attempt");
+        f.start_attempt();
+        assert!(matches!(f.end_attempt(expired, false), Next::Fail(_)));
+        assert_eq!(f.renewals(), 1);
+    }
+
+    #[test]
+    fn other_refusals_and_protocol_errors_stop_at_once() {
+        let mut f = FetchState::new(RetryPolicy::default());
+        f.start_attempt();
+        assert!(matches!(
+            f.end_attempt(AttemptEnd::Refused(rejection(RejectReason::NotAllowed)), false),
+            Next::Fail(Failure::Refused(_))
+        ));
+        f.start_attempt();
+        assert!(matches!(
+            f.end_attempt(AttemptEnd::Fatal("bad frame".into()), false),
+            Next::Fail(Failure::Fatal(_))
+        ));
+        f.start_attempt();
+        assert_eq!(f.end_attempt(AttemptEnd::Complete, true), Next::Done);
+    }
+}
