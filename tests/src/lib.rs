@@ -167,6 +167,18 @@ impl Net {
         relay_only: bool,
         relays: Option<Vec<Multiaddr>>,
     ) -> TestNode {
+        let mut pc = ProviderConfig::new(streams);
+        pc.relay_only = relay_only;
+        self.provider_config(name, pc, relays).await
+    }
+
+    /// Starts a provider run by `pc`, with reservations on `relays` (the net's relay when `None`).
+    pub async fn provider_config(
+        &self,
+        name: &str,
+        pc: ProviderConfig,
+        relays: Option<Vec<Multiaddr>>,
+    ) -> TestNode {
         let (c, events) = config(
             name,
             relays.unwrap_or_else(|| vec![self.relay_addr.clone()]),
@@ -174,8 +186,6 @@ impl Net {
         let handle = spawn(c, Keypair::generate_ed25519())
             .await
             .expect("provider starts");
-        let mut pc = ProviderConfig::new(streams);
-        pc.relay_only = relay_only;
         let ledger = self.ledger_for(&handle);
         let h = handle.clone();
         tokio::spawn(async move {
@@ -208,9 +218,20 @@ impl Net {
 
     /// Buys `wants` with `consumer`, writing under the net's directory.
     pub async fn consume(&self, consumer: &TestNode, wants: Vec<Want>) -> Vec<StreamOutcome> {
+        self.consume_with(consumer, wants, |_| {}).await
+    }
+
+    /// [`Net::consume`] with the consumer's configuration adjusted by `tweak`.
+    pub async fn consume_with(
+        &self,
+        consumer: &TestNode,
+        wants: Vec<Want>,
+        tweak: impl FnOnce(&mut ConsumerConfig),
+    ) -> Vec<StreamOutcome> {
         let out = self.dir.0.join(consumer.handle.peer_id().to_string());
         let mut cc = ConsumerConfig::new(wants, out);
         cc.response_timeout = Duration::from_secs(30);
+        tweak(&mut cc);
         let run = consumer::run(
             consumer.handle.clone(),
             self.ledger_for(&consumer.handle),
