@@ -423,7 +423,12 @@ async fn buy_from(
                 Err(e) => handle.emit(Event::Error {
                     what: "stream".into(),
                     detail: format!("{name}: {e}"),
-                    reason: None,
+                    reason: match &e {
+                        crate::streams::StreamError::Rejected(r) => {
+                            Some(r.reason.as_str().into())
+                        }
+                        _ => None,
+                    },
                     peer_id: Some(peer.to_string()),
                 }),
             }

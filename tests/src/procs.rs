@@ -148,6 +148,33 @@ impl Proc {
         }
     }
 
+    /// Like [`Proc::wait_for`], but only events that arrive after this call
+    /// (and any not yet pulled) count.
+    pub fn wait_for_next(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let already = self.seen.len();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.seen[already..].iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => self.seen.push(v),
+                Err(_) => panic!(
+                    "{}: no new {what} within {timeout:?}\nlast events: {:#?}\nstderr tail:\n{}",
+                    self.name,
+                    &self.seen[self.seen.len().saturating_sub(10)..],
+                    self.log_tail()
+                ),
+            }
+        }
+    }
+
     /// Events seen so far (after pulling whatever has arrived) matching `pred`.
     pub fn matching(&mut self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         while let Ok(v) = self.lines.try_recv() {
