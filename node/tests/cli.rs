@@ -169,6 +169,22 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
             "{p}"
         );
     }
+    // Grants: each consumer holds one per stream it bought, nobody else any.
+    let grants = summary["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 8, "{grants:?}");
+    assert!(grants
+        .iter()
+        .all(|g| g["consumer"].as_str().unwrap().starts_with("consumer-")
+            && g["expires_ms"].as_u64().unwrap() > 0));
+    // The stranger that posted no request was refused and got nothing.
+    assert_eq!(summary["stranger_refused"], true);
+    let refusals = summary["refusals"].as_array().unwrap();
+    assert!(
+        refusals
+            .iter()
+            .any(|r| r["peer"] == "stranger" && r["reason"] == "not_allowed"),
+        "{refusals:?}"
+    );
     // Every line before the summary is an event with a node and a name.
     for line in stdout.lines().take(stdout.lines().count() - 1) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
