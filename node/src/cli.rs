@@ -170,7 +170,9 @@ impl NodeArgs {
     fn audit(&self) -> anyhow::Result<Option<crate::access::audit_log::AuditLog>> {
         self.audit_log
             .as_deref()
-            .map(|p| crate::access::audit_log::AuditLog::open(p, self.audit_max_bytes, self.audit_keep))
+            .map(|p| {
+                crate::access::audit_log::AuditLog::open(p, self.audit_max_bytes, self.audit_keep)
+            })
             .transpose()
             .context("opening the audit log")
     }

@@ -14,8 +14,8 @@ use crate::signaling::requests::Requester;
 use crate::signaling::DEFAULT_TTL;
 use crate::source::valid_stream_name;
 use crate::streams::{fetch_with, FetchPolicy, Fetched, Renew};
-use ledgermesh_protocol::access::{AuditKind, AuditRecord};
 use ledgermesh_ledger::Ledger;
+use ledgermesh_protocol::access::{AuditKind, AuditRecord};
 use ledgermesh_protocol::{ServiceRequest, ServiceResponse};
 use libp2p::{Multiaddr, PeerId};
 use std::collections::{BTreeMap, HashMap};
@@ -424,9 +424,7 @@ async fn buy_from(
                     what: "stream".into(),
                     detail: format!("{name}: {e}"),
                     reason: match &e {
-                        crate::streams::StreamError::Rejected(r) => {
-                            Some(r.reason.as_str().into())
-                        }
+                        crate::streams::StreamError::Rejected(r) => Some(r.reason.as_str().into()),
                         _ => None,
                     },
                     peer_id: Some(peer.to_string()),

@@ -131,7 +131,9 @@ pub async fn run(
         let config = config.clone();
         tokio::spawn(async move {
             let peer = opened.sender;
-            if let Err(e) = answer(&handle, ledger.as_ref(), &catalog, &access, &config, opened).await {
+            if let Err(e) =
+                answer(&handle, ledger.as_ref(), &catalog, &access, &config, opened).await
+            {
                 handle.emit(Event::Error {
                     what: "ledger".into(),
                     detail: format!("cannot answer request: {e:#}"),

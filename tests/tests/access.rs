@@ -41,9 +41,21 @@ async fn a_stranger_asking_directly_is_refused_not_allowed_with_no_bytes_and_no_
     // The stranger never posted a request: it dials and asks.
     let stranger = net.consumer("stranger").await;
     let sid = stranger.handle.peer_id();
-    stranger.handle.dial(pid, addrs.clone()).await.expect("dial");
+    stranger
+        .handle
+        .dial(pid, addrs.clone())
+        .await
+        .expect("dial");
     for name in ["feed", "not-on-sale"] {
-        let r = fetch(&stranger.handle, pid, &addrs, name, &net.dir.0, &FetchPolicy::default()).await;
+        let r = fetch(
+            &stranger.handle,
+            pid,
+            &addrs,
+            name,
+            &net.dir.0,
+            &FetchPolicy::default(),
+        )
+        .await;
         match r {
             Err(StreamError::Rejected(rej)) => {
                 assert_eq!(rej.reason, RejectReason::NotAllowed, "{name}: {rej:?}");
@@ -80,7 +92,9 @@ async fn a_stranger_asking_directly_is_refused_not_allowed_with_no_bytes_and_no_
     let lines = audit_lines(&audit_path);
     let refusal = lines
         .iter()
-        .find(|l| l["event"] == "refuse" && l["peer_id"] == sid.to_string() && l["stream"] == "feed")
+        .find(|l| {
+            l["event"] == "refuse" && l["peer_id"] == sid.to_string() && l["stream"] == "feed"
+        })
         .unwrap_or_else(|| panic!("audit log holds the refusal: {lines:#?}"));
     assert_eq!(refusal["reason"], "not_allowed");
     assert!(refusal["ts_ms"].as_u64().unwrap() > 0);
@@ -91,14 +105,20 @@ async fn a_stranger_asking_directly_is_refused_not_allowed_with_no_bytes_and_no_
     let outcomes = net.consume(&consumer, vec![want(&provider, "feed")]).await;
     assert_delivered(
         &outcomes[0],
-        truth(&Source::Random { len: 256 * KIB, seed: 4 }).await,
+        truth(&Source::Random {
+            len: 256 * KIB,
+            seed: 4,
+        })
+        .await,
         256 * KIB,
     );
     let lines = audit_lines(&audit_path);
     let cid = consumer.handle.peer_id().to_string();
     for ev in ["grant", "serve_start", "serve_end"] {
         assert!(
-            lines.iter().any(|l| l["event"] == ev && l["peer_id"] == cid),
+            lines
+                .iter()
+                .any(|l| l["event"] == ev && l["peer_id"] == cid),
             "audit {ev} for the consumer: {lines:#?}"
         );
     }
@@ -116,34 +136,61 @@ fn paced() -> Source {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_grant_ends_the_stream_and_keeps_what_arrived() {
     let net = Net::new("expire").await;
-    let provider = net.provider_with("provider", vec![("live".into(), paced())], false, None).await;
+    let provider = net
+        .provider_with("provider", vec![("live".into(), paced())], false, None)
+        .await;
     let mut consumer = net.consumer("consumer").await;
     let outcomes = net
-        .consume_with(&consumer, vec![want(&provider, "live")], |cc| cc.hire_secs = 1)
+        .consume_with(&consumer, vec![want(&provider, "live")], |cc| {
+            cc.hire_secs = 1
+        })
         .await;
-    let err = outcomes[0].result.as_ref().expect_err("the grant ran out mid-stream");
+    let err = outcomes[0]
+        .result
+        .as_ref()
+        .expect_err("the grant ran out mid-stream");
     assert!(err.contains("grant_expired"), "{err}");
     let told = consumer
         .events
-        .wait_for("grant_expired", |e| matches!(e, Event::GrantExpired { offset: Some(_), .. }))
+        .wait_for("grant_expired", |e| {
+            matches!(
+                e,
+                Event::GrantExpired {
+                    offset: Some(_),
+                    ..
+                }
+            )
+        })
         .await;
-    let Event::GrantExpired { offset: Some(kept), path: Some(path), .. } = told else {
+    let Event::GrantExpired {
+        offset: Some(kept),
+        path: Some(path),
+        ..
+    } = told
+    else {
         unreachable!()
     };
-    assert!(kept > 0 && kept < 320 * KIB, "part of the stream arrived: {kept}");
+    assert!(
+        kept > 0 && kept < 320 * KIB,
+        "part of the stream arrived: {kept}"
+    );
     // The bytes kept are exactly the stream's first `kept` bytes.
     let on_disk = std::fs::read(&path).expect("partial file kept");
     assert_eq!(on_disk.len() as u64, kept);
     let mut truth_bytes = vec![0u8; kept as usize];
     let mut r = paced().open_at(0, 320 * KIB).await.unwrap();
-    tokio::io::AsyncReadExt::read_exact(&mut r, &mut truth_bytes).await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut r, &mut truth_bytes)
+        .await
+        .unwrap();
     assert!(on_disk == truth_bytes, "the kept prefix matches the source");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewed_request_resumes_an_expired_stream_from_its_offset() {
     let net = Net::new("renew").await;
-    let mut provider = net.provider_with("provider", vec![("live".into(), paced())], false, None).await;
+    let mut provider = net
+        .provider_with("provider", vec![("live".into(), paced())], false, None)
+        .await;
     let mut consumer = net.consumer("consumer").await;
     let outcomes = net
         .consume_with(&consumer, vec![want(&provider, "live")], |cc| {
@@ -156,14 +203,25 @@ async fn a_renewed_request_resumes_an_expired_stream_from_its_offset() {
         .events
         .matching(|e| matches!(e, Event::GrantExpired { offset: Some(o), .. } if *o > 0));
     assert!(!expired.is_empty(), "the grant ran out at least once");
-    let grants = consumer.events.matching(|e| matches!(e, Event::Grant { .. }));
+    let grants = consumer
+        .events
+        .matching(|e| matches!(e, Event::Grant { .. }));
     assert!(grants.len() >= 2, "first grant and a renewal: {grants:?}");
     // The stream resumed from where it stopped, never from 0.
-    let Event::GrantExpired { offset: Some(first_cut), .. } = expired[0] else { unreachable!() };
-    let reopened = consumer.events.matching(
-        |e| matches!(e, Event::StreamOpened { offset, .. } if *offset == first_cut),
+    let Event::GrantExpired {
+        offset: Some(first_cut),
+        ..
+    } = expired[0]
+    else {
+        unreachable!()
+    };
+    let reopened = consumer
+        .events
+        .matching(|e| matches!(e, Event::StreamOpened { offset, .. } if *offset == first_cut));
+    assert!(
+        !reopened.is_empty(),
+        "a stream reopened at offset {first_cut}"
     );
-    assert!(!reopened.is_empty(), "a stream reopened at offset {first_cut}");
     assert!(outcomes[0].result.as_ref().unwrap().resumes >= 1);
     // The provider cut the stream at expiry and saw the renewal.
     provider

@@ -27,16 +27,33 @@ fn allow(peer: &str) -> String {
 }
 
 /// Runs a direct consumer to completion: its exit code and events.
-fn consume(dir: &TempDir, key: &str, provider_addr: &str, pid: &str, run: usize) -> (i32, Vec<Value>) {
+fn consume(
+    dir: &TempDir,
+    key: &str,
+    provider_addr: &str,
+    pid: &str,
+    run: usize,
+) -> (i32, Vec<Value>) {
     let out = dir.0.join(format!("out-{run}"));
     let want = format!("{pid}/feed");
     let mut c = Proc::start(
         &format!("consumer-{run}"),
         &dir.0,
         &[
-            "consume", "--json", "--key", key, "--listen", "/ip4/127.0.0.1/tcp/0",
-            "--provider-addr", provider_addr, "--want", &want,
-            "--out", out.to_str().unwrap(), "--response-timeout", "20",
+            "consume",
+            "--json",
+            "--key",
+            key,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--provider-addr",
+            provider_addr,
+            "--want",
+            &want,
+            "--out",
+            out.to_str().unwrap(),
+            "--response-timeout",
+            "20",
         ],
     );
     let code = c.wait_exit(WAIT * 2);
@@ -61,9 +78,18 @@ async fn the_acl_file_grants_and_revokes_without_a_restart_and_a_bad_file_change
         "provider",
         &dir.0,
         &[
-            "provide", "--json", "--key", &pkey, "--listen", "/ip4/127.0.0.1/tcp/0",
-            "--stream", "feed=random:256K:31",
-            "--acl", acl.to_str().unwrap(), "--audit-log", audit.to_str().unwrap(),
+            "provide",
+            "--json",
+            "--key",
+            &pkey,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--stream",
+            "feed=random:256K:31",
+            "--acl",
+            acl.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
         ],
     );
     let listening = provider.wait_for("listening", WAIT, |v| event_is(v, "listening"));
@@ -95,7 +121,11 @@ async fn the_acl_file_grants_and_revokes_without_a_restart_and_a_bad_file_change
     let (code, events) = consume(&dir, &ckey, &provider_addr, &pid, 2);
     assert_eq!(code, 0, "{events:#?}");
     let got = dir.0.join("out-2").join(&pid).join("feed");
-    let expected = truth(&Source::Random { len: 256 << 10, seed: 31 }).await;
+    let expected = truth(&Source::Random {
+        len: 256 << 10,
+        seed: 31,
+    })
+    .await;
     assert_eq!(file_sha256(&got), expected);
 
     // 3. A malformed file is reported and the ACL in force stays.
@@ -104,9 +134,15 @@ async fn the_acl_file_grants_and_revokes_without_a_restart_and_a_bad_file_change
     let err = provider.wait_for_next("acl error", WAIT, |v| {
         event_is(v, "error") && v["what"] == "acl" && v["reason"] == "invalid_acl"
     });
-    assert!(err["detail"].as_str().unwrap().contains("not-a-peer"), "{err}");
+    assert!(
+        err["detail"].as_str().unwrap().contains("not-a-peer"),
+        "{err}"
+    );
     let (code, events) = consume(&dir, &ckey, &provider_addr, &pid, 3);
-    assert_eq!(code, 0, "the old ACL still allows the consumer: {events:#?}");
+    assert_eq!(
+        code, 0,
+        "the old ACL still allows the consumer: {events:#?}"
+    );
 
     // 4. Revoked by removing the entry.
     provider.matching(|_| false);
@@ -126,7 +162,13 @@ async fn the_acl_file_grants_and_revokes_without_a_restart_and_a_bad_file_change
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let kinds: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
-    for k in ["acl_reload", "refuse", "serve_start", "serve_end", "acl_error"] {
+    for k in [
+        "acl_reload",
+        "refuse",
+        "serve_start",
+        "serve_end",
+        "acl_error",
+    ] {
         assert!(kinds.contains(&k), "audit has {k}: {kinds:?}");
     }
     let first_refuse = kinds.iter().position(|k| *k == "refuse").unwrap();
@@ -139,5 +181,7 @@ async fn the_acl_file_grants_and_revokes_without_a_restart_and_a_bad_file_change
         .filter(|l| l["event"] == "serve_end" && l["peer_id"] == cid)
         .collect();
     assert_eq!(served.len(), 2, "served twice (runs 2 and 3)");
-    assert!(served.iter().all(|l| l["bytes"] == 256 << 10 && l["reason"] == "completed"));
+    assert!(served
+        .iter()
+        .all(|l| l["bytes"] == 256 << 10 && l["reason"] == "completed"));
 }

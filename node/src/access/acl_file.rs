@@ -225,11 +225,26 @@ expires = 2030-01-01T00:00:00Z
     #[test]
     fn bad_files_say_why() {
         let cases = [
-            ("[[allow]]\npeer = \"nope\"\nstreams = \"*\"\n", "entry 1: peer \"nope\""),
-            ("[[allow]]\npeer = \"*\"\nstreams = [\"../etc\"]\n", "stream \"../etc\""),
-            ("[[allow]]\npeer = \"*\"\nstreams = []\n", "streams is empty"),
-            ("[[allow]]\npeer = \"*\"\nstreams = \"*\"\nexpires = \"tomorrow\"\n", "not an RFC 3339"),
-            ("[[allow]]\npeer = \"*\"\nstreams = \"*\"\nextra = 1\n", "unknown field"),
+            (
+                "[[allow]]\npeer = \"nope\"\nstreams = \"*\"\n",
+                "entry 1: peer \"nope\"",
+            ),
+            (
+                "[[allow]]\npeer = \"*\"\nstreams = [\"../etc\"]\n",
+                "stream \"../etc\"",
+            ),
+            (
+                "[[allow]]\npeer = \"*\"\nstreams = []\n",
+                "streams is empty",
+            ),
+            (
+                "[[allow]]\npeer = \"*\"\nstreams = \"*\"\nexpires = \"tomorrow\"\n",
+                "not an RFC 3339",
+            ),
+            (
+                "[[allow]]\npeer = \"*\"\nstreams = \"*\"\nextra = 1\n",
+                "unknown field",
+            ),
             ("[[allow]\n", "t:"),
         ];
         for (text, want) in cases {

@@ -200,8 +200,16 @@ mod tests {
         let current = lines(&path);
         let first = &current[0];
         for key in [
-            "ts_ms", "event", "node", "peer_id", "stream", "reason", "bytes", "offset",
-            "expires_ms", "detail",
+            "ts_ms",
+            "event",
+            "node",
+            "peer_id",
+            "stream",
+            "reason",
+            "bytes",
+            "offset",
+            "expires_ms",
+            "detail",
         ] {
             assert!(first.get(key).is_some(), "missing {key}: {first}");
         }
@@ -221,7 +229,9 @@ mod tests {
         assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "{all:?}");
         // Reopening appends.
         let again = AuditLog::open(&path, 1 << 20, 2).unwrap();
-        again.append(&AuditLine::of(&record(99), "provider")).unwrap();
+        again
+            .append(&AuditLine::of(&record(99), "provider"))
+            .unwrap();
         assert_eq!(lines(&path).len(), current.len() + 1);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -8,7 +8,7 @@ pub mod audit_log;
 
 use crate::events::{now_ms, Emitter, Event};
 use audit_log::{AuditLine, AuditLog};
-use ledgermesh_protocol::access::{Acl, AccessControl, AuditKind, AuditRecord, Denial};
+use ledgermesh_protocol::access::{AccessControl, Acl, AuditKind, AuditRecord, Denial};
 use libp2p::PeerId;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -60,7 +60,11 @@ impl Access {
 
     /// Everyone may fetch everything (benchmarks, open data).
     pub fn open(emitter: Emitter) -> Self {
-        let a = Self::new(ledgermesh_protocol::access::DEFAULT_MAX_GRANT_SECS, None, emitter);
+        let a = Self::new(
+            ledgermesh_protocol::access::DEFAULT_MAX_GRANT_SECS,
+            None,
+            emitter,
+        );
         a.update(|m, now| m.set_acl(now, Acl::open(), "open access"));
         a
     }
@@ -118,7 +122,9 @@ impl Access {
             };
             let wait = async {
                 match until {
-                    Some(u) => tokio::time::sleep(Duration::from_millis(u.saturating_sub(now) + 1)).await,
+                    Some(u) => {
+                        tokio::time::sleep(Duration::from_millis(u.saturating_sub(now) + 1)).await
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -145,7 +151,8 @@ impl Access {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut seen = acl_file::fingerprint(&path);
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             loop {
                 let hangup = async {
                     match hup.as_mut() {

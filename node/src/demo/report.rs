@@ -319,7 +319,9 @@ pub(crate) fn summarize(
     streams.sort_by(|a, b| {
         (&a.consumer, &a.provider, &a.stream).cmp(&(&b.consumer, &b.provider, &b.stream))
     });
-    grants.sort_by(|a, b| (&a.provider, &a.consumer, &a.stream).cmp(&(&b.provider, &b.consumer, &b.stream)));
+    grants.sort_by(|a, b| {
+        (&a.provider, &a.consumer, &a.stream).cmp(&(&b.provider, &b.consumer, &b.stream))
+    });
     let ok = !streams.is_empty() && streams.iter().all(|s| s.verified) && stranger_refused;
     DemoSummary {
         event: "demo_summary",
@@ -404,13 +406,22 @@ pub(crate) fn print_tables(s: &DemoSummary) {
         );
     }
     println!("\nGRANTS (issued for verified service requests; nobody else is served)");
-    println!("  {:<12} {:<12} {:<6} until", "provider", "consumer", "stream");
+    println!(
+        "  {:<12} {:<12} {:<6} until",
+        "provider", "consumer", "stream"
+    );
     for g in &s.grants {
-        println!("  {:<12} {:<12} {:<6} {}", g.provider, g.consumer, g.stream, g.until);
+        println!(
+            "  {:<12} {:<12} {:<6} {}",
+            g.provider, g.consumer, g.stream, g.until
+        );
     }
     println!("\nREFUSED (a peer that posted no request asks the stream protocol directly)");
     for r in &s.refusals {
-        println!("  {:<12} {:<12} {:<6} {}", r.provider, r.peer, r.stream, r.reason);
+        println!(
+            "  {:<12} {:<12} {:<6} {}",
+            r.provider, r.peer, r.stream, r.reason
+        );
     }
     if !s.stranger_refused {
         println!("  the stranger was NOT refused as it should have been");
@@ -442,7 +453,10 @@ pub(crate) fn print_tables(s: &DemoSummary) {
         s.elapsed_ms as f64 / 1000.0,
         s.streams.iter().filter(|x| x.verified).count(),
         s.streams.len(),
-        if s.stranger_refused { "the stranger was" } else { "the stranger was NOT" },
+        if s.stranger_refused {
+            "the stranger was"
+        } else {
+            "the stranger was NOT"
+        },
     );
 }
-

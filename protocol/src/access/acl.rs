@@ -77,7 +77,11 @@ impl Acl {
     /// `None` when none allows it, `Some(None)` when one never ends.
     pub fn allowed_until(&self, now_ms: u64, peer: &PeerId, stream: &str) -> Option<Option<u64>> {
         let mut best: Option<Option<u64>> = None;
-        for e in self.entries.iter().filter(|e| e.allows(now_ms, peer, stream)) {
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.allows(now_ms, peer, stream))
+        {
             best = Some(match (best, e.expires_ms) {
                 (Some(None), _) | (_, None) => None,
                 (Some(Some(a)), Some(b)) => Some(a.max(b)),

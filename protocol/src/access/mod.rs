@@ -55,7 +55,9 @@ impl Denial {
     pub fn detail(self) -> &'static str {
         match self {
             Denial::NotAllowed => "no grant for this stream: post a service request first",
-            Denial::GrantExpired => "the grant for this stream expired: post a new service request to renew it",
+            Denial::GrantExpired => {
+                "the grant for this stream expired: post a new service request to renew it"
+            }
         }
     }
 }
@@ -177,7 +179,11 @@ impl AccessControl {
             self.grants.insert(key.clone(), until);
             self.by_expiry.insert((until, key.clone()));
             self.expired.remove(&key);
-            let kind = if renewed { AuditKind::Renew } else { AuditKind::Grant };
+            let kind = if renewed {
+                AuditKind::Renew
+            } else {
+                AuditKind::Grant
+            };
             let mut r = AuditRecord::new(now_ms, kind).about(peer, name);
             r.expires_ms = Some(until);
             self.record(r);

@@ -59,10 +59,14 @@ fn a_request_grants_what_exists_for_the_hired_period_capped() {
     // Hiring for longer than the cap gets the cap; 0 asks for the cap.
     let q = peer();
     let v = ac.handle_request(T0, q, &names(&["feed"]), 1_000_000, catalog);
-    assert!(matches!(&v[0], RequestVerdict::Granted { expires_ms, .. } if *expires_ms == T0 + 60_000));
+    assert!(
+        matches!(&v[0], RequestVerdict::Granted { expires_ms, .. } if *expires_ms == T0 + 60_000)
+    );
     let r = peer();
     let v = ac.handle_request(T0, r, &names(&["logs"]), 0, catalog);
-    assert!(matches!(&v[0], RequestVerdict::Granted { expires_ms, .. } if *expires_ms == T0 + 60_000));
+    assert!(
+        matches!(&v[0], RequestVerdict::Granted { expires_ms, .. } if *expires_ms == T0 + 60_000)
+    );
     let audit = drain(&mut ac);
     assert_eq!(audit[0].kind, AuditKind::Grant);
     assert_eq!(audit[0].expires_ms, Some(T0 + 10_000));
@@ -86,9 +90,15 @@ fn a_grant_expires_on_time_and_the_peer_is_told_grant_expired() {
     assert_eq!(audit[0].reason.as_deref(), Some("grant_expired"));
     assert_eq!(ac.check(T0 + 6_000, &p, "feed"), Err(Denial::GrantExpired));
     // Another peer never held one.
-    assert_eq!(ac.check(T0 + 6_000, &peer(), "feed"), Err(Denial::NotAllowed));
+    assert_eq!(
+        ac.check(T0 + 6_000, &peer(), "feed"),
+        Err(Denial::NotAllowed)
+    );
     // After a long while the expired grant is forgotten.
-    assert_eq!(ac.poll_timeout(T0 + 6_000), Some(T0 + 5_000 + EXPIRED_MEMORY_MS));
+    assert_eq!(
+        ac.poll_timeout(T0 + 6_000),
+        Some(T0 + 5_000 + EXPIRED_MEMORY_MS)
+    );
     ac.handle_timeout(T0 + 5_000 + EXPIRED_MEMORY_MS);
     assert_eq!(
         ac.check(T0 + 5_000 + EXPIRED_MEMORY_MS, &p, "feed"),
@@ -113,14 +123,25 @@ fn a_later_request_renews_and_never_shortens() {
         "a shorter renewal keeps the longer grant"
     );
     let v = ac.handle_request(T0 + 90_000, p, &names(&["feed"]), 100, catalog);
-    assert!(matches!(&v[0], RequestVerdict::Granted { expires_ms, renewed: true, .. } if *expires_ms == T0 + 190_000));
+    assert!(
+        matches!(&v[0], RequestVerdict::Granted { expires_ms, renewed: true, .. } if *expires_ms == T0 + 190_000)
+    );
     let kinds: Vec<AuditKind> = drain(&mut ac).iter().map(|r| r.kind).collect();
-    assert_eq!(kinds, [AuditKind::Grant, AuditKind::Renew, AuditKind::Renew]);
+    assert_eq!(
+        kinds,
+        [AuditKind::Grant, AuditKind::Renew, AuditKind::Renew]
+    );
     // Expired, then asked again: a fresh grant, access restored.
     ac.handle_timeout(T0 + 190_000);
-    assert_eq!(ac.check(T0 + 190_001, &p, "feed"), Err(Denial::GrantExpired));
+    assert_eq!(
+        ac.check(T0 + 190_001, &p, "feed"),
+        Err(Denial::GrantExpired)
+    );
     let v = ac.handle_request(T0 + 200_000, p, &names(&["feed"]), 10, catalog);
-    assert!(matches!(&v[0], RequestVerdict::Granted { renewed: false, .. }));
+    assert!(matches!(
+        &v[0],
+        RequestVerdict::Granted { renewed: false, .. }
+    ));
     assert!(ac.check(T0 + 200_001, &p, "feed").is_ok());
 }
 
@@ -147,7 +168,10 @@ fn acl_entries_allow_revoke_and_expire() {
         },
         "acl.toml",
     );
-    assert_eq!(ac.check(T0, &friend, "feed"), Ok(Allowed { until_ms: None }));
+    assert_eq!(
+        ac.check(T0, &friend, "feed"),
+        Ok(Allowed { until_ms: None })
+    );
     assert_eq!(
         ac.check(T0, &other, "logs"),
         Ok(Allowed {
@@ -156,13 +180,26 @@ fn acl_entries_allow_revoke_and_expire() {
     );
     assert_eq!(ac.check(T0, &other, "feed"), Err(Denial::NotAllowed));
     assert_eq!(ac.poll_timeout(T0), Some(T0 + 1_000));
-    assert_eq!(ac.check(T0 + 1_000, &other, "logs"), Err(Denial::NotAllowed));
+    assert_eq!(
+        ac.check(T0 + 1_000, &other, "logs"),
+        Err(Denial::NotAllowed)
+    );
     // Revoked by a new ACL.
     ac.set_acl(T0 + 2_000, Acl::default(), "acl.toml");
-    assert_eq!(ac.check(T0 + 2_000, &friend, "feed"), Err(Denial::NotAllowed));
+    assert_eq!(
+        ac.check(T0 + 2_000, &friend, "feed"),
+        Err(Denial::NotAllowed)
+    );
     ac.acl_rejected(T0 + 3_000, "line 2: bad peer id");
     let kinds: Vec<AuditKind> = drain(&mut ac).iter().map(|r| r.kind).collect();
-    assert_eq!(kinds, [AuditKind::AclReload, AuditKind::AclReload, AuditKind::AclError]);
+    assert_eq!(
+        kinds,
+        [
+            AuditKind::AclReload,
+            AuditKind::AclReload,
+            AuditKind::AclError
+        ]
+    );
 }
 
 #[test]
@@ -187,7 +224,10 @@ fn a_grant_and_an_acl_entry_give_the_later_end() {
             until_ms: Some(T0 + 20_000)
         })
     );
-    assert_eq!(ac.check(T0, &p, "x").map(|a| a.until_ms), Ok(Some(T0 + 20_000)));
+    assert_eq!(
+        ac.check(T0, &p, "x").map(|a| a.until_ms),
+        Ok(Some(T0 + 20_000))
+    );
 }
 
 #[test]

@@ -34,7 +34,12 @@ impl Outbox {
 
     /// A request with `nonce` was posted to `peer`; an answer is awaited
     /// until `deadline_ms`.
-    pub fn register(&mut self, nonce: [u8; 16], peer: PeerId, deadline_ms: u64) -> Result<(), OutboxError> {
+    pub fn register(
+        &mut self,
+        nonce: [u8; 16],
+        peer: PeerId,
+        deadline_ms: u64,
+    ) -> Result<(), OutboxError> {
         if self.pending.contains_key(&nonce) {
             return Err(OutboxError::Duplicate);
         }
@@ -114,10 +119,16 @@ mod tests {
         let (a, b) = (peer(), peer());
         o.register([1; 16], a, 1_000).unwrap();
         o.register([2; 16], b, 2_000).unwrap();
-        assert!(!o.handle_response(10, &b, &[1; 16]), "another peer cannot answer for a");
+        assert!(
+            !o.handle_response(10, &b, &[1; 16]),
+            "another peer cannot answer for a"
+        );
         assert!(!o.handle_response(10, &a, &[9; 16]), "unknown nonce");
         assert!(o.handle_response(10, &a, &[1; 16]));
-        assert!(!o.handle_response(11, &a, &[1; 16]), "a replayed answer is ignored");
+        assert!(
+            !o.handle_response(11, &a, &[1; 16]),
+            "a replayed answer is ignored"
+        );
         assert_eq!(o.poll_timeout(), Some(2_000));
         assert!(!o.handle_response(2_000, &b, &[2; 16]), "too late");
         assert_eq!(o.handle_timeout(2_000), vec![([2; 16], b)]);

@@ -219,7 +219,10 @@ mod tests {
         let mut f = FetchState::new(RetryPolicy::default());
         f.start_attempt();
         assert!(matches!(
-            f.end_attempt(AttemptEnd::Refused(rejection(RejectReason::NotAllowed)), false),
+            f.end_attempt(
+                AttemptEnd::Refused(rejection(RejectReason::NotAllowed)),
+                false
+            ),
             Next::Fail(Failure::Refused(_))
         ));
         f.start_attempt();

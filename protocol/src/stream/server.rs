@@ -123,7 +123,9 @@ mod tests {
         let p = peer();
         let mut ac = AccessControl::new(3600);
         let d = decide(T0, &mut ac, p, &req("feed", 0), Some(&info()), true);
-        let ServeDecision::Refuse(r) = d else { panic!() };
+        let ServeDecision::Refuse(r) = d else {
+            panic!()
+        };
         assert_eq!(r.reason, RejectReason::NotAllowed);
         assert!(!r.detail.contains("100") && !r.detail.contains("feed"));
         let d = decide(T0, &mut ac, p, &req("other", 0), None, true);
@@ -148,7 +150,14 @@ mod tests {
         );
         assert_eq!(ac.poll_audit().unwrap().kind, AuditKind::ServeStart);
         // Past the end of its grant: grant_expired.
-        let d = decide(T0 + 10_000, &mut ac, p, &req("feed", 40), Some(&info()), true);
+        let d = decide(
+            T0 + 10_000,
+            &mut ac,
+            p,
+            &req("feed", 40),
+            Some(&info()),
+            true,
+        );
         assert_eq!(reason(d), Denial::GrantExpired.reason());
     }
 
@@ -164,7 +173,9 @@ mod tests {
         // without a catalog.
         ac.set_acl(T0, crate::access::Acl::open(), "test");
         let d = decide(T0, &mut ac, p, &req("nope", 0), None, true);
-        let ServeDecision::Refuse(r) = d else { panic!() };
+        let ServeDecision::Refuse(r) = d else {
+            panic!()
+        };
         assert_eq!(r.reason, RejectReason::UnknownStream);
         assert_eq!(r.detail, "no stream named \"nope\"");
     }

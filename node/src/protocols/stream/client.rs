@@ -164,7 +164,11 @@ pub async fn fetch_with(
         max_attempts: policy.max_attempts,
         backoff_ms: policy.backoff.as_millis() as u64,
         max_backoff_ms: policy.max_backoff.as_millis() as u64,
-        max_renewals: if renew.is_some() { policy.max_renewals } else { 0 },
+        max_renewals: if renew.is_some() {
+            policy.max_renewals
+        } else {
+            0
+        },
     });
     let mut resumes = 0u32;
     let mut control = handle.stream_control();

@@ -83,4 +83,3 @@ pub(crate) async fn read_frame<S: futures::AsyncRead + Unpin>(
         }
     }
 }
-

@@ -12,10 +12,10 @@ use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
 use ledgermesh_protocol::stream::server::{decide, ServeDecision};
 use libp2p::PeerId;
 use std::sync::Arc;
-use tracing::Instrument;
 use std::time::Duration;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// Accepts data streams and serves them from `catalog` to peers `access`
 /// allows, until the node stops. At most `max_streams` are served at once;
@@ -39,18 +39,23 @@ pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, ma
         let access = access.clone();
         let permit = permits.clone().try_acquire_owned().ok();
         let span = tracing::info_span!("serve", %peer);
-        tokio::spawn(async move {
-            if let Err(e) = serve_one(&handle, &access, peer, stream, &catalog, permit.is_some()).await {
-                tracing::info!(%peer, error = %e, "stream ended early");
-                handle.emit(Event::Error {
-                    what: "stream".into(),
-                    detail: e.to_string(),
-                    reason: None,
-                    peer_id: Some(peer.to_string()),
-                });
+        tokio::spawn(
+            async move {
+                if let Err(e) =
+                    serve_one(&handle, &access, peer, stream, &catalog, permit.is_some()).await
+                {
+                    tracing::info!(%peer, error = %e, "stream ended early");
+                    handle.emit(Event::Error {
+                        what: "stream".into(),
+                        detail: e.to_string(),
+                        reason: None,
+                        peer_id: Some(peer.to_string()),
+                    });
+                }
+                drop(permit);
             }
-            drop(permit);
-        }.instrument(span));
+            .instrument(span),
+        );
     }
 }
 
@@ -72,9 +77,8 @@ async fn serve_one(
         .await
         .map_err(|_| StreamError::Timeout)??;
     let req = StreamRequest::decode(&body)?;
-    let decision = access.update(|m, now| {
-        decide(now, m, peer, &req, catalog.info(&req.name), have_permit)
-    });
+    let decision =
+        access.update(|m, now| decide(now, m, peer, &req, catalog.info(&req.name), have_permit));
     let (info, offset) = match decision {
         ServeDecision::Refuse(rejection) => {
             tracing::info!(%peer, stream = %req.name, reason = rejection.reason.as_str(), "refused");
@@ -90,40 +94,46 @@ async fn serve_one(
         return Err(std::io::Error::other("catalog entry vanished").into());
     };
     stream
-        .write_all(&StreamHeader::Accepted { info: info.clone(), offset }.encode())
+        .write_all(
+            &StreamHeader::Accepted {
+                info: info.clone(),
+                offset,
+            }
+            .encode(),
+        )
         .await?;
     let len = info.length.unwrap_or(0);
     let mut sent = 0u64;
     let ended = {
-    let send = async {
-        let mut reader = source.open_at(offset, len).await?;
-        // A paced (live) source sends ten slices a second at its rate.
-        let chunk = source
-            .rate()
-            .map_or(CHUNK, |r| ((r / 10).max(1) as usize).min(CHUNK));
-        let mut buf = vec![0u8; chunk];
-        let started = tokio::time::Instant::now();
-        loop {
-            let n = reader.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<_, StreamError>(());
+        let send = async {
+            let mut reader = source.open_at(offset, len).await?;
+            // A paced (live) source sends ten slices a second at its rate.
+            let chunk = source
+                .rate()
+                .map_or(CHUNK, |r| ((r / 10).max(1) as usize).min(CHUNK));
+            let mut buf = vec![0u8; chunk];
+            let started = tokio::time::Instant::now();
+            loop {
+                let n = reader.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, StreamError>(());
+                }
+                stream.write_all(&buf[..n]).await?;
+                sent += n as u64;
+                if let Some(rate) = source.rate() {
+                    stream.flush().await?;
+                    let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+                    tokio::time::sleep_until(due).await;
+                }
             }
-            stream.write_all(&buf[..n]).await?;
-            sent += n as u64;
-            if let Some(rate) = source.rate() {
-                stream.flush().await?;
-                let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
-                tokio::time::sleep_until(due).await;
-            }
+        };
+        // Bytes go out only while access lasts: when the grant runs out (or the
+        // ACL entry is removed) the stream is closed where it stands; the
+        // consumer keeps what it has and hears why when it asks again.
+        tokio::select! {
+            r = send => r.map(|()| Ended::Complete),
+            d = access.until_denied(peer, &req.name) => Ok(Ended::Cut(d)),
         }
-    };
-    // Bytes go out only while access lasts: when the grant runs out (or the
-    // ACL entry is removed) the stream is closed where it stands; the
-    // consumer keeps what it has and hears why when it asks again.
-    tokio::select! {
-        r = send => r.map(|()| Ended::Complete),
-        d = access.until_denied(peer, &req.name) => Ok(Ended::Cut(d)),
-    }
     };
     let reason = match &ended {
         Ok(Ended::Complete) => "completed",
