@@ -222,7 +222,7 @@ impl Buyer {
                 ..Default::default()
             }
         } else {
-            match self.request(peer, streams.clone()).await {
+            match self.request(peer, streams.clone(), false).await {
                 Ok(r) => r,
                 Err((why, reason)) => {
                     self.handle.emit(Event::Error {
@@ -251,6 +251,7 @@ impl Buyer {
         &self,
         peer: PeerId,
         streams: Vec<String>,
+        renewal: bool,
     ) -> Result<ServiceResponse, (String, &'static str)> {
         let request = ServiceRequest {
             addrs: self.my_addrs.clone(),
@@ -268,9 +269,14 @@ impl Buyer {
                     peer_id: peer.to_string(),
                     stream: info.name.clone(),
                     expires_ms,
-                    renewed: false,
+                    renewed: renewal,
                 });
-                let mut rec = AuditRecord::new(now_ms(), AuditKind::Grant).about(peer, &info.name);
+                let kind = if renewal {
+                    AuditKind::Renew
+                } else {
+                    AuditKind::Grant
+                };
+                let mut rec = AuditRecord::new(now_ms(), kind).about(peer, &info.name);
                 rec.expires_ms = Some(expires_ms);
                 self.audit(rec);
             }
@@ -292,7 +298,7 @@ impl Buyer {
                 rec.detail = Some("renewing".into());
                 buyer.audit(rec);
                 let resp = buyer
-                    .request(peer, vec![stream.clone()])
+                    .request(peer, vec![stream.clone()], true)
                     .await
                     .map_err(|(why, _)| why)?;
                 if resp.accepted.iter().any(|i| i.name == stream) {

@@ -124,14 +124,18 @@ async fn a_stranger_asking_directly_is_refused_not_allowed_with_no_bytes_and_no_
     }
 }
 
-/// A live feed that takes about 2 s to send, hired for 1 s.
+/// A live feed that takes 3 s to send; it is hired for [`HIRE_SECS`], which
+/// leaves a second of set-up on a loaded machine before the first byte.
 fn paced() -> Source {
     Source::Paced {
-        len: 320 * KIB,
+        len: LIVE_LEN,
         rate: 160 * KIB,
         seed: 21,
     }
 }
+
+const LIVE_LEN: u64 = 480 * KIB;
+const HIRE_SECS: u64 = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_grant_ends_the_stream_and_keeps_what_arrived() {
@@ -142,7 +146,7 @@ async fn an_expired_grant_ends_the_stream_and_keeps_what_arrived() {
     let mut consumer = net.consumer("consumer").await;
     let outcomes = net
         .consume_with(&consumer, vec![want(&provider, "live")], |cc| {
-            cc.hire_secs = 1
+            cc.hire_secs = HIRE_SECS
         })
         .await;
     let err = outcomes[0]
@@ -171,14 +175,14 @@ async fn an_expired_grant_ends_the_stream_and_keeps_what_arrived() {
         unreachable!()
     };
     assert!(
-        kept > 0 && kept < 320 * KIB,
+        kept > 0 && kept < LIVE_LEN,
         "part of the stream arrived: {kept}"
     );
     // The bytes kept are exactly the stream's first `kept` bytes.
     let on_disk = std::fs::read(&path).expect("partial file kept");
     assert_eq!(on_disk.len() as u64, kept);
     let mut truth_bytes = vec![0u8; kept as usize];
-    let mut r = paced().open_at(0, 320 * KIB).await.unwrap();
+    let mut r = paced().open_at(0, LIVE_LEN).await.unwrap();
     tokio::io::AsyncReadExt::read_exact(&mut r, &mut truth_bytes)
         .await
         .unwrap();
@@ -194,11 +198,11 @@ async fn a_renewed_request_resumes_an_expired_stream_from_its_offset() {
     let mut consumer = net.consumer("consumer").await;
     let outcomes = net
         .consume_with(&consumer, vec![want(&provider, "live")], |cc| {
-            cc.hire_secs = 1;
+            cc.hire_secs = HIRE_SECS;
             cc.renew = true;
         })
         .await;
-    assert_delivered(&outcomes[0], truth(&paced()).await, 320 * KIB);
+    assert_delivered(&outcomes[0], truth(&paced()).await, LIVE_LEN);
     let expired = consumer
         .events
         .matching(|e| matches!(e, Event::GrantExpired { offset: Some(o), .. } if *o > 0));

@@ -74,12 +74,20 @@ impl Access {
     }
 
     /// Runs `f` on the machine at the current time, then writes and emits
-    /// the records it left and wakes whoever waits on access changes.
+    /// the records it left and wakes whoever waits on access changes. For
+    /// changes to grants or the ACL; see [`Access::record`] for the rest.
     pub fn update<R>(&self, f: impl FnOnce(&mut AccessControl, u64) -> R) -> R {
         let r = self.apply(f);
         self.inner.changed.send_modify(|g| *g += 1);
         self.inner.wake_expiry.notify_one();
         r
+    }
+
+    /// Like [`Access::update`] for calls that only read access and leave
+    /// audit records (stream decisions, serve ends): nobody is woken, so a
+    /// busy provider does not make every stream watcher re-check.
+    pub fn record<R>(&self, f: impl FnOnce(&mut AccessControl, u64) -> R) -> R {
+        self.apply(f)
     }
 
     fn apply<R>(&self, f: impl FnOnce(&mut AccessControl, u64) -> R) -> R {
@@ -232,12 +240,16 @@ async fn expire_grants(weak: std::sync::Weak<Inner>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let access = Access { inner };
-        let next = access.apply(|m, now| {
+        let (expired, next) = access.apply(|m, now| {
+            let before = m.grant_count();
             m.handle_timeout(now);
-            m.poll_timeout(now).map(|t| t.saturating_sub(now))
+            let next = m.poll_timeout(now).map(|t| t.saturating_sub(now));
+            (m.grant_count() < before, next)
         });
-        // Grants that expired are gone: wake stream watchers.
-        access.inner.changed.send_modify(|g| *g += 1);
+        if expired {
+            // Grants that expired are gone: wake stream watchers.
+            access.inner.changed.send_modify(|g| *g += 1);
+        }
         let wait = Duration::from_millis(next.unwrap_or(60_000).clamp(1, 60_000));
         let wake = access.inner.wake_expiry.clone();
         drop(access);

@@ -322,18 +322,6 @@ impl AccessControl {
         self.dropped_audit
     }
 
-    /// The live grants of `peer`: stream and expiry, sorted by name.
-    pub fn grants_of(&self, now_ms: u64, peer: &PeerId) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = self
-            .grants
-            .iter()
-            .filter(|((p, _), e)| p == peer && **e > now_ms)
-            .map(|((_, s), e)| (s.clone(), *e))
-            .collect();
-        v.sort();
-        v
-    }
-
     /// Live grants in all.
     pub fn grant_count(&self) -> usize {
         self.grants.len()

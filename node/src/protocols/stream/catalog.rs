@@ -56,11 +56,4 @@ impl Catalog {
     pub fn info(&self, name: &str) -> Option<&StreamInfo> {
         self.streams.get(name).map(|(_, i)| i)
     }
-
-    /// Every stream, sorted by name.
-    pub fn infos(&self) -> Vec<StreamInfo> {
-        let mut v: Vec<StreamInfo> = self.streams.values().map(|(_, i)| i.clone()).collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
 }

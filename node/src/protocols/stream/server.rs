@@ -77,8 +77,9 @@ async fn serve_one(
         .await
         .map_err(|_| StreamError::Timeout)??;
     let req = StreamRequest::decode(&body)?;
+    let entry = catalog.get(&req.name);
     let decision =
-        access.update(|m, now| decide(now, m, peer, &req, catalog.info(&req.name), have_permit));
+        access.record(|m, now| decide(now, m, peer, &req, entry.map(|(_, i)| i), have_permit));
     let (info, offset) = match decision {
         ServeDecision::Refuse(rejection) => {
             tracing::info!(%peer, stream = %req.name, reason = rejection.reason.as_str(), "refused");
@@ -90,8 +91,8 @@ async fn serve_one(
         }
         ServeDecision::Serve { info, offset, .. } => (info, offset),
     };
-    let Some((source, _)) = catalog.get(&req.name) else {
-        return Err(std::io::Error::other("catalog entry vanished").into());
+    let Some((source, _)) = entry else {
+        unreachable!("decide serves only streams in the catalog");
     };
     stream
         .write_all(
@@ -140,7 +141,7 @@ async fn serve_one(
         Ok(Ended::Cut(d)) => d.reason().as_str(),
         Err(_) => "failed",
     };
-    access.update(|m, now| m.serve_ended(now, peer, &req.name, offset, sent, reason));
+    access.record(|m, now| m.serve_ended(now, peer, &req.name, offset, sent, reason));
     match ended? {
         Ended::Complete => {
             stream.close().await?;
