@@ -18,6 +18,7 @@ pub mod consensus;
 pub mod envelope;
 pub mod framing;
 pub mod keys;
+pub mod path;
 pub mod replay;
 pub mod signal;
 pub mod signaling;
