@@ -7,10 +7,10 @@
 
 use crate::consumer::{self, ConsumerConfig, Want};
 use crate::events::{now_ms, Emitter, Event, Record};
-use crate::net::{spawn, NodeConfig, NodeHandle, RelayLimits};
 use crate::provider::{self, ProviderConfig};
 use crate::source::Source;
 use crate::streams::{read_frame, serve, Catalog, STREAM_PROTOCOL};
+use crate::swarm::{spawn, NodeConfig, NodeHandle, RelayLimits};
 use anyhow::Context;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use ledgermesh_ledger::{Ledger, MemoryLedger};

@@ -5,9 +5,9 @@ use crate::consumer::{self, ConsumerConfig, Want};
 use crate::events::{Emitter, Event};
 use crate::identity::{generate_key_file, load_or_ephemeral};
 use crate::ledger_spec::open_ledger;
-use crate::net::{spawn, NodeConfig, RelayLimits};
 use crate::provider::{self, ProviderConfig};
 use crate::source::{parse_stream_spec, Source};
+use crate::swarm::{spawn, NodeConfig, RelayLimits};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
@@ -464,7 +464,7 @@ async fn start_ledger_node(
     ledger: &LedgerArgs,
     net: &PeerArgs,
 ) -> anyhow::Result<(
-    crate::net::NodeHandle,
+    crate::swarm::NodeHandle,
     std::sync::Arc<dyn ledgermesh_ledger::Ledger>,
     Vec<Multiaddr>,
 )> {

@@ -8,12 +8,12 @@
 
 use crate::access::audit_log::{AuditLine, AuditLog};
 use crate::events::{now_ms, Event};
-use crate::net::NodeHandle;
 use crate::provider::advertised_addrs;
 use crate::signaling::requests::Requester;
 use crate::signaling::DEFAULT_TTL;
 use crate::source::valid_stream_name;
 use crate::streams::{fetch_with, FetchPolicy, Fetched, Renew};
+use crate::swarm::NodeHandle;
 use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::access::{AuditKind, AuditRecord};
 use ledgermesh_protocol::{ServiceRequest, ServiceResponse};
@@ -322,7 +322,11 @@ const DIRECT_HEAD_START: Duration = Duration::from_millis(500);
 /// [`DIRECT_HEAD_START`], every address at once (relay circuits included), so
 /// a reachable provider is never reached through a relay by accident of timing
 /// and an unreachable one costs only the head start.
-async fn connect(handle: &NodeHandle, peer: PeerId, addrs: &[Multiaddr]) -> Result<(), String> {
+async fn connect(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+) -> Result<(), crate::swarm::DialError> {
     let direct: Vec<Multiaddr> = addrs
         .iter()
         .filter(|a| !crate::addr::is_circuit(a))

@@ -6,27 +6,7 @@ use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
-/// How a connection reaches its peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PathKind {
-    /// A direct transport connection.
-    Direct,
-    /// Through a circuit-relay-v2 relay.
-    Relayed,
-}
-
-/// The transport under a connection (for relayed ones: to the relay).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransportKind {
-    /// TCP with noise and yamux.
-    Tcp,
-    /// QUIC v1.
-    Quic,
-    /// Anything else (memory transport in unit tests).
-    Other,
-}
+pub use ledgermesh_protocol::path::{PathKind, TransportKind};
 
 /// One event. Serialized with an `event` tag in snake case.
 #[derive(Debug, Clone, Serialize)]

@@ -7,7 +7,7 @@
 //!   consumer ◄═══════ /ledgermesh/stream/1 over yamux / QUIC ═══════ provider
 //! ```
 //!
-//! [`net`] owns the swarm in one event loop; [`provider`], [`consumer`] and
+//! [`swarm`] owns the swarm in one event loop; [`provider`], [`consumer`] and
 //! [`relay`] are the roles; [`streams`] is the data-stream protocol;
 //! [`signaling`] posts and reads sealed envelopes; [`demo`] runs a whole
 //! network in one process.
@@ -24,12 +24,12 @@ pub mod devchain;
 pub mod events;
 pub mod identity;
 pub mod ledger_spec;
-pub mod mux;
-pub mod net;
-pub mod observe;
 pub mod protocols;
 pub mod provider;
 pub mod relay;
 pub mod signaling;
+pub mod swarm;
+pub use protocols::observe;
 pub use protocols::stream as streams;
 pub use protocols::stream::source;
+pub use swarm::mux;

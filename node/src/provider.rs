@@ -8,10 +8,10 @@
 use crate::access::audit_log::AuditLog;
 use crate::access::Access;
 use crate::events::Event;
-use crate::net::NodeHandle;
 use crate::signaling::{follow_own_inbox, post_sealed, DEFAULT_TTL};
 use crate::source::Source;
 use crate::streams::{serve, Catalog};
+use crate::swarm::NodeHandle;
 use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::access::{RequestVerdict, DEFAULT_MAX_GRANT_SECS};
 use ledgermesh_protocol::envelope::Opened;
@@ -71,7 +71,7 @@ impl ProviderConfig {
 /// listen address on the public IP itself); an endpoint-dependent one
 /// advertises no direct address at all (only relays can help). Without a
 /// verdict every listen address is offered.
-pub fn advertised_addrs(snapshot: &crate::net::Snapshot, relay_only: bool) -> Vec<Multiaddr> {
+pub fn advertised_addrs(snapshot: &crate::swarm::Snapshot, relay_only: bool) -> Vec<Multiaddr> {
     use ledgermesh_protocol::consensus::Mapping;
     let mut addrs = Vec::new();
     if !relay_only {
@@ -229,7 +229,7 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{PublicView, Snapshot};
+    use crate::swarm::{PublicView, Snapshot};
     use ledgermesh_protocol::consensus::Mapping;
 
     fn snapshot(public: Option<PublicView>) -> Snapshot {

@@ -2,7 +2,7 @@
 //! reach each other directly, and helps them hole-punch (it is the DCUtR
 //! coordination channel).
 
-use crate::net::{spawn, NodeConfig, NodeError, NodeHandle, RelayLimits};
+use crate::swarm::{spawn, NodeConfig, NodeError, NodeHandle, RelayLimits};
 use libp2p::identity::Keypair;
 use libp2p::Multiaddr;
 

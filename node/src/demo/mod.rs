@@ -8,9 +8,9 @@ use crate::consumer::{self, ConsumerConfig, StreamOutcome, Want};
 mod report;
 
 use crate::events::{print_json_line, Emitter, Event, Record};
-use crate::net::{spawn, NodeConfig, NodeHandle, RelayLimits};
 use crate::provider::{self, ProviderConfig};
 use crate::source::Source;
+use crate::swarm::{spawn, NodeConfig, NodeHandle, RelayLimits};
 use anyhow::Context;
 use ledgermesh_ledger::{Ledger, MemoryLedger};
 use libp2p::identity::Keypair;

@@ -3,7 +3,7 @@
 
 use crate::consumer::StreamOutcome;
 use crate::events::{Event, PathKind, Record, TransportKind};
-use crate::net::NodeHandle;
+use crate::swarm::NodeHandle;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;

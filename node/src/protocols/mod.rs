@@ -1,3 +1,4 @@
 //! The node's own libp2p protocols, one folder each.
 
+pub mod observe;
 pub mod stream;

@@ -5,7 +5,7 @@ pub mod requests;
 
 use crate::cursor_store::CursorStore;
 use crate::events::{now_ms, Event};
-use crate::net::NodeHandle;
+use crate::swarm::NodeHandle;
 use futures::StreamExt;
 use ledgermesh_ledger::{Ledger, LedgerError};
 use ledgermesh_protocol::envelope::{seal, OpenPolicy, Opened, Opener, Sealed};

@@ -5,7 +5,7 @@
 
 use super::{follow_own_inbox, post_prepared, seal_to};
 use crate::events::{now_ms, Event};
-use crate::net::NodeHandle;
+use crate::swarm::NodeHandle;
 use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::signaling::{Outbox, OutboxError};
 use ledgermesh_protocol::{ServiceRequest, ServiceResponse, Signal};

@@ -5,7 +5,7 @@
 
 use super::{read_frame, StreamError, CHUNK, STREAM_PROTOCOL};
 use crate::events::Event;
-use crate::net::NodeHandle;
+use crate::swarm::NodeHandle;
 use futures::future::BoxFuture;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use ledgermesh_protocol::framing::{FrameError, StreamHeader, StreamRequest};
@@ -67,36 +67,19 @@ impl Default for FetchPolicy {
     }
 }
 
-/// Notices when a connection to one peer closes.
-struct PathWatch {
-    rx: tokio::sync::broadcast::Receiver<crate::events::Record>,
-    peer: String,
-}
+/// Notices when a connection to one peer closes (from the swarm's per-peer
+/// close watch, not the telemetry bus: a slow reader cannot fake a close).
+struct PathWatch(crate::swarm::CloseWatch);
 
 impl PathWatch {
-    fn new(handle: &NodeHandle, peer: PeerId) -> Self {
-        Self {
-            rx: handle.emitter().subscribe(),
-            peer: peer.to_string(),
-        }
-    }
-
-    /// Resolves when a connection to the peer closed (or events were missed).
-    async fn disconnected(&mut self) {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            match self.rx.recv().await {
-                Ok(rec) => {
-                    if let Event::Disconnected { peer_id, .. } = &rec.event {
-                        if *peer_id == self.peer {
-                            return;
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(_)) => return,
-                Err(RecvError::Closed) => std::future::pending::<()>().await,
-            }
-        }
+    async fn new(handle: &NodeHandle, peer: PeerId) -> Result<Self, StreamError> {
+        let watch = handle.watch_closes(peer).await.map_err(|e| {
+            StreamError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                e.to_string(),
+            ))
+        })?;
+        Ok(Self(watch))
     }
 
     /// Runs `fut` unless a connection to the peer closes or it stalls first.
@@ -107,7 +90,7 @@ impl PathWatch {
     ) -> Result<T, StreamError> {
         tokio::select! {
             r = fut => Ok(r),
-            _ = self.disconnected() => Err(std::io::Error::new(
+            _ = self.0.closed() => Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionReset,
                 "a connection to the peer closed; resuming on the remaining path",
             ).into()),
@@ -188,8 +171,8 @@ pub async fn fetch_with(
         // Watch for connections to this peer closing: a stream on a closed
         // connection may never see an error, so any disconnect from the peer
         // makes us resume from our offset on whatever connection remains.
-        let mut watch = PathWatch::new(handle, peer);
         let result: Result<bool, StreamError> = async {
+            let mut watch = PathWatch::new(handle, peer).await?;
             let opened =
                 tokio::time::timeout(policy.stall, control.open_stream(peer, STREAM_PROTOCOL))
                     .await;

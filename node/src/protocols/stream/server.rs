@@ -5,7 +5,7 @@
 use super::{read_frame, Catalog, StreamError, CHUNK, REQUEST_TIMEOUT, STREAM_PROTOCOL};
 use crate::access::Access;
 use crate::events::Event;
-use crate::net::NodeHandle;
+use crate::swarm::NodeHandle;
 use futures::{AsyncWriteExt, StreamExt};
 use ledgermesh_protocol::access::Denial;
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};

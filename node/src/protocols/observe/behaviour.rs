@@ -1,0 +1,324 @@
+//! The observe protocol as a `NetworkBehaviour`: request-response underneath,
+//! plus the connections' remote addresses and the dial-backs in flight.
+
+use super::codec::{ObserveCodec, OBSERVE_PROTOCOL};
+use ledgermesh_proto::v1 as pb;
+use ledgermesh_protocol::consensus::{DialBackAnswer, DialBacks};
+use ledgermesh_protocol::path::{classify, PathKind};
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self as rr, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How long an observer tries to dial an asker back.
+pub const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Dial-backs in flight at once (one per asker).
+pub const MAX_DIAL_BACKS: usize = 64;
+
+/// Why an observe request got no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObserveError {
+    /// The request failed on the wire (not connected, timeout, refused).
+    #[error("observe request failed: {0}")]
+    Failed(#[from] rr::OutboundFailure),
+    /// The node stopped before the answer came.
+    #[error("node has shut down")]
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<pb::ObserveResponse, ObserveError>>;
+type Probe = (ResponseChannel<pb::ObserveResponse>, Vec<u8>);
+
+/// Both sides of the observe protocol.
+pub struct Behaviour {
+    inner: rr::Behaviour<ObserveCodec>,
+    /// What each direct connection's remote address is (`None`: relayed).
+    remotes: HashMap<ConnectionId, Option<Multiaddr>>,
+    probes: DialBacks<ConnectionId, Probe>,
+    /// Probe connections answered or given up on, closed when they come up.
+    closing: HashSet<ConnectionId>,
+    asks: HashMap<OutboundRequestId, Reply>,
+    actions: VecDeque<ToSwarm<Infallible, THandlerInEvent<Self>>>,
+    epoch: Instant,
+    timer: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Behaviour {
+    /// A behaviour that asks and answers.
+    pub fn new() -> Self {
+        Self {
+            inner: rr::Behaviour::with_codec(
+                ObserveCodec,
+                [(OBSERVE_PROTOCOL, rr::ProtocolSupport::Full)],
+                rr::Config::default().with_request_timeout(Duration::from_secs(20)),
+            ),
+            remotes: HashMap::new(),
+            probes: DialBacks::new(MAX_DIAL_BACKS, DIAL_BACK_TIMEOUT.as_millis() as u64),
+            closing: HashSet::new(),
+            asks: HashMap::new(),
+            actions: VecDeque::new(),
+            epoch: Instant::now(),
+            timer: None,
+        }
+    }
+
+    /// Asks connected `peer` where it sees us; the answer goes to `reply`.
+    pub fn ask(&mut self, peer: PeerId, dial_back: bool, reply: Reply) {
+        let id = self
+            .inner
+            .send_request(&peer, pb::ObserveRequest { dial_back });
+        self.asks.insert(id, reply);
+    }
+
+    /// Whether `id` is a dial-back probe (not a connection anyone asked for).
+    pub fn is_probe(&self, id: ConnectionId) -> bool {
+        self.closing.contains(&id) || self.probes.is_probe(id)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn respond(
+        &mut self,
+        channel: ResponseChannel<pb::ObserveResponse>,
+        observed: Vec<u8>,
+        dial_back: pb::DialBack,
+    ) {
+        let response = pb::ObserveResponse {
+            observed,
+            dial_back: dial_back as i32,
+        };
+        // The asker may have gone: nothing to do then.
+        let _ = self.inner.send_response(channel, response);
+    }
+
+    fn finish_probe(&mut self, id: ConnectionId, reachable: bool) {
+        if let Some(((channel, observed), answer)) = self.probes.finish(id, reachable) {
+            let answer = match answer {
+                DialBackAnswer::Reachable => pb::DialBack::Reachable,
+                DialBackAnswer::Unreachable => pb::DialBack::Unreachable,
+            };
+            self.respond(channel, observed, answer);
+        }
+    }
+
+    /// Answers from the connection's real remote address, never from
+    /// anything the asker says.
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: pb::ObserveRequest,
+        channel: ResponseChannel<pb::ObserveResponse>,
+    ) {
+        let Some(Some(observed)) = self.remotes.get(&connection).cloned() else {
+            return self.respond(channel, vec![], pb::DialBack::NotTried);
+        };
+        if !request.dial_back {
+            return self.respond(channel, observed.to_vec(), pb::DialBack::NotTried);
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(vec![observed.clone()])
+            .condition(PeerCondition::Always)
+            .allocate_new_port()
+            .build();
+        let id = opts.connection_id();
+        match self
+            .probes
+            .start(self.now_ms(), id, peer, (channel, observed.to_vec()))
+        {
+            Ok(()) => self.actions.push_back(ToSwarm::Dial { opts }),
+            // Over the cap, or a probe for this asker is already out.
+            Err((channel, observed)) => self.respond(channel, observed, pb::DialBack::NotTried),
+        }
+    }
+
+    fn on_inner(&mut self, event: rr::Event<pb::ObserveRequest, pb::ObserveResponse>) {
+        match event {
+            rr::Event::Message {
+                peer,
+                connection_id,
+                message:
+                    rr::Message::Request {
+                        request, channel, ..
+                    },
+            } => self.on_request(peer, connection_id, request, channel),
+            rr::Event::Message {
+                message:
+                    rr::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.asks.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            rr::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.asks.remove(&request_id) {
+                    let _ = reply.send(Err(error.into()));
+                }
+            }
+            rr::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "observe request not answered");
+            }
+            rr::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn track(&mut self, id: ConnectionId, addrs: &[&Multiaddr], remote: &Multiaddr) {
+        let direct = classify(addrs.iter().copied()).0 == PathKind::Direct;
+        let observed = direct.then(|| {
+            remote
+                .iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect()
+        });
+        self.remotes.insert(id, observed);
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.probes.poll_timeout() else {
+            self.timer = None;
+            return false;
+        };
+        if self.timer.as_ref().is_none_or(|(d, _)| *d != deadline) {
+            let at = self.epoch + Duration::from_millis(deadline);
+            self.timer = Some((deadline, Box::pin(tokio::time::sleep_until(at.into()))));
+        }
+        let (_, sleep) = self.timer.as_mut().expect("set above");
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.timer = None;
+        for (id, (channel, observed)) in self.probes.handle_timeout(self.now_ms()) {
+            self.closing.insert(id);
+            self.respond(channel, observed, pb::DialBack::Unreachable);
+        }
+        true
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = <rr::Behaviour<ObserveCodec> as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.track(id, &[local, remote], remote);
+        self.inner
+            .handle_established_inbound_connection(id, peer, local, remote)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        addrs: &[Multiaddr],
+        role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner
+            .handle_pending_outbound_connection(id, peer, addrs, role)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.track(id, &[addr], addr);
+        self.inner
+            .handle_established_outbound_connection(id, peer, addr, role, port_use)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
+        match &event {
+            FromSwarm::ConnectionEstablished(e) => {
+                if self.probes.is_probe(e.connection_id) {
+                    // A dial-back that got through: the asker is reachable there.
+                    self.finish_probe(e.connection_id, true);
+                    self.closing.insert(e.connection_id);
+                }
+                if self.closing.contains(&e.connection_id) {
+                    self.actions.push_back(ToSwarm::CloseConnection {
+                        peer_id: e.peer_id,
+                        connection: CloseConnection::One(e.connection_id),
+                    });
+                }
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                self.remotes.remove(&e.connection_id);
+                self.closing.remove(&e.connection_id);
+            }
+            FromSwarm::DialFailure(e) => {
+                self.finish_probe(e.connection_id, false);
+                self.closing.remove(&e.connection_id);
+            }
+            _ => {}
+        }
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner.on_connection_handler_event(peer, id, event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(action) = self.actions.pop_front() {
+                return Poll::Ready(action);
+            }
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => {
+                    self.on_inner(event);
+                    continue;
+                }
+                Poll::Ready(action) => {
+                    return Poll::Ready(action.map_out(|_| unreachable!("handled above")))
+                }
+                Poll::Pending => {}
+            }
+            if !self.poll_timer(cx) {
+                return Poll::Pending;
+            }
+        }
+    }
+}

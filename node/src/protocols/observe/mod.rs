@@ -1,0 +1,20 @@
+//! Address consensus over `/ledgermesh/observe/1`.
+//!
+//! ```text
+//!   asker ──ObserveRequest{dial_back}──► observer
+//!                                         │ reads the connection's real remote address
+//!                                         │ (dial_back: dials it on a fresh port, ≤5 s)
+//!   asker ◄─ObserveResponse{observed, reachable}─┘
+//! ```
+//!
+//! [`Behaviour`] is both sides in the swarm: it answers askers and owns the
+//! capped dial-back table; [`client`] runs the rounds (the decisions are
+//! `ledgermesh_protocol::consensus`'s `Round` and `Rechecks`).
+
+mod behaviour;
+pub mod client;
+mod codec;
+
+pub use behaviour::{Behaviour, ObserveError, DIAL_BACK_TIMEOUT, MAX_DIAL_BACKS};
+pub use client::{check, start, RECHECK_EVERY};
+pub use codec::{ObserveCodec, OBSERVE_PROTOCOL};

@@ -1,0 +1,77 @@
+//! The composed behaviour of every ledgermesh node, and the transport stack
+//! under it (TCP + noise + yamux, QUIC, the relay client).
+
+use super::config::{NodeConfig, IDENTIFY_PROTOCOL};
+use super::handle::NodeError;
+use crate::protocols::observe;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{dcutr, identify, identity::Keypair, noise, ping, relay, tcp, Swarm};
+
+pub use composed::{Behaviour, BehaviourEvent};
+
+/// The derive below generates an undocumented event enum; keep it contained.
+#[allow(missing_docs)]
+mod composed {
+    use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour};
+    use libp2p::{dcutr, identify, ping, relay};
+
+    /// The composed behaviour of every ledgermesh node.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        pub(crate) relay_client: relay::client::Behaviour,
+        pub(crate) relay_server: Toggle<relay::Behaviour>,
+        pub(crate) dcutr: Toggle<dcutr::Behaviour>,
+        pub(crate) identify: identify::Behaviour,
+        pub(crate) ping: ping::Behaviour,
+        pub(crate) stream: libp2p_stream::Behaviour,
+        pub(crate) observe: crate::protocols::observe::Behaviour,
+    }
+}
+
+/// Builds the swarm `config` describes (listeners are opened by the caller).
+pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behaviour>, NodeError> {
+    let build = |e: &dyn std::fmt::Display| NodeError::Build(e.to_string());
+    let relay_limits = config.relay_server.clone();
+    let hole_punching = config.hole_punching;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            super::mux::Config::new,
+        )
+        .map_err(|e| build(&e))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, super::mux::Config::new)
+        .map_err(|e| build(&e))?
+        .with_behaviour(|key, relay_client| {
+            let local = key.public().to_peer_id();
+            let relay_server = relay_limits.map(|l| {
+                let cfg = relay::Config {
+                    max_reservations: l.max_reservations,
+                    max_circuits: l.max_circuits,
+                    max_circuits_per_peer: l.max_circuits_per_peer,
+                    max_circuit_duration: l.max_circuit_duration,
+                    max_circuit_bytes: l.max_circuit_bytes,
+                    ..Default::default()
+                };
+                relay::Behaviour::new(local, cfg)
+            });
+            Behaviour {
+                relay_client,
+                relay_server: Toggle::from(relay_server),
+                dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(local))),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    IDENTIFY_PROTOCOL.into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                stream: libp2p_stream::Behaviour::new(),
+                observe: observe::Behaviour::new(),
+            }
+        })
+        .map_err(|e| build(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .build();
+    Ok(swarm)
+}

@@ -1,0 +1,82 @@
+//! How a node is built: listen addresses, relays, the relay server's limits.
+
+use crate::events::Emitter;
+use libp2p::Multiaddr;
+use std::time::Duration;
+
+/// The identify protocol name of ledgermesh nodes.
+pub const IDENTIFY_PROTOCOL: &str = "/ledgermesh/id/1";
+
+/// Limits of the relay server role.
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    /// Longest life of one circuit.
+    pub max_circuit_duration: Duration,
+    /// Bytes one circuit may carry per direction.
+    pub max_circuit_bytes: u64,
+    /// Concurrent circuits.
+    pub max_circuits: usize,
+    /// Concurrent circuits per peer.
+    pub max_circuits_per_peer: usize,
+    /// Concurrent reservations.
+    pub max_reservations: usize,
+}
+
+impl Default for RelayLimits {
+    /// Stock circuit relay v2 allows 2 minutes and 128 KiB per circuit, sized
+    /// for hole-punch coordination. A ledgermesh relay carries data streams,
+    /// so it lifts both (the paid-relay work meters them per peer).
+    fn default() -> Self {
+        Self {
+            max_circuit_duration: Duration::from_secs(3600),
+            max_circuit_bytes: 1 << 40,
+            max_circuits: 256,
+            max_circuits_per_peer: 16,
+            max_reservations: 1024,
+        }
+    }
+}
+
+/// How to build a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Label used in events and logs (`relay`, `provider-1`, ...).
+    pub name: String,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Relays to hold a reservation on (each must end in `/p2p/<relay id>`).
+    pub relays: Vec<Multiaddr>,
+    /// Run the relay server role with these limits.
+    pub relay_server: Option<RelayLimits>,
+    /// Addresses to announce as confirmed external (a public relay's own).
+    pub external: Vec<Multiaddr>,
+    /// After a DCUtR upgrade, close the relayed connection to that peer.
+    pub close_relayed_after_upgrade: bool,
+    /// Idle connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Take part in DCUtR hole punching (off only to measure the relayed path).
+    pub hole_punching: bool,
+    /// Publish events here (subscribe before spawning to miss none); a new
+    /// emitter labelled `name` when `None`.
+    pub emitter: Option<Emitter>,
+}
+
+impl NodeConfig {
+    /// Defaults for a node labelled `name`, listening on loopback TCP and QUIC.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0".parse().expect("valid"),
+                "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("valid"),
+            ],
+            relays: vec![],
+            relay_server: None,
+            external: vec![],
+            close_relayed_after_upgrade: true,
+            idle_timeout: Duration::from_secs(60),
+            hole_punching: true,
+            emitter: None,
+        }
+    }
+}

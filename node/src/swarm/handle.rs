@@ -1,0 +1,249 @@
+//! The cloneable handle every other part of the node holds: commands go to
+//! the event loop over a bounded channel with oneshot replies.
+
+use crate::events::{Emitter, Event};
+use crate::protocols::observe::ObserveError;
+use ledgermesh_proto::v1::ObserveResponse;
+use ledgermesh_protocol::consensus::{Mapping, Verdict};
+use ledgermesh_protocol::path::Conn;
+use libp2p::swarm::ConnectionId;
+use libp2p::{identity::Keypair, Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Errors starting or talking to a node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The transport could not be built.
+    #[error("building the swarm failed: {0}")]
+    Build(String),
+    /// No listen address could be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        source: libp2p::TransportError<std::io::Error>,
+    },
+    /// A relay address without `/p2p/<id>`.
+    #[error("relay address {0} must end in /p2p/<relay peer id>")]
+    RelayAddrWithoutPeer(Multiaddr),
+    /// The event loop has stopped.
+    #[error("node has shut down")]
+    Stopped,
+}
+
+/// Why a dial failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// Every address failed (or the swarm refused the dial).
+    #[error(transparent)]
+    Swarm(#[from] libp2p::swarm::DialError),
+    /// The event loop has stopped.
+    #[error("node has shut down")]
+    Stopped,
+}
+
+/// One live connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Remote peer.
+    pub peer: PeerId,
+    /// Path, transport, relay, remote address and age.
+    pub conn: Conn<ConnectionId>,
+}
+
+/// What a node knows about itself right now.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Direct listen addresses (loopback and interfaces).
+    pub direct_addrs: Vec<Multiaddr>,
+    /// Relay circuit addresses with an accepted reservation, ending in `/p2p/<self>`.
+    pub circuit_addrs: Vec<Multiaddr>,
+    /// Live connections.
+    pub connections: Vec<ConnInfo>,
+    /// The address-consensus verdict, once one was reached: the accepted
+    /// public address (only with endpoint-independent mapping) and the mapping.
+    pub public: Option<PublicView>,
+}
+
+/// What address consensus decided, as the node uses it.
+#[derive(Debug, Clone)]
+pub struct PublicView {
+    /// The accepted public address, when the mapping lets peers reach it.
+    pub addr: Option<Multiaddr>,
+    /// The accepted public IP.
+    pub ip: Option<std::net::IpAddr>,
+    /// The NAT mapping.
+    pub mapping: Mapping,
+}
+
+/// Changes of the node's network that other tasks act on (a `watch`: a slow
+/// reader sees the latest value, it never misses a change or lags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetSignals {
+    /// The direct listen addresses.
+    pub direct_addrs: Vec<Multiaddr>,
+    /// Hole punches that failed so far.
+    pub hole_punch_failures: u64,
+}
+
+/// Wakes when a connection to one peer closes (see [`NodeHandle::watch_closes`]).
+#[derive(Debug)]
+pub struct CloseWatch(mpsc::Receiver<()>);
+
+impl CloseWatch {
+    /// Resolves at the next close (closes since the last call count once);
+    /// never, once the node stopped.
+    pub async fn closed(&mut self) {
+        if self.0.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+pub(super) enum Command {
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), DialError>>,
+    },
+    Snapshot(oneshot::Sender<Snapshot>),
+    WaitRelays(oneshot::Sender<()>),
+    WaitListening(oneshot::Sender<Snapshot>),
+    Observe {
+        peer: PeerId,
+        dial_back: bool,
+        reply: oneshot::Sender<Result<ObserveResponse, ObserveError>>,
+    },
+    WatchCloses(PeerId, mpsc::Sender<()>),
+    SetPublic(PublicView),
+    Shutdown,
+}
+
+/// A cloneable handle on a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(super) peer_id: PeerId,
+    pub(super) keypair: Keypair,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) control: libp2p_stream::Control,
+    pub(super) emitter: Emitter,
+    pub(super) signals: watch::Receiver<NetSignals>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("peer_id", &self.peer_id)
+            .field("name", &self.emitter.node())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// This node's identity key.
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// The node's event emitter (telemetry only: nothing should steer by it).
+    pub fn emitter(&self) -> &Emitter {
+        &self.emitter
+    }
+
+    /// Publishes an event under this node's label.
+    pub fn emit(&self, event: Event) {
+        self.emitter.emit(event);
+    }
+
+    /// A control for opening and accepting data streams.
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    /// The node's network changes.
+    pub fn signals(&self) -> watch::Receiver<NetSignals> {
+        self.signals.clone()
+    }
+
+    async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(cmd(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Dials `peer` at all `addrs` at once; resolves when any connection to it is up.
+    pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), DialError> {
+        self.ask(|reply| Command::Dial { peer, addrs, reply })
+            .await
+            .unwrap_or(Err(DialError::Stopped))
+    }
+
+    /// The node's addresses and connections.
+    pub async fn snapshot(&self) -> Result<Snapshot, NodeError> {
+        self.ask(Command::Snapshot).await.ok_or(NodeError::Stopped)
+    }
+
+    /// Resolves once every configured relay accepted or refused our reservation.
+    pub async fn wait_relays(&self) -> Result<(), NodeError> {
+        self.ask(Command::WaitRelays)
+            .await
+            .ok_or(NodeError::Stopped)
+    }
+
+    /// Resolves once every configured listener reported an address.
+    pub async fn wait_listening(&self) -> Result<Snapshot, NodeError> {
+        self.ask(Command::WaitListening)
+            .await
+            .ok_or(NodeError::Stopped)
+    }
+
+    /// Asks a connected `peer` which address it sees us at (and to dial it back).
+    pub async fn observe(
+        &self,
+        peer: PeerId,
+        dial_back: bool,
+    ) -> Result<ObserveResponse, ObserveError> {
+        self.ask(|reply| Command::Observe {
+            peer,
+            dial_back,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(ObserveError::Stopped))
+    }
+
+    /// A watch that wakes whenever a connection to `peer` closes.
+    pub async fn watch_closes(&self, peer: PeerId) -> Result<CloseWatch, NodeError> {
+        let (tx, rx) = mpsc::channel(1);
+        self.commands
+            .send(Command::WatchCloses(peer, tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        Ok(CloseWatch(rx))
+    }
+
+    /// Records an address-consensus verdict.
+    pub async fn set_public(&self, verdict: Verdict, udp: bool) {
+        let view = PublicView {
+            addr: verdict
+                .addr
+                .map(|a| crate::addr::socket_to_multiaddr(a, udp)),
+            ip: verdict.ip,
+            mapping: verdict.mapping,
+        };
+        let _ = self.commands.send(Command::SetPublic(view)).await;
+    }
+
+    /// Stops the event loop (connections close).
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+    }
+}
