@@ -9,9 +9,7 @@ use super::reservations::Reservations;
 use super::NodeConfig;
 use crate::events::{Emitter, Event};
 use futures::StreamExt;
-use ledgermesh_protocol::path::{classify, Action, PathSet};
-use libp2p::core::ConnectedPoint;
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use ledgermesh_protocol::path::PathSet;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{dcutr, relay, PeerId, Swarm};
 use std::collections::HashMap;
@@ -65,21 +63,7 @@ impl EventLoop {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Dial { peer, addrs, reply } => {
-                if self.paths.is_connected(&peer) {
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(addrs)
-                    .condition(PeerCondition::Always)
-                    .build();
-                let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => drop(self.pending_dials.insert(id, (peer, reply))),
-                    Err(e) => drop(reply.send(Err(e.into()))),
-                }
-            }
+            Command::Dial { peer, addrs, reply } => self.dial(peer, addrs, reply),
             Command::Snapshot(reply) => drop(reply.send(self.snapshot())),
             Command::WaitRelays(reply) => self.reservations.wait(reply),
             Command::WaitListening(reply) => {
@@ -96,41 +80,9 @@ impl EventLoop {
                 .behaviour_mut()
                 .observe
                 .ask(peer, dial_back, reply),
-            Command::WatchCloses(peer, tx) => {
-                let watchers = self.close_watchers.entry(peer).or_default();
-                watchers.retain(|w| !w.is_closed());
-                watchers.push(tx);
-            }
+            Command::WatchCloses(peer, tx) => self.watch_closes(peer, tx),
             Command::SetPublic(view) => self.public = Some(view),
             Command::Shutdown => {}
-        }
-    }
-
-    fn carry_out_path_actions(&mut self) {
-        while let Some(action) = self.paths.poll_action() {
-            match action {
-                Action::Upgraded {
-                    peer,
-                    transport,
-                    ms_after_relayed,
-                } => self.emitter.emit(Event::Upgraded {
-                    peer_id: peer.to_string(),
-                    transport,
-                    ms_after_relayed,
-                }),
-                Action::Close { id, .. } => drop(self.swarm.close_connection(id)),
-                Action::PathClosed { peer, .. } => {
-                    if let Some(watchers) = self.close_watchers.get_mut(&peer) {
-                        // A full channel already holds a wake: that is enough.
-                        watchers.retain(|w| {
-                            !matches!(w.try_send(()), Err(mpsc::error::TrySendError::Closed(_)))
-                        });
-                        if watchers.is_empty() {
-                            self.close_watchers.remove(&peer);
-                        }
-                    }
-                }
-            }
         }
     }
 
@@ -201,71 +153,14 @@ impl EventLoop {
                 connection_id,
                 cause,
                 ..
-            } => {
-                if let Some(conn) = self.paths.on_closed(peer_id, connection_id) {
-                    self.emitter.emit(Event::Disconnected {
-                        peer_id: peer_id.to_string(),
-                        path: conn.path,
-                        cause: cause.map(|c| c.to_string()),
-                    });
-                }
-            }
+            } => self.on_closed(peer_id, connection_id, cause.map(|c| c.to_string())),
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
                 error,
-            } => {
-                tracing::debug!(?peer_id, %error, "outgoing connection failed");
-                if let Some(peer) = peer_id.filter(|p| self.reservations.is_pending(p)) {
-                    self.reservations
-                        .failed(peer, error.to_string(), &self.emitter);
-                }
-                if let Some((peer, reply)) = self.pending_dials.remove(&connection_id) {
-                    let result = match self.paths.is_connected(&peer) {
-                        true => Ok(()),
-                        false => Err(error.into()),
-                    };
-                    let _ = reply.send(result);
-                }
-            }
+            } => self.on_dial_error(connection_id, peer_id, error),
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
             _ => {}
-        }
-    }
-
-    fn on_established(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
-        if self.swarm.behaviour().observe.is_probe(id) {
-            return; // a dial-back probe: the observe behaviour closes it
-        }
-        let (remote, addrs) = match endpoint {
-            ConnectedPoint::Dialer { address, .. } => (address, vec![address]),
-            ConnectedPoint::Listener {
-                local_addr,
-                send_back_addr,
-            } => (send_back_addr, vec![local_addr, send_back_addr]),
-        };
-        let (path, transport, via) = classify(addrs);
-        tracing::debug!(%peer, ?path, ?transport, ?via, %remote, "connected");
-        self.emitter.emit(Event::Connected {
-            peer_id: peer.to_string(),
-            path,
-            transport,
-            via: via.map(|v| v.to_string()),
-            dialer: endpoint.is_dialer(),
-            remote_addr: remote.to_string(),
-        });
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
-        let remote = remote.clone();
-        self.paths
-            .on_established(now_ms, peer, id, (path, transport, via), remote);
-        let ids: Vec<ConnectionId> = (self.pending_dials.iter())
-            .filter(|(_, (p, _))| *p == peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            if let Some((_, reply)) = self.pending_dials.remove(&id) {
-                let _ = reply.send(Ok(()));
-            }
         }
     }
 

@@ -18,6 +18,7 @@
 
 mod behaviour;
 mod config;
+mod connections;
 mod event_loop;
 mod handle;
 mod listeners;
