@@ -15,21 +15,19 @@
 
 pub mod access;
 pub mod addr;
-pub mod bench;
 pub mod cli;
-pub mod consumer;
 pub mod cursor_store;
-pub mod demo;
-pub mod devchain;
+pub mod dev;
 pub mod events;
 pub mod identity;
 pub mod ledger_spec;
 pub mod protocols;
-pub mod provider;
-pub mod relay;
+pub mod roles;
 pub mod signaling;
 pub mod swarm;
+pub use dev::{bench, demo, devchain};
 pub use protocols::observe;
 pub use protocols::stream as streams;
 pub use protocols::stream::source;
+pub use roles::{consumer, provider, relay};
 pub use swarm::mux;

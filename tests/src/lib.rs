@@ -6,104 +6,24 @@ pub mod natlab;
 pub mod procs;
 
 use ledgermesh_ledger::{Ledger, MemoryLedger};
-use ledgermesh_node::consumer::{self, ConsumerConfig, StreamOutcome, Want};
-use ledgermesh_node::events::{Emitter, Event, Record};
-use ledgermesh_node::provider::{self, ProviderConfig};
+use ledgermesh_node::consumer::{ConsumerConfig, StreamOutcome, Want};
+use ledgermesh_node::dev::{DevNet, EmitterFactory};
+use ledgermesh_node::events::Emitter;
+use ledgermesh_node::provider::ProviderConfig;
 use ledgermesh_node::source::Source;
-use ledgermesh_node::swarm::{spawn, NodeConfig, NodeHandle, RelayLimits};
-use libp2p::identity::Keypair;
+use ledgermesh_node::swarm::{NodeHandle, RelayLimits};
 use libp2p::Multiaddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Records a node's events from before it starts.
-pub struct Recorder {
-    rx: broadcast::Receiver<Record>,
-    /// Every event seen so far, in order.
-    pub seen: Vec<Record>,
-}
+pub use ledgermesh_node::dev::{Recorder, TempDir};
 
-impl Recorder {
-    fn new(emitter: &Emitter) -> Self {
-        Self {
-            rx: emitter.subscribe(),
-            seen: Vec::new(),
-        }
-    }
-
-    /// Pulls in every event published so far.
-    pub fn drain(&mut self) -> &[Record] {
-        while let Ok(r) = self.rx.try_recv() {
-            self.seen.push(r);
-        }
-        &self.seen
-    }
-
-    /// Waits until an event matching `pred` arrives (or was already seen).
-    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
-        self.drain();
-        if let Some(r) = self.seen.iter().find(|r| pred(&r.event)) {
-            return r.event.clone();
-        }
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Ok(r)) => {
-                    self.seen.push(r.clone());
-                    if pred(&r.event) {
-                        return r.event;
-                    }
-                }
-                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
-                    panic!("recorder lagged by {n} events")
-                }
-                Ok(Err(broadcast::error::RecvError::Closed)) => {
-                    panic!("node stopped while waiting for {what}")
-                }
-                Err(_) => panic!(
-                    "timed out waiting for {what}; saw: {:#?}",
-                    self.seen.iter().map(|r| &r.event).collect::<Vec<_>>()
-                ),
-            }
-        }
-    }
-
-    /// Events seen so far that match `pred`.
-    pub fn matching(&mut self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-        self.drain();
-        self.seen
-            .iter()
-            .filter(|r| pred(&r.event))
-            .map(|r| r.event.clone())
-            .collect()
-    }
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// A fresh directory under the system temp dir.
-    pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "lm-e2e-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh scratch directory `lm-e2e-<tag>-…`, removed on drop.
+pub fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new(&format!("lm-e2e-{tag}")).expect("create temp dir")
 }
 
 /// A started node and its recorder.
@@ -114,8 +34,11 @@ pub struct TestNode {
     pub events: Recorder,
 }
 
-/// A small network: one relay and a shared in-memory ledger.
+/// A small network: one relay and a shared in-memory ledger, built with the
+/// node's own [`DevNet`] (the demo and the benchmark use the same builder).
 pub struct Net {
+    /// The network.
+    pub dev: DevNet,
     /// The shared board.
     pub board: MemoryLedger,
     /// The relay.
@@ -126,37 +49,47 @@ pub struct Net {
     pub dir: TempDir,
 }
 
-fn config(name: &str, relays: Vec<Multiaddr>) -> (NodeConfig, Recorder) {
-    let emitter = Emitter::new(name);
-    let rec = Recorder::new(&emitter);
-    let mut c = NodeConfig::new(name);
-    c.relays = relays;
-    c.emitter = Some(emitter);
-    (c, rec)
-}
-
 impl Net {
     /// Starts the relay.
     pub async fn new(tag: &str) -> Self {
-        let (mut c, events) = config("relay", vec![]);
-        c.relay_server = Some(RelayLimits::default());
-        let handle = spawn(c, Keypair::generate_ed25519())
+        // The relay's recorder must subscribe before it starts: hand the
+        // relay's emitter over from the factory.
+        let relay_emitter = Emitter::new("relay");
+        let events = Recorder::new(&relay_emitter);
+        let first = std::sync::Mutex::new(Some(relay_emitter));
+        let emitters: EmitterFactory = Arc::new(move |name: &str| {
+            let taken = (name == "relay")
+                .then(|| first.lock().ok().and_then(|mut f| f.take()))
+                .flatten();
+            taken.unwrap_or_else(|| Emitter::new(name))
+        });
+        let dev = DevNet::new(emitters)
+            .with_relay(RelayLimits::default())
             .await
             .expect("relay starts");
-        let relay_addr = ledgermesh_node::relay::dial_addr(&handle)
-            .await
-            .expect("relay listens");
+        let handle = dev.relay().expect("relay").clone();
+        let relay_addr = dev.relay_addr().expect("relay listens").clone();
         Self {
-            board: MemoryLedger::new(),
+            board: dev.board.clone(),
+            dev,
             relay: TestNode { handle, events },
             relay_addr,
-            dir: TempDir::new(tag),
+            dir: temp_dir(tag),
         }
     }
 
     /// A ledger handle posting as `node`.
     pub fn ledger_for(&self, node: &NodeHandle) -> Arc<dyn Ledger> {
-        Arc::new(self.board.account(node.peer_id().to_string()))
+        self.dev.ledger_for(node)
+    }
+
+    /// A recorded node named `name`, reserving on `relays`.
+    async fn node(&self, name: &str, relays: Vec<Multiaddr>) -> TestNode {
+        let mut c = self.dev.config(name);
+        let events = Recorder::new(c.emitter.as_ref().expect("the net sets an emitter"));
+        c.relays = relays;
+        let handle = self.dev.spawn(c).await.expect("node starts");
+        TestNode { handle, events }
     }
 
     /// Starts a provider of `streams` with reservations on `relays` (the net's relay when `None`).
@@ -179,21 +112,10 @@ impl Net {
         pc: ProviderConfig,
         relays: Option<Vec<Multiaddr>>,
     ) -> TestNode {
-        let (c, events) = config(
-            name,
-            relays.unwrap_or_else(|| vec![self.relay_addr.clone()]),
-        );
-        let handle = spawn(c, Keypair::generate_ed25519())
-            .await
-            .expect("provider starts");
-        let ledger = self.ledger_for(&handle);
-        let h = handle.clone();
-        tokio::spawn(async move {
-            if let Err(e) = provider::run(h.clone(), ledger, pc).await {
-                h.emit(Event::error("provider", format!("{e:#}")));
-            }
-        });
-        TestNode { handle, events }
+        let relays = relays.unwrap_or_else(|| vec![self.relay_addr.clone()]);
+        let node = self.node(name, relays).await;
+        self.dev.provide(&node.handle, None, pc);
+        node
     }
 
     /// Starts a provider of one random stream `feed` of `len` bytes.
@@ -209,11 +131,7 @@ impl Net {
 
     /// Starts a consumer node (it buys with [`Net::consume`]).
     pub async fn consumer(&self, name: &str) -> TestNode {
-        let (c, events) = config(name, vec![self.relay_addr.clone()]);
-        let handle = spawn(c, Keypair::generate_ed25519())
-            .await
-            .expect("consumer starts");
-        TestNode { handle, events }
+        self.node(name, vec![self.relay_addr.clone()]).await
     }
 
     /// Buys `wants` with `consumer`, writing under the net's directory.
@@ -232,12 +150,7 @@ impl Net {
         let mut cc = ConsumerConfig::new(wants, out);
         cc.response_timeout = Duration::from_secs(30);
         tweak(&mut cc);
-        let run = consumer::run(
-            consumer.handle.clone(),
-            self.ledger_for(&consumer.handle),
-            cc,
-        );
-        tokio::time::timeout(WAIT * 2, run)
+        tokio::time::timeout(WAIT * 2, self.dev.consume(&consumer.handle, cc))
             .await
             .expect("consumer finishes in time")
             .expect("consumer runs")

@@ -6,7 +6,7 @@
 //! log holds each decision.
 
 use ledgermesh_e2e::procs::{event_is, keygen, Proc};
-use ledgermesh_e2e::{file_sha256, truth, TempDir};
+use ledgermesh_e2e::{file_sha256, temp_dir, truth, TempDir};
 use ledgermesh_node::source::Source;
 use serde_json::Value;
 use std::path::Path;
@@ -68,7 +68,7 @@ fn refused_not_allowed(events: &[Value]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_acl_file_grants_and_revokes_without_a_restart_and_a_bad_file_changes_nothing() {
-    let dir = TempDir::new("acl-procs");
+    let dir = temp_dir("acl-procs");
     let (pkey, pid) = keygen(&dir.0, "provider");
     let (ckey, cid) = keygen(&dir.0, "consumer");
     let acl = dir.0.join("acl.toml");

@@ -3,7 +3,7 @@
 //! signal only through the chain.
 
 use ledgermesh_e2e::procs::*;
-use ledgermesh_e2e::{file_sha256, truth, TempDir};
+use ledgermesh_e2e::{file_sha256, temp_dir, truth, TempDir};
 use ledgermesh_node::source::Source;
 use serde_json::Value;
 use std::time::Duration;
@@ -183,7 +183,7 @@ async fn processes_signal_only_through_the_chain_and_no_ip_reaches_it() {
     if !anvil_available("processes_signal_only_through_the_chain") {
         return;
     }
-    let dir = TempDir::new("chain-e2e");
+    let dir = temp_dir("chain-e2e");
     let chain = devchain(&dir, 0, &[]);
     let (mut relay_p, relay_addr) = relay(&dir);
     let (mut p1, id1) = provider(
@@ -298,7 +298,7 @@ async fn provider_rides_out_an_rpc_outage_and_a_restart_without_loss_or_repeats(
     if !anvil_available("provider_rides_out_an_rpc_outage") {
         return;
     }
-    let dir = TempDir::new("outage");
+    let dir = temp_dir("outage");
     let port = free_port();
     let state = dir.0.join("anvil-state.json");
     let port_s = port.to_string();
@@ -446,7 +446,7 @@ async fn garbage_oversized_posts_and_a_flood_do_not_stop_a_genuine_request() {
     if !anvil_available("garbage_and_flood") {
         return;
     }
-    let dir = TempDir::new("flood");
+    let dir = temp_dir("flood");
     let chain = devchain(&dir, 0, &[]);
     let (_relay, relay_addr) = relay(&dir);
     let (mut prov, pid) = provider(
@@ -536,7 +536,7 @@ async fn ledger_deploy_puts_a_working_signal_board_on_a_chain() {
     if !anvil_available("ledger_deploy") {
         return;
     }
-    let dir = TempDir::new("deploy");
+    let dir = temp_dir("deploy");
     let chain = devchain(&dir, 0, &[]);
     let out = std::process::Command::new(bin_path())
         .args([

@@ -6,7 +6,7 @@
 
 use ledgermesh_e2e::natlab::{Lab, Nat};
 use ledgermesh_e2e::procs::{event_is, keygen, DevchainReady, Proc};
-use ledgermesh_e2e::{file_sha256, truth, TempDir};
+use ledgermesh_e2e::{file_sha256, temp_dir, truth, TempDir};
 use ledgermesh_node::source::Source;
 use serde_json::Value;
 use std::time::Duration;
@@ -61,7 +61,7 @@ fn world_with(
     loss: f64,
 ) -> Option<World> {
     let lab = Lab::up_with(test, nat1, nat2, delay_ms, loss)?;
-    let dir = TempDir::new(test);
+    let dir = temp_dir(test);
     let keydir = dir.0.join("keys");
     let mut chain = lab.start(
         "chain",

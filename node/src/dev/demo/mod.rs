@@ -7,13 +7,12 @@
 use crate::consumer::{self, ConsumerConfig, StreamOutcome, Want};
 mod report;
 
-use crate::events::{print_json_line, Emitter, Event, Record};
-use crate::provider::{self, ProviderConfig};
+use crate::dev::{DevNet, EmitterFactory, TempDir};
+use crate::events::{print_json_line, Emitter, Record};
+use crate::provider::ProviderConfig;
 use crate::source::Source;
-use crate::swarm::{spawn, NodeConfig, NodeHandle, RelayLimits};
+use crate::swarm::{NodeHandle, RelayLimits};
 use anyhow::Context;
-use ledgermesh_ledger::{Ledger, MemoryLedger};
-use libp2p::identity::Keypair;
 pub use report::*;
 use report::{print_tables, summarize};
 use std::collections::HashMap;
@@ -43,6 +42,7 @@ impl Default for DemoOptions {
     }
 }
 
+#[derive(Clone)]
 struct Collector {
     records: Arc<Mutex<Vec<Record>>>,
 }
@@ -82,29 +82,28 @@ impl Collector {
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     let started = std::time::Instant::now();
     let collector = Collector::new();
-    let board = MemoryLedger::new();
     let tmp;
     let out_dir = match &opts.out_dir {
         Some(d) => d.clone(),
         None => {
             tmp = TempDir::new("ledgermesh-demo")?;
-            tmp.path.clone()
+            tmp.path().to_path_buf()
         }
     };
     let mut nodes: Vec<(String, String, NodeHandle)> = Vec::new();
-    let mk_emitter = |name: &str| {
-        let e = Emitter::new(name).with_json_stdout(opts.json);
-        collector.attach(e.subscribe());
-        e
+    let emitters: EmitterFactory = {
+        let (collector, json) = (collector.clone(), opts.json);
+        Arc::new(move |name: &str| {
+            let e = Emitter::new(name).with_json_stdout(json);
+            collector.attach(e.subscribe());
+            e
+        })
     };
-
-    let relay = {
-        let mut c = NodeConfig::new("relay");
-        c.relay_server = Some(RelayLimits::default());
-        c.emitter = Some(mk_emitter("relay"));
-        spawn(c, Keypair::generate_ed25519()).await?
-    };
-    let relay_addr = crate::relay::dial_addr(&relay).await?;
+    let net = DevNet::new(emitters)
+        .with_relay(RelayLimits::default())
+        .await?;
+    let relay = net.relay().context("relay")?.clone();
+    let relay_addr = net.relay_addr().context("relay address")?.clone();
     nodes.push(("relay".into(), "relay".into(), relay.clone()));
 
     // A small text file for provider-1's `log` stream, to show file sources.
@@ -119,10 +118,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     let mut wants = Vec::new();
     for i in 1..=3u64 {
         let name = format!("provider-{i}");
-        let mut c = NodeConfig::new(&name);
-        c.relays = vec![relay_addr.clone()];
-        c.emitter = Some(mk_emitter(&name));
-        let handle = spawn(c, Keypair::generate_ed25519()).await?;
+        let handle = net.spawn(net.config(&name)).await?;
         let mut streams = vec![(
             "feed".to_string(),
             Source::Random {
@@ -142,13 +138,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         }
         let mut pc = ProviderConfig::new(streams);
         pc.relay_only = i == 3;
-        let ledger: Arc<dyn Ledger> = Arc::new(board.account(handle.peer_id().to_string()));
-        let h = handle.clone();
-        tokio::spawn(async move {
-            if let Err(e) = provider::run(h.clone(), ledger, pc).await {
-                h.emit(Event::error("provider", format!("{e:#}")));
-            }
-        });
+        net.provide(&handle, None, pc);
         let role = if i == 3 {
             "provider (relay-only)"
         } else {
@@ -177,11 +167,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     let mut consumers = tokio::task::JoinSet::new();
     for j in 1..=2 {
         let name = format!("consumer-{j}");
-        let mut c = NodeConfig::new(&name);
-        c.relays = vec![relay_addr.clone()];
-        c.emitter = Some(mk_emitter(&name));
-        let handle = spawn(c, Keypair::generate_ed25519()).await?;
-        let ledger: Arc<dyn Ledger> = Arc::new(board.account(handle.peer_id().to_string()));
+        let handle = net.spawn(net.config(&name)).await?;
+        let ledger = net.ledger_for(&handle);
         let mut cc = ConsumerConfig::new(wants.clone(), out_dir.join(&name));
         cc.observers = observers.clone();
         let h = handle.clone();
@@ -207,9 +194,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     // A peer that posted no request dials provider-1 and asks for its feed:
     // it must be refused `not_allowed` and receive nothing.
     let stranger_refused = {
-        let mut c = NodeConfig::new("stranger");
-        c.emitter = Some(mk_emitter("stranger"));
-        let stranger = spawn(c, Keypair::generate_ed25519()).await?;
+        let mut c = net.config("stranger");
+        c.relays.clear();
+        let stranger = net.spawn(c).await?;
         let (_, _, p1) = nodes
             .iter()
             .find(|(n, _, _)| n == "provider-1")
@@ -260,27 +247,4 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         print_tables(&summary);
     }
     Ok(summary)
-}
-
-/// A directory removed on drop.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(prefix: &str) -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }

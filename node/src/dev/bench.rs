@@ -6,14 +6,15 @@
 //! asserted: these machines are shared and noisy.
 
 use crate::consumer::{self, ConsumerConfig, Want};
-use crate::events::{now_ms, Emitter, Event, Record};
-use crate::provider::{self, ProviderConfig};
+use crate::dev::{DevNet, Recorder};
+use crate::events::{now_ms, Event, Record};
+use crate::provider::ProviderConfig;
 use crate::source::Source;
 use crate::streams::{read_frame, serve, Catalog, STREAM_PROTOCOL};
-use crate::swarm::{spawn, NodeConfig, NodeHandle, RelayLimits};
+use crate::swarm::{NodeHandle, RelayLimits};
 use anyhow::Context;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use ledgermesh_ledger::{Ledger, MemoryLedger};
+use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -180,35 +181,18 @@ fn chacha_baseline(time: Duration) -> f64 {
     mib_s(bytes, start.elapsed())
 }
 
-struct Recorder {
-    rx: tokio::sync::broadcast::Receiver<Record>,
-    seen: Vec<Record>,
-}
-
-impl Recorder {
-    fn all(&mut self) -> &[Record] {
-        while let Ok(r) = self.rx.try_recv() {
-            self.seen.push(r);
-        }
-        &self.seen
-    }
-}
-
+/// A benchmark node: recorded, reserving on `relays`, optionally a relay.
 async fn node(
+    net: &DevNet,
     name: &str,
     relays: Vec<Multiaddr>,
     hole_punching: bool,
     relay_server: bool,
 ) -> anyhow::Result<(NodeHandle, Recorder)> {
-    let emitter = Emitter::new(name);
-    let rec = Recorder {
-        rx: emitter.subscribe(),
-        seen: vec![],
-    };
-    let mut c = NodeConfig::new(name);
+    let mut c = net.config(name);
+    let rec = Recorder::new(c.emitter.as_ref().context("the net sets an emitter")?);
     c.relays = relays;
     c.hole_punching = hole_punching;
-    c.emitter = Some(emitter);
     if relay_server {
         c.relay_server = Some(RelayLimits {
             max_circuits: 1024,
@@ -216,17 +200,18 @@ async fn node(
             ..RelayLimits::default()
         });
     }
-    Ok((spawn(c, Keypair::generate_ed25519()).await?, rec))
+    Ok((net.spawn(c).await?, rec))
 }
 
 /// A node that serves zero streams and echoes, for timing the transport.
 async fn sink_provider(
+    net: &DevNet,
     name: &str,
     relays: Vec<Multiaddr>,
     hole_punching: bool,
     bytes: u64,
 ) -> anyhow::Result<NodeHandle> {
-    let (h, _) = node(name, relays, hole_punching, false).await?;
+    let (h, _) = node(net, name, relays, hole_punching, false).await?;
     let mut catalog = Catalog::default();
     catalog
         .insert_undigested("zeros", Source::Zeros { len: bytes })
@@ -457,7 +442,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
 
     if wants(Section::Setup) {
         eprintln!("bench: connection set-up…");
-        let (relay, _) = node("relay", vec![], false, true).await?;
+        let net = DevNet::new(DevNet::plain());
+        let (relay, _) = node(&net, "relay", vec![], false, true).await?;
         let relay_addr = crate::relay::dial_addr(&relay).await?;
         let setup_memory = setup_phases(&relay_addr, None).await?;
         let setup_anvil = match crate::devchain::find_anvil() {
@@ -712,7 +698,8 @@ struct Throughput {
 /// nodes compete for the same CPU, which the CPU figures show.
 async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
     let bytes = sz.throughput_bytes;
-    let (relay, _) = node("relay", vec![], false, true).await?;
+    let net = DevNet::new(DevNet::plain());
+    let (relay, _) = node(&net, "relay", vec![], false, true).await?;
     let relay_tcp = crate::relay::dial_addr(&relay).await?;
     let relay_quic = only(&relay.wait_listening().await?.direct_addrs, true)
         .into_iter()
@@ -723,19 +710,21 @@ async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
     let proc_peer = crate::addr::peer_of(&relay_proc.tcp).context("relay process id")?;
     // Two providers: one reserved over TCP on both relays, one over QUIC.
     let prov = sink_provider(
+        &net,
         "provider",
         vec![relay_tcp, relay_proc.tcp.clone()],
         false,
         bytes,
     )
     .await?;
-    let prov_q = sink_provider("provider-q", vec![relay_quic], false, bytes).await?;
+    let prov_q = sink_provider(&net, "provider-q", vec![relay_quic], false, bytes).await?;
     let snap = prov.snapshot().await?;
     let snap_q = prov_q.snapshot().await?;
     let (pid, pid_q) = (prov.peer_id(), prov_q.peer_id());
 
+    let net = &net;
     let connect = |name: &'static str, peer: PeerId, addrs: Vec<Multiaddr>| async move {
-        let (h, _) = node(name, vec![], false, false).await?;
+        let (h, _) = node(net, name, vec![], false, false).await?;
         h.dial(peer, addrs).await.map_err(anyhow::Error::msg)?;
         anyhow::Ok(h)
     };
@@ -829,16 +818,16 @@ async fn setup_phases(
     relay_addr: &Multiaddr,
     chain: Option<&crate::devchain::DevChain>,
 ) -> anyhow::Result<Value> {
-    let board = MemoryLedger::new();
+    let net = DevNet::new(DevNet::plain());
     let ledger_for = |h: &NodeHandle,
                       key: usize|
      -> futures::future::BoxFuture<'static, anyhow::Result<Arc<dyn Ledger>>> {
         let account = h.peer_id().to_string();
-        let board = board.clone();
+        let memory = net.ledger_for(h);
         let spec_key = chain.map(|c| (c.spec(), c.keys[key].0.clone()));
         Box::pin(async move {
             Ok(match spec_key {
-                None => Arc::new(board.account(account)) as Arc<dyn Ledger>,
+                None => memory,
                 Some((spec, key)) => {
                     let key = std::fs::read_to_string(key)?;
                     crate::ledger_spec::open_ledger(&spec, Some(&key), &account, Default::default())
@@ -847,16 +836,27 @@ async fn setup_phases(
             })
         })
     };
-    let (prov, mut prov_rec) =
-        node("setup-provider", vec![relay_addr.clone()], true, false).await?;
+    let (prov, mut prov_rec) = node(
+        &net,
+        "setup-provider",
+        vec![relay_addr.clone()],
+        true,
+        false,
+    )
+    .await?;
     let mut pc = ProviderConfig::new(vec![("s".into(), Source::Zeros { len: 1 << 20 })]);
     pc.relay_only = true;
     let pl = ledger_for(&prov, 0).await?;
-    let ph = prov.clone();
-    let provider_task = tokio::spawn(async move { provider::run(ph, pl, pc).await });
+    let provider_task = net.provide(&prov, Some(pl), pc);
     prov.wait_relays().await?;
-    let (cons, mut cons_rec) =
-        node("setup-consumer", vec![relay_addr.clone()], true, false).await?;
+    let (cons, mut cons_rec) = node(
+        &net,
+        "setup-consumer",
+        vec![relay_addr.clone()],
+        true,
+        false,
+    )
+    .await?;
     cons.wait_relays().await?;
     let cl = ledger_for(&cons, 1).await?;
     // Let the provider's follower start before the clock does.
@@ -882,8 +882,8 @@ async fn setup_phases(
             .find(|r| f(&r.event))
             .map(|r| r.ts_ms.saturating_sub(start))
     };
-    let c = cons_rec.all().to_vec();
-    let p = prov_rec.all().to_vec();
+    let c = cons_rec.drain().to_vec();
+    let p = prov_rec.drain().to_vec();
     let mut phases = serde_json::Map::new();
     let mut put = |k: &str, v: Option<u64>| {
         phases.insert(k.into(), v.map(Value::from).unwrap_or(Value::Null));
@@ -951,6 +951,7 @@ async fn drain_all(pairs: Vec<(NodeHandle, PeerId)>) -> anyhow::Result<(f64, f64
 }
 
 async fn one_consumer_n_providers(total: u64, ns: &[usize]) -> anyhow::Result<(Value, Value)> {
+    let net = DevNet::new(DevNet::plain());
     let mut rows = vec![];
     let mut rss_per_conn = Value::Null;
     for &n in ns {
@@ -958,9 +959,9 @@ async fn one_consumer_n_providers(total: u64, ns: &[usize]) -> anyhow::Result<(V
         let rss0 = rss_kib();
         let mut provs = vec![];
         for i in 0..n {
-            provs.push(sink_provider(&format!("p{i}"), vec![], false, per).await?);
+            provs.push(sink_provider(&net, &format!("p{i}"), vec![], false, per).await?);
         }
-        let (cons, _) = node("consumer", vec![], false, false).await?;
+        let (cons, _) = node(&net, "consumer", vec![], false, false).await?;
         for p in &provs {
             let s = p.snapshot().await?;
             cons.dial(p.peer_id(), only(&s.direct_addrs, false))
@@ -982,14 +983,15 @@ async fn one_consumer_n_providers(total: u64, ns: &[usize]) -> anyhow::Result<(V
 }
 
 async fn one_provider_m_consumers(total: u64, ms: &[usize]) -> anyhow::Result<Value> {
+    let net = DevNet::new(DevNet::plain());
     let mut rows = vec![];
     for &m in ms {
         let per = (total / m as u64).max(256 << 10);
-        let prov = sink_provider("provider", vec![], false, per).await?;
+        let prov = sink_provider(&net, "provider", vec![], false, per).await?;
         let addrs = only(&prov.snapshot().await?.direct_addrs, false);
         let mut cons = vec![];
         for i in 0..m {
-            let (c, _) = node(&format!("c{i}"), vec![], false, false).await?;
+            let (c, _) = node(&net, &format!("c{i}"), vec![], false, false).await?;
             c.dial(prov.peer_id(), addrs.clone())
                 .await
                 .map_err(anyhow::Error::msg)?;

@@ -1,191 +1,25 @@
-//! The consumer role: buys streams from many providers at once.
-//!
-//! For each provider it posts one sealed service request to the provider's
-//! `stdin` topic, waits for the sealed response on its own, dials every
-//! address the provider gave at once (direct and relay circuit; DCUtR then
-//! upgrades a relayed connection), and receives all accepted streams in
-//! parallel, each resumable from its offset.
+//! One buyer's work per provider: request (and renew) a grant over the
+//! ledger, connect (direct first, then relays), fetch every granted stream.
 
-use crate::access::audit_log::{AuditLine, AuditLog};
+use super::{ConsumerConfig, StreamOutcome};
+use crate::access::audit_log::AuditLine;
 use crate::events::{now_ms, Event};
-use crate::provider::advertised_addrs;
 use crate::signaling::requests::Requester;
-use crate::signaling::DEFAULT_TTL;
-use crate::source::valid_stream_name;
-use crate::streams::{fetch_with, FetchPolicy, Fetched, Renew};
+use crate::streams::{fetch_with, Renew};
 use crate::swarm::NodeHandle;
-use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::access::{AuditKind, AuditRecord};
 use ledgermesh_protocol::{ServiceRequest, ServiceResponse};
 use libp2p::{Multiaddr, PeerId};
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
-/// One wanted stream: `PEERID/STREAM`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Want {
-    /// The provider.
-    pub peer: PeerId,
-    /// The stream name.
-    pub stream: String,
-}
-
-impl FromStr for Want {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (peer, stream) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?}: expected PEERID/STREAM"))?;
-        let peer = peer
-            .parse()
-            .map_err(|e| format!("{s:?}: bad peer id: {e}"))?;
-        if !valid_stream_name(stream) {
-            return Err(format!(
-                "{s:?}: stream names are 1-128 characters of [A-Za-z0-9._-]"
-            ));
-        }
-        Ok(Want {
-            peer,
-            stream: stream.into(),
-        })
-    }
-}
-
-/// How a consumer runs.
-#[derive(Debug, Clone)]
-pub struct ConsumerConfig {
-    /// What to buy.
-    pub wants: Vec<Want>,
-    /// Where to write: `OUT/<provider peer id>/<stream>`.
-    pub out_dir: PathBuf,
-    /// Lifetime of requests.
-    pub request_ttl: Duration,
-    /// How long to wait for each provider's response.
-    pub response_timeout: Duration,
-    /// Retry policy of each stream.
-    pub fetch: FetchPolicy,
-    /// Where to keep the ledger cursor across restarts.
-    pub data_dir: Option<PathBuf>,
-    /// Address-consensus observers (`.../p2p/<id>`); none: no consensus round.
-    pub observers: Vec<Multiaddr>,
-    /// Agreeing observers needed; `None` means ⌈2K/3⌉.
-    pub quorum: Option<usize>,
-    /// Seconds of access each request hires (the provider caps it).
-    pub hire_secs: u64,
-    /// When a grant runs out mid-stream, post a new request and resume.
-    pub renew: bool,
-    /// Providers fetched from directly at these addresses (`.../p2p/<id>`),
-    /// without a service request: access must come from their ACL.
-    pub direct: Vec<Multiaddr>,
-    /// Where grants received and expiries are written.
-    pub audit: Option<AuditLog>,
-}
-
-impl ConsumerConfig {
-    /// A consumer of `wants` writing to `out_dir`, with defaults.
-    pub fn new(wants: Vec<Want>, out_dir: PathBuf) -> Self {
-        Self {
-            wants,
-            out_dir,
-            request_ttl: DEFAULT_TTL,
-            response_timeout: Duration::from_secs(60),
-            fetch: FetchPolicy::default(),
-            data_dir: None,
-            observers: Vec::new(),
-            quorum: None,
-            hire_secs: 3600,
-            renew: false,
-            direct: Vec::new(),
-            audit: None,
-        }
-    }
-}
-
-/// What became of one wanted stream.
-#[derive(Debug, Clone)]
-pub struct StreamOutcome {
-    /// The provider.
-    pub peer: PeerId,
-    /// The stream.
-    pub stream: String,
-    /// Received, or why not.
-    pub result: Result<Fetched, String>,
-}
-
-impl StreamOutcome {
-    /// Complete and verified against the provider's digest.
-    pub fn is_verified(&self) -> bool {
-        self.result.as_ref().is_ok_and(|f| f.verified)
-    }
-}
-
-/// Buys every wanted stream; returns one outcome per want (in the order given).
-pub async fn run(
-    handle: NodeHandle,
-    ledger: Arc<dyn Ledger>,
-    config: ConsumerConfig,
-) -> anyhow::Result<Vec<StreamOutcome>> {
-    handle.wait_relays().await?;
-    crate::observe::start(&handle, &config.observers, config.quorum).await;
-    let requester = Requester::start(
-        &handle,
-        &ledger,
-        config.data_dir.as_deref(),
-        config.request_ttl,
-    )
-    .await?;
-    let mut by_provider: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
-    for w in &config.wants {
-        let streams = by_provider.entry(w.peer).or_default();
-        if !streams.contains(&w.stream) {
-            streams.push(w.stream.clone());
-        }
-    }
-    let my_addrs = advertised_addrs(&handle.snapshot().await?, false);
-    let buyer = Arc::new(Buyer {
-        handle: handle.clone(),
-        requester,
-        my_addrs,
-        config: config.clone(),
-    });
-    // One task per provider: requests are posted at once (on a chain they
-    // share blocks instead of each waiting for the previous one's receipt).
-    let mut tasks: JoinSet<Vec<StreamOutcome>> = JoinSet::new();
-    for (peer, streams) in by_provider {
-        let buyer = buyer.clone();
-        tasks.spawn(async move { buyer.buy(peer, streams).await });
-    }
-    let mut outcomes: HashMap<(PeerId, String), Result<Fetched, String>> = HashMap::new();
-    while let Some(done) = tasks.join_next().await {
-        for o in done? {
-            outcomes.insert((o.peer, o.stream), o.result);
-        }
-    }
-    Ok(config
-        .wants
-        .iter()
-        .map(|w| StreamOutcome {
-            peer: w.peer,
-            stream: w.stream.clone(),
-            result: outcomes
-                .get(&(w.peer, w.stream.clone()))
-                .cloned()
-                .unwrap_or_else(|| Err("no outcome".into())),
-        })
-        .collect())
-}
-
 /// What every per-provider task shares.
-struct Buyer {
-    handle: NodeHandle,
-    requester: Requester,
-    my_addrs: Vec<Multiaddr>,
-    config: ConsumerConfig,
+pub(super) struct Buyer {
+    pub(super) handle: NodeHandle,
+    pub(super) requester: Requester,
+    pub(super) my_addrs: Vec<Multiaddr>,
+    pub(super) config: ConsumerConfig,
 }
 
 impl Buyer {
@@ -199,7 +33,11 @@ impl Buyer {
 
     /// Asks `peer` for `streams` (or, for a direct provider, skips the
     /// ledger), then receives what it accepted.
-    async fn buy(self: Arc<Self>, peer: PeerId, streams: Vec<String>) -> Vec<StreamOutcome> {
+    pub(super) async fn buy(
+        self: Arc<Self>,
+        peer: PeerId,
+        streams: Vec<String>,
+    ) -> Vec<StreamOutcome> {
         let direct: Vec<Multiaddr> = self
             .config
             .direct
