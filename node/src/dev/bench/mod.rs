@@ -1,0 +1,262 @@
+//! `ledgermesh bench`: throughput, latency, set-up time, M×N scale and
+//! envelope cost, each next to a baseline measured in the same run.
+//!
+//! Everything runs on loopback in this process (the EVM set-up phase uses an
+//! anvil it starts itself when installed). Figures are printed, never
+//! asserted: these machines are shared and noisy.
+
+mod baselines;
+mod envelope;
+mod nodes;
+mod scale;
+mod setup;
+mod table;
+mod throughput;
+
+use baselines::{chacha_baseline, chacha_ring_baseline, tcp_baseline};
+use envelope::envelope_cost;
+use nodes::node;
+use scale::{one_consumer_n_providers, one_provider_m_consumers};
+use setup::setup_phases;
+pub use table::print_table;
+use throughput::{median, relay_process_json, throughput};
+
+use crate::dev::DevNet;
+use libp2p::StreamProtocol;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Echo protocol used to time round trips.
+const ECHO: StreamProtocol = StreamProtocol::new("/ledgermesh/bench-echo/1");
+const MIB: f64 = (1 << 20) as f64;
+
+/// How big a run, and which parts of it.
+#[derive(Debug, Clone, Default)]
+pub struct BenchOptions {
+    /// A run under a minute.
+    pub quick: bool,
+    /// Only these sections (all when empty).
+    pub only: Vec<Section>,
+    /// Bytes per single-stream run (and per M×N row) instead of the default.
+    pub bytes: Option<u64>,
+    /// Rounds of the single-stream runs instead of the default.
+    pub rounds: Option<usize>,
+}
+
+/// A part of the benchmark that can be run on its own (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// Raw TCP over loopback and single-core ChaCha20-Poly1305.
+    Baseline,
+    /// One stream direct and relayed (TCP, QUIC) and round-trip latency.
+    Throughput,
+    /// Phases from "consumer wants a stream" to its first byte.
+    Setup,
+    /// One consumer × N providers, one provider × M consumers.
+    Mxn,
+    /// Envelope seal/open rate and bytes on the ledger.
+    Envelope,
+}
+
+struct Sizes {
+    throughput_bytes: u64,
+    tcp_bytes: u64,
+    crypto_time: Duration,
+    rtt_samples: usize,
+    /// Rounds of the single-stream transfers (medians are reported).
+    rounds: usize,
+    mxn_total: u64,
+    mxn_ns: &'static [usize],
+    envelope_time: Duration,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                throughput_bytes: 256 << 20,
+                tcp_bytes: 1 << 30,
+                crypto_time: Duration::from_millis(400),
+                rtt_samples: 300,
+                rounds: 3,
+                mxn_total: 128 << 20,
+                mxn_ns: &[1, 10, 50],
+                envelope_time: Duration::from_millis(300),
+            }
+        } else {
+            Sizes {
+                throughput_bytes: 512 << 20,
+                tcp_bytes: 4 << 30,
+                crypto_time: Duration::from_secs(2),
+                rtt_samples: 2000,
+                rounds: 5,
+                mxn_total: 512 << 20,
+                mxn_ns: &[1, 10, 50],
+                envelope_time: Duration::from_secs(1),
+            }
+        }
+    }
+}
+
+fn mib_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / MIB / d.as_secs_f64().max(1e-9)
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let p = 10f64.powi(places);
+    (x * p).round() / p
+}
+
+/// Runs the benchmarks (all, or the sections in `opts.only`) and returns the
+/// JSON object; sections not run are left out.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
+    let mut sz = Sizes::new(opts.quick);
+    if let Some(b) = opts.bytes {
+        sz.throughput_bytes = b;
+        sz.tcp_bytes = b.saturating_mul(4);
+        sz.mxn_total = b;
+    }
+    if let Some(r) = opts.rounds {
+        sz.rounds = r.max(1);
+    }
+    let wants = |s: Section| opts.only.is_empty() || opts.only.contains(&s);
+    let t0 = Instant::now();
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "machine".into(),
+        json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "quick": opts.quick}),
+    );
+    let (mut tcp, mut chacha) = (None, None);
+    if wants(Section::Baseline) {
+        eprintln!("bench: baselines…");
+        let t = tcp_baseline(sz.tcp_bytes).await?;
+        let c = tokio::task::spawn_blocking(move || chacha_ring_baseline(sz.crypto_time)).await?;
+        let c_rc = tokio::task::spawn_blocking(move || chacha_baseline(sz.crypto_time)).await?;
+        out.insert(
+            "baseline".into(),
+            json!({
+                "tcp_loopback_mib_s": round(t, 1),
+                "chacha20poly1305_mib_s": round(c, 1),
+                "chacha20poly1305_rustcrypto_mib_s": round(c_rc, 1),
+            }),
+        );
+        (tcp, chacha) = (Some(t), Some(c));
+    }
+
+    if wants(Section::Throughput) {
+        eprintln!("bench: direct and relayed streams…");
+        let t = throughput(&sz).await?;
+        let ratio = |a: f64, b: Option<f64>| b.map(|b| round(a / b, 3));
+        let (dt, dq) = (t.direct_tcp.median(), t.direct_quic.median());
+        let (rt, rq) = (t.relayed_tcp.median(), t.relayed_quic.median());
+        let rel_ratios = t.relayed_tcp.ratios_to(&t.direct_tcp);
+        let relq_ratios = t.relayed_quic.ratios_to(&t.direct_quic);
+        out.insert(
+            "direct".into(),
+            json!({
+                "tcp_mib_s": round(dt.mib_s, 1),
+                "quic_mib_s": round(dq.mib_s, 1),
+                "tcp_ratio_to_raw_tcp": ratio(dt.mib_s, tcp),
+                "tcp_ratio_to_chacha20poly1305": ratio(dt.mib_s, chacha),
+                "tcp_cpu_cores": dt.cores,
+                "tcp_cpu_ms_per_mib": dt.cpu_ms_per_mib(),
+                "quic_cpu_cores": dq.cores,
+                "quic_cpu_ms_per_mib": dq.cpu_ms_per_mib(),
+                "tcp_runs_mib_s": t.direct_tcp.rates(),
+                "quic_runs_mib_s": t.direct_quic.rates(),
+                "bytes_per_run": sz.throughput_bytes,
+            }),
+        );
+        out.insert(
+            "relayed".into(),
+            json!({
+                "tcp_mib_s": round(rt.mib_s, 1),
+                "ratio_to_direct": round(median(rel_ratios.clone()), 3),
+                "quic_mib_s": round(rq.mib_s, 1),
+                "quic_ratio_to_direct_quic": round(median(relq_ratios.clone()), 3),
+                "tcp_cpu_cores": rt.cores,
+                "tcp_cpu_ms_per_mib": rt.cpu_ms_per_mib(),
+                "quic_cpu_cores": rq.cores,
+                "quic_cpu_ms_per_mib": rq.cpu_ms_per_mib(),
+                "tcp_runs_mib_s": t.relayed_tcp.rates(),
+                "quic_runs_mib_s": t.relayed_quic.rates(),
+                "ratio_to_direct_runs": rel_ratios,
+                "quic_ratio_to_direct_quic_runs": relq_ratios,
+                "relay_process": relay_process_json(&t.relay_process_tcp, &t.direct_tcp),
+            }),
+        );
+        out.insert(
+            "latency_ms".into(),
+            json!({
+                "direct_p50": t.direct_rtt.0, "direct_p99": t.direct_rtt.1,
+                "relayed_p50": t.relayed_rtt.0, "relayed_p99": t.relayed_rtt.1,
+                "relay_hop_added_p50": round(t.relayed_rtt.0 - t.direct_rtt.0, 3),
+            }),
+        );
+    }
+
+    if wants(Section::Setup) {
+        eprintln!("bench: connection set-up…");
+        let net = DevNet::new(DevNet::plain());
+        let (relay, _) = node(&net, "relay", vec![], false, true).await?;
+        let relay_addr = crate::relay::dial_addr(&relay).await?;
+        let setup_memory = setup_phases(&relay_addr, None).await?;
+        let setup_anvil = match crate::devchain::find_anvil() {
+            Ok(_) => {
+                let dir = std::env::temp_dir().join(format!("lm-bench-{}", std::process::id()));
+                let chain = crate::devchain::start(crate::devchain::DevChainOptions {
+                    host: "127.0.0.1".into(),
+                    port: 0,
+                    state: None,
+                    accounts: 2,
+                    key_dir: dir.clone(),
+                    deploy: None,
+                })
+                .await?;
+                let r = setup_phases(&relay_addr, Some(&chain)).await;
+                chain.stop().await?;
+                let _ = std::fs::remove_dir_all(dir);
+                Some(r?)
+            }
+            Err(_) => None,
+        };
+        relay.shutdown().await;
+        out.insert(
+            "setup_ms".into(),
+            json!({"memory": setup_memory, "anvil": setup_anvil}),
+        );
+    }
+
+    if wants(Section::Mxn) {
+        eprintln!("bench: M×N scale…");
+        let (n_prov, rss_per_conn) = one_consumer_n_providers(sz.mxn_total, sz.mxn_ns).await?;
+        let m_cons = one_provider_m_consumers(sz.mxn_total, sz.mxn_ns).await?;
+        out.insert(
+            "mxn".into(),
+            json!({
+                "one_consumer_n_providers": n_prov,
+                "one_provider_m_consumers": m_cons,
+                "rss_kib_per_connection": rss_per_conn,
+            }),
+        );
+    }
+
+    if wants(Section::Envelope) {
+        eprintln!("bench: envelopes…");
+        out.insert("envelope".into(), envelope_cost(sz.envelope_time)?);
+    }
+    let at = |section: &str, key: &str| out.get(section)?.get(key)?.as_f64();
+    let goal = |got: Option<f64>, min: f64| json!({"value": got, "min": min, "met": got.map(|g| g >= min)});
+    out.insert(
+        "goals".into(),
+        json!({
+            "direct_tcp_over_chacha20poly1305": goal(at("direct", "tcp_ratio_to_chacha20poly1305"), 0.10),
+            "relayed_tcp_over_direct_tcp": goal(at("relayed", "ratio_to_direct"), 0.5),
+        }),
+    );
+    out.insert(
+        "elapsed_s".into(),
+        json!(round(t0.elapsed().as_secs_f64(), 1)),
+    );
+    Ok(Value::Object(out))
+}

@@ -1,0 +1,168 @@
+//! The human-readable table of every figure.
+
+use serde_json::Value;
+
+/// Prints the figures as a table.
+pub fn print_table(v: &Value) {
+    let f = |p: &str| v.pointer(p).cloned().unwrap_or(Value::Null);
+    let has = |k: &str| v.get(k).is_some();
+    if has("baseline") {
+        println!("\nBASELINES (same run)");
+        println!(
+            "  raw TCP over loopback          {:>10} MiB/s",
+            f("/baseline/tcp_loopback_mib_s")
+        );
+        println!(
+        "  ChaCha20-Poly1305, one core    {:>10} MiB/s  (ring, as in noise; RustCrypto {} MiB/s)",
+        f("/baseline/chacha20poly1305_mib_s"),
+        f("/baseline/chacha20poly1305_rustcrypto_mib_s")
+    );
+    }
+    if has("direct") {
+        println!("\nTHROUGHPUT (one stream)");
+        println!(
+        "  direct TCP+noise+yamux         {:>10} MiB/s  ({} of raw TCP, {} of ChaCha20-Poly1305)",
+        f("/direct/tcp_mib_s"),
+        f("/direct/tcp_ratio_to_raw_tcp"),
+        f("/direct/tcp_ratio_to_chacha20poly1305")
+    );
+        println!(
+            "  direct QUIC                    {:>10} MiB/s",
+            f("/direct/quic_mib_s")
+        );
+        println!(
+        "  CPU per MiB moved (all nodes)  direct TCP {} ms · relayed TCP {} ms · direct QUIC {} ms · relayed QUIC {} ms",
+        f("/direct/tcp_cpu_ms_per_mib"),
+        f("/relayed/tcp_cpu_ms_per_mib"),
+        f("/direct/quic_cpu_ms_per_mib"),
+        f("/relayed/quic_cpu_ms_per_mib")
+    );
+        println!(
+        "  cores kept busy                direct TCP {} · relayed TCP {} · direct QUIC {} · relayed QUIC {}",
+        f("/direct/tcp_cpu_cores"),
+        f("/relayed/tcp_cpu_cores"),
+        f("/direct/quic_cpu_cores"),
+        f("/relayed/quic_cpu_cores")
+    );
+        println!(
+            "  relayed TCP (via relay)        {:>10} MiB/s  ({} of direct TCP)",
+            f("/relayed/tcp_mib_s"),
+            f("/relayed/ratio_to_direct")
+        );
+        println!(
+            "  relayed QUIC (via relay)       {:>10} MiB/s  ({} of direct QUIC)",
+            f("/relayed/quic_mib_s"),
+            f("/relayed/quic_ratio_to_direct_quic")
+        );
+        let runs = |p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        };
+        println!(
+        "  per run (medians above)        direct TCP [{}] · relayed TCP [{}] MiB/s; relayed/direct [{}]",
+        runs("/direct/tcp_runs_mib_s"),
+        runs("/relayed/tcp_runs_mib_s"),
+        runs("/relayed/ratio_to_direct_runs")
+    );
+        println!(
+        "  relayed TCP, relay as its own process {} MiB/s ({} of direct); CPU per MiB: relay {} ms, endpoints {} ms (direct: {} ms)",
+        f("/relayed/relay_process/tcp_mib_s"),
+        f("/relayed/relay_process/ratio_to_direct"),
+        f("/relayed/relay_process/relay_cpu_ms_per_mib"),
+        f("/relayed/relay_process/endpoints_cpu_ms_per_mib"),
+        f("/relayed/relay_process/direct_endpoints_cpu_ms_per_mib")
+    );
+        println!(
+        "    → with every node on its own CPU: relayed ≈ {} of direct; one relay core forwards ≈ {} MiB/s",
+        f("/relayed/relay_process/cpu_bound_ratio_own_cpus"),
+        f("/relayed/relay_process/relay_mib_s_per_core")
+    );
+        println!("\nLATENCY (32-byte round trip, ms)");
+        println!(
+            "  direct   p50 {:>8}   p99 {:>8}",
+            f("/latency_ms/direct_p50"),
+            f("/latency_ms/direct_p99")
+        );
+        println!(
+            "  relayed  p50 {:>8}   p99 {:>8}   (relay hop adds {} ms at p50)",
+            f("/latency_ms/relayed_p50"),
+            f("/latency_ms/relayed_p99"),
+            f("/latency_ms/relay_hop_added_p50")
+        );
+    }
+    if has("setup_ms") {
+        println!("\nCONNECTION SET-UP (ms since the consumer wanted the stream)");
+        for ledger in ["memory", "anvil"] {
+            match v.pointer(&format!("/setup_ms/{ledger}")) {
+                Some(Value::Object(m)) => {
+                    let mut items: Vec<(&String, &Value)> = m.iter().collect();
+                    items.sort_by_key(|(_, x)| x.as_u64().unwrap_or(u64::MAX));
+                    let parts: Vec<String> =
+                        items.iter().map(|(k, x)| format!("{k} {x}")).collect();
+                    println!("  {ledger:<7} {}", parts.join(" · "));
+                }
+                _ => println!("  {ledger:<7} (not measured: anvil not installed)"),
+            }
+        }
+    }
+    if has("mxn") {
+        println!("\nM×N SCALE");
+        for (key, label) in [
+            ("one_consumer_n_providers", "n"),
+            ("one_provider_m_consumers", "m"),
+        ] {
+            if let Some(Value::Array(rows)) = v.pointer(&format!("/mxn/{key}")) {
+                for r in rows {
+                    println!(
+                        "  {key:<26} {label}={:<3} aggregate {:>8} MiB/s  fairness (min/max) {}",
+                        r[label], r["aggregate_mib_s"], r["fairness"]
+                    );
+                }
+            }
+        }
+        println!(
+            "  resident memory per connection (both ends, in-process): {} KiB",
+            f("/mxn/rss_kib_per_connection")
+        );
+    }
+    if has("envelope") {
+        println!("\nENVELOPES");
+        println!(
+            "  seal {}/s, open {}/s; request {} bytes, response {} bytes on the ledger",
+            f("/envelope/seal_per_s"),
+            f("/envelope/open_per_s"),
+            f("/envelope/request_bytes"),
+            f("/envelope/response_bytes")
+        );
+    }
+    if has("direct") {
+        println!("\nGOALS (issue #4)");
+        for (key, label) in [
+            (
+                "direct_tcp_over_chacha20poly1305",
+                "direct TCP / ChaCha20-Poly1305",
+            ),
+            ("relayed_tcp_over_direct_tcp", "relayed TCP / direct TCP"),
+        ] {
+            let g = |k: &str| f(&format!("/goals/{key}/{k}"));
+            let verdict = match g("met") {
+                Value::Bool(true) => "met",
+                Value::Bool(false) => "NOT met in this run",
+                _ => "not measured",
+            };
+            println!(
+                "  {label:<32} {} (at least {}): {verdict}",
+                g("value"),
+                g("min")
+            );
+        }
+    }
+    println!("\n(total {} s)", f("/elapsed_s"));
+}
