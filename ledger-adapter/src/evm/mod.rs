@@ -9,15 +9,15 @@
 //! off and re-reads the same range, skipping what it already yielded, so an
 //! outage loses and repeats nothing.
 
-use crate::{BoxFuture, Cursor, Ledger, LedgerError, LedgerMessage, PostReceipt, TopicId};
+mod follow;
+mod post;
+
+use crate::{Cursor, LedgerError};
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolEvent;
-use futures::stream::{self, BoxStream, StreamExt};
-use std::collections::VecDeque;
 use std::time::Duration;
 
 alloy::sol! {
@@ -33,7 +33,7 @@ alloy::sol! {
 }
 
 /// The committed compiler output (ABI and bytecode) of `SignalBoard.sol`.
-pub const SIGNAL_BOARD_ARTIFACT: &str = include_str!("../contracts/SignalBoard.json");
+pub const SIGNAL_BOARD_ARTIFACT: &str = include_str!("../../contracts/SignalBoard.json");
 
 /// The contract's payload cap (`SignalBoard.MAX_PAYLOAD`).
 pub const MAX_PAYLOAD: usize = 8192;
@@ -320,205 +320,5 @@ impl EvmLedger {
             block: head,
             index: u64::MAX,
         })
-    }
-
-    async fn post_inner(
-        &self,
-        topic: TopicId,
-        payload: Vec<u8>,
-    ) -> Result<PostReceipt, LedgerError> {
-        if payload.len() > MAX_PAYLOAD {
-            return Err(LedgerError::PayloadTooLarge {
-                len: payload.len(),
-                max: MAX_PAYLOAD,
-            });
-        }
-        let Some(from) = self.account else {
-            return Err(LedgerError::Rejected(
-                "no ledger account key: pass --ledger-key FILE or set LEDGERMESH_LEDGER_KEY".into(),
-            ));
-        };
-        let board = SignalBoard::new(self.contract, &self.provider);
-        let call = board
-            .post(B256::from(topic), Bytes::from(payload))
-            .from(from);
-        let t = self.options.rpc_timeout;
-        let sent = {
-            let _one_at_a_time = self.send_lock.lock().await;
-            timed(t, call.send()).await
-        };
-        let pending = match sent {
-            Ok(p) => p,
-            Err(e) if e.contains("insufficient funds") => {
-                return Err(LedgerError::Rejected(format!(
-                    "ledger account {from} cannot pay gas (insufficient funds): {e}"
-                )))
-            }
-            Err(e) if e.contains("revert") => return Err(LedgerError::Rejected(e)),
-            Err(e) => return Err(LedgerError::Unavailable(e)),
-        };
-        let receipt = timed(t * 3, pending.get_receipt())
-            .await
-            .map_err(LedgerError::Unavailable)?;
-        if !receipt.status() {
-            return Err(LedgerError::Rejected(format!(
-                "post transaction {} reverted",
-                receipt.transaction_hash
-            )));
-        }
-        let index = receipt
-            .inner
-            .logs()
-            .iter()
-            .find(|l| l.address() == self.contract)
-            .and_then(|l| l.log_index);
-        Ok(PostReceipt {
-            cursor: receipt
-                .block_number
-                .zip(index)
-                .map(|(block, index)| Cursor { block, index }),
-            tx: Some(format!("{}", receipt.transaction_hash)),
-            gas_used: Some(receipt.gas_used),
-        })
-    }
-
-    /// Reads the logs of `topic` in `from..=to`, in order, after `after`.
-    async fn read_range(
-        &self,
-        topic: TopicId,
-        from: u64,
-        to: u64,
-        after: Cursor,
-    ) -> Result<Vec<LedgerMessage>, String> {
-        let filter = Filter::new()
-            .address(self.contract)
-            .event_signature(SignalBoard::Posted::SIGNATURE_HASH)
-            .topic1(B256::from(topic))
-            .from_block(from)
-            .to_block(to);
-        let logs = timed(self.options.rpc_timeout, self.provider.get_logs(&filter)).await?;
-        let mut out = Vec::with_capacity(logs.len());
-        for log in logs {
-            let (Some(block), Some(index)) = (log.block_number, log.log_index) else {
-                continue;
-            };
-            let cursor = Cursor { block, index };
-            if cursor <= after || log.removed {
-                continue;
-            }
-            match log.log_decode::<SignalBoard::Posted>() {
-                Ok(decoded) => {
-                    let ev = decoded.inner.data;
-                    out.push(LedgerMessage {
-                        topic: ev.topic.0,
-                        sender: format!("{}", ev.sender),
-                        payload: ev.payload.to_vec(),
-                        cursor,
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(block, index, error = %e, "undecodable Posted log skipped")
-                }
-            }
-        }
-        out.sort_by_key(|m| m.cursor);
-        Ok(out)
-    }
-}
-
-struct FollowState {
-    ledger: EvmLedger,
-    topic: TopicId,
-    /// Last cursor yielded (or the starting one).
-    after: Cursor,
-    /// Next block to read.
-    next_block: u64,
-    buffer: VecDeque<LedgerMessage>,
-    backoff: Duration,
-}
-
-impl Ledger for EvmLedger {
-    fn describe(&self) -> String {
-        format!(
-            "evm:{}@{} (chain {})",
-            self.url, self.contract, self.chain_id
-        )
-    }
-
-    fn max_payload(&self) -> usize {
-        MAX_PAYLOAD
-    }
-
-    fn post(
-        &self,
-        topic: TopicId,
-        payload: Vec<u8>,
-    ) -> BoxFuture<'_, Result<PostReceipt, LedgerError>> {
-        Box::pin(self.post_inner(topic, payload))
-    }
-
-    fn initial_cursor(&self) -> BoxFuture<'_, Result<Cursor, LedgerError>> {
-        Box::pin(async {
-            let head = self.head_cursor().await?;
-            let block = head.block.saturating_sub(self.options.lookback_blocks);
-            Ok(Cursor { block, index: 0 })
-        })
-    }
-
-    fn follow(
-        &self,
-        topic: TopicId,
-        from: Cursor,
-    ) -> BoxStream<'static, Result<LedgerMessage, LedgerError>> {
-        let state = FollowState {
-            ledger: self.clone(),
-            topic,
-            after: from,
-            next_block: from.block,
-            buffer: VecDeque::new(),
-            backoff: self.options.poll_interval,
-        };
-        stream::unfold(state, |mut st| async move {
-            loop {
-                if let Some(m) = st.buffer.pop_front() {
-                    st.after = m.cursor;
-                    return Some((Ok(m), st));
-                }
-                let opts = &st.ledger.options;
-                let head = timed(opts.rpc_timeout, st.ledger.provider.get_block_number()).await;
-                let result = match head {
-                    Err(e) => Err(e),
-                    Ok(head) => {
-                        let safe = head.saturating_sub(opts.confirmations.saturating_sub(1));
-                        if st.next_block > safe {
-                            tokio::time::sleep(opts.poll_interval).await;
-                            continue;
-                        }
-                        let to = safe.min(st.next_block.saturating_add(opts.max_block_range - 1));
-                        st.ledger
-                            .read_range(st.topic, st.next_block, to, st.after)
-                            .await
-                            .map(|msgs| (to, msgs))
-                    }
-                };
-                match result {
-                    Ok((to, msgs)) => {
-                        st.backoff = opts.poll_interval;
-                        st.buffer.extend(msgs);
-                        st.next_block = to + 1;
-                    }
-                    Err(e) => {
-                        // Report, wait, and re-read the same range: the cursor
-                        // check drops anything already yielded.
-                        let wait = st.backoff;
-                        st.backoff = (st.backoff * 2).min(opts.max_backoff);
-                        let err = LedgerError::Unavailable(format!("{e} (retrying in {wait:?})"));
-                        tokio::time::sleep(wait).await;
-                        return Some((Err(err), st));
-                    }
-                }
-            }
-        })
-        .boxed()
     }
 }
