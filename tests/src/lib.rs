@@ -2,6 +2,7 @@
 //! process, sharing one in-memory ledger. Every node's events are recorded so
 //! tests can assert on paths, upgrades, refusals and digests.
 
+pub mod chain;
 pub mod natlab;
 pub mod procs;
 

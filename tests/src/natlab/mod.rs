@@ -1,6 +1,8 @@
 //! The NAT lab (`scripts/natlab.sh`) from tests: one lab per test, torn down
 //! on drop (which also kills every process left inside its namespaces).
 
+pub mod world;
+
 use crate::procs::{bin_path, project_root, Proc};
 use std::path::{Path, PathBuf};
 use std::process::Command;
