@@ -26,6 +26,27 @@ pub enum Event {
         /// The circuit address peers can dial us at.
         addr: String,
     },
+    /// (Relay role) a peer's reservation on us changed: `accepted`,
+    /// `renewed`, `refused`, `closed` or `timed_out`.
+    RelayReservation {
+        /// The reserving peer.
+        peer_id: String,
+        /// What happened.
+        outcome: String,
+        /// Why, for a refusal.
+        reason: Option<String>,
+    },
+    /// (Relay role) a circuit through us: `opened`, `refused` or `closed`.
+    RelayCircuit {
+        /// The peer that asked for the circuit.
+        src: String,
+        /// The peer it asked to reach.
+        dst: String,
+        /// What happened.
+        outcome: String,
+        /// Why, for a refusal or a close with an error.
+        reason: Option<String>,
+    },
     /// The result of an address-consensus round.
     PublicAddress {
         /// The accepted public address (only with endpoint-independent mapping).

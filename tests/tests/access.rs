@@ -240,3 +240,52 @@ async fn a_renewed_request_resumes_an_expired_stream_from_its_offset() {
             >= 2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_writes_its_reservations_and_circuits_to_its_audit_log() {
+    let net = Net::new("relay-audit").await;
+    let audit_path = net.dir.0.join("relay-audit.jsonl");
+    let mut c = net.dev.config("audited-relay");
+    let mut relay_events = Recorder::new(c.emitter.as_ref().unwrap());
+    c.relays.clear();
+    c.relay_server = Some(Default::default());
+    c.audit = Some(AuditLog::open(&audit_path, 1 << 20, 2).unwrap());
+    let relay = net.dev.spawn(c).await.expect("relay starts");
+    let relay_addr = ledgermesh_node::relay::dial_addr(&relay).await.unwrap();
+
+    // A provider reachable only through the audited relay, and a buyer.
+    let provider = net
+        .provider_with(
+            "provider",
+            vec![("feed".into(), Source::Random { len: 64 * KIB, seed: 9 })],
+            true,
+            Some(vec![relay_addr]),
+        )
+        .await;
+    provider.handle.wait_relays().await.unwrap();
+    let (pid, cid) = (provider.handle.peer_id(), net.consumer("buyer").await);
+    let outcomes = net.consume(&cid, vec![want(&provider, "feed")]).await;
+    assert!(outcomes[0].result.is_ok(), "{:?}", outcomes[0].result);
+    let cid = cid.handle.peer_id();
+    relay_events
+        .wait_for("the circuit to be reported", |e| {
+            matches!(e, Event::RelayCircuit { src, dst, outcome, .. }
+                if *src == cid.to_string() && *dst == pid.to_string() && outcome == "opened")
+        })
+        .await;
+
+    let lines = audit_lines(&audit_path);
+    let reservation = lines
+        .iter()
+        .find(|l| l["event"] == "reservation")
+        .unwrap_or_else(|| panic!("no reservation line in {lines:?}"));
+    assert_eq!(reservation["peer_id"], pid.to_string());
+    assert_eq!(reservation["node"], "audited-relay");
+    let circuit = lines
+        .iter()
+        .find(|l| l["event"] == "circuit_open")
+        .unwrap_or_else(|| panic!("no circuit line in {lines:?}"));
+    assert_eq!(circuit["peer_id"], cid.to_string());
+    assert_eq!(circuit["detail"], format!("to {pid}"));
+    assert!(circuit["ts_ms"].as_u64().unwrap() >= reservation["ts_ms"].as_u64().unwrap());
+}

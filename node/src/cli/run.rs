@@ -94,6 +94,7 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     });
     config.idle_timeout = Duration::from_secs(300);
     config.emitter = Some(emitter_for("relay", args.node.json));
+    config.audit = args.node.audit()?;
     let handle = spawn(config, keypair).await.context("starting the relay")?;
     let snap = handle.wait_listening().await?;
     for a in &snap.direct_addrs {

@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// Take part in DCUtR hole punching (off only to measure the relayed path).
     pub hole_punching: bool,
+    /// (Relay role) where reservation and circuit decisions are written.
+    pub audit: Option<crate::access::audit_log::AuditLog>,
     /// Publish events here (subscribe before spawning to miss none); a new
     /// emitter labelled `name` when `None`.
     pub emitter: Option<Emitter>,
@@ -76,6 +78,7 @@ impl NodeConfig {
             close_relayed_after_upgrade: true,
             idle_timeout: Duration::from_secs(60),
             hole_punching: true,
+            audit: None,
             emitter: None,
         }
     }

@@ -174,6 +174,9 @@ impl EventLoop {
                 let local = *self.swarm.local_peer_id();
                 (self.reservations).accepted(relay_peer_id, renewal, local, &self.emitter);
             }
+            BehaviourEvent::RelayServer(ev) => {
+                super::relay_server::report(ev, &self.emitter, self.config.audit.as_ref())
+            }
             BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,
                 result,

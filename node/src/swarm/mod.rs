@@ -23,6 +23,7 @@ mod event_loop;
 mod handle;
 mod listeners;
 pub mod mux;
+mod relay_server;
 mod reservations;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
