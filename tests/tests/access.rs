@@ -257,7 +257,13 @@ async fn a_relay_writes_its_reservations_and_circuits_to_its_audit_log() {
     let provider = net
         .provider_with(
             "provider",
-            vec![("feed".into(), Source::Random { len: 64 * KIB, seed: 9 })],
+            vec![(
+                "feed".into(),
+                Source::Random {
+                    len: 64 * KIB,
+                    seed: 9,
+                },
+            )],
             true,
             Some(vec![relay_addr]),
         )

@@ -8,27 +8,37 @@ use libp2p::relay;
 /// The audit `event`, the JSON event, and the peer it concerns.
 fn describe(event: relay::Event) -> Option<(&'static str, Event, String)> {
     use relay::Event as E;
-    let reservation = |peer: libp2p::PeerId, outcome: &str, reason: Option<String>| Event::RelayReservation {
-        peer_id: peer.to_string(),
-        outcome: outcome.into(),
-        reason,
-    };
-    let circuit = |src: libp2p::PeerId, dst: libp2p::PeerId, outcome: &str, reason: Option<String>| {
-        Event::RelayCircuit {
-            src: src.to_string(),
-            dst: dst.to_string(),
+    let reservation =
+        |peer: libp2p::PeerId, outcome: &str, reason: Option<String>| Event::RelayReservation {
+            peer_id: peer.to_string(),
             outcome: outcome.into(),
             reason,
-        }
-    };
+        };
+    let circuit =
+        |src: libp2p::PeerId, dst: libp2p::PeerId, outcome: &str, reason: Option<String>| {
+            Event::RelayCircuit {
+                src: src.to_string(),
+                dst: dst.to_string(),
+                outcome: outcome.into(),
+                reason,
+            }
+        };
     Some(match event {
         E::ReservationReqAccepted {
             src_peer_id,
             renewed,
         } => {
             let outcome = if renewed { "renewed" } else { "accepted" };
-            let audit = if renewed { "reservation_renew" } else { "reservation" };
-            (audit, reservation(src_peer_id, outcome, None), src_peer_id.to_string())
+            let audit = if renewed {
+                "reservation_renew"
+            } else {
+                "reservation"
+            };
+            (
+                audit,
+                reservation(src_peer_id, outcome, None),
+                src_peer_id.to_string(),
+            )
         }
         E::ReservationReqDenied {
             src_peer_id,
@@ -62,7 +72,12 @@ fn describe(event: relay::Event) -> Option<(&'static str, Event, String)> {
             status,
         } => (
             "circuit_refused",
-            circuit(src_peer_id, dst_peer_id, "refused", Some(format!("{status:?}"))),
+            circuit(
+                src_peer_id,
+                dst_peer_id,
+                "refused",
+                Some(format!("{status:?}")),
+            ),
             src_peer_id.to_string(),
         ),
         E::CircuitClosed {
@@ -71,7 +86,12 @@ fn describe(event: relay::Event) -> Option<(&'static str, Event, String)> {
             error,
         } => (
             "circuit_close",
-            circuit(src_peer_id, dst_peer_id, "closed", error.map(|e| e.to_string())),
+            circuit(
+                src_peer_id,
+                dst_peer_id,
+                "closed",
+                error.map(|e| e.to_string()),
+            ),
             src_peer_id.to_string(),
         ),
         _ => return None,
