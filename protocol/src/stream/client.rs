@@ -32,6 +32,11 @@ impl Default for RetryPolicy {
 pub enum AttemptEnd {
     /// Every byte arrived.
     Complete,
+    /// A stream of unknown length (a live feed) closed cleanly. That is its
+    /// end, or a cut (an expired grant or a revoked ACL closes it too): a
+    /// re-request from the offset tells them apart, and an attempt that
+    /// closes cleanly without a byte confirms the end.
+    ClosedWithoutLength,
     /// The stream closed, or the path broke, before the end.
     Broken(String),
     /// The provider refused.
@@ -50,6 +55,9 @@ pub enum Next {
         /// Back-off, ms.
         after_ms: u64,
     },
+    /// A stream of unknown length closed: ask again from the offset at once,
+    /// to tell its end from a cut.
+    Confirm,
     /// The grant ran out: post a new service request, then retry at once.
     Renew,
     /// Stop.
@@ -113,6 +121,12 @@ impl FetchState {
     pub fn end_attempt(&mut self, end: AttemptEnd, progressed: bool) -> Next {
         match end {
             AttemptEnd::Complete => Next::Done,
+            AttemptEnd::ClosedWithoutLength if !progressed => Next::Done,
+            AttemptEnd::ClosedWithoutLength => {
+                // A confirming re-request is not a failed attempt.
+                self.attempts = self.attempts.saturating_sub(1);
+                Next::Confirm
+            }
             AttemptEnd::Fatal(e) => Next::Fail(Failure::Fatal(e)),
             AttemptEnd::Refused(r) if r.reason == RejectReason::GrantExpired => {
                 if self.renewals < self.policy.max_renewals {
@@ -212,6 +226,39 @@ mod tests {
         f.start_attempt();
         assert!(matches!(f.end_attempt(expired, false), Next::Fail(_)));
         assert_eq!(f.renewals(), 1);
+    }
+
+    #[test]
+    fn a_live_stream_that_closes_is_re_asked_until_a_clean_empty_close_confirms_the_end() {
+        let mut f = FetchState::new(RetryPolicy {
+            max_attempts: 2,
+            max_renewals: 1,
+            ..Default::default()
+        });
+        // Bytes, then a clean close: maybe the end, maybe a cut. Ask again, at once.
+        for _ in 0..5 {
+            f.start_attempt();
+            assert_eq!(
+                f.end_attempt(AttemptEnd::ClosedWithoutLength, true),
+                Next::Confirm
+            );
+        }
+        assert_eq!(f.attempts(), 0, "confirmations cost no attempt");
+        // The confirming request finds the grant expired: the cut shows.
+        f.start_attempt();
+        let expired = AttemptEnd::Refused(rejection(RejectReason::GrantExpired));
+        assert_eq!(f.end_attempt(expired, false), Next::Renew);
+        // Renewed; more bytes, a close, and a confirming request with none.
+        f.start_attempt();
+        assert_eq!(
+            f.end_attempt(AttemptEnd::ClosedWithoutLength, true),
+            Next::Confirm
+        );
+        f.start_attempt();
+        assert_eq!(
+            f.end_attempt(AttemptEnd::ClosedWithoutLength, false),
+            Next::Done
+        );
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub async fn fetch_with(
         // Watch for connections to this peer closing: a stream on a closed
         // connection may never see an error, so any disconnect from the peer
         // makes us resume from our offset on whatever connection remains.
-        let result: Result<bool, StreamError> = async {
+        let result: Result<AttemptEnd, StreamError> = async {
             let mut watch = PathWatch::new(handle, peer).await?;
             let opened =
                 tokio::time::timeout(policy.stall, control.open_stream(peer, STREAM_PROTOCOL))
@@ -246,7 +246,11 @@ pub async fn fetch_with(
                 }
                 let n = watch.guard(policy.stall, stream.read(&mut buf)).await??;
                 if n == 0 {
-                    return Ok(total.is_none_or(|t| offset == t));
+                    return Ok(match total {
+                        None => AttemptEnd::ClosedWithoutLength,
+                        Some(t) if offset == t => AttemptEnd::Complete,
+                        Some(_) => AttemptEnd::Broken(format!("stream ended early at {offset}")),
+                    });
                 }
                 first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
                 pending.extend_from_slice(&buf[..n]);
@@ -255,8 +259,7 @@ pub async fn fetch_with(
         .await;
         let mut fatal = None;
         let end = match result {
-            Ok(true) => AttemptEnd::Complete,
-            Ok(false) => AttemptEnd::Broken(format!("stream ended early at {offset}")),
+            Ok(end) => end,
             Err(StreamError::Rejected(r)) => AttemptEnd::Refused(r),
             Err(e @ (StreamError::Unsupported | StreamError::Protocol(_))) => {
                 let text = e.to_string();
@@ -274,6 +277,9 @@ pub async fn fetch_with(
                 if let Err(e) = handle.dial(peer, addrs.to_vec()).await {
                     tracing::info!(%peer, error = %e, "re-dial failed");
                 }
+            }
+            Next::Confirm => {
+                tracing::debug!(%peer, stream = name, offset, "open-ended stream closed; confirming its end");
             }
             Next::Renew => {
                 file.flush().await?;
