@@ -153,7 +153,13 @@ async fn an_expired_grant_ends_the_stream_and_keeps_what_arrived() {
         .result
         .as_ref()
         .expect_err("the grant ran out mid-stream");
-    assert!(err.contains("grant_expired"), "{err}");
+    match err {
+        ledgermesh_node::consumer::BuyError::Stream(e) => match &**e {
+            StreamError::Rejected(r) => assert_eq!(r.reason, RejectReason::GrantExpired),
+            other => panic!("refused grant_expired, not {other}"),
+        },
+        other => panic!("the stream was cut, not {other:?}"),
+    }
     let told = consumer
         .events
         .wait_for("grant_expired", |e| {

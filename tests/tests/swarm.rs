@@ -263,6 +263,13 @@ async fn unknown_stream_is_refused_and_the_consumer_is_told_why() {
         .result
         .as_ref()
         .expect_err("unknown stream must fail");
+    match err {
+        ledgermesh_node::consumer::BuyError::Refused(r) => {
+            assert_eq!(r.reason, ledgermesh_protocol::RejectReason::UnknownStream)
+        }
+        other => panic!("refused as unknown, not {other:?}"),
+    }
+    let err = err.to_string();
     assert!(err.contains("no stream named \"no-such-stream\""), "{err}");
     assert!(
         !err.contains("feed"),

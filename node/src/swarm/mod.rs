@@ -68,9 +68,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         .unwrap_or_else(|| crate::events::Emitter::new(config.name.clone()));
     let mut reservations = reservations::Reservations::default();
     for (relay, addr) in relays {
-        let listener = swarm
-            .listen_on(addr.clone().with(Protocol::P2pCircuit))
-            .map_err(|e| e.to_string());
+        let listener = swarm.listen_on(addr.clone().with(Protocol::P2pCircuit));
         reservations.asked(relay, addr, listener, &emitter);
     }
     let control = swarm.behaviour().stream.new_control();

@@ -30,7 +30,7 @@ impl Reservations {
         &mut self,
         relay: PeerId,
         addr: Multiaddr,
-        listener: Result<ListenerId, String>,
+        listener: Result<ListenerId, libp2p::TransportError<std::io::Error>>,
         emitter: &Emitter,
     ) {
         self.relays.insert(relay, (addr, State::Pending));
@@ -38,7 +38,7 @@ impl Reservations {
             Ok(id) => {
                 self.listeners.insert(id, relay);
             }
-            Err(e) => self.failed(relay, e, emitter),
+            Err(e) => self.failed(relay, e.to_string(), emitter),
         }
     }
 

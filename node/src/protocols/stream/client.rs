@@ -19,7 +19,10 @@ use tokio::io::AsyncWriteExt as _;
 
 /// Renews a grant: posts a new service request for the stream and resolves
 /// once the provider accepted it (or says why not).
-pub type Renew = dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync;
+pub type Renew = dyn Fn() -> BoxFuture<'static, Result<(), RenewError>> + Send + Sync;
+
+/// Why a renewal failed (the hook's own error).
+pub type RenewError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The result of a completed fetch.
 #[derive(Debug, Clone)]

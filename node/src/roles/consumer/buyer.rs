@@ -1,9 +1,10 @@
 //! One buyer's work per provider: request (and renew) a grant over the
 //! ledger, connect (direct first, then relays), fetch every granted stream.
 
-use super::{ConsumerConfig, StreamOutcome};
+use super::{BuyError, ConsumerConfig, StreamOutcome};
 use crate::access::audit_log::AuditLine;
 use crate::events::{now_ms, Event};
+use crate::signaling::requests::RequestError;
 use crate::signaling::requests::Requester;
 use crate::streams::{fetch_with, Renew};
 use crate::swarm::NodeHandle;
@@ -62,19 +63,20 @@ impl Buyer {
         } else {
             match self.request(peer, streams.clone(), false).await {
                 Ok(r) => r,
-                Err((why, reason)) => {
+                Err(e) => {
                     self.handle.emit(Event::Error {
                         what: "service_response".into(),
-                        detail: why.clone(),
-                        reason: Some(reason.into()),
+                        detail: e.to_string(),
+                        reason: Some(e.reason().into()),
                         peer_id: Some(peer.to_string()),
                     });
+                    let e = Arc::new(e);
                     return streams
                         .into_iter()
                         .map(|s| StreamOutcome {
                             peer,
                             stream: s,
-                            result: Err(why.clone()),
+                            result: Err(BuyError::Request(e.clone())),
                         })
                         .collect();
                 }
@@ -90,7 +92,7 @@ impl Buyer {
         peer: PeerId,
         streams: Vec<String>,
         renewal: bool,
-    ) -> Result<ServiceResponse, (String, &'static str)> {
+    ) -> Result<ServiceResponse, RequestError> {
         let request = ServiceRequest {
             addrs: self.my_addrs.clone(),
             streams,
@@ -99,8 +101,7 @@ impl Buyer {
         let resp = self
             .requester
             .request(peer, request, self.config.response_timeout)
-            .await
-            .map_err(|e| (e.to_string(), e.reason()))?;
+            .await?;
         if let Some(expires_ms) = resp.grant_expires_ms {
             for info in &resp.accepted {
                 self.handle.emit(Event::Grant {
@@ -138,15 +139,15 @@ impl Buyer {
                 let resp = buyer
                     .request(peer, vec![stream.clone()], true)
                     .await
-                    .map_err(|(why, _)| why)?;
+                    .map_err(|e| BuyError::Request(Arc::new(e)))?;
                 if resp.accepted.iter().any(|i| i.name == stream) {
                     Ok(())
                 } else {
-                    Err(resp
-                        .rejected
-                        .iter()
-                        .find(|r| r.name == stream)
-                        .map_or("the provider did not grant it".into(), |r| r.detail.clone()))
+                    Err(match resp.rejected.into_iter().find(|r| r.name == stream) {
+                        Some(r) => BuyError::Refused(r),
+                        None => BuyError::NotMentioned,
+                    }
+                    .into())
                 }
             })
         })
@@ -188,7 +189,7 @@ async fn buy_from(
 ) -> Vec<StreamOutcome> {
     let handle = buyer.handle.clone();
     let mut out = Vec::new();
-    let fail = |stream: &str, why: String, reason: &str| {
+    let fail = |stream: &str, why: BuyError, reason: &str| {
         handle.emit(Event::Error {
             what: "stream_rejected".into(),
             detail: format!("{stream}: {why}"),
@@ -206,13 +207,9 @@ async fn buy_from(
         if resp.accepted.iter().any(|i| &i.name == name) {
             accepted.push(name.clone());
         } else if let Some(r) = resp.rejected.iter().find(|r| &r.name == name) {
-            out.push(fail(name, r.detail.clone(), r.reason.as_str()));
+            out.push(fail(name, BuyError::Refused(r.clone()), r.reason.as_str()));
         } else {
-            out.push(fail(
-                name,
-                "the provider's response does not mention it".into(),
-                "missing",
-            ));
+            out.push(fail(name, BuyError::NotMentioned, "missing"));
         }
     }
     if accepted.is_empty() {
@@ -229,11 +226,12 @@ async fn buy_from(
             reason: None,
             peer_id: Some(peer.to_string()),
         });
+        let e = Arc::new(e);
         for name in accepted {
             out.push(StreamOutcome {
                 peer,
                 stream: name,
-                result: Err(format!("cannot connect: {e}")),
+                result: Err(BuyError::Connect(e.clone())),
             });
         }
         return out;
@@ -281,7 +279,7 @@ async fn buy_from(
             StreamOutcome {
                 peer,
                 stream: name,
-                result: r.map_err(|e| e.to_string()),
+                result: r.map_err(|e| BuyError::Stream(Arc::new(e))),
             }
         });
     }

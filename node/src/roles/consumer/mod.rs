@@ -77,6 +77,30 @@ impl ConsumerConfig {
     }
 }
 
+/// Why a wanted stream was not received.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuyError {
+    /// The service request failed: not posted, or no answer in time.
+    #[error(transparent)]
+    Request(Arc<crate::signaling::requests::RequestError>),
+    /// The provider's response refused the stream.
+    #[error("{}", .0.detail)]
+    Refused(ledgermesh_protocol::StreamRejection),
+    /// The provider's response did not mention the stream.
+    #[error("the provider's response does not mention it")]
+    NotMentioned,
+    /// No address of the provider could be reached.
+    #[error("cannot connect: {0}")]
+    Connect(Arc<crate::swarm::DialError>),
+    /// Receiving the stream failed.
+    #[error(transparent)]
+    Stream(Arc<crate::streams::StreamError>),
+    /// The consumer stopped before this stream was dealt with.
+    #[error("no outcome")]
+    Missing,
+}
+
 /// What became of one wanted stream.
 #[derive(Debug, Clone)]
 pub struct StreamOutcome {
@@ -85,7 +109,7 @@ pub struct StreamOutcome {
     /// The stream.
     pub stream: String,
     /// Received, or why not.
-    pub result: Result<Fetched, String>,
+    pub result: Result<Fetched, BuyError>,
 }
 
 impl StreamOutcome {
@@ -131,7 +155,7 @@ pub async fn run(
         let buyer = buyer.clone();
         tasks.spawn(async move { buyer.buy(peer, streams).await });
     }
-    let mut outcomes: HashMap<(PeerId, String), Result<Fetched, String>> = HashMap::new();
+    let mut outcomes: HashMap<(PeerId, String), Result<Fetched, BuyError>> = HashMap::new();
     while let Some(done) = tasks.join_next().await {
         for o in done? {
             outcomes.insert((o.peer, o.stream), o.result);
@@ -146,7 +170,7 @@ pub async fn run(
             result: outcomes
                 .get(&(w.peer, w.stream.clone()))
                 .cloned()
-                .unwrap_or_else(|| Err("no outcome".into())),
+                .unwrap_or(Err(BuyError::Missing)),
         })
         .collect())
 }

@@ -164,7 +164,7 @@ pub(crate) fn summarize(
                 sha256: String::new(),
                 verified: false,
                 resumes: 0,
-                error: Some(e.clone()),
+                error: Some(e.to_string()),
             },
         };
         streams.push(row);
