@@ -64,37 +64,15 @@ impl ProviderConfig {
     }
 }
 
-/// The addresses a node puts in its signaling messages.
-///
-/// With an address-consensus verdict the direct part follows it: an
-/// endpoint-independent mapping advertises the consensus address (and any
-/// listen address on the public IP itself); an endpoint-dependent one
-/// advertises no direct address at all (only relays can help). Without a
-/// verdict every listen address is offered.
+/// The addresses a node puts in its signaling messages (the decision is
+/// `ledgermesh_protocol::path::advertise`).
 pub fn advertised_addrs(snapshot: &crate::swarm::Snapshot, relay_only: bool) -> Vec<Multiaddr> {
-    use ledgermesh_protocol::consensus::Mapping;
-    let mut addrs = Vec::new();
-    if !relay_only {
-        match &snapshot.public {
-            Some(p) if p.mapping == Mapping::EndpointIndependent => {
-                addrs.extend(p.addr.iter().cloned());
-                let on_public_ip = snapshot.direct_addrs.iter().filter(|a| {
-                    crate::addr::socket_of(a)
-                        .map(|(s, _)| Some(s.ip()) == p.ip)
-                        .unwrap_or(false)
-                });
-                for a in on_public_ip {
-                    if !addrs.contains(a) {
-                        addrs.push(a.clone());
-                    }
-                }
-            }
-            Some(p) if p.mapping == Mapping::EndpointDependent => {}
-            _ => addrs.extend(snapshot.direct_addrs.iter().cloned()),
-        }
-    }
-    addrs.extend(snapshot.circuit_addrs.iter().cloned());
-    addrs
+    ledgermesh_protocol::path::advertise(
+        &snapshot.direct_addrs,
+        &snapshot.circuit_addrs,
+        snapshot.public.as_ref(),
+        relay_only,
+    )
 }
 
 /// Runs the provider until the node stops. Returns early only on a setup
@@ -224,69 +202,4 @@ async fn answer(
     )
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::swarm::{PublicView, Snapshot};
-    use ledgermesh_protocol::consensus::Mapping;
-
-    fn snapshot(public: Option<PublicView>) -> Snapshot {
-        Snapshot {
-            direct_addrs: vec![
-                "/ip4/192.0.2.2/tcp/4001".parse().unwrap(),
-                "/ip4/203.0.113.30/tcp/4001".parse().unwrap(),
-            ],
-            circuit_addrs: vec!["/ip4/203.0.113.10/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
-                .parse()
-                .unwrap()],
-            connections: vec![],
-            public,
-        }
-    }
-
-    #[test]
-    fn what_is_advertised_follows_the_consensus_verdict() {
-        let circuit = snapshot(None).circuit_addrs[0].clone();
-        // No verdict: every listen address and the circuits.
-        assert_eq!(advertised_addrs(&snapshot(None), false).len(), 3);
-        // Relay-only: circuits only.
-        assert_eq!(
-            advertised_addrs(&snapshot(None), true),
-            vec![circuit.clone()]
-        );
-        // Endpoint-dependent NAT: no direct address helps; relays only.
-        let edm = PublicView {
-            addr: None,
-            ip: Some("203.0.113.102".parse().unwrap()),
-            mapping: Mapping::EndpointDependent,
-        };
-        assert_eq!(
-            advertised_addrs(&snapshot(Some(edm)), false),
-            vec![circuit.clone()]
-        );
-        // Endpoint-independent NAT: the consensus address, not the private one.
-        let nat = "/ip4/203.0.113.101/tcp/4001".parse::<Multiaddr>().unwrap();
-        let eim = PublicView {
-            addr: Some(nat.clone()),
-            ip: Some("203.0.113.101".parse().unwrap()),
-            mapping: Mapping::EndpointIndependent,
-        };
-        assert_eq!(
-            advertised_addrs(&snapshot(Some(eim)), false),
-            vec![nat, circuit.clone()]
-        );
-        // A public host: its own listen address on the public IP.
-        let public: Multiaddr = "/ip4/203.0.113.30/tcp/4001".parse().unwrap();
-        let host = PublicView {
-            addr: Some(public.clone()),
-            ip: Some("203.0.113.30".parse().unwrap()),
-            mapping: Mapping::EndpointIndependent,
-        };
-        assert_eq!(
-            advertised_addrs(&snapshot(Some(host)), false),
-            vec![public, circuit]
-        );
-    }
 }

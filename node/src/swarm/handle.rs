@@ -4,7 +4,7 @@
 use crate::events::{Emitter, Event};
 use crate::protocols::observe::ObserveError;
 use ledgermesh_proto::v1::ObserveResponse;
-use ledgermesh_protocol::consensus::{Mapping, Verdict};
+use ledgermesh_protocol::consensus::Verdict;
 use ledgermesh_protocol::path::Conn;
 use libp2p::swarm::ConnectionId;
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
@@ -68,16 +68,7 @@ pub struct Snapshot {
     pub public: Option<PublicView>,
 }
 
-/// What address consensus decided, as the node uses it.
-#[derive(Debug, Clone)]
-pub struct PublicView {
-    /// The accepted public address, when the mapping lets peers reach it.
-    pub addr: Option<Multiaddr>,
-    /// The accepted public IP.
-    pub ip: Option<std::net::IpAddr>,
-    /// The NAT mapping.
-    pub mapping: Mapping,
-}
+pub use ledgermesh_protocol::path::PublicView;
 
 /// Changes of the node's network that other tasks act on (a `watch`: a slow
 /// reader sees the latest value, it never misses a change or lags).

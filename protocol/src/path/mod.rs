@@ -16,8 +16,11 @@ use multiaddr::{Multiaddr, Protocol};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 
+mod advertise;
 #[cfg(test)]
 mod tests;
+
+pub use advertise::{advertise, PublicView};
 
 /// Whether a connection is direct or goes through a relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -1,0 +1,108 @@
+//! What a node advertises in its service responses: which of its addresses
+//! a peer should dial, given what address consensus decided.
+
+use crate::consensus::Mapping;
+use multiaddr::{Multiaddr, Protocol};
+use std::net::IpAddr;
+
+/// What address consensus decided, as the node uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicView {
+    /// The accepted public address, when the mapping lets peers reach it.
+    pub addr: Option<Multiaddr>,
+    /// The accepted public IP.
+    pub ip: Option<IpAddr>,
+    /// The NAT mapping.
+    pub mapping: Mapping,
+}
+
+fn ip_of(a: &Multiaddr) -> Option<IpAddr> {
+    a.iter().find_map(|p| match p {
+        Protocol::Ip4(v4) => Some(v4.into()),
+        Protocol::Ip6(v6) => Some(v6.into()),
+        _ => None,
+    })
+}
+
+/// The addresses to advertise, best first. With a consensus verdict the
+/// direct part follows it: an endpoint-independent mapping advertises the
+/// consensus address (and any listen address on the public IP itself); an
+/// endpoint-dependent one advertises no direct address at all (only relays
+/// can help). Without a verdict every listen address is offered. Relay
+/// circuits always follow; `relay_only` advertises nothing else.
+pub fn advertise(
+    direct: &[Multiaddr],
+    circuits: &[Multiaddr],
+    public: Option<&PublicView>,
+    relay_only: bool,
+) -> Vec<Multiaddr> {
+    let mut addrs = Vec::new();
+    if !relay_only {
+        match public {
+            Some(p) if p.mapping == Mapping::EndpointIndependent => {
+                addrs.extend(p.addr.iter().cloned());
+                for a in direct.iter().filter(|a| p.ip.is_some() && ip_of(a) == p.ip) {
+                    if !addrs.contains(a) {
+                        addrs.push(a.clone());
+                    }
+                }
+            }
+            Some(p) if p.mapping == Mapping::EndpointDependent => {}
+            _ => addrs.extend(direct.iter().cloned()),
+        }
+    }
+    addrs.extend(circuits.iter().cloned());
+    addrs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_advertised_follows_the_consensus_verdict() {
+        let direct: Vec<Multiaddr> = vec![
+            "/ip4/192.0.2.2/tcp/4001".parse().unwrap(),
+            "/ip4/203.0.113.30/tcp/4001".parse().unwrap(),
+        ];
+        let circuit: Multiaddr = "/ip4/203.0.113.10/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
+            .parse()
+            .unwrap();
+        let circuits = [circuit.clone()];
+        let ad = |p: Option<&PublicView>, relay_only| advertise(&direct, &circuits, p, relay_only);
+        // No verdict: every listen address and the circuits.
+        assert_eq!(ad(None, false).len(), 3);
+        // Relay-only: circuits only.
+        assert_eq!(ad(None, true), vec![circuit.clone()]);
+        // Endpoint-dependent NAT: no direct address helps; relays only.
+        let edm = PublicView {
+            addr: None,
+            ip: Some("203.0.113.102".parse().unwrap()),
+            mapping: Mapping::EndpointDependent,
+        };
+        assert_eq!(ad(Some(&edm), false), vec![circuit.clone()]);
+        // Endpoint-independent NAT: the consensus address, not the private one.
+        let nat: Multiaddr = "/ip4/203.0.113.101/tcp/4001".parse().unwrap();
+        let eim = PublicView {
+            addr: Some(nat.clone()),
+            ip: Some("203.0.113.101".parse().unwrap()),
+            mapping: Mapping::EndpointIndependent,
+        };
+        assert_eq!(ad(Some(&eim), false), vec![nat, circuit.clone()]);
+        // A public host: its own listen address on the public IP, once.
+        let public: Multiaddr = "/ip4/203.0.113.30/tcp/4001".parse().unwrap();
+        let host = PublicView {
+            addr: Some(public.clone()),
+            ip: Some("203.0.113.30".parse().unwrap()),
+            mapping: Mapping::EndpointIndependent,
+        };
+        assert_eq!(ad(Some(&host), false), vec![public, circuit.clone()]);
+        // Unknown mapping: like no verdict.
+        let unknown = PublicView {
+            addr: None,
+            ip: None,
+            mapping: Mapping::Unknown,
+        };
+        assert_eq!(ad(Some(&unknown), false).len(), 3);
+    }
+}
