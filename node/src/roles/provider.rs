@@ -13,9 +13,10 @@ use crate::source::Source;
 use crate::streams::{serve, Catalog};
 use crate::swarm::NodeHandle;
 use ledgermesh_ledger::Ledger;
-use ledgermesh_protocol::access::{RequestVerdict, DEFAULT_MAX_GRANT_SECS};
+use ledgermesh_protocol::access::DEFAULT_MAX_GRANT_SECS;
 use ledgermesh_protocol::envelope::Opened;
-use ledgermesh_protocol::{RejectReason, ServiceResponse, Signal, StreamRejection};
+use ledgermesh_protocol::signaling;
+use ledgermesh_protocol::{ServiceResponse, Signal};
 use libp2p::Multiaddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,11 +125,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Names one request may ask for; the rest are ignored.
-const MAX_NAMES_PER_REQUEST: usize = 64;
-
 /// The response to a verified request: the access machine grants (or
-/// renews) what exists, and the response describes only those streams.
+/// renews) what exists, and the response describes only those streams
+/// (`ledgermesh_protocol::signaling::inbox` decides).
 pub fn respond(
     access: &Access,
     catalog: &Catalog,
@@ -136,46 +135,11 @@ pub fn respond(
     request_nonce: [u8; 16],
     req: &ledgermesh_protocol::ServiceRequest,
 ) -> ServiceResponse {
-    let names: Vec<String> = req
-        .streams
-        .iter()
-        .take(MAX_NAMES_PER_REQUEST)
-        .cloned()
-        .collect();
+    let names = signaling::requested_names(req);
     let verdicts = access.update(|m, now| {
         m.handle_request(now, peer, &names, req.hire_secs, |n| catalog.contains(n))
     });
-    let mut response = ServiceResponse {
-        request_nonce,
-        ..Default::default()
-    };
-    for v in verdicts {
-        match v {
-            RequestVerdict::Granted {
-                stream, expires_ms, ..
-            } => {
-                if let Some(info) = catalog.info(&stream) {
-                    response.accepted.push(info.clone());
-                    response.grant_expires_ms = Some(
-                        response
-                            .grant_expires_ms
-                            .map_or(expires_ms, |e| e.min(expires_ms)),
-                    );
-                }
-            }
-            RequestVerdict::Unknown(name) => response.rejected.push(StreamRejection {
-                detail: format!("no stream named {name:?}"),
-                name,
-                reason: RejectReason::UnknownStream,
-            }),
-            RequestVerdict::Full(name) => response.rejected.push(StreamRejection {
-                name,
-                reason: RejectReason::Busy,
-                detail: "the provider holds its maximum number of grants; try later".into(),
-            }),
-        }
-    }
-    response
+    signaling::response(request_nonce, verdicts, |n| catalog.info(n).cloned())
 }
 
 async fn answer(

@@ -1,6 +1,9 @@
-//! Signaling state without I/O: the requests a node has posted and is
-//! waiting on ([`Outbox`]).
+//! Signaling without I/O: the provider's answer to a verified request
+//! ([`inbox`]) and the requests a node has posted and is waiting on
+//! ([`Outbox`]).
 
+pub mod inbox;
 mod outbox;
 
+pub use inbox::{requested_names, response, MAX_NAMES_PER_REQUEST};
 pub use outbox::{Outbox, OutboxError, MAX_PENDING};
