@@ -101,10 +101,10 @@ impl DevNet {
         node: &NodeHandle,
         ledger: Option<Arc<dyn Ledger>>,
         pc: ProviderConfig,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> tokio::task::JoinHandle<Option<()>> {
         let ledger = ledger.unwrap_or_else(|| self.ledger_for(node));
         let h = node.clone();
-        tokio::spawn(async move {
+        node.spawn(async move {
             if let Err(e) = provider::run(h.clone(), ledger, pc).await {
                 h.emit(Event::error("provider", format!("{e:#}")));
             }

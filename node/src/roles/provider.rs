@@ -95,20 +95,27 @@ pub async fn run(
     }
     handle.wait_relays().await?;
     crate::observe::start(&handle, &config.observers, config.quorum).await;
-    tokio::spawn(serve(
+    handle.spawn(serve(
         handle.clone(),
         catalog.clone(),
         access.clone(),
         config.max_streams,
     ));
     let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
+    // Answers in flight are bounded: past the bound the inbox waits, which
+    // slows the follower, not memory.
+    let answering = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ANSWERS));
     while let Some((opened, _)) = inbox.recv().await {
+        let Ok(permit) = answering.clone().acquire_owned().await else {
+            break;
+        };
         let handle = handle.clone();
         let ledger = ledger.clone();
         let catalog = catalog.clone();
         let access = access.clone();
         let config = config.clone();
-        tokio::spawn(async move {
+        handle.clone().spawn(async move {
+            let _permit = permit;
             let peer = opened.sender;
             if let Err(e) =
                 answer(&handle, ledger.as_ref(), &catalog, &access, &config, opened).await
@@ -124,6 +131,9 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// Service requests answered at once (each seals and posts one response).
+const MAX_CONCURRENT_ANSWERS: usize = 32;
 
 /// The response to a verified request: the access machine grants (or
 /// renews) what exists, and the response describes only those streams

@@ -139,7 +139,7 @@ pub async fn follow_inbox(
         from_block: from.block,
         from_index: from.index,
     });
-    tokio::spawn(async move {
+    handle.clone().spawn(async move {
         let mut messages = ledger.follow(topic.0, from);
         let mut failing = false;
         while let Some(item) = messages.next().await {

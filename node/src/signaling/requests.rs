@@ -79,7 +79,7 @@ impl Requester {
             state: Mutex::new((Outbox::new(), HashMap::new())),
         });
         let weak = Arc::downgrade(&inner);
-        tokio::spawn(async move {
+        handle.spawn(async move {
             while let Some((opened, _)) = inbox.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
                 let Signal::Response(resp) = opened.signal else {

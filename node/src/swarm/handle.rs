@@ -8,7 +8,12 @@ use ledgermesh_protocol::consensus::Verdict;
 use ledgermesh_protocol::path::Conn;
 use libp2p::swarm::ConnectionId;
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
+use std::future::Future;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Errors starting or talking to a node.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +127,8 @@ pub struct NodeHandle {
     pub(super) control: libp2p_stream::Control,
     pub(super) emitter: Emitter,
     pub(super) signals: watch::Receiver<NetSignals>,
+    pub(super) tasks: TaskTracker,
+    pub(super) cancel: CancellationToken,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -233,8 +240,39 @@ impl NodeHandle {
         let _ = self.commands.send(Command::SetPublic(view)).await;
     }
 
-    /// Stops the event loop (connections close).
+    /// Runs `task` as one of the node's own: it is cancelled (dropped at
+    /// its next await) when the node shuts down, and shutdown waits for it.
+    /// Resolves to `None` when cancelled.
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<Option<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tasks
+            .spawn(async move { cancel.run_until_cancelled(task).await })
+    }
+
+    /// Resolves when the node starts shutting down.
+    pub async fn stopping(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Stops the node: cancels its tasks, waits (up to 5 s) for them to
+    /// end, then stops the event loop (connections close). Call it from
+    /// outside the node's own tasks.
     pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tasks.len(),
+                "node tasks still running after 5 s"
+            );
+        }
         let _ = self.commands.send(Command::Shutdown).await;
     }
 }

@@ -97,5 +97,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         control,
         emitter,
         signals,
+        tasks: tokio_util::task::TaskTracker::new(),
+        cancel: tokio_util::sync::CancellationToken::new(),
     })
 }

@@ -118,7 +118,7 @@ fn spawn_rechecks(
     policy: ConsensusPolicy,
     every: Duration,
 ) {
-    tokio::spawn(async move {
+    handle.clone().spawn(async move {
         let mut signals = handle.signals();
         let epoch = Instant::now();
         let now_ms = || epoch.elapsed().as_millis() as u64;

@@ -39,7 +39,7 @@ pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, ma
         let access = access.clone();
         let permit = permits.clone().try_acquire_owned().ok();
         let span = tracing::info_span!("serve", %peer);
-        tokio::spawn(
+        handle.clone().spawn(
             async move {
                 if let Err(e) =
                     serve_one(&handle, &access, peer, stream, &catalog, permit.is_some()).await
