@@ -3,6 +3,7 @@
 //! tests can assert on paths, upgrades, refusals and digests.
 
 pub mod chain;
+pub mod liar;
 pub mod natlab;
 pub mod procs;
 

@@ -403,3 +403,65 @@ async fn address_consensus_over_loopback_agrees_and_dials_back() {
     let v = check(&asker.handle, &observers[..2], ConsensusPolicy::default()).await;
     assert_eq!(v.mapping, Mapping::Unknown);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_observers_never_install_their_address_even_when_honest_ones_are_silent() {
+    use ledgermesh_e2e::liar::lying_observer;
+    use ledgermesh_node::observe::check;
+    use ledgermesh_protocol::consensus::{ConsensusPolicy, Mapping};
+    let net = Net::new("liars").await;
+    let lie: libp2p::Multiaddr = "/ip4/203.0.113.66/tcp/4001".parse().unwrap();
+    let (liar1, liar2) = (
+        lying_observer(lie.clone()).await,
+        lying_observer(lie.clone()).await,
+    );
+    // Two observers that never answer: nothing listens on their ports.
+    let silent = |port: u16| -> libp2p::Multiaddr {
+        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", libp2p::PeerId::random())
+            .parse()
+            .unwrap()
+    };
+    let closed = |_: ()| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let observers = vec![
+        net.relay_addr.clone(),
+        liar1.clone(),
+        liar2.clone(),
+        silent(closed(())),
+        silent(closed(())),
+    ];
+    let asker = net.consumer("asker").await;
+    // Of five asked, three answer and two of those lie alike: the liars
+    // would hold 2 of 3 answers, but the quorum is over the five asked.
+    let v = check(&asker.handle, &observers, ConsensusPolicy::default()).await;
+    assert_eq!((v.observers, v.answered), (5, 3), "{v:?}");
+    assert_eq!(v.agreeing, 2);
+    assert_eq!(v.ip, None, "no quorum of 4: never the liars' 203.0.113.66");
+    assert_eq!(v.mapping, Mapping::Unknown);
+    let public = asker.handle.snapshot().await.unwrap().public;
+    assert!(
+        public.is_none_or(|p| p.addr.is_none() && p.ip.is_none()),
+        "nothing to advertise"
+    );
+
+    // Four honest observers and one liar: the honest address wins.
+    let mut observers = vec![net.relay_addr.clone(), liar1];
+    let mut running = vec![];
+    for i in 0..3 {
+        let o = net.consumer(&format!("observer-{i}")).await;
+        let snap = o.handle.wait_listening().await.unwrap();
+        let tcp = snap
+            .direct_addrs
+            .iter()
+            .find(|a| a.to_string().contains("/tcp/"))
+            .unwrap()
+            .clone();
+        observers.push(tcp.with(libp2p::multiaddr::Protocol::P2p(o.handle.peer_id())));
+        running.push(o);
+    }
+    let v = check(&asker.handle, &observers, ConsensusPolicy::default()).await;
+    assert_eq!((v.observers, v.answered, v.agreeing), (5, 5, 4), "{v:?}");
+    assert_eq!(v.ip, Some("127.0.0.1".parse().unwrap()));
+}

@@ -10,7 +10,8 @@
 //! observers, or no quorum, gives `Unknown` — never a guess.
 //!
 //! Observations of different transports (TCP, QUIC) map differently and are
-//! decided separately; so are IPv4 and IPv6 ([`decide_by_family`]).
+//! decided separately; so are IPv4 and IPv6 (a [`Round`] groups observers by
+//! the transport and family it asked them over).
 
 mod dial_back;
 mod round;
@@ -18,7 +19,7 @@ mod round;
 mod tests;
 
 pub use dial_back::{DialBackAnswer, DialBacks};
-pub use round::{Outcome, Rechecks, Round, RoundAction};
+pub use round::{Group, Outcome, Rechecks, Round, RoundAction};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -111,29 +112,46 @@ pub struct Verdict {
     pub mapping: Mapping,
     /// What a quorum of the dial-backs said, when enough were tried.
     pub reachable: Option<bool>,
-    /// Distinct observers considered (K).
+    /// Observers asked (K): the quorum is taken over these, not over the
+    /// answers, so silent honest observers cannot hand liars a majority.
     pub observers: usize,
+    /// Observers that answered.
+    pub answered: usize,
     /// Observers agreeing on the accepted IP.
     pub agreeing: usize,
     /// Why.
     pub reason: Reason,
 }
 
-/// Decides from one transport's observations (one per observer; later
-/// duplicates from the same observer are ignored).
+/// Decides from the observations of observers that all answered (K = the
+/// answers); see [`decide_among`].
 pub fn decide(observations: &[Observation], policy: &ConsensusPolicy) -> Verdict {
+    decide_among(0, observations, policy)
+}
+
+/// Decides from one transport's and one IP family's observations, when
+/// `asked` observers were asked (one answer per observer; later duplicates
+/// from the same observer are ignored). K is `asked` (or the answers, if
+/// more): an observer that did not answer counts against every address.
+pub fn decide_among(
+    asked: usize,
+    observations: &[Observation],
+    policy: &ConsensusPolicy,
+) -> Verdict {
     let mut seen = std::collections::HashSet::new();
     let obs: Vec<&Observation> = observations
         .iter()
         .filter(|o| seen.insert(o.observer.as_str()))
         .collect();
-    let k = obs.len();
+    let answered = obs.len();
+    let k = asked.max(answered);
     let unknown = |reason, agreeing| Verdict {
         ip: None,
         addr: None,
         mapping: Mapping::Unknown,
         reachable: None,
         observers: k,
+        answered,
         agreeing,
         reason,
     };
@@ -191,17 +209,8 @@ pub fn decide(observations: &[Observation], policy: &ConsensusPolicy) -> Verdict
         mapping,
         reachable,
         observers: k,
+        answered,
         agreeing,
         reason: Reason::Quorum,
     }
-}
-
-/// [`decide`] for IPv4 and IPv6 observations separately.
-pub fn decide_by_family(
-    observations: &[Observation],
-    policy: &ConsensusPolicy,
-) -> (Verdict, Verdict) {
-    let (v4, v6): (Vec<Observation>, Vec<Observation>) =
-        observations.iter().cloned().partition(|o| o.addr.is_ipv4());
-    (decide(&v4, policy), decide(&v6, policy))
 }

@@ -6,10 +6,46 @@
 //!   Rechecks: due every `every`, at once after a failed hole punch or a change of direct addresses
 //! ```
 
-use super::{decide, ConsensusPolicy, Observation, Verdict};
+use super::{decide, decide_among, ConsensusPolicy, Observation, Verdict};
 use libp2p_identity::PeerId;
-use std::collections::{HashMap, VecDeque};
+use multiaddr::{Multiaddr, Protocol};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+
+/// The transport and IP family an observer is asked over. Mappings differ
+/// per transport and per family, so each group is decided on its own, and an
+/// answer only counts in the group it was asked in: an observer cannot move
+/// its vote to a smaller group by answering with another kind of address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Group {
+    /// Over QUIC (UDP) rather than TCP.
+    pub udp: bool,
+    /// Over IPv6 (`None`: a DNS name; either family is accepted).
+    pub v6: Option<bool>,
+}
+
+impl Group {
+    /// The group of the observer address `a` (`/ip4|ip6|dns…/tcp|udp…`).
+    pub fn of(a: &Multiaddr) -> Self {
+        let mut group = Group {
+            udp: false,
+            v6: None,
+        };
+        for p in a.iter() {
+            match p {
+                Protocol::Ip4(_) => group.v6 = Some(false),
+                Protocol::Ip6(_) => group.v6 = Some(true),
+                Protocol::Udp(_) => group.udp = true,
+                _ => {}
+            }
+        }
+        group
+    }
+
+    fn admits(self, addr: &SocketAddr, udp: bool) -> bool {
+        self.udp == udp && self.v6.is_none_or(|v6| v6 == addr.is_ipv6())
+    }
+}
 
 /// What a round asks its owner to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +62,6 @@ enum Answer {
     Waiting,
     Saw {
         addr: SocketAddr,
-        udp: bool,
         reachable: Option<bool>,
     },
     Failed,
@@ -51,6 +86,7 @@ pub struct Round {
     policy: ConsensusPolicy,
     configured: usize,
     answers: HashMap<PeerId, Answer>,
+    groups: HashMap<PeerId, Group>,
     deadline_ms: u64,
     actions: VecDeque<RoundAction>,
 }
@@ -64,7 +100,7 @@ impl Round {
         now_ms: u64,
         local: PeerId,
         configured: usize,
-        observers: impl IntoIterator<Item = PeerId>,
+        observers: impl IntoIterator<Item = (PeerId, Group)>,
         policy: ConsensusPolicy,
         timeout_ms: u64,
     ) -> Self {
@@ -72,15 +108,17 @@ impl Round {
             policy,
             configured,
             answers: HashMap::new(),
+            groups: HashMap::new(),
             deadline_ms: now_ms.saturating_add(timeout_ms),
             actions: VecDeque::new(),
         };
         if configured < policy.min_observers {
             return round;
         }
-        for observer in observers {
+        for (observer, group) in observers {
             if observer != local && !round.answers.contains_key(&observer) {
                 round.answers.insert(observer, Answer::Waiting);
+                round.groups.insert(observer, group);
                 round.actions.push_back(RoundAction::Ask { observer });
             }
         }
@@ -93,7 +131,9 @@ impl Round {
     }
 
     /// `observer` saw us at `addr` (over UDP when `udp`); `reachable` is its
-    /// dial-back result. Answers from peers not asked, or twice, are ignored.
+    /// dial-back result. Answers from peers not asked, or twice, are ignored;
+    /// an answer of another transport or family than the one asked over
+    /// counts as a failure.
     pub fn on_answer(
         &mut self,
         observer: PeerId,
@@ -101,11 +141,14 @@ impl Round {
         udp: bool,
         reachable: Option<bool>,
     ) {
+        let Some(group) = self.groups.get(&observer).copied() else {
+            return;
+        };
         if let Some(a @ Answer::Waiting) = self.answers.get_mut(&observer) {
-            *a = Answer::Saw {
-                addr,
-                udp,
-                reachable,
+            *a = if group.admits(&addr, udp) {
+                Answer::Saw { addr, reachable }
+            } else {
+                Answer::Failed
             };
         }
     }
@@ -153,33 +196,39 @@ impl Round {
                 )),
             };
         }
-        let (mut tcp, mut udp) = (vec![], vec![]);
-        let mut seen: Vec<(&PeerId, &Answer)> = self.answers.iter().collect();
-        seen.sort_by_key(|(p, _)| **p);
-        for (peer, a) in seen {
+        // Every group's asked observers and answers; the group most
+        // observers were asked in decides (ties: TCP, then IPv4), so what
+        // the observers answer cannot choose the group.
+        let mut groups: BTreeMap<Group, (usize, Vec<Observation>)> = BTreeMap::new();
+        let mut asked: Vec<(&PeerId, &Answer)> = self.answers.iter().collect();
+        asked.sort_by_key(|(p, _)| **p);
+        for (peer, a) in asked {
+            let entry = groups.entry(self.groups[peer]).or_default();
+            entry.0 += 1;
             if let Answer::Saw {
-                addr,
-                udp: is_udp,
-                reachable,
+                addr, reachable, ..
             } = a
             {
-                let o = Observation {
+                entry.1.push(Observation {
                     observer: peer.to_string(),
                     addr: *addr,
                     reachable: *reachable,
-                };
-                if *is_udp {
-                    udp.push(o)
-                } else {
-                    tcp.push(o)
-                }
+                });
             }
         }
-        let on_udp = udp.len() > tcp.len();
-        let answers = if on_udp { udp } else { tcp };
+        let best = groups
+            .into_iter()
+            .max_by_key(|(g, (asked, _))| (*asked, std::cmp::Reverse(*g)));
+        let (group, (asked, answers)) = best.unwrap_or((
+            Group {
+                udp: false,
+                v6: None,
+            },
+            (0, vec![]),
+        ));
         Outcome {
-            verdict: decide(&answers, &self.policy),
-            udp: on_udp,
+            verdict: decide_among(asked, &answers, &self.policy),
+            udp: group.udp,
             answers,
             note: None,
         }

@@ -145,19 +145,38 @@ fn split_answers_without_quorum_give_unknown() {
 }
 
 #[test]
-fn ipv6_is_decided_like_ipv4_and_separately() {
+fn ipv6_is_decided_like_ipv4() {
     let obs = [
         o("a", "[2001:db8::5]:4001"),
         o("b", "[2001:db8::5]:4001"),
         o("c", "[2001:db8::5]:4001"),
-        o("a4", "203.0.113.5:4001"),
-        o("b4", "203.0.113.5:5001"),
-        o("c4", "203.0.113.5:6001"),
     ];
-    let (v4, v6) = decide_by_family(&obs, &Default::default());
+    let v6 = decide(&obs, &Default::default());
     assert_eq!(v6.addr, Some("[2001:db8::5]:4001".parse().unwrap()));
     assert_eq!(v6.mapping, Mapping::EndpointIndependent);
-    assert_eq!(v4.mapping, Mapping::EndpointDependent);
+}
+
+#[test]
+fn the_quorum_is_over_the_observers_asked_not_the_answers() {
+    // K = 5: two liars answer alike, two honest observers time out, one
+    // honest answers. Over the answers (3) the liars would have 2 of 3.
+    let answers = [
+        o("liar1", "203.0.113.66:1"),
+        o("liar2", "203.0.113.66:1"),
+        o("honest", "198.51.100.7:4001"),
+    ];
+    let v = decide_among(5, &answers, &Default::default());
+    assert_eq!(
+        v.ip, None,
+        "no quorum of 4 out of 5: never the liars' address"
+    );
+    assert_eq!((v.observers, v.answered, v.agreeing), (5, 3, 2));
+    assert_eq!(v.reason, Reason::NoQuorum);
+    // Over the answers alone they would have won: the bug this guards.
+    assert_eq!(
+        decide(&answers, &Default::default()).ip,
+        Some("203.0.113.66".parse().unwrap())
+    );
 }
 
 #[test]
@@ -192,6 +211,19 @@ mod round_and_rechecks {
         v
     }
 
+    const TCP4: Group = Group {
+        udp: false,
+        v6: Some(false),
+    };
+    const UDP4: Group = Group {
+        udp: true,
+        v6: Some(false),
+    };
+
+    fn over(group: Group, peers: &[PeerId]) -> Vec<(PeerId, Group)> {
+        peers.iter().map(|p| (*p, group)).collect()
+    }
+
     fn asks(round: &mut Round) -> Vec<PeerId> {
         std::iter::from_fn(|| round.poll_action())
             .map(|RoundAction::Ask { observer }| observer)
@@ -199,13 +231,20 @@ mod round_and_rechecks {
     }
 
     #[test]
-    fn a_lying_observer_is_outvoted_and_a_silent_one_times_out() {
+    fn a_silent_observer_times_out_and_counts_against_every_address() {
         let me = PeerId::random();
         let obs = peers(4);
         let mut all = obs.clone();
         all.push(me);
         all.push(obs[0]);
-        let mut round = Round::new(1_000, me, 4, all, ConsensusPolicy::default(), 20_000);
+        let mut round = Round::new(
+            1_000,
+            me,
+            4,
+            over(TCP4, &all),
+            ConsensusPolicy::default(),
+            20_000,
+        );
         let asked = asks(&mut round);
         assert_eq!(asked.len(), 4, "ourselves and the duplicate are skipped");
         let honest: std::net::SocketAddr = "198.51.100.7:4001".parse().unwrap();
@@ -230,16 +269,20 @@ mod round_and_rechecks {
         let out = round.outcome();
         assert_eq!(out.answers.len(), 3);
         assert!(!out.udp);
-        // Quorum for the 3 that answered is 2: the liar loses.
-        assert_eq!(out.verdict.addr, Some(honest));
-        assert_eq!(out.verdict.mapping, Mapping::EndpointIndependent);
+        // Quorum over the 4 asked is 3: two honest answers are not enough,
+        // and the liar's address is never taken.
+        assert_eq!(out.verdict.addr, None);
+        assert_eq!((out.verdict.observers, out.verdict.answered), (4, 3));
+        assert_eq!(out.verdict.mapping, Mapping::Unknown);
     }
 
     #[test]
-    fn the_transport_most_observers_answered_over_decides() {
+    fn the_transport_most_observers_were_asked_over_decides() {
         let me = PeerId::random();
         let obs = peers(4);
-        let mut round = Round::new(0, me, 4, obs.clone(), ConsensusPolicy::default(), 10);
+        let mut groups = over(UDP4, &obs[..3]);
+        groups.extend(over(TCP4, &obs[3..]));
+        let mut round = Round::new(0, me, 4, groups, ConsensusPolicy::default(), 10);
         asks(&mut round);
         let quic: std::net::SocketAddr = "198.51.100.7:5000".parse().unwrap();
         for o in &obs[..3] {
@@ -254,12 +297,87 @@ mod round_and_rechecks {
     }
 
     #[test]
+    fn an_answer_counts_only_in_the_group_it_was_asked_in() {
+        // Three asked over TCP/IPv4: two liars answer with a QUIC address and
+        // an IPv6 one, hoping to form or join a smaller group. Both count as
+        // failures; the honest TCP answers decide (quorum 2 of 3).
+        let me = PeerId::random();
+        let obs = peers(4);
+        let mut round = Round::new(0, me, 4, over(TCP4, &obs), ConsensusPolicy::default(), 10);
+        asks(&mut round);
+        let honest: std::net::SocketAddr = "198.51.100.7:4001".parse().unwrap();
+        round.on_answer(obs[0], honest, false, None);
+        round.on_answer(obs[1], honest, false, None);
+        round.on_answer(obs[2], honest, false, None);
+        round.on_answer(obs[3], "203.0.113.66:1".parse().unwrap(), true, None);
+        let out = round.outcome();
+        assert_eq!(
+            out.answers.len(),
+            3,
+            "the UDP answer to a TCP ask is dropped"
+        );
+        assert_eq!(out.verdict.addr, Some(honest));
+        let mut round = Round::new(
+            0,
+            me,
+            3,
+            over(TCP4, &obs[..3]),
+            ConsensusPolicy::default(),
+            10,
+        );
+        asks(&mut round);
+        round.on_answer(obs[0], honest, false, None);
+        round.on_answer(obs[1], "[2001:db8::66]:1".parse().unwrap(), false, None);
+        round.on_answer(obs[2], "[2001:db8::66]:1".parse().unwrap(), false, None);
+        let out = round.outcome();
+        assert_eq!(
+            out.answers.len(),
+            1,
+            "IPv6 answers to IPv4 asks are dropped"
+        );
+        assert_eq!(out.verdict.ip, None);
+        // IPv4 and IPv6 observers are decided apart: the family asked most wins.
+        let v6 = Group {
+            udp: false,
+            v6: Some(true),
+        };
+        let mut groups = over(TCP4, &obs[..1]);
+        groups.extend(over(v6, &obs[1..]));
+        let mut round = Round::new(0, me, 4, groups, ConsensusPolicy::default(), 10);
+        asks(&mut round);
+        let six: std::net::SocketAddr = "[2001:db8::5]:4001".parse().unwrap();
+        round.on_answer(obs[0], "203.0.113.5:4001".parse().unwrap(), false, None);
+        for o in &obs[1..] {
+            round.on_answer(*o, six, false, None);
+        }
+        assert_eq!(round.outcome().verdict.addr, Some(six));
+    }
+
+    #[test]
+    fn groups_are_read_from_observer_addresses() {
+        let g = |s: &str| Group::of(&s.parse().unwrap());
+        assert_eq!(
+            g("/ip4/192.0.2.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"),
+            TCP4
+        );
+        assert_eq!(g("/ip4/192.0.2.1/udp/1/quic-v1"), UDP4);
+        assert_eq!(
+            g("/ip6/2001:db8::1/tcp/1"),
+            Group {
+                udp: false,
+                v6: Some(true)
+            }
+        );
+        assert_eq!(g("/dns4/example.invalid/tcp/1").v6, None);
+    }
+
+    #[test]
     fn too_few_observers_asks_nobody_and_says_why() {
         let mut round = Round::new(
             0,
             PeerId::random(),
             2,
-            peers(2),
+            over(TCP4, &peers(2)),
             ConsensusPolicy::default(),
             10,
         );
@@ -277,7 +395,7 @@ mod round_and_rechecks {
             0,
             PeerId::random(),
             3,
-            obs.clone(),
+            over(TCP4, &obs),
             ConsensusPolicy::default(),
             10,
         );

@@ -7,7 +7,9 @@ use crate::addr::{peer_of, socket_of, socket_to_multiaddr};
 use crate::events::Event;
 use crate::swarm::NodeHandle;
 use ledgermesh_proto::v1 as pb;
-use ledgermesh_protocol::consensus::{ConsensusPolicy, Rechecks, Round, RoundAction, Verdict};
+use ledgermesh_protocol::consensus::{
+    ConsensusPolicy, Group, Rechecks, Round, RoundAction, Verdict,
+};
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,7 +57,9 @@ pub async fn check(
         now_ms(),
         handle.peer_id(),
         observers.len(),
-        observers.iter().filter_map(peer_of),
+        observers
+            .iter()
+            .filter_map(|a| Some((peer_of(a)?, Group::of(a)))),
         policy,
         ROUND_TIMEOUT.as_millis() as u64,
     );
