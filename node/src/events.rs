@@ -57,10 +57,12 @@ pub enum Event {
         mapping: String,
         /// What a quorum of dial-backs said, when there is one.
         reachable: Option<bool>,
-        /// Observers that answered (K).
+        /// Observers asked (K); the quorum is over these.
         observers: usize,
         /// Observers agreeing on the accepted IP.
         agreeing: usize,
+        /// Observers that answered (of `observers` asked).
+        answered: usize,
         /// Each observer's answer.
         answers: Vec<String>,
     },

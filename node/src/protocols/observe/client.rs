@@ -105,6 +105,7 @@ pub async fn check(
             None => verdict.observers,
         },
         agreeing: verdict.agreeing,
+        answered: verdict.answered,
         answers,
     });
     if outcome.note.is_none() {
