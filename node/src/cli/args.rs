@@ -99,6 +99,11 @@ pub struct NodeArgs {
     /// Rotated audit files kept (FILE.1 … FILE.N).
     #[arg(long, default_value_t = crate::access::audit_log::DEFAULT_KEEP)]
     pub audit_keep: usize,
+    /// Also dial, dial back and announce loopback, private, link-local and
+    /// documentation addresses (labs, a LAN, loopback tests). Off: only
+    /// globally routable addresses, whoever names them.
+    #[arg(long, env = "LEDGERMESH_ALLOW_PRIVATE_ADDRS")]
+    pub allow_private_addrs: bool,
 }
 
 impl NodeArgs {

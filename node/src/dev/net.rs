@@ -81,6 +81,7 @@ impl DevNet {
         let mut c = NodeConfig::new(name);
         c.emitter = Some((self.emitters)(name));
         c.relays = self.relay_addr().cloned().into_iter().collect();
+        c.allow_private_addrs = true; // everything here is on loopback
         c
     }
 

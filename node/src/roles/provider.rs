@@ -67,12 +67,17 @@ impl ProviderConfig {
 
 /// The addresses a node puts in its signaling messages (the decision is
 /// `ledgermesh_protocol::path::advertise`).
-pub fn advertised_addrs(snapshot: &crate::swarm::Snapshot, relay_only: bool) -> Vec<Multiaddr> {
+pub fn advertised_addrs(
+    snapshot: &crate::swarm::Snapshot,
+    relay_only: bool,
+    allow_private: bool,
+) -> Vec<Multiaddr> {
     ledgermesh_protocol::path::advertise(
         &snapshot.direct_addrs,
         &snapshot.circuit_addrs,
         snapshot.public.as_ref(),
         relay_only,
+        allow_private,
     )
 }
 
@@ -166,7 +171,7 @@ async fn answer(
     };
     let mut response = respond(access, catalog, opened.sender, opened.nonce, &req);
     let snapshot = handle.snapshot().await?;
-    response.addrs = advertised_addrs(&snapshot, config.relay_only);
+    response.addrs = advertised_addrs(&snapshot, config.relay_only, handle.allow_private_addrs());
     post_sealed(
         handle,
         ledger,

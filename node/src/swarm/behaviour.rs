@@ -4,8 +4,12 @@
 use super::config::{NodeConfig, IDENTIFY_PROTOCOL};
 use super::handle::NodeError;
 use crate::protocols::observe;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{global_only, Boxed};
+use libp2p::core::upgrade::Version;
+use libp2p::core::Transport as _;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{dcutr, identify, identity::Keypair, noise, ping, relay, tcp, Swarm};
+use libp2p::{dcutr, identify, identity::Keypair, noise, ping, quic, relay, tcp, PeerId, Swarm};
 
 pub use composed::{Behaviour, BehaviourEvent};
 
@@ -28,20 +32,38 @@ mod composed {
     }
 }
 
+/// TCP (noise, our yamux) and QUIC. Unless `allow_private`, wrapped so that
+/// only globally routable addresses are ever dialed: an address a stranger
+/// hands us (in a response, through DCUtR) cannot make us probe a LAN.
+fn transport(
+    key: &Keypair,
+    allow_private: bool,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(super::mux::Config::new())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let quic = quic::tokio::Transport::new(quic::Config::new(key))
+        .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
+    let both = tcp.or_transport(quic).map(|either, _| either.into_inner());
+    Ok(if allow_private {
+        both.boxed()
+    } else {
+        global_only::Transport::new(both).boxed()
+    })
+}
+
 /// Builds the swarm `config` describes (listeners are opened by the caller).
 pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behaviour>, NodeError> {
     let build = |e: &dyn std::fmt::Display| NodeError::Build(e.to_string());
     let relay_limits = config.relay_server.clone();
     let hole_punching = config.hole_punching;
+    let allow_private = config.allow_private_addrs;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            super::mux::Config::new,
-        )
+        .with_other_transport(|key| transport(key, allow_private))
         .map_err(|e| build(&e))?
-        .with_quic()
         .with_relay_client(noise::Config::new, super::mux::Config::new)
         .map_err(|e| build(&e))?
         .with_behaviour(|key, relay_client| {
@@ -67,7 +89,7 @@ pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behav
                 )),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 stream: libp2p_stream::Behaviour::new(),
-                observe: observe::Behaviour::new(),
+                observe: observe::Behaviour::new(allow_private),
             }
         })
         .map_err(|e| build(&e))?

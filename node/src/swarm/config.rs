@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// Take part in DCUtR hole punching (off only to measure the relayed path).
     pub hole_punching: bool,
+    /// Dial, dial back and announce private, loopback and other non-global
+    /// addresses too (labs, tests, the demo). Off: only globally routable ones.
+    pub allow_private_addrs: bool,
     /// (Relay role) where reservation and circuit decisions are written.
     pub audit: Option<crate::access::audit_log::AuditLog>,
     /// Publish events here (subscribe before spawning to miss none); a new
@@ -78,6 +81,7 @@ impl NodeConfig {
             close_relayed_after_upgrade: true,
             idle_timeout: Duration::from_secs(60),
             hole_punching: true,
+            allow_private_addrs: false,
             audit: None,
             emitter: None,
         }

@@ -101,7 +101,14 @@ impl EventLoop {
                 listener_id,
                 address,
             } => {
-                if self.config.relay_server.is_some() && !crate::addr::is_circuit(&address) {
+                let announceable = ledgermesh_protocol::path::scope::dialable(
+                    &address,
+                    self.config.allow_private_addrs,
+                );
+                if self.config.relay_server.is_some()
+                    && !crate::addr::is_circuit(&address)
+                    && announceable
+                {
                     // A relay is public by definition: its listen addresses are
                     // what it puts in reservations.
                     self.swarm.add_external_address(address.clone());

@@ -15,6 +15,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Addresses of one peer dialed at once, at most.
+pub const MAX_DIAL_CANDIDATES: usize = 16;
+
 /// Errors starting or talking to a node.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -129,6 +132,7 @@ pub struct NodeHandle {
     pub(super) signals: watch::Receiver<NetSignals>,
     pub(super) tasks: TaskTracker,
     pub(super) cancel: CancellationToken,
+    pub(super) allow_private: bool,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -164,6 +168,23 @@ impl NodeHandle {
     /// A control for opening and accepting data streams.
     pub fn stream_control(&self) -> libp2p_stream::Control {
         self.control.clone()
+    }
+
+    /// Whether this node dials and announces non-global addresses too
+    /// ([`NodeConfig::allow_private_addrs`](super::NodeConfig)).
+    pub fn allow_private_addrs(&self) -> bool {
+        self.allow_private
+    }
+
+    /// Of `addrs` (from a stranger: a response, a command line), the ones
+    /// this node may dial: global ones unless private ones are allowed,
+    /// deduplicated, at most [`MAX_DIAL_CANDIDATES`].
+    pub fn dial_candidates(&self, addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+        ledgermesh_protocol::path::scope::dial_candidates(
+            addrs,
+            self.allow_private,
+            MAX_DIAL_CANDIDATES,
+        )
     }
 
     /// The node's network changes.

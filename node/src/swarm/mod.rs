@@ -30,6 +30,7 @@ pub use behaviour::{Behaviour, BehaviourEvent};
 pub use config::{NodeConfig, RelayLimits, IDENTIFY_PROTOCOL};
 pub use handle::{
     CloseWatch, ConnInfo, DialError, NetSignals, NodeError, NodeHandle, PublicView, Snapshot,
+    MAX_DIAL_CANDIDATES,
 };
 pub use ledgermesh_protocol::path::{classify, PathKind, TransportKind};
 
@@ -48,6 +49,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         let relay = crate::addr::peer_of(r).ok_or(NodeError::RelayAddrWithoutPeer(r.clone()))?;
         relays.push((relay, r.clone()));
     }
+    let allow_private = config.allow_private_addrs;
     let mut swarm = behaviour::build(&config, keypair.clone())?;
     let mut listeners = listeners::Listeners::default();
     for addr in &config.listen {
@@ -97,6 +99,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         control,
         emitter,
         signals,
+        allow_private,
         tasks: tokio_util::task::TaskTracker::new(),
         cancel: tokio_util::sync::CancellationToken::new(),
     })

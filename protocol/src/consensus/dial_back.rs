@@ -2,12 +2,85 @@
 //!
 //! An asker that wants a dial-back waits for its answer while the observer
 //! dials the address it saw. Each probe is held until its connection is up
-//! (reachable), fails or times out (unreachable). Strangers can ask, so the
-//! table is capped in total and to one probe per asker; an ask over the cap
-//! is answered at once without a dial-back.
+//! (reachable), fails or times out (unreachable). Strangers can ask, and a
+//! few bytes of request make the observer dial and hold a socket, so probes
+//! are capped: in total at once, and to one per asker and one per target IP
+//! per interval. An ask over a cap is answered at once without a dial-back.
 
 use libp2p_identity::PeerId;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+/// The bounds of the dial-back table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialBackLimits {
+    /// Probes in flight at once.
+    pub max_concurrent: usize,
+    /// Each probe's time to connect, ms.
+    pub timeout_ms: u64,
+    /// One probe per asker and per target IP in this long, ms.
+    pub interval_ms: u64,
+    /// Askers and IPs remembered for the interval; past it, no probe.
+    pub max_tracked: usize,
+}
+
+impl Default for DialBackLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 64,
+            timeout_ms: 5_000,
+            interval_ms: 30_000,
+            max_tracked: 4_096,
+        }
+    }
+}
+
+/// Why no probe was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoProbe {
+    /// As many probes as allowed are in flight.
+    Busy,
+    /// This asker, or this IP, was probed within the interval.
+    TooSoon,
+}
+
+/// Recent probes by key, oldest first, for the per-interval limit.
+#[derive(Debug)]
+struct Recent<K> {
+    at: HashMap<K, u64>,
+    order: VecDeque<(u64, K)>,
+}
+
+impl<K: Copy + Eq + std::hash::Hash> Recent<K> {
+    fn new() -> Self {
+        Self {
+            at: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Forgets what happened at or before `t`.
+    fn forget_through(&mut self, t: u64) {
+        while let Some(&(when, key)) = self.order.front() {
+            if when > t {
+                break;
+            }
+            self.order.pop_front();
+            if self.at.get(&key) == Some(&when) {
+                self.at.remove(&key);
+            }
+        }
+    }
+
+    fn contains(&self, key: &K) -> bool {
+        self.at.contains_key(key)
+    }
+
+    fn insert(&mut self, now: u64, key: K) {
+        self.at.insert(key, now);
+        self.order.push_back((now, key));
+    }
+}
 
 /// What a dial-back found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +94,6 @@ pub enum DialBackAnswer {
 #[derive(Debug)]
 struct Probe<C, R> {
     id: C,
-    peer: PeerId,
     deadline_ms: u64,
     reply: R,
 }
@@ -31,31 +103,51 @@ struct Probe<C, R> {
 #[derive(Debug)]
 pub struct DialBacks<C, R> {
     probes: VecDeque<Probe<C, R>>,
-    max: usize,
-    timeout_ms: u64,
+    limits: DialBackLimits,
+    peers: Recent<PeerId>,
+    ips: Recent<IpAddr>,
 }
 
 impl<C: Copy + Eq, R> DialBacks<C, R> {
-    /// At most `max` probes at once, each given `timeout_ms`.
-    pub fn new(max: usize, timeout_ms: u64) -> Self {
+    /// An empty table with `limits`.
+    pub fn new(limits: DialBackLimits) -> Self {
         Self {
             probes: VecDeque::new(),
-            max,
-            timeout_ms,
+            limits,
+            peers: Recent::new(),
+            ips: Recent::new(),
         }
     }
 
-    /// Starts a probe `id` for `peer`; gives `reply` back when the table is
-    /// full or `peer` already has one in flight (answer without dial-back).
-    pub fn start(&mut self, now_ms: u64, id: C, peer: PeerId, reply: R) -> Result<(), R> {
-        if self.probes.len() >= self.max || self.probes.iter().any(|p| p.peer == peer) {
-            return Err(reply);
+    /// Starts a probe `id` of `ip` for `peer`; gives `reply` back, with the
+    /// reason, when a cap forbids it (answer without a dial-back).
+    pub fn start(
+        &mut self,
+        now_ms: u64,
+        id: C,
+        peer: PeerId,
+        ip: IpAddr,
+        reply: R,
+    ) -> Result<(), (R, NoProbe)> {
+        if let Some(t) = now_ms.checked_sub(self.limits.interval_ms) {
+            self.peers.forget_through(t);
+            self.ips.forget_through(t);
         }
+        if self.probes.len() >= self.limits.max_concurrent
+            || self.peers.at.len() >= self.limits.max_tracked
+            || self.ips.at.len() >= self.limits.max_tracked
+        {
+            return Err((reply, NoProbe::Busy));
+        }
+        if self.peers.contains(&peer) || self.ips.contains(&ip) {
+            return Err((reply, NoProbe::TooSoon));
+        }
+        self.peers.insert(now_ms, peer);
+        self.ips.insert(now_ms, ip);
         // Deadlines grow with `now_ms`, so the queue stays ordered by them.
         self.probes.push_back(Probe {
             id,
-            peer,
-            deadline_ms: now_ms.saturating_add(self.timeout_ms),
+            deadline_ms: now_ms.saturating_add(self.limits.timeout_ms),
             reply,
         });
         Ok(())

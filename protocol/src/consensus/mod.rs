@@ -18,7 +18,7 @@ mod round;
 #[cfg(test)]
 mod tests;
 
-pub use dial_back::{DialBackAnswer, DialBacks};
+pub use dial_back::{DialBackAnswer, DialBackLimits, DialBacks, NoProbe};
 pub use round::{Group, Outcome, Rechecks, Round, RoundAction};
 
 use std::collections::HashMap;

@@ -29,12 +29,14 @@ fn ip_of(a: &Multiaddr) -> Option<IpAddr> {
 /// consensus address (and any listen address on the public IP itself); an
 /// endpoint-dependent one advertises no direct address at all (only relays
 /// can help). Without a verdict every listen address is offered. Relay
-/// circuits always follow; `relay_only` advertises nothing else.
+/// circuits always follow; `relay_only` advertises nothing else. Without
+/// `allow_private`, only globally routable addresses are advertised.
 pub fn advertise(
     direct: &[Multiaddr],
     circuits: &[Multiaddr],
     public: Option<&PublicView>,
     relay_only: bool,
+    allow_private: bool,
 ) -> Vec<Multiaddr> {
     let mut addrs = Vec::new();
     if !relay_only {
@@ -52,6 +54,8 @@ pub fn advertise(
         }
     }
     addrs.extend(circuits.iter().cloned());
+    // Never hand out an address a peer would refuse to dial.
+    addrs.retain(|a| super::scope::dialable(a, allow_private));
     addrs
 }
 
@@ -69,7 +73,8 @@ mod tests {
             .parse()
             .unwrap();
         let circuits = [circuit.clone()];
-        let ad = |p: Option<&PublicView>, relay_only| advertise(&direct, &circuits, p, relay_only);
+        let ad =
+            |p: Option<&PublicView>, relay_only| advertise(&direct, &circuits, p, relay_only, true);
         // No verdict: every listen address and the circuits.
         assert_eq!(ad(None, false).len(), 3);
         // Relay-only: circuits only.
@@ -104,5 +109,12 @@ mod tests {
             mapping: Mapping::Unknown,
         };
         assert_eq!(ad(Some(&unknown), false).len(), 3);
+        // Private and documentation addresses are not advertised by default.
+        let global: Multiaddr = "/ip4/8.8.8.8/tcp/4001".parse().unwrap();
+        let mixed = [direct[0].clone(), global.clone()];
+        assert_eq!(
+            advertise(&mixed, &circuits, None, false, false),
+            vec![global]
+        );
     }
 }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 
 mod advertise;
+pub mod scope;
 #[cfg(test)]
 mod tests;
 

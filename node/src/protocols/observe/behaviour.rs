@@ -3,7 +3,8 @@
 
 use super::codec::{ObserveCodec, OBSERVE_PROTOCOL};
 use ledgermesh_proto::v1 as pb;
-use ledgermesh_protocol::consensus::{DialBackAnswer, DialBacks};
+use ledgermesh_protocol::consensus::{DialBackAnswer, DialBackLimits, DialBacks};
+use ledgermesh_protocol::path::scope::{ip_of, is_global};
 use ledgermesh_protocol::path::{classify, PathKind};
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
@@ -22,12 +23,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// How long an observer tries to dial an asker back.
-pub const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Dial-backs in flight at once (one per asker).
-pub const MAX_DIAL_BACKS: usize = 64;
 
 /// Why an observe request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -53,20 +48,16 @@ pub struct Behaviour {
     /// Probe connections answered or given up on, closed when they come up.
     closing: HashSet<ConnectionId>,
     asks: HashMap<OutboundRequestId, Reply>,
+    allow_private: bool,
     actions: VecDeque<ToSwarm<Infallible, THandlerInEvent<Self>>>,
     epoch: Instant,
     timer: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
 }
 
-impl Default for Behaviour {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Behaviour {
-    /// A behaviour that asks and answers.
-    pub fn new() -> Self {
+    /// A behaviour that asks and answers; it dials back only global
+    /// addresses unless `allow_private`.
+    pub fn new(allow_private: bool) -> Self {
         Self {
             inner: rr::Behaviour::with_codec(
                 ObserveCodec,
@@ -74,9 +65,10 @@ impl Behaviour {
                 rr::Config::default().with_request_timeout(Duration::from_secs(20)),
             ),
             remotes: HashMap::new(),
-            probes: DialBacks::new(MAX_DIAL_BACKS, DIAL_BACK_TIMEOUT.as_millis() as u64),
+            probes: DialBacks::new(DialBackLimits::default()),
             closing: HashSet::new(),
             asks: HashMap::new(),
+            allow_private,
             actions: VecDeque::new(),
             epoch: Instant::now(),
             timer: None,
@@ -136,22 +128,24 @@ impl Behaviour {
         let Some(Some(observed)) = self.remotes.get(&connection).cloned() else {
             return self.respond(channel, vec![], pb::DialBack::NotTried);
         };
-        if !request.dial_back {
+        let ip = ip_of(&observed).filter(|ip| self.allow_private || is_global(*ip));
+        let Some(ip) = ip.filter(|_| request.dial_back) else {
+            // Not asked, or not an address we would dial for anyone.
             return self.respond(channel, observed.to_vec(), pb::DialBack::NotTried);
-        }
+        };
         let opts = DialOpts::peer_id(peer)
             .addresses(vec![observed.clone()])
             .condition(PeerCondition::Always)
             .allocate_new_port()
             .build();
         let id = opts.connection_id();
-        match self
-            .probes
-            .start(self.now_ms(), id, peer, (channel, observed.to_vec()))
-        {
+        match (self.probes).start(self.now_ms(), id, peer, ip, (channel, observed.to_vec())) {
             Ok(()) => self.actions.push_back(ToSwarm::Dial { opts }),
-            // Over the cap, or a probe for this asker is already out.
-            Err((channel, observed)) => self.respond(channel, observed, pb::DialBack::NotTried),
+            // Over a cap: too many probes, or this asker or IP too recently.
+            Err(((channel, observed), why)) => {
+                tracing::debug!(%peer, ?why, "no dial-back");
+                self.respond(channel, observed, pb::DialBack::NotTried)
+            }
         }
     }
 

@@ -3,7 +3,9 @@
 //! ```text
 //!   asker ──ObserveRequest{dial_back}──► observer
 //!                                         │ reads the connection's real remote address
-//!                                         │ (dial_back: dials it on a fresh port, ≤5 s)
+//!                                         │ (dial_back: dials it on a fresh port, ≤5 s;
+//!                                         │  global IPs only, ≤64 at once, 1 per asker
+//!                                         │  and per IP per 30 s)
 //!   asker ◄─ObserveResponse{observed, reachable}─┘
 //! ```
 //!
@@ -15,6 +17,6 @@ mod behaviour;
 pub mod client;
 mod codec;
 
-pub use behaviour::{Behaviour, ObserveError, DIAL_BACK_TIMEOUT, MAX_DIAL_BACKS};
+pub use behaviour::{Behaviour, ObserveError};
 pub use client::{check, start, RECHECK_EVERY};
 pub use codec::{ObserveCodec, OBSERVE_PROTOCOL};

@@ -215,7 +215,8 @@ async fn buy_from(
     if accepted.is_empty() {
         return out;
     }
-    let addrs: Vec<Multiaddr> = resp.addrs.clone();
+    // The provider chose these addresses: dial only what our policy allows.
+    let addrs: Vec<Multiaddr> = handle.dial_candidates(&resp.addrs);
     if let Err(e) = connect(&handle, peer, &addrs).await {
         handle.emit(Event::Error {
             what: "dial".into(),

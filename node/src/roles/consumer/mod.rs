@@ -141,7 +141,11 @@ pub async fn run(
             streams.push(w.stream.clone());
         }
     }
-    let my_addrs = advertised_addrs(&handle.snapshot().await?, false);
+    let my_addrs = advertised_addrs(
+        &handle.snapshot().await?,
+        false,
+        handle.allow_private_addrs(),
+    );
     let buyer = Arc::new(Buyer {
         handle: handle.clone(),
         requester,
