@@ -465,3 +465,74 @@ async fn lying_observers_never_install_their_address_even_when_honest_ones_are_s
     assert_eq!((v.observers, v.answered, v.agreeing), (5, 5, 4), "{v:?}");
     assert_eq!(v.ip, Some("127.0.0.1".parse().unwrap()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_node_neither_dials_nor_dials_back_private_addresses() {
+    let net = Net::new("global-only").await;
+    let mut c = net.dev.config("strict");
+    c.relays.clear();
+    c.allow_private_addrs = false;
+    let strict = net.dev.spawn(c).await.unwrap();
+    let target = net.consumer("target").await;
+    let addrs = target.handle.wait_listening().await.unwrap().direct_addrs;
+    // Whoever names a loopback address, the strict node will not dial it.
+    let err = strict
+        .dial(target.handle.peer_id(), addrs.clone())
+        .await
+        .expect_err("loopback is not dialed");
+    assert!(
+        err.to_string().contains("not supported") || err.to_string().contains("no addresses"),
+        "{err}"
+    );
+    assert!(strict.dial_candidates(&addrs).is_empty());
+    assert_eq!(
+        target.handle.dial_candidates(&addrs).len(),
+        addrs.len().min(16)
+    );
+
+    // Asked for a dial-back to a loopback address, it answers without one.
+    let strict_addr = strict.wait_listening().await.unwrap().direct_addrs[0]
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(strict.peer_id()));
+    target
+        .handle
+        .dial(strict.peer_id(), vec![strict_addr])
+        .await
+        .unwrap();
+    let resp = target.handle.observe(strict.peer_id(), true).await.unwrap();
+    assert!(!resp.observed.is_empty(), "it still says what it saw");
+    assert_eq!(
+        resp.dial_back,
+        ledgermesh_proto::v1::DialBack::NotTried as i32,
+        "but dials nothing back"
+    );
+    // A lab node (private addresses allowed) does dial back, once per interval.
+    let lab = net.consumer("lab").await;
+    let lab_addr = lab.handle.wait_listening().await.unwrap().direct_addrs[0]
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(lab.handle.peer_id()));
+    target
+        .handle
+        .dial(lab.handle.peer_id(), vec![lab_addr])
+        .await
+        .unwrap();
+    let first = target
+        .handle
+        .observe(lab.handle.peer_id(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.dial_back,
+        ledgermesh_proto::v1::DialBack::Reachable as i32
+    );
+    let again = target
+        .handle
+        .observe(lab.handle.peer_id(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.dial_back,
+        ledgermesh_proto::v1::DialBack::NotTried as i32,
+        "one dial-back per asker per interval"
+    );
+}
