@@ -180,6 +180,15 @@ pub struct ProvideArgs {
     /// ACL file (TOML; see scripts/acl.sample.toml): peers allowed without a ledger request. Re-read when it changes and on SIGHUP.
     #[arg(long)]
     pub acl: Option<PathBuf>,
+    /// Streams served at once, all buyers together (over it: `busy`).
+    #[arg(long, default_value_t = 1024)]
+    pub max_streams: usize,
+    /// Streams served at once to one buyer (over it: `busy`).
+    #[arg(long, default_value_t = 16)]
+    pub max_streams_per_peer: usize,
+    /// End a stream whose buyer takes nothing for this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub write_stall_secs: u64,
 }
 
 /// `ledgermesh consume`.
@@ -212,6 +221,11 @@ pub struct ConsumeArgs {
     /// Fetch from this provider address (`.../p2p/<id>`) without a ledger request; the provider's ACL must allow us.
     #[arg(long, num_args = 1..)]
     pub provider_addr: Vec<Multiaddr>,
+    /// Bytes accepted of a stream of unknown length (a live feed) before the
+    /// fetch stops (K/M/G suffixes allowed); a stream of declared length is
+    /// held to that length.
+    #[arg(long, default_value = "16G", value_parser = parse_bytes)]
+    pub max_bytes: u64,
 }
 
 /// `ledgermesh demo`.

@@ -160,6 +160,9 @@ pub(super) async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     pc.max_grant_secs = args.max_grant_secs;
     pc.acl = args.acl.clone();
     pc.audit = args.node.audit()?;
+    pc.serve_limits.slots.max_streams = args.max_streams.max(1);
+    pc.serve_limits.slots.max_per_peer = args.max_streams_per_peer.max(1);
+    pc.serve_limits.write_stall = Duration::from_secs(args.write_stall_secs.max(1));
     tokio::select! {
         r = provider::run(handle.clone(), ledger, pc) => r.context("provider stopped")?,
         _ = wait_for_ctrl_c() => {}
@@ -179,6 +182,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     cc.quorum = args.peer.quorum;
     cc.hire_secs = args.hire_secs;
     cc.renew = args.renew;
+    cc.fetch.max_bytes = args.max_bytes;
     cc.audit = args.node.audit()?;
     for a in &args.provider_addr {
         if crate::addr::peer_of(a).is_none() {

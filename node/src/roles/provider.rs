@@ -31,8 +31,8 @@ pub struct ProviderConfig {
     pub relay_only: bool,
     /// Lifetime of responses.
     pub response_ttl: Duration,
-    /// Concurrent streams served.
-    pub max_streams: usize,
+    /// Streams served at once (in total and per peer) and the write stall.
+    pub serve_limits: crate::streams::ServeLimits,
     /// Where to keep the ledger cursor across restarts (none: start fresh each time).
     pub data_dir: Option<std::path::PathBuf>,
     /// Address-consensus observers (`.../p2p/<id>`); none: no consensus round.
@@ -54,7 +54,7 @@ impl ProviderConfig {
             streams,
             relay_only: false,
             response_ttl: DEFAULT_TTL,
-            max_streams: 1024,
+            serve_limits: Default::default(),
             data_dir: None,
             observers: Vec::new(),
             quorum: None,
@@ -104,7 +104,7 @@ pub async fn run(
         handle.clone(),
         catalog.clone(),
         access.clone(),
-        config.max_streams,
+        config.serve_limits,
     ));
     let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
     // Answers in flight are bounded: past the bound the inbox waits, which

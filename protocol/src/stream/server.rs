@@ -56,7 +56,7 @@ pub fn decide(
         return refuse(
             access,
             RejectReason::Busy,
-            "provider is serving its maximum number of streams".into(),
+            "provider is serving its maximum number of streams (in total or to you)".into(),
         );
     }
     if let Some(len) = info.length {

@@ -5,11 +5,12 @@ use super::baselines::cpu_time;
 use super::{mib_s, round, ECHO};
 use crate::dev::{DevNet, Recorder};
 use crate::source::Source;
-use crate::streams::{read_frame, serve, Catalog, STREAM_PROTOCOL};
+use crate::streams::{read_frame, serve, Catalog, ServeLimits, STREAM_PROTOCOL};
 use crate::swarm::{NodeHandle, RelayLimits};
 use anyhow::Context;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
+use ledgermesh_protocol::stream::slots::SlotLimits;
 use libp2p::{Multiaddr, PeerId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +52,16 @@ pub(super) async fn sink_provider(
         .await?;
     // The benchmark measures transport, not sales: everyone may fetch.
     let access = crate::access::Access::open(h.emitter().clone());
-    tokio::spawn(serve(h.clone(), Arc::new(catalog), access, 4096));
+    // Nor is the per-peer cap under test: lift it.
+    let limits = ServeLimits {
+        slots: SlotLimits {
+            max_streams: 4096,
+            max_per_peer: 4096,
+            max_refusals: 64,
+        },
+        ..Default::default()
+    };
+    h.spawn(serve(h.clone(), Arc::new(catalog), access, limits));
     let mut control = h.stream_control();
     let mut incoming = control.accept(ECHO)?;
     tokio::spawn(async move {

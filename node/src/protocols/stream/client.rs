@@ -43,6 +43,9 @@ pub struct Fetched {
     pub first_byte_ts_ms: Option<u64>,
 }
 
+/// The default bound on a stream of unknown length: 16 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 16 << 30;
+
 /// How hard [`fetch`] tries.
 #[derive(Debug, Clone)]
 pub struct FetchPolicy {
@@ -56,6 +59,10 @@ pub struct FetchPolicy {
     pub stall: Duration,
     /// Grant renewals per stream when a renewal hook is given.
     pub max_renewals: u32,
+    /// Bytes accepted of a stream of unknown length (a live feed): past
+    /// this the fetch stops, so a provider cannot fill the disk. A stream of
+    /// declared length is held to that length.
+    pub max_bytes: u64,
 }
 
 impl Default for FetchPolicy {
@@ -66,6 +73,7 @@ impl Default for FetchPolicy {
             max_backoff: Duration::from_secs(3),
             stall: Duration::from_secs(20),
             max_renewals: 16,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -137,6 +145,10 @@ pub async fn fetch_with(
     policy: &FetchPolicy,
     renew: Option<&Renew>,
 ) -> Result<Fetched, StreamError> {
+    // The name becomes a file name: only names that cannot leave `out_dir`.
+    if !crate::source::valid_stream_name(name) {
+        return Err(FrameError::Malformed(format!("{name:?} is not a valid stream name")).into());
+    }
     let path = output_path(out_dir, &peer, name);
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent).await?;
@@ -217,6 +229,13 @@ pub async fn fetch_with(
                         ))
                         .into());
                     }
+                    if i.name != name {
+                        return Err(FrameError::Malformed(format!(
+                            "asked for {name:?}, got {:?}",
+                            i.name
+                        ))
+                        .into());
+                    }
                     if info.as_ref().is_some_and(|prev| prev != &i) {
                         return Err(FrameError::Malformed(
                             "stream changed between attempts".into(),
@@ -235,12 +254,16 @@ pub async fn fetch_with(
                 // File writes are never raced against anything, so a resume
                 // can only happen between whole chunks: no byte is written twice.
                 if !pending.is_empty() {
-                    if let Some(t) = total {
-                        if offset + pending.len() as u64 > t {
-                            return Err(
-                                FrameError::Malformed("provider sent past the end".into()).into()
-                            );
+                    let end = total.unwrap_or(policy.max_bytes);
+                    if offset + pending.len() as u64 > end {
+                        return Err(match total {
+                            Some(_) => FrameError::Malformed("provider sent past the end".into()),
+                            None => FrameError::Malformed(format!(
+                                "an open-ended stream passed the {} byte bound (--max-bytes)",
+                                policy.max_bytes
+                            )),
                         }
+                        .into());
                     }
                     file.write_all(&pending).await?;
                     hasher.update(&pending);

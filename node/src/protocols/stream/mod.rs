@@ -14,7 +14,7 @@ pub mod source;
 
 pub use catalog::Catalog;
 pub use client::{fetch, fetch_with, output_path, FetchPolicy, Fetched, Renew};
-pub use server::serve;
+pub use server::{serve, ServeLimits};
 
 use futures::AsyncReadExt;
 use ledgermesh_protocol::framing::{split_frame, FrameError, MAX_FRAME};
@@ -47,6 +47,9 @@ pub enum StreamError {
     /// The remote does not speak the stream protocol.
     #[error("peer does not support {STREAM_PROTOCOL}")]
     Unsupported,
+    /// The buyer took no data for this long.
+    #[error("the buyer took nothing for {0:?}")]
+    Stalled(Duration),
     /// No request arrived in time.
     #[error("no request within {REQUEST_TIMEOUT:?}")]
     Timeout,
@@ -63,7 +66,7 @@ pub enum StreamError {
 }
 
 /// Reads one control frame; returns its body and any bytes read past it.
-pub(crate) async fn read_frame<S: futures::AsyncRead + Unpin>(
+pub async fn read_frame<S: futures::AsyncRead + Unpin>(
     s: &mut S,
 ) -> Result<(Vec<u8>, Vec<u8>), StreamError> {
     let mut buf = Vec::with_capacity(512);

@@ -10,17 +10,54 @@ use futures::{AsyncWriteExt, StreamExt};
 use ledgermesh_protocol::access::Denial;
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
 use ledgermesh_protocol::stream::server::{decide, ServeDecision};
+use ledgermesh_protocol::stream::slots::{Admit, SlotLimits, Slots};
 use libp2p::PeerId;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt as _;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+/// Bounds of the stream server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Streams served at once, in total and per peer, and busy refusals.
+    pub slots: SlotLimits,
+    /// A stream whose buyer takes nothing for this long is ended, and its
+    /// slot freed.
+    pub write_stall: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            slots: SlotLimits::default(),
+            write_stall: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A taken slot, given back when the stream's task ends (or is cancelled).
+struct Slot {
+    slots: Arc<Mutex<Slots>>,
+    /// The peer served; `None` for a refusal.
+    peer: Option<PeerId>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        match self.peer {
+            Some(peer) => slots.release(peer),
+            None => slots.refused(),
+        }
+    }
+}
+
 /// Accepts data streams and serves them from `catalog` to peers `access`
-/// allows, until the node stops. At most `max_streams` are served at once;
-/// further requests get `busy`.
-pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, max_streams: usize) {
+/// allows, until the node stops. A slot is taken before any task is
+/// spawned: over the caps a stream is refused `busy` (itself bounded) or
+/// dropped unanswered.
+pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, limits: ServeLimits) {
     let mut control = handle.stream_control();
     let mut incoming = match control.accept(STREAM_PROTOCOL) {
         Ok(i) => i,
@@ -32,18 +69,41 @@ pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, ma
             return;
         }
     };
-    let permits = Arc::new(Semaphore::new(max_streams));
+    let slots = Arc::new(Mutex::new(Slots::new(limits.slots)));
     while let Some((peer, stream)) = incoming.next().await {
+        let admit = slots.lock().unwrap_or_else(|p| p.into_inner()).admit(peer);
+        let slot = match admit {
+            Admit::Serve => Slot {
+                slots: slots.clone(),
+                peer: Some(peer),
+            },
+            Admit::Refuse { .. } => Slot {
+                slots: slots.clone(),
+                peer: None,
+            },
+            Admit::Drop => {
+                tracing::debug!(%peer, "stream dropped: every slot and every refusal slot taken");
+                continue;
+            }
+        };
+        let serving = slot.peer.is_some();
         let handle = handle.clone();
         let catalog = catalog.clone();
         let access = access.clone();
-        let permit = permits.clone().try_acquire_owned().ok();
         let span = tracing::info_span!("serve", %peer);
         handle.clone().spawn(
             async move {
-                if let Err(e) =
-                    serve_one(&handle, &access, peer, stream, &catalog, permit.is_some()).await
-                {
+                let _slot = slot;
+                let served = serve_one(
+                    &handle,
+                    &access,
+                    peer,
+                    stream,
+                    &catalog,
+                    serving,
+                    limits.write_stall,
+                );
+                if let Err(e) = served.await {
                     tracing::info!(%peer, error = %e, "stream ended early");
                     handle.emit(Event::Error {
                         what: "stream".into(),
@@ -52,11 +112,22 @@ pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, ma
                         peer_id: Some(peer.to_string()),
                     });
                 }
-                drop(permit);
             }
             .instrument(span),
         );
     }
+}
+
+/// Writes all of `buf`, or fails if the buyer takes nothing for `stall`.
+async fn write_or_stall(
+    stream: &mut libp2p::Stream,
+    buf: &[u8],
+    stall: Duration,
+) -> Result<(), StreamError> {
+    tokio::time::timeout(stall, stream.write_all(buf))
+        .await
+        .map_err(|_| StreamError::Stalled(stall))??;
+    Ok(())
 }
 
 /// How a served stream ended.
@@ -72,6 +143,7 @@ async fn serve_one(
     mut stream: libp2p::Stream,
     catalog: &Catalog,
     have_permit: bool,
+    stall: Duration,
 ) -> Result<(), StreamError> {
     let (body, _) = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream))
         .await
@@ -83,9 +155,12 @@ async fn serve_one(
     let (info, offset) = match decision {
         ServeDecision::Refuse(rejection) => {
             tracing::info!(%peer, stream = %req.name, reason = rejection.reason.as_str(), "refused");
-            stream
-                .write_all(&StreamHeader::Rejected(rejection).encode())
-                .await?;
+            write_or_stall(
+                &mut stream,
+                &StreamHeader::Rejected(rejection).encode(),
+                stall,
+            )
+            .await?;
             stream.close().await?;
             return Ok(());
         }
@@ -94,15 +169,11 @@ async fn serve_one(
     let Some((source, _)) = entry else {
         unreachable!("decide serves only streams in the catalog");
     };
-    stream
-        .write_all(
-            &StreamHeader::Accepted {
-                info: info.clone(),
-                offset,
-            }
-            .encode(),
-        )
-        .await?;
+    let header = StreamHeader::Accepted {
+        info: info.clone(),
+        offset,
+    };
+    write_or_stall(&mut stream, &header.encode(), stall).await?;
     let len = info.length.unwrap_or(0);
     let mut sent = 0u64;
     let ended = {
@@ -119,7 +190,7 @@ async fn serve_one(
                 if n == 0 {
                     return Ok::<_, StreamError>(());
                 }
-                stream.write_all(&buf[..n]).await?;
+                write_or_stall(&mut stream, &buf[..n], stall).await?;
                 sent += n as u64;
                 if let Some(rate) = source.rate() {
                     stream.flush().await?;
@@ -139,6 +210,7 @@ async fn serve_one(
     let reason = match &ended {
         Ok(Ended::Complete) => "completed",
         Ok(Ended::Cut(d)) => d.reason().as_str(),
+        Err(StreamError::Stalled(_)) => "stalled",
         Err(_) => "failed",
     };
     access.record(|m, now| m.serve_ended(now, peer, &req.name, offset, sent, reason));

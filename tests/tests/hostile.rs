@@ -1,0 +1,208 @@
+//! Hostile peers against the stream protocol, over real loopback swarms: a
+//! buyer that never reads, one buyer taking every slot, a provider that
+//! sends more than it declared or an endless open-ended stream, a stream
+//! name that would leave the output directory.
+
+use futures::{AsyncWriteExt, StreamExt};
+use ledgermesh_e2e::*;
+use ledgermesh_node::events::Event;
+use ledgermesh_node::provider::ProviderConfig;
+use ledgermesh_node::source::Source;
+use ledgermesh_node::streams::{
+    fetch, output_path, read_frame, FetchPolicy, StreamError, STREAM_PROTOCOL,
+};
+use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
+use ledgermesh_protocol::stream::slots::SlotLimits;
+use ledgermesh_protocol::{RejectReason, StreamInfo};
+use libp2p::PeerId;
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+/// Opens a raw stream to `peer` and asks for `name` from offset 0.
+async fn ask(node: &TestNode, peer: PeerId, name: &str) -> libp2p::Stream {
+    let mut control = node.handle.stream_control();
+    // The provider registers the protocol a moment after it starts
+    // following the ledger: a bounded number of quick retries covers that.
+    let mut tries = 0;
+    let mut s = loop {
+        match control.open_stream(peer, STREAM_PROTOCOL).await {
+            Ok(s) => break s,
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) if tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(e) => panic!("open stream: {e}"),
+        }
+    };
+    let req = StreamRequest {
+        name: name.into(),
+        offset: 0,
+    };
+    s.write_all(&req.encode()).await.unwrap();
+    s.flush().await.unwrap();
+    s
+}
+
+async fn header(s: &mut libp2p::Stream) -> StreamHeader {
+    let (body, _) = read_frame(s).await.expect("a header");
+    StreamHeader::decode(&body).expect("a valid header")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_that_never_reads_loses_its_slot_and_one_buyer_cannot_take_them_all() {
+    let net = Net::new("slots").await;
+    let acl = net.dir.0.join("acl.toml");
+    std::fs::write(&acl, "[[allow]]\npeer = \"*\"\nstreams = [\"*\"]\n").unwrap();
+    let mut pc = ProviderConfig::new(vec![
+        ("big".into(), Source::Zeros { len: 1 << 30 }),
+        (
+            "small".into(),
+            Source::Random {
+                len: 64 << 10,
+                seed: 3,
+            },
+        ),
+    ]);
+    pc.acl = Some(acl);
+    pc.serve_limits.slots = SlotLimits {
+        max_streams: 2,
+        max_per_peer: 1,
+        max_refusals: 8,
+    };
+    pc.serve_limits.write_stall = Duration::from_secs(1);
+    let mut provider = net.provider_config("provider", pc, None).await;
+    provider
+        .events
+        .wait_for("the provider to start", |e| {
+            matches!(e, Event::LedgerFollowing { .. })
+        })
+        .await;
+    let pid = provider.handle.peer_id();
+    let addrs = provider.handle.wait_listening().await.unwrap().direct_addrs;
+
+    let greedy = net.consumer("greedy").await;
+    greedy.handle.dial(pid, addrs.clone()).await.unwrap();
+    // The greedy buyer's first stream is served, and it never reads it.
+    let mut held = ask(&greedy, pid, "big").await;
+    assert!(matches!(
+        header(&mut held).await,
+        StreamHeader::Accepted { .. }
+    ));
+    // Its second is refused busy: one slot per buyer here.
+    let mut second = ask(&greedy, pid, "small").await;
+    match header(&mut second).await {
+        StreamHeader::Rejected(r) => assert_eq!(r.reason, RejectReason::Busy),
+        other => panic!("the per-peer cap refuses, not {other:?}"),
+    }
+    // Another buyer still gets the other slot.
+    let other = net.consumer("other").await;
+    other.handle.dial(pid, addrs.clone()).await.unwrap();
+    let got = fetch(
+        &other.handle,
+        pid,
+        &addrs,
+        "small",
+        &net.dir.0,
+        &FetchPolicy::default(),
+    )
+    .await
+    .expect("another buyer is served");
+    assert_eq!(got.bytes, 64 << 10);
+
+    // The greedy stream stalls: the provider ends it and frees the slot.
+    provider
+        .events
+        .wait_for("the stalled stream to be ended", |e| {
+            matches!(e, Event::Error { what, detail, .. }
+                if what == "stream" && detail.contains("took nothing"))
+        })
+        .await;
+    let mut again = ask(&greedy, pid, "small").await;
+    assert!(
+        matches!(header(&mut again).await, StreamHeader::Accepted { .. }),
+        "the slot came back"
+    );
+    drop(held);
+}
+
+/// A fake provider that accepts any request with `info` and then sends
+/// `send` bytes of zeros (or forever, if `None`).
+fn fake_provider(node: &TestNode, info: StreamInfo, send: Option<u64>) {
+    let mut incoming = node
+        .handle
+        .stream_control()
+        .accept(STREAM_PROTOCOL)
+        .unwrap();
+    tokio::spawn(async move {
+        while let Some((_, mut s)) = incoming.next().await {
+            let info = info.clone();
+            tokio::spawn(async move {
+                let _ = read_frame(&mut s).await;
+                let header = StreamHeader::Accepted { info, offset: 0 };
+                if s.write_all(&header.encode()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![0u8; 64 << 10];
+                let mut sent = 0u64;
+                while send.is_none_or(|n| sent < n) {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    sent += chunk.len() as u64;
+                }
+                let _ = s.close().await;
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_cannot_fill_the_disk_or_write_outside_the_output_directory() {
+    let net = Net::new("disk").await;
+    let liar = net.consumer("liar").await;
+    let endless = net.consumer("endless").await;
+    let buyer = net.consumer("buyer").await;
+    let info = |name: &str, length| StreamInfo {
+        name: name.into(),
+        length,
+        sha256: None,
+    };
+    // Declares 16 bytes, sends 4 MiB.
+    fake_provider(&liar, info("feed", Some(16)), Some(4 * MIB));
+    // Declares length 0 (on the wire: unknown, a live feed) and never stops.
+    fake_provider(&endless, info("feed", None), None);
+    let policy = FetchPolicy {
+        max_bytes: MIB,
+        max_attempts: 2,
+        ..Default::default()
+    };
+    for (p, bound) in [(&liar, 16), (&endless, MIB)] {
+        let pid = p.handle.peer_id();
+        let addrs = p.handle.wait_listening().await.unwrap().direct_addrs;
+        buyer.handle.dial(pid, addrs.clone()).await.unwrap();
+        let r = fetch(&buyer.handle, pid, &addrs, "feed", &net.dir.0, &policy).await;
+        assert!(
+            matches!(r, Err(StreamError::Protocol(_))),
+            "stopped as a protocol violation: {r:?}"
+        );
+        let len = std::fs::metadata(output_path(&net.dir.0, &pid, "feed"))
+            .unwrap()
+            .len();
+        assert!(len <= bound, "{len} bytes on disk, bound {bound}");
+    }
+    // A name that would climb out of the output directory is refused
+    // before anything is opened or created.
+    let pid = liar.handle.peer_id();
+    let addrs = liar.handle.wait_listening().await.unwrap().direct_addrs;
+    for name in ["../escape", "a/b", "", ".."] {
+        let r = fetch(&buyer.handle, pid, &addrs, name, &net.dir.0, &policy).await;
+        assert!(
+            matches!(r, Err(StreamError::Protocol(_))),
+            "{name:?}: {r:?}"
+        );
+    }
+    assert!(!net.dir.0.join("escape").exists());
+    let mut entries = std::fs::read_dir(&net.dir.0).unwrap();
+    assert!(entries.all(|e| !e.unwrap().file_name().to_string_lossy().contains("escape")));
+}
