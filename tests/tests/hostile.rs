@@ -206,3 +206,53 @@ async fn a_provider_cannot_fill_the_disk_or_write_outside_the_output_directory()
     let mut entries = std::fs::read_dir(&net.dir.0).unwrap();
     assert!(entries.all(|e| !e.unwrap().file_name().to_string_lossy().contains("escape")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_caps_are_denied_and_the_node_keeps_serving() {
+    let net = Net::new("caps").await;
+    let node = |name: &str, total: u32, per_peer: u32| {
+        let mut c = net.dev.config(name);
+        c.relays.clear();
+        c.limits.max_connections = total;
+        c.limits.max_connections_per_peer = per_peer;
+        c
+    };
+    let capped = net.dev.spawn(node("capped", 2, 1)).await.unwrap();
+    let tcp: Vec<_> = (capped.wait_listening().await.unwrap().direct_addrs)
+        .into_iter()
+        .filter(|a| a.to_string().contains("/tcp/"))
+        .collect();
+    let a = net.dev.spawn(node("a", 64, 8)).await.unwrap();
+    let b = net.dev.spawn(node("b", 64, 8)).await.unwrap();
+    let third = net.dev.spawn(node("third", 64, 8)).await.unwrap();
+    a.dial(capped.peer_id(), tcp.clone())
+        .await
+        .expect("first peer");
+    // A second connection between the same two peers (the dial-back probe
+    // `a` asks for) is over the per-peer cap: denied, so it fails.
+    let resp = a.observe(capped.peer_id(), true).await.unwrap();
+    assert_eq!(
+        resp.dial_back,
+        ledgermesh_proto::v1::DialBack::Unreachable as i32,
+        "the probe was denied by the per-peer cap"
+    );
+    b.dial(capped.peer_id(), tcp.clone())
+        .await
+        .expect("second peer");
+    // A third peer is over the total cap: the capped node denies the
+    // connection as it is established (the dialer may see it open, briefly).
+    let _ = third.dial(capped.peer_id(), tcp.clone()).await;
+    // The peers already connected are still served.
+    let peers: std::collections::HashSet<_> = (capped.snapshot().await.unwrap().connections)
+        .iter()
+        .map(|c| c.peer)
+        .collect();
+    assert!(peers.contains(&a.peer_id()) && peers.contains(&b.peer_id()));
+    assert!(!peers.contains(&third.peer_id()));
+    assert!(a.observe(capped.peer_id(), false).await.is_ok());
+    assert!(b.observe(capped.peer_id(), false).await.is_ok());
+    assert!(
+        third.observe(capped.peer_id(), false).await.is_err(),
+        "the denied peer gets no answer"
+    );
+}

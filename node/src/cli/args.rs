@@ -104,6 +104,28 @@ pub struct NodeArgs {
     /// globally routable addresses, whoever names them.
     #[arg(long, env = "LEDGERMESH_ALLOW_PRIVATE_ADDRS")]
     pub allow_private_addrs: bool,
+    /// Established connections, all peers together; more are denied.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: u32,
+    /// Established connections to one peer; more are denied.
+    #[arg(long, default_value_t = 8)]
+    pub max_connections_per_peer: u32,
+    /// Deny new connections while the process uses more memory than this
+    /// (K/M/G suffixes allowed; default: 90 % of the machine's memory).
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
+}
+
+impl NodeArgs {
+    /// The connection ceilings these flags ask for.
+    pub(super) fn caps(&self) -> crate::swarm::ConnectionCaps {
+        crate::swarm::ConnectionCaps {
+            max_connections: self.max_connections.max(1),
+            max_connections_per_peer: self.max_connections_per_peer.max(1),
+            max_memory_bytes: self.max_memory.map(|b| b as usize),
+            ..Default::default()
+        }
+    }
 }
 
 impl NodeArgs {

@@ -96,6 +96,7 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     config.emitter = Some(emitter_for("relay", args.node.json));
     config.audit = args.node.audit()?;
     config.allow_private_addrs = args.node.allow_private_addrs;
+    config.limits = args.node.caps();
     let handle = spawn(config, keypair).await.context("starting the relay")?;
     let snap = handle.wait_listening().await?;
     for a in &snap.direct_addrs {
@@ -135,6 +136,7 @@ async fn start_ledger_node(
     config.relays = net.relay.clone();
     config.emitter = Some(emitter_for(role, node.json));
     config.allow_private_addrs = node.allow_private_addrs;
+    config.limits = node.caps();
     let handle = spawn(config, keypair)
         .await
         .with_context(|| format!("starting the {role} node"))?;

@@ -4,10 +4,12 @@
 use super::config::{NodeConfig, IDENTIFY_PROTOCOL};
 use super::handle::NodeError;
 use crate::protocols::observe;
+use libp2p::connection_limits::ConnectionLimits;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{global_only, Boxed};
 use libp2p::core::upgrade::Version;
 use libp2p::core::Transport as _;
+use libp2p::memory_connection_limits;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{dcutr, identify, identity::Keypair, noise, ping, quic, relay, tcp, PeerId, Swarm};
 
@@ -19,9 +21,12 @@ mod composed {
     use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour};
     use libp2p::{dcutr, identify, ping, relay};
 
-    /// The composed behaviour of every ledgermesh node.
+    /// The composed behaviour of every ledgermesh node. The limits come
+    /// first: a connection they deny never reaches the others.
     #[derive(NetworkBehaviour)]
     pub struct Behaviour {
+        pub(crate) limits: libp2p::connection_limits::Behaviour,
+        pub(crate) memory: libp2p::memory_connection_limits::Behaviour,
         pub(crate) relay_client: relay::client::Behaviour,
         pub(crate) relay_server: Toggle<relay::Behaviour>,
         pub(crate) dcutr: Toggle<dcutr::Behaviour>,
@@ -60,6 +65,7 @@ pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behav
     let relay_limits = config.relay_server.clone();
     let hole_punching = config.hole_punching;
     let allow_private = config.allow_private_addrs;
+    let limits = config.limits;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|key| transport(key, allow_private))
@@ -79,7 +85,17 @@ pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behav
                 };
                 relay::Behaviour::new(local, cfg)
             });
+            let caps = limits;
+            let connection_limits = ConnectionLimits::default()
+                .with_max_established(Some(caps.max_connections))
+                .with_max_established_per_peer(Some(caps.max_connections_per_peer))
+                .with_max_pending_incoming(Some(caps.max_pending_incoming));
             Behaviour {
+                limits: libp2p::connection_limits::Behaviour::new(connection_limits),
+                memory: match caps.max_memory_bytes {
+                    Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
+                    None => memory_connection_limits::Behaviour::with_max_percentage(0.9),
+                },
                 relay_client,
                 relay_server: Toggle::from(relay_server),
                 dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(local))),

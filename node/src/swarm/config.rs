@@ -37,6 +37,32 @@ impl Default for RelayLimits {
     }
 }
 
+/// Ceilings on connections, enforced by libp2p's connection-limits and
+/// memory-connection-limits behaviours: a connection over one is denied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionCaps {
+    /// Established connections, all peers together.
+    pub max_connections: u32,
+    /// Established connections to one peer.
+    pub max_connections_per_peer: u32,
+    /// Incoming connections still in their handshake.
+    pub max_pending_incoming: u32,
+    /// New connections are denied while the process uses more memory than
+    /// this many bytes (`None`: 90 % of the machine's memory).
+    pub max_memory_bytes: Option<usize>,
+}
+
+impl Default for ConnectionCaps {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_peer: 8,
+            max_pending_incoming: 256,
+            max_memory_bytes: None,
+        }
+    }
+}
+
 /// How to build a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -59,6 +85,8 @@ pub struct NodeConfig {
     /// Dial, dial back and announce private, loopback and other non-global
     /// addresses too (labs, tests, the demo). Off: only globally routable ones.
     pub allow_private_addrs: bool,
+    /// Connection and memory ceilings (a stranger can open connections).
+    pub limits: ConnectionCaps,
     /// (Relay role) where reservation and circuit decisions are written.
     pub audit: Option<crate::access::audit_log::AuditLog>,
     /// Publish events here (subscribe before spawning to miss none); a new
@@ -82,6 +110,7 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(60),
             hole_punching: true,
             allow_private_addrs: false,
+            limits: ConnectionCaps::default(),
             audit: None,
             emitter: None,
         }
