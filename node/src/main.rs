@@ -21,5 +21,6 @@ async fn main() {
             2
         }
     };
+    ledgermesh_node::events::flush_stdout();
     std::process::exit(code);
 }

@@ -300,4 +300,11 @@ async fn a_relay_writes_its_reservations_and_circuits_to_its_audit_log() {
     assert_eq!(circuit["peer_id"], cid.to_string());
     assert_eq!(circuit["detail"], format!("to {pid}"));
     assert!(circuit["ts_ms"].as_u64().unwrap() >= reservation["ts_ms"].as_u64().unwrap());
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["event"] == "reservation_end")
+            .all(|l| l["peer_id"] == pid.to_string()),
+        "only a peer that held a reservation can end one: {lines:?}"
+    );
 }

@@ -256,3 +256,96 @@ async fn connections_over_the_caps_are_denied_and_the_node_keeps_serving() {
         "the denied peer gets no answer"
     );
 }
+
+/// Kills the child when dropped (the test may panic).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdout_nobody_reads_never_stalls_the_node() {
+    use std::io::BufRead;
+    use std::os::fd::AsFd;
+    let dir = temp_dir("slow-stdout");
+    let log = std::fs::File::create(dir.0.join("relay.log")).unwrap();
+    let mut child = Child(
+        std::process::Command::new(ledgermesh_e2e::procs::bin_path())
+            .args(["relay", "--json", "--allow-private-addrs"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    // The smallest pipe the kernel allows: a few events fill it.
+    nix::fcntl::fcntl(stdout.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let listening: serde_json::Value = loop {
+        let line = lines.next().expect("a line").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "listening" {
+            break v;
+        }
+    };
+    let relay: libp2p::Multiaddr = format!(
+        "{}/p2p/{}",
+        listening["addrs"][0].as_str().unwrap(),
+        listening["peer_id"].as_str().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let relay_id = ledgermesh_node::addr::peer_of(&relay).unwrap();
+    // From here on nobody reads the relay's stdout. Peers come and go, each
+    // an event or two on the relay; far more than the pipe holds.
+    let dev = ledgermesh_node::dev::DevNet::new(ledgermesh_node::dev::DevNet::plain());
+    for i in 0..60 {
+        let n = dev
+            .spawn(dev.config(&format!("visitor-{i}")))
+            .await
+            .unwrap();
+        n.dial(relay_id, vec![relay.clone()]).await.unwrap();
+        // An answer from the relay's event loop: it has seen this visitor
+        // (and emitted its `connected` event) and is not stuck writing.
+        tokio::time::timeout(Duration::from_secs(10), n.observe(relay_id, false))
+            .await
+            .unwrap_or_else(|_| panic!("visitor {i}: the relay's loop is stuck"))
+            .unwrap();
+        n.shutdown().await;
+    }
+    let probe = dev.spawn(dev.config("probe")).await.unwrap();
+    let probe_id = probe.peer_id().to_string();
+    probe.dial(relay_id, vec![relay.clone()]).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), probe.observe(relay_id, false))
+        .await
+        .expect("the relay still answers");
+    assert!(answer.is_ok(), "{answer:?}");
+    // Reading again, every visitor's arrival is there, in order (the queue
+    // held them; past it lines are dropped and counted, see the events unit
+    // test), and the relay kept working all along.
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut seen = std::collections::HashSet::new();
+        for line in lines.map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["event"] == "connected" {
+                seen.insert(v["peer_id"].as_str().unwrap().to_string());
+            }
+            if seen.contains(&probe_id) {
+                break;
+            }
+        }
+        seen.len()
+    });
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .expect("the queued lines come out")
+        .unwrap();
+    assert!(seen > 60, "{seen} arrivals reported");
+    drop(child);
+}

@@ -183,7 +183,11 @@ pub async fn follow_inbox(
                 }
             }
             if let Some(store) = &store {
-                if let Err(e) = store.save(cursor) {
+                // A write, an fsync and a rename: off the runtime's workers.
+                let store = store.clone();
+                let saved = tokio::task::spawn_blocking(move || store.save(cursor)).await;
+                let saved = saved.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                if let Err(e) = saved {
                     handle.emit(Event::error(
                         "cursor",
                         format!("cannot save the ledger cursor: {e}"),

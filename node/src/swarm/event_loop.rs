@@ -29,6 +29,7 @@ pub(super) struct EventLoop {
         HashMap<ConnectionId, (PeerId, oneshot::Sender<Result<(), DialError>>)>,
     pub(super) close_watchers: HashMap<PeerId, Vec<mpsc::Sender<()>>>,
     pub(super) public: Option<PublicView>,
+    pub(super) reserved: super::relay_server::Reserved,
     pub(super) epoch: Instant,
 }
 
@@ -182,7 +183,8 @@ impl EventLoop {
                 (self.reservations).accepted(relay_peer_id, renewal, local, &self.emitter);
             }
             BehaviourEvent::RelayServer(ev) => {
-                super::relay_server::report(ev, &self.emitter, self.config.audit.as_ref())
+                let audit = self.config.audit.as_ref();
+                super::relay_server::report(ev, &mut self.reserved, &self.emitter, audit)
             }
             BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,

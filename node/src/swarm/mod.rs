@@ -88,6 +88,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         pending_dials: Default::default(),
         close_watchers: Default::default(),
         public: None,
+        reserved: Default::default(),
         epoch: Instant::now(),
     };
     let span = tracing::info_span!("node", name = %event_loop.config.name, peer = %peer_id);

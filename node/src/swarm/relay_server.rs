@@ -3,7 +3,8 @@
 
 use crate::access::audit_log::{AuditLine, AuditLog};
 use crate::events::{now_ms, Emitter, Event};
-use libp2p::relay;
+use libp2p::{relay, PeerId};
+use std::collections::HashSet;
 
 /// The audit `event`, the JSON event, and the peer it concerns.
 fn describe(event: relay::Event) -> Option<(&'static str, Event, String)> {
@@ -98,8 +99,39 @@ fn describe(event: relay::Event) -> Option<(&'static str, Event, String)> {
     })
 }
 
+/// The peers holding a reservation on us (libp2p-relay reports a
+/// "reservation closed" for every closed connection; only real ones count).
+/// Bounded by the relay's reservation limit: entries leave when they close.
+#[derive(Debug, Default)]
+pub(super) struct Reserved(HashSet<PeerId>);
+
+impl Reserved {
+    /// Whether `event` is worth reporting, keeping the set up to date.
+    fn admits(&mut self, event: &relay::Event) -> bool {
+        use relay::Event as E;
+        match event {
+            E::ReservationReqAccepted { src_peer_id, .. } => {
+                self.0.insert(*src_peer_id);
+                true
+            }
+            E::ReservationClosed { src_peer_id } | E::ReservationTimedOut { src_peer_id } => {
+                self.0.remove(src_peer_id)
+            }
+            _ => true,
+        }
+    }
+}
+
 /// Reports one relay server event.
-pub(super) fn report(event: relay::Event, emitter: &Emitter, audit: Option<&AuditLog>) {
+pub(super) fn report(
+    event: relay::Event,
+    reserved: &mut Reserved,
+    emitter: &Emitter,
+    audit: Option<&AuditLog>,
+) {
+    if !reserved.admits(&event) {
+        return;
+    }
     let Some((kind, ev, peer)) = describe(event) else {
         return;
     };
