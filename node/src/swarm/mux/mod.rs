@@ -40,7 +40,32 @@ const MAX_DEFERRED_FLUSHES: u32 = 16;
 /// before that).
 const MAX_BUFFERED_INBOUND: usize = 256;
 
-/// The yamux upgrade (yamux's defaults) with flush coalescing.
+/// Streams per connection (yamux's default).
+const MAX_STREAMS: usize = 512;
+
+/// The largest frame body yamux accepts (its own, fixed limit).
+const MAX_FRAME_BODY: usize = 1 << 20;
+
+/// yamux's initial (and minimum) window per stream.
+const STREAM_WINDOW: usize = 256 << 10;
+
+/// The connection's receive window: every stream's guaranteed minimum,
+/// plus just enough for one stream to auto-tune up to the largest frame we
+/// accept. Granting more would let a peer that sends one frame per window
+/// (some implementations do) send a frame we then refuse, resetting the
+/// whole connection; with this budget no stream's window passes 1 MiB.
+const CONNECTION_WINDOW: usize = MAX_STREAMS * STREAM_WINDOW + (MAX_FRAME_BODY - STREAM_WINDOW);
+
+/// The yamux configuration: defaults, with the receive window bounded as above.
+fn yamux_config() -> yamux::Config {
+    let mut c = yamux::Config::default();
+    c.set_max_num_streams(MAX_STREAMS);
+    c.set_max_connection_receive_window(Some(CONNECTION_WINDOW));
+    c
+}
+
+/// The yamux upgrade (yamux's defaults, receive windows bounded) with flush
+/// coalescing.
 #[derive(Debug, Clone, Default)]
 pub struct Config;
 
@@ -58,7 +83,7 @@ impl Config {
         Muxer {
             connection: yamux::Connection::new(
                 Coalesce::new(io, flush_due.clone()),
-                yamux::Config::default(),
+                yamux_config(),
                 mode,
             ),
             flush_due,

@@ -198,3 +198,92 @@ async fn speaks_yamux_to_stock_libp2p_yamux() {
     r2.read_to_end(&mut msg).await.unwrap();
     assert_eq!(msg, b"hello from stock");
 }
+
+/// A peer that, like some other yamux implementations, sends each DATA frame
+/// as large as the whole window it was granted, and answers pings (so our
+/// side measures a round trip and auto-tunes its window).
+async fn window_sized_sender(
+    io: tokio::io::DuplexStream,
+    total: usize,
+    done: tokio::sync::oneshot::Sender<(usize, usize)>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const DATA: u8 = 0;
+    const WINDOW_UPDATE: u8 = 1;
+    const PING: u8 = 2;
+    const SYN: u16 = 1;
+    const ACK: u16 = 2;
+    const FIN: u16 = 4;
+    fn header(kind: u8, flags: u16, stream: u32, len: u32) -> Vec<u8> {
+        let mut h = vec![0, kind];
+        h.extend_from_slice(&flags.to_be_bytes());
+        h.extend_from_slice(&stream.to_be_bytes());
+        h.extend_from_slice(&len.to_be_bytes());
+        h
+    }
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut window = 256usize << 10;
+    let (mut sent, mut largest) = (0usize, 0usize);
+    let mut flags = SYN;
+    while sent < total {
+        if window > 0 {
+            let n = window.min(total - sent);
+            wr.write_all(&header(DATA, flags, 1, n as u32)).await.unwrap();
+            wr.write_all(&vec![7u8; n]).await.unwrap();
+            flags = 0;
+            (sent, window, largest) = (sent + n, window - n, largest.max(n));
+            continue;
+        }
+        let mut h = [0u8; 12];
+        rd.read_exact(&mut h).await.unwrap();
+        let flags_in = u16::from_be_bytes([h[2], h[3]]);
+        let stream = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        let len = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        match h[1] {
+            WINDOW_UPDATE if stream == 1 => window += len as usize,
+            PING if flags_in & SYN != 0 => {
+                wr.write_all(&header(PING, ACK, 0, len)).await.unwrap();
+            }
+            DATA => {
+                let mut body = vec![0u8; len as usize];
+                rd.read_exact(&mut body).await.unwrap();
+            }
+            _ => {}
+        }
+    }
+    wr.write_all(&header(DATA, FIN, 1, 0)).await.unwrap();
+    let _ = done.send((sent, largest));
+    // Keep answering pings while the connection lives.
+    let mut h = [0u8; 12];
+    while rd.read_exact(&mut h).await.is_ok() {
+        let len = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        if h[1] == PING && u16::from_be_bytes([h[2], h[3]]) & SYN != 0 {
+            let _ = wr.write_all(&header(PING, ACK, 0, len)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_sending_window_sized_frames_is_never_refused() {
+    let (ours, theirs) = tokio::io::duplex(8 << 20);
+    let muxer = Config::new().muxer(ours.compat(), yamux::Mode::Server);
+    let (mut inbound, _open) = drive(muxer);
+    const TOTAL: usize = 48 << 20;
+    let (done, report) = tokio::sync::oneshot::channel();
+    tokio::spawn(window_sized_sender(theirs, TOTAL, done));
+    let mut stream = inbound.next().await.expect("the peer's stream");
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = stream.read(&mut buf).await.expect("never reset by a frame too large");
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert_eq!(got, TOTAL, "every byte arrived");
+    let (sent, largest) = report.await.expect("the sender finished");
+    assert_eq!(sent, TOTAL);
+    assert!(largest <= 1 << 20, "a frame of {largest} bytes: past what yamux accepts");
+    assert!(largest > 256 << 10, "the window did grow ({largest}): the test exercised auto-tuning");
+}
