@@ -43,6 +43,8 @@ pub struct OpenPolicy {
     pub max_lifetime_ms: u64,
     /// Capacity of the replay cache.
     pub replay_capacity: usize,
+    /// Live nonces one sender may hold in the replay cache.
+    pub replay_quota_per_sender: usize,
 }
 
 impl Default for OpenPolicy {
@@ -52,6 +54,7 @@ impl Default for OpenPolicy {
             max_clock_skew_ms: 60_000,
             max_lifetime_ms: 10 * 60_000,
             replay_capacity: 65_536,
+            replay_quota_per_sender: 64,
         }
     }
 }
@@ -131,6 +134,9 @@ pub enum OpenError {
     /// Too many live nonces; try again later.
     #[error("replay cache full; envelope refused until entries expire")]
     ReplayCacheFull,
+    /// The sender holds its quota of live nonces (a flood from one key).
+    #[error("sender over its quota of live envelopes; refused until some expire")]
+    SenderOverQuota,
 }
 
 impl OpenError {
@@ -151,6 +157,7 @@ impl OpenError {
             OpenError::BadLifetime { .. } => "bad_lifetime",
             OpenError::Replayed => "replayed",
             OpenError::ReplayCacheFull => "replay_cache_full",
+            OpenError::SenderOverQuota => "sender_over_quota",
         }
     }
 }
@@ -289,7 +296,7 @@ impl Opener {
         Ok(Self {
             me: keypair.public().to_peer_id(),
             secret: x25519_secret_of(keypair)?,
-            replay: ReplayCache::new(policy.replay_capacity),
+            replay: ReplayCache::new(policy.replay_capacity, policy.replay_quota_per_sender),
             policy,
         })
     }
@@ -310,7 +317,7 @@ impl Opener {
         ) {
             ReplayVerdict::Fresh => Ok(opened),
             ReplayVerdict::Replayed => Err(OpenError::Replayed),
-            ReplayVerdict::Full => Err(OpenError::ReplayCacheFull),
+            ReplayVerdict::OverQuota => Err(OpenError::SenderOverQuota),
         }
     }
 

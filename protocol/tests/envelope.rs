@@ -301,3 +301,81 @@ fn seal_raw(recipient: &libp2p_identity::PeerId, plaintext: &[u8]) -> Vec<u8> {
     }
     .encode_to_vec()
 }
+
+#[test]
+fn throwaway_keys_cannot_fill_the_replay_cache_against_a_genuine_sender() {
+    let k = keys();
+    let bob = k.bob.public().to_peer_id();
+    let mut o = Opener::new(
+        &k.bob,
+        OpenPolicy {
+            replay_capacity: 64,
+            replay_quota_per_sender: 4,
+            ..OpenPolicy::default()
+        },
+    )
+    .unwrap();
+    // A flood: valid envelopes, each from a fresh key, well past capacity.
+    for i in 0..200u64 {
+        let throwaway = Keypair::generate_ed25519();
+        let env = seal(
+            &throwaway,
+            &bob,
+            &request(vec![], 1),
+            NOW + i,
+            TTL,
+            &mut rand::rng(),
+        )
+        .unwrap();
+        o.open(&env.bytes, NOW + i)
+            .expect("each flood envelope is itself valid");
+    }
+    // The genuine request still opens.
+    let genuine = seal(
+        &k.alice,
+        &bob,
+        &request(vec!["feed".into()], 1),
+        NOW + 300,
+        TTL,
+        &mut rand::rng(),
+    )
+    .unwrap();
+    o.open(&genuine.bytes, NOW + 300)
+        .expect("a genuine envelope is accepted during a flood");
+    // And one key alone stops at its quota (in a cache with room: a full one
+    // would sooner evict the heaviest sender's oldest nonces).
+    let mut o = Opener::new(
+        &k.bob,
+        OpenPolicy {
+            replay_quota_per_sender: 4,
+            ..OpenPolicy::default()
+        },
+    )
+    .unwrap();
+    o.open(&genuine.bytes, NOW + 300).unwrap();
+    for i in 0..3u64 {
+        let env = seal(
+            &k.alice,
+            &bob,
+            &request(vec![], 2),
+            NOW + 301 + i,
+            TTL,
+            &mut rand::rng(),
+        )
+        .unwrap();
+        o.open(&env.bytes, NOW + 301 + i).unwrap();
+    }
+    let over = seal(
+        &k.alice,
+        &bob,
+        &request(vec![], 3),
+        NOW + 310,
+        TTL,
+        &mut rand::rng(),
+    )
+    .unwrap();
+    assert_eq!(
+        o.open(&over.bytes, NOW + 310),
+        Err(OpenError::SenderOverQuota)
+    );
+}

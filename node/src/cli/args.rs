@@ -211,6 +211,13 @@ pub struct ProvideArgs {
     /// End a stream whose buyer takes nothing for this many seconds.
     #[arg(long, default_value_t = 30)]
     pub write_stall_secs: u64,
+    /// Service requests of one sender answered at once (each answer is a
+    /// ledger post at our cost) before the per-minute rate applies.
+    #[arg(long, default_value_t = 8)]
+    pub answer_burst: u32,
+    /// Service requests of one sender answered per minute after the burst.
+    #[arg(long, default_value_t = 10)]
+    pub answers_per_minute: u32,
 }
 
 /// `ledgermesh consume`.

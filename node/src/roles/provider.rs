@@ -15,7 +15,7 @@ use crate::swarm::NodeHandle;
 use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::access::DEFAULT_MAX_GRANT_SECS;
 use ledgermesh_protocol::envelope::Opened;
-use ledgermesh_protocol::signaling;
+use ledgermesh_protocol::signaling::{self, RateLimits, SenderLimiter};
 use ledgermesh_protocol::{ServiceResponse, Signal};
 use libp2p::Multiaddr;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub struct ProviderConfig {
     pub relay_only: bool,
     /// Lifetime of responses.
     pub response_ttl: Duration,
+    /// Answers per sender: a burst, then a rate per minute.
+    pub answer_limits: RateLimits,
     /// Streams served at once (in total and per peer) and the write stall.
     pub serve_limits: crate::streams::ServeLimits,
     /// Where to keep the ledger cursor across restarts (none: start fresh each time).
@@ -55,6 +57,7 @@ impl ProviderConfig {
             relay_only: false,
             response_ttl: DEFAULT_TTL,
             serve_limits: Default::default(),
+            answer_limits: RateLimits::default(),
             data_dir: None,
             observers: Vec::new(),
             quorum: None,
@@ -110,7 +113,20 @@ pub async fn run(
     // Answers in flight are bounded: past the bound the inbox waits, which
     // slows the follower, not memory.
     let answering = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ANSWERS));
+    // Each answer is a ledger post at our cost: per sender, a burst and then
+    // a rate; the rest go unanswered (and are said so).
+    let mut limiter = SenderLimiter::new(config.answer_limits);
     while let Some((opened, _)) = inbox.recv().await {
+        let is_request = matches!(opened.signal, Signal::Request(_));
+        if is_request && !limiter.allow(crate::events::now_ms(), opened.sender) {
+            handle.emit(Event::Error {
+                what: "service_request".into(),
+                detail: "answer rate for this sender exceeded; not answered".into(),
+                reason: Some("rate_limited".into()),
+                peer_id: Some(opened.sender.to_string()),
+            });
+            continue;
+        }
         let Ok(permit) = answering.clone().acquire_owned().await else {
             break;
         };

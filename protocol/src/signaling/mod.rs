@@ -3,7 +3,9 @@
 //! ([`Outbox`]).
 
 pub mod inbox;
+pub mod limiter;
 mod outbox;
 
 pub use inbox::{requested_names, response, MAX_NAMES_PER_REQUEST};
+pub use limiter::{RateLimits, SenderLimiter};
 pub use outbox::{Outbox, OutboxError, MAX_PENDING};

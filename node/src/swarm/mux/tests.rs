@@ -228,7 +228,9 @@ async fn window_sized_sender(
     while sent < total {
         if window > 0 {
             let n = window.min(total - sent);
-            wr.write_all(&header(DATA, flags, 1, n as u32)).await.unwrap();
+            wr.write_all(&header(DATA, flags, 1, n as u32))
+                .await
+                .unwrap();
             wr.write_all(&vec![7u8; n]).await.unwrap();
             flags = 0;
             (sent, window, largest) = (sent + n, window - n, largest.max(n));
@@ -275,7 +277,10 @@ async fn a_peer_sending_window_sized_frames_is_never_refused() {
     let mut got = 0usize;
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = stream.read(&mut buf).await.expect("never reset by a frame too large");
+        let n = stream
+            .read(&mut buf)
+            .await
+            .expect("never reset by a frame too large");
         if n == 0 {
             break;
         }
@@ -284,6 +289,12 @@ async fn a_peer_sending_window_sized_frames_is_never_refused() {
     assert_eq!(got, TOTAL, "every byte arrived");
     let (sent, largest) = report.await.expect("the sender finished");
     assert_eq!(sent, TOTAL);
-    assert!(largest <= 1 << 20, "a frame of {largest} bytes: past what yamux accepts");
-    assert!(largest > 256 << 10, "the window did grow ({largest}): the test exercised auto-tuning");
+    assert!(
+        largest <= 1 << 20,
+        "a frame of {largest} bytes: past what yamux accepts"
+    );
+    assert!(
+        largest > 256 << 10,
+        "the window did grow ({largest}): the test exercised auto-tuning"
+    );
 }

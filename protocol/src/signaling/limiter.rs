@@ -1,0 +1,140 @@
+//! How often one sender's requests are answered: a token bucket per sender.
+//! Every answer costs the provider a ledger post, so a key that floods gets
+//! `burst` answers and then `per_minute`; the rest are dropped unanswered.
+//! The table of senders is bounded: idle (full) buckets are forgotten first,
+//! then the least recently seen.
+
+use libp2p_identity::PeerId;
+use std::collections::HashMap;
+
+/// The limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Answers a sender may get at once.
+    pub burst: u32,
+    /// Answers a sender regains per minute.
+    pub per_minute: u32,
+    /// Senders remembered.
+    pub max_tracked: usize,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            burst: 8,
+            per_minute: 10,
+            max_tracked: 4096,
+        }
+    }
+}
+
+/// One token: a minute in ms, so `per_minute` tokens a minute refill
+/// `per_minute` units a ms.
+const TOKEN: u64 = 60_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Tokens, in units of 1/60,000 (a minute of ms: refills are exact).
+    units: u64,
+    at_ms: u64,
+}
+
+/// Token buckets by sender.
+#[derive(Debug)]
+pub struct SenderLimiter {
+    limits: RateLimits,
+    buckets: HashMap<PeerId, Bucket>,
+}
+
+impl SenderLimiter {
+    /// No sender seen yet.
+    pub fn new(limits: RateLimits) -> Self {
+        Self {
+            limits,
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn full(&self) -> u64 {
+        u64::from(self.limits.burst.max(1)) * TOKEN
+    }
+
+    fn refilled(&self, b: Bucket, now_ms: u64) -> u64 {
+        let gained = now_ms.saturating_sub(b.at_ms) * u64::from(self.limits.per_minute);
+        (b.units + gained).min(self.full())
+    }
+
+    /// Whether `sender` may be answered now (takes a token if so).
+    pub fn allow(&mut self, now_ms: u64, sender: PeerId) -> bool {
+        if !self.buckets.contains_key(&sender) && self.buckets.len() >= self.limits.max_tracked {
+            let full = self.full();
+            let idle: Vec<PeerId> = (self.buckets.iter())
+                .filter(|(_, b)| self.refilled(**b, now_ms) >= full)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in idle {
+                self.buckets.remove(&p);
+            }
+            if self.buckets.len() >= self.limits.max_tracked {
+                let oldest = (self.buckets.iter())
+                    .min_by_key(|(_, b)| b.at_ms)
+                    .map(|(p, _)| *p);
+                if let Some(p) = oldest {
+                    self.buckets.remove(&p);
+                }
+            }
+        }
+        let start = Bucket {
+            units: self.full(),
+            at_ms: now_ms,
+        };
+        let b = self.buckets.get(&sender).copied().unwrap_or(start);
+        let units = self.refilled(b, now_ms);
+        let (units, ok) = match units.checked_sub(TOKEN) {
+            Some(left) => (left, true),
+            None => (units, false),
+        };
+        let at_ms = now_ms;
+        self.buckets.insert(sender, Bucket { units, at_ms });
+        ok
+    }
+
+    /// Senders remembered.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flooding_sender_gets_its_burst_then_its_rate_and_others_are_unaffected() {
+        let mut l = SenderLimiter::new(RateLimits {
+            burst: 3,
+            per_minute: 6,
+            max_tracked: 100,
+        });
+        let (flood, other) = (PeerId::random(), PeerId::random());
+        let got = (0..50).filter(|_| l.allow(0, flood)).count();
+        assert_eq!(got, 3, "the burst, then nothing at once");
+        assert!(l.allow(0, other), "another sender has its own bucket");
+        assert!(!l.allow(9_999, flood), "one answer per 10 s");
+        assert!(l.allow(10_000, flood));
+        assert!(!l.allow(10_001, flood));
+    }
+
+    #[test]
+    fn the_sender_table_is_bounded() {
+        let mut l = SenderLimiter::new(RateLimits {
+            burst: 1,
+            per_minute: 60,
+            max_tracked: 10,
+        });
+        for i in 0..1_000u64 {
+            assert!(l.allow(i, PeerId::random()), "a new sender is answered");
+            assert!(l.tracked() <= 10);
+        }
+    }
+}
