@@ -349,3 +349,52 @@ async fn a_stdout_nobody_reads_never_stalls_the_node() {
     assert!(seen > 60, "{seen} arrivals reported");
     drop(child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_flooding_requests_gets_its_burst_and_others_are_still_answered() {
+    let net = Net::new("answers").await;
+    let mut pc = ProviderConfig::new(vec![(
+        "feed".into(),
+        Source::Random {
+            len: 4 << 10,
+            seed: 1,
+        },
+    )]);
+    pc.answer_limits.burst = 2;
+    pc.answer_limits.per_minute = 0;
+    let mut provider = net.provider_config("provider", pc, None).await;
+    let flooder = net.consumer("flooder").await;
+    let wanted = want(&provider, "feed");
+    let want = || vec![wanted.clone()];
+    let quick = |cc: &mut ledgermesh_node::consumer::ConsumerConfig| {
+        cc.response_timeout = Duration::from_secs(3)
+    };
+    for _ in 0..2 {
+        let out = net.consume_with(&flooder, want(), quick).await;
+        assert!(
+            out[0].result.is_ok(),
+            "within the burst: {:?}",
+            out[0].result
+        );
+    }
+    let out = net.consume_with(&flooder, want(), quick).await;
+    assert!(
+        matches!(
+            out[0].result,
+            Err(ledgermesh_node::consumer::BuyError::Request(_))
+        ),
+        "past the burst, no answer: {:?}",
+        out[0].result
+    );
+    provider
+        .events
+        .wait_for("the refusal to answer", |e| {
+            matches!(e, Event::Error { reason: Some(r), peer_id: Some(p), .. }
+                if r == "rate_limited" && *p == flooder.handle.peer_id().to_string())
+        })
+        .await;
+    // Another sender is answered as usual.
+    let other = net.consumer("other").await;
+    let out = net.consume_with(&other, want(), quick).await;
+    assert!(out[0].result.is_ok(), "{:?}", out[0].result);
+}
