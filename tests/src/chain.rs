@@ -48,7 +48,13 @@ pub fn relay(dir: &TempDir) -> (Proc, String) {
     let mut p = Proc::start(
         "relay",
         &dir.0,
-        &["relay", "--json", "--listen", "/ip4/127.0.0.1/tcp/0"],
+        &[
+            "relay",
+            "--json",
+            "--open",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
     );
     let ev = p.wait_for("listening", T, |v| event_is(v, "listening"));
     let addr = format!(

@@ -66,7 +66,7 @@ impl Net {
             taken.unwrap_or_else(|| Emitter::new(name))
         });
         let dev = DevNet::new(emitters)
-            .with_relay(RelayLimits::default())
+            .with_relay(RelayLimits::lifted())
             .await
             .expect("relay starts");
         let handle = dev.relay().expect("relay").clone();

@@ -254,7 +254,7 @@ async fn a_relay_writes_its_reservations_and_circuits_to_its_audit_log() {
     let mut c = net.dev.config("audited-relay");
     let mut relay_events = Recorder::new(c.emitter.as_ref().unwrap());
     c.relays.clear();
-    c.relay_server = Some(Default::default());
+    c.relay_server = Some(ledgermesh_node::swarm::RelayLimits::lifted());
     c.audit = Some(AuditLog::open(&audit_path, 1 << 20, 2).unwrap());
     let relay = net.dev.spawn(c).await.expect("relay starts");
     let relay_addr = ledgermesh_node::relay::dial_addr(&relay).await.unwrap();

@@ -398,3 +398,106 @@ async fn a_sender_flooding_requests_gets_its_burst_and_others_are_still_answered
     let out = net.consume_with(&other, want(), quick).await;
     assert!(out[0].result.is_ok(), "{:?}", out[0].result);
 }
+
+/// An ACL file allowing everyone every stream.
+fn open_acl(dir: &std::path::Path) -> std::path::PathBuf {
+    let acl = dir.join("acl-open.toml");
+    std::fs::write(&acl, "[[allow]]\npeer = \"*\"\nstreams = [\"*\"]\n").unwrap();
+    acl
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_relay_is_no_free_proxy_and_an_allowlist_relay_serves_only_its_peers() {
+    use ledgermesh_node::swarm::RelayLimits;
+    let net = Net::new("relay-limits").await;
+    // A relay with the default (stock) limits.
+    let mut c = net.dev.config("stock-relay");
+    c.relays.clear();
+    c.relay_server = Some(RelayLimits::default());
+    let stock = net.dev.spawn(c).await.unwrap();
+    let stock_addr = ledgermesh_node::relay::dial_addr(&stock).await.unwrap();
+    // A provider reachable only through it, and a buyer; no hole punching,
+    // so every byte crosses the relay.
+    let mut c = net.dev.config("provider");
+    c.relays = vec![stock_addr.clone()];
+    c.hole_punching = false;
+    let provider = net.dev.spawn(c).await.unwrap();
+    const LEN: u64 = 512 << 10;
+    let mut pc = ProviderConfig::new(vec![("feed".into(), Source::Random { len: LEN, seed: 5 })]);
+    pc.relay_only = true;
+    pc.acl = Some(open_acl(&net.dir.0));
+    net.dev.provide(&provider, None, pc);
+    provider.wait_relays().await.unwrap();
+    let circuits = provider.snapshot().await.unwrap().circuit_addrs;
+    assert!(!circuits.is_empty(), "the provider holds a reservation");
+    let mut c = net.dev.config("buyer");
+    c.relays.clear();
+    c.hole_punching = false;
+    let buyer = net.dev.spawn(c).await.unwrap();
+    let got = fetch(
+        &buyer,
+        provider.peer_id(),
+        &circuits,
+        "feed",
+        &net.dir.0,
+        &FetchPolicy::default(),
+    )
+    .await
+    .expect("the stream completes, circuit after circuit");
+    assert_eq!(got.bytes, LEN);
+    assert!(
+        got.resumes >= 3,
+        "each circuit carries at most 128 KiB both ways: {} resumes for 512 KiB",
+        got.resumes
+    );
+
+    // An allowlist relay: the provider may reserve; a stranger may not.
+    let allow = net.dir.0.join("relay-allow.toml");
+    std::fs::write(
+        &allow,
+        format!(
+            "[[allow]]\npeer = \"{}\"\nstreams = [\"*\"]\n",
+            provider.peer_id()
+        ),
+    )
+    .unwrap();
+    let mut limits = RelayLimits::lifted();
+    limits.allow = Some(std::sync::Arc::new(std::sync::RwLock::new(
+        ledgermesh_node::access::acl_file::load(&allow).unwrap(),
+    )));
+    let mut c = net.dev.config("private-relay");
+    c.relays.clear();
+    c.relay_server = Some(limits);
+    let mut relay_events = Recorder::new(c.emitter.as_ref().unwrap());
+    let private = net.dev.spawn(c).await.unwrap();
+    let private_addr = ledgermesh_node::relay::dial_addr(&private).await.unwrap();
+    let mut c = net.dev.config("friend");
+    c.relays = vec![private_addr.clone()];
+    let mut friend_events = Recorder::new(c.emitter.as_ref().unwrap());
+    // The friend uses the provider's identity: the allowlisted one.
+    let friend = ledgermesh_node::swarm::spawn(c, provider.keypair().clone()).await;
+    let mut c = net.dev.config("stranger");
+    c.relays = vec![private_addr.clone()];
+    let mut stranger_events = Recorder::new(c.emitter.as_ref().unwrap());
+    let stranger = net.dev.spawn(c).await.unwrap();
+    stranger.wait_relays().await.unwrap();
+    stranger_events
+        .wait_for(
+            "the stranger's reservation refused",
+            |e| matches!(e, Event::Error { what, .. } if what == "relay"),
+        )
+        .await;
+    relay_events
+        .wait_for("the relay's refusal", |e| {
+            matches!(e, Event::RelayReservation { peer_id, outcome, .. }
+                if *peer_id == stranger.peer_id().to_string() && outcome == "refused")
+        })
+        .await;
+    let friend = friend.unwrap();
+    friend.wait_relays().await.unwrap();
+    friend_events
+        .wait_for("the friend's reservation", |e| {
+            matches!(e, Event::ReservationAccepted { .. })
+        })
+        .await;
+}

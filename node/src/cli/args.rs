@@ -153,12 +153,23 @@ pub struct RelayArgs {
     /// Extra public addresses to announce (e.g. behind a port forward).
     #[arg(long, num_args = 1..)]
     pub external: Vec<Multiaddr>,
-    /// Longest life of one circuit, in seconds.
-    #[arg(long, default_value_t = 3600)]
-    pub max_circuit_secs: u64,
-    /// Bytes one circuit may carry per direction.
-    #[arg(long, default_value_t = 1 << 40)]
-    pub max_circuit_bytes: u64,
+    /// Longest life of one circuit, in seconds (default: 120, or 3600 with
+    /// `--open` / `--allow`).
+    #[arg(long)]
+    pub max_circuit_secs: Option<u64>,
+    /// Bytes one circuit may carry, both directions together (default:
+    /// 128 KiB, or 1 TiB with `--open` / `--allow`).
+    #[arg(long)]
+    pub max_circuit_bytes: Option<u64>,
+    /// Serve every peer with lifted circuit limits (an open relay). Without
+    /// it (or `--allow`), circuits are stock-sized: 2 minutes, 128 KiB.
+    #[arg(long, conflicts_with = "allow")]
+    pub open: bool,
+    /// Serve only the peers this ACL file allows (the provider's format;
+    /// entries with streams `*` or `relay`), with lifted limits; others get
+    /// no reservation and no circuit. Re-read when it changes.
+    #[arg(long)]
+    pub allow: Option<PathBuf>,
 }
 
 /// Network options of the provider and consumer roles.

@@ -87,11 +87,25 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     let mut config = NodeConfig::new("relay");
     config.listen = args.listen;
     config.external = args.external;
-    config.relay_server = Some(RelayLimits {
-        max_circuit_duration: Duration::from_secs(args.max_circuit_secs),
-        max_circuit_bytes: args.max_circuit_bytes,
-        ..RelayLimits::default()
-    });
+    let mut limits = if args.open || args.allow.is_some() {
+        RelayLimits::lifted()
+    } else {
+        RelayLimits::default()
+    };
+    if let Some(secs) = args.max_circuit_secs {
+        limits.max_circuit_duration = Duration::from_secs(secs);
+    }
+    if let Some(bytes) = args.max_circuit_bytes {
+        limits.max_circuit_bytes = bytes;
+    }
+    if let Some(path) = &args.allow {
+        let acl = crate::access::acl_file::load(path)
+            .with_context(|| format!("reading the relay allowlist {}", path.display()))?;
+        let shared = std::sync::Arc::new(std::sync::RwLock::new(acl));
+        crate::relay::watch_allowlist(path.clone(), shared.clone());
+        limits.allow = Some(shared);
+    }
+    config.relay_server = Some(limits);
     config.idle_timeout = Duration::from_secs(300);
     config.emitter = Some(emitter_for("relay", args.node.json));
     config.audit = args.node.audit()?;

@@ -36,3 +36,31 @@ pub async fn dial_addr(handle: &NodeHandle) -> Result<Multiaddr, NodeError> {
         .ok_or(NodeError::Stopped)?;
     Ok(pick.with(libp2p::multiaddr::Protocol::P2p(handle.peer_id())))
 }
+
+/// Re-reads the relay's allowlist when the file changes (checked every
+/// second); a bad file is reported and the old list stays.
+pub fn watch_allowlist(
+    path: std::path::PathBuf,
+    acl: std::sync::Arc<std::sync::RwLock<ledgermesh_protocol::access::Acl>>,
+) {
+    use crate::access::acl_file::{fingerprint, load};
+    tokio::spawn(async move {
+        let mut seen = fingerprint(&path);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = fingerprint(&path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match load(&path) {
+                Ok(new) => {
+                    *acl.write().unwrap_or_else(|p| p.into_inner()) = new;
+                    tracing::info!(path = %path.display(), "relay allowlist reloaded");
+                }
+                Err(e) => tracing::warn!(error = %e, "relay allowlist rejected; the old one stays"),
+            }
+        }
+    });
+}

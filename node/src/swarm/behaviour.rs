@@ -11,7 +11,9 @@ use libp2p::core::upgrade::Version;
 use libp2p::core::Transport as _;
 use libp2p::memory_connection_limits;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{dcutr, identify, identity::Keypair, noise, ping, quic, relay, tcp, PeerId, Swarm};
+use libp2p::{
+    dcutr, identify, identity::Keypair, noise, ping, quic, relay, tcp, Multiaddr, PeerId, Swarm,
+};
 
 pub use composed::{Behaviour, BehaviourEvent};
 
@@ -75,7 +77,7 @@ pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behav
         .with_behaviour(|key, relay_client| {
             let local = key.public().to_peer_id();
             let relay_server = relay_limits.map(|l| {
-                let cfg = relay::Config {
+                let mut cfg = relay::Config {
                     max_reservations: l.max_reservations,
                     max_circuits: l.max_circuits,
                     max_circuits_per_peer: l.max_circuits_per_peer,
@@ -83,6 +85,16 @@ pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behav
                     max_circuit_bytes: l.max_circuit_bytes,
                     ..Default::default()
                 };
+                if l.allow.is_some() {
+                    // An allowlist relay: others get no reservation and no
+                    // circuit (libp2p-relay asks these before each).
+                    let gate = l.clone();
+                    cfg.reservation_rate_limiters
+                        .push(Box::new(move |peer, _: &Multiaddr, _| gate.admits(&peer)));
+                    let gate = l.clone();
+                    cfg.circuit_src_rate_limiters
+                        .push(Box::new(move |peer, _: &Multiaddr, _| gate.admits(&peer)));
+                }
                 relay::Behaviour::new(local, cfg)
             });
             let caps = limits;

@@ -1,7 +1,9 @@
 //! How a node is built: listen addresses, relays, the relay server's limits.
 
 use crate::events::Emitter;
+use ledgermesh_protocol::access::Acl;
 use libp2p::Multiaddr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The identify protocol name of ledgermesh nodes.
@@ -12,7 +14,8 @@ pub const IDENTIFY_PROTOCOL: &str = "/ledgermesh/id/1";
 pub struct RelayLimits {
     /// Longest life of one circuit.
     pub max_circuit_duration: Duration,
-    /// Bytes one circuit may carry per direction.
+    /// Bytes one circuit may carry, both directions together (libp2p-relay
+    /// counts the two directions summed).
     pub max_circuit_bytes: u64,
     /// Concurrent circuits.
     pub max_circuits: usize,
@@ -20,20 +23,46 @@ pub struct RelayLimits {
     pub max_circuits_per_peer: usize,
     /// Concurrent reservations.
     pub max_reservations: usize,
+    /// Only peers this ACL allows (stream `*` or `relay`) may reserve or
+    /// open circuits; `None`: every peer. Shared, so a reload takes effect.
+    pub allow: Option<Arc<RwLock<Acl>>>,
 }
 
 impl Default for RelayLimits {
-    /// Stock circuit relay v2 allows 2 minutes and 128 KiB per circuit, sized
-    /// for hole-punch coordination. A ledgermesh relay carries data streams,
-    /// so it lifts both (the paid-relay work meters them per peer).
+    /// Stock circuit relay v2 sizes: 2 minutes and 128 KiB per circuit,
+    /// enough for hole-punch coordination and a small transfer, not a free
+    /// proxy. Per source peer and IP, libp2p-relay also rate-limits
+    /// reservations and circuits.
     fn default() -> Self {
         Self {
-            max_circuit_duration: Duration::from_secs(3600),
-            max_circuit_bytes: 1 << 40,
+            max_circuit_duration: Duration::from_secs(120),
+            max_circuit_bytes: 128 << 10,
             max_circuits: 256,
             max_circuits_per_peer: 16,
             max_reservations: 1024,
+            allow: None,
         }
+    }
+}
+
+impl RelayLimits {
+    /// Lifted limits, for data streams: 1 hour and 1 TiB per circuit. For an
+    /// open relay (`relay --open`) or one whose peers are all allowlisted.
+    pub fn lifted() -> Self {
+        Self {
+            max_circuit_duration: Duration::from_secs(3600),
+            max_circuit_bytes: 1 << 40,
+            ..Self::default()
+        }
+    }
+
+    /// Whether `peer` may use the relay now.
+    pub fn admits(&self, peer: &libp2p::PeerId) -> bool {
+        self.allow.as_ref().is_none_or(|acl| {
+            let acl = acl.read().unwrap_or_else(|p| p.into_inner());
+            acl.allowed_until(crate::events::now_ms(), peer, "relay")
+                .is_some()
+        })
     }
 }
 

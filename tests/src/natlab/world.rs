@@ -87,7 +87,8 @@ pub fn world_with(
         "relay",
         "relay",
         &dir.0,
-        &["relay", "--json", "--listen", &relay_listen],
+        // Streams cross this relay for minutes: an open relay.
+        &["relay", "--json", "--open", "--listen", &relay_listen],
     );
     let listening = relay.wait_for("relay listening", T, |v| event_is(v, "listening"));
     let relay_addr = format!(

@@ -31,7 +31,7 @@ pub(super) async fn node(
         c.relay_server = Some(RelayLimits {
             max_circuits: 1024,
             max_circuits_per_peer: 64,
-            ..RelayLimits::default()
+            ..RelayLimits::lifted()
         });
     }
     Ok((net.spawn(c).await?, rec))

@@ -23,7 +23,13 @@ impl RelayProcess {
         use tokio::io::AsyncBufReadExt;
         let exe = std::env::current_exe().context("locating the ledgermesh binary")?;
         let mut child = tokio::process::Command::new(exe)
-            .args(["relay", "--json", "--allow-private-addrs", "--listen"])
+            .args([
+                "relay",
+                "--json",
+                "--open",
+                "--allow-private-addrs",
+                "--listen",
+            ])
             .arg("/ip4/127.0.0.1/tcp/0")
             .env("RUST_LOG", "error")
             .stdin(std::process::Stdio::null())

@@ -100,7 +100,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         })
     };
     let net = DevNet::new(emitters)
-        .with_relay(RelayLimits::default())
+        .with_relay(RelayLimits::lifted())
         .await?;
     let relay = net.relay().context("relay")?.clone();
     let relay_addr = net.relay_addr().context("relay address")?.clone();
