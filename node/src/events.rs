@@ -47,6 +47,16 @@ pub enum Event {
         /// Why, for a refusal or a close with an error.
         reason: Option<String>,
     },
+    /// The node stopped: its tasks ended and its connections closed.
+    Shutdown {
+        /// Why: `signal` (SIGINT/SIGTERM), `finished` (a consumer done) or
+        /// `requested` (the library's caller).
+        reason: String,
+        /// How long stopping took.
+        ms: u64,
+        /// Tasks that had not ended when it gave up waiting (0 normally).
+        tasks_left: usize,
+    },
     /// The result of an address-consensus round.
     PublicAddress {
         /// The accepted public address (only with endpoint-independent mapping).

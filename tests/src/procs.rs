@@ -209,6 +209,14 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM and returns at once (see [`Proc::wait_exit`]).
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
     /// Stops the process (SIGTERM, then SIGKILL after 5 s) and reaps it.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -501,3 +501,69 @@ async fn a_default_relay_is_no_free_proxy_and_an_allowlist_relay_serves_only_its
         })
         .await;
 }
+
+#[test]
+fn every_role_stops_cleanly_on_sigterm_with_a_shutdown_event() {
+    use ledgermesh_e2e::procs::{event_is, Proc};
+    let dir = temp_dir("shutdown");
+    let wait = Duration::from_secs(30);
+    let mut relay = Proc::start(
+        "relay",
+        &dir.0,
+        &["relay", "--json", "--listen", "/ip4/127.0.0.1/tcp/0"],
+    );
+    let l = relay.wait_for("relay listening", wait, |v| event_is(v, "listening"));
+    let relay_addr = format!(
+        "{}/p2p/{}",
+        l["addrs"][0].as_str().unwrap(),
+        l["peer_id"].as_str().unwrap()
+    );
+    let mut provider = Proc::start(
+        "provider",
+        &dir.0,
+        &[
+            "provide",
+            "--json",
+            "--stream",
+            "feed=random:1M:1",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--relay",
+            &relay_addr,
+        ],
+    );
+    provider.wait_for("provider following", wait, |v| {
+        event_is(v, "ledger_following")
+    });
+    let out = dir.0.join("out");
+    // A consumer waiting for an answer that will never come (its memory
+    // ledger is its own): it is mid-work when the signal arrives.
+    let mut consumer = Proc::start(
+        "consumer",
+        &dir.0,
+        &[
+            "consume",
+            "--json",
+            "--want",
+            "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/feed",
+            "--out",
+            out.to_str().unwrap(),
+            "--relay",
+            &relay_addr,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+    );
+    consumer.wait_for("consumer following", wait, |v| {
+        event_is(v, "ledger_following")
+    });
+    for p in [&mut consumer, &mut provider, &mut relay] {
+        p.terminate();
+        let code = p.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, 0, "{}: exit code after SIGTERM", p.name);
+        let shutdown = p.matching(|v| event_is(v, "shutdown"));
+        assert_eq!(shutdown.len(), 1, "{}: one shutdown event", p.name);
+        assert_eq!(shutdown[0]["reason"], "signal");
+        assert_eq!(shutdown[0]["tasks_left"], 0, "{}: every task ended", p.name);
+    }
+}

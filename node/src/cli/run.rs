@@ -117,7 +117,7 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
         tracing::info!("relay reachable at {a}/p2p/{}", handle.peer_id());
     }
     wait_for_ctrl_c().await;
-    handle.shutdown().await;
+    handle.shutdown_because("signal").await;
     Ok(0)
 }
 
@@ -185,7 +185,7 @@ pub(super) async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
         r = provider::run(handle.clone(), ledger, pc) => r.context("provider stopped")?,
         _ = wait_for_ctrl_c() => {}
     }
-    handle.shutdown().await;
+    handle.shutdown_because("signal").await;
     Ok(0)
 }
 
@@ -210,7 +210,11 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     cc.direct = args.provider_addr.clone();
     let outcomes = tokio::select! {
         r = consumer::run(handle.clone(), ledger, cc) => r.context("consumer failed")?,
-        _ = wait_for_ctrl_c() => { handle.shutdown().await; return Ok(130) }
+        _ = wait_for_ctrl_c() => {
+            // What arrived so far stays on disk.
+            handle.shutdown_because("signal").await;
+            return Ok(0);
+        }
     };
     let mut ok = true;
     for o in &outcomes {
@@ -252,6 +256,6 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    handle.shutdown().await;
+    handle.shutdown_because("finished").await;
     Ok(if ok { 0 } else { 1 })
 }

@@ -39,13 +39,38 @@ impl EventLoop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 cmd = self.commands.recv() => match cmd {
-                    None | Some(Command::Shutdown) => break,
+                    None => break,
+                    Some(Command::Shutdown(done)) => {
+                        self.close_all().await;
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                        break;
+                    }
                     Some(cmd) => self.on_command(cmd),
                 },
             }
             self.carry_out_path_actions();
         }
         tracing::debug!("event loop stopped");
+    }
+
+    /// Closes every connection (so peers see a clean close and our
+    /// reservations end), waiting at most 2 s for them to go.
+    async fn close_all(&mut self) {
+        let peers: std::collections::HashSet<PeerId> =
+            self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(2));
+        tokio::pin!(deadline);
+        while self.swarm.network_info().num_peers() > 0 {
+            tokio::select! {
+                _ = &mut deadline => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+            }
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -83,7 +108,7 @@ impl EventLoop {
                 .ask(peer, dial_back, reply),
             Command::WatchCloses(peer, tx) => self.watch_closes(peer, tx),
             Command::SetPublic(view) => self.public = Some(view),
-            Command::Shutdown => {}
+            Command::Shutdown(_) => {}
         }
     }
 

@@ -118,7 +118,8 @@ pub(super) enum Command {
     },
     WatchCloses(PeerId, mpsc::Sender<()>),
     SetPublic(PublicView),
-    Shutdown,
+    /// Close every connection, then stop; the reply says it is done.
+    Shutdown(Option<oneshot::Sender<()>>),
 }
 
 /// A cloneable handle on a running node.
@@ -230,13 +231,24 @@ impl NodeHandle {
         peer: PeerId,
         dial_back: bool,
     ) -> Result<ObserveResponse, ObserveError> {
-        self.ask(|reply| Command::Observe {
-            peer,
-            dial_back,
-            reply,
-        })
-        .await
-        .unwrap_or(Err(ObserveError::Stopped))
+        let once = || async {
+            self.ask(|reply| Command::Observe {
+                peer,
+                dial_back,
+                reply,
+            })
+            .await
+            .unwrap_or(Err(ObserveError::Stopped))
+        };
+        match once().await {
+            // The request went out on a connection that was closing (the
+            // observer's own dial-back probe, typically): ask again once,
+            // on whichever connection remains.
+            Err(ObserveError::Failed(
+                libp2p::request_response::OutboundFailure::ConnectionClosed,
+            )) => once().await,
+            other => other,
+        }
     }
 
     /// A watch that wakes whenever a connection to `peer` closes.
@@ -279,21 +291,40 @@ impl NodeHandle {
         self.cancel.cancelled().await
     }
 
-    /// Stops the node: cancels its tasks, waits (up to 5 s) for them to
-    /// end, then stops the event loop (connections close). Call it from
-    /// outside the node's own tasks.
+    /// Stops the node ([`NodeHandle::shutdown_because`] "requested").
     pub async fn shutdown(&self) {
+        self.shutdown_because("requested").await
+    }
+
+    /// Stops the node: cancels its tasks (no new streams, requests or
+    /// rounds) and waits up to 5 s for them to end, then closes every
+    /// connection (reservations are released with them) and stops the event
+    /// loop, waiting up to 3 s more; then emits `shutdown` with `reason`.
+    /// Call it from outside the node's own tasks.
+    pub async fn shutdown_because(&self, reason: &str) {
+        let started = std::time::Instant::now();
         self.cancel.cancel();
         self.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = self.tasks.len(),
-                "node tasks still running after 5 s"
-            );
+        let left = match tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.tasks.len(),
+        };
+        if left > 0 {
+            tracing::warn!(left, "node tasks still running after 5 s");
         }
-        let _ = self.commands.send(Command::Shutdown).await;
+        let (done, closed) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown(Some(done)))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(3), closed).await;
+        }
+        self.emit(Event::Shutdown {
+            reason: reason.into(),
+            ms: started.elapsed().as_millis() as u64,
+            tasks_left: left,
+        });
     }
 }

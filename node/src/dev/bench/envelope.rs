@@ -55,6 +55,7 @@ pub(super) fn envelope_cost(time: Duration) -> anyhow::Result<Value> {
         &bob,
         OpenPolicy {
             replay_capacity: sealed.len() + 1,
+            replay_quota_per_sender: sealed.len() + 1,
             ..Default::default()
         },
     )?;
