@@ -388,10 +388,7 @@ impl Opener {
             .as_slice()
             .try_into()
             .map_err(|_| OpenError::MalformedBody("nonce must be 16 bytes".into()))?;
-        let signal = body
-            .kind
-            .and_then(Signal::from_pb)
-            .ok_or_else(|| OpenError::MalformedBody("missing or invalid message kind".into()))?;
+        let signal = signal_of(body.kind)?;
         Ok(Opened {
             sender,
             nonce,
@@ -399,5 +396,37 @@ impl Opener {
             expires_ms: body.expires_ms,
             signal,
         })
+    }
+}
+
+/// The message of a decoded body.
+fn signal_of(kind: Option<pb::signal_body::Kind>) -> Result<Signal, OpenError> {
+    kind.and_then(Signal::from_pb)
+        .ok_or_else(|| OpenError::MalformedBody("missing or invalid message kind".into()))
+}
+
+/// Entry points for the fuzz targets (built only with `--cfg fuzzing`):
+/// the decoders behind the signature check, which random bytes through
+/// [`Opener::open`] cannot reach.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Decodes a signed body's inner `SignalBody` and its message.
+    pub fn signal_body(bytes: &[u8]) -> Option<Signal> {
+        let body = pb::SignalBody::decode(bytes).ok()?;
+        let _ = PeerId::from_bytes(&body.sender);
+        signal_of(body.kind).ok()
+    }
+
+    /// Decodes a decrypted plaintext as far as the signature check.
+    pub fn signed_body(bytes: &[u8]) -> bool {
+        let Ok(signed) = pb::SignedBody::decode(bytes) else {
+            return false;
+        };
+        let Ok(key) = PublicKey::try_decode_protobuf(&signed.sender_key) else {
+            return false;
+        };
+        key.verify(&signed_message(&signed.body), &signed.signature)
     }
 }

@@ -157,6 +157,33 @@ mod tests {
                 let _ = StreamRequest::decode(body);
             }
         }
+
+        /// Arbitrary bodies behind a valid length prefix: every input
+        /// reaches the decoders (random bytes alone almost never carry a
+        /// valid prefix), and none panics or yields an oversized frame.
+        #[test]
+        fn arbitrary_bodies_reach_the_decoders_and_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            trailing in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(&body);
+            framed.extend_from_slice(&trailing);
+            let (got, used) = split_frame(&framed).unwrap().expect("a whole frame");
+            prop_assert_eq!(got, &body[..]);
+            prop_assert_eq!(used, 4 + body.len());
+            if let Ok(h) = StreamHeader::decode(got) {
+                // What decodes re-encodes to a frame that decodes the same.
+                let again = h.encode();
+                let (b2, _) = split_frame(&again).unwrap().unwrap();
+                prop_assert_eq!(StreamHeader::decode(b2).unwrap(), h);
+            }
+            if let Ok(r) = StreamRequest::decode(got) {
+                let again = r.encode();
+                let (b2, _) = split_frame(&again).unwrap().unwrap();
+                prop_assert_eq!(StreamRequest::decode(b2).unwrap(), r);
+            }
+        }
     }
 
     #[test]
