@@ -29,6 +29,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# cargo-fuzz for the bounded fuzzing smoke run (it needs a nightly toolchain;
+# scripts/fuzz.sh says so when one is missing).
+if rustup toolchain list 2>/dev/null | grep -q '^nightly' && ! cargo fuzz --version >/dev/null 2>&1; then
+    say "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+fi
+
 # anvil (the local chain) and solc (the Solidity compiler) from npm, into the
 # project-local, git-ignored ./.tools folder, at the versions pinned in
 # scripts/tools-package.json.
