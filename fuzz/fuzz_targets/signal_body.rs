@@ -2,7 +2,7 @@
 //! inside it. Never panic.
 #![no_main]
 
-use ledgermesh_protocol::envelope::fuzzing;
+use ledgermesh_protocol::fuzzing;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

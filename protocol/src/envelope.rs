@@ -201,7 +201,7 @@ fn aad_for(version: u32, recipient: &[u8]) -> Vec<u8> {
     aad
 }
 
-fn signed_message(body: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_message(body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(SIGN_DOMAIN.len() + body.len());
     m.extend_from_slice(SIGN_DOMAIN);
     m.extend_from_slice(body);
@@ -400,33 +400,7 @@ impl Opener {
 }
 
 /// The message of a decoded body.
-fn signal_of(kind: Option<pb::signal_body::Kind>) -> Result<Signal, OpenError> {
+pub(crate) fn signal_of(kind: Option<pb::signal_body::Kind>) -> Result<Signal, OpenError> {
     kind.and_then(Signal::from_pb)
         .ok_or_else(|| OpenError::MalformedBody("missing or invalid message kind".into()))
-}
-
-/// Entry points for the fuzz targets (built only with `--cfg fuzzing`):
-/// the decoders behind the signature check, which random bytes through
-/// [`Opener::open`] cannot reach.
-#[cfg(fuzzing)]
-pub mod fuzzing {
-    use super::*;
-
-    /// Decodes a signed body's inner `SignalBody` and its message.
-    pub fn signal_body(bytes: &[u8]) -> Option<Signal> {
-        let body = pb::SignalBody::decode(bytes).ok()?;
-        let _ = PeerId::from_bytes(&body.sender);
-        signal_of(body.kind).ok()
-    }
-
-    /// Decodes a decrypted plaintext as far as the signature check.
-    pub fn signed_body(bytes: &[u8]) -> bool {
-        let Ok(signed) = pb::SignedBody::decode(bytes) else {
-            return false;
-        };
-        let Ok(key) = PublicKey::try_decode_protobuf(&signed.sender_key) else {
-            return false;
-        };
-        key.verify(&signed_message(&signed.body), &signed.signature)
-    }
 }

@@ -17,6 +17,8 @@ pub mod access;
 pub mod consensus;
 pub mod envelope;
 pub mod framing;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod keys;
 pub mod path;
 pub mod replay;
