@@ -116,7 +116,7 @@ pub async fn run(
     // Each answer is a ledger post at our cost: per sender, a burst and then
     // a rate; the rest go unanswered (and are said so).
     let mut limiter = SenderLimiter::new(config.answer_limits);
-    while let Some((opened, _)) = inbox.recv().await {
+    while let Some((opened, _, handled)) = inbox.recv().await {
         let is_request = matches!(opened.signal, Signal::Request(_));
         if is_request && !limiter.allow(crate::events::now_ms(), opened.sender) {
             handle.emit(Event::Error {
@@ -125,6 +125,7 @@ pub async fn run(
                 reason: Some("rate_limited".into()),
                 peer_id: Some(opened.sender.to_string()),
             });
+            handled.done(); // deliberately unanswered
             continue;
         }
         let Ok(permit) = answering.clone().acquire_owned().await else {
@@ -138,9 +139,10 @@ pub async fn run(
         handle.clone().spawn(async move {
             let _permit = permit;
             let peer = opened.sender;
-            if let Err(e) =
-                answer(&handle, ledger.as_ref(), &catalog, &access, &config, opened).await
-            {
+            let answered = answer(&handle, ledger.as_ref(), &catalog, &access, &config, opened);
+            // The cursor passes this request only once it is answered; a
+            // failed (or cancelled) answer is read again after a restart.
+            if let Err(e) = answered.await.map(|()| handled.done()) {
                 handle.emit(Event::Error {
                     what: "ledger".into(),
                     detail: format!("cannot answer request: {e:#}"),

@@ -7,8 +7,9 @@ use crate::cursor_store::CursorStore;
 use crate::events::{now_ms, Event};
 use crate::swarm::NodeHandle;
 use futures::StreamExt;
-use ledgermesh_ledger::{Ledger, LedgerError};
+use ledgermesh_ledger::{Cursor, Ledger, LedgerError};
 use ledgermesh_protocol::envelope::{seal, OpenPolicy, Opened, Opener, Sealed};
+use ledgermesh_protocol::signaling::Progress;
 use ledgermesh_protocol::{Signal, Topic};
 use libp2p::PeerId;
 use std::sync::Arc;
@@ -76,7 +77,7 @@ pub async fn follow_own_inbox(
     handle: &NodeHandle,
     ledger: &Arc<dyn Ledger>,
     data_dir: Option<&std::path::Path>,
-) -> anyhow::Result<mpsc::Receiver<(Opened, usize)>> {
+) -> anyhow::Result<mpsc::Receiver<Inbound>> {
     let topic = Topic::stdin(&handle.peer_id()).to_hex();
     let store = data_dir.map(|d| CursorStore::new(d, &ledger.describe(), &topic));
     follow_inbox(handle.clone(), ledger.clone(), store, OpenPolicy::default()).await
@@ -113,6 +114,38 @@ async fn post_with_retry(
     }
 }
 
+/// A message from our `stdin` topic: what it says, its size, and the
+/// [`Ack`] to drop once it is fully handled.
+pub type Inbound = (Opened, usize, Ack);
+
+/// Says a followed message was fully handled ([`Ack::done`]). The saved
+/// cursor never passes a message that was not: one dropped undone (its task
+/// cancelled, its answer failed) is read again after a restart.
+#[derive(Debug)]
+pub struct Ack {
+    cursor: Cursor,
+    tx: mpsc::UnboundedSender<Cursor>,
+}
+
+impl Ack {
+    /// The message is handled: the cursor may pass it.
+    pub fn done(self) {
+        let _ = self.tx.send(self.cursor);
+    }
+}
+
+/// Saves `cursor` (a write, an fsync and a rename: off the runtime's workers).
+async fn save_cursor(handle: &NodeHandle, store: Option<&CursorStore>, cursor: Cursor) {
+    let Some(store) = store.cloned() else { return };
+    let saved = tokio::task::spawn_blocking(move || store.save(cursor)).await;
+    if let Err(e) = saved.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+        handle.emit(Event::error(
+            "cursor",
+            format!("cannot save the ledger cursor: {e}"),
+        ));
+    }
+}
+
 /// Follows this node's `stdin` topic, opens every message, reports each
 /// rejected one as an `error` event, and forwards the good ones. It starts
 /// from the cursor saved in `store` (else the ledger's initial cursor) and
@@ -124,7 +157,7 @@ pub async fn follow_inbox(
     ledger: Arc<dyn Ledger>,
     store: Option<CursorStore>,
     policy: OpenPolicy,
-) -> anyhow::Result<mpsc::Receiver<(Opened, usize)>> {
+) -> anyhow::Result<mpsc::Receiver<Inbound>> {
     let mut opener = Opener::new(handle.keypair(), policy)?;
     let (tx, rx) = mpsc::channel(64);
     let topic = Topic::stdin(&handle.peer_id());
@@ -139,10 +172,24 @@ pub async fn follow_inbox(
         from_block: from.block,
         from_index: from.index,
     });
+    let (ack_tx, mut acks) = mpsc::unbounded_channel::<Cursor>();
     handle.clone().spawn(async move {
         let mut messages = ledger.follow(topic.0, from);
         let mut failing = false;
-        while let Some(item) = messages.next().await {
+        let mut progress = Progress::default();
+        loop {
+            let item = tokio::select! {
+                Some(done) = acks.recv() => {
+                    if let Some(save) = progress.handled(done) {
+                        save_cursor(&handle, store.as_ref(), save).await;
+                    }
+                    continue;
+                }
+                item = messages.next() => match item {
+                    Some(item) => item,
+                    None => break,
+                },
+            };
             let msg = match item {
                 Ok(m) => m,
                 Err(e) => {
@@ -159,7 +206,11 @@ pub async fn follow_inbox(
             if std::mem::take(&mut failing) {
                 tracing::info!("ledger reachable again");
             }
-            let cursor = msg.cursor;
+            progress.read(msg.cursor);
+            let ack = Ack {
+                cursor: msg.cursor,
+                tx: ack_tx.clone(),
+            };
             match opener.open(&msg.payload, now_ms()) {
                 Ok(opened) => {
                     handle.emit(Event::LedgerMessage {
@@ -168,7 +219,7 @@ pub async fn follow_inbox(
                         from: opened.sender.to_string(),
                         bytes: msg.payload.len(),
                     });
-                    if tx.send((opened, msg.payload.len())).await.is_err() {
+                    if tx.send((opened, msg.payload.len(), ack)).await.is_err() {
                         break;
                     }
                 }
@@ -180,18 +231,7 @@ pub async fn follow_inbox(
                         reason: Some(e.reason().into()),
                         peer_id: None,
                     });
-                }
-            }
-            if let Some(store) = &store {
-                // A write, an fsync and a rename: off the runtime's workers.
-                let store = store.clone();
-                let saved = tokio::task::spawn_blocking(move || store.save(cursor)).await;
-                let saved = saved.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                if let Err(e) = saved {
-                    handle.emit(Event::error(
-                        "cursor",
-                        format!("cannot save the ledger cursor: {e}"),
-                    ));
+                    ack.done(); // nothing more to do with it
                 }
             }
         }

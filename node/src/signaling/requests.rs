@@ -80,7 +80,8 @@ impl Requester {
         });
         let weak = Arc::downgrade(&inner);
         handle.spawn(async move {
-            while let Some((opened, _)) = inbox.recv().await {
+            while let Some((opened, _, handled)) = inbox.recv().await {
+                handled.done();
                 let Some(inner) = weak.upgrade() else { return };
                 let Signal::Response(resp) = opened.signal else {
                     continue;

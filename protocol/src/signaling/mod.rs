@@ -5,7 +5,9 @@
 pub mod inbox;
 pub mod limiter;
 mod outbox;
+pub mod progress;
 
 pub use inbox::{requested_names, response, MAX_NAMES_PER_REQUEST};
 pub use limiter::{RateLimits, SenderLimiter};
 pub use outbox::{Outbox, OutboxError, MAX_PENDING};
+pub use progress::Progress;
