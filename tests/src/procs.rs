@@ -67,6 +67,11 @@ impl Proc {
         Self::start_program(name, dir, &bin_path(), &[], args)
     }
 
+    /// [`Proc::start`] with extra environment variables.
+    pub fn start_env(name: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(name, dir, &bin_path(), &[], args, env)
+    }
+
     /// Starts `PROGRAM PREFIX... ARGS` (e.g. `ip netns exec NS ledgermesh ...`).
     pub fn start_program(
         name: &str,
@@ -74,6 +79,17 @@ impl Proc {
         program: &Path,
         prefix: &[&str],
         args: &[&str],
+    ) -> Self {
+        Self::spawn(name, dir, program, prefix, args, &[])
+    }
+
+    fn spawn(
+        name: &str,
+        dir: &Path,
+        program: &Path,
+        prefix: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
     ) -> Self {
         let stderr_path = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
@@ -84,6 +100,7 @@ impl Proc {
             // Everything here runs on loopback or on the NAT lab's
             // documentation-range internet: neither is globally routable.
             .env("LEDGERMESH_ALLOW_PRIVATE_ADDRS", "true")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -433,3 +433,74 @@ async fn ledger_deploy_puts_a_working_signal_board_on_a_chain() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_crashes_around_an_answer_answers_exactly_once() {
+    if !anvil_available("exactly_once") {
+        return;
+    }
+    let dir = temp_dir("exactly-once");
+    let chain = devchain(&dir, 0, &[]);
+    let (_relay, relay_addr) = relay(&dir);
+    let (key, pid) = keygen(&dir.0, "provider");
+    let data = dir.0.join("provider-data");
+    let argv = [
+        "provide",
+        "--json",
+        "--key",
+        &key,
+        "--ledger",
+        &chain.spec,
+        "--ledger-key",
+        &chain.keys[0],
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--relay",
+        &relay_addr,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--stream",
+        "feed=random:64K:9",
+    ];
+    let start = |name: &str, failpoint: Option<&str>| {
+        let env: Vec<(&str, &str)> = failpoint
+            .map(|f| ("LEDGERMESH_FAILPOINT", f))
+            .into_iter()
+            .collect();
+        let mut p = Proc::start_env(name, &dir.0, &argv, &env);
+        p.wait_for("following", T, |v| event_is(v, "ledger_following"));
+        p
+    };
+    for (i, point) in ["answer:before_post", "answer:after_post"]
+        .into_iter()
+        .enumerate()
+    {
+        // The provider dies at `point` while answering the consumer.
+        let mut doomed = start(&format!("provider-{i}-crashing"), Some(point));
+        let (mut c, _) = consumer(
+            &dir,
+            &format!("consumer-{i}"),
+            &chain,
+            1 + i,
+            &relay_addr,
+            &[format!("{pid}/feed")],
+        );
+        assert_eq!(
+            doomed.wait_exit(T),
+            86,
+            "{point}: the failpoint was reached"
+        );
+        // Restarted, it reads the request again and answers it; the consumer
+        // sees exactly one response either way.
+        let mut again = start(&format!("provider-{i}-restarted"), None);
+        assert_eq!(c.wait_exit(T), 0, "{point}: the consumer got its stream");
+        let responses =
+            c.matching(|v| event_is(v, "ledger_message") && v["kind"] == "service_response");
+        assert_eq!(
+            responses.len(),
+            1,
+            "{point}: exactly one response: {responses:#?}"
+        );
+        again.stop();
+    }
+}

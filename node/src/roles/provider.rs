@@ -8,13 +8,16 @@
 use crate::access::audit_log::AuditLog;
 use crate::access::Access;
 use crate::events::Event;
-use crate::signaling::{follow_own_inbox, post_sealed, DEFAULT_TTL};
+use crate::signaling::journal::{failpoint, AnswerJournal, Answered};
+use crate::signaling::{follow_own_inbox, post_prepared, seal_to, DEFAULT_TTL};
 use crate::source::Source;
 use crate::streams::{serve, Catalog};
 use crate::swarm::NodeHandle;
+use anyhow::Context as _;
 use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::access::DEFAULT_MAX_GRANT_SECS;
 use ledgermesh_protocol::envelope::Opened;
+use ledgermesh_protocol::envelope::Sealed;
 use ledgermesh_protocol::signaling::{self, RateLimits, SenderLimiter};
 use ledgermesh_protocol::{ServiceResponse, Signal};
 use libp2p::Multiaddr;
@@ -109,6 +112,10 @@ pub async fn run(
         access.clone(),
         config.serve_limits,
     ));
+    let journal = match &config.data_dir {
+        Some(dir) => Some(AnswerJournal::open(dir).context("opening the answer journal")?),
+        None => None,
+    };
     let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
     // Answers in flight are bounded: past the bound the inbox waits, which
     // slows the follower, not memory.
@@ -136,10 +143,20 @@ pub async fn run(
         let catalog = catalog.clone();
         let access = access.clone();
         let config = config.clone();
+        let journal = journal.clone();
         handle.clone().spawn(async move {
             let _permit = permit;
             let peer = opened.sender;
-            let answered = answer(&handle, ledger.as_ref(), &catalog, &access, &config, opened);
+            let journal = journal.as_ref();
+            let answered = answer(
+                &handle,
+                ledger.as_ref(),
+                &catalog,
+                &access,
+                &config,
+                journal,
+                opened,
+            );
             // The cursor passes this request only once it is answered; a
             // failed (or cancelled) answer is read again after a restart.
             if let Err(e) = answered.await.map(|()| handled.done()) {
@@ -181,22 +198,46 @@ async fn answer(
     catalog: &Catalog,
     access: &Access,
     config: &ProviderConfig,
+    journal: Option<&AnswerJournal>,
     opened: Opened,
 ) -> anyhow::Result<()> {
     let Signal::Request(req) = opened.signal else {
         tracing::debug!(from = %opened.sender, "ignoring non-request message on stdin");
         return Ok(());
     };
+    // Grants are (re)issued whatever the journal says: after a restart they
+    // must exist again for the requester to fetch.
     let mut response = respond(access, catalog, opened.sender, opened.nonce, &req);
-    let snapshot = handle.snapshot().await?;
-    response.addrs = advertised_addrs(&snapshot, config.relay_only, handle.allow_private_addrs());
-    post_sealed(
-        handle,
-        ledger,
-        opened.sender,
-        &Signal::Response(response),
-        config.response_ttl,
-    )
-    .await?;
+    let (to, nonce) = (opened.sender, opened.nonce);
+    let kind = "service_response";
+    let sealed = match journal.map(|j| j.lookup(&to, &nonce)) {
+        Some(Answered::Posted) => {
+            tracing::info!(%to, "request already answered before a restart; not again");
+            return Ok(());
+        }
+        // Sealed before a crash, perhaps posted: the same bytes again (the
+        // requester's replay cache drops a second copy).
+        Some(Answered::Pending(bytes)) => Sealed {
+            bytes,
+            nonce: [0; 16],
+        },
+        Some(Answered::No) | None => {
+            let snapshot = handle.snapshot().await?;
+            let private = handle.allow_private_addrs();
+            response.addrs = advertised_addrs(&snapshot, config.relay_only, private);
+            let signal = Signal::Response(response);
+            let sealed = seal_to(handle, to, &signal, config.response_ttl)?;
+            if let Some(j) = journal {
+                j.intend(&to, &nonce, &sealed.bytes)?;
+            }
+            sealed
+        }
+    };
+    failpoint("answer:before_post");
+    post_prepared(handle, ledger, to, kind, sealed).await?;
+    failpoint("answer:after_post");
+    if let Some(j) = journal {
+        j.posted(&to, &nonce)?;
+    }
     Ok(())
 }

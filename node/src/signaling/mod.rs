@@ -1,6 +1,7 @@
 //! Posting sealed envelopes to a peer's `stdin` topic and reading our own;
 //! [`requests`] matches the responses to the requests we posted.
 
+pub mod journal;
 pub mod requests;
 
 use crate::cursor_store::CursorStore;

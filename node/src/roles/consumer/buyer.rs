@@ -171,14 +171,31 @@ async fn connect(
         .filter(|a| !crate::addr::is_circuit(a))
         .cloned()
         .collect();
-    if !direct.is_empty() {
-        if let Ok(Ok(())) = tokio::time::timeout(DIRECT_HEAD_START, handle.dial(peer, direct)).await
-        {
-            return Ok(());
+    // A provider that is restarting (or re-reserving on its relay) is
+    // unreachable for a moment: a few attempts, backing off, before giving up.
+    let mut wait = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        if !direct.is_empty() {
+            let first = tokio::time::timeout(DIRECT_HEAD_START, handle.dial(peer, direct.clone()));
+            if let Ok(Ok(())) = first.await {
+                return Ok(());
+            }
+        }
+        match handle.dial(peer, addrs.to_vec()).await {
+            Err(e) if attempt < CONNECT_ATTEMPTS => {
+                tracing::info!(%peer, attempt, error = %e, "cannot reach the provider yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            result => return result,
         }
     }
-    handle.dial(peer, addrs.to_vec()).await
 }
+
+/// Rounds of dialing a provider before giving up (0.5 + 1 + 2 + 4 s apart).
+const CONNECT_ATTEMPTS: u32 = 5;
 
 /// Connects to one provider and receives every accepted stream in parallel.
 async fn buy_from(
