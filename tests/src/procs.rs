@@ -94,6 +94,9 @@ impl Proc {
         let stderr_path = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
         let mut child = Command::new(program)
+            // Anything a node writes relative to its working directory
+            // (its default data dir) stays in the test's scratch space.
+            .current_dir(dir)
             .args(prefix)
             .args(args)
             .env("RUST_LOG", "info,ledgermesh_node=debug")

@@ -62,7 +62,8 @@ pub struct LedgerArgs {
     /// Blocks a ledger message needs before it is read (EVM).
     #[arg(long, default_value_t = 1)]
     pub confirmations: u64,
-    /// Where the node keeps its ledger cursor across restarts.
+    /// Where the node keeps its ledger cursor and answer journal across
+    /// restarts (default with `--key`: `.ledgermesh/nodes/<peer id>`).
     #[arg(long, env = "LEDGERMESH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 }

@@ -170,7 +170,7 @@ pub(super) async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     tracing::info!(%peer, "provider started");
     let mut pc = ProviderConfig::new(streams);
     pc.relay_only = args.relay_only;
-    pc.data_dir = args.ledger.data_dir.clone();
+    pc.data_dir = data_dir(&args.ledger, &args.node, handle.peer_id());
     pc.observers = observers;
     pc.quorum = args.peer.quorum;
     pc.max_grant_secs = args.max_grant_secs;
@@ -195,7 +195,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         start_ledger_node("consumer", keypair, &args.node, &args.ledger, &args.peer).await?;
     let mut cc = ConsumerConfig::new(args.want, args.out);
     cc.response_timeout = Duration::from_secs(args.response_timeout);
-    cc.data_dir = args.ledger.data_dir.clone();
+    cc.data_dir = data_dir(&args.ledger, &args.node, handle.peer_id());
     cc.observers = observers;
     cc.quorum = args.peer.quorum;
     cc.hire_secs = args.hire_secs;
@@ -258,4 +258,20 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     }
     handle.shutdown_because("finished").await;
     Ok(if ok { 0 } else { 1 })
+}
+
+/// Where a node keeps its cursor and answer journal: `--data-dir`, else,
+/// for a node with a key file (a stable identity), `.ledgermesh/nodes/<peer
+/// id>` so that a restart neither misses nor repeats anything; an ephemeral
+/// identity is new at every start and has nothing to resume.
+fn data_dir(
+    ledger: &LedgerArgs,
+    node: &NodeArgs,
+    peer: libp2p::PeerId,
+) -> Option<std::path::PathBuf> {
+    ledger.data_dir.clone().or_else(|| {
+        node.key
+            .as_ref()
+            .map(|_| std::path::Path::new(".ledgermesh/nodes").join(peer.to_string()))
+    })
 }
