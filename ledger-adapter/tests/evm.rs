@@ -190,6 +190,24 @@ async fn concurrent_posts_from_one_account_all_land() {
 /// transaction submissions with 503 instead of passing them on: an RPC
 /// endpoint that drops requests now and then.
 async fn flaky_proxy(upstream: &str, fail: usize) -> String {
+    proxy(upstream, fail, None).await
+}
+
+/// The block span of an `eth_getLogs` request body, if it is one.
+fn logs_span(body: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    if v["method"] != "eth_getLogs" {
+        return None;
+    }
+    let block = |k: &str| {
+        u64::from_str_radix(v["params"][0][k].as_str()?.trim_start_matches("0x"), 16).ok()
+    };
+    Some(block("toBlock")? - block("fromBlock")? + 1)
+}
+
+/// [`flaky_proxy`], also refusing `eth_getLogs` over more than
+/// `max_logs_span` blocks the way hosted endpoints do (a JSON-RPC error).
+async fn proxy(upstream: &str, fail: usize, max_logs_span: Option<u64>) -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -228,6 +246,25 @@ async fn flaky_proxy(upstream: &str, fail: usize) -> String {
                     req.extend_from_slice(&buf[..n]);
                 }
                 let body = String::from_utf8_lossy(&req[body_at..]);
+                if let (Some(max), Some(span)) = (max_logs_span, logs_span(&body)) {
+                    if span > max {
+                        let id = serde_json::from_str::<serde_json::Value>(&body)
+                            .map(|v| v["id"].clone())
+                            .unwrap_or_default();
+                        let answer = serde_json::json!({
+                            "jsonrpc": "2.0", "id": id,
+                            "error": {"code": -32005, "message": format!("query exceeds max block range {max}")},
+                        })
+                        .to_string();
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            answer.len()
+                        );
+                        let _ = client.write_all(head.as_bytes()).await;
+                        let _ = client.write_all(answer.as_bytes()).await;
+                        return;
+                    }
+                }
                 if body.contains("eth_sendRawTransaction")
                     && left
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -377,4 +414,50 @@ fn the_committed_artifact_is_what_the_source_compiles_to() {
         fresh == SIGNAL_BOARD_ARTIFACT,
         "ledger-adapter/contracts/SignalBoard.json is stale: run scripts/compile-contracts.sh and commit the result"
     );
+}
+
+/// An endpoint that refuses wide `eth_getLogs` ranges (as hosted ones do)
+/// does not wedge the follower: it narrows its range and reads on.
+#[tokio::test]
+async fn a_follower_narrows_its_range_for_an_endpoint_that_limits_it() {
+    use ledgermesh_ledger::{Cursor, Ledger};
+    let Some(chain) = anvil("a_follower_narrows_its_range").await else {
+        return;
+    };
+    let key = funded(&chain.url).await;
+    let contract = EvmLedger::deploy(&chain.url, key.clone()).await.unwrap();
+    let writer = EvmLedger::connect(&chain.url, contract, Some(key), EvmOptions::default())
+        .await
+        .unwrap();
+    let topic = [4u8; 32];
+    for i in 0..6u8 {
+        writer.post(topic, vec![i]).await.unwrap();
+    }
+    let limited = proxy(&chain.url, 0, Some(2)).await;
+    let options = EvmOptions {
+        poll_interval: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        rpc_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let reader = EvmLedger::connect(&limited, contract, None, options)
+        .await
+        .unwrap();
+    let mut follow = reader.follow(topic, Cursor::default());
+    let (mut got, mut refusals) = (vec![], 0);
+    let read = async {
+        use futures::StreamExt;
+        while got.len() < 6 {
+            match follow.next().await.expect("the follower keeps going") {
+                Ok(m) => got.push(m.payload),
+                // The endpoint's refusals are reported, then the range narrows.
+                Err(_) => refusals += 1,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the follower reads on through a range-limited endpoint");
+    assert_eq!(got, (0..6u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert!(refusals > 0, "the endpoint did refuse the wide ranges");
 }

@@ -65,7 +65,15 @@ struct FollowState {
     next_block: u64,
     buffer: VecDeque<LedgerMessage>,
     backoff: Duration,
+    /// Blocks per `eth_getLogs` now: halved when a read fails (an endpoint's
+    /// result or range limit, a timeout) or returns more than
+    /// [`MAX_BUFFERED`] logs, doubled back after each success up to
+    /// `max_block_range`. A flooded topic slows the follower; it never wedges it.
+    range: u64,
 }
+
+/// Logs held between reads; a read returning more shrinks the next range.
+pub const MAX_BUFFERED: usize = 4_096;
 
 impl Ledger for EvmLedger {
     fn describe(&self) -> String {
@@ -107,6 +115,7 @@ impl Ledger for EvmLedger {
             next_block: from.block,
             buffer: VecDeque::new(),
             backoff: self.options.poll_interval,
+            range: self.options.max_block_range.max(1),
         };
         stream::unfold(state, |mut st| async move {
             loop {
@@ -124,16 +133,26 @@ impl Ledger for EvmLedger {
                             tokio::time::sleep(opts.poll_interval).await;
                             continue;
                         }
-                        let to = safe.min(st.next_block.saturating_add(opts.max_block_range - 1));
-                        st.ledger
-                            .read_range(st.topic, st.next_block, to, st.after)
-                            .await
-                            .map(|msgs| (to, msgs))
+                        let to = safe.min(st.next_block.saturating_add(st.range - 1));
+                        let read = st.ledger.read_range(st.topic, st.next_block, to, st.after);
+                        match read.await {
+                            Ok(msgs) => Ok((to, msgs)),
+                            Err(e) => {
+                                // Maybe the range was too wide for the endpoint.
+                                st.range = (st.range / 2).max(1);
+                                Err(e)
+                            }
+                        }
                     }
                 };
                 match result {
                     Ok((to, msgs)) => {
                         st.backoff = opts.poll_interval;
+                        st.range = if msgs.len() > MAX_BUFFERED {
+                            (st.range / 2).max(1)
+                        } else {
+                            st.range.saturating_mul(2).min(opts.max_block_range.max(1))
+                        };
                         st.buffer.extend(msgs);
                         st.next_block = to + 1;
                     }
