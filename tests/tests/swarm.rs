@@ -351,19 +351,8 @@ async fn address_consensus_over_loopback_agrees_and_dials_back() {
     let net = Net::new("consensus").await;
     // Three observers besides the relay: any node answers the observe protocol.
     let mut observers = vec![net.relay_addr.clone()];
-    let mut running = vec![];
-    for i in 0..3 {
-        let o = net.consumer(&format!("observer-{i}")).await;
-        let snap = o.handle.wait_listening().await.unwrap();
-        let tcp = snap
-            .direct_addrs
-            .iter()
-            .find(|a| a.to_string().contains("/tcp/"))
-            .unwrap()
-            .clone();
-        observers.push(tcp.with(libp2p::multiaddr::Protocol::P2p(o.handle.peer_id())));
-        running.push(o);
-    }
+    let (more, _running) = observers_of(&net, 3).await;
+    observers.extend(more);
     let mut asker = net.consumer("asker").await;
     let verdict = check(&asker.handle, &observers, ConsensusPolicy::default()).await;
     assert_eq!(verdict.observers, 4);
@@ -448,19 +437,8 @@ async fn lying_observers_never_install_their_address_even_when_honest_ones_are_s
 
     // Four honest observers and one liar: the honest address wins.
     let mut observers = vec![net.relay_addr.clone(), liar1];
-    let mut running = vec![];
-    for i in 0..3 {
-        let o = net.consumer(&format!("observer-{i}")).await;
-        let snap = o.handle.wait_listening().await.unwrap();
-        let tcp = snap
-            .direct_addrs
-            .iter()
-            .find(|a| a.to_string().contains("/tcp/"))
-            .unwrap()
-            .clone();
-        observers.push(tcp.with(libp2p::multiaddr::Protocol::P2p(o.handle.peer_id())));
-        running.push(o);
-    }
+    let (more, _running) = observers_of(&net, 3).await;
+    observers.extend(more);
     let v = check(&asker.handle, &observers, ConsensusPolicy::default()).await;
     assert_eq!((v.observers, v.answered, v.agreeing), (5, 5, 4), "{v:?}");
     assert_eq!(v.ip, Some("127.0.0.1".parse().unwrap()));
@@ -535,4 +513,23 @@ async fn by_default_a_node_neither_dials_nor_dials_back_private_addresses() {
         ledgermesh_proto::v1::DialBack::NotTried as i32,
         "one dial-back per asker per interval"
     );
+}
+
+/// `n` running nodes as address-consensus observers (any node answers the
+/// observe protocol): their TCP addresses, and the nodes (keep them alive).
+async fn observers_of(net: &Net, n: usize) -> (Vec<libp2p::Multiaddr>, Vec<TestNode>) {
+    let (mut addrs, mut nodes) = (vec![], vec![]);
+    for i in 0..n {
+        let o = net.consumer(&format!("observer-{i}")).await;
+        let snap = o.handle.wait_listening().await.unwrap();
+        let tcp = snap
+            .direct_addrs
+            .iter()
+            .find(|a| a.to_string().contains("/tcp/"))
+            .unwrap()
+            .clone();
+        addrs.push(tcp.with(libp2p::multiaddr::Protocol::P2p(o.handle.peer_id())));
+        nodes.push(o);
+    }
+    (addrs, nodes)
 }
