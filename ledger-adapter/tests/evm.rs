@@ -461,3 +461,82 @@ async fn a_follower_narrows_its_range_for_an_endpoint_that_limits_it() {
     assert_eq!(got, (0..6u8).map(|i| vec![i]).collect::<Vec<_>>());
     assert!(refusals > 0, "the endpoint did refuse the wide ranges");
 }
+
+/// A reorg that replaces a block already read (here: the message in it
+/// with another) is noticed: the follower reads the new block and yields
+/// the message that took the old one's place.
+#[tokio::test]
+async fn a_reorg_of_blocks_already_read_is_read_again() {
+    use alloy::eips::eip2718::Encodable2718;
+    use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+    use alloy::primitives::{Bytes, B256};
+    use alloy::rpc::types::TransactionRequest;
+    use alloy::sol_types::SolCall;
+    use futures::StreamExt;
+    use ledgermesh_ledger::Ledger;
+    let Some(chain) = anvil("a_reorg_of_blocks_already_read").await else {
+        return;
+    };
+    let key = funded(&chain.url).await;
+    let contract = EvmLedger::deploy(&chain.url, key.clone()).await.unwrap();
+    let options = EvmOptions {
+        poll_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let l = EvmLedger::connect(&chain.url, contract, Some(key.clone()), options)
+        .await
+        .unwrap();
+    let rpc = ProviderBuilder::new().connect_http(chain.url.parse().unwrap());
+    let topic = [5u8; 32];
+    let from = l.initial_cursor().await.unwrap();
+    l.post(topic, b"kept".to_vec()).await.unwrap();
+    let nonce = rpc.get_transaction_count(key.address()).await.unwrap();
+    l.post(topic, b"replaced".to_vec()).await.unwrap();
+    let mut follow = l.follow(topic, from);
+    async fn next(
+        follow: &mut futures::stream::BoxStream<
+            'static,
+            Result<ledgermesh_ledger::LedgerMessage, ledgermesh_ledger::LedgerError>,
+        >,
+    ) -> Vec<u8> {
+        tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .expect("a message in time")
+            .expect("the follower goes on")
+            .expect("no error")
+            .payload
+    }
+    assert_eq!(next(&mut follow).await, b"kept");
+    assert_eq!(next(&mut follow).await, b"replaced");
+    // Replace the last block with one holding another post (same nonce).
+    let call = SignalBoard::postCall {
+        topic: B256::from(topic),
+        payload: Bytes::from_static(b"instead"),
+    };
+    let tx = TransactionRequest::default()
+        .with_to(contract)
+        .with_input(call.abi_encode())
+        .with_nonce(nonce)
+        .with_chain_id(rpc.get_chain_id().await.unwrap())
+        .with_gas_limit(300_000)
+        .with_max_fee_per_gas(100_000_000_000)
+        .with_max_priority_fee_per_gas(1_000_000_000);
+    let wallet = EthereumWallet::from(key);
+    let signed =
+        <TransactionRequest as NetworkTransactionBuilder<alloy::network::Ethereum>>::build(
+            tx, &wallet,
+        )
+        .await
+        .unwrap();
+    let raw = signed.encoded_2718();
+    let raw = format!("0x{}", alloy::hex::encode(raw));
+    let _: serde_json::Value = rpc
+        .raw_request("anvil_reorg".into(), (1u64, vec![(raw, 0u64)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut follow).await,
+        b"instead",
+        "the replacing block is read"
+    );
+}

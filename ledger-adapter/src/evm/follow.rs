@@ -11,7 +11,20 @@ use futures::stream::{self, BoxStream, StreamExt};
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// Blocks whose hashes the follower remembers to notice a reorg.
+const REMEMBERED_BLOCKS: usize = 128;
+
 impl EvmLedger {
+    /// The hash of block `n`, if the chain has one.
+    async fn block_hash(&self, n: u64) -> Result<Option<B256>, String> {
+        let block = timed(
+            self.options.rpc_timeout,
+            self.provider.get_block_by_number(n.into()),
+        )
+        .await?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
     /// Reads the logs of `topic` in `from..=to`, in order, after `after`.
     async fn read_range(
         &self,
@@ -70,6 +83,49 @@ struct FollowState {
     /// [`MAX_BUFFERED`] logs, doubled back after each success up to
     /// `max_block_range`. A flooded topic slows the follower; it never wedges it.
     range: u64,
+    /// The hashes of the last blocks read through, oldest first: when the
+    /// newest no longer matches the chain, a reorg replaced blocks already
+    /// read, and the follower rewinds to the newest that still matches.
+    read_through: VecDeque<(u64, B256)>,
+}
+
+impl FollowState {
+    /// Checks the newest block read through against the chain; after a
+    /// reorg, rewinds to just past the last block that still matches (the
+    /// messages of the replaced blocks are read again; envelopes seen
+    /// before are dropped by the reader's replay cache).
+    async fn check_reorg(&mut self) -> Result<(), String> {
+        let Some(&(n, hash)) = self.read_through.back() else {
+            return Ok(());
+        };
+        if self.ledger.block_hash(n).await? == Some(hash) {
+            return Ok(());
+        }
+        let mut fork = None;
+        while let Some((m, h)) = self.read_through.pop_back() {
+            if self.ledger.block_hash(m).await? == Some(h) {
+                self.read_through.push_back((m, h));
+                fork = Some(m);
+                break;
+            }
+        }
+        // No remembered block matches: rewind past the oldest one.
+        let fork =
+            fork.unwrap_or_else(|| self.next_block.saturating_sub(REMEMBERED_BLOCKS as u64 + 1));
+        tracing::warn!(
+            from = n,
+            to = fork,
+            "chain reorganised: reading again from the fork"
+        );
+        self.after = Cursor {
+            block: fork,
+            index: u64::MAX,
+        }
+        .min(self.after);
+        self.next_block = fork + 1;
+        self.buffer.clear();
+        Ok(())
+    }
 }
 
 /// Logs held between reads; a read returning more shrinks the next range.
@@ -116,12 +172,16 @@ impl Ledger for EvmLedger {
             buffer: VecDeque::new(),
             backoff: self.options.poll_interval,
             range: self.options.max_block_range.max(1),
+            read_through: VecDeque::new(),
         };
         stream::unfold(state, |mut st| async move {
             loop {
                 if let Some(m) = st.buffer.pop_front() {
                     st.after = m.cursor;
                     return Some((Ok(m), st));
+                }
+                if let Err(e) = st.check_reorg().await {
+                    tracing::debug!(error = %e, "reorg check failed; trying again next time");
                 }
                 let opts = &st.ledger.options;
                 let head = timed(opts.rpc_timeout, st.ledger.provider.get_block_number()).await;
@@ -153,8 +213,22 @@ impl Ledger for EvmLedger {
                         } else {
                             st.range.saturating_mul(2).min(opts.max_block_range.max(1))
                         };
+                        // Remember the blocks with messages and the last one
+                        // read: a reorg is then undone to the newest block
+                        // that still stands, repeating nothing before it.
+                        let mut blocks: Vec<u64> = msgs.iter().map(|m| m.cursor.block).collect();
+                        blocks.push(to);
+                        blocks.dedup();
                         st.buffer.extend(msgs);
                         st.next_block = to + 1;
+                        for b in blocks {
+                            if let Ok(Some(hash)) = st.ledger.block_hash(b).await {
+                                st.read_through.push_back((b, hash));
+                            }
+                        }
+                        while st.read_through.len() > REMEMBERED_BLOCKS {
+                            st.read_through.pop_front();
+                        }
                     }
                     Err(e) => {
                         // Report, wait, and re-read the same range: the cursor
