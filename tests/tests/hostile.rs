@@ -567,3 +567,58 @@ fn every_role_stops_cleanly_on_sigterm_with_a_shutdown_event() {
         assert_eq!(shutdown[0]["tasks_left"], 0, "{}: every task ended", p.name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_shuts_down_ends_its_streams_cleanly() {
+    use futures::AsyncReadExt;
+    let net = Net::new("clean-end").await;
+    let mut pc = ProviderConfig::new(vec![(
+        "live".into(),
+        Source::Paced {
+            len: 64 << 20,
+            rate: 256 << 10,
+            seed: 2,
+        },
+    )]);
+    pc.acl = Some(open_acl(&net.dir.0));
+    let mut provider = net.provider_config("provider", pc, None).await;
+    provider
+        .events
+        .wait_for("the provider to start", |e| {
+            matches!(e, Event::LedgerFollowing { .. })
+        })
+        .await;
+    let pid = provider.handle.peer_id();
+    let addrs = provider.handle.wait_listening().await.unwrap().direct_addrs;
+    let buyer = net.consumer("buyer").await;
+    buyer.handle.dial(pid, addrs).await.unwrap();
+    let mut s = ask(&buyer, pid, "live").await;
+    assert!(matches!(
+        header(&mut s).await,
+        StreamHeader::Accepted { .. }
+    ));
+    let mut buf = vec![0u8; 64 << 10];
+    let first = s.read(&mut buf).await.expect("data flows");
+    assert!(first > 0);
+    provider.handle.shutdown().await;
+    // Whatever was in flight arrives, then a clean end of stream: no reset.
+    let mut total = first;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) => break Ok(total),
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => break Err(e),
+            Err(_) => panic!("the stream neither ended nor failed"),
+        }
+    };
+    let got = end.expect("a clean end (FIN), not a reset");
+    assert!(got < 64 << 20, "cut short by the shutdown");
+    let stopped = provider
+        .events
+        .wait_for("shutdown", |e| matches!(e, Event::Shutdown { .. }))
+        .await;
+    assert!(
+        matches!(stopped, Event::Shutdown { tasks_left: 0, .. }),
+        "{stopped:?}"
+    );
+}

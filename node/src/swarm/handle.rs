@@ -286,6 +286,17 @@ impl NodeHandle {
             .spawn(async move { cancel.run_until_cancelled(task).await })
     }
 
+    /// Runs `task` as one of the node's own without cancelling it at
+    /// shutdown: shutdown waits (up to 5 s) for it, and it must end by itself
+    /// once [`NodeHandle::stopping`] resolves (to finish cleanly).
+    pub fn spawn_tracked<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
     /// Resolves when the node starts shutting down.
     pub async fn stopping(&self) {
         self.cancel.cancelled().await

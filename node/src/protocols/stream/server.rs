@@ -91,7 +91,9 @@ pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, li
         let catalog = catalog.clone();
         let access = access.clone();
         let span = tracing::info_span!("serve", %peer);
-        handle.clone().spawn(
+        // Tracked, not cancelled: a stream being served ends itself cleanly
+        // when the node stops (it watches `stopping`).
+        handle.clone().spawn_tracked(
             async move {
                 let _slot = slot;
                 let served = serve_one(
@@ -103,6 +105,19 @@ pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, li
                     serving,
                     limits.write_stall,
                 );
+                // A stream still starting (reading its request, writing its
+                // header) when the node stops gets a moment, then is dropped.
+                let grace = async {
+                    handle.stopping().await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Ok(())
+                };
+                let served = async {
+                    tokio::select! {
+                        r = served => r,
+                        r = grace => r,
+                    }
+                };
                 if let Err(e) = served.await {
                     tracing::info!(%peer, error = %e, "stream ended early");
                     handle.emit(Event::Error {
@@ -134,6 +149,8 @@ async fn write_or_stall(
 enum Ended {
     Complete,
     Cut(Denial),
+    /// The node is shutting down.
+    Stopping,
 }
 
 async fn serve_one(
@@ -205,11 +222,13 @@ async fn serve_one(
         tokio::select! {
             r = send => r.map(|()| Ended::Complete),
             d = access.until_denied(peer, &req.name) => Ok(Ended::Cut(d)),
+            () = handle.stopping() => Ok(Ended::Stopping),
         }
     };
     let reason = match &ended {
         Ok(Ended::Complete) => "completed",
         Ok(Ended::Cut(d)) => d.reason().as_str(),
+        Ok(Ended::Stopping) => "shutdown",
         Err(StreamError::Stalled(_)) => "stalled",
         Err(_) => "failed",
     };
@@ -227,6 +246,11 @@ async fn serve_one(
         Ended::Cut(d) => {
             tracing::info!(%peer, stream = %req.name, sent, reason = d.reason().as_str(), "access ended; stream cut");
             let _ = stream.close().await;
+        }
+        Ended::Stopping => {
+            // A clean end (FIN), not a reset: the buyer keeps what it has
+            // and resumes from its offset elsewhere or later.
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
         }
     }
     Ok(())
