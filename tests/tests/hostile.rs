@@ -581,6 +581,9 @@ async fn a_provider_that_shuts_down_ends_its_streams_cleanly() {
         },
     )]);
     pc.acl = Some(open_acl(&net.dir.0));
+    let audit = net.dir.0.join("clean-end-audit.jsonl");
+    pc.audit =
+        Some(ledgermesh_node::access::audit_log::AuditLog::open(&audit, 1 << 20, 2).unwrap());
     let mut provider = net.provider_config("provider", pc, None).await;
     provider
         .events
@@ -621,4 +624,16 @@ async fn a_provider_that_shuts_down_ends_its_streams_cleanly() {
         matches!(stopped, Event::Shutdown { tasks_left: 0, .. }),
         "{stopped:?}"
     );
+    // The stream was ended and accounted for, not dropped mid-way.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let end = lines
+        .iter()
+        .find(|l| l["event"] == "serve_end")
+        .unwrap_or_else(|| panic!("a serve_end line: {lines:#?}"));
+    assert_eq!(end["reason"], "shutdown");
+    assert!(end["bytes"].as_u64().unwrap() > 0);
 }
