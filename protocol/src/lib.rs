@@ -21,6 +21,7 @@ pub mod framing;
 pub mod fuzzing;
 pub mod keys;
 pub mod path;
+pub mod relay_caps;
 pub mod replay;
 pub mod signal;
 pub mod signaling;

@@ -637,3 +637,57 @@ async fn a_provider_that_shuts_down_ends_its_streams_cleanly() {
     assert_eq!(end["reason"], "shutdown");
     assert!(end["bytes"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_cannot_take_every_reservation_on_a_relay() {
+    use ledgermesh_node::swarm::RelayLimits;
+    use ledgermesh_protocol::relay_caps::IpCaps;
+    let net = Net::new("ip-caps").await;
+    let mut limits = RelayLimits::lifted();
+    limits.ip_caps = std::sync::Arc::new(std::sync::Mutex::new(IpCaps::new(1, 4)));
+    let mut c = net.dev.config("capped-relay");
+    c.relays.clear();
+    c.relay_server = Some(limits);
+    let mut relay_events = Recorder::new(c.emitter.as_ref().unwrap());
+    let relay = net.dev.spawn(c).await.unwrap();
+    let addr = ledgermesh_node::relay::dial_addr(&relay).await.unwrap();
+    // Two peer ids on one host (127.0.0.1): the first reserves, the second
+    // is over the per-IP cap.
+    let reserve = |name: &str| {
+        let mut c = net.dev.config(name);
+        c.relays = vec![addr.clone()];
+        c
+    };
+    let first = net.dev.spawn(reserve("first")).await.unwrap();
+    first.wait_relays().await.unwrap();
+    assert!(
+        !first.snapshot().await.unwrap().circuit_addrs.is_empty(),
+        "the first reserves"
+    );
+    let second = net.dev.spawn(reserve("second")).await.unwrap();
+    second.wait_relays().await.unwrap();
+    assert!(
+        second.snapshot().await.unwrap().circuit_addrs.is_empty(),
+        "the second does not"
+    );
+    relay_events
+        .wait_for("the refusal", |e| {
+            matches!(e, Event::RelayReservation { peer_id, outcome, .. }
+                if *peer_id == second.peer_id().to_string() && outcome == "refused")
+        })
+        .await;
+    // Once the first leaves, the host may reserve again.
+    first.shutdown().await;
+    relay_events
+        .wait_for("the first's reservation to end", |e| {
+            matches!(e, Event::RelayReservation { peer_id, outcome, .. }
+                if *peer_id == first.peer_id().to_string() && outcome == "closed")
+        })
+        .await;
+    let third = net.dev.spawn(reserve("third")).await.unwrap();
+    third.wait_relays().await.unwrap();
+    assert!(
+        !third.snapshot().await.unwrap().circuit_addrs.is_empty(),
+        "room again"
+    );
+}

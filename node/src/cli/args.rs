@@ -171,6 +171,12 @@ pub struct RelayArgs {
     /// no reservation and no circuit. Re-read when it changes.
     #[arg(long)]
     pub allow: Option<PathBuf>,
+    /// Reservations the peers behind one IP address may hold at once.
+    #[arg(long, default_value_t = crate::swarm::DEFAULT_RESERVATIONS_PER_IP)]
+    pub max_reservations_per_ip: usize,
+    /// Circuits the peers behind one IP address may hold at once.
+    #[arg(long, default_value_t = crate::swarm::DEFAULT_CIRCUITS_PER_IP)]
+    pub max_circuits_per_ip: usize,
 }
 
 /// Network options of the provider and consumer roles.

@@ -98,6 +98,12 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     if let Some(bytes) = args.max_circuit_bytes {
         limits.max_circuit_bytes = bytes;
     }
+    limits.ip_caps = std::sync::Arc::new(std::sync::Mutex::new(
+        ledgermesh_protocol::relay_caps::IpCaps::new(
+            args.max_reservations_per_ip,
+            args.max_circuits_per_ip,
+        ),
+    ));
     if let Some(path) = &args.allow {
         let acl = crate::access::acl_file::load(path)
             .with_context(|| format!("reading the relay allowlist {}", path.display()))?;

@@ -76,27 +76,28 @@ pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behav
         .map_err(|e| build(&e))?
         .with_behaviour(|key, relay_client| {
             let local = key.public().to_peer_id();
-            let relay_server = relay_limits.map(|l| {
-                let mut cfg = relay::Config {
-                    max_reservations: l.max_reservations,
-                    max_circuits: l.max_circuits,
-                    max_circuits_per_peer: l.max_circuits_per_peer,
-                    max_circuit_duration: l.max_circuit_duration,
-                    max_circuit_bytes: l.max_circuit_bytes,
-                    ..Default::default()
-                };
-                if l.allow.is_some() {
-                    // An allowlist relay: others get no reservation and no
-                    // circuit (libp2p-relay asks these before each).
+            let relay_server =
+                relay_limits.map(|l| {
+                    let mut cfg = relay::Config {
+                        max_reservations: l.max_reservations,
+                        max_circuits: l.max_circuits,
+                        max_circuits_per_peer: l.max_circuits_per_peer,
+                        max_circuit_duration: l.max_circuit_duration,
+                        max_circuit_bytes: l.max_circuit_bytes,
+                        ..Default::default()
+                    };
+                    // libp2p-relay asks these before each reservation and
+                    // circuit: the allowlist (if any) and the per-IP caps.
                     let gate = l.clone();
-                    cfg.reservation_rate_limiters
-                        .push(Box::new(move |peer, _: &Multiaddr, _| gate.admits(&peer)));
+                    cfg.reservation_rate_limiters.push(Box::new(
+                        move |peer, addr: &Multiaddr, _| gate.admits_reservation(&peer, addr),
+                    ));
                     let gate = l.clone();
-                    cfg.circuit_src_rate_limiters
-                        .push(Box::new(move |peer, _: &Multiaddr, _| gate.admits(&peer)));
-                }
-                relay::Behaviour::new(local, cfg)
-            });
+                    cfg.circuit_src_rate_limiters.push(Box::new(
+                        move |peer, addr: &Multiaddr, _| gate.admits_circuit(&peer, addr),
+                    ));
+                    relay::Behaviour::new(local, cfg)
+                });
             let caps = limits;
             let connection_limits = ConnectionLimits::default()
                 .with_max_established(Some(caps.max_connections))

@@ -2,8 +2,15 @@
 
 use crate::events::Emitter;
 use ledgermesh_protocol::access::Acl;
+use ledgermesh_protocol::relay_caps::IpCaps;
 use libp2p::Multiaddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Reservations the peers behind one IP may hold at once.
+pub const DEFAULT_RESERVATIONS_PER_IP: usize = 8;
+
+/// Circuits the peers behind one IP may hold at once.
+pub const DEFAULT_CIRCUITS_PER_IP: usize = 32;
 use std::time::Duration;
 
 /// The identify protocol name of ledgermesh nodes.
@@ -26,6 +33,9 @@ pub struct RelayLimits {
     /// Only peers this ACL allows (stream `*` or `relay`) may reserve or
     /// open circuits; `None`: every peer. Shared, so a reload takes effect.
     pub allow: Option<Arc<RwLock<Acl>>>,
+    /// Reservations and circuits held at once by the peers behind one IP
+    /// (shared between the relay's gate and its event reports).
+    pub ip_caps: Arc<Mutex<IpCaps>>,
 }
 
 impl Default for RelayLimits {
@@ -41,6 +51,10 @@ impl Default for RelayLimits {
             max_circuits_per_peer: 16,
             max_reservations: 1024,
             allow: None,
+            ip_caps: Arc::new(Mutex::new(IpCaps::new(
+                DEFAULT_RESERVATIONS_PER_IP,
+                DEFAULT_CIRCUITS_PER_IP,
+            ))),
         }
     }
 }
@@ -54,6 +68,31 @@ impl RelayLimits {
             max_circuit_bytes: 1 << 40,
             ..Self::default()
         }
+    }
+
+    /// Whether `peer`, connected from `addr`, may take a reservation now.
+    pub fn admits_reservation(&self, peer: &libp2p::PeerId, addr: &Multiaddr) -> bool {
+        self.admits(peer) && self.ip_ok(addr, |caps, ip| caps.ask_reservation(*peer, ip))
+    }
+
+    /// Whether `peer`, connected from `addr`, may open a circuit now.
+    pub fn admits_circuit(&self, peer: &libp2p::PeerId, addr: &Multiaddr) -> bool {
+        self.admits(peer) && self.ip_ok(addr, |caps, ip| caps.ask_circuit(*peer, ip))
+    }
+
+    fn ip_ok(
+        &self,
+        addr: &Multiaddr,
+        ask: impl FnOnce(&mut IpCaps, std::net::IpAddr) -> bool,
+    ) -> bool {
+        // A relayed requester has no IP of its own here: no per-IP cap.
+        let Some(ip) = ledgermesh_protocol::path::scope::ip_of(addr) else {
+            return true;
+        };
+        ask(
+            &mut self.ip_caps.lock().unwrap_or_else(|p| p.into_inner()),
+            ip,
+        )
     }
 
     /// Whether `peer` may use the relay now.

@@ -208,8 +208,11 @@ impl EventLoop {
                 (self.reservations).accepted(relay_peer_id, renewal, local, &self.emitter);
             }
             BehaviourEvent::RelayServer(ev) => {
-                let audit = self.config.audit.as_ref();
-                super::relay_server::report(ev, &mut self.reserved, &self.emitter, audit)
+                let (audit, limits) = (
+                    self.config.audit.as_ref(),
+                    self.config.relay_server.as_ref(),
+                );
+                super::relay_server::report(ev, limits, &mut self.reserved, &self.emitter, audit)
             }
             BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,

@@ -27,7 +27,10 @@ mod relay_server;
 mod reservations;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
-pub use config::{ConnectionCaps, NodeConfig, RelayLimits, IDENTIFY_PROTOCOL};
+pub use config::{
+    ConnectionCaps, NodeConfig, RelayLimits, DEFAULT_CIRCUITS_PER_IP, DEFAULT_RESERVATIONS_PER_IP,
+    IDENTIFY_PROTOCOL,
+};
 pub use handle::{
     CloseWatch, ConnInfo, DialError, NetSignals, NodeError, NodeHandle, PublicView, Snapshot,
     MAX_DIAL_CANDIDATES,

@@ -125,6 +125,7 @@ impl Reserved {
 /// Reports one relay server event.
 pub(super) fn report(
     event: relay::Event,
+    limits: Option<&super::RelayLimits>,
     reserved: &mut Reserved,
     emitter: &Emitter,
     audit: Option<&AuditLog>,
@@ -132,6 +133,27 @@ pub(super) fn report(
     if !reserved.admits(&event) {
         return;
     }
+    if let Some(limits) = limits {
+        let mut caps = limits.ip_caps.lock().unwrap_or_else(|p| p.into_inner());
+        use relay::Event as E;
+        match &event {
+            E::ReservationReqAccepted { src_peer_id, .. } => caps.reserved(*src_peer_id),
+            E::ReservationClosed { src_peer_id } | E::ReservationTimedOut { src_peer_id } => {
+                caps.unreserved(*src_peer_id)
+            }
+            E::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => caps.circuit_opened(*src_peer_id, *dst_peer_id),
+            E::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => caps.circuit_closed(*src_peer_id, *dst_peer_id),
+            _ => {}
+        }
+    }
+
     let Some((kind, ev, peer)) = describe(event) else {
         return;
     };
