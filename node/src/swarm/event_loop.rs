@@ -30,6 +30,7 @@ pub(super) struct EventLoop {
     pub(super) close_watchers: HashMap<PeerId, Vec<mpsc::Sender<()>>>,
     pub(super) public: Option<PublicView>,
     pub(super) reserved: super::relay_server::Reserved,
+    pub(super) relay_audit: Option<super::relay_server::AuditWriter>,
     pub(super) epoch: Instant,
 }
 
@@ -208,10 +209,8 @@ impl EventLoop {
                 (self.reservations).accepted(relay_peer_id, renewal, local, &self.emitter);
             }
             BehaviourEvent::RelayServer(ev) => {
-                let (audit, limits) = (
-                    self.config.audit.as_ref(),
-                    self.config.relay_server.as_ref(),
-                );
+                let (audit, limits) =
+                    (self.relay_audit.as_ref(), self.config.relay_server.as_ref());
                 super::relay_server::report(ev, limits, &mut self.reserved, &self.emitter, audit)
             }
             BehaviourEvent::Dcutr(dcutr::Event {

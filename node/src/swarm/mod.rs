@@ -79,6 +79,9 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     let control = swarm.behaviour().stream.new_control();
     let (commands_tx, commands) = mpsc::channel(256);
     let (signals_tx, signals) = watch::channel(Default::default());
+    let relay_audit = (config.relay_server.as_ref())
+        .and(config.audit.clone())
+        .map(|log| relay_server::AuditWriter::start(log, emitter.clone()));
     let event_loop = event_loop::EventLoop {
         swarm,
         paths: ledgermesh_protocol::path::PathSet::new(config.close_relayed_after_upgrade),
@@ -92,6 +95,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         close_watchers: Default::default(),
         public: None,
         reserved: Default::default(),
+        relay_audit,
         epoch: Instant::now(),
     };
     let span = tracing::info_span!("node", name = %event_loop.config.name, peer = %peer_id);

@@ -128,7 +128,7 @@ pub(super) fn report(
     limits: Option<&super::RelayLimits>,
     reserved: &mut Reserved,
     emitter: &Emitter,
-    audit: Option<&AuditLog>,
+    audit: Option<&AuditWriter>,
 ) {
     if !reserved.admits(&event) {
         return;
@@ -157,28 +157,93 @@ pub(super) fn report(
     let Some((kind, ev, peer)) = describe(event) else {
         return;
     };
-    if let Some(log) = audit {
-        let (reason, detail) = match &ev {
-            Event::RelayReservation { reason, .. } => (reason.clone(), None),
-            Event::RelayCircuit { reason, dst, .. } => (reason.clone(), Some(format!("to {dst}"))),
-            _ => (None, None),
-        };
-        let line = AuditLine {
-            ts_ms: now_ms(),
-            event: kind,
-            node: emitter.node(),
-            peer_id: Some(peer),
-            stream: None,
-            reason: reason.as_deref(),
-            bytes: None,
-            offset: None,
-            expires_ms: None,
-            detail: detail.as_deref(),
-        };
-        if let Err(e) = log.append(&line) {
-            tracing::warn!(error = %e, "audit log write failed");
-            emitter.emit(Event::error("audit", e));
+    let Some(writer) = audit else {
+        emitter.emit(ev);
+        return;
+    };
+    let (reason, detail) = match &ev {
+        Event::RelayReservation { reason, .. } => (reason.clone(), None),
+        Event::RelayCircuit { reason, dst, .. } => (reason.clone(), Some(format!("to {dst}"))),
+        _ => (None, None),
+    };
+    writer.write(Pending {
+        ts_ms: now_ms(),
+        kind,
+        peer,
+        reason,
+        detail,
+        event: ev,
+    });
+}
+
+/// One relay decision on its way to the audit log, then to the event bus.
+struct Pending {
+    ts_ms: u64,
+    kind: &'static str,
+    peer: String,
+    reason: Option<String>,
+    detail: Option<String>,
+    event: Event,
+}
+
+/// The relay's audit log, written by its own thread so the swarm's loop
+/// never waits on the disk. Each decision's event is published after its
+/// line is written, so a reader that saw the event finds the line.
+pub(super) struct AuditWriter {
+    tx: std::sync::mpsc::SyncSender<Pending>,
+    log: AuditLog,
+    emitter: Emitter,
+}
+
+impl AuditWriter {
+    /// Lines waiting for the writer; past it the loop writes itself.
+    const QUEUE: usize = 1_024;
+
+    pub(super) fn start(log: AuditLog, emitter: Emitter) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(Self::QUEUE);
+        let (thread_log, thread_emitter) = (log.clone(), emitter.clone());
+        let spawned = std::thread::Builder::new()
+            .name("relay-audit".into())
+            .spawn(move || {
+                while let Ok(p) = rx.recv() {
+                    write_line(&thread_log, &thread_emitter, p);
+                }
+            });
+        if let Err(e) = spawned {
+            emitter.emit(Event::error(
+                "audit",
+                format!("no audit writer thread: {e}"),
+            ));
+        }
+        Self { tx, log, emitter }
+    }
+
+    fn write(&self, p: Pending) {
+        use std::sync::mpsc::TrySendError;
+        if let Err(TrySendError::Full(p) | TrySendError::Disconnected(p)) = self.tx.try_send(p) {
+            // The writer is behind (or gone): write here; nothing is dropped.
+            tracing::debug!("relay audit writer behind; writing inline");
+            write_line(&self.log, &self.emitter, p);
         }
     }
-    emitter.emit(ev);
+}
+
+fn write_line(log: &AuditLog, emitter: &Emitter, p: Pending) {
+    let line = AuditLine {
+        ts_ms: p.ts_ms,
+        event: p.kind,
+        node: emitter.node(),
+        peer_id: Some(p.peer.clone()),
+        stream: None,
+        reason: p.reason.as_deref(),
+        bytes: None,
+        offset: None,
+        expires_ms: None,
+        detail: p.detail.as_deref(),
+    };
+    if let Err(e) = log.append(&line) {
+        tracing::warn!(error = %e, "audit log write failed");
+        emitter.emit(Event::error("audit", e));
+    }
+    emitter.emit(p.event);
 }
