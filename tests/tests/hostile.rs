@@ -19,6 +19,21 @@ use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
+/// Starts a provider run by `pc` and waits until it serves: the node, its
+/// id and its direct addresses.
+async fn serving(net: &Net, pc: ProviderConfig) -> (TestNode, PeerId, Vec<libp2p::Multiaddr>) {
+    let mut provider = net.provider_config("provider", pc, None).await;
+    provider
+        .events
+        .wait_for("the provider to start", |e| {
+            matches!(e, Event::LedgerFollowing { .. })
+        })
+        .await;
+    let pid = provider.handle.peer_id();
+    let addrs = provider.handle.wait_listening().await.unwrap().direct_addrs;
+    (provider, pid, addrs)
+}
+
 /// Opens a raw stream to `peer` and asks for `name` from offset 0.
 async fn ask(node: &TestNode, peer: PeerId, name: &str) -> libp2p::Stream {
     let mut control = node.handle.stream_control();
@@ -52,8 +67,6 @@ async fn header(s: &mut libp2p::Stream) -> StreamHeader {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buyer_that_never_reads_loses_its_slot_and_one_buyer_cannot_take_them_all() {
     let net = Net::new("slots").await;
-    let acl = net.dir.0.join("acl.toml");
-    std::fs::write(&acl, "[[allow]]\npeer = \"*\"\nstreams = [\"*\"]\n").unwrap();
     let mut pc = ProviderConfig::new(vec![
         ("big".into(), Source::Zeros { len: 1 << 30 }),
         (
@@ -64,22 +77,14 @@ async fn a_buyer_that_never_reads_loses_its_slot_and_one_buyer_cannot_take_them_
             },
         ),
     ]);
-    pc.acl = Some(acl);
+    pc.acl = Some(open_acl(&net.dir.0));
     pc.serve_limits.slots = SlotLimits {
         max_streams: 2,
         max_per_peer: 1,
         max_refusals: 8,
     };
     pc.serve_limits.write_stall = Duration::from_secs(1);
-    let mut provider = net.provider_config("provider", pc, None).await;
-    provider
-        .events
-        .wait_for("the provider to start", |e| {
-            matches!(e, Event::LedgerFollowing { .. })
-        })
-        .await;
-    let pid = provider.handle.peer_id();
-    let addrs = provider.handle.wait_listening().await.unwrap().direct_addrs;
+    let (mut provider, pid, addrs) = serving(&net, pc).await;
 
     let greedy = net.consumer("greedy").await;
     greedy.handle.dial(pid, addrs.clone()).await.unwrap();
@@ -584,15 +589,7 @@ async fn a_provider_that_shuts_down_ends_its_streams_cleanly() {
     let audit = net.dir.0.join("clean-end-audit.jsonl");
     pc.audit =
         Some(ledgermesh_node::access::audit_log::AuditLog::open(&audit, 1 << 20, 2).unwrap());
-    let mut provider = net.provider_config("provider", pc, None).await;
-    provider
-        .events
-        .wait_for("the provider to start", |e| {
-            matches!(e, Event::LedgerFollowing { .. })
-        })
-        .await;
-    let pid = provider.handle.peer_id();
-    let addrs = provider.handle.wait_listening().await.unwrap().direct_addrs;
+    let (mut provider, pid, addrs) = serving(&net, pc).await;
     let buyer = net.consumer("buyer").await;
     buyer.handle.dial(pid, addrs).await.unwrap();
     let mut s = ask(&buyer, pid, "live").await;

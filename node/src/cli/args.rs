@@ -2,8 +2,12 @@
 
 use crate::consumer::Want;
 use crate::ledger_spec::open_ledger;
+use crate::streams::ServeLimits;
+use crate::swarm::ConnectionCaps;
 use anyhow::Context;
 use clap::Args;
+use ledgermesh_protocol::signaling::RateLimits;
+use ledgermesh_protocol::stream::slots::SlotLimits;
 use libp2p::Multiaddr;
 use std::path::PathBuf;
 
@@ -106,10 +110,10 @@ pub struct NodeArgs {
     #[arg(long, env = "LEDGERMESH_ALLOW_PRIVATE_ADDRS")]
     pub allow_private_addrs: bool,
     /// Established connections, all peers together; more are denied.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = ConnectionCaps::default().max_connections)]
     pub max_connections: u32,
     /// Established connections to one peer; more are denied.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = ConnectionCaps::default().max_connections_per_peer)]
     pub max_connections_per_peer: u32,
     /// Deny new connections while the process uses more memory than this
     /// (K/M/G suffixes allowed; default: 90 % of the machine's memory).
@@ -119,8 +123,8 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     /// The connection ceilings these flags ask for.
-    pub(super) fn caps(&self) -> crate::swarm::ConnectionCaps {
-        crate::swarm::ConnectionCaps {
+    pub(super) fn caps(&self) -> ConnectionCaps {
+        ConnectionCaps {
             max_connections: self.max_connections.max(1),
             max_connections_per_peer: self.max_connections_per_peer.max(1),
             max_memory_bytes: self.max_memory.map(|b| b as usize),
@@ -221,20 +225,20 @@ pub struct ProvideArgs {
     #[arg(long)]
     pub acl: Option<PathBuf>,
     /// Streams served at once, all buyers together (over it: `busy`).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = SlotLimits::default().max_streams)]
     pub max_streams: usize,
     /// Streams served at once to one buyer (over it: `busy`).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = SlotLimits::default().max_per_peer)]
     pub max_streams_per_peer: usize,
     /// End a stream whose buyer takes nothing for this many seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = ServeLimits::default().write_stall.as_secs())]
     pub write_stall_secs: u64,
     /// Service requests of one sender answered at once (each answer is a
     /// ledger post at our cost) before the per-minute rate applies.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = RateLimits::default().burst)]
     pub answer_burst: u32,
     /// Service requests of one sender answered per minute after the burst.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = RateLimits::default().per_minute)]
     pub answers_per_minute: u32,
 }
 

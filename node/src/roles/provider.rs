@@ -116,6 +116,18 @@ pub async fn run(
         Some(dir) => Some(AnswerJournal::open(dir).context("opening the answer journal")?),
         None => None,
     };
+    if let Some(j) = journal.clone() {
+        // Old entries go hourly (each answer leaves one file).
+        handle.spawn(async move {
+            let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+            hourly.tick().await; // the journal pruned itself on opening
+            loop {
+                hourly.tick().await;
+                let j = j.clone();
+                let _ = tokio::task::spawn_blocking(move || j.prune()).await;
+            }
+        });
+    }
     let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
     // Answers in flight are bounded: past the bound the inbox waits, which
     // slows the follower, not memory.

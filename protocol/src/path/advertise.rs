@@ -1,8 +1,9 @@
 //! What a node advertises in its service responses: which of its addresses
 //! a peer should dial, given what address consensus decided.
 
+use super::scope::ip_of;
 use crate::consensus::Mapping;
-use multiaddr::{Multiaddr, Protocol};
+use multiaddr::Multiaddr;
 use std::net::IpAddr;
 
 /// What address consensus decided, as the node uses it.
@@ -14,14 +15,6 @@ pub struct PublicView {
     pub ip: Option<IpAddr>,
     /// The NAT mapping.
     pub mapping: Mapping,
-}
-
-fn ip_of(a: &Multiaddr) -> Option<IpAddr> {
-    a.iter().find_map(|p| match p {
-        Protocol::Ip4(v4) => Some(v4.into()),
-        Protocol::Ip6(v6) => Some(v6.into()),
-        _ => None,
-    })
 }
 
 /// The addresses to advertise, best first. With a consensus verdict the
