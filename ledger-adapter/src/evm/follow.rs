@@ -87,6 +87,8 @@ struct FollowState {
     /// newest no longer matches the chain, a reorg replaced blocks already
     /// read, and the follower rewinds to the newest that still matches.
     read_through: VecDeque<(u64, B256)>,
+    /// The chain head's hash when the reorg check last ran.
+    last_head: Option<B256>,
 }
 
 impl FollowState {
@@ -173,6 +175,7 @@ impl Ledger for EvmLedger {
             backoff: self.options.poll_interval,
             range: self.options.max_block_range.max(1),
             read_through: VecDeque::new(),
+            last_head: None,
         };
         stream::unfold(state, |mut st| async move {
             loop {
@@ -180,11 +183,28 @@ impl Ledger for EvmLedger {
                     st.after = m.cursor;
                     return Some((Ok(m), st));
                 }
-                if let Err(e) = st.check_reorg().await {
-                    tracing::debug!(error = %e, "reorg check failed; trying again next time");
-                }
                 let opts = &st.ledger.options;
-                let head = timed(opts.rpc_timeout, st.ledger.provider.get_block_number()).await;
+                let latest = st.ledger.provider.get_block_by_number(Default::default());
+                let head = timed(opts.rpc_timeout, latest).await.and_then(|b| {
+                    b.map(|b| (b.header.number, b.header.hash))
+                        .ok_or_else(|| "the endpoint has no latest block".to_string())
+                });
+                // Only a new head can come with a reorg: an idle poll costs
+                // one request, not a hash check too.
+                let head = match head {
+                    Ok((number, hash)) if st.last_head != Some(hash) => {
+                        match st.check_reorg().await {
+                            Ok(()) => st.last_head = Some(hash),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "reorg check failed; trying again")
+                            }
+                        }
+                        Ok(number)
+                    }
+                    Ok((number, _)) => Ok(number),
+                    Err(e) => Err(e),
+                };
+                let opts = &st.ledger.options;
                 let result = match head {
                     Err(e) => Err(e),
                     Ok(head) => {
