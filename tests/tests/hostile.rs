@@ -244,6 +244,11 @@ async fn connections_over_the_caps_are_denied_and_the_node_keeps_serving() {
     b.dial(capped.peer_id(), tcp.clone())
         .await
         .expect("second peer");
+    // The dialer's side can finish first: wait until the capped node has
+    // taken this connection in (it answers on it) before the third comes.
+    b.observe(capped.peer_id(), false)
+        .await
+        .expect("b is connected");
     // A third peer is over the total cap: the capped node denies the
     // connection as it is established (the dialer may see it open, briefly).
     let _ = third.dial(capped.peer_id(), tcp.clone()).await;
