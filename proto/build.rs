@@ -2,7 +2,7 @@
 //! feeds the descriptors to `prost-build`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["schemas/ledgermesh.proto"];
+    let files = ["schemas/ledgermesh.proto", "schemas/circuit_v2.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -15,9 +15,9 @@ if [ ! -x "$solcjs" ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for name in SignalBoard; do
+for name in PaymentChannels SignalBoard; do
     src=ledger-adapter/contracts/$name.sol
-    "$solcjs" --bin --abi --optimize --optimize-runs 200 -o "$tmp" "$src" >/dev/null
+    "$solcjs" --bin --abi --optimize --optimize-runs 200 --base-path . -o "$tmp" "$src" >/dev/null
     base="$tmp/ledger-adapter_contracts_${name}_sol_${name}"
     node -e '
         const fs = require("fs");

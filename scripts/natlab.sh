@@ -7,14 +7,14 @@
 #   scripts/natlab.sh up LAB [--nat1 eim|edm] [--nat2 eim|edm] [--delay MS] [--loss PERCENT]
 #   scripts/natlab.sh down LAB
 #   scripts/natlab.sh status LAB
-#   scripts/natlab.sh exec LAB HOST CMD...      (HOST: relay chain obs1 obs2 obs3 pub h1 h2 nat1 nat2 inet)
+#   scripts/natlab.sh exec LAB HOST CMD...      (HOST: relay relay2 chain obs1 obs2 obs3 pub h1 h2 nat1 nat2 inet)
 #   scripts/natlab.sh down-all                  (every lab left behind)
 #
 # Topology (every LAB is independent; addresses repeat across labs because
 # each lab has its own namespaces):
 #
 #   internet 203.0.113.0/24 (bridge in LABinet)
-#     relay 203.0.113.10  chain 203.0.113.20  obs1..3 203.0.113.11-13  pub 203.0.113.30
+#     relay 203.0.113.10  relay2 203.0.113.14  chain 203.0.113.20  obs1..3 203.0.113.11-13  pub 203.0.113.30
 #     nat1  WAN 203.0.113.101 ─ LAN 192.0.2.1/28  ─ h1 192.0.2.2
 #     nat2  WAN 203.0.113.102 ─ LAN 192.0.2.17/28 ─ h2 192.0.2.18
 #
@@ -45,7 +45,7 @@ ensure_tools() {
 ns() { echo "lm${LAB}$1"; }
 nsx() { local n; n=$(ns "$1"); shift; ip netns exec "$n" "$@"; }
 
-HOSTS_PUBLIC="relay:203.0.113.10 chain:203.0.113.20 obs1:203.0.113.11 obs2:203.0.113.12 obs3:203.0.113.13 pub:203.0.113.30"
+HOSTS_PUBLIC="relay:203.0.113.10 relay2:203.0.113.14 chain:203.0.113.20 obs1:203.0.113.11 obs2:203.0.113.12 obs3:203.0.113.13 pub:203.0.113.30"
 
 mkns() {
     local n; n=$(ns "$1")

@@ -15,6 +15,7 @@
 pub mod conformance;
 pub mod evm;
 pub mod memory;
+pub mod payments;
 
 use futures::stream::BoxStream;
 use std::future::Future;
@@ -55,6 +56,10 @@ pub struct LedgerMessage {
     pub payload: Vec<u8>,
     /// The cursor just past this message: follow from it to continue.
     pub cursor: Cursor,
+    /// The hash of the block it is in, where the ledger has blocks that a
+    /// reorganisation can replace (EVM): saved with the cursor, it tells a
+    /// restarted follower whether the history it read still stands.
+    pub block_hash: Option<[u8; 32]>,
 }
 
 /// What posting produced.
@@ -110,6 +115,19 @@ pub trait Ledger: Send + Sync + 'static {
     /// every message that can still be fresh, without replaying all history.
     fn initial_cursor(&self) -> BoxFuture<'_, Result<Cursor, LedgerError>> {
         Box::pin(async { Ok(Cursor::START) })
+    }
+
+    /// The hash of block `block` on the ledger's current history (`None`
+    /// where the ledger has no such block, or no replaceable blocks).
+    fn block_hash(&self, _block: u64) -> BoxFuture<'_, Result<Option<[u8; 32]>, LedgerError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// How far back a follower restarts when the block of its saved cursor
+    /// was replaced while it was away (a reorg deeper than this is beyond
+    /// what `--confirmations` is meant to absorb).
+    fn reorg_rewind(&self) -> u64 {
+        0
     }
 
     /// Every message of `topic` after `from`, in order, then new ones as they

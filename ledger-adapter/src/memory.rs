@@ -88,6 +88,7 @@ impl MemoryLedger {
                 block: *seq,
                 index: 0,
             },
+            block_hash: None,
         })
     }
 }

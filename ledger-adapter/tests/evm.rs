@@ -2,84 +2,15 @@
 //! `scripts/setup.sh`): the conformance suite, clear errors for every way a
 //! connection can be wrong, and the committed contract artifact.
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::Address;
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use ledgermesh_ledger::conformance;
 use ledgermesh_ledger::evm::{EvmError, EvmLedger, EvmOptions, SignalBoard, SIGNAL_BOARD_ARTIFACT};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn tool(name: &str, test: &str) -> Option<PathBuf> {
-    let p = root().join(".tools/node_modules/.bin").join(name);
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{test}: {} missing and CI=true: run scripts/setup.sh",
-            p.display()
-        );
-    }
-    eprintln!("SKIP {test}: {name} not installed; run scripts/setup.sh");
-    None
-}
-
-/// An anvil on a free port, killed on drop.
-struct Anvil {
-    _child: tokio::process::Child,
-    url: String,
-}
-
-async fn anvil(test: &str) -> Option<Anvil> {
-    let bin = tool("anvil", test)?;
-    let mut child = tokio::process::Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", "0", "--accounts", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("anvil starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("anvil prints its address");
-            if let Some(addr) = line.trim().strip_prefix("Listening on ") {
-                return format!("http://{}", addr.trim());
-            }
-        }
-    })
-    .await
-    .expect("anvil listens within 30 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Some(Anvil { _child: child, url })
-}
-
-async fn funded(url: &str) -> PrivateKeySigner {
-    let signer = PrivateKeySigner::random();
-    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
-    let _: serde_json::Value = provider
-        .raw_request(
-            "anvil_setBalance".into(),
-            (signer.address(), U256::from(10u64).pow(U256::from(20u64))),
-        )
-        .await
-        .unwrap();
-    signer
-}
+mod common;
+use common::{anvil, funded, root, tool, Anvil};
 
 async fn ledger(test: &str) -> Option<(Anvil, EvmLedger)> {
     let chain = anvil(test).await?;
@@ -408,12 +339,21 @@ fn the_committed_artifact_is_what_the_source_compiles_to() {
         .status()
         .unwrap();
     assert!(status.success(), "compile-contracts.sh failed");
-    let fresh = std::fs::read_to_string(out.join("SignalBoard.json")).unwrap();
+    let committed = [
+        ("SignalBoard.json", SIGNAL_BOARD_ARTIFACT),
+        (
+            "PaymentChannels.json",
+            ledgermesh_ledger::payments::evm::PAYMENT_CHANNELS_ARTIFACT,
+        ),
+    ];
+    for (file, artifact) in committed {
+        let fresh = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(
+            fresh == artifact,
+            "ledger-adapter/contracts/{file} is stale: run scripts/compile-contracts.sh and commit the result"
+        );
+    }
     std::fs::remove_dir_all(&out).unwrap();
-    assert!(
-        fresh == SIGNAL_BOARD_ARTIFACT,
-        "ledger-adapter/contracts/SignalBoard.json is stale: run scripts/compile-contracts.sh and commit the result"
-    );
 }
 
 /// An endpoint that refuses wide `eth_getLogs` ranges (as hosted ones do)

@@ -22,6 +22,14 @@ pub enum KeyFileError {
         /// What is wrong.
         detail: String,
     },
+    /// Others than the owner may read the file: a secret must not be.
+    #[error("key file {} can be read by others (mode {mode:o}); fix it with: chmod 600 {}", path.display(), path.display())]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Any other I/O failure.
     #[error("key file {path}: {source}")]
     Io {
@@ -39,15 +47,40 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
     }
 }
 
+/// Refuses a secret file that its group or anyone else may read.
+pub fn check_private(path: &Path) -> Result<(), KeyFileError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(KeyFileError::Missing(path.to_owned()))
+            }
+            Err(e) => return Err(io(path)(e)),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyFileError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes a fresh Ed25519 keypair to `path` with mode 0600 and returns it.
+/// Never overwrites without `force`.
 pub fn generate_key_file(path: &Path, force: bool) -> Result<Keypair, KeyFileError> {
     let keypair = Keypair::generate_ed25519();
-    let bytes = keypair
-        .to_protobuf_encoding()
-        .map_err(|e| KeyFileError::Invalid {
+    // The encoded secret is wiped from memory when dropped.
+    let bytes = zeroize::Zeroizing::new(keypair.to_protobuf_encoding().map_err(|e| {
+        KeyFileError::Invalid {
             path: path.to_owned(),
             detail: e.to_string(),
-        })?;
+        }
+    })?);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true);
     if force {
@@ -79,15 +112,17 @@ pub fn generate_key_file(path: &Path, force: bool) -> Result<Keypair, KeyFileErr
     Ok(keypair)
 }
 
-/// Reads an Ed25519 keypair written by [`generate_key_file`].
+/// Reads an Ed25519 keypair written by [`generate_key_file`]; a file others
+/// may read is refused (with the `chmod` that fixes it).
 pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    check_private(path)?;
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             KeyFileError::Missing(path.to_owned())
         } else {
             io(path)(e)
         }
-    })?;
+    })?);
     let keypair = Keypair::from_protobuf_encoding(&bytes).map_err(|e| KeyFileError::Invalid {
         path: path.to_owned(),
         detail: e.to_string(),
@@ -136,6 +171,16 @@ mod tests {
         ));
         let kp2 = generate_key_file(&path, true).unwrap();
         assert_ne!(kp2.public(), kp.public());
+        // Readable by the group: refused, and told how to fix it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+            let err = read_key_file(&path).unwrap_err();
+            assert!(matches!(err, KeyFileError::Exposed { mode: 0o640, .. }));
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         std::fs::write(&path, b"garbage").unwrap();
         assert!(matches!(
             read_key_file(&path),

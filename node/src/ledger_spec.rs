@@ -32,12 +32,19 @@ pub const LEDGER_KEY_ENV: &str = "LEDGERMESH_LEDGER_KEY";
 /// The ledger key: from `file` when given, else from [`LEDGER_KEY_ENV`].
 pub fn ledger_key(file: Option<&Path>) -> Result<Option<String>, LedgerSpecError> {
     match file {
-        Some(p) => std::fs::read_to_string(p)
-            .map(Some)
-            .map_err(|e| LedgerSpecError::KeyFile {
+        Some(p) => {
+            // An account key others can read is refused, like an identity key.
+            crate::identity::check_private(p).map_err(|e| LedgerSpecError::KeyFile {
                 path: p.display().to_string(),
                 detail: e.to_string(),
-            }),
+            })?;
+            std::fs::read_to_string(p)
+                .map(Some)
+                .map_err(|e| LedgerSpecError::KeyFile {
+                    path: p.display().to_string(),
+                    detail: e.to_string(),
+                })
+        }
         None => Ok(std::env::var(LEDGER_KEY_ENV)
             .ok()
             .filter(|k| !k.trim().is_empty())),
@@ -63,5 +70,25 @@ pub async fn open_ledger(
             ))
         }
         s => Err(LedgerSpecError::Unknown(s.into())),
+    }
+}
+
+/// The payment channels of the board a spec names, as the account of `key`
+/// (hex). Payments need a chain: `memory` is refused (the demo and tests
+/// build an in-process chain themselves).
+pub async fn open_payments(
+    spec: &str,
+    key: Option<&str>,
+) -> Result<Arc<dyn ledgermesh_ledger::payments::PaymentChannels>, LedgerSpecError> {
+    match spec {
+        s if s.starts_with("evm:") => {
+            let signer = key.map(parse_key).transpose()?;
+            Ok(Arc::new(
+                ledgermesh_ledger::payments::EvmPayments::connect(s, signer).await?,
+            ))
+        }
+        s => Err(LedgerSpecError::Unknown(format!(
+            "{s} (payments need an EVM ledger: evm:RPC_URL@CONTRACT_ADDRESS)"
+        ))),
     }
 }

@@ -137,10 +137,22 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
     assert_eq!(summary["event"], "demo_summary");
     assert_eq!(summary["ok"], true);
     let streams = summary["streams"].as_array().unwrap();
-    assert_eq!(streams.len(), 8, "2 consumers × (3 feeds + 1 log)");
+    assert_eq!(
+        streams.len(),
+        10,
+        "2 consumers × (3 feeds + 1 log + 1 live ticks)"
+    );
     for s in streams {
         assert_eq!(s["verified"], true, "{s}");
         assert!(s["bytes"].as_u64().unwrap() > 0);
+    }
+    // The live feed: both consumers followed it for 16 KiB of signed chunks.
+    let live: Vec<_> = streams.iter().filter(|s| s["stream"] == "ticks").collect();
+    assert_eq!(live.len(), 2);
+    for s in live {
+        assert_eq!(s["bytes"], 16 << 10, "{s}");
+        assert!(s["live"]["chunks"].as_u64().unwrap() > 0, "{s}");
+        assert_eq!(s["live"]["gaps"], 0, "{s}");
     }
     let conns = summary["connections"].as_array().unwrap();
     assert_eq!(conns.len(), 6, "2 consumers × 3 providers");
@@ -153,6 +165,19 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
     for c in relayed {
         assert_eq!(c["provider"], "provider-3");
         assert_eq!(c["upgraded"], true, "DCUtR upgrades it: {c}");
+    }
+    // Both consumers paid priced provider-2 for its 2 MiB feed at 1 gwei per
+    // MiB, and the claims match the vouchers.
+    let payments = summary["payments"].as_array().unwrap();
+    let to_p2: Vec<_> = payments
+        .iter()
+        .filter(|p| p["payee"] == "provider-2")
+        .collect();
+    assert_eq!(to_p2.len(), 2, "{payments:?}");
+    for p in to_p2 {
+        assert_eq!(p["paid_wei"], "2000000000", "{p}");
+        assert_eq!(p["claimed_wei"], p["paid_wei"], "{p}");
+        assert_eq!(p["bytes_metered"], 2 << 20, "{p}");
     }
     // Each consumer found its public address by peer consensus (relay + 2 public providers).
     let public = summary["public_addresses"].as_array().unwrap();
@@ -171,7 +196,7 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
     }
     // Grants: each consumer holds one per stream it bought, nobody else any.
     let grants = summary["grants"].as_array().unwrap();
-    assert_eq!(grants.len(), 8, "{grants:?}");
+    assert_eq!(grants.len(), 10, "{grants:?}");
     assert!(grants
         .iter()
         .all(|g| g["consumer"].as_str().unwrap().starts_with("consumer-")
@@ -199,7 +224,7 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
 fn bench_json_has_every_figure() {
     let out = bin()
         .args(["bench", "--quick", "--json", "--rounds", "1"])
-        .args(["--bytes", &(2u64 << 20).to_string()])
+        .args(["--bytes", &(16u64 << 20).to_string()])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -257,6 +282,26 @@ fn bench_json_has_every_figure() {
             memory.get(phase).and_then(|x| x.as_u64()).is_some(),
             "phase {phase} in {memory:?}"
         );
+    }
+    // Live: one feed to M buyers, one buyer on N feeds; every follower got
+    // its bytes, with its lag and the spread between followers.
+    for (key, label) in [("one_feed_m_buyers", "m"), ("one_buyer_n_feeds", "n")] {
+        let rows = v
+            .pointer(&format!("/live/{key}"))
+            .and_then(|r| r.as_array())
+            .expect(key);
+        let ns: Vec<u64> = rows.iter().filter_map(|r| r[label].as_u64()).collect();
+        assert_eq!(ns, [10, 50], "{key}");
+        for r in rows {
+            assert_eq!(r["failed"], 0, "{r}");
+            let (p50, p99) = (
+                r["lag_ms_p50"].as_f64().unwrap(),
+                r["lag_ms_p99"].as_f64().unwrap(),
+            );
+            assert!(p50 > 0.0 && p99 >= p50, "{r}");
+            let fairness = r["fairness"].as_f64().unwrap();
+            assert!(fairness > 0.0 && fairness <= 1.0, "{r}");
+        }
     }
     for (key, label) in [
         ("one_consumer_n_providers", "n"),

@@ -8,3 +8,8 @@
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/ledgermesh.v1.rs"));
 }
+
+/// Circuit relay v2's hop and stop messages (the libp2p relay protocol).
+pub mod circuit_v2 {
+    include!(concat!(env!("OUT_DIR"), "/circuit.v2.rs"));
+}

@@ -36,6 +36,10 @@ pub struct StreamRequest {
     pub name: String,
     /// First byte wanted.
     pub offset: u64,
+    /// A live stream: start at the live edge instead of `offset`.
+    pub live_edge: bool,
+    /// The consumer sends bytes (to an inbound stream) and reads the answer.
+    pub send: bool,
 }
 
 /// The provider's first frame.
@@ -82,6 +86,8 @@ impl StreamRequest {
             pb::StreamRequest {
                 name: self.name.clone(),
                 offset: self.offset,
+                live_edge: self.live_edge,
+                send: self.send,
             }
             .encode_to_vec(),
         )
@@ -94,6 +100,8 @@ impl StreamRequest {
         Ok(StreamRequest {
             name: p.name,
             offset: p.offset,
+            live_edge: p.live_edge,
+            send: p.send,
         })
     }
 }
@@ -139,7 +147,7 @@ mod tests {
     proptest! {
         #[test]
         fn request_round_trips_through_any_split(name in "[a-z0-9._-]{0,64}", offset: u64, cut in 0usize..80) {
-            let req = StreamRequest { name, offset };
+            let req = StreamRequest { name, offset, live_edge: false, send: false };
             let bytes = req.encode();
             let cut = cut.min(bytes.len());
             if cut < bytes.len() {
@@ -194,6 +202,7 @@ mod tests {
                     name: "a".into(),
                     length: Some(9),
                     sha256: Some([7; 32]),
+                    live: None,
                 },
                 offset: 3,
             },
@@ -201,6 +210,7 @@ mod tests {
                 name: "b".into(),
                 reason: RejectReason::UnknownStream,
                 detail: "no such stream".into(),
+                earliest: None,
             }),
         ] {
             let bytes = h.encode();

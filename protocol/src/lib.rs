@@ -20,7 +20,10 @@ pub mod framing;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod keys;
+pub mod live;
 pub mod path;
+pub mod payment;
+pub mod relay;
 pub mod relay_caps;
 pub mod replay;
 pub mod signal;

@@ -17,6 +17,15 @@ pub enum RejectReason {
     Busy,
     /// The peer's grant for the stream ran out (a new request renews it).
     GrantExpired,
+    /// A priced stream, and no paid-up payment channel.
+    Unpaid,
+    /// A live stream's offset has left the provider's buffer.
+    Gone,
+    /// This buyer fell behind the live buffer and was cut.
+    TooSlow,
+    /// The stream does not go that way (sending to a stream that only
+    /// sends, or reading an echo without sending).
+    Direction,
     /// A reason this version does not know.
     Other,
 }
@@ -30,6 +39,10 @@ impl RejectReason {
             RejectReason::BadOffset => "bad_offset",
             RejectReason::Busy => "busy",
             RejectReason::GrantExpired => "grant_expired",
+            RejectReason::Unpaid => "unpaid",
+            RejectReason::Gone => "gone",
+            RejectReason::TooSlow => "too_slow",
+            RejectReason::Direction => "direction",
             RejectReason::Other => "other",
         }
     }
@@ -41,6 +54,10 @@ impl RejectReason {
             RejectReason::BadOffset => pb::RejectReason::BadOffset,
             RejectReason::Busy => pb::RejectReason::Busy,
             RejectReason::GrantExpired => pb::RejectReason::GrantExpired,
+            RejectReason::Unpaid => pb::RejectReason::Unpaid,
+            RejectReason::Gone => pb::RejectReason::Gone,
+            RejectReason::TooSlow => pb::RejectReason::TooSlow,
+            RejectReason::Direction => pb::RejectReason::Direction,
             RejectReason::Other => pb::RejectReason::Unspecified,
         }) as i32
     }
@@ -52,6 +69,10 @@ impl RejectReason {
             Ok(pb::RejectReason::BadOffset) => RejectReason::BadOffset,
             Ok(pb::RejectReason::Busy) => RejectReason::Busy,
             Ok(pb::RejectReason::GrantExpired) => RejectReason::GrantExpired,
+            Ok(pb::RejectReason::Unpaid) => RejectReason::Unpaid,
+            Ok(pb::RejectReason::Gone) => RejectReason::Gone,
+            Ok(pb::RejectReason::TooSlow) => RejectReason::TooSlow,
+            Ok(pb::RejectReason::Direction) => RejectReason::Direction,
             _ => RejectReason::Other,
         }
     }
@@ -66,6 +87,9 @@ pub struct StreamInfo {
     pub length: Option<u64>,
     /// SHA-256 of the whole stream, when known.
     pub sha256: Option<[u8; 32]>,
+    /// A live stream's epoch (drawn each time its source starts); `None`
+    /// for a finite stream.
+    pub live: Option<u64>,
 }
 
 /// A refused stream and why.
@@ -77,6 +101,9 @@ pub struct StreamRejection {
     pub reason: RejectReason,
     /// Human-readable detail.
     pub detail: String,
+    /// For [`RejectReason::Gone`] and [`RejectReason::TooSlow`]: the
+    /// earliest offset the provider still holds.
+    pub earliest: Option<u64>,
 }
 
 /// A consumer asks a provider for streams.
@@ -104,6 +131,8 @@ pub struct ServiceResponse {
     /// Unix ms until which the accepted streams may be fetched; `None` when
     /// nothing was granted (or the provider predates grants).
     pub grant_expires_ms: Option<u64>,
+    /// Wei per MiB the provider charges for the accepted streams (0: free).
+    pub price_per_mib: u128,
 }
 
 /// What an envelope carries.
@@ -142,6 +171,8 @@ impl StreamInfo {
             name: self.name.clone(),
             length: self.length.unwrap_or(0),
             sha256: self.sha256.map(|h| h.to_vec()).unwrap_or_default(),
+            live: self.live.is_some(),
+            epoch: self.live.unwrap_or(0),
         }
     }
 
@@ -150,6 +181,7 @@ impl StreamInfo {
             name: p.name,
             length: (p.length > 0).then_some(p.length),
             sha256: p.sha256.as_slice().try_into().ok(),
+            live: p.live.then_some(p.epoch),
         }
     }
 }
@@ -160,6 +192,7 @@ impl StreamRejection {
             name: self.name.clone(),
             reason: self.reason.to_pb(),
             detail: self.detail.clone(),
+            earliest: self.earliest.unwrap_or(0),
         }
     }
 
@@ -168,6 +201,11 @@ impl StreamRejection {
             name: p.name,
             reason: RejectReason::from_pb(p.reason),
             detail: p.detail,
+            earliest: matches!(
+                RejectReason::from_pb(p.reason),
+                RejectReason::Gone | RejectReason::TooSlow
+            )
+            .then_some(p.earliest),
         }
     }
 }
@@ -186,6 +224,10 @@ impl Signal {
                 accepted: r.accepted.iter().map(StreamInfo::to_pb).collect(),
                 rejected: r.rejected.iter().map(StreamRejection::to_pb).collect(),
                 grant_expires_ms: r.grant_expires_ms.unwrap_or(0),
+                price_per_mib: match r.price_per_mib {
+                    0 => String::new(),
+                    p => p.to_string(),
+                },
             }),
         }
     }
@@ -207,6 +249,13 @@ impl Signal {
                     .map(StreamRejection::from_pb)
                     .collect(),
                 grant_expires_ms: (r.grant_expires_ms > 0).then_some(r.grant_expires_ms),
+                price_per_mib: match r.price_per_mib.as_str() {
+                    "" => 0,
+                    p if p.len() <= 39 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                        p.parse().ok()?
+                    }
+                    _ => return None,
+                },
             }),
         })
     }

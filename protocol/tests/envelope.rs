@@ -55,9 +55,10 @@ proptest! {
             Signal::Response(ServiceResponse {
                 request_nonce: [9; 16],
                 addrs: vec![],
-                accepted: streams.iter().map(|s| StreamInfo { name: s.clone(), length: Some(length), sha256: None }).collect(),
+                accepted: streams.iter().map(|s| StreamInfo { name: s.clone(), length: Some(length), sha256: None, live: None }).collect(),
                 rejected: vec![],
                 grant_expires_ms: (length > 0).then_some(length),
+                price_per_mib: u128::from(length),
             }),
         ] {
             let sealed = seal(&k.alice, &bob, &signal, NOW, TTL, &mut rand::rng()).unwrap();

@@ -65,9 +65,10 @@ pub fn relay(dir: &TempDir) -> (Proc, String) {
     (p, addr)
 }
 
-/// Starts a provider process signaling through `chain`; returns it and its PeerId.
-#[allow(clippy::too_many_arguments)]
-pub fn provider(
+/// The command line of a provider named `name` signaling through `chain`
+/// with ledger key `key_index`, reserving on `relay`, its data under
+/// `DIR/<name>-data`; and its PeerId (a fresh identity key).
+pub fn provider_argv(
     dir: &TempDir,
     name: &str,
     chain: &Chain,
@@ -75,7 +76,7 @@ pub fn provider(
     relay: &str,
     streams: &[&str],
     extra: &[&str],
-) -> (Proc, String) {
+) -> (Vec<String>, String) {
     let (key, peer) = keygen(&dir.0, name);
     let data = dir.0.join(format!("{name}-data"));
     let mut args = vec![
@@ -97,11 +98,37 @@ pub fn provider(
     ];
     args.extend_from_slice(streams);
     args.extend_from_slice(extra);
-    let args: Vec<String> = args.into_iter().map(String::from).collect();
+    (args.into_iter().map(String::from).collect(), peer)
+}
+
+/// Starts a provider process signaling through `chain` and waits for its
+/// reservation; returns it and its PeerId.
+pub fn provider(
+    dir: &TempDir,
+    name: &str,
+    chain: &Chain,
+    key_index: usize,
+    relay: &str,
+    streams: &[&str],
+    extra: &[&str],
+) -> (Proc, String) {
+    let (args, peer) = provider_argv(dir, name, chain, key_index, relay, streams, extra);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut p = Proc::start(name, &dir.0, &argv);
     p.wait_for("reservation", T, |v| event_is(v, "reservation_accepted"));
     (p, peer)
+}
+
+/// A devchain and a relay under a fresh `tag` directory, or `None` (with a
+/// SKIP line; a failure under `CI=true`) when anvil is not installed.
+pub fn chain_and_relay(tag: &str) -> Option<(TempDir, Chain, Proc, String)> {
+    if !anvil_available(tag) {
+        return None;
+    }
+    let dir = crate::temp_dir(tag);
+    let chain = devchain(&dir, 0, &[]);
+    let (relay, addr) = relay(&dir);
+    Some((dir, chain, relay, addr))
 }
 
 /// Starts a consumer process signaling through `chain`; returns it and its output dir.
@@ -112,6 +139,19 @@ pub fn consumer(
     key_index: usize,
     relay: &str,
     wants: &[String],
+) -> (Proc, std::path::PathBuf) {
+    consumer_with(dir, name, chain, key_index, relay, wants, &[])
+}
+
+/// [`consumer`] with extra arguments.
+pub fn consumer_with(
+    dir: &TempDir,
+    name: &str,
+    chain: &Chain,
+    key_index: usize,
+    relay: &str,
+    wants: &[String],
+    extra: &[&str],
 ) -> (Proc, std::path::PathBuf) {
     let (key, _) = keygen(&dir.0, name);
     let out = dir.0.join(format!("{name}-out"));
@@ -136,6 +176,7 @@ pub fn consumer(
     .map(String::from)
     .collect();
     args.extend(wants.iter().cloned());
+    args.extend(extra.iter().map(|s| s.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     (Proc::start(name, &dir.0, &argv), out)
 }

@@ -203,3 +203,64 @@ pub fn assert_delivered(o: &StreamOutcome, expected: [u8; 32], len: u64) {
         o.peer, o.stream
     );
 }
+
+/// An ACL file under `dir` allowing everyone every stream (open data).
+pub fn open_acl(dir: &std::path::Path) -> std::path::PathBuf {
+    let acl = dir.join("acl-open.toml");
+    std::fs::write(&acl, "[[allow]]\npeer = \"*\"\nstreams = [\"*\"]\n").unwrap();
+    acl
+}
+
+/// Starts a provider of `src` as `feed`, reachable only through `relay`
+/// and taking no part in hole punching (every byte crosses the relay), open
+/// to everyone; with identity `key` (fresh when `None`). `tweak` adjusts
+/// its configs first. Returns it and its recorder (subscribed before start).
+pub async fn provider_behind(
+    net: &Net,
+    name: &str,
+    relay: &Multiaddr,
+    src: Source,
+    key: Option<libp2p::identity::Keypair>,
+    tweak: impl FnOnce(&mut ledgermesh_node::swarm::NodeConfig, &mut ProviderConfig),
+) -> (NodeHandle, Recorder) {
+    let mut c = net.dev.config(name);
+    c.relays = vec![relay.clone()];
+    c.hole_punching = false;
+    let events = Recorder::new(c.emitter.as_ref().expect("the net sets an emitter"));
+    let mut pc = ProviderConfig::new(vec![("feed".into(), src)]);
+    pc.relay_only = true;
+    pc.acl = Some(open_acl(&net.dir.0));
+    tweak(&mut c, &mut pc);
+    let h = match key {
+        Some(k) => ledgermesh_node::swarm::spawn(c, k)
+            .await
+            .expect("node starts"),
+        None => net.dev.spawn(c).await.expect("node starts"),
+    };
+    net.dev.provide(&h, None, pc);
+    (h, events)
+}
+
+/// A buyer on `net` with no relay of its own and no hole punching fetches
+/// `feed` from `provider` over its relay circuits only.
+pub async fn fetch_over_circuits(
+    net: &Net,
+    provider: &NodeHandle,
+) -> Result<ledgermesh_node::streams::Fetched, ledgermesh_node::streams::StreamError> {
+    let circuits = provider.snapshot().await.expect("snapshot").circuit_addrs;
+    assert!(!circuits.is_empty(), "the provider holds a reservation");
+    let mut c = net.dev.config("buyer");
+    c.relays.clear();
+    c.hole_punching = false;
+    let buyer = net.dev.spawn(c).await.expect("buyer starts");
+    let policy = ledgermesh_node::streams::FetchPolicy::default();
+    ledgermesh_node::streams::fetch(
+        &buyer,
+        provider.peer_id(),
+        &circuits,
+        "feed",
+        &net.dir.0,
+        &policy,
+    )
+    .await
+}

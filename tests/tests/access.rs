@@ -308,3 +308,67 @@ async fn a_relay_writes_its_reservations_and_circuits_to_its_audit_log() {
         "only a peer that held a reservation can end one: {lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_sold_before_a_provider_restart_are_honoured_after_it() {
+    use ledgermesh_node::swarm::NodeHandle;
+    let net = Net::new("grant-restart").await;
+    let data = net.dir.0.join("provider-data");
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let src = Source::Random {
+        len: 64 * KIB,
+        seed: 3,
+    };
+    let start = |name: &'static str| {
+        let mut c = net.dev.config(name);
+        c.relays = vec![net.relay_addr.clone()];
+        let mut pc = ProviderConfig::new(vec![("feed".into(), src.clone())]);
+        pc.data_dir = Some(data.clone());
+        let (dev, key) = (&net.dev, key.clone());
+        let mut events = Recorder::new(c.emitter.as_ref().unwrap());
+        async move {
+            let h = ledgermesh_node::swarm::spawn(c, key).await.unwrap();
+            dev.provide(&h, None, pc);
+            // Its stream server is up before it follows the ledger.
+            events
+                .wait_for("following", |e| matches!(e, Event::LedgerFollowing { .. }))
+                .await;
+            h
+        }
+    };
+    let first = start("provider").await;
+    let buyer = net.consumer("buyer").await;
+    let pid = first.peer_id();
+    let bought = net
+        .consume(
+            &buyer,
+            vec![ledgermesh_node::consumer::Want {
+                peer: pid,
+                stream: "feed".into(),
+            }],
+        )
+        .await;
+    assert!(bought[0].result.is_ok(), "bought: {:?}", bought[0].result);
+    first.shutdown().await;
+    // Restarted with the same identity and data directory, it honours the
+    // grant without a new request; a peer that bought nothing is refused.
+    let again: NodeHandle = start("provider-again").await;
+    let addrs = again.wait_listening().await.unwrap().direct_addrs;
+    let ask = |who: &NodeHandle, dir: std::path::PathBuf| {
+        let (who, addrs) = (who.clone(), addrs.clone());
+        async move {
+            who.dial(pid, addrs.clone()).await.expect("dial");
+            fetch(&who, pid, &addrs, "feed", &dir, &FetchPolicy::default()).await
+        }
+    };
+    let got = ask(&buyer.handle, net.dir.0.join("again"))
+        .await
+        .expect("the buyer's grant survived the restart");
+    assert_eq!(got.bytes, 64 * KIB);
+    assert_eq!(got.sha256, truth(&src).await);
+    let stranger = net.consumer("stranger").await;
+    match ask(&stranger.handle, net.dir.0.join("stranger")).await {
+        Err(StreamError::Rejected(r)) => assert_eq!(r.reason, RejectReason::NotAllowed),
+        other => panic!("a stranger is refused, got {other:?}"),
+    }
+}

@@ -217,6 +217,13 @@ async fn provider_rides_out_an_rpc_outage_and_a_restart_without_loss_or_repeats(
         2,
         "each request processed exactly once: {requests:#?}"
     );
+    // The provider reports its post once the receipt is in: that can come
+    // after the consumer already read the answer in the block.
+    if prov.matching(|v| event_is(v, "ledger_post")).len() < 2 {
+        prov.wait_for_next("the second answer's post", T, |v| {
+            event_is(v, "ledger_post")
+        });
+    }
     assert_eq!(
         prov.matching(|v| event_is(v, "ledger_post")).len(),
         2,
@@ -392,6 +399,14 @@ async fn ledger_deploy_puts_a_working_signal_board_on_a_chain() {
         chain.contract,
         "a new contract"
     );
+    // Its payment contract is found from the spec alone.
+    let payments = ledgermesh_ledger::payments::EvmPayments::connect(spec, None)
+        .await
+        .expect("the board names its payment contract");
+    assert_eq!(
+        payments.contract().to_string(),
+        v["payments"].as_str().unwrap()
+    );
     // The new board works end to end.
     let (url, contract) = parse_spec(spec).unwrap();
     let key = std::fs::read_to_string(&chain.keys[4]).unwrap();
@@ -415,17 +430,30 @@ async fn ledger_deploy_puts_a_working_signal_board_on_a_chain() {
     // An account without funds gets a clear refusal.
     let broke = dir.0.join("broke.key");
     std::fs::write(&broke, format!("0x{}", "11".repeat(32))).unwrap();
-    let out = std::process::Command::new(bin_path())
-        .args([
-            "ledger",
-            "deploy",
-            "--rpc",
-            &chain.rpc,
-            "--ledger-key",
-            broke.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let deploy = || {
+        std::process::Command::new(bin_path())
+            .args([
+                "ledger",
+                "deploy",
+                "--rpc",
+                &chain.rpc,
+                "--ledger-key",
+                broke.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    // Written with the default umask, others may read it: refused, with the fix.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&broke, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = deploy();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&broke, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let out = deploy();
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no funds"),
@@ -436,32 +464,19 @@ async fn ledger_deploy_puts_a_working_signal_board_on_a_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_crashes_around_an_answer_answers_exactly_once() {
-    if !anvil_available("exactly_once") {
+    let Some((dir, chain, _relay, relay_addr)) = chain_and_relay("exactly-once") else {
         return;
-    }
-    let dir = temp_dir("exactly-once");
-    let chain = devchain(&dir, 0, &[]);
-    let (_relay, relay_addr) = relay(&dir);
-    let (key, pid) = keygen(&dir.0, "provider");
-    let data = dir.0.join("provider-data");
-    let argv = [
-        "provide",
-        "--json",
-        "--key",
-        &key,
-        "--ledger",
-        &chain.spec,
-        "--ledger-key",
-        &chain.keys[0],
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--relay",
+    };
+    let (args, pid) = provider_argv(
+        &dir,
+        "provider",
+        &chain,
+        0,
         &relay_addr,
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--stream",
-        "feed=random:64K:9",
-    ];
+        &["feed=random:64K:9"],
+        &[],
+    );
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let start = |name: &str, failpoint: Option<&str>| {
         let env: Vec<(&str, &str)> = failpoint
             .map(|f| ("LEDGERMESH_FAILPOINT", f))
@@ -503,4 +518,83 @@ async fn a_provider_that_crashes_around_an_answer_answers_exactly_once() {
         );
         again.stop();
     }
+}
+
+/// The chain reorganises while the provider is down: the block its saved
+/// cursor points into is replaced by one holding another request at the
+/// same place. Restarted, the provider sees the block's hash changed
+/// (`ledger_reorg`), reads again from before it, and answers the new request
+/// (with only the old cursor, it would skip it as already handled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_while_the_provider_is_down_is_read_again_on_restart() {
+    use alloy::providers::{Provider, ProviderBuilder};
+    let Some((dir, chain, _relay, relay_addr)) = chain_and_relay("reorg-down") else {
+        return;
+    };
+    let (args, pid) = provider_argv(
+        &dir,
+        "provider",
+        &chain,
+        0,
+        &relay_addr,
+        &["feed=random:64K:9"],
+        &[],
+    );
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let rpc = ProviderBuilder::new().connect_http(chain.rpc.parse().unwrap());
+    let mut first = Proc::start("provider-first", &dir.0, &argv);
+    first.wait_for("following", T, |v| event_is(v, "ledger_following"));
+    let snapshot: serde_json::Value = rpc.raw_request("evm_snapshot".into(), ()).await.unwrap();
+    let want = vec![format!("{pid}/feed")];
+    let (mut c1, _) = consumer(&dir, "consumer-1", &chain, 1, &relay_addr, &want);
+    assert_eq!(c1.wait_exit(T), 0, "the first consumer is served");
+    let answered = first.wait_for("the first request", T, |v| {
+        event_is(v, "ledger_message") && v["kind"] == "service_request"
+    });
+    first.stop();
+    let cursor_files: Vec<_> = walk(&dir.0.join("provider-data"));
+    assert!(
+        cursor_files.iter().any(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            f.extension().is_some_and(|e| e == "cursor") && text.split(':').count() == 3
+        }),
+        "the cursor is saved with its block's hash: {cursor_files:?}"
+    );
+    // Away: the chain drops the first request's block and mines another
+    // request in its place.
+    let reverted: serde_json::Value = rpc
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert_eq!(reverted, serde_json::Value::Bool(true));
+    let (mut c2, _) = consumer(&dir, "consumer-2", &chain, 2, &relay_addr, &want);
+    c2.wait_for("the second request posted", T, |v| {
+        event_is(v, "ledger_post") && v["kind"] == "service_request"
+    });
+    let mut again = Proc::start("provider-again", &dir.0, &argv);
+    let reorg = again.wait_for("the reorg noticed", T, |v| event_is(v, "ledger_reorg"));
+    assert!(reorg["from_block"].as_u64().unwrap() < reorg["block"].as_u64().unwrap());
+    assert_eq!(
+        c2.wait_exit(T),
+        0,
+        "the request that replaced the old one is answered"
+    );
+    let read = again.matching(|v| event_is(v, "ledger_message") && v["kind"] == "service_request");
+    assert_eq!(read.len(), 1, "only the replacing request: {read:#?}");
+    assert_ne!(read[0]["from"], answered["from"]);
+    again.stop();
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -53,6 +53,8 @@ async fn ask(node: &TestNode, peer: PeerId, name: &str) -> libp2p::Stream {
     let req = StreamRequest {
         name: name.into(),
         offset: 0,
+        live_edge: false,
+        send: false,
     };
     s.write_all(&req.encode()).await.unwrap();
     s.flush().await.unwrap();
@@ -172,6 +174,7 @@ async fn a_provider_cannot_fill_the_disk_or_write_outside_the_output_directory()
         name: name.into(),
         length,
         sha256: None,
+        live: None,
     };
     // Declares 16 bytes, sends 4 MiB.
     fake_provider(&liar, info("feed", Some(16)), Some(4 * MIB));
@@ -409,15 +412,8 @@ async fn a_sender_flooding_requests_gets_its_burst_and_others_are_still_answered
     assert!(out[0].result.is_ok(), "{:?}", out[0].result);
 }
 
-/// An ACL file allowing everyone every stream.
-fn open_acl(dir: &std::path::Path) -> std::path::PathBuf {
-    let acl = dir.join("acl-open.toml");
-    std::fs::write(&acl, "[[allow]]\npeer = \"*\"\nstreams = [\"*\"]\n").unwrap();
-    acl
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_default_relay_is_no_free_proxy_and_an_allowlist_relay_serves_only_its_peers() {
+async fn a_default_relay_is_no_free_proxy() {
     use ledgermesh_node::swarm::RelayLimits;
     let net = Net::new("relay-limits").await;
     // A relay with the default (stock) limits.
@@ -438,76 +434,126 @@ async fn a_default_relay_is_no_free_proxy_and_an_allowlist_relay_serves_only_its
     pc.acl = Some(open_acl(&net.dir.0));
     net.dev.provide(&provider, None, pc);
     provider.wait_relays().await.unwrap();
-    let circuits = provider.snapshot().await.unwrap().circuit_addrs;
-    assert!(!circuits.is_empty(), "the provider holds a reservation");
-    let mut c = net.dev.config("buyer");
-    c.relays.clear();
-    c.hole_punching = false;
-    let buyer = net.dev.spawn(c).await.unwrap();
-    let got = fetch(
-        &buyer,
-        provider.peer_id(),
-        &circuits,
-        "feed",
-        &net.dir.0,
-        &FetchPolicy::default(),
-    )
-    .await
-    .expect("the stream completes, circuit after circuit");
+    let got = fetch_over_circuits(&net, &provider)
+        .await
+        .expect("the stream completes, circuit after circuit");
     assert_eq!(got.bytes, LEN);
     assert!(
         got.resumes >= 3,
-        "each circuit carries at most 128 KiB both ways: {} resumes for 512 KiB",
+        "each circuit carries at most 128 KiB each way: {} resumes for 512 KiB",
         got.resumes
     );
+}
 
-    // An allowlist relay: the provider may reserve; a stranger may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowlist_relay_lifts_the_limits_of_its_peers_only() {
+    use ledgermesh_node::swarm::RelayLimits;
+    let net = Net::new("relay-allow").await;
+    // Two providers behind the relay (no hole punching: every byte crosses
+    // it): one the operator lists, one a stranger.
+    let listed_key = libp2p::identity::Keypair::generate_ed25519();
     let allow = net.dir.0.join("relay-allow.toml");
     std::fs::write(
         &allow,
         format!(
-            "[[allow]]\npeer = \"{}\"\nstreams = [\"*\"]\n",
-            provider.peer_id()
+            "[[allow]]\npeer = \"{}\"\nstreams = [\"relay\"]\n",
+            listed_key.public().to_peer_id()
         ),
     )
     .unwrap();
-    let mut limits = RelayLimits::lifted();
-    limits.allow = Some(std::sync::Arc::new(std::sync::RwLock::new(
-        ledgermesh_node::access::acl_file::load(&allow).unwrap(),
-    )));
-    let mut c = net.dev.config("private-relay");
+    let limits = RelayLimits {
+        allow: Some(std::sync::Arc::new(std::sync::RwLock::new(
+            ledgermesh_node::access::acl_file::load(&allow).unwrap(),
+        ))),
+        ..RelayLimits::default()
+    };
+    let mut c = net.dev.config("allow-relay");
     c.relays.clear();
     c.relay_server = Some(limits);
     let mut relay_events = Recorder::new(c.emitter.as_ref().unwrap());
-    let private = net.dev.spawn(c).await.unwrap();
-    let private_addr = ledgermesh_node::relay::dial_addr(&private).await.unwrap();
-    let mut c = net.dev.config("friend");
-    c.relays = vec![private_addr.clone()];
-    let mut friend_events = Recorder::new(c.emitter.as_ref().unwrap());
-    // The friend uses the provider's identity: the allowlisted one.
-    let friend = ledgermesh_node::swarm::spawn(c, provider.keypair().clone()).await;
-    let mut c = net.dev.config("stranger");
-    c.relays = vec![private_addr.clone()];
-    let mut stranger_events = Recorder::new(c.emitter.as_ref().unwrap());
-    let stranger = net.dev.spawn(c).await.unwrap();
-    stranger.wait_relays().await.unwrap();
-    stranger_events
-        .wait_for(
-            "the stranger's reservation refused",
-            |e| matches!(e, Event::Error { what, .. } if what == "relay"),
+    let relay = net.dev.spawn(c).await.unwrap();
+    let relay_addr = ledgermesh_node::relay::dial_addr(&relay).await.unwrap();
+    const LEN: u64 = 512 << 10;
+    let src = Source::Random { len: LEN, seed: 9 };
+    let provider = |name: &'static str, key: Option<libp2p::identity::Keypair>| {
+        let (net, relay_addr, src) = (&net, &relay_addr, src.clone());
+        async move {
+            let (h, _) = provider_behind(net, name, relay_addr, src, key, |_, _| {}).await;
+            h.wait_relays().await.unwrap();
+            h
+        }
+    };
+    let listed = provider("listed", Some(listed_key)).await;
+    let stranger = provider("stranger", None).await;
+    let mut c = net.dev.config("buyer");
+    c.relays.clear();
+    c.hole_punching = false;
+    let buyer = net.dev.spawn(c).await.unwrap();
+    let mut fetched = vec![];
+    for p in [&listed, &stranger] {
+        let circuits = p.snapshot().await.unwrap().circuit_addrs;
+        assert!(
+            !circuits.is_empty(),
+            "{}: a reservation, listed or not",
+            p.peer_id()
+        );
+        let got = fetch(
+            &buyer,
+            p.peer_id(),
+            &circuits,
+            "feed",
+            &net.dir.0,
+            &FetchPolicy::default(),
         )
-        .await;
+        .await
+        .expect("the stream completes");
+        assert_eq!(got.bytes, LEN);
+        fetched.push(got.resumes);
+    }
+    assert!(
+        fetched[1] >= 3,
+        "a stranger's circuits are stock (128 KiB per direction): {} resumes",
+        fetched[1]
+    );
+    let to = |p: &ledgermesh_node::swarm::NodeHandle, outcome: &'static str| {
+        let id = p.peer_id().to_string();
+        move |e: &Event| matches!(e, Event::RelayCircuit { dst, outcome: o, .. } if *dst == id && o == outcome)
+    };
     relay_events
-        .wait_for("the relay's refusal", |e| {
-            matches!(e, Event::RelayReservation { peer_id, outcome, .. }
-                if *peer_id == stranger.peer_id().to_string() && outcome == "refused")
+        .wait_for("a circuit to the stranger", to(&stranger, "opened"))
+        .await;
+    let listed_circuits = relay_events.matching(to(&listed, "opened"));
+    assert_eq!(
+        listed_circuits.len(),
+        1,
+        "the listed provider's circuit is lifted: one carries the whole stream"
+    );
+    assert!(relay_events.matching(to(&listed, "closed")).is_empty());
+    // The relay says why each stock circuit closed and what it carried.
+    let cut = relay_events
+        .wait_for("a stock circuit cut at its data limit", |e| {
+            matches!(e, Event::RelayCircuit { dst, outcome, reason: Some(r), .. }
+                if *dst == stranger.peer_id().to_string() && outcome == "closed"
+                    && r.contains("data limit"))
         })
         .await;
-    let friend = friend.unwrap();
-    friend.wait_relays().await.unwrap();
-    friend_events
-        .wait_for("the friend's reservation", |e| {
-            matches!(e, Event::ReservationAccepted { .. })
+    let Event::RelayCircuit { bytes_to_src, .. } = cut else {
+        unreachable!()
+    };
+    assert_eq!(bytes_to_src, Some(128 << 10), "exactly the stock allowance");
+    // A circuit to a peer without a reservation: NO_RESERVATION, with the
+    // reason in the relay's event.
+    let nobody = libp2p::PeerId::random();
+    let via = relay_addr
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2pCircuit)
+        .with(libp2p::multiaddr::Protocol::P2p(nobody));
+    assert!(buyer.dial(nobody, vec![via]).await.is_err());
+    relay_events
+        .wait_for("the refusal", |e| {
+            matches!(e, Event::RelayCircuit { dst, outcome, status, .. }
+                if *dst == nobody.to_string() && outcome == "refused"
+                    && status.as_deref() == Some("NO_RESERVATION"))
         })
         .await;
 }
@@ -643,10 +689,9 @@ async fn a_provider_that_shuts_down_ends_its_streams_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_host_cannot_take_every_reservation_on_a_relay() {
     use ledgermesh_node::swarm::RelayLimits;
-    use ledgermesh_protocol::relay_caps::IpCaps;
     let net = Net::new("ip-caps").await;
     let mut limits = RelayLimits::lifted();
-    limits.ip_caps = std::sync::Arc::new(std::sync::Mutex::new(IpCaps::new(1, 4)));
+    (limits.reservations_per_ip, limits.circuits_per_ip) = (1, 4);
     let mut c = net.dev.config("capped-relay");
     c.relays.clear();
     c.relay_server = Some(limits);
@@ -674,8 +719,9 @@ async fn one_host_cannot_take_every_reservation_on_a_relay() {
     );
     relay_events
         .wait_for("the refusal", |e| {
-            matches!(e, Event::RelayReservation { peer_id, outcome, .. }
-                if *peer_id == second.peer_id().to_string() && outcome == "refused")
+            matches!(e, Event::RelayReservation { peer_id, outcome, status, .. }
+                if *peer_id == second.peer_id().to_string() && outcome == "refused"
+                    && status.as_deref() == Some("RESOURCE_LIMIT_EXCEEDED"))
         })
         .await;
     // Once the first leaves, the host may reserve again.
@@ -692,4 +738,75 @@ async fn one_host_cannot_take_every_reservation_on_a_relay() {
         !third.snapshot().await.unwrap().circuit_addrs.is_empty(),
         "room again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_answers_malformed_hop_requests_with_a_status_and_keeps_serving() {
+    use futures::AsyncReadExt;
+    use ledgermesh_protocol::relay::wire;
+    let mut net = Net::new("relay-garbage").await;
+    let relay = net.relay.handle.peer_id();
+    let stranger = net.consumer("stranger").await;
+    stranger
+        .handle
+        .dial(relay, vec![net.relay_addr.clone()])
+        .await
+        .unwrap();
+    let hop = ledgermesh_node::protocols::relay::HOP;
+    // Each request on its own hop stream: the relay answers with a status
+    // and closes; what arrives is the status code.
+    let answer = |bytes: Vec<u8>| {
+        let mut control = stranger.handle.stream_control();
+        let hop = hop.clone();
+        async move {
+            // libp2p-stream hands inbound streams over through a one-slot
+            // channel and resets what arrives while it is full: under a
+            // loaded test run an open can be refused; ask again.
+            let mut tries = 0;
+            let mut s = loop {
+                match control.open_stream(relay, hop.clone()).await {
+                    Ok(s) => break s,
+                    Err(e) if tries < 3 => {
+                        tries += 1;
+                        eprintln!("open hop stream: {e}; again");
+                        tokio::time::sleep(std::time::Duration::from_millis(50 << tries)).await;
+                    }
+                    Err(e) => panic!("open hop stream: {e}"),
+                }
+            };
+            s.write_all(&bytes).await.unwrap();
+            s.flush().await.unwrap();
+            let mut got = vec![];
+            let _ = s.read_to_end(&mut got).await;
+            let (body, _) = wire::split_frame(&got)
+                .unwrap()
+                .unwrap_or_else(|| panic!("a whole answer, got {got:?}"));
+            wire::decode_hop_status(body).unwrap().0
+        }
+    };
+    assert_eq!(answer(vec![3, 0xff, 0xff, 0xff]).await, 400, "garbage");
+    assert_eq!(answer(vec![0x81, 0x20]).await, 400, "a 4097-byte length");
+    let status = wire::connect_answer(Err(ledgermesh_protocol::relay::Status::Ok));
+    assert_eq!(answer(status).await, 401, "a status where a request is due");
+    let to_nobody = wire::hop_request(&wire::HopRequest::Connect(PeerId::random()));
+    assert_eq!(answer(to_nobody).await, 204, "no reservation");
+    // The same stranger (and anyone) still gets what it asks for properly.
+    let reserve = wire::hop_request(&wire::HopRequest::Reserve);
+    assert_eq!(answer(reserve).await, 100);
+    net.relay
+        .events
+        .wait_for("the stranger's reservation", |e| {
+            matches!(e, Event::RelayReservation { peer_id, outcome, .. }
+                if *peer_id == stranger.handle.peer_id().to_string() && outcome == "accepted")
+        })
+        .await;
+    let provider = net.provider("provider", 1024, 1, true).await;
+    provider.handle.wait_relays().await.unwrap();
+    assert!(!provider
+        .handle
+        .snapshot()
+        .await
+        .unwrap()
+        .circuit_addrs
+        .is_empty());
 }

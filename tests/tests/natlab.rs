@@ -4,6 +4,7 @@
 //!
 //! Each case runs several times and prints its counts (`NATLAB ...` lines).
 
+use ledgermesh_e2e::chain::T;
 use ledgermesh_e2e::natlab::world::*;
 use ledgermesh_e2e::natlab::Nat;
 use ledgermesh_e2e::procs::{event_is, Proc};
@@ -87,6 +88,16 @@ fn eim_eim_upgrades_with(transport: Transport, delay_ms: u32, loss: f64) {
                 last_open["ts_ms"].as_u64() >= up["ts_ms"].as_u64(),
                 "{test} run {i}: the stream continued on the direct path: {last_open} vs {up}"
             );
+        } else {
+            // Why not: what each side said about the punch and the paths.
+            let punch = |v: &serde_json::Value| {
+                ["hole_punch_failed", "connected", "disconnected", "upgraded"]
+                    .iter()
+                    .any(|k| event_is(v, k))
+            };
+            let said: Vec<_> = events.iter().filter(|v| punch(v)).collect();
+            let provider_said = p.matching(|v| event_is(v, "hole_punch_failed"));
+            println!("NATLAB {test} run {i}: no upgrade; consumer: {said:?}; provider: {provider_said:?}");
         }
     }
     ms.sort();
@@ -103,7 +114,8 @@ fn eim_eim_upgrades_with(transport: Transport, delay_ms: u32, loss: f64) {
 /// edm + edm: the punch fails and is reported; the stream completes on the relay.
 fn edm_edm_stays_relayed(transport: Transport) {
     let test = format!("edm_edm_{transport:?}");
-    let Some(w) = world(&test, Nat::Edm, Nat::Edm, transport) else {
+    // The relay charges for what it carries: the provider pays it.
+    let Some(mut w) = world_priced(&test, Nat::Edm, Nat::Edm, transport, RELAY_PRICE) else {
         return;
     };
     // A live feed long enough to outlast every hole-punch attempt.
@@ -155,6 +167,58 @@ fn edm_edm_stays_relayed(transport: Transport) {
         !reported.is_empty() || failed_punch > 0,
         "{test}: the failed punch is reported"
     );
+    paid_for_every_relayed_byte(&test, &mut w, &mut p, &pid);
+}
+
+/// Wei per MiB the NAT lab's relay charges in the edm+edm cases.
+const RELAY_PRICE: u128 = 1_000_000_000_000;
+
+/// The provider behind the priced relay paid for every byte its circuits
+/// carried: once every circuit has closed, the relay's last voucher covers
+/// the bytes it metered on them, and what it claims on chain when it stops
+/// is exactly that voucher.
+fn paid_for_every_relayed_byte(test: &str, w: &mut World, p: &mut Proc, pid: &str) {
+    let relay = &mut w._relay;
+    let circuits = |relay: &mut Proc, outcome: &str| {
+        relay.matching(|v| {
+            event_is(v, "relay_circuit") && v["dst"] == pid && v["outcome"] == outcome
+        })
+    };
+    while circuits(relay, "closed").len() < circuits(relay, "opened").len() {
+        relay.wait_for_next("a circuit closing", T, |v| {
+            event_is(v, "relay_circuit") && v["outcome"] == "closed"
+        });
+    }
+    let metered: u64 = circuits(relay, "closed")
+        .iter()
+        .map(|v| v["bytes_to_dst"].as_u64().unwrap() + v["bytes_to_src"].as_u64().unwrap())
+        .sum();
+    let last = relay.wait_for("the voucher for every metered byte", T, |v| {
+        event_is(v, "voucher_received") && v["bytes"].as_u64().unwrap() >= metered
+    });
+    let paid: u128 = last["cumulative"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        paid,
+        u128::from(metered) * RELAY_PRICE / (1 << 20),
+        "{test}: priced to the wei"
+    );
+    let sent = p.matching(|v| event_is(v, "voucher_sent"));
+    assert!(
+        sent.iter().any(|v| v["cumulative"] == paid.to_string()),
+        "{test}: the provider signed it"
+    );
+    relay.terminate();
+    assert_eq!(relay.wait_exit(T), 0);
+    let claimed: u128 = relay
+        .matching(|v| event_is(v, "claimed"))
+        .iter()
+        .map(|v| v["amount"].as_str().unwrap().parse::<u128>().unwrap())
+        .sum();
+    assert_eq!(
+        claimed, paid,
+        "{test}: claimed on chain what the vouchers say"
+    );
+    println!("NATLAB {test}: relay metered {metered} bytes, paid and claimed {paid} wei");
 }
 
 /// A publicly reachable provider: the consumer connects directly, no relay.
@@ -240,4 +304,59 @@ fn natlab_eim_eim_tcp_with_40ms_delay_still_upgrades() {
 fn natlab_streams_complete_verified_with_40ms_delay_and_1pct_loss() {
     // Every run upgrades or stays relayed; every stream must arrive whole.
     eim_eim_upgrades_with(Transport::Tcp, 40, 1.0);
+}
+
+/// edm + edm with two relays: the relay carrying a stream dies mid-stream;
+/// the stream moves to the other relay and completes verified, the move and
+/// the stall reported.
+#[test]
+fn natlab_relay_death_mid_stream_moves_to_the_second_relay() {
+    let test = "relay_death";
+    let Some(mut w) = world_two_relays(test, Nat::Edm, Nat::Edm, Transport::Tcp) else {
+        return;
+    };
+    let (_p, pid) = w.provider("h1", Transport::Tcp, true, "feed=paced:4M:1M:47");
+    let (mut c, out) = w.consumer(0, Transport::Tcp, &format!("{pid}/feed"));
+    let first = c.wait_for("connected", T, |v| {
+        event_is(v, "connected") && v["peer_id"] == pid.as_str() && v["path"] == "relayed"
+    });
+    let carrier = first["via"].as_str().unwrap().to_string();
+    let file = out.join(&pid).join("feed");
+    let deadline = std::time::Instant::now() + T;
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < 512 << 10 {
+        assert!(std::time::Instant::now() < deadline, "{test}: no data");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (relay2, a2) = w.relay2.as_mut().expect("two relays");
+    let other = if a2.ends_with(&carrier) {
+        relay2.stop();
+        w.relay_addr.rsplit('/').next().unwrap().to_string()
+    } else {
+        w._relay.stop();
+        a2.rsplit('/').next().unwrap().to_string()
+    };
+    let moved = c.wait_for("path_changed", T, |v| {
+        event_is(v, "path_changed")
+            && v["peer_id"] == pid.as_str()
+            && v["from"]["via"] == carrier.as_str()
+    });
+    assert_eq!(moved["reason"], "relay_lost", "{moved}");
+    assert_eq!(c.wait_exit(T), 0, "{test}: the stream completed");
+    let resumed = c.wait_for("stream_resumed", T, |v| event_is(v, "stream_resumed"));
+    let on_other = c.matching(|v| {
+        event_is(v, "connected") && v["peer_id"] == pid.as_str() && v["via"] == other.as_str()
+    });
+    assert!(
+        !on_other.is_empty(),
+        "{test}: reconnected through the other relay"
+    );
+    let expected = futures::executor::block_on(truth(&Source::Random {
+        len: 4 << 20,
+        seed: 47,
+    }));
+    assert_eq!(file_sha256(&file), expected, "{test}: every byte once");
+    println!(
+        "NATLAB {test}: moved off {carrier} ({}), stalled {} ms",
+        moved["reason"], resumed["stalled_ms"]
+    );
 }

@@ -533,3 +533,32 @@ async fn observers_of(net: &Net, n: usize) -> (Vec<libp2p::Multiaddr>, Vec<TestN
     }
     (addrs, nodes)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_live_feed_keeps_its_buyer_with_heartbeats() {
+    use ledgermesh_node::streams::live::LiveSpec;
+    let net = Net::new("live-quiet").await;
+    // Silent for 3 s, then one line, then the source ends (--exec-once).
+    let mut pc = ledgermesh_node::provider::ProviderConfig::new(vec![(
+        "ticks".into(),
+        Source::Live(LiveSpec::Exec("sleep 3; echo hi".into())),
+    )]);
+    pc.exec_once = true;
+    pc.serve_limits.live_heartbeat = std::time::Duration::from_millis(300);
+    let p = net.provider_config("provider", pc, None).await;
+    let c = net.consumer("consumer").await;
+    // A buyer that takes 1 s of silence for a dead path.
+    let outcomes = net
+        .consume_with(&c, vec![want(&p, "ticks")], |cc| {
+            cc.fetch.stall = std::time::Duration::from_secs(1)
+        })
+        .await;
+    let f = outcomes[0].result.as_ref().expect("followed to its end");
+    let live = f.live.as_ref().expect("a live stream");
+    assert!(live.source_ended, "{live:?}");
+    assert_eq!(
+        f.resumes, 0,
+        "heartbeats kept the subscription: no resubscribe"
+    );
+    assert_eq!(std::fs::read(&f.path).unwrap(), b"hi\n");
+}

@@ -57,6 +57,7 @@ impl EvmLedger {
                         sender: format!("{}", ev.sender),
                         payload: ev.payload.to_vec(),
                         cursor,
+                        block_hash: log.block_hash.map(|h| h.0),
                     });
                 }
                 Err(e) => {
@@ -151,6 +152,18 @@ impl Ledger for EvmLedger {
         payload: Vec<u8>,
     ) -> BoxFuture<'_, Result<PostReceipt, LedgerError>> {
         Box::pin(self.post_inner(topic, payload))
+    }
+
+    fn block_hash(&self, block: u64) -> BoxFuture<'_, Result<Option<[u8; 32]>, LedgerError>> {
+        Box::pin(async move {
+            let hash = EvmLedger::block_hash(self, block).await;
+            hash.map(|h| h.map(|h| h.0))
+                .map_err(LedgerError::Unavailable)
+        })
+    }
+
+    fn reorg_rewind(&self) -> u64 {
+        REMEMBERED_BLOCKS as u64
     }
 
     fn initial_cursor(&self) -> BoxFuture<'_, Result<Cursor, LedgerError>> {

@@ -29,6 +29,7 @@ alloy::sol! {
         error PayloadTooLarge(uint256 length, uint256 max);
         function post(bytes32 topic, bytes calldata payload) external;
         function MAX_PAYLOAD() external view returns (uint256);
+        function payments() external view returns (address);
     }
 }
 
@@ -172,7 +173,10 @@ impl std::fmt::Debug for EvmLedger {
     }
 }
 
-fn provider_for(url: &str, signer: Option<PrivateKeySigner>) -> Result<DynProvider, EvmError> {
+pub(crate) fn provider_for(
+    url: &str,
+    signer: Option<PrivateKeySigner>,
+) -> Result<DynProvider, EvmError> {
     let parsed =
         alloy::transports::http::reqwest::Url::parse(url).map_err(|e| EvmError::BadUrl {
             url: url.into(),
@@ -201,7 +205,7 @@ fn provider_for(url: &str, signer: Option<PrivateKeySigner>) -> Result<DynProvid
     })
 }
 
-async fn timed<T, E: std::fmt::Display>(
+pub(crate) async fn timed<T, E: std::fmt::Display>(
     d: Duration,
     f: impl std::future::IntoFuture<Output = Result<T, E>>,
 ) -> Result<T, String> {

@@ -5,6 +5,7 @@
 
 pub mod acl_file;
 pub mod audit_log;
+pub mod grant_log;
 
 use crate::events::{now_ms, Emitter, Event};
 use audit_log::{AuditLine, AuditLog};

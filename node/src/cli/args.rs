@@ -159,20 +159,22 @@ pub struct RelayArgs {
     #[arg(long, num_args = 1..)]
     pub external: Vec<Multiaddr>,
     /// Longest life of one circuit, in seconds (default: 120, or 3600 with
-    /// `--open` / `--allow`).
+    /// `--open` / `--allow`, for the listed peers).
     #[arg(long)]
     pub max_circuit_secs: Option<u64>,
-    /// Bytes one circuit may carry, both directions together (default:
-    /// 128 KiB, or 1 TiB with `--open` / `--allow`).
+    /// Bytes one circuit may carry in each direction (default: 128 KiB, or
+    /// 1 TiB with `--open` / `--allow`, for the listed peers).
     #[arg(long)]
     pub max_circuit_bytes: Option<u64>,
     /// Serve every peer with lifted circuit limits (an open relay). Without
-    /// it (or `--allow`), circuits are stock-sized: 2 minutes, 128 KiB.
+    /// it, circuits are stock-sized (2 minutes, 128 KiB per direction)
+    /// except for the peers `--allow` lists.
     #[arg(long, conflicts_with = "allow")]
     pub open: bool,
-    /// Serve only the peers this ACL file allows (the provider's format;
-    /// entries with streams `*` or `relay`), with lifted limits; others get
-    /// no reservation and no circuit. Re-read when it changes.
+    /// Lift the circuit limits for the peers this ACL file allows (the
+    /// provider's format; entries with streams `*` or `relay`): a circuit
+    /// with a listed end gets 1 hour and 1 TiB per direction; others keep
+    /// stock-sized circuits. Re-read when it changes.
     #[arg(long)]
     pub allow: Option<PathBuf>,
     /// Reservations the peers behind one IP address may hold at once.
@@ -181,14 +183,138 @@ pub struct RelayArgs {
     /// Circuits the peers behind one IP address may hold at once.
     #[arg(long, default_value_t = crate::swarm::DEFAULT_CIRCUITS_PER_IP)]
     pub max_circuits_per_ip: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub pay_ledger: PayLedgerArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub price: PriceArgs,
+    /// Who pays for a circuit on a priced relay: the reservation holder
+    /// (`destination`, the peer reachable only through the relay) or the
+    /// peer that dials (`source`).
+    #[arg(long, value_enum, default_value_t = BillArg::Destination)]
+    pub bill: BillArg,
+}
+
+/// Which end of a circuit pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BillArg {
+    /// The reservation holder.
+    Destination,
+    /// The dialing peer.
+    Source,
+}
+
+/// Where a priced relay is paid (providers use their `--ledger`).
+#[derive(Debug, Args)]
+pub struct PayLedgerArgs {
+    /// Ledger whose payment channels pay us: `evm:RPC_URL@CONTRACT_ADDRESS`
+    /// (the board's spec; its payment contract is found from it).
+    #[arg(
+        long = "ledger",
+        id = "pay_ledger",
+        value_name = "SPEC",
+        env = "LEDGERMESH_LEDGER"
+    )]
+    pub ledger: Option<String>,
+    /// File holding the ledger account key that receives payment.
+    #[arg(long = "ledger-key", id = "pay_ledger_key", value_name = "FILE")]
+    pub ledger_key: Option<PathBuf>,
+    /// Where a priced relay keeps the vouchers it has not claimed yet
+    /// (default with `--key`: `.ledgermesh/nodes/<peer id>`).
+    #[arg(long, env = "LEDGERMESH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Prices of a payee (a priced relay or provider).
+#[derive(Debug, Args)]
+pub struct PriceArgs {
+    /// Price of each MiB carried or served, in wei (0: free).
+    #[arg(long, default_value_t = 0)]
+    pub price_per_mib: u128,
+    /// Price of each hour of a reservation, in wei (relays).
+    #[arg(long, default_value_t = 0)]
+    pub price_per_hour: u128,
+    /// Bytes free before billing starts.
+    #[arg(long, default_value_t = 0)]
+    pub free_bytes: u64,
+    /// Smallest channel deposit accepted, in wei.
+    #[arg(long, default_value_t = 0)]
+    pub min_deposit: u128,
+    /// The first credit window, in MiB worth (what we risk on a new payer).
+    #[arg(long, default_value_t = 4)]
+    pub credit_mib: u128,
+    /// The largest credit window, in MiB worth.
+    #[arg(long, default_value_t = 256)]
+    pub max_credit_mib: u128,
+    /// Claim a payer's vouchers once they owe this many wei unclaimed
+    /// (default: 64 MiB worth); all are claimed on shutdown.
+    #[arg(long)]
+    pub claim_at: Option<u128>,
+}
+
+impl PriceArgs {
+    /// Whether anything is charged.
+    pub fn priced(&self) -> bool {
+        self.price_per_mib > 0 || self.price_per_hour > 0
+    }
+
+    /// The payee's accounts, when priced, paid on `spec` to `key_file`'s account.
+    pub(super) async fn payees(
+        &self,
+        spec: Option<&str>,
+        key_file: Option<&std::path::Path>,
+        emitter: &crate::events::Emitter,
+    ) -> anyhow::Result<Option<crate::protocols::pay::Payees>> {
+        use anyhow::Context as _;
+        if !self.priced() {
+            return Ok(None);
+        }
+        let spec =
+            spec.context("a price needs --ledger evm:RPC_URL@CONTRACT (where payment arrives)")?;
+        let key = crate::ledger_spec::ledger_key(key_file)?
+            .context("a price needs --ledger-key FILE (the account that is paid)")?;
+        let channels = crate::ledger_spec::open_payments(spec, Some(&key)).await?;
+        let terms = ledgermesh_protocol::payment::Terms {
+            price_per_mib: self.price_per_mib,
+            price_per_hour: self.price_per_hour,
+            free_bytes: self.free_bytes,
+            min_deposit: self.min_deposit,
+        };
+        let unit = self.price_per_mib.max(self.price_per_hour / 60).max(1);
+        let policy = ledgermesh_protocol::payment::CreditPolicy::in_mib(
+            unit,
+            self.credit_mib,
+            self.max_credit_mib,
+        );
+        let cfg = crate::protocols::pay::PayeeConfig {
+            channels,
+            terms,
+            policy,
+            claim_threshold: self.claim_at.unwrap_or(unit.saturating_mul(64)),
+        };
+        Ok(Some(crate::protocols::pay::Payees::new(
+            cfg,
+            emitter.clone(),
+        )?))
+    }
 }
 
 /// Network options of the provider and consumer roles.
 #[derive(Debug, Args)]
 pub struct PeerArgs {
-    /// Relays to hold a reservation on (`.../p2p/<relay id>`).
+    /// Relays to hold reservations on (`.../p2p/<relay id>`), in order of
+    /// preference: the first `--reservations` that accept are held; a dead
+    /// one is replaced by the next and asked again with back-off.
     #[arg(long, num_args = 1..)]
     pub relay: Vec<Multiaddr>,
+    /// Reservations held at once.
+    #[arg(long, default_value_t = crate::swarm::DEFAULT_RESERVATIONS)]
+    pub reservations: usize,
+    /// Seconds between pings on each connection: round trips and lost pings
+    /// rate each path; a relayed path red three times in a row is re-routed.
+    #[arg(long, default_value_t = 5)]
+    pub ping_secs: u64,
     /// Extra address-consensus observers (`.../p2p/<id>`); the relays observe too.
     #[arg(long, num_args = 1..)]
     pub observer: Vec<Multiaddr>,
@@ -198,6 +324,15 @@ pub struct PeerArgs {
     /// Addresses to listen on.
     #[arg(long, num_args = 1.., default_values = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"])]
     pub listen: Vec<Multiaddr>,
+    /// Pay priced relays from the ledger account (`--ledger-key`): lock this
+    /// many wei in a channel to each (reusing an open one), and top up by as
+    /// much when it runs out. Without it, a priced relay refuses us.
+    #[arg(long)]
+    pub relay_deposit: Option<u128>,
+    /// Stay on relayed paths: take no part in hole punching (DCUtR). For
+    /// measuring relays, or where a direct path is unwanted.
+    #[arg(long)]
+    pub no_hole_punch: bool,
 }
 
 /// `ledgermesh provide`.
@@ -212,8 +347,8 @@ pub struct ProvideArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub peer: PeerArgs,
-    /// Streams to sell: NAME=file:PATH, NAME=random:BYTES[:SEED], NAME=paced:BYTES:RATE[:SEED] (a live feed at RATE bytes/s) or NAME=zero:BYTES.
-    #[arg(long, num_args = 1.., required = true)]
+    /// Streams to sell: NAME=file:PATH, NAME=random:BYTES[:SEED], NAME=paced:BYTES:RATE[:SEED] (paced random bytes) or NAME=zero:BYTES; live ones, read once and fanned out: NAME=exec:COMMAND (its stdout; restarted when it exits), NAME=tcp:HOST:PORT, NAME=stdin:, NAME=tail:PATH; NAME=echo: sends back what a buyer sends.
+    #[arg(long, num_args = 1..)]
     pub stream: Vec<String>,
     /// Advertise only relay circuits (behind a NAT; DCUtR finds the direct path).
     #[arg(long)]
@@ -240,6 +375,93 @@ pub struct ProvideArgs {
     /// Service requests of one sender answered per minute after the burst.
     #[arg(long, default_value_t = RateLimits::default().per_minute)]
     pub answers_per_minute: u32,
+    /// Sell the streams: prices and credit (paid to the `--ledger-key`
+    /// account through the board's payment channels).
+    #[command(flatten)]
+    pub price: PriceArgs,
+    /// Bytes of each live stream kept for buyers that join at an offset
+    /// or fall behind (K/M/G suffixes allowed); a buyer a whole buffer
+    /// behind is cut (`too_slow`).
+    #[arg(long, default_value = "16M", value_parser = parse_bytes)]
+    pub live_buffer: u64,
+    /// An `exec:` command that exits ends its stream (buyers get the end)
+    /// instead of being restarted.
+    #[arg(long)]
+    pub exec_once: bool,
+    /// Fault injection for tests: the first chunk sent that holds this
+    /// offset of a live stream has that byte flipped after signing.
+    #[arg(long, hide = true)]
+    pub fault_flip_live_byte: Option<u64>,
+}
+
+/// `ledgermesh nc`.
+#[derive(Debug, Args)]
+pub struct NcArgs {
+    /// The stream, as PEERID/STREAM.
+    pub target: Want,
+    /// Send standard input to the stream (an echo or other inbound stream)
+    /// and print what comes back.
+    #[arg(long)]
+    pub send: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ledger: LedgerArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub peer: PeerArgs,
+    /// Reach the provider at this address (`.../p2p/<id>`) without a ledger request; its ACL must allow us.
+    #[arg(long, num_args = 1..)]
+    pub provider_addr: Vec<Multiaddr>,
+    /// Write the JSON events to FILE (standard output carries the stream).
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Where to join a live stream: `live` or an offset still held.
+    #[arg(long, default_value = "live")]
+    pub from: crate::streams::live::fetch::From,
+    /// Stop after this many bytes or this long (see `consume --until`).
+    #[arg(long)]
+    pub until: Option<Until>,
+    /// Skip to the live edge instead of being cut when falling behind.
+    #[arg(long)]
+    pub skip_ahead: bool,
+    /// Seconds to wait for the provider's service response.
+    #[arg(long, default_value_t = 60)]
+    pub response_timeout: u64,
+    /// The most we pay per MiB, in wei (0: free streams only).
+    #[arg(long, default_value_t = 0)]
+    pub max_price_per_mib: u128,
+    /// Pay for a priced stream from the `--ledger-key` account (wei per channel).
+    #[arg(long)]
+    pub deposit: Option<u128>,
+}
+
+impl NcArgs {
+    /// The `consume` this is: the one stream to standard output.
+    pub fn into_consume(self) -> ConsumeArgs {
+        ConsumeArgs {
+            node: self.node,
+            ledger: self.ledger,
+            peer: self.peer,
+            want: vec![self.target],
+            out: Some(PathBuf::from("-")),
+            listen_local: None,
+            events: self.events,
+            from: self.from,
+            until: self.until,
+            skip_ahead: self.skip_ahead,
+            send: self.send,
+            response_timeout: self.response_timeout,
+            hire_secs: 3600,
+            renew: true,
+            provider_addr: self.provider_addr,
+            max_bytes: crate::streams::client::DEFAULT_MAX_BYTES,
+            max_price_per_mib: self.max_price_per_mib,
+            deposit: self.deposit,
+        }
+    }
 }
 
 /// `ledgermesh consume`.
@@ -257,9 +479,37 @@ pub struct ConsumeArgs {
     /// Streams to buy, as PEERID/STREAM.
     #[arg(long, num_args = 1.., required = true)]
     pub want: Vec<Want>,
-    /// Directory to write streams to (`OUT/<peer id>/<stream>`).
+    /// Directory to write streams to (`OUT/<peer id>/<stream>`; a live
+    /// stream is appended to), or `-` for standard output (one stream
+    /// only: raw bytes and nothing else; events then go to `--events`).
+    #[arg(long, required_unless_present = "listen_local")]
+    pub out: Option<PathBuf>,
+    /// Serve the (one) wanted stream to local TCP clients on this address
+    /// (e.g. `127.0.0.1:7000`; port 0 picks one, told in a
+    /// `local_listening` event), each from when it connects, instead of
+    /// writing it out.
     #[arg(long)]
-    pub out: PathBuf,
+    pub listen_local: Option<std::net::SocketAddr>,
+    /// Write the JSON events to FILE instead of standard output.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Where to join a live stream: `live` (its live edge) or an offset the
+    /// provider still holds (else refused `gone`).
+    #[arg(long, default_value = "live")]
+    pub from: crate::streams::live::fetch::From,
+    /// Stop live streams after this many bytes each (`64K`, `1M`) or after
+    /// this long (`500ms`, `30s`, `5min`, `2h`). Without it a live stream is
+    /// followed until Ctrl-C or until its source ends.
+    #[arg(long)]
+    pub until: Option<Until>,
+    /// A live stream this consumer falls behind skips to the live edge (a
+    /// `gap` event says how much) instead of being cut (`too_slow`).
+    #[arg(long)]
+    pub skip_ahead: bool,
+    /// Send standard input to the (one) wanted stream, an inbound one such
+    /// as `ledgermesh echo`'s, and write what comes back to `--out`.
+    #[arg(long)]
+    pub send: bool,
     /// Seconds to wait for each provider's service response.
     #[arg(long, default_value_t = 60)]
     pub response_timeout: u64,
@@ -277,6 +527,15 @@ pub struct ConsumeArgs {
     /// held to that length.
     #[arg(long, default_value = "16G", value_parser = parse_bytes)]
     pub max_bytes: u64,
+    /// The most we pay per MiB of a stream, in wei; a stream priced above it
+    /// is refused (`price_too_high`). 0 (the default): free streams only.
+    #[arg(long, default_value_t = 0)]
+    pub max_price_per_mib: u128,
+    /// Pay for priced streams from the ledger account (`--ledger-key`): lock
+    /// this many wei in a channel to each provider (reusing an open one), and
+    /// top up by as much when it runs out.
+    #[arg(long)]
+    pub deposit: Option<u128>,
 }
 
 /// `ledgermesh demo`.
@@ -293,6 +552,79 @@ pub struct DemoArgs {
     pub out: Option<PathBuf>,
 }
 
+/// `--until`: a byte count or a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Bytes per live stream.
+    Bytes(u64),
+    /// Time from the start.
+    Time(std::time::Duration),
+}
+
+impl std::str::FromStr for Until {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let num = |n: &str| n.parse::<u64>().ok();
+        let time = if let Some(n) = s.strip_suffix("ms") {
+            num(n).map(std::time::Duration::from_millis)
+        } else if let Some(n) = s.strip_suffix("min") {
+            num(n).map(|n| std::time::Duration::from_secs(n * 60))
+        } else if let Some(n) = s.strip_suffix('s') {
+            num(n).map(std::time::Duration::from_secs)
+        } else if let Some(n) = s.strip_suffix('h') {
+            num(n).map(|n| std::time::Duration::from_secs(n * 3600))
+        } else {
+            None
+        };
+        if let Some(t) = time {
+            return Ok(Until::Time(t));
+        }
+        crate::source::parse_size(s)
+            .filter(|b| *b > 0)
+            .map(Until::Bytes)
+            .ok_or_else(|| {
+                format!("{s:?} is neither a size (64K, 1M) nor a duration (500ms, 30s, 5min, 2h)")
+            })
+    }
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     crate::source::parse_size(s).ok_or_else(|| format!("{s:?} is not a size like 8M"))
+}
+
+/// `ledgermesh channels`.
+#[derive(Debug, Args)]
+pub struct ChannelsArgs {
+    /// The board's spec: `evm:RPC_URL@CONTRACT_ADDRESS`.
+    #[arg(long, env = "LEDGERMESH_LEDGER")]
+    pub ledger: String,
+    /// File holding the account key (hex); else $LEDGERMESH_LEDGER_KEY.
+    #[arg(long)]
+    pub ledger_key: Option<PathBuf>,
+    /// Print JSON (one object) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// A payee's data directory: its kept vouchers show what each payer
+    /// owes beyond what was claimed.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    #[allow(missing_docs)]
+    pub action: Option<ChannelsAction>,
+}
+
+/// What to do with a channel.
+#[derive(Debug, clap::Subcommand)]
+pub enum ChannelsAction {
+    /// Start closing channel ID (payer): the payee may claim until the delay ends.
+    Close {
+        /// The channel id (0x…).
+        id: String,
+    },
+    /// Take back what is left of channel ID once its close delay has passed (payer).
+    Withdraw {
+        /// The channel id (0x…).
+        id: String,
+    },
 }

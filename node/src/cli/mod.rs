@@ -2,6 +2,7 @@
 //! add, never rename.
 
 mod args;
+mod channels;
 mod run;
 
 use crate::identity::generate_key_file;
@@ -41,6 +42,14 @@ pub enum Command {
     Provide(ProvideArgs),
     /// Buy streams from one or more providers.
     Consume(ConsumeArgs),
+    /// Print one stream (live or not) on standard output; with `--send`,
+    /// send standard input to an inbound stream (an echo) and print what
+    /// comes back. `consume --out -` with fewer knobs.
+    Nc(NcArgs),
+    /// A provider of one stream, `echo`, that sends back what a granted
+    /// peer sends on it (`nc --send PEER/echo`), for testing paths end to
+    /// end. Takes `provide`'s flags.
+    Echo(ProvideArgs),
     /// Run a small network on loopback with the in-memory ledger.
     Demo(DemoArgs),
     /// Start a local EVM chain (anvil) with SignalBoard deployed and funded ledger keys.
@@ -48,6 +57,10 @@ pub enum Command {
     /// Ledger set-up.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// The account's payment channels: list them (as payer and as payee),
+    /// close one (payer; the payee may still claim for the close delay), or
+    /// withdraw what is left once the delay has passed.
+    Channels(ChannelsArgs),
     /// Measure throughput, latency, set-up, M×N scale and envelope cost against same-run baselines.
     Bench {
         /// Under a minute (smaller transfers, fewer samples).
@@ -70,6 +83,17 @@ pub enum Command {
 
 /// Runs a parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if matches!(
+        cli.command,
+        Command::Relay(_)
+            | Command::Provide(_)
+            | Command::Consume(_)
+            | Command::Nc(_)
+            | Command::Echo(_)
+            | Command::Devchain(_)
+    ) {
+        install_signal_handlers();
+    }
     match cli.command {
         Command::Keygen { out, force, json } => {
             let kp = generate_key_file(&out, force)?;
@@ -87,6 +111,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Relay(args) => run_relay(args).await,
         Command::Provide(args) => run_provide(args).await,
         Command::Consume(args) => run_consume(args).await,
+        Command::Nc(args) => run_consume(args.into_consume()).await,
+        Command::Echo(mut args) => {
+            args.stream.push("echo=echo:".into());
+            run_provide(args).await
+        }
         Command::Demo(args) => {
             let summary = crate::demo::run(crate::demo::DemoOptions {
                 json: args.json,
@@ -118,6 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Command::Channels(args) => channels::run(args).await,
         Command::Ledger(LedgerCommand::Deploy {
             rpc,
             ledger_key,
@@ -127,10 +157,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .context("no deploying key: pass --ledger-key FILE or set LEDGERMESH_LEDGER_KEY")?;
             let signer = ledgermesh_ledger::evm::parse_key(&key)?;
             let contract = ledgermesh_ledger::EvmLedger::deploy(&rpc, signer).await?;
+            let spec = format!("evm:{rpc}@{contract}");
+            // The board deployed its payment contract with itself.
+            let payments = ledgermesh_ledger::payments::EvmPayments::connect(&spec, None)
+                .await
+                .context("finding the board's payment contract")?
+                .contract();
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"contract": contract.to_string(), "spec": format!("evm:{rpc}@{contract}")})
+                    serde_json::json!({
+                        "contract": contract.to_string(),
+                        "payments": payments.to_string(),
+                        "spec": spec,
+                    })
                 );
             } else {
                 println!("{contract}");

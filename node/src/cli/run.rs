@@ -27,6 +27,15 @@ pub(super) async fn run_devchain(args: DevchainArgs) -> anyhow::Result<i32> {
         deploy,
     })
     .await?;
+    // A board from an older saved state may have no payment contract.
+    let payments =
+        match ledgermesh_ledger::payments::EvmPayments::connect(&chain.spec(), None).await {
+            Ok(p) => Some(p.contract().to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the board has no payment contract");
+                None
+            }
+        };
     let keys: Vec<String> = chain
         .keys
         .iter()
@@ -38,12 +47,16 @@ pub(super) async fn run_devchain(args: DevchainArgs) -> anyhow::Result<i32> {
             "spec": chain.spec(),
             "rpc": chain.rpc_url,
             "contract": chain.contract.to_string(),
+            "payments": payments,
             "anvil_pid": chain.pid(),
             "ledger_keys": keys,
         }));
     } else {
         println!("local chain ready at {}", chain.rpc_url);
         println!("SignalBoard deployed at {}", chain.contract);
+        if let Some(p) = &payments {
+            println!("PaymentChannels (deployed by the board) at {p}");
+        }
         println!("pass to every node:  --ledger {}", chain.spec());
         println!("funded ledger keys (one per node, --ledger-key FILE):");
         for k in &keys {
@@ -60,25 +73,53 @@ fn emitter_for(name: &str, json: bool) -> Emitter {
     Emitter::new(name).with_json_stdout(json)
 }
 
+/// Cancelled on the first Ctrl-C or SIGTERM. The handlers are installed
+/// once, before a role starts, so a signal that arrives while the node is
+/// still starting up is a clean shutdown too, not the default death.
+static SIGNALLED: std::sync::OnceLock<tokio_util::sync::CancellationToken> =
+    std::sync::OnceLock::new();
+
+/// Installs the Ctrl-C / SIGTERM handlers (idempotent). The OS-level
+/// handlers are in place when this returns.
+pub(super) fn install_signal_handlers() {
+    SIGNALLED.get_or_init(|| {
+        let token = tokio_util::sync::CancellationToken::new();
+        let fire = token.clone();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate());
+            let int = signal(SignalKind::interrupt());
+            tokio::spawn(async move {
+                match (term, int) {
+                    (Ok(mut term), Ok(mut int)) => {
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = int.recv() => {}
+                        }
+                    }
+                    _ => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+                fire.cancel();
+            });
+        }
+        #[cfg(not(unix))]
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            fire.cancel();
+        });
+        token
+    });
+}
+
 /// Waits for Ctrl-C or SIGTERM.
 async fn wait_for_ctrl_c() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+    install_signal_handlers();
+    if let Some(token) = SIGNALLED.get() {
+        token.cancelled().await;
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
     tracing::info!("interrupted; shutting down");
 }
 
@@ -87,23 +128,26 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     let mut config = NodeConfig::new("relay");
     config.listen = args.listen;
     config.external = args.external;
-    let mut limits = if args.open || args.allow.is_some() {
+    let mut limits = if args.open {
         RelayLimits::lifted()
     } else {
         RelayLimits::default()
     };
+    // The flags size the circuits the relay serves most: everyone's when
+    // open, the listed peers' with an allowlist, else the stock ones.
+    let served = if args.open || args.allow.is_some() {
+        &mut limits.lifted
+    } else {
+        &mut limits.stock
+    };
     if let Some(secs) = args.max_circuit_secs {
-        limits.max_circuit_duration = Duration::from_secs(secs);
+        served.duration = Duration::from_secs(secs);
     }
     if let Some(bytes) = args.max_circuit_bytes {
-        limits.max_circuit_bytes = bytes;
+        served.bytes = bytes;
     }
-    limits.ip_caps = std::sync::Arc::new(std::sync::Mutex::new(
-        ledgermesh_protocol::relay_caps::IpCaps::new(
-            args.max_reservations_per_ip,
-            args.max_circuits_per_ip,
-        ),
-    ));
+    limits.reservations_per_ip = args.max_reservations_per_ip;
+    limits.circuits_per_ip = args.max_circuits_per_ip;
     if let Some(path) = &args.allow {
         let acl = crate::access::acl_file::load(path)
             .with_context(|| format!("reading the relay allowlist {}", path.display()))?;
@@ -111,9 +155,36 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
         crate::relay::watch_allowlist(path.clone(), shared.clone());
         limits.allow = Some(shared);
     }
+    let emitter = emitter_for("relay", args.node.json);
+    let payees = args
+        .price
+        .payees(
+            args.pay_ledger.ledger.as_deref(),
+            args.pay_ledger.ledger_key.as_deref(),
+            &emitter,
+        )
+        .await
+        .context("setting up the relay's payments")?;
+    if let Some(payees) = &payees {
+        let peer = keypair.public().to_peer_id();
+        if let Some(dir) = given_or_default_dir(args.pay_ledger.data_dir.as_ref(), &args.node, peer)
+        {
+            payees
+                .keep_vouchers_in(&dir)
+                .await
+                .with_context(|| format!("keeping vouchers in {}", dir.display()))?;
+        }
+        limits.pay = Some(crate::swarm::RelayPay {
+            payees: payees.clone(),
+            bill: match args.bill {
+                super::args::BillArg::Destination => crate::swarm::Bill::Destination,
+                super::args::BillArg::Source => crate::swarm::Bill::Source,
+            },
+        });
+    }
     config.relay_server = Some(limits);
     config.idle_timeout = Duration::from_secs(300);
-    config.emitter = Some(emitter_for("relay", args.node.json));
+    config.emitter = Some(emitter);
     config.audit = args.node.audit()?;
     config.allow_private_addrs = args.node.allow_private_addrs;
     config.limits = args.node.caps();
@@ -123,8 +194,32 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
         tracing::info!("relay reachable at {a}/p2p/{}", handle.peer_id());
     }
     wait_for_ctrl_c().await;
+    if let Some(payees) = &payees {
+        // What the vouchers say is ours: claim it before going.
+        payees.claim_all().await;
+    }
     handle.shutdown_because("signal").await;
     Ok(0)
+}
+
+/// The payer of priced relays that `--relay-deposit` asks for.
+async fn relay_payer(
+    ledger: &LedgerArgs,
+    net: &PeerArgs,
+) -> anyhow::Result<Option<crate::protocols::pay::PayerConfig>> {
+    let Some(deposit) = net.relay_deposit else {
+        return Ok(None);
+    };
+    let key = crate::ledger_spec::ledger_key(ledger.ledger_key.as_deref())?
+        .context("--relay-deposit needs --ledger-key FILE (the paying account)")?;
+    let channels = crate::ledger_spec::open_payments(&ledger.ledger, Some(&key))
+        .await
+        .context("--relay-deposit: opening the payment channels")?;
+    Ok(Some(crate::protocols::pay::PayerConfig {
+        channels,
+        deposit,
+        leeway: Default::default(),
+    }))
 }
 
 /// Opens the ledger and starts a node with reservations on `relays`; the
@@ -154,6 +249,11 @@ async fn start_ledger_node(
     let mut config = NodeConfig::new(role);
     config.listen = net.listen.clone();
     config.relays = net.relay.clone();
+    config.max_reservations = net.reservations.max(1);
+    config.ping_interval = Duration::from_secs(net.ping_secs.max(1));
+    config.hole_punching = !net.no_hole_punch;
+    // A node that pays its relays reserves once its channel is attached.
+    config.defer_reservations = net.relay_deposit.is_some();
     config.emitter = Some(emitter_for(role, node.json));
     config.allow_private_addrs = node.allow_private_addrs;
     config.limits = node.caps();
@@ -164,6 +264,9 @@ async fn start_ledger_node(
 }
 
 pub(super) async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
+    if args.stream.is_empty() {
+        anyhow::bail!("nothing to sell: give at least one --stream NAME=SOURCE");
+    }
     let keypair = load_or_ephemeral(args.node.key.as_deref())?;
     let streams: Vec<(String, Source)> = args
         .stream
@@ -187,19 +290,72 @@ pub(super) async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     pc.serve_limits.write_stall = Duration::from_secs(args.write_stall_secs.max(1));
     pc.answer_limits.burst = args.answer_burst.max(1);
     pc.answer_limits.per_minute = args.answers_per_minute;
+    pc.relay_payer = relay_payer(&args.ledger, &args.peer).await?;
+    pc.live_buffer = args.live_buffer.max(1);
+    pc.exec_once = args.exec_once;
+    pc.fault_flip_live_byte = args.fault_flip_live_byte;
+    pc.price = args
+        .price
+        .payees(
+            Some(&args.ledger.ledger),
+            args.ledger.ledger_key.as_deref(),
+            handle.emitter(),
+        )
+        .await
+        .context("setting up the provider's prices")?;
+    let payees = pc.price.clone();
     tokio::select! {
         r = provider::run(handle.clone(), ledger, pc) => r.context("provider stopped")?,
         _ = wait_for_ctrl_c() => {}
+    }
+    if let Some(payees) = &payees {
+        // What the vouchers say is ours: claim it before going.
+        payees.claim_all().await;
     }
     handle.shutdown_because("signal").await;
     Ok(0)
 }
 
-pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
+pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
+    let out_is_stdout = args.out.as_deref() == Some(std::path::Path::new("-"));
+    if out_is_stdout && args.want.len() != 1 {
+        anyhow::bail!(
+            "--out - writes one stream to standard output: want exactly one (got {})",
+            args.want.len()
+        );
+    }
+    if args.send && args.want.len() != 1 {
+        anyhow::bail!(
+            "--send sends standard input to one stream: want exactly one (got {})",
+            args.want.len()
+        );
+    }
+    if args.listen_local.is_some() && args.want.len() != 1 {
+        anyhow::bail!(
+            "--listen-local serves one stream: want exactly one (got {})",
+            args.want.len()
+        );
+    }
+    if let Some(path) = &args.events {
+        crate::events::json_to_file(path)
+            .with_context(|| format!("--events {}: cannot write it", path.display()))?;
+        args.node.json = true;
+    } else if out_is_stdout && args.node.json {
+        anyhow::bail!("--out - takes standard output for the stream's bytes: send the JSON events to a file with --events FILE");
+    }
     let keypair = load_or_ephemeral(args.node.key.as_deref())?;
     let (handle, ledger, observers) =
         start_ledger_node("consumer", keypair, &args.node, &args.ledger, &args.peer).await?;
-    let mut cc = ConsumerConfig::new(args.want, args.out);
+    let mut cc = ConsumerConfig::new(args.want, args.out.clone().unwrap_or_default());
+    if let Some(addr) = args.listen_local {
+        let fanout = crate::streams::local::Fanout::listen(addr)
+            .await
+            .with_context(|| format!("--listen-local {addr}"))?;
+        handle.emit(Event::LocalListening {
+            addr: fanout.addr().to_string(),
+        });
+        cc.listen_local = Some(fanout);
+    }
     cc.response_timeout = Duration::from_secs(args.response_timeout);
     cc.data_dir = data_dir(&args.ledger, &args.node, handle.peer_id());
     cc.observers = observers;
@@ -214,19 +370,61 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         }
     }
     cc.direct = args.provider_addr.clone();
-    let outcomes = tokio::select! {
-        r = consumer::run(handle.clone(), ledger, cc) => r.context("consumer failed")?,
-        _ = wait_for_ctrl_c() => {
-            // What arrived so far stays on disk.
-            handle.shutdown_because("signal").await;
-            return Ok(0);
+    cc.relay_payer = relay_payer(&args.ledger, &args.peer).await?;
+    cc.max_price_per_mib = args.max_price_per_mib;
+    cc.stream_payer = match args.deposit {
+        None => None,
+        Some(deposit) => {
+            let key = crate::ledger_spec::ledger_key(args.ledger.ledger_key.as_deref())?
+                .context("--deposit needs --ledger-key FILE (the paying account)")?;
+            let channels = crate::ledger_spec::open_payments(&args.ledger.ledger, Some(&key))
+                .await
+                .context("--deposit: opening the payment channels")?;
+            Some(crate::protocols::pay::PayerConfig {
+                channels,
+                deposit,
+                leeway: Default::default(),
+            })
         }
     };
+    cc.send = args.send;
+    cc.live.from = args.from;
+    cc.live.skip_ahead = args.skip_ahead;
+    let stop = cc.live.stop.clone();
+    match args.until {
+        Some(Until::Bytes(b)) => cc.live.until_bytes = Some(b),
+        Some(Until::Time(t)) => {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(t).await;
+                stop.cancel();
+            });
+        }
+        None => {}
+    }
+    let run = consumer::run(handle.clone(), ledger, cc);
+    tokio::pin!(run);
+    let outcomes = tokio::select! {
+        r = &mut run => r.context("consumer failed")?,
+        _ = wait_for_ctrl_c() => {
+            // Live subscriptions end and report; what arrived so far stays
+            // on disk. Finite streams still running are not waited for.
+            stop.cancel();
+            match tokio::time::timeout(Duration::from_secs(2), run).await {
+                Ok(r) => r.context("consumer failed")?,
+                Err(_) => {
+                    handle.shutdown_because("signal").await;
+                    return Ok(0);
+                }
+            }
+        }
+    };
+    let to_stdout = out_is_stdout;
     let mut ok = true;
     for o in &outcomes {
         match &o.result {
-            Ok(f) if f.verified => {
-                if !args.node.json {
+            Ok(f) if f.verified || args.send => {
+                if !args.node.json && !to_stdout {
                     println!(
                         "ok   {}/{}  {} bytes  sha256 {}",
                         o.peer,
@@ -247,7 +445,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
                         hex::encode(f.sha256)
                     ),
                 ));
-                if !args.node.json {
+                if !args.node.json && !to_stdout {
                     println!(
                         "BAD  {}/{}  {} bytes  sha256 mismatch",
                         o.peer, o.stream, f.bytes
@@ -257,7 +455,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             Err(e) => {
                 ok = false;
                 if !args.node.json {
-                    println!("FAIL {}/{}  {e}", o.peer, o.stream);
+                    eprintln!("FAIL {}/{}  {e}", o.peer, o.stream);
                 }
             }
         }
@@ -275,7 +473,16 @@ fn data_dir(
     node: &NodeArgs,
     peer: libp2p::PeerId,
 ) -> Option<std::path::PathBuf> {
-    ledger.data_dir.clone().or_else(|| {
+    given_or_default_dir(ledger.data_dir.as_ref(), node, peer)
+}
+
+/// `given`, or with `--key` the node's own directory `.ledgermesh/nodes/<peer id>`.
+fn given_or_default_dir(
+    given: Option<&std::path::PathBuf>,
+    node: &NodeArgs,
+    peer: libp2p::PeerId,
+) -> Option<std::path::PathBuf> {
+    given.cloned().or_else(|| {
         node.key
             .as_ref()
             .map(|_| std::path::Path::new(".ledgermesh/nodes").join(peer.to_string()))

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
-pub use ledgermesh_protocol::path::{PathKind, TransportKind};
+pub use ledgermesh_protocol::path::{ChangeReason, PathKind, Route, TransportKind};
 
 /// One event. Serialized with an `event` tag in snake case.
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +28,14 @@ pub enum Event {
         /// The circuit address peers can dial us at.
         addr: String,
     },
+    /// A relay refused our reservation (its policy, payment or capacity);
+    /// `reason` holds what the relay client reported.
+    ReservationRefused {
+        /// The relay.
+        relay: String,
+        /// Why.
+        reason: String,
+    },
     /// (Relay role) a peer's reservation on us changed: `accepted`,
     /// `renewed`, `refused`, `closed` or `timed_out`.
     RelayReservation {
@@ -37,6 +45,10 @@ pub enum Event {
         outcome: String,
         /// Why, for a refusal.
         reason: Option<String>,
+        /// The circuit relay v2 status a refusal was answered with
+        /// (`RESERVATION_REFUSED`, `RESOURCE_LIMIT_EXCEEDED`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
     },
     /// (Relay role) a circuit through us: `opened`, `refused` or `closed`.
     RelayCircuit {
@@ -48,6 +60,76 @@ pub enum Event {
         outcome: String,
         /// Why, for a refusal or a close with an error.
         reason: Option<String>,
+        /// The circuit relay v2 status a refusal was answered with
+        /// (`PERMISSION_DENIED`, `NO_RESERVATION`, ...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        /// (`closed`) bytes carried from `src` to `dst`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bytes_to_dst: Option<u64>,
+        /// (`closed`) bytes carried from `dst` to `src`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bytes_to_src: Option<u64>,
+    },
+    /// We opened a payment channel (payer).
+    ChannelOpened {
+        /// The payee's account.
+        payee: String,
+        /// The channel id, hex.
+        channel: String,
+        /// Wei locked (decimal).
+        deposit: String,
+        /// The transaction, where there is a chain.
+        tx: Option<String>,
+        /// Its gas.
+        gas_used: Option<u64>,
+    },
+    /// We signed and sent a voucher (payer).
+    VoucherSent {
+        /// The payee's PeerId.
+        payee: String,
+        /// The channel id, hex.
+        channel: String,
+        /// Wei owed in all (decimal).
+        cumulative: String,
+    },
+    /// A checked voucher arrived (payee).
+    VoucherReceived {
+        /// The payer's PeerId.
+        payer: String,
+        /// The channel id, hex.
+        channel: String,
+        /// Wei owed in all (decimal).
+        cumulative: String,
+        /// Bytes metered for the payer so far.
+        bytes: u64,
+    },
+    /// A payment message was refused, by us or by the peer.
+    PaymentRefused {
+        /// The other side.
+        peer_id: String,
+        /// `no_channel`, `bad_voucher`, `overbilled`, `unpaid`, ...
+        reason: String,
+        /// Details for people.
+        detail: String,
+    },
+    /// (Relay role) a peer was refused service for want of payment.
+    RelayRefused {
+        /// The peer.
+        peer_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// We claimed on chain (payee).
+    Claimed {
+        /// The channel id, hex.
+        channel: String,
+        /// Wei paid to us by this claim (decimal).
+        amount: String,
+        /// The transaction, where there is a chain.
+        tx: Option<String>,
+        /// Its gas.
+        gas_used: Option<u64>,
     },
     /// The node stopped: its tasks ended and its connections closed.
     Shutdown {
@@ -104,6 +186,14 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         gas_used: Option<u64>,
     },
+    /// The block of the saved ledger cursor was replaced while the node was
+    /// away (a reorg): it reads again from `from_block`.
+    LedgerReorg {
+        /// The block whose hash no longer matches.
+        block: u64,
+        /// Where reading starts again (messages after this block).
+        from_block: u64,
+    },
     /// We read and accepted a ledger message addressed to us.
     LedgerMessage {
         /// Topic, hex.
@@ -155,6 +245,42 @@ pub enum Event {
         /// Why, when known.
         cause: Option<String>,
     },
+    /// The route of the traffic to a peer changed: upgraded to direct, or
+    /// moved off a relay (or a direct path) that closed, or back after none.
+    PathChanged {
+        /// The peer.
+        peer_id: String,
+        /// The route before (`path`, `transport`, `via`), null when none.
+        from: Option<Route>,
+        /// The route now, null when no connection is left.
+        to: Option<Route>,
+        /// `upgraded`, `relay_lost`, `direct_lost` or `reconnected`.
+        reason: ChangeReason,
+    },
+    /// The relayed path carrying the traffic to a peer turned red (slow or
+    /// lossy, three pings in a row): another is dialed, and once it is up
+    /// the traffic moves (`path_changed` with reason `degraded`).
+    PathDegraded {
+        /// The peer.
+        peer_id: String,
+        /// The relay of the degraded path.
+        via: Option<String>,
+        /// Its round trip (moving average), ms.
+        rtt_ms: Option<u64>,
+        /// Its lost pings (of the last ten), percent.
+        loss_pct: u32,
+    },
+    /// A stream that broke delivers again, on whatever path is left.
+    StreamResumed {
+        /// The provider.
+        peer_id: String,
+        /// Stream name.
+        stream: String,
+        /// Where it resumed.
+        offset: u64,
+        /// From the break to the first byte after it, ms.
+        stalled_ms: u64,
+    },
     /// A data stream was (re)opened from an offset.
     StreamOpened {
         /// The provider.
@@ -186,6 +312,31 @@ pub enum Event {
         /// When the first data byte arrived (unix ms).
         #[serde(skip_serializing_if = "Option::is_none")]
         first_byte_ts_ms: Option<u64>,
+        /// A live stream: where it was joined, chunks, lag and gaps.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        live: Option<LiveSummary>,
+    },
+    /// `consume --listen-local`: local TCP clients get the stream here.
+    LocalListening {
+        /// The address.
+        addr: String,
+    },
+    /// A live stream skipped bytes: the consumer fell behind and asked for
+    /// the live edge (`--skip-ahead`), its offset left the provider's buffer
+    /// while the path was down, or the provider restarted.
+    Gap {
+        /// The provider.
+        peer_id: String,
+        /// Stream name.
+        stream: String,
+        /// The offset the consumer had reached.
+        from: u64,
+        /// Where it goes on (in the new epoch when the provider restarted).
+        to: u64,
+        /// Bytes skipped (0 when the provider restarted: offsets start over).
+        bytes: u64,
+        /// `too_slow`, `gone` or `restarted`.
+        reason: String,
     },
     /// A provider finished sending a stream to a consumer.
     StreamServed {
@@ -276,11 +427,44 @@ pub struct Record {
 }
 
 /// Unix time in milliseconds.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// How a live subscription went (in `stream_done`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LiveSummary {
+    /// The first offset written (where it joined).
+    pub from_offset: u64,
+    /// The offset just past the last byte written.
+    pub to_offset: u64,
+    /// Chunks verified and written.
+    pub chunks: u64,
+    /// Bytes skipped in gaps.
+    pub gap_bytes: u64,
+    /// Gaps.
+    pub gaps: u32,
+    /// The source ended (rather than the consumer stopping).
+    pub source_ended: bool,
+    /// Lag from the provider reading a chunk to it being written here, ms
+    /// to the µs (median, 99th percentile, worst; the two clocks' skew
+    /// included).
+    pub lag_ms_p50: f64,
+    /// See `lag_ms_p50`.
+    pub lag_ms_p99: f64,
+    /// See `lag_ms_p50`.
+    pub lag_ms_max: f64,
 }
 
 /// Capacity of each node's event channel. A subscriber that falls this far
@@ -354,6 +538,12 @@ impl Emitter {
 /// outputs, not for the node's hot paths).
 pub fn print_json_line<T: Serialize>(value: &T) {
     stdout::global().send(serde_json::to_string(value).unwrap_or_default());
+}
+
+/// Writes the JSON lines to `path` instead of stdout (`consume --events`);
+/// call before any event is emitted.
+pub fn json_to_file(path: &std::path::Path) -> std::io::Result<()> {
+    stdout::to_file(path)
 }
 
 /// Waits (up to 2 s) until every queued JSON line is written and flushed.

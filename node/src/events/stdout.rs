@@ -83,10 +83,23 @@ fn write_all(rx: Receiver<Item>, sink: impl Write, dropped: &AtomicU64) {
     let _ = out.flush();
 }
 
-/// The process's stdout writer.
+static WRITER: OnceLock<Writer> = OnceLock::new();
+
+/// The process's writer of JSON lines: stdout, unless [`to_file`] chose a file.
 pub(super) fn global() -> &'static Writer {
-    static WRITER: OnceLock<Writer> = OnceLock::new();
     WRITER.get_or_init(|| Writer::start(QUEUE, std::io::stdout()))
+}
+
+/// Sends the JSON lines to `path` (appending) instead of stdout; only
+/// before the first line.
+pub(super) fn to_file(path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    WRITER
+        .set(Writer::start(QUEUE, file))
+        .map_err(|_| std::io::Error::other("the JSON writer is already started"))
 }
 
 #[cfg(test)]

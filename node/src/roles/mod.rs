@@ -2,5 +2,6 @@
 //! crate's machines, the wire work is `swarm` and `protocols`.
 
 pub mod consumer;
+pub mod paying;
 pub mod provider;
 pub mod relay;

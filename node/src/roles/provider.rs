@@ -6,6 +6,7 @@
 //! streams over `/ledgermesh/stream/1`.
 
 use crate::access::audit_log::AuditLog;
+use crate::access::grant_log::{Grant, GrantLog};
 use crate::access::Access;
 use crate::events::Event;
 use crate::signaling::journal::{failpoint, AnswerJournal, Answered};
@@ -50,6 +51,18 @@ pub struct ProviderConfig {
     pub acl: Option<std::path::PathBuf>,
     /// Where access decisions are written.
     pub audit: Option<AuditLog>,
+    /// Pay priced relays from this account (`--relay-deposit`).
+    pub relay_payer: Option<crate::protocols::pay::PayerConfig>,
+    /// Sell the streams at a price (`--price-per-mib`): the buyers'
+    /// accounts; free when `None`. The caller claims on shutdown.
+    pub price: Option<crate::protocols::pay::Payees>,
+    /// Ring size of each live stream, in bytes (`--live-buffer`).
+    pub live_buffer: u64,
+    /// An `exec:` command that exits ends its stream (`--exec-once`).
+    pub exec_once: bool,
+    /// Tests only: flip the byte at this offset of a live stream once,
+    /// after signing (`--fault-flip-live-byte`).
+    pub fault_flip_live_byte: Option<u64>,
 }
 
 impl ProviderConfig {
@@ -67,6 +80,11 @@ impl ProviderConfig {
             max_grant_secs: DEFAULT_MAX_GRANT_SECS,
             acl: None,
             audit: None,
+            relay_payer: None,
+            price: None,
+            live_buffer: crate::streams::live::DEFAULT_BUFFER,
+            exec_once: false,
+            fault_flip_live_byte: None,
         }
     }
 }
@@ -94,7 +112,24 @@ pub async fn run(
     ledger: Arc<dyn Ledger>,
     config: ProviderConfig,
 ) -> anyhow::Result<()> {
-    let catalog = Arc::new(Catalog::build(config.streams.clone()).await?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    {
+        // Live sources stop with the node.
+        let (handle, stop) = (handle.clone(), stop.clone());
+        tokio::spawn(async move {
+            handle.stopping().await;
+            stop.cancel();
+        });
+    }
+    let live = crate::streams::live::LiveOptions {
+        key: handle.keypair().clone(),
+        buffer: config.live_buffer,
+        exec_once: config.exec_once,
+        emitter: handle.emitter().clone(),
+        stop,
+        fault_flip: config.fault_flip_live_byte,
+    };
+    let catalog = Arc::new(Catalog::build(config.streams.clone(), Some(&live)).await?);
     let access = Access::new(
         config.max_grant_secs,
         config.audit.clone(),
@@ -104,30 +139,71 @@ pub async fn run(
         access.load_acl_file(path)?;
         access.watch_acl_file(path.clone());
     }
-    handle.wait_relays().await?;
-    crate::observe::start(&handle, &config.observers, config.quorum).await;
-    handle.spawn(serve(
-        handle.clone(),
-        catalog.clone(),
-        access.clone(),
-        config.serve_limits,
-    ));
+    // Priced streams: the buyers' accounts, paid over /ledgermesh/pay/1.
+    let payees = config.price.clone();
+    if let Some(p) = &payees {
+        if let Some(dir) = &config.data_dir {
+            // Vouchers left unclaimed by a previous run are claimed now.
+            p.keep_vouchers_in(dir).await.context("keeping vouchers")?;
+        }
+        handle.spawn(p.clone().serve(handle.stream_control()));
+    }
     let journal = match &config.data_dir {
         Some(dir) => Some(AnswerJournal::open(dir).context("opening the answer journal")?),
         None => None,
     };
-    if let Some(j) = journal.clone() {
-        // Old entries go hourly (each answer leaves one file).
+    // Grants sold before a restart are honoured after it.
+    let grant_log = match &config.data_dir {
+        Some(dir) => {
+            let (log, live) =
+                GrantLog::open(dir, crate::events::now_ms()).context("opening the grant log")?;
+            let restored = access.update(|m, now| m.restore(now, &live));
+            if restored > 0 {
+                tracing::info!(restored, "grants from before the restart restored");
+            }
+            Some(log)
+        }
+        None => None,
+    };
+    if journal.is_some() || grant_log.is_some() {
+        // Hourly: old journal entries go (each answer leaves one file), and
+        // the grant log is compacted to the live grants.
+        let (j, g, access) = (journal.clone(), grant_log.clone(), access.clone());
         handle.spawn(async move {
             let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
-            hourly.tick().await; // the journal pruned itself on opening
+            hourly.tick().await; // both were tidied on opening
             loop {
                 hourly.tick().await;
-                let j = j.clone();
-                let _ = tokio::task::spawn_blocking(move || j.prune()).await;
+                let live = access.record(|m, now| m.live_grants(now));
+                let (j, g) = (j.clone(), g.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(j) = j {
+                        j.prune();
+                    }
+                    if let Some(g) = g {
+                        if let Err(e) = g.compact(&live) {
+                            tracing::warn!(error = %e, "grant log compaction failed");
+                        }
+                    }
+                })
+                .await;
             }
         });
     }
+    // Streams are served from here on: before the relays and the address
+    // round, so a buyer reaching us early is never told we lack the protocol.
+    let shop = crate::streams::Shop {
+        catalog: catalog.clone(),
+        access: access.clone(),
+        payees: payees.clone(),
+    };
+    handle.spawn(serve(handle.clone(), shop, config.serve_limits));
+    if let Some(payer) = &config.relay_payer {
+        // A priced relay holds our reservation until our channel is attached.
+        crate::roles::paying::pay_relays(&handle, payer).await;
+    }
+    handle.wait_relays().await?;
+    crate::observe::start(&handle, &config.observers, config.quorum).await;
     let mut inbox = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref()).await?;
     // Answers in flight are bounded: past the bound the inbox waits, which
     // slows the follower, not memory.
@@ -155,18 +231,20 @@ pub async fn run(
         let catalog = catalog.clone();
         let access = access.clone();
         let config = config.clone();
-        let journal = journal.clone();
+        let disk = Durable {
+            journal: journal.clone(),
+            grants: grant_log.clone(),
+        };
         handle.clone().spawn(async move {
             let _permit = permit;
             let peer = opened.sender;
-            let journal = journal.as_ref();
             let answered = answer(
                 &handle,
                 ledger.as_ref(),
                 &catalog,
                 &access,
                 &config,
-                journal,
+                &disk,
                 opened,
             );
             // The cursor passes this request only once it is answered; a
@@ -184,24 +262,41 @@ pub async fn run(
     Ok(())
 }
 
+/// What a provider keeps on disk (with a data directory).
+struct Durable {
+    journal: Option<AnswerJournal>,
+    grants: Option<GrantLog>,
+}
+
 /// Service requests answered at once (each seals and posts one response).
 const MAX_CONCURRENT_ANSWERS: usize = 32;
 
 /// The response to a verified request: the access machine grants (or
 /// renews) what exists, and the response describes only those streams
 /// (`ledgermesh_protocol::signaling::inbox` decides).
+/// Also returns the grants made or renewed (to keep on disk).
 pub fn respond(
     access: &Access,
     catalog: &Catalog,
     peer: libp2p::PeerId,
     request_nonce: [u8; 16],
     req: &ledgermesh_protocol::ServiceRequest,
-) -> ServiceResponse {
+) -> (ServiceResponse, Vec<Grant>) {
+    use ledgermesh_protocol::access::RequestVerdict;
     let names = signaling::requested_names(req);
     let verdicts = access.update(|m, now| {
         m.handle_request(now, peer, &names, req.hire_secs, |n| catalog.contains(n))
     });
-    signaling::response(request_nonce, verdicts, |n| catalog.info(n).cloned())
+    let grants = (verdicts.iter())
+        .filter_map(|v| match v {
+            RequestVerdict::Granted {
+                stream, expires_ms, ..
+            } => Some((peer, stream.clone(), *expires_ms)),
+            _ => None,
+        })
+        .collect();
+    let response = signaling::response(request_nonce, verdicts, |n| catalog.info(n).cloned());
+    (response, grants)
 }
 
 async fn answer(
@@ -210,16 +305,26 @@ async fn answer(
     catalog: &Catalog,
     access: &Access,
     config: &ProviderConfig,
-    journal: Option<&AnswerJournal>,
+    disk: &Durable,
     opened: Opened,
 ) -> anyhow::Result<()> {
+    let (journal, grant_log) = (disk.journal.as_ref(), disk.grants.as_ref());
     let Signal::Request(req) = opened.signal else {
         tracing::debug!(from = %opened.sender, "ignoring non-request message on stdin");
         return Ok(());
     };
     // Grants are (re)issued whatever the journal says: after a restart they
-    // must exist again for the requester to fetch.
-    let mut response = respond(access, catalog, opened.sender, opened.nonce, &req);
+    // must exist again for the requester to fetch. They reach the disk
+    // before the answer that announces them is posted.
+    let (mut response, grants) = respond(access, catalog, opened.sender, opened.nonce, &req);
+    if !response.accepted.is_empty() {
+        response.price_per_mib = config.price.as_ref().map_or(0, |p| p.terms().price_per_mib);
+    }
+    if let Some(log) = grant_log.cloned() {
+        tokio::task::spawn_blocking(move || log.append(&grants))
+            .await?
+            .context("writing the grant log")?;
+    }
     let (to, nonce) = (opened.sender, opened.nonce);
     let kind = "service_response";
     let sealed = match journal.map(|j| j.lookup(&to, &nonce)) {

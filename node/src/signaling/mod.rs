@@ -4,7 +4,7 @@
 pub mod journal;
 pub mod requests;
 
-use crate::cursor_store::CursorStore;
+use crate::cursor_store::{CursorStore, Saved};
 use crate::events::{now_ms, Event};
 use crate::swarm::NodeHandle;
 use futures::StreamExt;
@@ -124,26 +124,67 @@ pub type Inbound = (Opened, usize, Ack);
 /// cancelled, its answer failed) is read again after a restart.
 #[derive(Debug)]
 pub struct Ack {
-    cursor: Cursor,
-    tx: mpsc::UnboundedSender<Cursor>,
+    at: At,
+    tx: mpsc::UnboundedSender<At>,
 }
+
+/// A message's place: its cursor, then its block's hash (ordered by the
+/// cursor; the hash goes into the cursor file with it).
+type At = (Cursor, Option<[u8; 32]>);
 
 impl Ack {
     /// The message is handled: the cursor may pass it.
     pub fn done(self) {
-        let _ = self.tx.send(self.cursor);
+        let _ = self.tx.send(self.at);
     }
 }
 
 /// Saves `cursor` (a write, an fsync and a rename: off the runtime's workers).
-async fn save_cursor(handle: &NodeHandle, store: Option<&CursorStore>, cursor: Cursor) {
+async fn save_cursor(handle: &NodeHandle, store: Option<&CursorStore>, at: At) {
     let Some(store) = store.cloned() else { return };
-    let saved = tokio::task::spawn_blocking(move || store.save(cursor)).await;
+    let (cursor, block_hash) = at;
+    let saved = Saved { cursor, block_hash };
+    let saved = tokio::task::spawn_blocking(move || store.save(saved)).await;
     if let Err(e) = saved.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
         handle.emit(Event::error(
             "cursor",
             format!("cannot save the ledger cursor: {e}"),
         ));
+    }
+}
+
+/// Where to resume from `saved`: there, if its block still stands; else
+/// (the chain reorganised while the node was away) far enough back to read
+/// the replacing blocks again, reported as `ledger_reorg`. Requests read
+/// again are answered once: the answer journal remembers those answered.
+async fn still_standing(handle: &NodeHandle, ledger: &dyn Ledger, saved: Saved) -> Cursor {
+    let Saved { cursor, block_hash } = saved;
+    let Some(expected) = block_hash else {
+        return cursor;
+    };
+    match ledger.block_hash(cursor.block).await {
+        Ok(Some(now)) if now == expected => cursor,
+        Ok(_) => {
+            let back = cursor.block.saturating_sub(ledger.reorg_rewind() + 1);
+            tracing::warn!(
+                block = cursor.block,
+                from = back,
+                "saved block replaced; reading again"
+            );
+            handle.emit(Event::LedgerReorg {
+                block: cursor.block,
+                from_block: back,
+            });
+            Cursor {
+                block: back,
+                index: u64::MAX,
+            }
+        }
+        Err(e) => {
+            // Cannot check now: go on; the follower checks as it reads.
+            tracing::warn!(error = %e, "cannot check the saved block; resuming there");
+            cursor
+        }
     }
 }
 
@@ -163,7 +204,7 @@ pub async fn follow_inbox(
     let (tx, rx) = mpsc::channel(64);
     let topic = Topic::stdin(&handle.peer_id());
     let from = match store.as_ref().and_then(CursorStore::load) {
-        Some(c) => c,
+        Some(saved) => still_standing(&handle, ledger.as_ref(), saved).await,
         None => ledger.initial_cursor().await?,
     };
     tracing::debug!(ledger = %ledger.describe(), block = from.block, index = from.index, "following stdin");
@@ -173,7 +214,7 @@ pub async fn follow_inbox(
         from_block: from.block,
         from_index: from.index,
     });
-    let (ack_tx, mut acks) = mpsc::unbounded_channel::<Cursor>();
+    let (ack_tx, mut acks) = mpsc::unbounded_channel::<At>();
     handle.clone().spawn(async move {
         let mut messages = ledger.follow(topic.0, from);
         let mut failing = false;
@@ -207,9 +248,10 @@ pub async fn follow_inbox(
             if std::mem::take(&mut failing) {
                 tracing::info!("ledger reachable again");
             }
-            progress.read(msg.cursor);
+            let at = (msg.cursor, msg.block_hash);
+            progress.read(at);
             let ack = Ack {
-                cursor: msg.cursor,
+                at,
                 tx: ack_tx.clone(),
             };
             match opener.open(&msg.payload, now_ms()) {

@@ -11,9 +11,7 @@ use libp2p::core::upgrade::Version;
 use libp2p::core::Transport as _;
 use libp2p::memory_connection_limits;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{
-    dcutr, identify, identity::Keypair, noise, ping, quic, relay, tcp, Multiaddr, PeerId, Swarm,
-};
+use libp2p::{dcutr, identify, identity::Keypair, noise, ping, quic, relay, tcp, PeerId, Swarm};
 
 pub use composed::{Behaviour, BehaviourEvent};
 
@@ -30,7 +28,7 @@ mod composed {
         pub(crate) limits: libp2p::connection_limits::Behaviour,
         pub(crate) memory: libp2p::memory_connection_limits::Behaviour,
         pub(crate) relay_client: relay::client::Behaviour,
-        pub(crate) relay_server: Toggle<relay::Behaviour>,
+        pub(crate) relay_server: Toggle<crate::protocols::relay::behaviour::Behaviour>,
         pub(crate) dcutr: Toggle<dcutr::Behaviour>,
         pub(crate) identify: identify::Behaviour,
         pub(crate) ping: ping::Behaviour,
@@ -45,6 +43,8 @@ mod composed {
 fn transport(
     key: &Keypair,
     allow_private: bool,
+    relay: relay::client::Transport,
+    meters: super::metered::RelayMeters,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .upgrade(Version::V1Lazy)
@@ -54,50 +54,56 @@ fn transport(
     let quic = quic::tokio::Transport::new(quic::Config::new(key))
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
     let both = tcp.or_transport(quic).map(|either, _| either.into_inner());
-    Ok(if allow_private {
+    let direct = if allow_private {
         both.boxed()
     } else {
         global_only::Transport::new(both).boxed()
-    })
+    };
+    // Circuits through relays, counted per relay (what a relay bills).
+    let circuits = relay
+        .map(move |conn, endpoint| {
+            let addr = match &endpoint {
+                libp2p::core::ConnectedPoint::Dialer { address, .. } => address,
+                libp2p::core::ConnectedPoint::Listener { local_addr, .. } => local_addr,
+            };
+            super::metered::Metered::new(conn, meters.for_addr(addr))
+        })
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(super::mux::Config::new())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    Ok(direct
+        .or_transport(circuits)
+        .map(|either, _| either.into_inner())
+        .boxed())
 }
 
 /// Builds the swarm `config` describes (listeners are opened by the caller).
-pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behaviour>, NodeError> {
+pub(super) fn build(
+    config: &NodeConfig,
+    keypair: Keypair,
+    relay_server: Option<crate::protocols::relay::behaviour::Behaviour>,
+    meters: super::metered::RelayMeters,
+) -> Result<Swarm<Behaviour>, NodeError> {
     let build = |e: &dyn std::fmt::Display| NodeError::Build(e.to_string());
-    let relay_limits = config.relay_server.clone();
+    // The relay client's transport and behaviour are made together.
+    let relay_slot = std::sync::Mutex::new(None);
     let hole_punching = config.hole_punching;
     let allow_private = config.allow_private_addrs;
     let limits = config.limits;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_other_transport(|key| transport(key, allow_private))
+        .with_other_transport(|key| {
+            let (relay_transport, relay_client) = relay::client::new(key.public().to_peer_id());
+            *relay_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay_client);
+            transport(key, allow_private, relay_transport, meters)
+        })
         .map_err(|e| build(&e))?
-        .with_relay_client(noise::Config::new, super::mux::Config::new)
-        .map_err(|e| build(&e))?
-        .with_behaviour(|key, relay_client| {
+        .with_behaviour(|key| {
+            let relay_client = (relay_slot.lock().unwrap_or_else(|p| p.into_inner()))
+                .take()
+                .expect("the transport was built first");
             let local = key.public().to_peer_id();
-            let relay_server =
-                relay_limits.map(|l| {
-                    let mut cfg = relay::Config {
-                        max_reservations: l.max_reservations,
-                        max_circuits: l.max_circuits,
-                        max_circuits_per_peer: l.max_circuits_per_peer,
-                        max_circuit_duration: l.max_circuit_duration,
-                        max_circuit_bytes: l.max_circuit_bytes,
-                        ..Default::default()
-                    };
-                    // libp2p-relay asks these before each reservation and
-                    // circuit: the allowlist (if any) and the per-IP caps.
-                    let gate = l.clone();
-                    cfg.reservation_rate_limiters.push(Box::new(
-                        move |peer, addr: &Multiaddr, _| gate.admits_reservation(&peer, addr),
-                    ));
-                    let gate = l.clone();
-                    cfg.circuit_src_rate_limiters.push(Box::new(
-                        move |peer, addr: &Multiaddr, _| gate.admits_circuit(&peer, addr),
-                    ));
-                    relay::Behaviour::new(local, cfg)
-                });
             let caps = limits;
             let connection_limits = ConnectionLimits::default()
                 .with_max_established(Some(caps.max_connections))
@@ -116,7 +122,7 @@ pub(super) fn build(config: &NodeConfig, keypair: Keypair) -> Result<Swarm<Behav
                     IDENTIFY_PROTOCOL.into(),
                     key.public(),
                 )),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval)),
                 stream: libp2p_stream::Behaviour::new(),
                 observe: observe::Behaviour::new(allow_private),
             }

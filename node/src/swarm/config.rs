@@ -2,16 +2,17 @@
 
 use crate::events::Emitter;
 use ledgermesh_protocol::access::Acl;
+use ledgermesh_protocol::relay::CircuitLimit;
 use ledgermesh_protocol::relay_caps::IpCaps;
 use libp2p::Multiaddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// Reservations the peers behind one IP may hold at once.
 pub const DEFAULT_RESERVATIONS_PER_IP: usize = 8;
 
 /// Circuits the peers behind one IP may hold at once.
 pub const DEFAULT_CIRCUITS_PER_IP: usize = 32;
-use std::time::Duration;
 
 /// The identify protocol name of ledgermesh nodes.
 pub const IDENTIFY_PROTOCOL: &str = "/ledgermesh/id/1";
@@ -19,89 +20,128 @@ pub const IDENTIFY_PROTOCOL: &str = "/ledgermesh/id/1";
 /// Limits of the relay server role.
 #[derive(Debug, Clone)]
 pub struct RelayLimits {
-    /// Longest life of one circuit.
-    pub max_circuit_duration: Duration,
-    /// Bytes one circuit may carry, both directions together (libp2p-relay
-    /// counts the two directions summed).
-    pub max_circuit_bytes: u64,
+    /// What a circuit may carry when neither end is listed (and the relay
+    /// is not open): stock circuit relay v2 sizes by default.
+    pub stock: CircuitLimit,
+    /// What a circuit may carry when an end is listed in `allow`, or for
+    /// everyone when `open`.
+    pub lifted: CircuitLimit,
+    /// Every peer gets `lifted` circuits (an open relay).
+    pub open: bool,
     /// Concurrent circuits.
     pub max_circuits: usize,
-    /// Concurrent circuits per peer.
+    /// Concurrent circuits per source peer.
     pub max_circuits_per_peer: usize,
     /// Concurrent reservations.
     pub max_reservations: usize,
-    /// Only peers this ACL allows (stream `*` or `relay`) may reserve or
-    /// open circuits; `None`: every peer. Shared, so a reload takes effect.
+    /// How long a reservation lasts unless renewed (clients renew at 3/4).
+    pub reservation_ttl: Duration,
+    /// Peers this ACL allows (stream `*` or `relay`) get `lifted` circuits;
+    /// others get `stock` ones. Shared, so a reload takes effect.
     pub allow: Option<Arc<RwLock<Acl>>>,
-    /// Reservations and circuits held at once by the peers behind one IP
-    /// (shared between the relay's gate and its event reports).
-    pub ip_caps: Arc<Mutex<IpCaps>>,
+    /// Reservations the peers behind one IP may hold at once.
+    pub reservations_per_ip: usize,
+    /// Circuits the peers behind one IP may hold at once.
+    pub circuits_per_ip: usize,
+    /// A priced relay: who pays and how (`None`: free).
+    pub pay: Option<RelayPay>,
+}
+
+/// Which end of a circuit a priced relay bills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bill {
+    /// The reservation holder (the peer reachable only through the relay).
+    #[default]
+    Destination,
+    /// The peer that dials the circuit.
+    Source,
+}
+
+/// A priced relay's payees and billing.
+#[derive(Clone)]
+pub struct RelayPay {
+    /// The accounts of paying peers.
+    pub payees: crate::protocols::pay::Payees,
+    /// Who pays for a circuit.
+    pub bill: Bill,
+}
+
+impl std::fmt::Debug for RelayPay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayPay")
+            .field("terms", &self.payees.terms())
+            .field("bill", &self.bill)
+            .finish()
+    }
 }
 
 impl Default for RelayLimits {
-    /// Stock circuit relay v2 sizes: 2 minutes and 128 KiB per circuit,
-    /// enough for hole-punch coordination and a small transfer, not a free
-    /// proxy. Per source peer and IP, libp2p-relay also rate-limits
-    /// reservations and circuits.
+    /// A relay that is no free proxy: stock-sized circuits (2 minutes and
+    /// 128 KiB per direction) for everyone, enough for hole-punch
+    /// coordination and a small transfer.
     fn default() -> Self {
         Self {
-            max_circuit_duration: Duration::from_secs(120),
-            max_circuit_bytes: 128 << 10,
+            stock: CircuitLimit::STOCK,
+            lifted: CircuitLimit::LIFTED,
+            open: false,
             max_circuits: 256,
             max_circuits_per_peer: 16,
             max_reservations: 1024,
+            reservation_ttl: Duration::from_secs(3600),
             allow: None,
-            ip_caps: Arc::new(Mutex::new(IpCaps::new(
-                DEFAULT_RESERVATIONS_PER_IP,
-                DEFAULT_CIRCUITS_PER_IP,
-            ))),
+            reservations_per_ip: DEFAULT_RESERVATIONS_PER_IP,
+            circuits_per_ip: DEFAULT_CIRCUITS_PER_IP,
+            pay: None,
         }
     }
 }
 
 impl RelayLimits {
-    /// Lifted limits, for data streams: 1 hour and 1 TiB per circuit. For an
-    /// open relay (`relay --open`) or one whose peers are all allowlisted.
+    /// An open relay: lifted limits (1 hour and 1 TiB per direction) for
+    /// every peer (`relay --open`, the demo, the tests).
     pub fn lifted() -> Self {
         Self {
-            max_circuit_duration: Duration::from_secs(3600),
-            max_circuit_bytes: 1 << 40,
+            open: true,
             ..Self::default()
         }
     }
 
-    /// Whether `peer`, connected from `addr`, may take a reservation now.
-    pub fn admits_reservation(&self, peer: &libp2p::PeerId, addr: &Multiaddr) -> bool {
-        self.admits(peer) && self.ip_ok(addr, |caps, ip| caps.ask_reservation(*peer, ip))
-    }
-
-    /// Whether `peer`, connected from `addr`, may open a circuit now.
-    pub fn admits_circuit(&self, peer: &libp2p::PeerId, addr: &Multiaddr) -> bool {
-        self.admits(peer) && self.ip_ok(addr, |caps, ip| caps.ask_circuit(*peer, ip))
-    }
-
-    fn ip_ok(
-        &self,
-        addr: &Multiaddr,
-        ask: impl FnOnce(&mut IpCaps, std::net::IpAddr) -> bool,
-    ) -> bool {
-        // A relayed requester has no IP of its own here: no per-IP cap.
-        let Some(ip) = ledgermesh_protocol::path::scope::ip_of(addr) else {
-            return true;
-        };
-        ask(
-            &mut self.ip_caps.lock().unwrap_or_else(|p| p.into_inner()),
-            ip,
-        )
-    }
-
-    /// Whether `peer` may use the relay now.
-    pub fn admits(&self, peer: &libp2p::PeerId) -> bool {
-        self.allow.as_ref().is_none_or(|acl| {
+    /// Whether `peer` is listed (gets lifted circuits).
+    pub fn listed(&self, peer: &libp2p::PeerId) -> bool {
+        self.allow.as_ref().is_some_and(|acl| {
             let acl = acl.read().unwrap_or_else(|p| p.into_inner());
             acl.allowed_until(crate::events::now_ms(), peer, "relay")
                 .is_some()
         })
+    }
+
+    /// The limits of a circuit from `src` to `dst` (a paying end counts
+    /// as listed).
+    pub fn circuit_limit(&self, src: &libp2p::PeerId, dst: &libp2p::PeerId) -> CircuitLimit {
+        let known = |p: &libp2p::PeerId| {
+            self.listed(p) || self.pay.as_ref().is_some_and(|pay| pay.payees.is_paying(p))
+        };
+        ledgermesh_protocol::relay::circuit_limit(
+            self.open,
+            known(src),
+            known(dst),
+            self.stock,
+            self.lifted,
+        )
+    }
+
+    /// The relay's capacity, for its book.
+    pub fn book(&self) -> ledgermesh_protocol::relay::Book {
+        use ledgermesh_protocol::relay::{Book, BookLimits};
+        Book::new(
+            BookLimits {
+                max_reservations: self.max_reservations,
+                max_circuits: self.max_circuits,
+                max_circuits_per_peer: self.max_circuits_per_peer,
+                reservation_ttl: self.reservation_ttl,
+            },
+            IpCaps::new(self.reservations_per_ip, self.circuits_per_ip),
+        )
     }
 }
 
@@ -131,6 +171,9 @@ impl Default for ConnectionCaps {
     }
 }
 
+/// Reservations a node holds at once by default (`--reservations`).
+pub const DEFAULT_RESERVATIONS: usize = 2;
+
 /// How to build a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -140,6 +183,18 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     /// Relays to hold a reservation on (each must end in `/p2p/<relay id>`).
     pub relays: Vec<Multiaddr>,
+    /// Ask for the reservations only when told ([`NodeHandle::reserve`]):
+    /// a node that pays its relays attaches its channel first.
+    ///
+    /// [`NodeHandle::reserve`]: super::NodeHandle::reserve
+    pub defer_reservations: bool,
+    /// Reservations held at once: the first relays in `relays` that
+    /// accept; a dead one is replaced by the next and asked again with
+    /// back-off (`--reservations`).
+    pub max_reservations: usize,
+    /// How often each connection is pinged: the round trips and lost pings
+    /// rate its health, and a red relayed path is re-routed (`--ping-secs`).
+    pub ping_interval: std::time::Duration,
     /// Run the relay server role with these limits.
     pub relay_server: Option<RelayLimits>,
     /// Addresses to announce as confirmed external (a public relay's own).
@@ -172,6 +227,9 @@ impl NodeConfig {
                 "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("valid"),
             ],
             relays: vec![],
+            defer_reservations: false,
+            max_reservations: DEFAULT_RESERVATIONS,
+            ping_interval: std::time::Duration::from_secs(5),
             relay_server: None,
             external: vec![],
             close_relayed_after_upgrade: true,

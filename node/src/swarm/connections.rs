@@ -18,6 +18,14 @@ impl EventLoop {
         addrs: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<(), DialError>>,
     ) {
+        // Remembered: a re-route away from a degraded path dials the others.
+        if self.dial_addrs.len() >= MAX_DIAL_MEMORY {
+            let paths = &self.paths;
+            self.dial_addrs.retain(|p, _| paths.is_connected(p));
+        }
+        if self.dial_addrs.len() < MAX_DIAL_MEMORY {
+            self.dial_addrs.insert(peer, addrs.clone());
+        }
         if self.paths.is_connected(&peer) {
             let _ = reply.send(Ok(()));
             return;
@@ -33,6 +41,33 @@ impl EventLoop {
         }
     }
 
+    /// The path to `peer` through `via` is degraded: dial the peer's other
+    /// addresses (the path machine closes the degraded one once one is up).
+    fn reroute(&mut self, peer: PeerId, via: Option<PeerId>, rtt_ms: Option<u64>, loss_pct: u32) {
+        self.emitter.emit(Event::PathDegraded {
+            peer_id: peer.to_string(),
+            via: via.map(|v| v.to_string()),
+            rtt_ms,
+            loss_pct,
+        });
+        let others: Vec<Multiaddr> = (self.dial_addrs.get(&peer).into_iter().flatten())
+            .filter(|a| via.is_none_or(|v| !relayed_via(a, v)))
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            tracing::info!(%peer, ?via, "degraded path and no other address to try");
+            return;
+        }
+        tracing::info!(%peer, ?via, n = others.len(), "degraded path: dialing the others");
+        let opts = DialOpts::peer_id(peer)
+            .addresses(others)
+            .condition(PeerCondition::Always)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::info!(%peer, error = %e, "re-route dial failed");
+        }
+    }
+
     pub(super) fn on_dial_error(
         &mut self,
         id: ConnectionId,
@@ -41,7 +76,8 @@ impl EventLoop {
     ) {
         tracing::debug!(?peer, %error, "outgoing connection failed");
         if let Some(peer) = peer.filter(|p| self.reservations.is_pending(p)) {
-            (self.reservations).failed(peer, error.to_string(), &self.emitter);
+            let now_ms = self.epoch.elapsed().as_millis() as u64;
+            (self.reservations).failed(peer, error.to_string(), now_ms, &self.emitter);
         }
         if let Some((peer, reply)) = self.pending_dials.remove(&id) {
             let result = match self.paths.is_connected(&peer) {
@@ -100,7 +136,8 @@ impl EventLoop {
     }
 
     pub(super) fn on_closed(&mut self, peer: PeerId, id: ConnectionId, cause: Option<String>) {
-        if let Some(conn) = self.paths.on_closed(peer, id) {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if let Some(conn) = self.paths.on_closed(now_ms, peer, id) {
             self.emitter.emit(Event::Disconnected {
                 peer_id: peer.to_string(),
                 path: conn.path,
@@ -122,6 +159,24 @@ impl EventLoop {
                     ms_after_relayed,
                 }),
                 Action::Close { id, .. } => drop(self.swarm.close_connection(id)),
+                Action::Reroute {
+                    peer,
+                    via,
+                    rtt_ms,
+                    loss_pct,
+                    ..
+                } => self.reroute(peer, via, rtt_ms, loss_pct),
+                Action::PathChanged {
+                    peer,
+                    from,
+                    to,
+                    reason,
+                } => self.emitter.emit(Event::PathChanged {
+                    peer_id: peer.to_string(),
+                    from,
+                    to,
+                    reason,
+                }),
                 Action::PathClosed { peer, .. } => {
                     if let Some(watchers) = self.close_watchers.get_mut(&peer) {
                         // A full channel already holds a wake: that is enough.
@@ -136,4 +191,13 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// Peers whose dial addresses are remembered for re-routes.
+const MAX_DIAL_MEMORY: usize = 4096;
+
+/// Whether `addr` is a circuit through relay `via`.
+fn relayed_via(addr: &Multiaddr, via: PeerId) -> bool {
+    let (path, _, relay) = ledgermesh_protocol::path::classify([addr]);
+    path == ledgermesh_protocol::path::PathKind::Relayed && relay == Some(via)
 }

@@ -28,16 +28,32 @@ pub(super) struct EventLoop {
     pub(super) pending_dials:
         HashMap<ConnectionId, (PeerId, oneshot::Sender<Result<(), DialError>>)>,
     pub(super) close_watchers: HashMap<PeerId, Vec<mpsc::Sender<()>>>,
+    /// The addresses each peer was last dialed at (for re-routes).
+    pub(super) dial_addrs: HashMap<PeerId, Vec<libp2p::Multiaddr>>,
     pub(super) public: Option<PublicView>,
-    pub(super) reserved: super::relay_server::Reserved,
-    pub(super) relay_audit: Option<super::relay_server::AuditWriter>,
     pub(super) epoch: Instant,
 }
 
 impl EventLoop {
+    /// Milliseconds on the node's clock (what the sans-IO machines take).
+    pub(super) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     pub(super) async fn run(mut self) {
         loop {
+            // The relay plan's next back-off to end, if it waits on one.
+            let wake = self.reservations.next_wake_ms().map(|ms| {
+                tokio::time::Instant::from_std(self.epoch + std::time::Duration::from_millis(ms))
+            });
+            let relay_timer = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = relay_timer => {}
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 cmd = self.commands.recv() => match cmd {
                     None => break,
@@ -52,6 +68,8 @@ impl EventLoop {
                 },
             }
             self.carry_out_path_actions();
+            let now_ms = self.now_ms();
+            (self.reservations).drive(&mut self.swarm, now_ms, &self.emitter);
         }
         tracing::debug!("event loop stopped");
     }
@@ -93,6 +111,10 @@ impl EventLoop {
             Command::Dial { peer, addrs, reply } => self.dial(peer, addrs, reply),
             Command::Snapshot(reply) => drop(reply.send(self.snapshot())),
             Command::WaitRelays(reply) => self.reservations.wait(reply),
+            Command::Reserve(relay) => {
+                let now_ms = self.now_ms();
+                self.reservations.allow(relay, now_ms);
+            }
             Command::WaitListening(reply) => {
                 self.listeners.wait(reply);
                 let snap = self.snapshot();
@@ -110,6 +132,9 @@ impl EventLoop {
             Command::WatchCloses(peer, tx) => self.watch_closes(peer, tx),
             Command::SetPublic(view) => self.public = Some(view),
             Command::Shutdown(_) => {}
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
         }
     }
 
@@ -166,13 +191,12 @@ impl EventLoop {
                     let snap = self.snapshot();
                     self.listeners.wake(|| snap);
                 }
-                if let Some(relay) = self.reservations.listener_closed(listener_id) {
-                    let detail = match reason {
-                        Err(e) => e.to_string(),
-                        Ok(()) => "reservation listener closed".into(),
-                    };
-                    self.reservations.failed(relay, detail, &self.emitter);
-                }
+                let detail = match reason {
+                    Err(e) => with_sources(&e),
+                    Ok(()) => "reservation listener closed".into(),
+                };
+                let now_ms = self.now_ms();
+                (self.reservations).listener_closed(listener_id, detail, now_ms, &self.emitter);
                 self.publish_addrs();
             }
             SwarmEvent::ListenerError { error, .. } => tracing::warn!(%error, "listener error"),
@@ -208,10 +232,14 @@ impl EventLoop {
                 let local = *self.swarm.local_peer_id();
                 (self.reservations).accepted(relay_peer_id, renewal, local, &self.emitter);
             }
-            BehaviourEvent::RelayServer(ev) => {
-                let (audit, limits) =
-                    (self.relay_audit.as_ref(), self.config.relay_server.as_ref());
-                super::relay_server::report(ev, limits, &mut self.reserved, &self.emitter, audit)
+            BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result,
+            }) => {
+                let now_ms = self.now_ms();
+                let rtt = result.ok().map(|d| d.as_secs_f64() * 1000.0);
+                self.paths.on_ping(now_ms, peer, connection, rtt);
             }
             BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,
@@ -222,7 +250,7 @@ impl EventLoop {
                     tracing::info!(peer = %remote_peer_id, error = %e, "hole punch failed");
                     self.emitter.emit(Event::HolePunchFailed {
                         peer_id: remote_peer_id.to_string(),
-                        reason: e.to_string(),
+                        reason: with_sources(&e),
                     });
                     self.signals.send_modify(|s| s.hole_punch_failures += 1);
                 }
@@ -230,4 +258,19 @@ impl EventLoop {
             _ => {}
         }
     }
+}
+
+/// An error and every error under it, `outer: inner: …` (the relay
+/// client's "Failed to get Reservation" says why only in its sources).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(inner) = next {
+        let s = inner.to_string();
+        if !text.contains(&s) {
+            text = format!("{text}: {s}");
+        }
+        next = inner.source();
+    }
+    text
 }

@@ -110,6 +110,8 @@ pub(super) enum Command {
     },
     Snapshot(oneshot::Sender<Snapshot>),
     WaitRelays(oneshot::Sender<()>),
+    /// `relay` (deferred) may be asked for a reservation now.
+    Reserve(PeerId),
     WaitListening(oneshot::Sender<Snapshot>),
     Observe {
         peer: PeerId,
@@ -120,7 +122,19 @@ pub(super) enum Command {
     SetPublic(PublicView),
     /// Close every connection, then stop; the reply says it is done.
     Shutdown(Option<oneshot::Sender<()>>),
+    /// Close every connection to a peer (and so any reservation on it).
+    Disconnect(PeerId),
 }
+
+/// Our accounts with payees, by payee.
+pub(super) type PayerStates = std::sync::Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<
+            PeerId,
+            std::sync::Arc<tokio::sync::Mutex<Option<crate::protocols::pay::payer::PayerState>>>,
+        >,
+    >,
+>;
 
 /// A cloneable handle on a running node.
 #[derive(Clone)]
@@ -129,6 +143,10 @@ pub struct NodeHandle {
     pub(super) keypair: Keypair,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) control: libp2p_stream::Control,
+    pub(super) meters: super::metered::RelayMeters,
+    pub(super) stream_meters: super::metered::RelayMeters,
+    pub(super) payers: PayerStates,
+    pub(super) relays: Vec<(PeerId, Multiaddr)>,
     pub(super) emitter: Emitter,
     pub(super) signals: watch::Receiver<NetSignals>,
     pub(super) tasks: TaskTracker,
@@ -164,6 +182,50 @@ impl NodeHandle {
     /// Publishes an event under this node's label.
     pub fn emit(&self, event: Event) {
         self.emitter.emit(event);
+    }
+
+    /// Asks `relay` (one of the node's relays) for a reservation now; for
+    /// nodes whose reservations are deferred. Its outcome is reported like
+    /// any reservation's, and [`NodeHandle::wait_relays`] waits for it.
+    pub async fn reserve(&self, relay: PeerId) -> Result<(), NodeError> {
+        if !self.relays.iter().any(|(p, _)| *p == relay) {
+            return Err(NodeError::Stopped);
+        }
+        self.commands
+            .send(Command::Reserve(relay))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Our account with payee `peer` (kept across its pay sessions, so a
+    /// payer that reconnects goes on from what it measured and signed).
+    pub fn payer_state(
+        &self,
+        peer: PeerId,
+    ) -> std::sync::Arc<tokio::sync::Mutex<Option<crate::protocols::pay::payer::PayerState>>> {
+        let mut m = self.payers.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(peer).or_default().clone()
+    }
+
+    /// Stream bytes received from `peer` (what a priced provider bills).
+    pub fn stream_meter(&self, peer: PeerId) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.stream_meters.of(peer)
+    }
+
+    /// Closes every connection to `peer` (a relay we stop using: its
+    /// reservation ends with them).
+    pub async fn disconnect(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Disconnect(peer)).await;
+    }
+
+    /// The relays this node holds (or asked for) reservations on.
+    pub fn relays(&self) -> &[(PeerId, Multiaddr)] {
+        &self.relays
+    }
+
+    /// Bytes through circuits of `relay`, by our count (what it bills).
+    pub fn relay_meter(&self, relay: PeerId) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.meters.of(relay)
     }
 
     /// A control for opening and accepting data streams.

@@ -22,14 +22,14 @@ mod connections;
 mod event_loop;
 mod handle;
 mod listeners;
+pub mod metered;
 pub mod mux;
-mod relay_server;
 mod reservations;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use config::{
-    ConnectionCaps, NodeConfig, RelayLimits, DEFAULT_CIRCUITS_PER_IP, DEFAULT_RESERVATIONS_PER_IP,
-    IDENTIFY_PROTOCOL,
+    Bill, ConnectionCaps, NodeConfig, RelayLimits, RelayPay, DEFAULT_CIRCUITS_PER_IP,
+    DEFAULT_RESERVATIONS, DEFAULT_RESERVATIONS_PER_IP, IDENTIFY_PROTOCOL,
 };
 pub use handle::{
     CloseWatch, ConnInfo, DialError, NetSignals, NodeError, NodeHandle, PublicView, Snapshot,
@@ -37,8 +37,9 @@ pub use handle::{
 };
 pub use ledgermesh_protocol::path::{classify, PathKind, TransportKind};
 
+use crate::protocols::relay as relay_server;
 use libp2p::identity::Keypair;
-use libp2p::multiaddr::Protocol;
+
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -53,7 +54,21 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         relays.push((relay, r.clone()));
     }
     let allow_private = config.allow_private_addrs;
-    let mut swarm = behaviour::build(&config, keypair.clone())?;
+    let emitter = config
+        .emitter
+        .clone()
+        .unwrap_or_else(|| crate::events::Emitter::new(config.name.clone()));
+    // The relay server's state is shared by its swarm side and its streams.
+    let relay = config.relay_server.as_ref().map(|limits| {
+        let shared = relay_server::behaviour::State::new(limits.book());
+        let reporter = relay_server::report::Reporter::new(emitter.clone(), config.audit.clone());
+        (limits.clone(), shared, reporter)
+    });
+    let relay_behaviour = (relay.as_ref()).map(|(_, shared, reporter)| {
+        relay_server::behaviour::Behaviour::new(shared.clone(), reporter.clone())
+    });
+    let meters = metered::RelayMeters::default();
+    let mut swarm = behaviour::build(&config, keypair.clone(), relay_behaviour, meters.clone())?;
     let mut listeners = listeners::Listeners::default();
     for addr in &config.listen {
         let id = swarm
@@ -67,21 +82,16 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
     }
-    let emitter = config
-        .emitter
-        .clone()
-        .unwrap_or_else(|| crate::events::Emitter::new(config.name.clone()));
-    let mut reservations = reservations::Reservations::default();
-    for (relay, addr) in relays {
-        let listener = swarm.listen_on(addr.clone().with(Protocol::P2pCircuit));
-        reservations.asked(relay, addr, listener, &emitter);
-    }
+    let mut reservations = reservations::Reservations::new(
+        &relays,
+        config.max_reservations,
+        config.defer_reservations,
+    );
+    reservations.drive(&mut swarm, 0, &emitter);
+    let relay_list = relays.clone();
     let control = swarm.behaviour().stream.new_control();
     let (commands_tx, commands) = mpsc::channel(256);
     let (signals_tx, signals) = watch::channel(Default::default());
-    let relay_audit = (config.relay_server.as_ref())
-        .and(config.audit.clone())
-        .map(|log| relay_server::AuditWriter::start(log, emitter.clone()));
     let event_loop = event_loop::EventLoop {
         swarm,
         paths: ledgermesh_protocol::path::PathSet::new(config.close_relayed_after_upgrade),
@@ -93,14 +103,13 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         reservations,
         pending_dials: Default::default(),
         close_watchers: Default::default(),
+        dial_addrs: Default::default(),
         public: None,
-        reserved: Default::default(),
-        relay_audit,
         epoch: Instant::now(),
     };
     let span = tracing::info_span!("node", name = %event_loop.config.name, peer = %peer_id);
     tokio::spawn(event_loop.run().instrument(span));
-    Ok(NodeHandle {
+    let handle = NodeHandle {
         peer_id,
         keypair,
         commands: commands_tx,
@@ -108,7 +117,29 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         emitter,
         signals,
         allow_private,
+        meters,
+        stream_meters: Default::default(),
+        payers: Default::default(),
+        relays: relay_list,
         tasks: tokio_util::task::TaskTracker::new(),
         cancel: tokio_util::sync::CancellationToken::new(),
-    })
+    };
+    if let Some(pay) = relay.as_ref().and_then(|(l, _, _)| l.pay.clone()) {
+        handle.spawn(pay.payees.serve(handle.control.clone()));
+    }
+    if let Some((limits, shared, reporter)) = relay {
+        relay_server::server::Server {
+            shared,
+            limits,
+            reporter,
+            control: handle.control.clone(),
+            local: peer_id,
+            tasks: handle.tasks.clone(),
+            cancel: handle.cancel.clone(),
+            handshakes: relay_server::server::handshake_permits(),
+        }
+        .start()
+        .map_err(|e| NodeError::Build(format!("relay server: {e}")))?;
+    }
+    Ok(handle)
 }

@@ -1,7 +1,10 @@
-//! Our reservations on relays: one circuit listener per configured relay,
-//! its state, and who waits for all of them to settle.
+//! Our reservations on relays: which relay to ask and when is
+//! `ledgermesh_protocol::path::relays::RelayPlan`; here, one circuit
+//! listener per ask, what each reservation's state is, and who waits for
+//! the first round to settle.
 
 use crate::events::{Emitter, Event};
+use ledgermesh_protocol::path::relays::{RelayAction, RelayPlan};
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -10,39 +13,79 @@ use tokio::sync::oneshot;
 
 #[derive(Debug)]
 enum State {
+    Idle,
     Pending,
     Accepted(Multiaddr),
-    Failed,
 }
 
 /// Reservations by relay.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Reservations {
     relays: HashMap<PeerId, (Multiaddr, State)>,
+    plan: RelayPlan<PeerId>,
     listeners: HashMap<ListenerId, PeerId>,
     waiters: Vec<oneshot::Sender<()>>,
+    /// Failures in a row, by relay (reported on the first, and on a loss).
+    failures: HashMap<PeerId, u32>,
+}
+
+/// Whether a reservation failure (the relay client's error with its
+/// sources) is the relay saying no: policy, payment or capacity.
+fn is_refusal(detail: &str) -> bool {
+    let lower = detail.to_lowercase();
+    lower.contains("refused") || lower.contains("resource limit")
 }
 
 impl Reservations {
-    /// A reservation on `relay` at `addr` was asked for with `listener`
-    /// (`Err`: the listener could not even be opened).
-    pub(super) fn asked(
-        &mut self,
-        relay: PeerId,
-        addr: Multiaddr,
-        listener: Result<ListenerId, libp2p::TransportError<std::io::Error>>,
-        emitter: &Emitter,
-    ) {
-        self.relays.insert(relay, (addr, State::Pending));
-        match listener {
-            Ok(id) => {
-                self.listeners.insert(id, relay);
-            }
-            Err(e) => self.failed(relay, e.to_string(), emitter),
+    /// `relays` in order of preference; reservations on up to `target` at
+    /// once; with `deferred`, each waits for [`Self::allow`].
+    pub(super) fn new(relays: &[(PeerId, Multiaddr)], target: usize, deferred: bool) -> Self {
+        Self {
+            relays: (relays.iter())
+                .map(|(p, a)| (*p, (a.clone(), State::Idle)))
+                .collect(),
+            plan: RelayPlan::new(relays.iter().map(|(p, _)| *p), target, deferred),
+            listeners: HashMap::new(),
+            waiters: Vec::new(),
+            failures: HashMap::new(),
         }
     }
 
-    /// Whether `peer` is a relay we still wait on.
+    /// Asks the relays the plan says to ask now.
+    pub(super) fn drive<B: libp2p::swarm::NetworkBehaviour>(
+        &mut self,
+        swarm: &mut libp2p::Swarm<B>,
+        now_ms: u64,
+        emitter: &Emitter,
+    ) {
+        self.plan.on_tick(now_ms);
+        while let Some(RelayAction::Reserve(relay)) = self.plan.poll_action() {
+            let Some((addr, state)) = self.relays.get_mut(&relay) else {
+                continue;
+            };
+            *state = State::Pending;
+            let addr = addr.clone();
+            match swarm.listen_on(addr.clone().with(Protocol::P2pCircuit)) {
+                Ok(id) => {
+                    self.listeners.insert(id, relay);
+                }
+                Err(e) => self.failed(relay, e.to_string(), now_ms, emitter),
+            }
+        }
+        self.wake();
+    }
+
+    /// When the plan next wants to look again (ms on the node's clock).
+    pub(super) fn next_wake_ms(&self) -> Option<u64> {
+        self.plan.next_wake_ms()
+    }
+
+    /// A deferred relay may be asked now (its channel is attached).
+    pub(super) fn allow(&mut self, relay: PeerId, now_ms: u64) {
+        self.plan.allow(relay, now_ms);
+    }
+
+    /// Whether `peer` is a relay we are asking.
     pub(super) fn is_pending(&self, peer: &PeerId) -> bool {
         matches!(self.relays.get(peer), Some((_, State::Pending)))
     }
@@ -67,35 +110,72 @@ impl Reservations {
                 });
             }
             *state = State::Accepted(circuit);
+            self.plan.on_accepted(relay);
+            self.failures.remove(&relay);
         }
         self.wake();
     }
 
-    /// `relay` refused, could not be reached, or dropped our reservation.
-    pub(super) fn failed(&mut self, relay: PeerId, detail: String, emitter: &Emitter) {
-        if let Some((addr, state)) = self.relays.get_mut(&relay) {
-            let (reason, what) = match state {
-                State::Pending => ("unreachable", "no reservation on relay"),
-                State::Accepted(_) => ("reservation_lost", "lost the reservation on relay"),
-                State::Failed => return self.wake(),
-            };
-            *state = State::Failed;
+    /// The circuit listener `id` closed with `detail`: the reservation it
+    /// asked for failed, or the one it held was lost.
+    pub(super) fn listener_closed(
+        &mut self,
+        id: ListenerId,
+        detail: String,
+        now_ms: u64,
+        emitter: &Emitter,
+    ) {
+        if let Some(relay) = self.listeners.remove(&id) {
+            self.failed(relay, detail, now_ms, emitter);
+        }
+    }
+
+    /// `relay` refused, could not be reached, or dropped our reservation
+    /// (counted once: the dial error and the listener's close both say so).
+    pub(super) fn failed(&mut self, relay: PeerId, detail: String, now_ms: u64, emitter: &Emitter) {
+        let Some((addr, state)) = self.relays.get_mut(&relay) else {
+            return;
+        };
+        if matches!(state, State::Idle) {
+            return;
+        }
+        let refused = is_refusal(&detail);
+        let lost = matches!(state, State::Accepted(_));
+        *state = State::Idle;
+        let n = self.failures.entry(relay).or_default();
+        *n += 1;
+        if lost {
+            self.plan.on_lost(relay, now_ms);
+        } else {
+            self.plan.on_failed(relay, refused, now_ms);
+        }
+        let (reason, what) = if lost {
+            ("reservation_lost", "lost the reservation on relay")
+        } else {
+            ("unreachable", "no reservation on relay")
+        };
+        if refused && !lost {
+            // The relay said no (policy, payment, or capacity).
+            emitter.emit(Event::ReservationRefused {
+                relay: relay.to_string(),
+                reason: detail.clone(),
+            });
+        }
+        // Each loss, and the first failure of a run: later retries go to the log.
+        if lost || *n == 1 {
             emitter.emit(Event::Error {
                 what: "relay".into(),
-                detail: format!("{what} {addr}: {detail}"),
+                detail: format!("{what} {addr}: {detail}; asking again with back-off"),
                 reason: Some(reason.into()),
                 peer_id: Some(relay.to_string()),
             });
+        } else {
+            tracing::info!(%relay, failures = *n, %detail, "reservation failed again");
         }
         self.wake();
     }
 
-    /// A listener closed; the relay it reserved on, if it was a circuit one.
-    pub(super) fn listener_closed(&mut self, id: ListenerId) -> Option<PeerId> {
-        self.listeners.remove(&id)
-    }
-
-    /// `reply` once every relay accepted or failed.
+    /// `reply` once the first round has settled (see `RelayPlan::settled`).
     pub(super) fn wait(&mut self, reply: oneshot::Sender<()>) {
         self.waiters.push(reply);
         self.wake();
@@ -113,11 +193,7 @@ impl Reservations {
     }
 
     fn wake(&mut self) {
-        if self
-            .relays
-            .values()
-            .all(|(_, s)| !matches!(s, State::Pending))
-        {
+        if self.plan.settled() {
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
             }

@@ -326,6 +326,41 @@ impl AccessControl {
     pub fn grant_count(&self) -> usize {
         self.grants.len()
     }
+
+    /// Every live grant at `now_ms`: peer, stream, end (what a provider
+    /// keeps on disk to honour them after a restart).
+    pub fn live_grants(&self, now_ms: u64) -> Vec<(PeerId, String, u64)> {
+        (self.grants.iter())
+            .filter(|(_, until)| **until > now_ms)
+            .map(|((peer, stream), until)| (*peer, stream.clone(), *until))
+            .collect()
+    }
+
+    /// Restores grants saved before a restart: those still live at `now_ms`,
+    /// never shortening one held now, never beyond the table's size or the
+    /// grant cap from now. Returns how many were restored.
+    pub fn restore(&mut self, now_ms: u64, saved: &[(PeerId, String, u64)]) -> usize {
+        let cap = now_ms.saturating_add(self.max_grant_ms);
+        let mut restored = 0;
+        for (peer, stream, until) in saved {
+            let until = (*until).min(cap);
+            let key = (*peer, stream.clone());
+            let held = self.grants.get(&key).copied();
+            if until <= now_ms || held.is_some_and(|h| h >= until) {
+                continue;
+            }
+            if held.is_none() && self.grants.len() >= MAX_GRANTS {
+                break;
+            }
+            if let Some(old) = held {
+                self.by_expiry.remove(&(old, key.clone()));
+            }
+            self.grants.insert(key.clone(), until);
+            self.by_expiry.insert((until, key));
+            restored += 1;
+        }
+        restored
+    }
 }
 
 #[cfg(test)]

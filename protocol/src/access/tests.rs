@@ -250,3 +250,29 @@ fn the_grant_table_is_bounded() {
     let v = ac.handle_request(T0 + 10_000, late, &names(&["feed"]), 10, catalog);
     assert!(matches!(v[0], RequestVerdict::Granted { .. }));
 }
+
+#[test]
+fn grants_saved_before_a_restart_are_honoured_after_it() {
+    let mut before = AccessControl::new(3600);
+    let (p, q) = (peer(), peer());
+    before.handle_request(T0, p, &names(&["feed"]), 600, catalog);
+    before.handle_request(T0, q, &names(&["logs"]), 60, catalog);
+    let saved = before.live_grants(T0 + 1);
+    assert_eq!(saved.len(), 2);
+    // Restarted 2 minutes later: q's 60 s grant is over, p's holds.
+    let later = T0 + 120_000;
+    let mut after = AccessControl::new(3600);
+    assert_eq!(after.restore(later, &saved), 1);
+    assert_eq!(
+        after.check(later, &p, "feed").map(|a| a.until_ms),
+        Ok(Some(T0 + 600_000))
+    );
+    assert_eq!(after.check(later, &q, "logs"), Err(Denial::NotAllowed));
+    // A saved end beyond the cap (a tampered file) is held to the cap.
+    let mut capped = AccessControl::new(60);
+    let far = vec![(p, "feed".to_string(), u64::MAX)];
+    assert_eq!(capped.restore(later, &far), 1);
+    assert_eq!(capped.live_grants(later)[0].2, later + 60_000);
+    // Restoring never shortens a grant held now.
+    assert_eq!(capped.restore(later, &[(p, "feed".into(), later + 1)]), 0);
+}

@@ -17,11 +17,20 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 
 mod advertise;
+pub mod health;
+pub mod relays;
 pub mod scope;
 #[cfg(test)]
 mod tests;
 
 pub use advertise::{advertise, PublicView};
+pub use health::{Health, Rating};
+
+/// Red ratings in a row after which the relayed path carrying a peer's
+/// traffic is degraded and another one is sought.
+pub const DEGRADE_STREAK: u32 = 3;
+/// Time between two re-routes away from a peer's paths (no flapping), ms.
+pub const REROUTE_COOLDOWN_MS: u64 = 30_000;
 
 /// Whether a connection is direct or goes through a relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -80,8 +89,47 @@ pub fn classify<'a>(
     (path, transport, via)
 }
 
+/// Where the traffic to a peer goes: the path of its best connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Route {
+    /// Direct or relayed.
+    pub path: PathKind,
+    /// Transport (to the relay, when relayed).
+    pub transport: TransportKind,
+    /// The relay, when relayed.
+    #[serde(serialize_with = "via_text")]
+    pub via: Option<PeerId>,
+}
+
+fn via_text<S: serde::Serializer>(via: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {
+    match via {
+        Some(p) => s.serialize_str(&p.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Why the route to a peer changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeReason {
+    /// A direct connection replaced a relayed one.
+    Upgraded,
+    /// The relayed connection carrying it closed (the relay died, or cut it).
+    RelayLost,
+    /// The direct connection carrying it closed.
+    DirectLost,
+    /// A new connection after the peer was unreachable for a while.
+    Reconnected,
+    /// The relayed path carrying it turned red (slow or lossy) and a
+    /// healthier one took over.
+    Degraded,
+}
+
+/// Most peers whose route is remembered while they have no connection.
+const MAX_ROUTES: usize = 4096;
+
 /// One live connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Conn<C> {
     /// The swarm's id of the connection.
     pub id: C,
@@ -97,6 +145,10 @@ pub struct Conn<C> {
     pub since_ms: u64,
     /// A relayed connection already reported as replaced by a direct one.
     pub upgraded: bool,
+    /// Its pings: round trip, loss, rating.
+    pub health: Health,
+    /// Found degraded: traffic moves off it as soon as another path is up.
+    pub degraded: bool,
 }
 
 /// What the set asks its owner to do.
@@ -118,6 +170,33 @@ pub enum Action<C> {
         /// The connection.
         id: C,
     },
+    /// The relayed path carrying `peer`'s traffic is degraded: find another
+    /// (dial the peer's other addresses, avoiding this relay); it is closed
+    /// once one is up.
+    Reroute {
+        /// The peer.
+        peer: PeerId,
+        /// The degraded connection.
+        away_from: C,
+        /// Its relay.
+        via: Option<PeerId>,
+        /// Its round trip, ms.
+        rtt_ms: Option<u64>,
+        /// Its lost pings, percent.
+        loss_pct: u32,
+    },
+    /// The route to `peer` changed (`None`: no connection is left, or there
+    /// was none).
+    PathChanged {
+        /// The peer.
+        peer: PeerId,
+        /// The route before.
+        from: Option<Route>,
+        /// The route now.
+        to: Option<Route>,
+        /// Why.
+        reason: ChangeReason,
+    },
     /// A connection to `peer` closed: whoever streams from it should resume
     /// on what is left (`remaining` connections; 0 means re-dial).
     PathClosed {
@@ -130,10 +209,24 @@ pub enum Action<C> {
     },
 }
 
+/// How soon after a relayed connection closed a direct one still counts as
+/// its upgrade: the remote, upgrading first, closes the relayed connection,
+/// and that close can reach us a moment before the direct connection does.
+pub const UPGRADE_RACE_MS: u64 = 2_000;
+
+/// Most peers remembered for [`UPGRADE_RACE_MS`] after a relayed close.
+const MAX_RECENT_RELAYED: usize = 4096;
+
 /// Per-peer connection sets (see the module docs).
 #[derive(Debug)]
 pub struct PathSet<C> {
     peers: HashMap<PeerId, Vec<Conn<C>>>,
+    /// No re-route away from a peer's paths before this time (ms).
+    reroute_after: HashMap<PeerId, u64>,
+    /// Peers whose last relayed connection closed un-upgraded: (since, closed at).
+    recent_relayed: HashMap<PeerId, (u64, u64)>,
+    /// The route each peer's traffic took last (`None` once it had none).
+    routes: HashMap<PeerId, Option<Route>>,
     close_relayed_after_upgrade: bool,
     actions: VecDeque<Action<C>>,
 }
@@ -144,6 +237,9 @@ impl<C: Copy + Eq> PathSet<C> {
     pub fn new(close_relayed_after_upgrade: bool) -> Self {
         Self {
             peers: HashMap::new(),
+            recent_relayed: HashMap::new(),
+            reroute_after: HashMap::new(),
+            routes: HashMap::new(),
             close_relayed_after_upgrade,
             actions: VecDeque::new(),
         }
@@ -159,6 +255,68 @@ impl<C: Copy + Eq> PathSet<C> {
         remote: Multiaddr,
     ) {
         let (path, transport, via) = addrs;
+        self.on_established_inner(now_ms, peer, id, (path, transport, via), remote);
+        // A path up beside a degraded one takes the traffic: the degraded
+        // ones close (their streams resume on the new path).
+        let degraded: Vec<C> = (self.peers.get(&peer).into_iter().flatten())
+            .filter(|c| c.degraded && c.id != id)
+            .map(|c| c.id)
+            .collect();
+        for d in &degraded {
+            self.actions.push_back(Action::Close { peer, id: *d });
+        }
+        let hint = (!degraded.is_empty()).then_some(ChangeReason::Degraded);
+        self.track_route(peer, hint);
+    }
+
+    /// A ping on connection `id` to `peer` came back after `rtt_ms`, or
+    /// (`None`) failed. A relayed path carrying the peer's traffic that is
+    /// red [`DEGRADE_STREAK`] times in a row is degraded (at most one
+    /// re-route per peer per [`REROUTE_COOLDOWN_MS`]).
+    pub fn on_ping(&mut self, now_ms: u64, peer: PeerId, id: C, rtt_ms: Option<f64>) {
+        let best = self.best(&peer).map(|c| c.id);
+        let Some(conn) = (self.peers.get_mut(&peer).into_iter().flatten()).find(|c| c.id == id)
+        else {
+            return;
+        };
+        conn.health.on_ping(rtt_ms);
+        if conn.degraded && conn.health.rating() == Some(Rating::Green) {
+            // It recovered before another path came up: keep it.
+            conn.degraded = false;
+        }
+        let due = self.reroute_after.get(&peer).is_none_or(|t| now_ms >= *t);
+        if conn.path == PathKind::Relayed
+            && !conn.degraded
+            && best == Some(id)
+            && conn.health.red_streak() >= DEGRADE_STREAK
+            && due
+        {
+            conn.degraded = true;
+            let action = Action::Reroute {
+                peer,
+                away_from: id,
+                via: conn.via,
+                rtt_ms: conn.health.rtt_ms().map(|r| r.round() as u64),
+                loss_pct: (conn.health.loss() * 100.0).round() as u32,
+            };
+            if self.reroute_after.len() >= MAX_ROUTES {
+                let peers = &self.peers;
+                self.reroute_after.retain(|p, _| peers.contains_key(p));
+            }
+            self.reroute_after
+                .insert(peer, now_ms + REROUTE_COOLDOWN_MS);
+            self.actions.push_back(action);
+        }
+    }
+
+    fn on_established_inner(
+        &mut self,
+        now_ms: u64,
+        peer: PeerId,
+        id: C,
+        (path, transport, via): (PathKind, TransportKind, Option<PeerId>),
+        remote: Multiaddr,
+    ) {
         let conns = self.peers.entry(peer).or_default();
         conns.push(Conn {
             id,
@@ -168,15 +326,23 @@ impl<C: Copy + Eq> PathSet<C> {
             remote,
             since_ms: now_ms,
             upgraded: false,
+            health: Health::default(),
+            degraded: false,
         });
         if path != PathKind::Direct {
             return;
         }
+        let recent = self
+            .recent_relayed
+            .remove(&peer)
+            .filter(|(_, closed)| now_ms.saturating_sub(*closed) <= UPGRADE_RACE_MS)
+            .map(|(since, _)| since);
         let oldest = conns
             .iter()
             .filter(|c| c.path == PathKind::Relayed && !c.upgraded)
             .map(|c| c.since_ms)
-            .min();
+            .min()
+            .or(recent);
         let Some(oldest) = oldest else { return };
         self.actions.push_back(Action::Upgraded {
             peer,
@@ -196,11 +362,21 @@ impl<C: Copy + Eq> PathSet<C> {
 
     /// A connection closed; returns what was known of it (`None` for one the
     /// set never saw, such as a dial-back probe).
-    pub fn on_closed(&mut self, peer: PeerId, id: C) -> Option<Conn<C>> {
+    pub fn on_closed(&mut self, now_ms: u64, peer: PeerId, id: C) -> Option<Conn<C>> {
         let conns = self.peers.get_mut(&peer)?;
         let pos = conns.iter().position(|c| c.id == id)?;
         let conn = conns.remove(pos);
         let remaining = conns.len();
+        if conn.path == PathKind::Relayed && !conn.upgraded {
+            // The remote may have closed it because it upgraded first.
+            if self.recent_relayed.len() >= MAX_RECENT_RELAYED {
+                self.recent_relayed
+                    .retain(|_, (_, closed)| now_ms.saturating_sub(*closed) <= UPGRADE_RACE_MS);
+            }
+            if self.recent_relayed.len() < MAX_RECENT_RELAYED {
+                self.recent_relayed.insert(peer, (conn.since_ms, now_ms));
+            }
+        }
         if remaining == 0 {
             self.peers.remove(&peer);
         }
@@ -209,7 +385,57 @@ impl<C: Copy + Eq> PathSet<C> {
             path: conn.path,
             remaining,
         });
+        let lost = match conn.path {
+            PathKind::Relayed => ChangeReason::RelayLost,
+            PathKind::Direct => ChangeReason::DirectLost,
+        };
+        self.track_route(peer, Some(lost));
         Some(conn)
+    }
+
+    /// Reports a change of `peer`'s route (`closed`: why, when a
+    /// connection just closed).
+    fn track_route(&mut self, peer: PeerId, closed: Option<ChangeReason>) {
+        let now = self.best(&peer).map(|c| Route {
+            path: c.path,
+            transport: c.transport,
+            via: c.via,
+        });
+        let before = match self.routes.get(&peer) {
+            Some(r) => *r,
+            // First seen: a first connection is no change.
+            None => {
+                if self.routes.len() >= MAX_ROUTES {
+                    // Forget the peers that have no connection now.
+                    let peers = &self.peers;
+                    self.routes.retain(|p, _| peers.contains_key(p));
+                }
+                if self.routes.len() < MAX_ROUTES {
+                    self.routes.insert(peer, now);
+                }
+                return;
+            }
+        };
+        if before == now {
+            return;
+        }
+        self.routes.insert(peer, now);
+        let reason = match (before, now) {
+            (None, _) => ChangeReason::Reconnected,
+            (Some(b), Some(n)) if b.path == PathKind::Relayed && n.path == PathKind::Direct => {
+                ChangeReason::Upgraded
+            }
+            (Some(b), _) => closed.unwrap_or(match b.path {
+                PathKind::Relayed => ChangeReason::RelayLost,
+                PathKind::Direct => ChangeReason::DirectLost,
+            }),
+        };
+        self.actions.push_back(Action::PathChanged {
+            peer,
+            from: before,
+            to: now,
+            reason,
+        });
     }
 
     /// The next action to carry out.
@@ -228,14 +454,14 @@ impl<C: Copy + Eq> PathSet<C> {
     }
 
     /// The path to use for `peer`: the oldest direct connection, else the
-    /// oldest relayed one.
+    /// oldest relayed one not degraded, else the oldest.
     pub fn best(&self, peer: &PeerId) -> Option<&Conn<C>> {
         let conns = self.peers.get(peer)?;
-        conns
-            .iter()
-            .filter(|c| c.path == PathKind::Direct)
-            .min_by_key(|c| c.since_ms)
-            .or_else(|| conns.iter().min_by_key(|c| c.since_ms))
+        let oldest =
+            |f: &dyn Fn(&Conn<C>) -> bool| conns.iter().filter(|c| f(c)).min_by_key(|c| c.since_ms);
+        oldest(&|c| c.path == PathKind::Direct)
+            .or_else(|| oldest(&|c| !c.degraded))
+            .or_else(|| oldest(&|_| true))
     }
 
     /// Every open connection, peer by peer.

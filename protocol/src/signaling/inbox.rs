@@ -53,11 +53,13 @@ pub fn response(
                 detail: format!("no stream named {name:?}"),
                 name,
                 reason: RejectReason::UnknownStream,
+                earliest: None,
             }),
             RequestVerdict::Full(name) => response.rejected.push(StreamRejection {
                 name,
                 reason: RejectReason::Busy,
                 detail: "the provider holds its maximum number of grants; try later".into(),
+                earliest: None,
             }),
         }
     }
@@ -77,6 +79,7 @@ mod tests {
                 name: name.into(),
                 length: Some(10),
                 sha256: None,
+                live: None,
             })
     }
 

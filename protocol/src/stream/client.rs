@@ -58,8 +58,9 @@ pub enum Next {
     /// A stream of unknown length closed: ask again from the offset at once,
     /// to tell its end from a cut.
     Confirm,
-    /// The grant ran out: post a new service request, then retry at once.
-    Renew,
+    /// Refused for this reason (the grant ran out, or a priced stream is
+    /// unpaid): renew (a new service request, or pay up), then retry at once.
+    Renew(RejectReason),
     /// Stop.
     Fail(Failure),
 }
@@ -106,6 +107,14 @@ impl FetchState {
         self.attempts += 1;
     }
 
+    /// A live subscription delivered again: a run of breaks is counted
+    /// afresh (a consumer that stays subscribed for days sees many, each
+    /// mended).
+    pub fn delivered(&mut self) {
+        self.attempts = 0;
+        self.backoff_ms = self.policy.backoff_ms;
+    }
+
     /// Attempts made so far.
     pub fn attempts(&self) -> u32 {
         self.attempts
@@ -128,12 +137,14 @@ impl FetchState {
                 Next::Confirm
             }
             AttemptEnd::Fatal(e) => Next::Fail(Failure::Fatal(e)),
-            AttemptEnd::Refused(r) if r.reason == RejectReason::GrantExpired => {
+            AttemptEnd::Refused(r)
+                if matches!(r.reason, RejectReason::GrantExpired | RejectReason::Unpaid) =>
+            {
                 if self.renewals < self.policy.max_renewals {
                     self.renewals += 1;
-                    // A renewal is not a failed attempt.
+                    // A renewal (a new grant, or paying up) is not a failed attempt.
                     self.attempts = self.attempts.saturating_sub(1);
-                    Next::Renew
+                    Next::Renew(r.reason)
                 } else {
                     Next::Fail(Failure::Refused(r))
                 }
@@ -166,6 +177,7 @@ mod tests {
             name: "feed".into(),
             reason,
             detail: String::new(),
+            earliest: None,
         }
     }
 
@@ -221,7 +233,10 @@ mod tests {
             ..Default::default()
         });
         f.start_attempt();
-        assert_eq!(f.end_attempt(expired.clone(), true), Next::Renew);
+        assert_eq!(
+            f.end_attempt(expired.clone(), true),
+            Next::Renew(RejectReason::GrantExpired)
+        );
         assert_eq!(f.attempts(), 0, "a renewal costs no attempt");
         f.start_attempt();
         assert!(matches!(f.end_attempt(expired, false), Next::Fail(_)));
@@ -247,7 +262,10 @@ mod tests {
         // The confirming request finds the grant expired: the cut shows.
         f.start_attempt();
         let expired = AttemptEnd::Refused(rejection(RejectReason::GrantExpired));
-        assert_eq!(f.end_attempt(expired, false), Next::Renew);
+        assert_eq!(
+            f.end_attempt(expired, false),
+            Next::Renew(RejectReason::GrantExpired)
+        );
         // Renewed; more bytes, a close, and a confirming request with none.
         f.start_attempt();
         assert_eq!(

@@ -21,10 +21,35 @@ pub enum ServeDecision {
     Refuse(StreamRejection),
 }
 
+/// Where a live stream stands when a request arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveWindow {
+    /// The oldest offset still held.
+    pub earliest: u64,
+    /// Where the next chunk will start.
+    pub edge: u64,
+    /// This peer was lately cut from the stream for falling behind.
+    pub cut_slow: bool,
+}
+
+/// What kind of stream a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Known bytes from an offset to the end.
+    Finite,
+    /// A live stream, and where it stands.
+    Live(LiveWindow),
+    /// It takes bytes from the consumer (an echo): asked for with `send`.
+    Inbound,
+}
+
 /// Decides a request from `peer`. `info` is the catalog's entry for the name
 /// (if any); `have_permit` says whether a serving slot is free. Access is
 /// checked first, so a peer without a grant learns nothing, not even whether
-/// the name exists. Refusals and starts are audited in `access`.
+/// the name exists. Refusals and starts are audited in `access`. A live
+/// stream (`window`) is served from its live edge when asked, else from an
+/// offset it still holds: an older one is refused `gone` (`too_slow` for a
+/// peer just cut for falling behind), with the earliest offset held.
 pub fn decide(
     now_ms: u64,
     access: &mut AccessControl,
@@ -32,14 +57,22 @@ pub fn decide(
     req: &StreamRequest,
     info: Option<&StreamInfo>,
     have_permit: bool,
+    kind: StreamKind,
 ) -> ServeDecision {
-    let refuse = |access: &mut AccessControl, reason: RejectReason, detail: String| {
+    let refuse_at = |access: &mut AccessControl,
+                     reason: RejectReason,
+                     detail: String,
+                     earliest: Option<u64>| {
         access.refused(now_ms, peer, &req.name, reason);
         ServeDecision::Refuse(StreamRejection {
             name: req.name.clone(),
             reason,
             detail,
+            earliest,
         })
+    };
+    let refuse = |access: &mut AccessControl, reason: RejectReason, detail: String| {
+        refuse_at(access, reason, detail, None)
     };
     let Allowed { until_ms } = match access.check(now_ms, &peer, &req.name) {
         Ok(a) => a,
@@ -52,6 +85,15 @@ pub fn decide(
             format!("no stream named {:?}", req.name),
         );
     };
+    let inbound = kind == StreamKind::Inbound;
+    if req.send != inbound {
+        let detail = if inbound {
+            format!("{} takes bytes: open it sending (nc --send)", req.name)
+        } else {
+            format!("{} only sends: open it without sending", req.name)
+        };
+        return refuse(access, RejectReason::Direction, detail);
+    }
     if !have_permit {
         return refuse(
             access,
@@ -68,10 +110,41 @@ pub fn decide(
             );
         }
     }
-    access.serve_started(now_ms, peer, &req.name, req.offset);
+    let mut offset = req.offset;
+    if let StreamKind::Live(w) = kind {
+        if req.live_edge {
+            offset = w.edge;
+        } else if offset < w.earliest {
+            let (reason, detail) = if w.cut_slow {
+                (
+                    RejectReason::TooSlow,
+                    format!(
+                        "you fell behind the live buffer and were cut; offset {offset} is gone, the earliest held is {}",
+                        w.earliest
+                    ),
+                )
+            } else {
+                (
+                    RejectReason::Gone,
+                    format!(
+                        "offset {offset} has left the live buffer; the earliest held is {}",
+                        w.earliest
+                    ),
+                )
+            };
+            return refuse_at(access, reason, detail, Some(w.earliest));
+        } else if offset > w.edge {
+            return refuse(
+                access,
+                RejectReason::BadOffset,
+                format!("offset {offset} is past the live edge ({})", w.edge),
+            );
+        }
+    }
+    access.serve_started(now_ms, peer, &req.name, offset);
     ServeDecision::Serve {
         info: info.clone(),
-        offset: req.offset,
+        offset,
         until_ms,
     }
 }
@@ -94,6 +167,7 @@ mod tests {
             name: "feed".into(),
             length: Some(100),
             sha256: Some([7; 32]),
+            live: None,
         }
     }
 
@@ -101,6 +175,8 @@ mod tests {
         StreamRequest {
             name: name.into(),
             offset,
+            live_edge: false,
+            send: false,
         }
     }
 
@@ -122,13 +198,29 @@ mod tests {
     fn no_grant_means_not_allowed_whether_or_not_the_stream_exists() {
         let p = peer();
         let mut ac = AccessControl::new(3600);
-        let d = decide(T0, &mut ac, p, &req("feed", 0), Some(&info()), true);
+        let d = decide(
+            T0,
+            &mut ac,
+            p,
+            &req("feed", 0),
+            Some(&info()),
+            true,
+            StreamKind::Finite,
+        );
         let ServeDecision::Refuse(r) = d else {
             panic!()
         };
         assert_eq!(r.reason, RejectReason::NotAllowed);
         assert!(!r.detail.contains("100") && !r.detail.contains("feed"));
-        let d = decide(T0, &mut ac, p, &req("other", 0), None, true);
+        let d = decide(
+            T0,
+            &mut ac,
+            p,
+            &req("other", 0),
+            None,
+            true,
+            StreamKind::Finite,
+        );
         assert_eq!(reason(d), RejectReason::NotAllowed);
         let audit = ac.poll_audit().unwrap();
         assert_eq!(audit.kind, AuditKind::Refuse);
@@ -139,7 +231,15 @@ mod tests {
     fn a_granted_peer_is_served_until_its_grant_ends() {
         let p = peer();
         let mut ac = granted(p);
-        let d = decide(T0 + 1, &mut ac, p, &req("feed", 40), Some(&info()), true);
+        let d = decide(
+            T0 + 1,
+            &mut ac,
+            p,
+            &req("feed", 40),
+            Some(&info()),
+            true,
+            StreamKind::Finite,
+        );
         assert_eq!(
             d,
             ServeDecision::Serve {
@@ -157,6 +257,7 @@ mod tests {
             &req("feed", 40),
             Some(&info()),
             true,
+            StreamKind::Finite,
         );
         assert_eq!(reason(d), Denial::GrantExpired.reason());
     }
@@ -165,18 +266,180 @@ mod tests {
     fn busy_and_bad_offset_only_after_access() {
         let p = peer();
         let mut ac = granted(p);
-        let d = decide(T0, &mut ac, p, &req("feed", 0), Some(&info()), false);
+        let d = decide(
+            T0,
+            &mut ac,
+            p,
+            &req("feed", 0),
+            Some(&info()),
+            false,
+            StreamKind::Finite,
+        );
         assert_eq!(reason(d), RejectReason::Busy);
-        let d = decide(T0, &mut ac, p, &req("feed", 101), Some(&info()), true);
+        let d = decide(
+            T0,
+            &mut ac,
+            p,
+            &req("feed", 101),
+            Some(&info()),
+            true,
+            StreamKind::Finite,
+        );
         assert_eq!(reason(d), RejectReason::BadOffset);
         // Granted by a wildcard ACL but the stream does not exist: unknown,
         // without a catalog.
         ac.set_acl(T0, crate::access::Acl::open(), "test");
-        let d = decide(T0, &mut ac, p, &req("nope", 0), None, true);
+        let d = decide(
+            T0,
+            &mut ac,
+            p,
+            &req("nope", 0),
+            None,
+            true,
+            StreamKind::Finite,
+        );
         let ServeDecision::Refuse(r) = d else {
             panic!()
         };
         assert_eq!(r.reason, RejectReason::UnknownStream);
         assert_eq!(r.detail, "no stream named \"nope\"");
+    }
+
+    #[test]
+    fn a_live_stream_serves_its_edge_or_a_held_offset_and_says_what_is_gone() {
+        let p = peer();
+        let mut ac = granted(p);
+        let live = StreamInfo {
+            length: None,
+            sha256: None,
+            live: Some(9),
+            ..info()
+        };
+        let w = LiveWindow {
+            earliest: 1_000,
+            edge: 5_000,
+            cut_slow: false,
+        };
+        let edge = StreamRequest {
+            live_edge: true,
+            ..req("feed", 0)
+        };
+        let served = |d: ServeDecision| match d {
+            ServeDecision::Serve { offset, .. } => offset,
+            ServeDecision::Refuse(r) => panic!("refused: {r:?}"),
+        };
+        assert_eq!(
+            served(decide(
+                T0,
+                &mut ac,
+                p,
+                &edge,
+                Some(&live),
+                true,
+                StreamKind::Live(w)
+            )),
+            5_000
+        );
+        assert_eq!(
+            served(decide(
+                T0,
+                &mut ac,
+                p,
+                &req("feed", 1_000),
+                Some(&live),
+                true,
+                StreamKind::Live(w)
+            )),
+            1_000
+        );
+        let ServeDecision::Refuse(r) = decide(
+            T0,
+            &mut ac,
+            p,
+            &req("feed", 999),
+            Some(&live),
+            true,
+            StreamKind::Live(w),
+        ) else {
+            panic!()
+        };
+        assert_eq!((r.reason, r.earliest), (RejectReason::Gone, Some(1_000)));
+        let slow = LiveWindow {
+            cut_slow: true,
+            ..w
+        };
+        let ServeDecision::Refuse(r) = decide(
+            T0,
+            &mut ac,
+            p,
+            &req("feed", 999),
+            Some(&live),
+            true,
+            StreamKind::Live(slow),
+        ) else {
+            panic!()
+        };
+        assert_eq!((r.reason, r.earliest), (RejectReason::TooSlow, Some(1_000)));
+        let d = decide(
+            T0,
+            &mut ac,
+            p,
+            &req("feed", 5_001),
+            Some(&live),
+            true,
+            StreamKind::Live(w),
+        );
+        assert_eq!(reason(d), RejectReason::BadOffset);
+        // A stranger learns nothing of the window.
+        let d = decide(
+            T0,
+            &mut ac,
+            peer(),
+            &req("feed", 999),
+            Some(&live),
+            true,
+            StreamKind::Live(w),
+        );
+        assert_eq!(reason(d), RejectReason::NotAllowed);
+    }
+
+    #[test]
+    fn an_echo_is_opened_sending_and_nothing_else_is() {
+        let p = peer();
+        let mut ac = granted(p);
+        let sending = StreamRequest {
+            send: true,
+            ..req("feed", 0)
+        };
+        let d = decide(
+            T0,
+            &mut ac,
+            p,
+            &sending,
+            Some(&info()),
+            true,
+            StreamKind::Finite,
+        );
+        assert_eq!(reason(d), RejectReason::Direction);
+        let d = decide(
+            T0,
+            &mut ac,
+            p,
+            &req("feed", 0),
+            Some(&info()),
+            true,
+            StreamKind::Inbound,
+        );
+        assert_eq!(reason(d), RejectReason::Direction);
+        let d = decide(
+            T0,
+            &mut ac,
+            p,
+            &sending,
+            Some(&info()),
+            true,
+            StreamKind::Inbound,
+        );
+        assert!(matches!(d, ServeDecision::Serve { .. }));
     }
 }

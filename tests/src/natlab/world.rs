@@ -11,6 +11,8 @@ use std::time::Duration;
 pub const T: Duration = Duration::from_secs(120);
 /// The relay's address on the lab's fake internet.
 pub const RELAY_IP: &str = "203.0.113.10";
+/// A second relay's (worlds built with [`world_two_relays`]).
+pub const RELAY2_IP: &str = "203.0.113.14";
 /// How many times each case runs.
 pub const RUNS: usize = 5;
 
@@ -45,13 +47,33 @@ pub struct World {
     pub spec: String,
     pub keys: Vec<String>,
     pub relay_addr: String,
+    /// The second relay and its address, when the world has one.
+    pub relay2: Option<(Proc, String)>,
     pub _observer_procs: Vec<Proc>,
     pub observers: Vec<String>,
+    /// Wei per MiB the relay charges (nodes pay it from channels); 0: free.
+    pub relay_price: u128,
 }
 
 /// [`world_with`] without delay or loss.
 pub fn world(test: &str, nat1: Nat, nat2: Nat, transport: Transport) -> Option<World> {
     world_with(test, nat1, nat2, transport, 0, 0.0)
+}
+
+/// [`world`] with a relay that charges `price` wei per MiB, paid to the
+/// devchain's last key; providers and consumers pay it from channels.
+pub fn world_priced(
+    test: &str,
+    nat1: Nat,
+    nat2: Nat,
+    transport: Transport,
+    price: u128,
+) -> Option<World> {
+    let extras = Extras {
+        relay_price: price,
+        ..Default::default()
+    };
+    build(test, nat1, nat2, transport, extras)
 }
 
 /// Builds the world for `test` (None when namespaces are unavailable outside CI).
@@ -63,6 +85,39 @@ pub fn world_with(
     delay_ms: u32,
     loss: f64,
 ) -> Option<World> {
+    let extras = Extras {
+        delay_ms,
+        loss,
+        ..Default::default()
+    };
+    build(test, nat1, nat2, transport, extras)
+}
+
+/// [`world`] with a second open relay: providers reserve on both.
+pub fn world_two_relays(test: &str, nat1: Nat, nat2: Nat, transport: Transport) -> Option<World> {
+    let extras = Extras {
+        second_relay: true,
+        ..Default::default()
+    };
+    build(test, nat1, nat2, transport, extras)
+}
+
+/// How a world differs from the plain one.
+#[derive(Default)]
+struct Extras {
+    delay_ms: u32,
+    loss: f64,
+    relay_price: u128,
+    second_relay: bool,
+}
+
+fn build(test: &str, nat1: Nat, nat2: Nat, transport: Transport, extras: Extras) -> Option<World> {
+    let Extras {
+        delay_ms,
+        loss,
+        relay_price,
+        second_relay,
+    } = extras;
     let lab = Lab::up_with(test, nat1, nat2, delay_ms, loss)?;
     let dir = temp_dir(test);
     let keydir = dir.0.join("keys");
@@ -83,18 +138,38 @@ pub fn world_with(
     );
     let ready = DevchainReady::wait(&mut chain, T);
     let relay_listen = transport.at(RELAY_IP, 4001);
-    let mut relay = lab.start(
-        "relay",
-        "relay",
-        &dir.0,
-        // Streams cross this relay for minutes: an open relay.
-        &["relay", "--json", "--open", "--listen", &relay_listen],
-    );
+    let price = relay_price.to_string();
+    let relay_key = ready.keys.last().expect("devchain keys").clone();
+    let mut relay_args = vec!["relay", "--json", "--open", "--listen", &relay_listen];
+    if relay_price > 0 {
+        relay_args.extend([
+            "--ledger",
+            &ready.spec,
+            "--ledger-key",
+            &relay_key,
+            "--price-per-mib",
+            &price,
+        ]);
+    }
+    // Streams cross this relay for minutes: an open relay (or a paid one).
+    let mut relay = lab.start("relay", "relay", &dir.0, &relay_args);
     let listening = relay.wait_for("relay listening", T, |v| event_is(v, "listening"));
     let relay_addr = format!(
         "{relay_listen}/p2p/{}",
         listening["peer_id"].as_str().unwrap()
     );
+    let relay2 = second_relay.then(|| {
+        let listen = transport.at(RELAY2_IP, 4001);
+        let mut p = lab.start(
+            "relay2",
+            "relay2",
+            &dir.0,
+            &["relay", "--json", "--open", "--listen", &listen],
+        );
+        let l = p.wait_for("relay2 listening", T, |v| event_is(v, "listening"));
+        let addr = format!("{listen}/p2p/{}", l["peer_id"].as_str().unwrap());
+        (p, addr)
+    });
     // Three more public observers for address consensus (K = 4 with the relay).
     let mut observer_procs = vec![];
     let mut observers = vec![];
@@ -122,8 +197,10 @@ pub fn world_with(
         spec: ready.spec,
         keys: ready.keys,
         relay_addr,
+        relay2,
         _observer_procs: observer_procs,
         observers,
+        relay_price,
     })
 }
 
@@ -148,13 +225,17 @@ impl World {
             &self.keys[0],
             "--relay",
             &self.relay_addr,
-            "--listen",
-            &listen,
-            "--stream",
-            stream,
         ];
+        if let Some((_, a2)) = &self.relay2 {
+            args.push(a2);
+        }
+        args.extend(["--listen", &listen, "--stream", stream]);
         if relay_only {
             args.push("--relay-only");
+        }
+        let deposit = (1_000 * self.relay_price).to_string();
+        if self.relay_price > 0 {
+            args.extend(["--relay-deposit", &deposit]);
         }
         args.push("--observer");
         args.extend(self.observers.iter().map(String::as_str));
@@ -189,6 +270,10 @@ impl World {
             "--out",
             out.to_str().unwrap(),
         ];
+        let deposit = (1_000 * self.relay_price).to_string();
+        if self.relay_price > 0 {
+            args.extend(["--relay-deposit", &deposit]);
+        }
         if i == 0 {
             // The first consumer also finds its public address (the others skip the round).
             args.push("--observer");

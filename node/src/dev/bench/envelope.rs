@@ -33,9 +33,11 @@ pub(super) fn envelope_cost(time: Duration) -> anyhow::Result<Value> {
             name: "feed".into(),
             length: Some(1 << 30),
             sha256: Some([3; 32]),
+            live: None,
         }],
         rejected: vec![],
         grant_expires_ms: Some(1_800_000_000_000),
+        price_per_mib: 0,
     });
     let now = now_ms();
     let mut rng = rand::rng();

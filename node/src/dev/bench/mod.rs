@@ -7,6 +7,7 @@
 
 mod baselines;
 mod envelope;
+mod live;
 mod nodes;
 mod scale;
 mod setup;
@@ -56,6 +57,8 @@ pub enum Section {
     Mxn,
     /// Envelope seal/open rate and bytes on the ledger.
     Envelope,
+    /// Live streams: one feed to M buyers, one buyer on N feeds (lag, fairness).
+    Live,
 }
 
 struct Sizes {
@@ -237,6 +240,22 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                 "one_consumer_n_providers": n_prov,
                 "one_provider_m_consumers": m_cons,
                 "rss_kib_per_connection": rss_per_conn,
+            }),
+        );
+    }
+
+    if wants(Section::Live) {
+        eprintln!("bench: live streams…");
+        let secs = if opts.quick { 1.0 } else { 4.0 };
+        // A busy feed (market data, a video-sized sensor stream) to each
+        // buyer; the same bytes in all spread over N feeds. Both ends run in
+        // this one process, so the fan-out's M × rate of sealing and
+        // opening shares its cores.
+        out.insert(
+            "live".into(),
+            json!({
+                "one_feed_m_buyers": live::fanout(&[10, 50], 2 << 20, secs).await?,
+                "one_buyer_n_feeds": live::fanin(&[10, 50], 8 << 20, secs).await?,
             }),
         );
     }

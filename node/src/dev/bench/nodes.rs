@@ -52,16 +52,13 @@ pub(super) async fn sink_provider(
         .await?;
     // The benchmark measures transport, not sales: everyone may fetch.
     let access = crate::access::Access::open(h.emitter().clone());
-    // Nor is the per-peer cap under test: lift it.
-    let limits = ServeLimits {
-        slots: SlotLimits {
-            max_streams: 4096,
-            max_per_peer: 4096,
-            max_refusals: 64,
-        },
-        ..Default::default()
+    let limits = lifted_serve_limits();
+    let shop = crate::streams::Shop {
+        catalog: Arc::new(catalog),
+        access,
+        payees: None,
     };
-    h.spawn(serve(h.clone(), Arc::new(catalog), access, limits));
+    h.spawn(serve(h.clone(), shop, limits));
     let mut control = h.stream_control();
     let mut incoming = control.accept(ECHO)?;
     tokio::spawn(async move {
@@ -84,6 +81,18 @@ pub(super) async fn sink_provider(
     h.wait_listening().await?;
     h.wait_relays().await?;
     Ok(h)
+}
+
+/// Serving caps out of the way: the per-peer cap is not under test.
+pub(super) fn lifted_serve_limits() -> ServeLimits {
+    ServeLimits {
+        slots: SlotLimits {
+            max_streams: 4096,
+            max_per_peer: 4096,
+            max_refusals: 64,
+        },
+        ..Default::default()
+    }
 }
 
 pub(super) fn only(addrs: &[Multiaddr], quic: bool) -> Vec<Multiaddr> {
@@ -133,6 +142,8 @@ pub(super) async fn drain_once(
     let request = StreamRequest {
         name: "zeros".into(),
         offset: 0,
+        live_edge: false,
+        send: false,
     };
     s.write_all(&request.encode()).await.map_err(early)?;
     let (header, past) = read_frame(&mut s).await.map_err(early)?;

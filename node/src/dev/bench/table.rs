@@ -132,6 +132,27 @@ pub fn print_table(v: &Value) {
             f("/mxn/rss_kib_per_connection")
         );
     }
+    if has("live") {
+        println!(
+            "\nLIVE (16 KiB signed chunks at a fixed rate; lag = provider read → buyer write)"
+        );
+        for (key, label) in [("one_feed_m_buyers", "m"), ("one_buyer_n_feeds", "n")] {
+            if let Some(Value::Array(rows)) = v.pointer(&format!("/live/{key}")) {
+                for r in rows {
+                    println!(
+                        "  {key:<18} {label}={:<3} {:>5} MiB/s  lag p50 {:>8} ms  p99 {:>8} ms (worst {:>8})  fairness {}  failed {}",
+                        r[label],
+                        r["rate_mib_s"],
+                        r["lag_ms_p50"],
+                        r["lag_ms_p99"],
+                        r["lag_ms_p99_worst"],
+                        r["fairness"],
+                        r["failed"]
+                    );
+                }
+            }
+        }
+    }
     if has("envelope") {
         println!("\nENVELOPES");
         println!(

@@ -9,10 +9,14 @@ mod report;
 
 use crate::dev::{DevNet, EmitterFactory, TempDir};
 use crate::events::{print_json_line, Emitter, Record};
+use crate::protocols::pay::{PayeeConfig, Payees, PayerConfig};
 use crate::provider::ProviderConfig;
 use crate::source::Source;
-use crate::swarm::{NodeHandle, RelayLimits};
+use crate::swarm::{Bill, NodeHandle, RelayLimits, RelayPay};
+use alloy::signers::local::PrivateKeySigner;
 use anyhow::Context;
+use ledgermesh_ledger::payments::{MemoryChain, PaymentChannels};
+use ledgermesh_protocol::payment::{CreditPolicy, Terms};
 pub use report::*;
 use report::{print_tables, summarize};
 use std::collections::HashMap;
@@ -20,6 +24,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
+
+/// What the demo's relay and priced provider charge per MiB (1 gwei).
+const DEMO_PRICE: u128 = 1_000_000_000;
 
 /// How to run the demo.
 #[derive(Debug, Clone)]
@@ -78,6 +85,9 @@ impl Collector {
 }
 
 /// Runs the demo and prints its tables (or JSON). `ok` is false when any
+/// Bytes of the live `ticks` feed each consumer follows.
+const DEMO_LIVE_BYTES: u64 = 16 << 10;
+
 /// stream is incomplete or unverified.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     let started = std::time::Instant::now();
@@ -99,8 +109,48 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
             e
         })
     };
+    // Money: an in-memory chain. The relay charges per MiB it carries
+    // (every node pays it from a channel); provider-2 sells its streams.
+    let chain = MemoryChain::new();
+    let account = |name: &str| {
+        let key = PrivateKeySigner::random();
+        chain.fund(key.address(), 1_000 * DEMO_PRICE);
+        tracing::debug!(name, account = %key.address(), "demo account");
+        Arc::new(chain.account(key)) as Arc<dyn PaymentChannels>
+    };
+    let payees = |name: &str| {
+        // Its events are the node's: collected under the same name.
+        let emitter = Emitter::new(name).with_json_stdout(opts.json);
+        collector.attach(emitter.subscribe());
+        Payees::new(
+            PayeeConfig {
+                channels: account(name),
+                terms: Terms {
+                    price_per_mib: DEMO_PRICE,
+                    price_per_hour: 0,
+                    free_bytes: 0,
+                    min_deposit: 10 * DEMO_PRICE,
+                },
+                policy: CreditPolicy::in_mib(DEMO_PRICE, 2, 64),
+                claim_threshold: 1_000 * DEMO_PRICE,
+            },
+            emitter,
+        )
+    };
+    let payer = |name: &str| PayerConfig {
+        channels: account(name),
+        deposit: 100 * DEMO_PRICE,
+        leeway: Default::default(),
+    };
+    let relay_payees = payees("relay")?;
     let net = DevNet::new(emitters)
-        .with_relay(RelayLimits::lifted())
+        .with_relay(RelayLimits {
+            pay: Some(RelayPay {
+                payees: relay_payees.clone(),
+                bill: Bill::Destination,
+            }),
+            ..RelayLimits::lifted()
+        })
         .await?;
     let relay = net.relay().context("relay")?.clone();
     let relay_addr = net.relay_addr().context("relay address")?.clone();
@@ -116,9 +166,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
 
     let mut sources: HashMap<(String, String), Source> = HashMap::new();
     let mut wants = Vec::new();
+    let mut provider_payees = vec![relay_payees.clone()];
     for i in 1..=3u64 {
         let name = format!("provider-{i}");
-        let handle = net.spawn(net.config(&name)).await?;
+        let mut config = net.config(&name);
+        config.defer_reservations = true;
+        let handle = net.spawn(config).await?;
         let mut streams = vec![(
             "feed".to_string(),
             Source::Random {
@@ -128,6 +181,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         )];
         if i == 1 {
             streams.push(("log".into(), Source::File(log_path.clone())));
+            // A live feed: a command's output, read once, fanned out to
+            // both consumers in signed chunks.
+            streams.push((
+                "ticks".into(),
+                Source::Live(crate::streams::live::LiveSpec::Exec(
+                    "i=0; while :; do echo \"tick $i\"; i=$((i+1)); sleep 0.01; done".into(),
+                )),
+            ));
         }
         for (s, src) in &streams {
             sources.insert((handle.peer_id().to_string(), s.clone()), src.clone());
@@ -138,6 +199,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         }
         let mut pc = ProviderConfig::new(streams);
         pc.relay_only = i == 3;
+        pc.relay_payer = Some(payer(&name));
+        if i == 2 {
+            let p = payees(&name)?;
+            provider_payees.push(p.clone());
+            pc.price = Some(p);
+        }
         net.provide(&handle, None, pc);
         let role = if i == 3 {
             "provider (relay-only)"
@@ -167,10 +234,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     let mut consumers = tokio::task::JoinSet::new();
     for j in 1..=2 {
         let name = format!("consumer-{j}");
-        let handle = net.spawn(net.config(&name)).await?;
+        let mut config = net.config(&name);
+        config.defer_reservations = true;
+        let handle = net.spawn(config).await?;
         let ledger = net.ledger_for(&handle);
         let mut cc = ConsumerConfig::new(wants.clone(), out_dir.join(&name));
         cc.observers = observers.clone();
+        cc.relay_payer = Some(payer(&name));
+        cc.stream_payer = Some(payer(&name));
+        cc.max_price_per_mib = DEMO_PRICE;
+        // Follow the live feed for this many bytes.
+        cc.live.until_bytes = Some(DEMO_LIVE_BYTES);
         let h = handle.clone();
         let n = name.clone();
         consumers.spawn(async move { (n, consumer::run(h, ledger, cc).await) });
@@ -222,9 +296,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
             && got == 0
     };
 
+    // The payees claim what the vouchers say.
+    for p in &provider_payees {
+        p.claim_all().await;
+    }
+
     // Independent check: hash each provider's source here, not trusting any node.
     let mut truth: HashMap<(String, String), [u8; 32]> = HashMap::new();
-    for (key, src) in &sources {
+    for (key, src) in sources.iter().filter(|(_, s)| !s.is_live()) {
         truth.insert(key.clone(), src.digest().await?.1);
     }
     for (_, _, h) in &nodes {

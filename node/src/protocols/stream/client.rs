@@ -19,7 +19,9 @@ use tokio::io::AsyncWriteExt as _;
 
 /// Renews a grant: posts a new service request for the stream and resolves
 /// once the provider accepted it (or says why not).
-pub type Renew = dyn Fn() -> BoxFuture<'static, Result<(), RenewError>> + Send + Sync;
+pub type Renew = dyn Fn(ledgermesh_protocol::RejectReason) -> BoxFuture<'static, Result<(), RenewError>>
+    + Send
+    + Sync;
 
 /// Why a renewal failed (the hook's own error).
 pub type RenewError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,6 +43,8 @@ pub struct Fetched {
     pub path: PathBuf,
     /// When the first data byte arrived (unix ms).
     pub first_byte_ts_ms: Option<u64>,
+    /// A live stream: how the subscription went.
+    pub live: Option<crate::events::LiveSummary>,
 }
 
 /// The default bound on a stream of unknown length: 16 GiB.
@@ -78,12 +82,37 @@ impl Default for FetchPolicy {
     }
 }
 
+impl FetchPolicy {
+    /// The retry machine's policy; renewals only with a hook (`renewing`).
+    pub(crate) fn retry_policy(&self, renewing: bool) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff_ms: self.backoff.as_millis() as u64,
+            max_backoff_ms: self.max_backoff.as_millis() as u64,
+            max_renewals: if renewing { self.max_renewals } else { 0 },
+        }
+    }
+}
+
+/// Waits out a back-off, then dials `peer` again (a resume needs a path).
+pub(crate) async fn redial_after(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    after_ms: u64,
+) {
+    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+    if let Err(e) = handle.dial(peer, addrs.to_vec()).await {
+        tracing::info!(%peer, error = %e, "re-dial failed");
+    }
+}
+
 /// Notices when a connection to one peer closes (from the swarm's per-peer
 /// close watch, not the telemetry bus: a slow reader cannot fake a close).
-struct PathWatch(crate::swarm::CloseWatch);
+pub(crate) struct PathWatch(crate::swarm::CloseWatch);
 
 impl PathWatch {
-    async fn new(handle: &NodeHandle, peer: PeerId) -> Result<Self, StreamError> {
+    pub(crate) async fn new(handle: &NodeHandle, peer: PeerId) -> Result<Self, StreamError> {
         let watch = handle.watch_closes(peer).await.map_err(|e| {
             StreamError::Io(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
@@ -94,7 +123,7 @@ impl PathWatch {
     }
 
     /// Runs `fut` unless a connection to the peer closes or it stalls first.
-    async fn guard<T>(
+    pub(crate) async fn guard<T>(
         &mut self,
         stall: Duration,
         fut: impl std::future::Future<Output = T>,
@@ -109,6 +138,185 @@ impl PathWatch {
                 std::io::ErrorKind::TimedOut,
                 format!("no data for {stall:?}"),
             ).into()),
+        }
+    }
+}
+
+/// Syncs what was written; a fetch that never got a byte leaves an empty
+/// file, so the output exists whatever happened.
+async fn finish(file: &mut Option<Sink>, output: &Output) -> std::io::Result<()> {
+    match file {
+        Some(f) => f.sync().await,
+        None => Sink::open(output, false).await.map(drop),
+    }
+}
+
+/// Says that a stream broken at `at` delivers again from `offset`.
+pub(crate) fn report_resumed(
+    handle: &NodeHandle,
+    peer: PeerId,
+    name: &str,
+    offset: u64,
+    at: Instant,
+) {
+    handle.emit(Event::StreamResumed {
+        peer_id: peer.to_string(),
+        stream: name.into(),
+        offset,
+        stalled_ms: at.elapsed().as_millis() as u64,
+    });
+}
+
+/// How an attempt that failed with `e` ends; a protocol error or a peer
+/// without the protocol is fatal (kept in `fatal` to be returned as is).
+pub(crate) fn attempt_end(e: StreamError, fatal: &mut Option<StreamError>) -> AttemptEnd {
+    match e {
+        StreamError::Rejected(r) => AttemptEnd::Refused(r),
+        e @ (StreamError::Unsupported | StreamError::Protocol(_)) => {
+            let text = e.to_string();
+            *fatal = Some(e);
+            AttemptEnd::Fatal(text)
+        }
+        e => AttemptEnd::Broken(e.to_string()),
+    }
+}
+
+/// Renews a grant (or pays up) through the hook, or says why that failed.
+pub(crate) async fn renew_with(
+    renew: Option<&Renew>,
+    name: &str,
+    reason: RejectReason,
+) -> Result<(), StreamError> {
+    let renew = renew.expect("renewals are only allowed with a hook");
+    renew(reason).await.map_err(|why| {
+        StreamError::Rejected(StreamRejection {
+            name: name.into(),
+            reason,
+            detail: format!("refused ({}) and renewing failed: {why}", reason.as_str()),
+            earliest: None,
+        })
+    })
+}
+
+/// The error a fetch that gave up at `offset` returns.
+pub(crate) fn failed(failure: Failure, fatal: Option<StreamError>, offset: u64) -> StreamError {
+    match failure {
+        Failure::Refused(r) => StreamError::Rejected(r),
+        Failure::Fatal(text) => fatal.unwrap_or_else(|| std::io::Error::other(text).into()),
+        Failure::GaveUp { attempts, last } => StreamError::GaveUp {
+            attempts,
+            offset,
+            last,
+        },
+    }
+}
+
+/// Opens a data stream to `peer`, or says why not within `stall`.
+pub(crate) async fn open(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    stall: Duration,
+) -> Result<libp2p::Stream, StreamError> {
+    let opened = tokio::time::timeout(stall, control.open_stream(peer, STREAM_PROTOCOL)).await;
+    match opened {
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "opening the stream timed out",
+        )
+        .into()),
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
+            Err(StreamError::Unsupported)
+        }
+        Ok(Err(e)) => Err(std::io::Error::other(e.to_string()).into()),
+    }
+}
+
+/// Where a stream's bytes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A file (created, or appended to for a live stream).
+    File(PathBuf),
+    /// Standard output, raw (`--out -`).
+    Stdout,
+    /// Local TCP clients (`--listen-local`).
+    Local(super::local::Fanout),
+}
+
+impl Output {
+    /// Stream `name` of `peer` under `out_dir`, or stdout when `out_dir` is `-`.
+    pub fn for_stream(out_dir: &Path, peer: &PeerId, name: &str) -> Self {
+        if out_dir == Path::new("-") {
+            Output::Stdout
+        } else {
+            Output::File(output_path(out_dir, peer, name))
+        }
+    }
+
+    /// The path reported in events (`-` for stdout).
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Output::File(p) => p.clone(),
+            Output::Stdout => PathBuf::from("-"),
+            Output::Local(f) => PathBuf::from(format!("tcp://{}", f.addr())),
+        }
+    }
+}
+
+/// An open [`Output`].
+pub(crate) enum Sink {
+    File(tokio::fs::File),
+    Stdout(tokio::io::Stdout),
+    Local(super::local::Fanout),
+}
+
+impl Sink {
+    /// Opens `out`: a file is created (truncated), or appended to with `append`.
+    pub(crate) async fn open(out: &Output, append: bool) -> std::io::Result<Self> {
+        Ok(match out {
+            Output::File(path) => {
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
+                let f = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .append(append)
+                    .truncate(!append)
+                    .open(path)
+                    .await?;
+                Sink::File(f)
+            }
+            Output::Stdout => Sink::Stdout(tokio::io::stdout()),
+            Output::Local(f) => Sink::Local(f.clone()),
+        })
+    }
+
+    pub(crate) async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.write_all(data).await,
+            Sink::Stdout(s) => s.write_all(data).await,
+            Sink::Local(f) => {
+                f.send(data);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush().await,
+            Sink::Stdout(s) => s.flush().await,
+            Sink::Local(_) => Ok(()),
+        }
+    }
+
+    /// Flushes, and for a file waits until it is on disk.
+    pub(crate) async fn sync(&mut self) -> std::io::Result<()> {
+        self.flush().await?;
+        match self {
+            Sink::File(f) => f.sync_all().await,
+            Sink::Stdout(_) | Sink::Local(_) => Ok(()),
         }
     }
 }
@@ -149,29 +357,40 @@ pub async fn fetch_with(
     if !crate::source::valid_stream_name(name) {
         return Err(FrameError::Malformed(format!("{name:?} is not a valid stream name")).into());
     }
-    let path = output_path(out_dir, &peer, name);
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent).await?;
+    let output = Output::for_stream(out_dir, &peer, name);
+    fetch_to(handle, peer, addrs, name, &output, policy, renew).await
+}
+
+/// [`fetch_with`] into any [`Output`].
+pub async fn fetch_to(
+    handle: &NodeHandle,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    name: &str,
+    output: &Output,
+    policy: &FetchPolicy,
+    renew: Option<&Renew>,
+) -> Result<Fetched, StreamError> {
+    if !crate::source::valid_stream_name(name) {
+        return Err(FrameError::Malformed(format!("{name:?} is not a valid stream name")).into());
     }
-    let mut file = tokio::fs::File::create(&path).await?;
+    let path = output.path();
+    // Opened at the first accepted header: a live stream (which appends)
+    // is handed back untouched.
+    let mut file: Option<Sink> = None;
     let mut hasher = Sha256::new();
     let mut offset = 0u64;
     let mut info: Option<StreamInfo> = None;
     let started = Instant::now();
-    let mut state = FetchState::new(RetryPolicy {
-        max_attempts: policy.max_attempts,
-        backoff_ms: policy.backoff.as_millis() as u64,
-        max_backoff_ms: policy.max_backoff.as_millis() as u64,
-        max_renewals: if renew.is_some() {
-            policy.max_renewals
-        } else {
-            0
-        },
-    });
+    let mut state = FetchState::new(policy.retry_policy(renew.is_some()));
     let mut resumes = 0u32;
+    // Payload bytes received from the provider (a priced one bills them).
+    let meter = handle.stream_meter(peer);
     let mut control = handle.stream_control();
     let mut buf = vec![0u8; CHUNK];
     let mut first_byte_ts_ms = None;
+    // When the stream last broke, until bytes flow again.
+    let mut broke_at: Option<Instant> = None;
     let told_expired = |offset: u64| {
         handle.emit(Event::GrantExpired {
             peer_id: peer.to_string(),
@@ -188,23 +407,7 @@ pub async fn fetch_with(
         // makes us resume from our offset on whatever connection remains.
         let result: Result<AttemptEnd, StreamError> = async {
             let mut watch = PathWatch::new(handle, peer).await?;
-            let opened =
-                tokio::time::timeout(policy.stall, control.open_stream(peer, STREAM_PROTOCOL))
-                    .await;
-            let mut stream = match opened {
-                Err(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "opening the stream timed out",
-                    )
-                    .into())
-                }
-                Ok(Ok(s)) => s,
-                Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
-                    return Err(StreamError::Unsupported)
-                }
-                Ok(Err(e)) => return Err(std::io::Error::other(e.to_string()).into()),
-            };
+            let mut stream = open(&mut control, peer, policy.stall).await?;
             handle.emit(Event::StreamOpened {
                 peer_id: peer.to_string(),
                 stream: name.into(),
@@ -215,6 +418,8 @@ pub async fn fetch_with(
                     &StreamRequest {
                         name: name.into(),
                         offset,
+                        live_edge: false,
+                        send: false,
                     }
                     .encode(),
                 )
@@ -222,6 +427,9 @@ pub async fn fetch_with(
             let (body, rest) = watch.guard(policy.stall, read_frame(&mut stream)).await??;
             match StreamHeader::decode(&body)? {
                 StreamHeader::Rejected(r) => return Err(StreamError::Rejected(r)),
+                StreamHeader::Accepted { info: i, .. } if i.live.is_some() => {
+                    return Err(StreamError::Live);
+                }
                 StreamHeader::Accepted { info: i, offset: o } => {
                     if o != offset {
                         return Err(FrameError::Malformed(format!(
@@ -243,6 +451,9 @@ pub async fn fetch_with(
                         .into());
                     }
                     info = Some(i);
+                    if file.is_none() {
+                        file = Some(Sink::open(output, false).await?);
+                    }
                 }
             }
             let total = info.as_ref().and_then(|i| i.length);
@@ -265,7 +476,14 @@ pub async fn fetch_with(
                         }
                         .into());
                     }
-                    file.write_all(&pending).await?;
+                    if let Some(at) = broke_at.take() {
+                        report_resumed(handle, peer, name, offset, at);
+                    }
+                    let Some(file) = file.as_mut() else {
+                        unreachable!("opened at the header");
+                    };
+                    file.write(&pending).await?;
+                    meter.fetch_add(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     hasher.update(&pending);
                     offset += pending.len() as u64;
                     pending.clear();
@@ -286,64 +504,43 @@ pub async fn fetch_with(
         let mut fatal = None;
         let end = match result {
             Ok(end) => end,
-            Err(StreamError::Rejected(r)) => AttemptEnd::Refused(r),
-            Err(e @ (StreamError::Unsupported | StreamError::Protocol(_))) => {
-                let text = e.to_string();
-                fatal = Some(e);
-                AttemptEnd::Fatal(text)
-            }
-            Err(e) => AttemptEnd::Broken(e.to_string()),
+            Err(StreamError::Live) => return Err(StreamError::Live),
+            Err(e) => attempt_end(e, &mut fatal),
         };
         match state.end_attempt(end, offset > before) {
             Next::Done => break,
             Next::Retry { after_ms } => {
                 resumes += 1;
+                broke_at.get_or_insert_with(Instant::now);
                 tracing::info!(%peer, stream = name, offset, "stream broke; resuming");
-                tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                if let Err(e) = handle.dial(peer, addrs.to_vec()).await {
-                    tracing::info!(%peer, error = %e, "re-dial failed");
-                }
+                redial_after(handle, peer, addrs, after_ms).await;
             }
             Next::Confirm => {
                 tracing::debug!(%peer, stream = name, offset, "open-ended stream closed; confirming its end");
             }
-            Next::Renew => {
-                file.flush().await?;
-                told_expired(offset);
-                tracing::info!(%peer, stream = name, offset, "grant expired; renewing");
-                let renew = renew.expect("renewals are only allowed with a hook");
-                if let Err(why) = renew().await {
-                    return Err(StreamError::Rejected(StreamRejection {
-                        name: name.into(),
-                        reason: RejectReason::GrantExpired,
-                        detail: format!("the grant expired and renewing it failed: {why}"),
-                    }));
+            Next::Renew(reason) => {
+                if let Some(f) = file.as_mut() {
+                    f.flush().await?;
                 }
+                if reason == RejectReason::GrantExpired {
+                    told_expired(offset);
+                }
+                tracing::info!(%peer, stream = name, offset, reason = reason.as_str(), "renewing");
+                renew_with(renew, name, reason).await?;
                 resumes += 1;
             }
             Next::Fail(failure) => {
-                file.flush().await?;
-                return Err(match failure {
-                    Failure::Refused(r) => {
-                        if r.reason == RejectReason::GrantExpired {
-                            told_expired(offset);
-                        }
-                        StreamError::Rejected(r)
+                finish(&mut file, output).await?;
+                if let Failure::Refused(r) = &failure {
+                    if r.reason == RejectReason::GrantExpired {
+                        told_expired(offset);
                     }
-                    Failure::Fatal(text) => {
-                        fatal.unwrap_or_else(|| std::io::Error::other(text).into())
-                    }
-                    Failure::GaveUp { attempts, last } => StreamError::GaveUp {
-                        attempts,
-                        offset,
-                        last,
-                    },
-                });
+                }
+                return Err(failed(failure, fatal, offset));
             }
         }
     }
-    file.flush().await?;
-    file.sync_all().await?;
+    finish(&mut file, output).await?;
     let sha256: [u8; 32] = hasher.finalize().into();
     let verified = info
         .as_ref()
@@ -356,5 +553,6 @@ pub async fn fetch_with(
         resumes,
         path,
         first_byte_ts_ms,
+        live: None,
     })
 }

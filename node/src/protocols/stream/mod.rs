@@ -9,12 +9,15 @@
 
 pub mod catalog;
 pub mod client;
+pub mod live;
+pub mod local;
+pub mod send;
 pub mod server;
 pub mod source;
 
 pub use catalog::Catalog;
-pub use client::{fetch, fetch_with, output_path, FetchPolicy, Fetched, Renew};
-pub use server::{serve, ServeLimits};
+pub use client::{fetch, fetch_to, fetch_with, output_path, FetchPolicy, Fetched, Output, Renew};
+pub use server::{serve, ServeLimits, Shop};
 
 use futures::AsyncReadExt;
 use ledgermesh_protocol::framing::{split_frame, FrameError, MAX_FRAME};
@@ -53,6 +56,9 @@ pub enum StreamError {
     /// No request arrived in time.
     #[error("no request within {REQUEST_TIMEOUT:?}")]
     Timeout,
+    /// A live stream: fetched by `live::fetch::fetch_live`, not here.
+    #[error("a live stream")]
+    Live,
     /// Retries exhausted.
     #[error("gave up after {attempts} attempts at offset {offset}: {last}")]
     GaveUp {

@@ -2,14 +2,18 @@
 //! access decided by `ledgermesh_protocol::stream::server::decide`, bytes
 //! sent until the end, or until the grant that allowed them runs out.
 
+use super::live::serve::LiveEnd;
+use super::source::Source;
 use super::{read_frame, Catalog, StreamError, CHUNK, REQUEST_TIMEOUT, STREAM_PROTOCOL};
 use crate::access::Access;
 use crate::events::Event;
+use crate::protocols::pay::payee::Room;
+use crate::protocols::pay::Payees;
 use crate::swarm::NodeHandle;
 use futures::{AsyncWriteExt, StreamExt};
 use ledgermesh_protocol::access::Denial;
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
-use ledgermesh_protocol::stream::server::{decide, ServeDecision};
+use ledgermesh_protocol::stream::server::{decide, LiveWindow, ServeDecision, StreamKind};
 use ledgermesh_protocol::stream::slots::{Admit, SlotLimits, Slots};
 use libp2p::PeerId;
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,9 @@ pub struct ServeLimits {
     /// A stream whose buyer takes nothing for this long is ended, and its
     /// slot freed.
     pub write_stall: Duration,
+    /// A live stream whose source is quiet this long gets a heartbeat (below
+    /// the buyers' 20 s stall, so a silent feed is not taken for a dead path).
+    pub live_heartbeat: Duration,
 }
 
 impl Default for ServeLimits {
@@ -32,6 +39,7 @@ impl Default for ServeLimits {
         Self {
             slots: SlotLimits::default(),
             write_stall: Duration::from_secs(30),
+            live_heartbeat: Duration::from_secs(8),
         }
     }
 }
@@ -53,11 +61,26 @@ impl Drop for Slot {
     }
 }
 
+/// What a provider sells and to whom: its streams, who may fetch them, and
+/// (priced streams) the accounts of its paying buyers.
+#[derive(Clone)]
+pub struct Shop {
+    /// The streams.
+    pub catalog: Arc<Catalog>,
+    /// Grants and the ACL.
+    pub access: Access,
+    /// Buyers' accounts when the streams are priced.
+    pub payees: Option<Payees>,
+}
+
+/// How long a priced stream's request waits for its buyer's channel.
+const PAY_WAIT: Duration = Duration::from_secs(5);
+
 /// Accepts data streams and serves them from `catalog` to peers `access`
 /// allows, until the node stops. A slot is taken before any task is
 /// spawned: over the caps a stream is refused `busy` (itself bounded) or
 /// dropped unanswered.
-pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, limits: ServeLimits) {
+pub async fn serve(handle: NodeHandle, shop: Shop, limits: ServeLimits) {
     let mut control = handle.stream_control();
     let mut incoming = match control.accept(STREAM_PROTOCOL) {
         Ok(i) => i,
@@ -88,23 +111,14 @@ pub async fn serve(handle: NodeHandle, catalog: Arc<Catalog>, access: Access, li
         };
         let serving = slot.peer.is_some();
         let handle = handle.clone();
-        let catalog = catalog.clone();
-        let access = access.clone();
+        let shop = shop.clone();
         let span = tracing::info_span!("serve", %peer);
         // Tracked, not cancelled: a stream being served ends itself cleanly
         // when the node stops (it watches `stopping`).
         handle.clone().spawn_tracked(
             async move {
                 let _slot = slot;
-                let served = serve_one(
-                    &handle,
-                    &access,
-                    peer,
-                    stream,
-                    &catalog,
-                    serving,
-                    limits.write_stall,
-                );
+                let served = serve_one(&handle, &shop, peer, stream, serving, limits);
                 // A stream still starting (reading its request, writing its
                 // header) when the node stops gets a moment, then is dropped.
                 let grace = async {
@@ -145,30 +159,148 @@ async fn write_or_stall(
     Ok(())
 }
 
+/// Most bytes one echo stream carries.
+pub const ECHO_MAX_BYTES: u64 = 64 << 20;
+
+/// Reads what a sender sends next, at most `buf.len()`: 0 when it closed
+/// its side; an error when it fell silent for `stall` or would pass
+/// [`ECHO_MAX_BYTES`] in all (`taken` so far).
+async fn take_some(
+    stream: &mut libp2p::Stream,
+    buf: &mut [u8],
+    stall: Duration,
+    taken: u64,
+) -> Result<usize, StreamError> {
+    use futures::AsyncReadExt;
+    let n = tokio::time::timeout(stall, stream.read(buf))
+        .await
+        .map_err(|_| StreamError::Stalled(stall))??;
+    if taken + n as u64 > ECHO_MAX_BYTES {
+        return Err(std::io::Error::other(format!(
+            "an inbound stream takes at most {ECHO_MAX_BYTES} bytes"
+        ))
+        .into());
+    }
+    Ok(n)
+}
+
+/// Sends back what arrives, until the sender closes its side (then closes
+/// ours), falls silent for `stall`, or passes [`ECHO_MAX_BYTES`].
+async fn echo(
+    stream: &mut libp2p::Stream,
+    stall: Duration,
+    sent: &mut u64,
+) -> Result<(), StreamError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = take_some(stream, &mut buf, stall, *sent).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        write_or_stall(stream, &buf[..n], stall).await?;
+        stream.flush().await?;
+        *sent += n as u64;
+    }
+}
+
+/// Appends what arrives to `path` until the sender closes its side (then
+/// closes ours), falls silent for `stall`, or passes [`ECHO_MAX_BYTES`].
+async fn inbox(
+    stream: &mut libp2p::Stream,
+    path: &std::path::Path,
+    stall: Duration,
+    got: &mut u64,
+) -> Result<(), StreamError> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match take_some(stream, &mut buf, stall, *got).await {
+            Ok(n) => n,
+            Err(e) => {
+                file.sync_all().await?;
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            file.sync_all().await?;
+            stream.close().await?;
+            return Ok(());
+        }
+        file.write_all(&buf[..n]).await?;
+        *got += n as u64;
+    }
+}
+
 /// How a served stream ended.
 enum Ended {
     Complete,
     Cut(Denial),
+    /// The buyer stopped paying.
+    Unpaid,
     /// The node is shutting down.
     Stopping,
+    /// A live buyer went away (it had what it wanted).
+    Left,
+    /// A live buyer fell a whole ring behind.
+    TooSlow {
+        /// The oldest offset held when it was cut.
+        earliest: u64,
+    },
 }
 
 async fn serve_one(
     handle: &NodeHandle,
-    access: &Access,
+    shop: &Shop,
     peer: PeerId,
     mut stream: libp2p::Stream,
-    catalog: &Catalog,
     have_permit: bool,
-    stall: Duration,
+    limits: ServeLimits,
 ) -> Result<(), StreamError> {
+    let stall = limits.write_stall;
+    let (access, catalog) = (&shop.access, &*shop.catalog);
     let (body, _) = tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream))
         .await
         .map_err(|_| StreamError::Timeout)??;
     let req = StreamRequest::decode(&body)?;
     let entry = catalog.get(&req.name);
-    let decision =
-        access.record(|m, now| decide(now, m, peer, &req, entry.map(|(_, i)| i), have_permit));
+    let feed = catalog.feed(&req.name);
+    let kind = match (feed, entry) {
+        (Some(f), _) => StreamKind::Live(LiveWindow {
+            earliest: f.earliest(),
+            edge: f.edge(),
+            cut_slow: f.was_cut_slow(&peer),
+        }),
+        (None, Some((s, _))) if s.is_inbound() => StreamKind::Inbound,
+        _ => StreamKind::Finite,
+    };
+    let mut decision = access
+        .record(|m, now| decide(now, m, peer, &req, entry.map(|(_, i)| i), have_permit, kind));
+    // A priced stream is served to a buyer with a paid-up channel only.
+    let budget = match (&decision, &shop.payees) {
+        (ServeDecision::Serve { .. }, Some(payees)) => {
+            if payees.wait_paying(&peer, PAY_WAIT).await {
+                payees.budget(&peer)
+            } else {
+                let t = payees.terms();
+                decision = ServeDecision::Refuse(ledgermesh_protocol::StreamRejection {
+                    name: req.name.clone(),
+                    reason: ledgermesh_protocol::RejectReason::Unpaid,
+                    detail: format!(
+                        "priced at {} wei per MiB (minimum deposit {}): attach a paid-up channel over /ledgermesh/pay/1",
+                        t.price_per_mib, t.min_deposit
+                    ),
+                    earliest: None,
+                });
+                None
+            }
+        }
+        _ => None,
+    };
     let (info, offset) = match decision {
         ServeDecision::Refuse(rejection) => {
             tracing::info!(%peer, stream = %req.name, reason = rejection.reason.as_str(), "refused");
@@ -193,7 +325,49 @@ async fn serve_one(
     write_or_stall(&mut stream, &header.encode(), stall).await?;
     let len = info.length.unwrap_or(0);
     let mut sent = 0u64;
-    let ended = {
+    let ended = if kind == StreamKind::Inbound {
+        let take = async {
+            match entry.map(|(s, _)| s) {
+                Some(Source::Inbox(path)) => {
+                    let lock = shop.catalog.inbox_lock(&req.name);
+                    let _one_sender = lock.lock().await;
+                    inbox(&mut stream, path, stall, &mut sent).await
+                }
+                _ => echo(&mut stream, stall, &mut sent).await,
+            }
+        };
+        tokio::select! {
+            r = take => r.map(|()| Ended::Complete),
+            d = access.until_denied(peer, &req.name) => Ok(Ended::Cut(d)),
+            () = handle.stopping() => Ok(Ended::Stopping),
+        }
+    } else if let Some(feed) = feed {
+        let send = super::live::serve::send(
+            &mut stream,
+            feed,
+            offset,
+            budget.as_ref(),
+            stall,
+            limits.live_heartbeat,
+            &mut sent,
+        );
+        tokio::select! {
+            r = send => match r {
+                // A buyer leaving is how a live stream usually ends for it.
+                Err(StreamError::Io(_)) => Ok(Ended::Left),
+                r => r.map(|end| match end {
+                LiveEnd::Ended => Ended::Complete,
+                LiveEnd::Unpaid => Ended::Unpaid,
+                LiveEnd::TooSlow { earliest } => {
+                    feed.cut_slow(peer);
+                    Ended::TooSlow { earliest }
+                }
+            }),
+            },
+            d = access.until_denied(peer, &req.name) => Ok(Ended::Cut(d)),
+            () = handle.stopping() => Ok(Ended::Stopping),
+        }
+    } else {
         let send = async {
             let mut reader = source.open_at(offset, len).await?;
             // A paced (live) source sends ten slices a second at its rate.
@@ -203,11 +377,23 @@ async fn serve_one(
             let mut buf = vec![0u8; chunk];
             let started = tokio::time::Instant::now();
             loop {
-                let n = reader.read(&mut buf).await?;
+                // Paid: only as much as the credit allows; wait while paused.
+                let mut want = buf.len();
+                if let Some(b) = &budget {
+                    let room = futures::future::poll_fn(|cx| b.poll_ready(cx)).await;
+                    match room {
+                        Room::Bytes(n) => want = want.min(usize::try_from(n).unwrap_or(usize::MAX)),
+                        _ => return Ok::<_, StreamError>(false),
+                    }
+                }
+                let n = reader.read(&mut buf[..want]).await?;
                 if n == 0 {
-                    return Ok::<_, StreamError>(());
+                    return Ok::<_, StreamError>(true);
                 }
                 write_or_stall(&mut stream, &buf[..n], stall).await?;
+                if let Some(b) = &budget {
+                    b.served(n as u64);
+                }
                 sent += n as u64;
                 if let Some(rate) = source.rate() {
                     stream.flush().await?;
@@ -220,7 +406,7 @@ async fn serve_one(
         // ACL entry is removed) the stream is closed where it stands; the
         // consumer keeps what it has and hears why when it asks again.
         tokio::select! {
-            r = send => r.map(|()| Ended::Complete),
+            r = send => r.map(|whole| if whole { Ended::Complete } else { Ended::Unpaid }),
             d = access.until_denied(peer, &req.name) => Ok(Ended::Cut(d)),
             () = handle.stopping() => Ok(Ended::Stopping),
         }
@@ -228,13 +414,20 @@ async fn serve_one(
     let reason = match &ended {
         Ok(Ended::Complete) => "completed",
         Ok(Ended::Cut(d)) => d.reason().as_str(),
+        Ok(Ended::Unpaid) => "unpaid",
         Ok(Ended::Stopping) => "shutdown",
+        Ok(Ended::TooSlow { .. }) => "too_slow",
+        Ok(Ended::Left) => "left",
         Err(StreamError::Stalled(_)) => "stalled",
         Err(_) => "failed",
     };
     access.record(|m, now| m.serve_ended(now, peer, &req.name, offset, sent, reason));
+    if let Some(payees) = &shop.payees {
+        // Ask for what the stream still owes.
+        payees.invoice_now(&peer);
+    }
     match ended? {
-        Ended::Complete => {
+        Ended::Complete | Ended::Left => {
             stream.close().await?;
             handle.emit(Event::StreamServed {
                 peer_id: peer.to_string(),
@@ -245,6 +438,25 @@ async fn serve_one(
         }
         Ended::Cut(d) => {
             tracing::info!(%peer, stream = %req.name, sent, reason = d.reason().as_str(), "access ended; stream cut");
+            let _ = stream.close().await;
+        }
+        Ended::TooSlow { earliest } => {
+            tracing::info!(%peer, stream = %req.name, sent, earliest, "fell behind the live buffer; cut");
+            handle.emit(Event::Error {
+                what: "stream".into(),
+                detail: format!(
+                    "{}: the buyer fell behind the live buffer (it now starts at {earliest}) and was cut",
+                    req.name
+                ),
+                reason: Some("too_slow".into()),
+                peer_id: Some(peer.to_string()),
+            });
+            // A reset, not a clean end: the buyer hears `too_slow` when it
+            // asks again.
+            drop(stream);
+        }
+        Ended::Unpaid => {
+            tracing::info!(%peer, stream = %req.name, sent, "unpaid past the grace; stream cut");
             let _ = stream.close().await;
         }
         Ended::Stopping => {

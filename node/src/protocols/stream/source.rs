@@ -36,11 +36,19 @@ pub enum Source {
         /// Length in bytes.
         len: u64,
     },
+    /// A live source, read once and fanned out (see [`super::live`]).
+    Live(super::live::LiveSpec),
+    /// `echo:`: what a granted peer sends on the stream comes back to it
+    /// (for testing paths end to end; `ledgermesh echo`).
+    Echo,
+    /// `inbox:PATH`: what a granted peer sends on the stream (`nc --send`)
+    /// is appended to PATH, one sender at a time.
+    Inbox(PathBuf),
 }
 
 /// A bad `--stream` argument.
 #[derive(Debug, thiserror::Error)]
-#[error("bad stream spec {spec:?}: {why} (expected NAME=file:PATH, NAME=random:BYTES[:SEED], NAME=paced:BYTES:RATE[:SEED] or NAME=zero:BYTES)")]
+#[error("bad stream spec {spec:?}: {why} (expected NAME=file:PATH, NAME=random:BYTES[:SEED], NAME=paced:BYTES:RATE[:SEED], NAME=zero:BYTES, or a live NAME=exec:COMMAND, NAME=tcp:HOST:PORT, NAME=stdin:, NAME=tail:PATH; or NAME=echo:, NAME=inbox:PATH)")]
 pub struct SourceSpecError {
     spec: String,
     why: String,
@@ -67,7 +75,16 @@ pub fn parse_stream_spec(spec: &str) -> Result<(String, Source), SourceSpecError
     if !valid_stream_name(name) {
         return Err(err("stream names are 1-128 characters of [A-Za-z0-9._-]"));
     }
-    let source = if let Some(path) = src.strip_prefix("file:") {
+    let source = if let Some(live) = super::live::LiveSpec::parse(src) {
+        Source::Live(live.map_err(|e| err(&e.to_string()))?)
+    } else if src == "echo:" || src == "echo" {
+        Source::Echo
+    } else if let Some(path) = src.strip_prefix("inbox:") {
+        if path.is_empty() {
+            return Err(err("inbox: needs a path"));
+        }
+        Source::Inbox(PathBuf::from(path))
+    } else if let Some(path) = src.strip_prefix("file:") {
         Source::File(PathBuf::from(path))
     } else if let Some(rest) = src.strip_prefix("random:") {
         let mut parts = rest.splitn(2, ':');
@@ -110,11 +127,28 @@ pub fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+fn not_finite() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a live source has no length and is read once",
+    )
+}
+
 /// A reader over a source from some offset.
 pub type SourceReader = Pin<Box<dyn AsyncRead + Send>>;
 
 impl Source {
-    /// The pacing rate in bytes per second, for live sources.
+    /// Whether the stream takes bytes from the buyer (`echo:`, `inbox:`).
+    pub fn is_inbound(&self) -> bool {
+        matches!(self, Source::Echo | Source::Inbox(_))
+    }
+
+    /// Whether the source is live (read once, fanned out).
+    pub fn is_live(&self) -> bool {
+        matches!(self, Source::Live(_))
+    }
+
+    /// The pacing rate in bytes per second, for paced sources.
     pub fn rate(&self) -> Option<u64> {
         match self {
             Source::Paced { rate, .. } => Some(*rate),
@@ -129,6 +163,7 @@ impl Source {
             Source::Random { len, .. } | Source::Paced { len, .. } | Source::Zeros { len } => {
                 Ok(*len)
             }
+            Source::Live(_) | Source::Echo | Source::Inbox(_) => Err(not_finite()),
         }
     }
 
@@ -175,6 +210,7 @@ impl Source {
                 let n = len.min(*total).saturating_sub(offset);
                 Ok(Box::pin(tokio::io::repeat(0).take(n)))
             }
+            Source::Live(_) | Source::Echo | Source::Inbox(_) => Err(not_finite()),
         }
     }
 }
@@ -301,7 +337,24 @@ mod tests {
             parse_stream_spec("log=file:/tmp/x").unwrap().1,
             Source::File("/tmp/x".into())
         );
+        assert_eq!(
+            parse_stream_spec("ticks=exec:seq 1 10").unwrap().1,
+            Source::Live(super::super::live::LiveSpec::Exec("seq 1 10".into()))
+        );
+        assert!(parse_stream_spec("in=stdin:").unwrap().1.is_live());
+        assert!(parse_stream_spec("log=tail:/var/log/x")
+            .unwrap()
+            .1
+            .is_live());
+        assert!(parse_stream_spec("t=tcp:127.0.0.1:9000")
+            .unwrap()
+            .1
+            .is_live());
         for bad in [
+            "t=tcp:127.0.0.1",
+            "t=tcp::80",
+            "t=exec:",
+            "t=tail:",
             "nope",
             "=random:1",
             "../x=random:1",

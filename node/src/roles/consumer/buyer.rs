@@ -6,7 +6,8 @@ use crate::access::audit_log::AuditLine;
 use crate::events::{now_ms, Event};
 use crate::signaling::requests::RequestError;
 use crate::signaling::requests::Requester;
-use crate::streams::{fetch_with, Renew};
+use crate::streams::live::fetch::fetch_live;
+use crate::streams::{fetch_to, Output, Renew};
 use crate::swarm::NodeHandle;
 use ledgermesh_protocol::access::{AuditKind, AuditRecord};
 use ledgermesh_protocol::{ServiceRequest, ServiceResponse};
@@ -56,6 +57,7 @@ impl Buyer {
                         name: s.clone(),
                         length: None,
                         sha256: None,
+                        live: None,
                     })
                     .collect(),
                 ..Default::default()
@@ -123,14 +125,28 @@ impl Buyer {
         Ok(resp)
     }
 
-    /// A renewal hook for `stream` of `peer`.
+    /// A renewal hook for `stream` of `peer`: a new service request when
+    /// the grant ran out (with `--renew`), paying up when a priced stream
+    /// was refused `unpaid` (with `--deposit`).
     fn renewal(self: &Arc<Self>, peer: PeerId, stream: &str) -> Box<Renew> {
         let buyer = self.clone();
         let stream = stream.to_string();
-        Box::new(move || {
+        Box::new(move |reason| {
             let buyer = buyer.clone();
             let stream = stream.clone();
             Box::pin(async move {
+                if reason == ledgermesh_protocol::RejectReason::Unpaid {
+                    let cfg = (buyer.config.stream_payer.clone())
+                        .ok_or_else(|| BuyError::Payment("no --deposit to pay from".into()))?;
+                    let meter = buyer.handle.stream_meter(peer);
+                    crate::protocols::pay::pay(&buyer.handle, peer, cfg, meter)
+                        .await
+                        .map_err(|e| BuyError::Payment(e.to_string()))?;
+                    return Ok(());
+                }
+                if !buyer.config.renew {
+                    return Err("the grant ran out and renewing is off (--renew)".into());
+                }
                 let mut rec = AuditRecord::new(now_ms(), AuditKind::Expire)
                     .about(peer, &stream)
                     .reason("grant_expired");
@@ -232,6 +248,31 @@ async fn buy_from(
     if accepted.is_empty() {
         return out;
     }
+    // Priced: within our limit, and only with a deposit to pay from.
+    let price = resp.price_per_mib;
+    let max = buyer.config.max_price_per_mib;
+    let payer = buyer.config.stream_payer.clone();
+    if price > 0 {
+        // Refused here, before any byte or channel: above our limit, or
+        // nothing to pay from.
+        let reason = if price > max {
+            Some("price_too_high")
+        } else if payer.is_none() {
+            Some("no_deposit")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            for name in accepted {
+                let why = match reason {
+                    "price_too_high" => BuyError::PriceTooHigh { price, max },
+                    _ => BuyError::Payment("a priced stream and no --deposit to pay from".into()),
+                };
+                out.push(fail(&name, why, reason));
+            }
+            return out;
+        }
+    }
     // The provider chose these addresses: dial only what our policy allows.
     let addrs: Vec<Multiaddr> = handle.dial_candidates(&resp.addrs);
     if let Err(e) = connect(&handle, peer, &addrs).await {
@@ -254,24 +295,87 @@ async fn buy_from(
         }
         return out;
     }
+    if let (true, Some(cfg)) = (price > 0, payer) {
+        use crate::protocols::pay::{pay, Paying};
+        let paid = match pay(&handle, peer, cfg, handle.stream_meter(peer)).await {
+            Ok(Paying::Attached { terms, .. }) if terms.price_per_mib > max => {
+                Err(BuyError::PriceTooHigh {
+                    price: terms.price_per_mib,
+                    max,
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(BuyError::Payment(e.to_string())),
+        };
+        if let Err(why) = paid {
+            let reason = match &why {
+                BuyError::PriceTooHigh { .. } => "price_too_high",
+                _ => "payment",
+            };
+            let text = why.to_string();
+            out.push(fail(&accepted[0], why, reason));
+            for name in &accepted[1..] {
+                out.push(fail(name, BuyError::Payment(text.clone()), reason));
+            }
+            return out;
+        }
+    }
+    let priced = price > 0;
     let mut fetches = JoinSet::new();
     for name in accepted {
         let handle = handle.clone();
         let addrs = addrs.clone();
         let buyer = buyer.clone();
+        let live = resp
+            .accepted
+            .iter()
+            .any(|i| i.name == name && i.live.is_some());
         fetches.spawn(async move {
             let config = &buyer.config;
-            let renew = config.renew.then(|| buyer.renewal(peer, &name));
-            let r = fetch_with(
-                &handle,
-                peer,
-                &addrs,
-                &name,
-                &config.out_dir,
-                &config.fetch,
-                renew.as_deref(),
-            )
-            .await;
+            let renew = (config.renew || priced).then(|| buyer.renewal(peer, &name));
+            let out = match &config.listen_local {
+                Some(f) => Output::Local(f.clone()),
+                None => Output::for_stream(&config.out_dir, &peer, &name),
+            };
+            let follow = || {
+                let out = out.clone();
+                let (handle, addrs, name, renew) = (&handle, &addrs, &name, renew.as_deref());
+                async move {
+                    fetch_live(
+                        handle,
+                        peer,
+                        addrs,
+                        name,
+                        &out,
+                        &config.fetch,
+                        &config.live,
+                        renew,
+                    )
+                    .await
+                }
+            };
+            let r = if config.send {
+                crate::streams::send::exchange(&handle, peer, &name, &out, &config.fetch).await
+            } else if live {
+                follow().await
+            } else {
+                match fetch_to(
+                    &handle,
+                    peer,
+                    &addrs,
+                    &name,
+                    &out,
+                    &config.fetch,
+                    renew.as_deref(),
+                )
+                .await
+                {
+                    // Found live only at its header (a provider reached
+                    // without the ledger, whose response would have said).
+                    Err(crate::streams::StreamError::Live) => follow().await,
+                    r => r,
+                }
+            };
             match &r {
                 Ok(f) => handle.emit(Event::StreamDone {
                     peer_id: peer.to_string(),
@@ -283,6 +387,7 @@ async fn buy_from(
                     resumes: f.resumes,
                     path: Some(f.path.display().to_string()),
                     first_byte_ts_ms: f.first_byte_ts_ms,
+                    live: f.live.clone(),
                 }),
                 Err(e) => handle.emit(Event::Error {
                     what: "stream".into(),

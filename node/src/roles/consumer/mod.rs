@@ -32,7 +32,8 @@ use tokio::task::JoinSet;
 pub struct ConsumerConfig {
     /// What to buy.
     pub wants: Vec<Want>,
-    /// Where to write: `OUT/<provider peer id>/<stream>`.
+    /// Where to write: `OUT/<provider peer id>/<stream>`; `-`: standard
+    /// output (one stream).
     pub out_dir: PathBuf,
     /// Lifetime of requests.
     pub request_ttl: Duration,
@@ -55,6 +56,22 @@ pub struct ConsumerConfig {
     pub direct: Vec<Multiaddr>,
     /// Where grants received and expiries are written.
     pub audit: Option<AuditLog>,
+    /// Pay priced relays from this account (`--relay-deposit`).
+    pub relay_payer: Option<crate::protocols::pay::PayerConfig>,
+    /// Pay priced streams from this account (`--deposit`).
+    pub stream_payer: Option<crate::protocols::pay::PayerConfig>,
+    /// The most we pay per MiB of a stream (`--max-price-per-mib`; 0: free
+    /// streams only).
+    pub max_price_per_mib: u128,
+    /// How live streams are followed (`--from`, `--until`, `--skip-ahead`;
+    /// its stop token ends every live subscription).
+    pub live: crate::streams::live::fetch::LivePolicy,
+    /// Serve the (one) stream to local TCP clients instead of writing it
+    /// (`--listen-local`).
+    pub listen_local: Option<crate::streams::local::Fanout>,
+    /// Send standard input to the (one) stream, an inbound one such as an
+    /// echo, and write what comes back (`--send`).
+    pub send: bool,
 }
 
 impl ConsumerConfig {
@@ -73,6 +90,12 @@ impl ConsumerConfig {
             renew: false,
             direct: Vec::new(),
             audit: None,
+            relay_payer: None,
+            stream_payer: None,
+            max_price_per_mib: 0,
+            live: Default::default(),
+            listen_local: None,
+            send: false,
         }
     }
 }
@@ -99,6 +122,18 @@ pub enum BuyError {
     /// The consumer stopped before this stream was dealt with.
     #[error("no outcome")]
     Missing,
+    /// The provider asks more than we pay (`--max-price-per-mib`).
+    #[error("priced at {price} wei per MiB, above our limit of {max} (--max-price-per-mib)")]
+    PriceTooHigh {
+        /// Its price.
+        price: u128,
+        /// Our limit.
+        max: u128,
+    },
+    /// A priced stream, and we could not pay (no `--deposit`, or the
+    /// payment protocol failed).
+    #[error("cannot pay for it: {0}")]
+    Payment(String),
 }
 
 /// What became of one wanted stream.
@@ -125,6 +160,9 @@ pub async fn run(
     ledger: Arc<dyn Ledger>,
     config: ConsumerConfig,
 ) -> anyhow::Result<Vec<StreamOutcome>> {
+    if let Some(payer) = &config.relay_payer {
+        crate::roles::paying::pay_relays(&handle, payer).await;
+    }
     handle.wait_relays().await?;
     crate::observe::start(&handle, &config.observers, config.quorum).await;
     let requester = Requester::start(

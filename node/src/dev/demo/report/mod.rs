@@ -85,6 +85,9 @@ pub struct StreamRow {
     pub resumes: u32,
     /// Error when it failed.
     pub error: Option<String>,
+    /// A live stream: where it was joined, chunks verified, lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::events::LiveSummary>,
 }
 
 /// One node's address-consensus verdict.
@@ -157,4 +160,25 @@ pub struct DemoSummary {
     pub refusals: Vec<RefusalRow>,
     /// The stranger (no request posted) was refused `not_allowed` and got no byte.
     pub stranger_refused: bool,
+    /// Payment channels: who paid whom, for how many bytes, and what was claimed.
+    pub payments: Vec<PaymentRow>,
+}
+
+/// One payment channel of the demo.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentRow {
+    /// The channel id (shortened).
+    pub channel: String,
+    /// The paying node.
+    pub payer: String,
+    /// The paid node.
+    pub payee: String,
+    /// Bytes the payee metered for the payer.
+    pub bytes_metered: u64,
+    /// Vouchers received.
+    pub vouchers: usize,
+    /// The latest voucher's amount, in wei.
+    pub paid_wei: String,
+    /// Claimed on the chain, in wei.
+    pub claimed_wei: String,
 }

@@ -105,6 +105,53 @@ pub(crate) fn print_tables(s: &DemoSummary) {
             println!("      error: {e}");
         }
     }
+    let live: Vec<_> = s
+        .streams
+        .iter()
+        .filter_map(|st| st.live.as_ref().map(|l| (st, l)))
+        .collect();
+    if !live.is_empty() {
+        println!("\nLIVE (read once from `exec:` by the provider, fanned out; each chunk signed and verified)");
+        println!(
+            "  {:<12} {:<12} {:<6} {:>10} {:>8} {:>7} {:>9} {:>9} {:>5}",
+            "consumer",
+            "provider",
+            "stream",
+            "joined at",
+            "bytes",
+            "chunks",
+            "lag p50",
+            "lag p99",
+            "gaps"
+        );
+        for (st, l) in live {
+            println!(
+                "  {:<12} {:<12} {:<6} {:>10} {:>8} {:>7} {:>6.1} ms {:>6.1} ms {:>5}",
+                st.consumer,
+                st.provider,
+                st.stream,
+                l.from_offset,
+                st.bytes,
+                l.chunks,
+                l.lag_ms_p50,
+                l.lag_ms_p99,
+                l.gaps
+            );
+        }
+    }
+    if !s.payments.is_empty() {
+        println!("\nPAYMENTS (channels on the in-memory chain; vouchers per credit window, claimed on shutdown)");
+        println!(
+            "  {:<10} {:<12} {:<12} {:>12} {:>8} {:>16} {:>16}",
+            "channel", "payer", "payee", "bytes", "vouchers", "paid (wei)", "claimed (wei)"
+        );
+        for p in &s.payments {
+            println!(
+                "  {:<10} {:<12} {:<12} {:>12} {:>8} {:>16} {:>16}",
+                p.channel, p.payer, p.payee, p.bytes_metered, p.vouchers, p.paid_wei, p.claimed_wei
+            );
+        }
+    }
     println!(
         "\n{} in {:.1} s: {} of {} streams complete and verified; {} refused without a grant.",
         if s.ok { "OK" } else { "FAILED" },

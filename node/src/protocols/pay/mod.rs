@@ -1,0 +1,114 @@
+//! `/ledgermesh/pay/1`: a payer and a payee agree on terms, attach a
+//! channel, and trade invoices for vouchers over one long-lived stream.
+//! The decisions are the protocol crate's `payment` machines; the money
+//! is a [`PaymentChannels`](ledgermesh_ledger::payments::PaymentChannels).
+//!
+//! ```text
+//!   payer (provider behind a relay, consumer)        payee (relay, provider)
+//!     ── Hello ─────────────────────────────────────►
+//!     ◄───────────────────────────────────── Terms ──
+//!     ── Attach(channel, binding to our PeerId) ────►  checks the channel on the ledger
+//!     ◄──────────────────────────────── Ack|Refuse ──
+//!     ◄────────────── Invoice(owed) at half the credit window (Budget, metered)
+//!     ── Voucher(cumulative) if our meter agrees ───►  Payee machine: grow, resume
+//! ```
+
+pub mod payee;
+pub mod payer;
+pub mod store;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use ledgermesh_protocol::framing::{split_frame, FrameError, MAX_FRAME};
+use ledgermesh_protocol::payment::wire::PayMsg;
+use libp2p::{Stream, StreamProtocol};
+
+pub use payee::{Budget, PayeeConfig, Payees};
+pub use payer::{pay, PayerConfig, Paying};
+
+/// The payment protocol.
+pub const PAY: StreamProtocol = StreamProtocol::new("/ledgermesh/pay/1");
+
+/// Longest wait for the other side's answer in the handshake.
+pub const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A pay stream: whole messages in, whole messages out.
+pub(crate) struct PayStream {
+    s: Stream,
+    buf: Vec<u8>,
+}
+
+/// A pay stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PayIoError {
+    /// The transport.
+    #[error("pay stream: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer broke the protocol.
+    #[error("pay stream: {0}")]
+    Frame(#[from] FrameError),
+}
+
+impl PayStream {
+    pub(crate) fn new(s: Stream) -> Self {
+        Self {
+            s,
+            buf: Vec::with_capacity(512),
+        }
+    }
+
+    /// The next message; `Ok(None)` at a clean end.
+    pub(crate) async fn recv(&mut self) -> Result<Option<PayMsg>, PayIoError> {
+        let mut tmp = [0u8; 1024];
+        loop {
+            if let Some((body, used)) = split_frame(&self.buf)? {
+                let msg = PayMsg::decode(body)?;
+                self.buf.drain(..used);
+                return Ok(Some(msg));
+            }
+            if self.buf.len() > MAX_FRAME + 4 {
+                return Err(FrameError::TooLarge(self.buf.len()).into());
+            }
+            let n = self.s.read(&mut tmp).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    pub(crate) async fn send(&mut self, m: &PayMsg) -> std::io::Result<()> {
+        self.s.write_all(&m.encode()).await?;
+        self.s.flush().await
+    }
+
+    pub(crate) async fn close(&mut self) {
+        let _ = self.s.close().await;
+    }
+}
+
+/// A channel id as hex, for events.
+pub(crate) fn hex_id(id: &[u8; 32]) -> String {
+    format!("0x{}", hex::encode(id))
+}
+
+/// Sends `msgs` to `peer` on a fresh pay stream, one at a time, and
+/// returns the answer to each (for tests and tools).
+pub async fn exchange(
+    handle: &crate::swarm::NodeHandle,
+    peer: libp2p::PeerId,
+    msgs: Vec<PayMsg>,
+) -> anyhow::Result<Vec<PayMsg>> {
+    let stream = handle.stream_control().open_stream(peer, PAY).await?;
+    let mut s = PayStream::new(stream);
+    let mut out = vec![];
+    for m in msgs {
+        s.send(&m).await?;
+        let answer = tokio::time::timeout(HANDSHAKE, s.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer in time"))??
+            .ok_or_else(|| anyhow::anyhow!("the stream ended"))?;
+        out.push(answer);
+    }
+    s.close().await;
+    Ok(out)
+}

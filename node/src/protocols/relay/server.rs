@@ -1,0 +1,384 @@
+//! The relay server's streams: one task per hop request (bounded), which
+//! answers a reservation, or opens the stop stream to a circuit's
+//! destination and then carries the circuit's bytes both ways.
+
+use super::behaviour::Shared;
+use super::pump::{End, Pump};
+use super::report::{Carried, Reporter};
+use super::{HOP, STOP};
+use crate::protocols::pay::Budget;
+use crate::swarm::{Bill, RelayLimits};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use ledgermesh_protocol::payment::wire::RefusalCode;
+use ledgermesh_protocol::relay::wire::{self, HopRequest, ReservationGrant, WireError};
+use ledgermesh_protocol::relay::{CircuitId, CircuitLimit, Refusal, Status};
+use libp2p::{PeerId, Stream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Longest wait for a request, or for the destination to answer.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Hop requests being read or answered at once; more are dropped.
+const MAX_HANDSHAKES: usize = 128;
+
+/// How long a reservation waits for its peer's payment channel.
+const PAY_WAIT: Duration = Duration::from_secs(5);
+
+/// How often expired reservations are swept.
+const SWEEP: Duration = Duration::from_secs(10);
+
+/// The relay server: its state, policy, and how it reaches the swarm.
+pub(crate) struct Server {
+    pub(crate) shared: Shared,
+    pub(crate) limits: RelayLimits,
+    pub(crate) reporter: Reporter,
+    pub(crate) control: libp2p_stream::Control,
+    pub(crate) local: PeerId,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) handshakes: Arc<Semaphore>,
+}
+
+/// The permits for hop requests in progress.
+pub(crate) fn handshake_permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_HANDSHAKES))
+}
+
+/// Gives a circuit's slot back however its task ends.
+struct Slot<'a> {
+    shared: &'a Shared,
+    id: CircuitId,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        st.book.circuit_closed(self.id);
+    }
+}
+
+impl Server {
+    /// Starts serving hop requests as one of the node's tasks.
+    pub(crate) fn start(mut self) -> Result<(), libp2p_stream::AlreadyRegistered> {
+        let incoming = self.control.accept(HOP)?;
+        let me = Arc::new(self);
+        let (tasks, cancel) = (me.tasks.clone(), me.cancel.clone());
+        tasks.spawn(async move { cancel.run_until_cancelled(me.run(incoming)).await });
+        Ok(())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, super::behaviour::State> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn run(self: Arc<Self>, mut incoming: libp2p_stream::IncomingStreams) {
+        let mut sweep = tokio::time::interval(SWEEP);
+        loop {
+            tokio::select! {
+                next = incoming.next() => {
+                    let Some((peer, stream)) = next else { break };
+                    let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+                        tracing::debug!(%peer, "relay busy with handshakes; hop stream dropped");
+                        continue;
+                    };
+                    let me = self.clone();
+                    let cancel = self.cancel.clone();
+                    self.tasks.spawn(async move {
+                        cancel.run_until_cancelled(me.hop(peer, stream, permit)).await
+                    });
+                }
+                _ = sweep.tick() => self.sweep(),
+            }
+        }
+    }
+
+    fn sweep(&self) {
+        if let Some(pay) = &self.limits.pay {
+            // Reservation time is billed by the sweep.
+            let held: Vec<PeerId> = self.state().book.reserved_peers().copied().collect();
+            for p in held {
+                pay.payees.held_for(&p, SWEEP);
+            }
+        }
+        let gone = {
+            let mut st = self.state();
+            let gone = st.book.expire(Instant::now());
+            for p in &gone {
+                st.keep(p, false);
+            }
+            gone
+        };
+        for p in gone {
+            self.reporter.reservation(p, "timed_out");
+        }
+    }
+
+    async fn hop(&self, peer: PeerId, mut stream: Stream, permit: OwnedSemaphorePermit) {
+        let request = match tokio::time::timeout(HANDSHAKE, read_msg(&mut stream)).await {
+            Ok(Ok(Ok(body))) => wire::decode_hop_request(&body),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "hop stream ended before its request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no hop request in time");
+                return;
+            }
+        };
+        match request {
+            Ok(HopRequest::Reserve) => self.reserve(peer, stream).await,
+            Ok(HopRequest::Connect(dst)) => self.connect(peer, dst, stream, permit).await,
+            Err(e) => {
+                let status = match e {
+                    WireError::Unexpected(_) => Status::UnexpectedMessage,
+                    _ => Status::MalformedMessage,
+                };
+                tracing::debug!(%peer, error = %e, "bad hop request");
+                let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
+            }
+        }
+    }
+
+    async fn reserve(&self, peer: PeerId, mut stream: Stream) {
+        if let Some(pay) = &self.limits.pay {
+            // The payer attaches its channel over the payment protocol; its
+            // reservation may arrive first.
+            if !pay.payees.wait_paying(&peer, PAY_WAIT).await {
+                let t = pay.payees.terms();
+                let reason = format!(
+                    "no payment channel attached: this relay charges {} wei per MiB and {} per hour, \
+                     minimum deposit {} wei (/ledgermesh/pay/1)",
+                    t.price_per_mib, t.price_per_hour, t.min_deposit
+                );
+                pay.payees.refuse(&peer, RefusalCode::NoChannel, &reason);
+                self.reporter.refused_for_payment(peer, &reason);
+                let status = Status::ReservationRefused;
+                self.reporter.reservation_refused(peer, status, reason);
+                let _ = send(&mut stream, &wire::reserve_answer(Err(status))).await;
+                return;
+            }
+        }
+        let outcome = {
+            let mut st = self.state();
+            let addrs = st.external(self.local);
+            let ip = st.ip_of(&peer);
+            if addrs.is_empty() {
+                Err(Refusal::Policy(
+                    "the relay has no public address to offer".into(),
+                ))
+            } else {
+                let r = st.book.reserve(peer, ip, Instant::now());
+                if r.is_ok() {
+                    st.keep(&peer, true);
+                }
+                r.map(|r| (r, addrs))
+            }
+        };
+        match outcome {
+            Ok((r, addrs)) => {
+                let limit = self.limits.circuit_limit(&peer, &peer);
+                let grant = ReservationGrant {
+                    expire_unix_s: crate::events::now_ms() / 1000
+                        + self.limits.reservation_ttl.as_secs(),
+                    addrs: addrs.iter().map(|a| a.to_vec()).collect(),
+                    limit,
+                };
+                self.reporter
+                    .reservation(peer, if r.renewed { "renewed" } else { "accepted" });
+                if let Err(e) = send(&mut stream, &wire::reserve_answer(Ok(&grant))).await {
+                    tracing::debug!(%peer, error = %e, "reservation answer not delivered");
+                }
+            }
+            Err(refusal) => {
+                let status = refusal.reservation_status();
+                self.reporter
+                    .reservation_refused(peer, status, refusal.to_string());
+                let _ = send(&mut stream, &wire::reserve_answer(Err(status))).await;
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        src: PeerId,
+        dst: PeerId,
+        mut stream: Stream,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let mut budget = None;
+        let mut billed_peer = None;
+        if let Some(pay) = &self.limits.pay {
+            let (billed, status) = match pay.bill {
+                Bill::Destination => (dst, Status::NoReservation),
+                Bill::Source => (src, Status::PermissionDenied),
+            };
+            if !pay.payees.is_paying(&billed) {
+                let reason = format!("{billed}, who pays for this circuit, has no paid-up channel");
+                pay.payees.refuse(&billed, RefusalCode::NoChannel, &reason);
+                self.reporter.refused_for_payment(billed, &reason);
+                self.reporter.circuit_refused(src, dst, status, reason);
+                let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
+                return;
+            }
+            budget = pay.payees.budget(&billed);
+            billed_peer = Some(billed);
+        }
+        let limit = self.limits.circuit_limit(&src, &dst);
+        let booked = {
+            let mut st = self.state();
+            let ip = st.ip_of(&src);
+            st.book.connect(src, ip, dst, Instant::now())
+        };
+        let id = match booked {
+            Ok(id) => id,
+            Err(refusal) => {
+                let status = refusal.circuit_status();
+                self.reporter
+                    .circuit_refused(src, dst, status, refusal.to_string());
+                let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
+                return;
+            }
+        };
+        let _slot = Slot {
+            shared: &self.shared,
+            id,
+        };
+        let far = match tokio::time::timeout(HANDSHAKE, self.stop(src, dst, &limit)).await {
+            Ok(Ok(far)) => far,
+            Ok(Err(why)) => return self.failed(src, dst, stream, why).await,
+            Err(_) => {
+                let why = "the destination did not answer in time".to_string();
+                return self.failed(src, dst, stream, why).await;
+            }
+        };
+        if let Err(e) = send(&mut stream, &wire::connect_answer(Ok(&limit))).await {
+            tracing::debug!(%src, error = %e, "circuit answer not delivered");
+            return;
+        }
+        drop(permit);
+        self.reporter.circuit_opened(src, dst);
+        let (to_dst, to_src) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let reason = match tokio::time::timeout(
+            limit.duration,
+            bridge(
+                stream,
+                far,
+                limit.bytes,
+                (to_dst.clone(), to_src.clone()),
+                budget,
+            ),
+        )
+        .await
+        {
+            Ok(reason) => reason,
+            Err(_) => Some(format!(
+                "duration limit ({} s) reached",
+                limit.duration.as_secs()
+            )),
+        };
+        if let (Some(pay), Some(billed)) = (&self.limits.pay, billed_peer) {
+            // The circuit is over: ask for what it still owes.
+            pay.payees.invoice_now(&billed);
+        }
+        self.reporter.circuit_closed(
+            src,
+            dst,
+            Carried {
+                to_dst: to_dst.load(Ordering::Relaxed),
+                to_src: to_src.load(Ordering::Relaxed),
+                reason,
+            },
+        );
+    }
+
+    async fn failed(&self, src: PeerId, dst: PeerId, mut stream: Stream, why: String) {
+        let status = Status::ConnectionFailed;
+        self.reporter.circuit_refused(src, dst, status, why);
+        let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
+    }
+
+    /// Tells `dst` that `src` is calling; its stream once it accepts.
+    async fn stop(&self, src: PeerId, dst: PeerId, limit: &CircuitLimit) -> Result<Stream, String> {
+        let mut far = (self.control.clone())
+            .open_stream(dst, STOP)
+            .await
+            .map_err(|e| format!("no stop stream to the destination: {e}"))?;
+        send(&mut far, &wire::stop_connect(&src, limit))
+            .await
+            .map_err(|e| format!("stop request not delivered: {e}"))?;
+        let body = read_msg(&mut far)
+            .await
+            .map_err(|e| format!("no answer from the destination: {e}"))?
+            .map_err(|e| format!("the destination's answer: {e}"))?;
+        match wire::decode_stop_status(&body) {
+            Ok(100) => Ok(far),
+            Ok(code) => Err(format!("the destination refused (status {code})")),
+            Err(e) => Err(format!("the destination's answer: {e}")),
+        }
+    }
+}
+
+/// Carries bytes both ways until both ends finish, a direction reaches
+/// `cap`, or an end fails; why it stopped, when not a clean finish.
+async fn bridge(
+    a: Stream,
+    b: Stream,
+    cap: u64,
+    (to_b, to_a): (Arc<AtomicU64>, Arc<AtomicU64>),
+    budget: Option<Budget>,
+) -> Option<String> {
+    use futures::future::{select, Either};
+    let (ar, aw) = a.split();
+    let (br, bw) = b.split();
+    let up = Pump::new(ar, bw, cap, to_b).billed(budget.clone());
+    let down = Pump::new(br, aw, cap, to_a).billed(budget);
+    let why = |r: std::io::Result<End>| match r {
+        Ok(End::Eof) => None,
+        Ok(End::Limit) => Some(format!("data limit ({cap} bytes per direction) reached")),
+        Ok(End::Unpaid) => Some("unpaid: the billed peer was cut".to_string()),
+        Err(e) => Some(format!("stream error: {e}")),
+    };
+    let (first, other) = match select(up, down).await {
+        Either::Left((r, other)) => (r, Either::Left(other)),
+        Either::Right((r, other)) => (r, Either::Right(other)),
+    };
+    if let Some(reason) = why(first) {
+        return Some(reason);
+    }
+    // One side finished; the other may still be sending.
+    match other {
+        Either::Left(down) => why(down.await),
+        Either::Right(up) => why(up.await),
+    }
+}
+
+/// Writes `bytes` and flushes.
+async fn send<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
+/// Reads one length-prefixed message without reading past it (what
+/// follows a circuit's handshake is the circuit's data).
+async fn read_msg<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Result<Vec<u8>, WireError>> {
+    let mut prefix = Vec::with_capacity(2);
+    let len = loop {
+        let mut b = [0u8];
+        s.read_exact(&mut b).await?;
+        prefix.push(b[0]);
+        match wire::frame_len(&prefix) {
+            Ok(Some((len, _))) => break len,
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).await?;
+    Ok(Ok(body))
+}

@@ -1,0 +1,100 @@
+//! `nc --send` / `consume --send`: standard input to a provider's inbound
+//! stream (an echo), and what comes back to the output.
+
+use super::client::{open, FetchPolicy, Fetched, Output, Sink};
+use super::{read_frame, StreamError};
+use crate::events::Event;
+use crate::swarm::NodeHandle;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
+use libp2p::PeerId;
+use sha2::{Digest, Sha256};
+use std::time::Instant;
+use tokio::io::AsyncReadExt as _;
+
+/// Sends stdin to stream `name` of `peer` and writes what comes back to
+/// `out`, until both directions are done.
+pub async fn exchange(
+    handle: &NodeHandle,
+    peer: PeerId,
+    name: &str,
+    out: &Output,
+    policy: &FetchPolicy,
+) -> Result<Fetched, StreamError> {
+    let started = Instant::now();
+    let mut control = handle.stream_control();
+    let mut stream = open(&mut control, peer, policy.stall).await?;
+    handle.emit(Event::StreamOpened {
+        peer_id: peer.to_string(),
+        stream: name.into(),
+        offset: 0,
+    });
+    let req = StreamRequest {
+        name: name.into(),
+        offset: 0,
+        live_edge: false,
+        send: true,
+    };
+    stream.write_all(&req.encode()).await?;
+    let (body, rest) = tokio::time::timeout(policy.stall, read_frame(&mut stream))
+        .await
+        .map_err(|_| StreamError::Timeout)??;
+    if let StreamHeader::Rejected(r) = StreamHeader::decode(&body)? {
+        return Err(StreamError::Rejected(r));
+    }
+    let mut sink = Sink::open(out, false).await?;
+    let (mut rd, mut wr) = stream.split();
+    let up = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            wr.write_all(&buf[..n]).await?;
+            wr.flush().await?;
+            total += n as u64;
+        }
+        // Our side is done: the echo finishes and closes its side.
+        wr.close().await?;
+        Ok::<u64, std::io::Error>(total)
+    };
+    let mut hasher = Sha256::new();
+    let mut first_byte_ts_ms = None;
+    let down = async {
+        let mut got = 0u64;
+        let mut pending = rest;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if !pending.is_empty() {
+                first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
+                sink.write(&pending).await?;
+                sink.flush().await?;
+                hasher.update(&pending);
+                got += pending.len() as u64;
+                pending.clear();
+            }
+            let n = rd.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<u64, std::io::Error>(got);
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+    };
+    let (sent, got) = futures::future::try_join(up, down).await?;
+    sink.sync().await?;
+    tracing::info!(%peer, stream = name, sent, got, "exchange done");
+    Ok(Fetched {
+        bytes: got,
+        sha256: hasher.finalize().into(),
+        // Nothing to check what comes back against.
+        verified: false,
+        elapsed: started.elapsed(),
+        resumes: 0,
+        path: out.path(),
+        first_byte_ts_ms,
+        live: None,
+    })
+}

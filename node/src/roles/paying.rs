@@ -1,0 +1,58 @@
+//! Paying the relays a node uses: for each, agree terms over the payment
+//! protocol and, if it charges, attach a channel and pay its invoices
+//! against our own count of the bytes through it.
+
+use crate::events::Event;
+use crate::protocols::pay::{pay, PayerConfig, Paying};
+use crate::swarm::NodeHandle;
+
+/// Attempts at reaching and paying a relay.
+const PAY_TRIES: u32 = 3;
+
+/// Agrees with each of the node's relays at once and, where it charges,
+/// attaches a channel; then asks each for its reservation (the node's
+/// reservations are deferred, so a priced relay never sees a reservation
+/// before the channel). A relay that cannot be paid is still asked: its
+/// refusal is reported like any.
+pub async fn pay_relays(handle: &NodeHandle, cfg: &PayerConfig) {
+    let each = handle.relays().to_vec().into_iter().map(|(relay, addr)| {
+        let (h, cfg) = (handle.clone(), cfg.clone());
+        async move {
+            // A connection lost while agreeing (a loaded relay, a reset) is
+            // tried again a few times before the relay is left unpaid.
+            let mut tries = 0u32;
+            let paid = loop {
+                tries += 1;
+                let r = match h.dial(relay, vec![addr.clone()]).await {
+                    Err(e) => Err(e.to_string()),
+                    Ok(()) => pay(&h, relay, cfg.clone(), h.relay_meter(relay))
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                match r {
+                    Err(e) if tries < PAY_TRIES => {
+                        tracing::info!(%relay, error = %e, tries, "paying the relay failed; again");
+                        tokio::time::sleep(std::time::Duration::from_millis(250 << tries)).await;
+                    }
+                    r => break r,
+                }
+            };
+            match paid {
+                Ok(Paying::Free) => tracing::debug!(%relay, "relay is free"),
+                Ok(Paying::Attached { .. }) => tracing::info!(%relay, "paying relay"),
+                Err(e) => {
+                    tracing::warn!(%relay, error = %e, "cannot pay relay");
+                    h.emit(Event::PaymentRefused {
+                        peer_id: relay.to_string(),
+                        reason: "relay_payment".into(),
+                        detail: e,
+                    });
+                }
+            }
+            if let Err(e) = h.reserve(relay).await {
+                tracing::debug!(%relay, error = %e, "no reservation asked");
+            }
+        }
+    });
+    futures::future::join_all(each).await;
+}
