@@ -13,7 +13,15 @@ async fn main() {
                 .unwrap_or_else(|_| EnvFilter::new("warn,ledgermesh_node=info,ledgermesh=info")),
         )
         .init();
-    let cli = Cli::parse();
+    // The config file and LEDGERMESH_… variables become flags first.
+    let layered = match ledgermesh_node::cli::config::layer(std::env::args_os().collect()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let cli = Cli::parse_from(layered.argv);
     let code = match run(cli).await {
         Ok(code) => code,
         Err(e) => {

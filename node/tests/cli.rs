@@ -320,3 +320,160 @@ fn bench_json_has_every_figure() {
         }
     }
 }
+
+/// The repository's root, where the sample config files live.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `config check --json`: exit code, the JSON object (when it printed
+/// one), and stderr.
+fn config_check(args: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value, String) {
+    let out = bin()
+        .current_dir(root())
+        .args(["config", "check", "--json"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_committed_sample_config_is_accepted_by_its_role() {
+    for (file, role, key, value) in [
+        (
+            "config/relay.toml",
+            "relay",
+            "listen",
+            serde_json::json!(["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]),
+        ),
+        (
+            "config/provider.toml",
+            "provide",
+            "live_buffer",
+            serde_json::json!("16M"),
+        ),
+        (
+            "config/consumer.toml",
+            "consume",
+            "out",
+            serde_json::json!("received"),
+        ),
+    ] {
+        let (code, v, err) = config_check(&[file], &[]);
+        assert_eq!(code, 0, "{file}: {err}");
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["role"], role, "{file}");
+        assert_eq!(v["settings"][key]["value"], value, "{file}: {v}");
+        assert_eq!(v["settings"][key]["from"], "file", "{file}");
+        assert_eq!(v["settings"]["audit_keep"]["from"], "default", "{file}");
+    }
+}
+
+#[test]
+fn config_layers_go_file_then_environment_then_flags() {
+    let dir = temp("config-layers");
+    let file = dir.join("relay.toml");
+    std::fs::write(
+        &file,
+        "role = \"relay\"\nmax_connections = 5\nmax_connections_per_peer = 3\nmax_circuits_per_ip = 4\nopen = true\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let env = [
+        ("LEDGERMESH_MAX_CONNECTIONS_PER_PEER", "6"),
+        ("LEDGERMESH_MAX_CIRCUITS_PER_IP", "7"),
+    ];
+    let (code, v, err) = config_check(&[f, "--", "relay", "--max-circuits-per-ip", "9"], &env);
+    assert_eq!(code, 0, "{err}");
+    let s = &v["settings"];
+    assert_eq!(s["max_connections"]["value"], "5");
+    assert_eq!(s["max_connections"]["from"], "file");
+    assert_eq!(s["max_connections_per_peer"]["value"], "6");
+    assert_eq!(s["max_connections_per_peer"]["from"], "env");
+    assert_eq!(s["max_circuits_per_ip"]["value"], "9");
+    assert_eq!(s["max_circuits_per_ip"]["from"], "flag");
+    assert_eq!(s["open"]["value"], "true");
+    assert_eq!(s["open"]["from"], "file");
+    assert_eq!(s["max_reservations_per_ip"]["from"], "default");
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_key_and_the_file() {
+    let dir = temp("config-bad");
+    let cases = [
+        (
+            "unknown.toml",
+            "role = \"relay\"\nmax_streams = 3\n",
+            vec![
+                "key `max_streams`",
+                "unknown key for `ledgermesh relay`",
+                "max_connections",
+            ],
+        ),
+        (
+            "value.toml",
+            "role = \"provide\"\nmax_streams = \"lots\"\n",
+            vec!["key `max_streams`", "invalid value 'lots'"],
+        ),
+        (
+            "bool.toml",
+            "role = \"relay\"\nopen = \"maybe\"\n",
+            vec!["key `open`", "expected true or false"],
+        ),
+        (
+            "many.toml",
+            "role = \"relay\"\nmax_connections = [1, 2]\n",
+            vec!["key `max_connections`", "takes one value"],
+        ),
+        (
+            "syntax.toml",
+            "role = \"relay\"\nlisten = [\n",
+            vec!["syntax.toml", "line 2"],
+        ),
+        (
+            "norole.toml",
+            "max_connections = 5\n",
+            vec!["no `role` key", "role = \"relay\""],
+        ),
+    ];
+    for (name, text, wants) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let (code, _, err) = config_check(&[path.to_str().unwrap()], &[]);
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(
+            err.contains(name),
+            "{name}: the error names the file: {err}"
+        );
+        for w in wants {
+            assert!(err.contains(w), "{name}: wanted {w:?} in: {err}");
+        }
+    }
+    // A role given the wrong role's file, and a file that is not there.
+    let out = bin()
+        .current_dir(root())
+        .args(["provide", "--config", "config/relay.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config/relay.toml") && err.contains("not `ledgermesh provide`"),
+        "{err}"
+    );
+    let out = bin()
+        .args(["relay", "--config"])
+        .arg(dir.join("absent.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("absent.toml: cannot read it"), "{err}");
+}

@@ -28,6 +28,25 @@ pub enum LedgerCommand {
     },
 }
 
+/// `ledgermesh config ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file (its `role` key names the role) or a whole
+    /// command line (after `--`, with or without FILE as its `--config`),
+    /// and print the effective settings and where each came from: the
+    /// default, the file, the environment or a flag. Secrets are redacted.
+    Check {
+        /// The config file.
+        file: Option<PathBuf>,
+        /// Print one JSON object: `{"ok", "role", "settings": {KEY: {"value", "from"}}}`.
+        #[arg(long)]
+        json: bool,
+        /// A role's command line, e.g. `-- relay --config relay.toml --listen /ip4/…`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}
+
 /// `ledgermesh devchain`.
 #[derive(Debug, Args)]
 pub struct DevchainArgs {
@@ -89,6 +108,10 @@ impl LedgerArgs {
 /// Options every node role has.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
+    /// Read settings from this TOML file: every flag has a key (its long
+    /// name with `_` for `-`); `LEDGERMESH_…` variables and flags override it.
+    #[arg(long, env = "LEDGERMESH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Identity key file (see `keygen`); a fresh in-memory key when omitted.
     #[arg(long, env = "LEDGERMESH_KEY")]
     pub key: Option<PathBuf>,

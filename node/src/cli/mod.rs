@@ -3,6 +3,7 @@
 
 mod args;
 mod channels;
+pub mod config;
 mod run;
 
 use crate::identity::generate_key_file;
@@ -61,6 +62,10 @@ pub enum Command {
     /// close one (payer; the payee may still claim for the close delay), or
     /// withdraw what is left once the delay has passed.
     Channels(ChannelsArgs),
+    /// Config files: `config check FILE` validates one and prints the
+    /// effective settings (secrets redacted).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Measure throughput, latency, set-up, M×N scale and envelope cost against same-run baselines.
     Bench {
         /// Under a minute (smaller transfers, fewer samples).
@@ -148,6 +153,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Channels(args) => channels::run(args).await,
+        Command::Config(ConfigCommand::Check {
+            file,
+            json,
+            command,
+        }) => config::check(file, command, json),
         Command::Ledger(LedgerCommand::Deploy {
             rpc,
             ledger_key,
