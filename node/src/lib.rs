@@ -21,6 +21,7 @@ pub mod dev;
 pub mod events;
 pub mod identity;
 pub mod ledger_spec;
+pub mod ops;
 pub mod protocols;
 pub mod roles;
 pub mod signaling;

@@ -1,5 +1,7 @@
 //! Operating a node: the committed config files start real processes over
-//! loopback sockets; flags given beside a file override it.
+//! loopback sockets (flags given beside a file override it), and each
+//! node's HTTP API, `/metrics`, `ledgermesh status` and `ledgermesh ping`
+//! report the paths and bytes that exist.
 
 use ledgermesh_e2e::procs::{event_is, keygen, project_root, Proc};
 use ledgermesh_e2e::{file_sha256, temp_dir, truth};
@@ -44,8 +46,11 @@ async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files()
             "--json",
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
         ],
     );
+    let relay_api = api_of(&mut relay);
     let l = relay.wait_for("relay listening", WAIT, |v| event_is(v, "listening"));
     let relay_addr = format!("{}/p2p/{}", tcp_addr(&l), l["peer_id"].as_str().unwrap());
 
@@ -53,10 +58,14 @@ async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files()
     // letting the consumer in by its ACL.
     let (pkey, pid) = keygen(&dir.0, "provider");
     let (ckey, cid) = keygen(&dir.0, "consumer");
+    let (rkey, rid) = keygen(&dir.0, "relayed-consumer");
     let acl = dir.0.join("acl.toml");
     std::fs::write(
         &acl,
-        format!("[[allow]]\npeer = \"{cid}\"\nstreams = [\"sample\"]\n"),
+        format!(
+            "[[allow]]\npeer = \"{cid}\"\nstreams = [\"sample\", \"ticks\"]\n\
+             [[allow]]\npeer = \"{rid}\"\nstreams = [\"ticks\"]\n"
+        ),
     )
     .unwrap();
     let mut provider = Proc::start(
@@ -75,8 +84,13 @@ async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files()
             &relay_addr,
             "--acl",
             acl.to_str().unwrap(),
+            "--api",
+            "127.0.0.1:0",
+            "--ping-secs",
+            "1",
         ],
     );
+    let provider_api = api_of(&mut provider);
     let l = provider.wait_for("provider listening", WAIT, |v| event_is(v, "listening"));
     let provider_addr = format!("{}/p2p/{pid}", tcp_addr(&l));
     provider.wait_for("the reservation", WAIT, |v| {
@@ -128,6 +142,239 @@ async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files()
         1,
         "the relay holds the provider's reservation"
     );
-    provider.stop();
-    relay.stop();
+
+    // Two buyers follow the provider's live `ticks`: one direct, one held
+    // on the relay (no hole punch).
+    let relay_id = relay_addr.rsplit('/').next().unwrap().to_string();
+    let direct_want = format!("{pid}/ticks");
+    let mut direct = follower(&dir.0, "direct", &ckey, &direct_want, &provider_addr, &[]);
+    let circuit = format!("{relay_addr}/p2p-circuit/p2p/{pid}");
+    let mut relayed = follower(
+        &dir.0,
+        "relayed",
+        &rkey,
+        &direct_want,
+        &circuit,
+        &["--no-hole-punch"],
+    );
+    let direct_api = api_of(&mut direct);
+    let relayed_api = api_of(&mut relayed);
+    for f in [&mut direct, &mut relayed] {
+        f.wait_for("the feed", WAIT, |v| event_is(v, "stream_opened"));
+    }
+
+    // `status --json` on the provider: each buyer's path, with an RTT once pinged.
+    let status = wait_status(&provider_api, |s| {
+        let path_of = |peer: &str| {
+            s["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["peer_id"] == peer && p["rtt_ms"].as_f64().is_some())
+                .map(|p| (p["path"].clone(), p["via"].clone()))
+        };
+        path_of(&cid) == Some(("direct".into(), serde_json::Value::Null))
+            && path_of(&rid) == Some(("relayed".into(), relay_id.clone().into()))
+    });
+    let peers = status["peers"].as_array().unwrap();
+    assert!(peers
+        .iter()
+        .all(|p| p["rtt_ms"].as_f64().unwrap_or(0.0) > 0.0 || p["peer_id"] != cid));
+    // The table a person reads says the same.
+    let table = run_cli(&["status", "--api", &provider_api]);
+    let line = |peer: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(peer))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line(&cid).contains("direct tcp"), "{table}");
+    assert!(line(&rid).contains("relayed via"), "{table}");
+    assert!(
+        line(&rid).contains(&relay_id[relay_id.len() - 6..]),
+        "{table}"
+    );
+
+    // /api/v1/status and /metrics report the same connections and bytes.
+    let full = get(&provider_api, "/api/v1/status");
+    let conns = full["connections"].as_array().unwrap();
+    let count = |path: &str| conns.iter().filter(|c| c["path"] == path).count();
+    let relayed_conn = conns.iter().find(|c| c["peer_id"] == rid).unwrap();
+    assert_eq!(relayed_conn["via"], relay_id.as_str());
+    assert!(
+        relayed_conn["hop_to_relay"]["rtt_ms"].as_f64().is_some(),
+        "a relayed connection shows our own hop to its relay: {relayed_conn}"
+    );
+    let streams_bytes: u64 = full["streams"]["active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(full["streams"]["recent"].as_array().unwrap())
+        .filter(|s| s["stream"] == "ticks" && s["direction"] == "out")
+        .map(|s| s["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(streams_bytes > 0, "{full}");
+    let metrics = get_text(&provider_api, "/metrics");
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        metric("ledgermesh_connections{path=\"relayed\",transport=\"tcp\"}") as usize,
+        count("relayed"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric("ledgermesh_connections{path=\"direct\",transport=\"tcp\"}") as usize,
+        count("direct"),
+        "{metrics}"
+    );
+    // Read after the status, so at least what the status counted.
+    let out_bytes = metric("ledgermesh_stream_bytes_total{direction=\"out\",stream=\"ticks\"}");
+    assert!(
+        out_bytes >= streams_bytes as f64,
+        "{out_bytes} < {streams_bytes}"
+    );
+    assert!(
+        metric("ledgermesh_stream_bytes_total{direction=\"out\",stream=\"sample\"}")
+            >= (8 << 20) as f64
+    );
+
+    // The relay's own view: the provider's reservation and the circuit.
+    let relay_status = get(&relay_api, "/api/v1/status");
+    assert!(relay_status["relay"]["reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["peer_id"] == pid));
+    assert!(
+        relay_status["relay"]["circuits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["src"] == rid && c["dst"] == pid),
+        "{relay_status}"
+    );
+
+    // `ping` through each buyer: direct for one, through the relay for the other.
+    let pong = |api: &str| -> serde_json::Value {
+        let out = run_cli(&["ping", "--json", "-c", "1", "--api", api, &pid]);
+        serde_json::from_str(out.lines().next().unwrap_or("null")).unwrap()
+    };
+    let d = pong(&direct_api);
+    assert_eq!(
+        (d["direct"].clone(), d["path"].clone()),
+        (true.into(), "direct".into()),
+        "{d}"
+    );
+    assert!(d["rtt_ms"].as_f64().unwrap() > 0.0);
+    let r = pong(&relayed_api);
+    assert_eq!(
+        (r["direct"].clone(), r["via"].clone()),
+        (false.into(), relay_id.clone().into()),
+        "{r}"
+    );
+
+    for p in [&mut direct, &mut relayed, &mut provider, &mut relay] {
+        p.stop();
+    }
+}
+
+/// The address of a node's API, from its `api_listening` event.
+fn api_of(p: &mut Proc) -> String {
+    let ev = p.wait_for("the API", WAIT, |v| event_is(v, "api_listening"));
+    ev["addr"].as_str().unwrap().to_string()
+}
+
+/// A consumer following `want` from `addr` with its API on.
+fn follower(
+    dir: &std::path::Path,
+    name: &str,
+    key: &str,
+    want: &str,
+    addr: &str,
+    extra: &[&str],
+) -> Proc {
+    let out = dir.join(format!("out-{name}"));
+    let mut args = vec![
+        "consume",
+        "--json",
+        "--key",
+        key,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--want",
+        want,
+        "--provider-addr",
+        addr,
+        "--out",
+        out.to_str().unwrap(),
+        "--api",
+        "127.0.0.1:0",
+        "--ping-secs",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::start(name, dir, &refs)
+}
+
+/// Runs the `ledgermesh` binary to completion; its stdout (it must succeed).
+fn run_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(ledgermesh_e2e::procs::bin_path())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ledgermesh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn get(api: &str, path: &str) -> serde_json::Value {
+    serde_json::from_str(&get_text(api, path)).unwrap()
+}
+
+/// A plain HTTP GET on loopback.
+fn get_text(api: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(api).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+    body.to_string()
+}
+
+/// `status --json`, asked until `ready` holds (the first pings take a
+/// second); the last answer.
+fn wait_status(api: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s: serde_json::Value =
+            serde_json::from_str(&run_cli(&["status", "--json", "--api", api])).unwrap();
+        if ready(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never showed both paths: {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -142,9 +142,50 @@ pub struct NodeArgs {
     /// (K/M/G suffixes allowed; default: 90 % of the machine's memory).
     #[arg(long, value_parser = parse_bytes)]
     pub max_memory: Option<u64>,
+    /// Serve the HTTP API (`/api/v1/status`, `/api/v1/peers`,
+    /// `/api/v1/streams`, `/metrics`) on this address, e.g. `127.0.0.1:7001`
+    /// (port 0 picks one, told in an `api_listening` event). An address
+    /// other than loopback needs `--api-token`.
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<std::net::SocketAddr>,
+    /// The bearer token the API requires (at least 16 characters); needed
+    /// for an API on an address other than loopback.
+    #[arg(
+        long,
+        env = "LEDGERMESH_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
 }
 
 impl NodeArgs {
+    /// Refuses an API setting that cannot start, before anything else does.
+    pub(super) fn check_api(&self) -> anyhow::Result<()> {
+        if let Some(addr) = self.api {
+            if self.api_token.is_none() && !addr.ip().is_loopback() {
+                anyhow::bail!("{}", crate::ops::api::ApiError::NeedsToken(addr));
+            }
+            if self.api_token.as_ref().is_some_and(|t| t.len() < 16) {
+                anyhow::bail!("{}", crate::ops::api::ApiError::WeakToken);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the HTTP API when `--api` asks for it.
+    pub(super) async fn start_api(&self, handle: &crate::swarm::NodeHandle) -> anyhow::Result<()> {
+        if let Some(addr) = self.api {
+            let bound =
+                crate::ops::api::start(handle.clone(), addr, self.api_token.clone()).await?;
+            tracing::info!("HTTP API at http://{bound}/api/v1/status");
+            handle.emit(crate::events::Event::ApiListening {
+                addr: bound.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// The connection ceilings these flags ask for.
     pub(super) fn caps(&self) -> ConnectionCaps {
         ConnectionCaps {

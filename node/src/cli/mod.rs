@@ -5,6 +5,7 @@ mod args;
 mod channels;
 pub mod config;
 mod run;
+pub mod status;
 
 use crate::identity::generate_key_file;
 use anyhow::Context;
@@ -66,6 +67,37 @@ pub enum Command {
     /// effective settings (secrets redacted).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// How a running node (started with `--api`) reaches each peer: its
+    /// path (direct tcp/quic, or via which relay), RTT, loss, bytes and streams.
+    Status {
+        /// The node's API.
+        #[arg(long, env = "LEDGERMESH_API", default_value = status::DEFAULT_API)]
+        api: String,
+        /// The API's bearer token.
+        #[arg(long, env = "LEDGERMESH_API_TOKEN", hide_env_values = true)]
+        api_token: Option<String>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ping a peer through a running node (started with `--api`): the
+    /// round trip and the path each ping took, and whether it was direct.
+    Ping {
+        /// The peer.
+        peer: String,
+        /// The node's API.
+        #[arg(long, env = "LEDGERMESH_API", default_value = status::DEFAULT_API)]
+        api: String,
+        /// The API's bearer token.
+        #[arg(long, env = "LEDGERMESH_API_TOKEN", hide_env_values = true)]
+        api_token: Option<String>,
+        /// How many pings, one a second.
+        #[arg(long, short = 'c', default_value_t = 3)]
+        count: u32,
+        /// One JSON object per ping.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure throughput, latency, set-up, M×N scale and envelope cost against same-run baselines.
     Bench {
         /// Under a minute (smaller transfers, fewer samples).
@@ -153,6 +185,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Channels(args) => channels::run(args).await,
+        Command::Status {
+            api,
+            api_token,
+            json,
+        } => status::status(&api, api_token.as_deref(), json).await,
+        Command::Ping {
+            peer,
+            api,
+            api_token,
+            count,
+            json,
+        } => status::ping(&api, api_token.as_deref(), &peer, count, json).await,
         Command::Config(ConfigCommand::Check {
             file,
             json,

@@ -188,7 +188,9 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     config.audit = args.node.audit()?;
     config.allow_private_addrs = args.node.allow_private_addrs;
     config.limits = args.node.caps();
+    args.node.check_api()?;
     let handle = spawn(config, keypair).await.context("starting the relay")?;
+    args.node.start_api(&handle).await?;
     let snap = handle.wait_listening().await?;
     for a in &snap.direct_addrs {
         tracing::info!("relay reachable at {a}/p2p/{}", handle.peer_id());
@@ -257,9 +259,11 @@ async fn start_ledger_node(
     config.emitter = Some(emitter_for(role, node.json));
     config.allow_private_addrs = node.allow_private_addrs;
     config.limits = node.caps();
+    node.check_api()?;
     let handle = spawn(config, keypair)
         .await
         .with_context(|| format!("starting the {role} node"))?;
+    node.start_api(&handle).await?;
     Ok((handle, opened, observers))
 }
 

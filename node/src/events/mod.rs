@@ -316,6 +316,11 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         live: Option<LiveSummary>,
     },
+    /// The HTTP API (`--api`) is serving here.
+    ApiListening {
+        /// The bound address.
+        addr: String,
+    },
     /// `consume --listen-local`: local TCP clients get the stream here.
     LocalListening {
         /// The address.
@@ -476,6 +481,8 @@ pub const EVENT_CAPACITY: usize = 16_384;
 pub struct Emitter {
     node: String,
     tx: broadcast::Sender<Record>,
+    /// The operator's view this node's events feed (status, metrics).
+    ops: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::ops::Ops>>>,
     /// Print JSON lines on stdout; shared by clones so it can be turned off
     /// for a node as a whole.
     json_stdout: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -487,6 +494,7 @@ impl Emitter {
         Self {
             node: node.into(),
             tx: broadcast::channel(EVENT_CAPACITY).0,
+            ops: Default::default(),
             json_stdout: Default::default(),
         }
     }
@@ -516,10 +524,21 @@ impl Emitter {
             node: self.node.clone(),
             event,
         };
+        if let Some(ops) = self.ops.get() {
+            ops.observe(&record.event);
+        }
         if self.json_stdout.load(std::sync::atomic::Ordering::Relaxed) {
             stdout::global().offer(serde_json::to_string(&record).unwrap_or_default());
         }
         let _ = self.tx.send(record);
+    }
+
+    /// The operator's view fed by this emitter (and its clones): the one
+    /// attached first, else a new one for `role`.
+    pub fn ops_or_attach(&self, role: &str) -> std::sync::Arc<crate::ops::Ops> {
+        self.ops
+            .get_or_init(|| std::sync::Arc::new(crate::ops::Ops::new(role)))
+            .clone()
     }
 
     /// A new subscriber that sees every later event.

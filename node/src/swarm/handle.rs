@@ -148,6 +148,7 @@ pub struct NodeHandle {
     pub(super) payers: PayerStates,
     pub(super) relays: Vec<(PeerId, Multiaddr)>,
     pub(super) emitter: Emitter,
+    pub(super) ops: std::sync::Arc<crate::ops::Ops>,
     pub(super) signals: watch::Receiver<NetSignals>,
     pub(super) tasks: TaskTracker,
     pub(super) cancel: CancellationToken,
@@ -221,6 +222,11 @@ impl NodeHandle {
     /// The relays this node holds (or asked for) reservations on.
     pub fn relays(&self) -> &[(PeerId, Multiaddr)] {
         &self.relays
+    }
+
+    /// The operator's view: streams counted, metrics, a relay's tables.
+    pub fn ops(&self) -> &std::sync::Arc<crate::ops::Ops> {
+        &self.ops
     }
 
     /// Bytes through circuits of `relay`, by our count (what it bills).

@@ -58,6 +58,8 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         .emitter
         .clone()
         .unwrap_or_else(|| crate::events::Emitter::new(config.name.clone()));
+    // Attached before the first event, so every event is counted.
+    let ops = emitter.ops_or_attach(&config.name);
     // The relay server's state is shared by its swarm side and its streams.
     let relay = config.relay_server.as_ref().map(|limits| {
         let shared = relay_server::behaviour::State::new(limits.book());
@@ -119,6 +121,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         allow_private,
         meters,
         stream_meters: Default::default(),
+        ops,
         payers: Default::default(),
         relays: relay_list,
         tasks: tokio_util::task::TaskTracker::new(),

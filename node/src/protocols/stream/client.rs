@@ -399,6 +399,7 @@ pub async fn fetch_to(
             path: Some(path.display().to_string()),
         })
     };
+    let tracked = (handle.ops().traffic).track(crate::ops::Dir::In, peer, name);
     loop {
         state.start_attempt();
         let before = offset;
@@ -407,7 +408,7 @@ pub async fn fetch_to(
         // makes us resume from our offset on whatever connection remains.
         let result: Result<AttemptEnd, StreamError> = async {
             let mut watch = PathWatch::new(handle, peer).await?;
-            let mut stream = open(&mut control, peer, policy.stall).await?;
+            let mut stream = tracked.wrap(open(&mut control, peer, policy.stall).await?);
             handle.emit(Event::StreamOpened {
                 peer_id: peer.to_string(),
                 stream: name.into(),

@@ -149,7 +149,7 @@ pub async fn serve(handle: NodeHandle, shop: Shop, limits: ServeLimits) {
 
 /// Writes all of `buf`, or fails if the buyer takes nothing for `stall`.
 async fn write_or_stall(
-    stream: &mut libp2p::Stream,
+    stream: &mut (impl futures::AsyncRead + futures::AsyncWrite + Unpin),
     buf: &[u8],
     stall: Duration,
 ) -> Result<(), StreamError> {
@@ -166,7 +166,7 @@ pub const ECHO_MAX_BYTES: u64 = 64 << 20;
 /// its side; an error when it fell silent for `stall` or would pass
 /// [`ECHO_MAX_BYTES`] in all (`taken` so far).
 async fn take_some(
-    stream: &mut libp2p::Stream,
+    stream: &mut (impl futures::AsyncRead + futures::AsyncWrite + Unpin),
     buf: &mut [u8],
     stall: Duration,
     taken: u64,
@@ -187,7 +187,7 @@ async fn take_some(
 /// Sends back what arrives, until the sender closes its side (then closes
 /// ours), falls silent for `stall`, or passes [`ECHO_MAX_BYTES`].
 async fn echo(
-    stream: &mut libp2p::Stream,
+    stream: &mut (impl futures::AsyncRead + futures::AsyncWrite + Unpin),
     stall: Duration,
     sent: &mut u64,
 ) -> Result<(), StreamError> {
@@ -206,7 +206,7 @@ async fn echo(
 /// Appends what arrives to `path` until the sender closes its side (then
 /// closes ours), falls silent for `stall`, or passes [`ECHO_MAX_BYTES`].
 async fn inbox(
-    stream: &mut libp2p::Stream,
+    stream: &mut (impl futures::AsyncRead + futures::AsyncWrite + Unpin),
     path: &std::path::Path,
     stall: Duration,
     got: &mut u64,
@@ -315,6 +315,9 @@ async fn serve_one(
         }
         ServeDecision::Serve { info, offset, .. } => (info, offset),
     };
+    // Counted from here on: the operator's status and metrics see it.
+    let tracked = (handle.ops().traffic).track(crate::ops::Dir::Out, peer, &req.name);
+    let mut stream = tracked.wrap(stream);
     let Some((source, _)) = entry else {
         unreachable!("decide serves only streams in the catalog");
     };

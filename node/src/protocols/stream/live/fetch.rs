@@ -162,12 +162,14 @@ pub async fn fetch_live(
     let meter = handle.stream_meter(peer);
     let mut control = handle.stream_control();
     let deliver_until = live.until_bytes;
+    let tracked = (handle.ops().traffic).track(crate::ops::Dir::In, peer, name);
     loop {
         state.start_attempt();
         let before = stats.bytes;
         let attempt = async {
             let mut watch = super::super::client::PathWatch::new(handle, peer).await?;
-            let mut stream = super::super::client::open(&mut control, peer, policy.stall).await?;
+            let mut stream =
+                tracked.wrap(super::super::client::open(&mut control, peer, policy.stall).await?);
             let req = StreamRequest {
                 name: name.into(),
                 offset: want_offset,

@@ -28,7 +28,7 @@ pub enum LiveEnd {
 /// source is quiet for `heartbeat`; `sent` counts the data bytes from
 /// `offset` on.
 pub async fn send(
-    stream: &mut libp2p::Stream,
+    stream: &mut (impl futures::AsyncRead + futures::AsyncWrite + Unpin),
     feed: &LiveFeed,
     offset: u64,
     budget: Option<&Budget>,
@@ -86,7 +86,7 @@ pub async fn send(
 /// Writes one frame and pushes it out (a live buyer wants it now, not when
 /// a buffer fills), or fails if the buyer takes nothing for `stall`.
 async fn write_chunk(
-    stream: &mut libp2p::Stream,
+    stream: &mut (impl futures::AsyncRead + futures::AsyncWrite + Unpin),
     frame: &[u8],
     stall: Duration,
 ) -> Result<(), StreamError> {

@@ -1,0 +1,372 @@
+//! The node's HTTP API (axum): `GET /api/v1/status`, `/api/v1/peers`,
+//! `/api/v1/streams` (JSON) and `/metrics` (Prometheus text). On loopback
+//! by default; any other address needs a bearer token, and a token, once
+//! set, is required on every route.
+
+use super::metrics::{path_str, transport_str, Now};
+use crate::swarm::{NodeHandle, Snapshot};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use libp2p::PeerId;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Requests handled at once; more get `503` until one finishes.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Why the API could not start.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// A non-loopback address without a token.
+    #[error("--api {0} is not a loopback address: anyone who can reach it could read the node's state; give --api-token TOKEN (or LEDGERMESH_API_TOKEN), or listen on 127.0.0.1")]
+    NeedsToken(SocketAddr),
+    /// A token too short to be a secret.
+    #[error("--api-token is shorter than 16 characters: use a long random one (e.g. `openssl rand -hex 16`)")]
+    WeakToken,
+    /// The address could not be bound.
+    #[error("--api {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone)]
+struct Api {
+    handle: NodeHandle,
+    token: Option<Arc<str>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Binds the API on `addr` and serves it until the node stops; returns
+/// the bound address (port 0 picks one).
+pub async fn start(
+    handle: NodeHandle,
+    addr: SocketAddr,
+    token: Option<String>,
+) -> Result<SocketAddr, ApiError> {
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(ApiError::NeedsToken(addr));
+    }
+    if token.as_ref().is_some_and(|t| t.len() < 16) {
+        return Err(ApiError::WeakToken);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ApiError::Bind { addr, source })?;
+    let api = Api {
+        handle: handle.clone(),
+        token: token.map(Arc::from),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+    };
+    let app = router(api);
+    let stop = handle.clone();
+    handle.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.stopping().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the HTTP API stopped");
+        }
+    });
+    Ok(bound)
+}
+
+fn router(api: Api) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/peers", get(peers))
+        .route("/api/v1/streams", get(streams))
+        .route("/api/v1/ping/{peer}", get(ping))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such page: see /api/v1/status, /api/v1/peers, /api/v1/streams, /metrics",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
+        .with_state(api)
+}
+
+fn error(code: StatusCode, msg: &str) -> Response {
+    (code, Json(json!({"error": msg}))).into_response()
+}
+
+/// The token check, and the bound on requests in flight.
+async fn guard(State(api): State<Api>, req: Request, next: Next) -> Response {
+    if let Some(token) = &api.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            let msg = if given.is_none() {
+                "this API needs a token: send `Authorization: Bearer TOKEN` (ledgermesh status --api-token TOKEN)"
+            } else {
+                "wrong API token"
+            };
+            let mut r = error(StatusCode::UNAUTHORIZED, msg);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    let Ok(_permit) = api.in_flight.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: too many requests in flight",
+        );
+    };
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn snapshot(api: &Api) -> Result<Snapshot, Response> {
+    api.handle.snapshot().await.map_err(|e| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the node is stopping: {e}"),
+        )
+    })
+}
+
+/// Each connection, with its health and, for a relayed one, the health of
+/// our own hop to its relay (so the hop behind the relay can be told
+/// apart from the one in front of it).
+fn connections(snap: &Snapshot) -> Vec<Value> {
+    let hop_of = |relay: &PeerId| {
+        snap.connections
+            .iter()
+            .find(|c| c.peer == *relay && c.conn.via.is_none())
+            .map(|c| health(&c.conn.health))
+    };
+    let mut out: Vec<Value> = snap
+        .connections
+        .iter()
+        .map(|c| {
+            let relayed = c.conn.via.is_some();
+            json!({
+                "peer_id": c.peer.to_string(),
+                "path": path_str(&c.conn.path),
+                "transport": transport_str(&c.conn.transport),
+                "via": c.conn.via.map(|v| v.to_string()),
+                "remote_addr": c.conn.remote.to_string(),
+                "health": health(&c.conn.health),
+                "hop_to_relay": if relayed { c.conn.via.as_ref().and_then(hop_of) } else { None },
+                "degraded": c.conn.degraded,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a["peer_id"].as_str().cmp(&b["peer_id"].as_str()));
+    out
+}
+
+fn health(h: &ledgermesh_protocol::path::Health) -> Value {
+    json!({
+        "rtt_ms": h.rtt_ms().map(|r| (r * 100.0).round() / 100.0),
+        "loss_pct": (h.loss() * 100.0).round(),
+        "rating": h.rating(),
+    })
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    let snap = match snapshot(&api).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let ops = api.handle.ops();
+    let reserved: Vec<String> = snap.circuit_addrs.iter().map(|a| a.to_string()).collect();
+    let relays: Vec<Value> = api
+        .handle
+        .relays()
+        .iter()
+        .map(|(peer, addr)| {
+            let p = peer.to_string();
+            json!({
+                "peer_id": p,
+                "addr": addr.to_string(),
+                "reserved": reserved.iter().any(|c| c.contains(&format!("/p2p/{p}/p2p-circuit"))),
+                "connected": snap.connections.iter().any(|c| c.peer == *peer),
+            })
+        })
+        .collect();
+    let public = snap.public.as_ref().map(|p| {
+        json!({
+            "addr": p.addr.as_ref().map(|a| a.to_string()),
+            "ip": p.ip.map(|i| i.to_string()),
+            "mapping": format!("{:?}", p.mapping).to_lowercase(),
+        })
+    });
+    Json(json!({
+        "peer_id": api.handle.peer_id().to_string(),
+        "role": ops.role(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": ops.uptime_s(),
+        "public": public,
+        "listen_addrs": snap.direct_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "circuit_addrs": reserved,
+        "relays": relays,
+        "connections": connections(&snap),
+        "streams": {"active": ops.traffic.active(), "recent": ops.traffic.recent()},
+        "relay": ops.relay_json(),
+        "payments": ops.payments_json(),
+    }))
+    .into_response()
+}
+
+async fn peers(State(api): State<Api>) -> Response {
+    let snap = match snapshot(&api).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let traffic = api.handle.ops().traffic_by_peer();
+    let conns = connections(&snap);
+    let mut by_peer: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for c in conns {
+        by_peer
+            .entry(c["peer_id"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push(c);
+    }
+    let out: Vec<Value> = by_peer
+        .into_iter()
+        .map(|(peer, conns)| {
+            // The path the traffic takes: a direct connection when there is one.
+            let best = conns
+                .iter()
+                .find(|c| c["path"] == "direct")
+                .or_else(|| conns.first())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let (bytes_in, bytes_out, streams) = peer
+                .parse::<PeerId>()
+                .ok()
+                .and_then(|p| traffic.get(&p).copied())
+                .unwrap_or_default();
+            json!({
+                "peer_id": peer,
+                "path": best["path"],
+                "transport": best["transport"],
+                "via": best["via"],
+                "rtt_ms": best["health"]["rtt_ms"],
+                "rating": best["health"]["rating"],
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "streams": streams,
+                "connections": conns,
+            })
+        })
+        .collect();
+    Json(json!({ "peers": out })).into_response()
+}
+
+async fn streams(State(api): State<Api>) -> Response {
+    let ops = api.handle.ops();
+    Json(json!({"active": ops.traffic.active(), "recent": ops.traffic.recent()})).into_response()
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let snap = match snapshot(&api).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let ops = api.handle.ops();
+    let mut now = Now::default();
+    for c in &snap.connections {
+        *now.connections
+            .entry((
+                path_str(&c.conn.path).to_string(),
+                transport_str(&c.conn.transport).to_string(),
+            ))
+            .or_default() += 1;
+    }
+    now.reservations_held = snap.circuit_addrs.len() as i64;
+    now.streams_active = ops.traffic.active().iter().map(|s| s.direction).collect();
+    now.stream_totals = ops.traffic.totals();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ops.metrics.encode(&now),
+    )
+        .into_response()
+}
+
+/// The ping protocol every libp2p node answers (the ping behaviour).
+const PING: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/ipfs/ping/1.0.0");
+
+/// One ping through the node: 32 random bytes echoed back over a stream
+/// on the connection the node uses for the peer, and the route it took.
+async fn ping(
+    State(api): State<Api>,
+    axum::extract::Path(peer): axum::extract::Path<String>,
+) -> Response {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let Ok(peer) = peer.parse::<PeerId>() else {
+        return error(StatusCode::BAD_REQUEST, &format!("{peer} is not a PeerId"));
+    };
+    let mut control = api.handle.stream_control();
+    let payload: [u8; 32] = rand::random();
+    let started = std::time::Instant::now();
+    let round = async {
+        let mut s = control
+            .open_stream(peer, PING)
+            .await
+            .map_err(|e| format!("cannot open a stream to {peer}: {e}"))?;
+        s.write_all(&payload).await.map_err(|e| e.to_string())?;
+        s.flush().await.map_err(|e| e.to_string())?;
+        let mut back = [0u8; 32];
+        s.read_exact(&mut back).await.map_err(|e| e.to_string())?;
+        let rtt = started.elapsed();
+        let _ = s.close().await;
+        if back != payload {
+            return Err("the pong did not match the ping".to_string());
+        }
+        Ok(rtt)
+    };
+    let rtt = match tokio::time::timeout(std::time::Duration::from_secs(10), round).await {
+        Ok(Ok(rtt)) => rtt,
+        Ok(Err(e)) => return error(StatusCode::BAD_GATEWAY, &e),
+        Err(_) => return error(StatusCode::GATEWAY_TIMEOUT, "no pong within 10 s"),
+    };
+    let snap = match snapshot(&api).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    // The route the node's traffic to the peer takes: direct when it has one.
+    let conns: Vec<_> = snap.connections.iter().filter(|c| c.peer == peer).collect();
+    let best = conns
+        .iter()
+        .find(|c| c.conn.via.is_none())
+        .or(conns.first());
+    Json(json!({
+        "peer_id": peer.to_string(),
+        "rtt_ms": (rtt.as_secs_f64() * 1e5).round() / 100.0,
+        "path": best.map(|c| path_str(&c.conn.path)),
+        "transport": best.map(|c| transport_str(&c.conn.transport)),
+        "via": best.and_then(|c| c.conn.via.map(|v| v.to_string())),
+        "direct": best.is_some_and(|c| c.conn.via.is_none()),
+    }))
+    .into_response()
+}

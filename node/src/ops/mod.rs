@@ -1,0 +1,220 @@
+//! The operator's view of a node: what it is doing now (connections and
+//! their health, reservations, streams with bytes and rates, a relay's
+//! circuits and earnings), served as JSON (`/api/v1/…`) and as Prometheus
+//! metrics (`/metrics`) by [`api`].
+//!
+//! Everything here is fed two ways: the events the node emits pass through
+//! [`Ops::observe`] (counters and the relay's tables), and the node is
+//! asked for a snapshot when a page is read (connections, addresses).
+
+pub mod api;
+pub mod metrics;
+pub mod traffic;
+
+use crate::events::Event;
+use libp2p::PeerId;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+pub use traffic::{Counted, Dir, Tracked, Traffic};
+
+/// Reservations and circuits remembered for the status page (a relay's
+/// own caps are lower: these only bound the tables if those change).
+const MAX_TRACKED: usize = 8192;
+
+/// What a relay is carrying, from its events.
+#[derive(Debug, Default)]
+struct RelayTables {
+    /// Peers holding a reservation on us, since (unix ms).
+    reservations: HashMap<String, u64>,
+    /// Open circuits: (src, dst) → since (unix ms).
+    circuits: HashMap<(String, String), u64>,
+    circuits_closed: u64,
+    bytes_carried: u64,
+}
+
+/// Payment figures, from the events.
+#[derive(Debug, Default)]
+struct Money {
+    /// Latest cumulative voucher per (payer, channel) we received.
+    received: HashMap<(String, String), u128>,
+    /// Latest cumulative voucher per (payee, channel) we sent.
+    sent: HashMap<(String, String), u128>,
+    claimed: u128,
+}
+
+/// One node's operator view; the node's emitter feeds it.
+pub struct Ops {
+    started: Instant,
+    role: String,
+    /// Streams in and out.
+    pub traffic: Traffic,
+    /// The Prometheus registry.
+    pub metrics: metrics::Metrics,
+    relay: Mutex<RelayTables>,
+    money: Mutex<Money>,
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops").field("role", &self.role).finish()
+    }
+}
+
+impl Ops {
+    /// A fresh view for a node in `role`.
+    pub fn new(role: &str) -> Self {
+        Self {
+            started: Instant::now(),
+            role: role.to_string(),
+            traffic: Traffic::default(),
+            metrics: metrics::Metrics::new(),
+            relay: Default::default(),
+            money: Default::default(),
+        }
+    }
+
+    /// Takes in one event the node emitted.
+    pub fn observe(&self, event: &Event) {
+        self.metrics.observe(event);
+        match event {
+            Event::RelayReservation {
+                peer_id, outcome, ..
+            } => {
+                let mut r = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+                match outcome.as_str() {
+                    "accepted" | "renewed" => {
+                        if r.reservations.len() < MAX_TRACKED
+                            || r.reservations.contains_key(peer_id)
+                        {
+                            r.reservations
+                                .entry(peer_id.clone())
+                                .or_insert_with(crate::events::now_ms);
+                        }
+                    }
+                    "refused" => {}
+                    _ => {
+                        r.reservations.remove(peer_id);
+                    }
+                }
+            }
+            Event::RelayCircuit {
+                src,
+                dst,
+                outcome,
+                bytes_to_dst,
+                bytes_to_src,
+                ..
+            } => {
+                let mut r = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+                let key = (src.clone(), dst.clone());
+                match outcome.as_str() {
+                    "opened" => {
+                        if r.circuits.len() < MAX_TRACKED {
+                            r.circuits.insert(key, crate::events::now_ms());
+                        }
+                    }
+                    "refused" => {}
+                    _ => {
+                        r.circuits.remove(&key);
+                        r.circuits_closed += 1;
+                        r.bytes_carried += bytes_to_dst.unwrap_or(0) + bytes_to_src.unwrap_or(0);
+                    }
+                }
+            }
+            Event::VoucherReceived {
+                payer,
+                channel,
+                cumulative,
+                ..
+            } => {
+                let mut m = self.money.lock().unwrap_or_else(|p| p.into_inner());
+                let key = (payer.clone(), channel.clone());
+                if m.received.len() < MAX_TRACKED || m.received.contains_key(&key) {
+                    let v = m.received.entry(key).or_default();
+                    *v = (*v).max(cumulative.parse().unwrap_or(0));
+                }
+            }
+            Event::VoucherSent {
+                payee,
+                channel,
+                cumulative,
+            } => {
+                let mut m = self.money.lock().unwrap_or_else(|p| p.into_inner());
+                let key = (payee.clone(), channel.clone());
+                if m.sent.len() < MAX_TRACKED || m.sent.contains_key(&key) {
+                    let v = m.sent.entry(key).or_default();
+                    *v = (*v).max(cumulative.parse().unwrap_or(0));
+                }
+            }
+            Event::Claimed { amount, .. } => {
+                let mut m = self.money.lock().unwrap_or_else(|p| p.into_inner());
+                m.claimed += amount.parse::<u128>().unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+
+    /// The role this node runs.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// Seconds since the node started.
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// The relay section of the status (circuits, reservations, bytes,
+    /// earnings as vouchers received and claims).
+    pub fn relay_json(&self) -> Value {
+        let r = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reservations: Vec<Value> = r
+            .reservations
+            .iter()
+            .map(|(peer, since)| json!({"peer_id": peer, "since_ms": since}))
+            .collect();
+        reservations.sort_by_key(|v| v["since_ms"].as_u64());
+        let mut circuits: Vec<Value> = r
+            .circuits
+            .iter()
+            .map(|((src, dst), since)| json!({"src": src, "dst": dst, "since_ms": since}))
+            .collect();
+        circuits.sort_by_key(|v| v["since_ms"].as_u64());
+        json!({
+            "reservations": reservations,
+            "circuits": circuits,
+            "circuits_closed": r.circuits_closed,
+            "bytes_carried": r.bytes_carried,
+        })
+    }
+
+    /// Payment figures: vouchers received (earned) and sent (paid), and
+    /// claims, in wei as decimal strings.
+    pub fn payments_json(&self) -> Value {
+        let m = self.money.lock().unwrap_or_else(|p| p.into_inner());
+        let earned: u128 = m.received.values().sum();
+        let paid: u128 = m.sent.values().sum();
+        let channels = |map: &HashMap<(String, String), u128>, who: &str| -> Vec<Value> {
+            let mut v: Vec<Value> = map
+                .iter()
+                .map(|((peer, ch), amount)| json!({who: peer, "channel": ch, "cumulative_wei": amount.to_string()}))
+                .collect();
+            v.sort_by(|a, b| a["channel"].as_str().cmp(&b["channel"].as_str()));
+            v
+        };
+        json!({
+            "earned_wei": earned.to_string(),
+            "claimed_wei": m.claimed.to_string(),
+            "paid_wei": paid.to_string(),
+            "from_payers": channels(&m.received, "payer"),
+            "to_payees": channels(&m.sent, "payee"),
+        })
+    }
+
+    /// Bytes in, out and streams running, per peer.
+    pub fn traffic_by_peer(&self) -> HashMap<PeerId, (u64, u64, usize)> {
+        self.traffic.by_peer()
+    }
+}
