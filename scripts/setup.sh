@@ -45,8 +45,9 @@ if ! need_cmd npm; then
 fi
 mkdir -p .tools
 if ! cmp -s scripts/tools-package.json .tools/package.json \
-    || [ ! -x .tools/node_modules/.bin/anvil ] || [ ! -x .tools/node_modules/.bin/solcjs ]; then
-    say "installing anvil and solc into .tools"
+    || [ ! -x .tools/node_modules/.bin/anvil ] || [ ! -x .tools/node_modules/.bin/solcjs ] \
+    || [ ! -d .tools/node_modules/playwright-core ]; then
+    say "installing anvil, solc and playwright-core into .tools"
     cp scripts/tools-package.json .tools/package.json
     (cd .tools && npm install --no-audit --no-fund --loglevel=error)
 fi
@@ -61,6 +62,18 @@ if [ "$(id -u)" = 0 ] && { ! need_cmd ip || ! need_cmd nft || ! need_cmd ethtool
     # shellcheck disable=SC2086
     apt-get install -y $pkgs >/dev/null 2>&1 \
         || { apt-get update >/dev/null && apt-get install -y $pkgs >/dev/null; }
+fi
+
+# Headless Chromium for the dashboard test (playwright-core drives Debian's
+# chromium; it downloads no browser) and docker-compose to validate the
+# compose file. Debian packages: root only.
+if [ "$(id -u)" = 0 ] && { ! need_cmd chromium || ! need_cmd docker-compose; }; then
+    say "installing chromium and docker-compose"
+    export DEBIAN_FRONTEND=noninteractive
+    pkgs="chromium docker-compose"
+    # shellcheck disable=SC2086
+    apt-get install -y --no-install-recommends $pkgs >/dev/null 2>&1 \
+        || { apt-get update >/dev/null && apt-get install -y --no-install-recommends $pkgs >/dev/null; }
 fi
 
 say "ok"

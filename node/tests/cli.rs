@@ -477,3 +477,99 @@ fn a_bad_config_is_refused_naming_the_key_and_the_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("absent.toml: cannot read it"), "{err}");
 }
+
+/// A relay with its API on loopback; the API's address from its
+/// `api_listening` event. Killed when dropped.
+struct ApiRelay(std::process::Child, String);
+
+impl Drop for ApiRelay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn relay_with_api(extra: &[&str]) -> ApiRelay {
+    use std::io::BufRead;
+    let mut child = bin()
+        .args([
+            "relay",
+            "--json",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+        if v["event"] == "api_listening" {
+            return ApiRelay(child, v["addr"].as_str().unwrap().to_string());
+        }
+    }
+    panic!("the relay never said where its API is");
+}
+
+#[test]
+fn the_api_refuses_a_missing_or_wrong_token_and_an_open_address_without_one() {
+    let token = "0123456789abcdef0123";
+    let relay = relay_with_api(&["--api-token", token]);
+    let status = |extra: &[&str]| {
+        bin()
+            .args(["status", "--json", "--api", &relay.1])
+            .args(extra)
+            .env_remove("LEDGERMESH_API_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let none = status(&[]);
+    assert!(!none.status.success());
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        err.contains("401") && err.contains("Authorization: Bearer"),
+        "{err}"
+    );
+    let wrong = status(&["--api-token", "fedcba9876543210fedc"]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong API token"));
+    let right = status(&["--api-token", token]);
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&right.stdout).unwrap();
+    assert_eq!(v["role"], "relay");
+    drop(relay);
+
+    // Off loopback: refused at start without a token, or with a short one.
+    for (args, want) in [
+        (vec!["--api", "0.0.0.0:0"], "not a loopback address"),
+        (
+            vec!["--api", "127.0.0.1:0", "--api-token", "short"],
+            "shorter than 16",
+        ),
+    ] {
+        let out = bin()
+            .args(["relay", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(&args)
+            .env_remove("LEDGERMESH_API_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want) && err.contains("--api"), "{err}");
+    }
+    // No node there: the status command says what to do.
+    let out = bin()
+        .args(["status", "--api", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the node running with --api"));
+}

@@ -50,6 +50,25 @@ pub fn anvil_available(test: &str) -> bool {
     false
 }
 
+/// playwright-core (from `.tools`) and Debian's chromium, when both are
+/// installed; under `CI=true` their absence is a failure, not a skip.
+pub fn browser_available(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let driver = project_root().join(".tools/node_modules/playwright-core");
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    match chromium {
+        Some(c) if driver.is_dir() => return Some((driver, c)),
+        _ => {}
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: chromium or playwright-core is missing and CI=true: run scripts/setup.sh (as root)");
+    }
+    eprintln!("SKIP {test}: chromium or playwright-core missing; run scripts/setup.sh as root");
+    None
+}
+
 /// A running `ledgermesh` process.
 pub struct Proc {
     /// Label for messages.

@@ -280,6 +280,74 @@ async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files()
         "{r}"
     );
 
+    // The dashboard, in headless Chromium: the route map draws both paths,
+    // each hop coloured by its rating; a screenshot is left as an artifact.
+    if let Some((driver, chromium)) = ledgermesh_e2e::procs::browser_available("dashboard") {
+        let artifacts = project_root().join("target/test-artifacts");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        let shot = artifacts.join("dashboard.png");
+        let _ = std::fs::remove_file(&shot);
+        let out = std::process::Command::new("node")
+            .arg(project_root().join("tests/dashboard/check.cjs"))
+            .arg(&driver)
+            .arg(&chromium)
+            .arg(format!("http://{provider_api}/"))
+            .arg(&shot)
+            .arg(format!("{cid}:direct"))
+            .arg(format!("{rid}:relayed"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the dashboard check failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(page["errors"], serde_json::json!([]), "{page:#}");
+        let routes = page["routes"].as_array().unwrap();
+        let route = |peer: &str| routes.iter().find(|r| r["peer"] == peer).unwrap().clone();
+        let d = route(&cid);
+        assert_eq!(
+            (d["path"].as_str(), d["hops"].as_array().unwrap().len()),
+            (Some("direct"), 1),
+            "{d}"
+        );
+        let r = route(&rid);
+        assert_eq!(r["path"], "relayed");
+        assert_eq!(r["via"], relay_id.as_str());
+        let hops: Vec<&str> = r["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["hop"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            hops,
+            ["relay", "peer"],
+            "a relayed route is drawn as two hops: {r}"
+        );
+        // On loopback every measured hop is green.
+        for h in d["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(r["hops"].as_array().unwrap())
+        {
+            assert_eq!(h["rating"], "green", "{page:#}");
+        }
+        assert!(page["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("ticks")));
+        let png = std::fs::read(&shot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "a real screenshot"
+        );
+        eprintln!("dashboard screenshot: {}", shot.display());
+    }
+
     for p in [&mut direct, &mut relayed, &mut provider, &mut relay] {
         p.stop();
     }

@@ -86,6 +86,7 @@ pub async fn start(
 
 fn router(api: Api) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/streams", get(streams))
@@ -101,13 +102,32 @@ fn router(api: Api) -> Router {
         .with_state(api)
 }
 
+/// The dashboard: one page embedded in the binary (no CDN, no build step)
+/// that polls `/api/v1/status`. With a token, open it as `/#token=TOKEN`.
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
+}
+
 fn error(code: StatusCode, msg: &str) -> Response {
     (code, Json(json!({"error": msg}))).into_response()
 }
 
 /// The token check, and the bound on requests in flight.
 async fn guard(State(api): State<Api>, req: Request, next: Next) -> Response {
-    if let Some(token) = &api.token {
+    // The page itself holds no data; what it reads carries the token.
+    let open = req.uri().path() == "/";
+    if let Some(token) = api.token.as_ref().filter(|_| !open) {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
