@@ -446,3 +446,85 @@ fn wait_status(api: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_j
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn consume_draws_progress_bars_on_a_terminal_only() {
+    let dir = temp_dir("operate-progress");
+    let (pkey, pid) = keygen(&dir.0, "provider");
+    let (ckey, cid) = keygen(&dir.0, "consumer");
+    let acl = dir.0.join("acl.toml");
+    std::fs::write(
+        &acl,
+        format!("[[allow]]\npeer = \"{cid}\"\nstreams = \"*\"\n"),
+    )
+    .unwrap();
+    // 1 MiB at 2 MiB/s: half a second of transfer, several bar redraws.
+    let mut provider = Proc::start(
+        "provider",
+        &dir.0,
+        &[
+            "provide",
+            "--json",
+            "--key",
+            &pkey,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--stream",
+            "slow=paced:1M:2M:5",
+            "--acl",
+            acl.to_str().unwrap(),
+        ],
+    );
+    let l = provider.wait_for("provider listening", WAIT, |v| event_is(v, "listening"));
+    let provider_addr = format!("{}/p2p/{pid}", tcp_addr(&l));
+    let consume = |run: &str, extra: &str| -> String {
+        format!(
+            "{} consume --key {ckey} --listen /ip4/127.0.0.1/tcp/0 --provider-addr {provider_addr} \
+             --want {pid}/slow --out {} {extra}",
+            ledgermesh_e2e::procs::bin_path().display(),
+            dir.0.join(run).display()
+        )
+    };
+    // On a terminal (a pty from `script`): a bar for the stream.
+    let tty = |cmd: String| {
+        let out = std::process::Command::new("script")
+            .args(["-qefc", &cmd, "/dev/null"])
+            .env("LEDGERMESH_ALLOW_PRIVATE_ADDRS", "true")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = tty(consume("tty", ""));
+    let prefix = format!("…{}/slow", &pid[pid.len() - 6..]);
+    assert!(shown.contains(&prefix), "a bar names the stream: {shown}");
+    assert!(
+        shown.contains("1.00 MiB"),
+        "a bar shows the length: {shown}"
+    );
+    assert!(shown.contains("ok   "), "the result line follows: {shown}");
+    // With --json on a terminal: events only, no bar.
+    let json = tty(consume("tty-json", "--json"));
+    assert!(!json.contains(&prefix), "{json}");
+    // Not a terminal: no bar.
+    let out = std::process::Command::new("sh")
+        .args(["-c", &consume("pipe", "")])
+        .env("LEDGERMESH_ALLOW_PRIVATE_ADDRS", "true")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let both = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!both.contains(&prefix) && both.contains("ok   "), "{both}");
+    provider.stop();
+}

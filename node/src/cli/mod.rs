@@ -4,6 +4,7 @@
 mod args;
 mod channels;
 pub mod config;
+mod progress;
 mod run;
 pub mod status;
 

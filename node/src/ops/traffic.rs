@@ -46,6 +46,10 @@ impl Dir {
 pub struct Tally {
     read: AtomicU64,
     written: AtomicU64,
+    /// Where the stream stands (the next offset), as its end reports it.
+    position: AtomicU64,
+    /// Its declared length plus one; 0 when unknown (a live stream).
+    total: AtomicU64,
 }
 
 impl Tally {
@@ -56,6 +60,14 @@ impl Tally {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+    /// The stream's offset, as last reported.
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::Relaxed)
+    }
+    /// Its declared length, when known.
+    pub fn total(&self) -> Option<u64> {
+        self.total.load(Ordering::Relaxed).checked_sub(1)
     }
 }
 
@@ -95,6 +107,10 @@ pub struct StreamView {
     pub bytes: u64,
     /// Bytes per second over the last second or more (0 once finished).
     pub rate_bytes_s: f64,
+    /// Where it stands: the next offset (a consumer's is its file's length).
+    pub offset: u64,
+    /// Its declared length, when it has one.
+    pub length: Option<u64>,
     /// When it started, unix ms.
     pub started_ms: u64,
     /// How long it has run (or ran), ms.
@@ -231,6 +247,8 @@ fn view_of(a: &Active, running: bool) -> StreamView {
         stream: a.stream.clone(),
         bytes: a.bytes(),
         rate_bytes_s: if running { a.rate } else { 0.0 },
+        offset: a.tally.position(),
+        length: a.tally.total(),
         started_ms: a.started_ms,
         ms: a.started.elapsed().as_millis() as u64,
     }
@@ -255,6 +273,14 @@ impl Tracked {
     /// The counters.
     pub fn tally(&self) -> &Arc<Tally> {
         &self.tally
+    }
+
+    /// Reports where the stream stands and its length (when known).
+    pub fn progress(&self, offset: u64, length: Option<u64>) {
+        self.tally.position.store(offset, Ordering::Relaxed);
+        self.tally
+            .total
+            .store(length.map_or(0, |l| l.saturating_add(1)), Ordering::Relaxed);
     }
 }
 

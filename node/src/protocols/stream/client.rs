@@ -458,6 +458,7 @@ pub async fn fetch_to(
                 }
             }
             let total = info.as_ref().and_then(|i| i.length);
+            tracked.progress(offset, total);
             let mut pending = rest;
             if !pending.is_empty() {
                 first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
@@ -487,6 +488,7 @@ pub async fn fetch_to(
                     meter.fetch_add(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     hasher.update(&pending);
                     offset += pending.len() as u64;
+                    tracked.progress(offset, total);
                     pending.clear();
                 }
                 let n = watch.guard(policy.stall, stream.read(&mut buf)).await??;
