@@ -65,12 +65,12 @@ if [ "$(id -u)" = 0 ] && { ! need_cmd ip || ! need_cmd nft || ! need_cmd ethtool
 fi
 
 # Headless Chromium for the dashboard test (playwright-core drives Debian's
-# chromium; it downloads no browser) and docker-compose to validate the
-# compose file. Debian packages: root only.
-if [ "$(id -u)" = 0 ] && { ! need_cmd chromium || ! need_cmd docker-compose; }; then
-    say "installing chromium and docker-compose"
+# chromium; it downloads no browser), docker-compose to validate the compose
+# file and jq (the compose entrypoint uses it). Debian packages: root only.
+if [ "$(id -u)" = 0 ] && { ! need_cmd chromium || ! need_cmd docker-compose || ! need_cmd jq; }; then
+    say "installing chromium, docker-compose and jq"
     export DEBIAN_FRONTEND=noninteractive
-    pkgs="chromium docker-compose"
+    pkgs="chromium docker-compose jq"
     # shellcheck disable=SC2086
     apt-get install -y --no-install-recommends $pkgs >/dev/null 2>&1 \
         || { apt-get update >/dev/null && apt-get install -y --no-install-recommends $pkgs >/dev/null; }

@@ -528,3 +528,181 @@ fn consume_draws_progress_bars_on_a_terminal_only() {
     assert!(!both.contains(&prefix) && both.contains("ok   "), "{both}");
     provider.stop();
 }
+
+/// docker-compose and what the test needs around it (python3 with PyYAML,
+/// which Debian's docker-compose brings, and jq for the entrypoint); under
+/// `CI=true` their absence is a failure.
+fn compose_available() -> bool {
+    let have = |cmd: &str, arg: &str| {
+        std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have("docker-compose", "version") && have("jq", "--version") {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("docker-compose or jq is missing and CI=true: run scripts/setup.sh (as root)");
+    }
+    eprintln!("SKIP compose: docker-compose or jq missing; run scripts/setup.sh as root");
+    false
+}
+
+#[test]
+fn the_compose_file_is_valid_and_every_service_runs_a_command_the_binary_accepts() {
+    if !compose_available() {
+        return;
+    }
+    let root = project_root();
+    let compose = root.join("docker-compose.yml");
+    let config = std::process::Command::new("docker-compose")
+        .arg("-f")
+        .arg(&compose)
+        .arg("config")
+        .env_remove("LEDGERMESH_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        config.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&config.stderr)
+    );
+    // The resolved file as JSON (PyYAML comes with Debian's docker-compose).
+    let mut py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, json, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(&config.stdout).unwrap();
+    let resolved: serde_json::Value =
+        serde_json::from_slice(&py.wait_with_output().unwrap().stdout).unwrap();
+    let services = resolved["services"].as_object().unwrap();
+    let mut names: Vec<&str> = services.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "chain",
+            "consumer-1",
+            "consumer-2",
+            "provider-1",
+            "provider-2",
+            "relay"
+        ]
+    );
+
+    // Each service's command goes through the real entrypoint, in the
+    // order compose starts them, with a shared folder standing in for the
+    // volume and a `ledgermesh` on PATH that runs `config check` on the
+    // final command line (keygen runs for real: the PeerIds are real).
+    let dir = temp_dir("compose");
+    let shared = dir.0.join("shared");
+    std::fs::create_dir_all(shared.join("chain")).unwrap();
+    std::fs::write(
+        shared.join("chain.json"),
+        "{\"contract\":\"0x5FbDB2315678afecb367f032d93F642f64180aa3\"}\n",
+    )
+    .unwrap();
+    for n in 1..=4 {
+        std::fs::write(shared.join(format!("chain/ledger-{n}.key")), "00\n").unwrap();
+    }
+    let shim_dir = dir.0.join("bin");
+    std::fs::create_dir_all(&shim_dir).unwrap();
+    let checks = dir.0.join("checks.jsonl");
+    let shim = shim_dir.join("ledgermesh");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nset -eu\nif [ \"$1\" = keygen ]; then exec {bin} \"$@\"; fi\n\
+             for a in \"$@\"; do set -- \"$@\" \"$(printf '%s' \"$a\" | sed 's#^/etc/ledgermesh/#{cfg}/#')\"; shift; done\n\
+             exec {bin} config check --json -- \"$@\" >> {checks}\n",
+            bin = ledgermesh_e2e::procs::bin_path().display(),
+            cfg = root.join("config").display(),
+            checks = checks.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        shim_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let order = [
+        "chain",
+        "relay",
+        "provider-1",
+        "provider-2",
+        "consumer-1",
+        "consumer-2",
+    ];
+    for name in order {
+        let svc = &services[name];
+        let command: Vec<String> = svc["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let mut run = std::process::Command::new("sh");
+        run.arg(root.join("docker/entrypoint.sh"))
+            .args(&command)
+            .env_clear()
+            .env("PATH", &path)
+            .env("LM_SHARED", &shared);
+        for (k, v) in svc["environment"].as_object().unwrap() {
+            run.env(k, v.as_str().unwrap());
+        }
+        let out = run.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let results: Vec<serde_json::Value> = std::fs::read_to_string(&checks)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), order.len(), "{results:#?}");
+    let roles: Vec<&str> = results
+        .iter()
+        .map(|r| r["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["devchain", "relay", "provide", "provide", "consume", "consume"]
+    );
+    assert!(results.iter().all(|r| r["ok"] == true));
+    // What the entrypoint filled in reached the settings.
+    let relay_id = std::fs::read_to_string(shared.join("relay.id")).unwrap();
+    let p1 = std::fs::read_to_string(shared.join("provider-1.id")).unwrap();
+    let p2 = std::fs::read_to_string(shared.join("provider-2.id")).unwrap();
+    let consumer = &results[4]["settings"];
+    assert_eq!(
+        consumer["want"]["value"],
+        serde_json::json!([
+            format!("{}/sample", p1.trim()),
+            format!("{}/ticks", p2.trim())
+        ])
+    );
+    assert_eq!(consumer["want"]["from"], "env");
+    assert_eq!(
+        consumer["relay"]["value"],
+        serde_json::json!([format!("/dns4/relay/tcp/4001/p2p/{}", relay_id.trim())])
+    );
+    assert_eq!(
+        consumer["ledger"]["value"],
+        "evm:http://chain:8545@0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    );
+    assert_eq!(consumer["api_token"]["value"], "[redacted]");
+    assert_eq!(results[1]["settings"]["listen"]["from"], "file");
+}

@@ -71,6 +71,10 @@ pub struct DevchainArgs {
     /// Print one JSON object (`devchain_ready`) with the spec and key files.
     #[arg(long)]
     pub json: bool,
+    /// Also write the `devchain_ready` object to FILE once the chain is up
+    /// (written aside and renamed, so a reader never sees half of it).
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 /// Options of roles that use the ledger.

@@ -290,9 +290,26 @@ pub fn check(file: Option<PathBuf>, command: Vec<String>, json: bool) -> anyhow:
         }
     }
     let layered = layer(argv)?;
-    let role = layered
-        .role
-        .context("config check takes relay, provide, consume, nc or echo")?;
+    let Some(role) = layered.role else {
+        // A command without a config file (devchain, keygen, …): its
+        // command line is checked as clap parses it.
+        let matches = crate::cli::Cli::command()
+            .try_get_matches_from(&layered.argv)
+            .map_err(|e| {
+                anyhow::anyhow!("{}", e.to_string().trim_start_matches("error: ").trim())
+            })?;
+        let name = matches.subcommand_name().unwrap_or_default().to_string();
+        if json {
+            crate::events::print_json_line(&serde_json::json!({
+                "ok": true,
+                "role": name,
+                "settings": {},
+            }));
+        } else {
+            println!("ok: `ledgermesh {name}` accepts this command line (it takes no config file)");
+        }
+        return Ok(0);
+    };
     let matches = crate::cli::Cli::command()
         .try_get_matches_from(&layered.argv)
         .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_start_matches("error: ").trim()))?;

@@ -41,16 +41,23 @@ pub(super) async fn run_devchain(args: DevchainArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|(p, _)| p.display().to_string())
         .collect();
+    let ready = serde_json::json!({
+        "event": "devchain_ready",
+        "spec": chain.spec(),
+        "rpc": chain.rpc_url,
+        "contract": chain.contract.to_string(),
+        "payments": payments,
+        "anvil_pid": chain.pid(),
+        "ledger_keys": keys,
+    });
+    if let Some(file) = &args.ready_file {
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{ready}\n"))
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .with_context(|| format!("--ready-file {}", file.display()))?;
+    }
     if args.json {
-        crate::events::print_json_line(&serde_json::json!({
-            "event": "devchain_ready",
-            "spec": chain.spec(),
-            "rpc": chain.rpc_url,
-            "contract": chain.contract.to_string(),
-            "payments": payments,
-            "anvil_pid": chain.pid(),
-            "ledger_keys": keys,
-        }));
+        crate::events::print_json_line(&ready);
     } else {
         println!("local chain ready at {}", chain.rpc_url);
         println!("SignalBoard deployed at {}", chain.contract);
