@@ -512,6 +512,8 @@ fn relay_with_api(extra: &[&str]) -> ApiRelay {
             return ApiRelay(child, v["addr"].as_str().unwrap().to_string());
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the relay never said where its API is");
 }
 

@@ -234,6 +234,8 @@ async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files()
         count("direct"),
         "{metrics}"
     );
+    // libp2p's own metrics share the registry.
+    assert!(metric("libp2p_ping_rtt_seconds_count") >= 1.0, "{metrics}");
     // Read after the status, so at least what the status counted.
     let out_bytes = metric("ledgermesh_stream_bytes_total{direction=\"out\",stream=\"ticks\"}");
     assert!(
@@ -477,6 +479,11 @@ fn consume_draws_progress_bars_on_a_terminal_only() {
     );
     let l = provider.wait_for("provider listening", WAIT, |v| event_is(v, "listening"));
     let provider_addr = format!("{}/p2p/{pid}", tcp_addr(&l));
+    // Serving once it follows its ledger (a direct buyer dialing before
+    // that could be told the stream protocol is not there yet).
+    provider.wait_for("provider following", WAIT, |v| {
+        event_is(v, "ledger_following")
+    });
     let consume = |run: &str, extra: &str| -> String {
         format!(
             "{} consume --key {ckey} --listen /ip4/127.0.0.1/tcp/0 --provider-addr {provider_addr} \

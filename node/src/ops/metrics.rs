@@ -32,6 +32,9 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
 /// Every metric the node exports.
 pub struct Metrics {
     registry: Registry,
+    /// libp2p's own metrics (libp2p-metrics), in the same registry under
+    /// `libp2p_…`: swarm connections and dials, ping, identify, DCUtR.
+    p2p: libp2p::metrics::Metrics,
     connections: Family<Labels, Gauge>,
     connections_opened: Family<Labels, Counter>,
     hole_punches: Family<Labels, Counter>,
@@ -72,9 +75,12 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every family registered.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("ledgermesh");
+        let mut root = Registry::default();
+        let p2p = libp2p::metrics::Metrics::new(&mut root);
+        let registry = root.sub_registry_with_prefix("ledgermesh");
         let mut m = Self {
             registry: Registry::default(),
+            p2p,
             connections: Default::default(),
             connections_opened: Default::default(),
             hole_punches: Default::default(),
@@ -103,7 +109,7 @@ impl Metrics {
             cumulative: Default::default(),
             stream_seen: Default::default(),
         };
-        let r = &mut registry;
+        let r = registry;
         r.register(
             "connections",
             "Open connections, by path (direct, relayed) and transport",
@@ -231,8 +237,26 @@ impl Metrics {
             "Payments refused (an invoice over our meter, a bad voucher...), by reason",
             m.payment_refusals.clone(),
         );
-        m.registry = registry;
+        m.registry = root;
         m
+    }
+
+    /// Records a swarm event in libp2p's metrics.
+    pub fn record_swarm<T>(&self, event: &libp2p::swarm::SwarmEvent<T>) {
+        use libp2p::metrics::Recorder;
+        self.p2p.record(event);
+    }
+
+    /// Records the behaviour events libp2p's metrics know.
+    pub fn record_behaviour(&self, event: &crate::swarm::BehaviourEvent) {
+        use crate::swarm::BehaviourEvent as B;
+        use libp2p::metrics::Recorder;
+        match event {
+            B::Ping(e) => self.p2p.record(e),
+            B::Identify(e) => self.p2p.record(e),
+            B::Dcutr(e) => self.p2p.record(e),
+            _ => {}
+        }
     }
 
     /// Counts what an event says.

@@ -20,6 +20,7 @@ pub(super) struct EventLoop {
     pub(super) swarm: Swarm<Behaviour>,
     pub(super) config: NodeConfig,
     pub(super) emitter: Emitter,
+    pub(super) ops: std::sync::Arc<crate::ops::Ops>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) signals: watch::Sender<NetSignals>,
     pub(super) listeners: Listeners,
@@ -148,6 +149,10 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.ops.metrics.record_swarm(&event);
+        if let SwarmEvent::Behaviour(b) = &event {
+            self.ops.metrics.record_behaviour(b);
+        }
         match event {
             SwarmEvent::NewListenAddr {
                 listener_id,

@@ -99,6 +99,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         paths: ledgermesh_protocol::path::PathSet::new(config.close_relayed_after_upgrade),
         config,
         emitter: emitter.clone(),
+        ops: ops.clone(),
         commands,
         signals: signals_tx,
         listeners,
