@@ -217,20 +217,36 @@ pub(crate) async fn open(
     peer: PeerId,
     stall: Duration,
 ) -> Result<libp2p::Stream, StreamError> {
-    let opened = tokio::time::timeout(stall, control.open_stream(peer, STREAM_PROTOCOL)).await;
-    match opened {
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "opening the stream timed out",
-        )
-        .into()),
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
-            Err(StreamError::Unsupported)
-        }
-        Ok(Err(e)) => Err(std::io::Error::other(e.to_string()).into()),
+    // A provider that has just started may not serve the protocol for a
+    // moment (its node is up before its stream server): asked again a few
+    // times over two seconds before "does not support" is believed.
+    let mut unsupported_left = UNSUPPORTED_RETRIES;
+    loop {
+        let opened =
+            tokio::time::timeout(stall, control.open_stream(peer, STREAM_PROTOCOL)).await;
+        return match opened {
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "opening the stream timed out",
+            )
+            .into()),
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
+                if unsupported_left > 0 {
+                    unsupported_left -= 1;
+                    tokio::time::sleep(UNSUPPORTED_PAUSE).await;
+                    continue;
+                }
+                Err(StreamError::Unsupported)
+            }
+            Ok(Err(e)) => Err(std::io::Error::other(e.to_string()).into()),
+        };
     }
 }
+
+/// How often, and how far apart, "does not support" is asked again.
+const UNSUPPORTED_RETRIES: u32 = 8;
+const UNSUPPORTED_PAUSE: Duration = Duration::from_millis(250);
 
 /// Where a stream's bytes go.
 #[derive(Debug, Clone, PartialEq, Eq)]
