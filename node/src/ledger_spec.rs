@@ -30,7 +30,9 @@ pub enum LedgerSpecError {
 pub const LEDGER_KEY_ENV: &str = "LEDGERMESH_LEDGER_KEY";
 
 /// The ledger key: from `file` when given, else from [`LEDGER_KEY_ENV`].
-pub fn ledger_key(file: Option<&Path>) -> Result<Option<String>, LedgerSpecError> {
+pub fn ledger_key(
+    file: Option<&Path>,
+) -> Result<Option<zeroize::Zeroizing<String>>, LedgerSpecError> {
     match file {
         Some(p) => {
             // An account key others can read is refused, like an identity key.
@@ -39,7 +41,7 @@ pub fn ledger_key(file: Option<&Path>) -> Result<Option<String>, LedgerSpecError
                 detail: e.to_string(),
             })?;
             std::fs::read_to_string(p)
-                .map(Some)
+                .map(|k| Some(zeroize::Zeroizing::new(k)))
                 .map_err(|e| LedgerSpecError::KeyFile {
                     path: p.display().to_string(),
                     detail: e.to_string(),
@@ -47,7 +49,8 @@ pub fn ledger_key(file: Option<&Path>) -> Result<Option<String>, LedgerSpecError
         }
         None => Ok(std::env::var(LEDGER_KEY_ENV)
             .ok()
-            .filter(|k| !k.trim().is_empty())),
+            .filter(|k| !k.trim().is_empty())
+            .map(zeroize::Zeroizing::new)),
     }
 }
 

@@ -32,7 +32,8 @@ fn tcp_addr(listening: &serde_json::Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files() {
+async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files_and_report_their_paths(
+) {
     let dir = temp_dir("operate-config");
     // The relay: config/relay.toml, listening on loopback instead of its
     // public port (a flag beside the file wins).
@@ -101,10 +102,36 @@ async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files()
         event_is(v, "ledger_following")
     });
 
-    // The consumer: config/consumer.toml, wanting the provider's `sample`
-    // (the file's `want` names a placeholder peer; the flag replaces it).
+    // A second provider from the same file.
+    let (p2key, p2id) = keygen(&dir.0, "provider-2");
+    let mut provider2 = Proc::start(
+        "provider-2",
+        &dir.0,
+        &[
+            "provide",
+            "--config",
+            &config("provider.toml"),
+            "--json",
+            "--key",
+            &p2key,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--relay",
+            &relay_addr,
+            "--acl",
+            acl.to_str().unwrap(),
+        ],
+    );
+    let l = provider2.wait_for("provider-2 listening", WAIT, |v| event_is(v, "listening"));
+    let provider2_addr = format!("{}/p2p/{p2id}", tcp_addr(&l));
+    provider2.wait_for("provider-2 following", WAIT, |v| {
+        event_is(v, "ledger_following")
+    });
+
+    // The consumer: config/consumer.toml, wanting both providers' `sample`
+    // (the file's `want` names a placeholder peer; the flags replace it).
     let out = dir.0.join("received");
-    let want = format!("{pid}/sample");
+    let (want1, want2) = (format!("{pid}/sample"), format!("{p2id}/sample"));
     let mut consumer = Proc::start(
         "consumer",
         &dir.0,
@@ -118,9 +145,11 @@ async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files()
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
             "--want",
-            &want,
+            &want1,
+            &want2,
             "--provider-addr",
             &provider_addr,
+            &provider2_addr,
             "--out",
             out.to_str().unwrap(),
         ],
@@ -133,7 +162,10 @@ async fn a_relay_a_provider_and_a_consumer_run_from_the_committed_config_files()
         seed: 7,
     })
     .await;
-    assert_eq!(file_sha256(&out.join(&pid).join("sample")), expected);
+    for id in [&pid, &p2id] {
+        assert_eq!(file_sha256(&out.join(id).join("sample")), expected);
+    }
+    provider2.stop();
     let relayed = relay.matching(|v| {
         event_is(v, "relay_reservation") && v["peer_id"] == pid && v["outcome"] == "accepted"
     });
@@ -371,8 +403,11 @@ fn follower(
     extra: &[&str],
 ) -> Proc {
     let out = dir.join(format!("out-{name}"));
+    let consumer_toml = config("consumer.toml");
     let mut args = vec![
         "consume",
+        "--config",
+        &consumer_toml,
         "--json",
         "--key",
         key,

@@ -105,7 +105,13 @@ impl LedgerArgs {
             confirmations: self.confirmations.max(1),
             ..Default::default()
         };
-        Ok(open_ledger(&self.ledger, key.as_deref(), account, options).await?)
+        Ok(open_ledger(
+            &self.ledger,
+            key.as_ref().map(|k| k.as_str()),
+            account,
+            options,
+        )
+        .await?)
     }
 }
 

@@ -248,6 +248,7 @@ async fn status(State(api): State<Api>) -> Response {
         "relays": relays,
         "connections": connections(&snap),
         "streams": {"active": ops.traffic.active(), "recent": ops.traffic.recent()},
+        "grants": ops.grants_json(),
         "relay": ops.relay_json(),
         "payments": ops.payments_json(),
     }))

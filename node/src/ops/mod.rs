@@ -44,6 +44,9 @@ struct Money {
     claimed: u128,
 }
 
+/// Grants remembered for the status (the grant store's own cap).
+const MAX_GRANTS: usize = 65_536;
+
 /// One node's operator view; the node's emitter feeds it.
 pub struct Ops {
     started: Instant,
@@ -54,6 +57,9 @@ pub struct Ops {
     pub metrics: metrics::Metrics,
     relay: Mutex<RelayTables>,
     money: Mutex<Money>,
+    /// Grants in force: (peer, stream) → until (unix ms). On a provider
+    /// the grants it issued, on a consumer the ones it holds.
+    grants: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl std::fmt::Debug for Ops {
@@ -72,6 +78,7 @@ impl Ops {
             metrics: metrics::Metrics::new(),
             relay: Default::default(),
             money: Default::default(),
+            grants: Default::default(),
         }
     }
 
@@ -152,6 +159,28 @@ impl Ops {
                 let mut m = self.money.lock().unwrap_or_else(|p| p.into_inner());
                 m.claimed += amount.parse::<u128>().unwrap_or(0);
             }
+            Event::Grant {
+                peer_id,
+                stream,
+                expires_ms,
+                ..
+            } => {
+                let mut g = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+                let now = crate::events::now_ms();
+                if g.len() >= MAX_GRANTS {
+                    g.retain(|_, until| *until > now);
+                }
+                let key = (peer_id.clone(), stream.clone());
+                if g.len() < MAX_GRANTS || g.contains_key(&key) {
+                    g.insert(key, *expires_ms);
+                }
+            }
+            Event::GrantExpired {
+                peer_id, stream, ..
+            } => {
+                let mut g = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+                g.remove(&(peer_id.clone(), stream.clone()));
+            }
             _ => {}
         }
     }
@@ -213,8 +242,115 @@ impl Ops {
         })
     }
 
+    /// The grants in force, soonest to end first.
+    pub fn grants_json(&self) -> Value {
+        let now = crate::events::now_ms();
+        let mut g = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|_, until| *until > now);
+        let mut v: Vec<Value> = g
+            .iter()
+            .map(|((peer, stream), until)| json!({"peer_id": peer, "stream": stream, "expires_ms": until}))
+            .collect();
+        v.sort_by_key(|x| x["expires_ms"].as_u64());
+        Value::Array(v)
+    }
+
     /// Bytes in, out and streams running, per peer.
     pub fn traffic_by_peer(&self) -> HashMap<PeerId, (u64, u64, usize)> {
         self.traffic.by_peer()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_fill_the_relay_tables_the_payments_and_the_grants() {
+        let ops = Ops::new("relay");
+        let ev = |e: Event| ops.observe(&e);
+        ev(Event::RelayReservation {
+            peer_id: "P".into(),
+            outcome: "accepted".into(),
+            reason: None,
+            status: None,
+        });
+        ev(Event::RelayCircuit {
+            src: "C".into(),
+            dst: "P".into(),
+            outcome: "opened".into(),
+            reason: None,
+            status: None,
+            bytes_to_dst: None,
+            bytes_to_src: None,
+        });
+        let r = ops.relay_json();
+        assert_eq!(r["reservations"][0]["peer_id"], "P");
+        assert_eq!(r["circuits"][0]["src"], "C");
+        ev(Event::RelayCircuit {
+            src: "C".into(),
+            dst: "P".into(),
+            outcome: "closed".into(),
+            reason: None,
+            status: None,
+            bytes_to_dst: Some(100),
+            bytes_to_src: Some(20),
+        });
+        ev(Event::RelayReservation {
+            peer_id: "P".into(),
+            outcome: "timed_out".into(),
+            reason: None,
+            status: None,
+        });
+        let r = ops.relay_json();
+        assert_eq!(r["circuits"], json!([]));
+        assert_eq!(r["reservations"], json!([]));
+        assert_eq!(
+            (r["circuits_closed"].clone(), r["bytes_carried"].clone()),
+            (json!(1), json!(120))
+        );
+        // Cumulative vouchers: the latest per channel counts, not their sum.
+        for c in ["100", "250"] {
+            ev(Event::VoucherReceived {
+                payer: "C".into(),
+                channel: "0x01".into(),
+                cumulative: c.into(),
+                bytes: 0,
+            });
+        }
+        ev(Event::Claimed {
+            channel: "0x01".into(),
+            amount: "250".into(),
+            tx: None,
+            gas_used: None,
+        });
+        let p = ops.payments_json();
+        assert_eq!(
+            (p["earned_wei"].as_str(), p["claimed_wei"].as_str()),
+            (Some("250"), Some("250"))
+        );
+        let now = crate::events::now_ms();
+        for (stream, until) in [("live", now + 60_000), ("old", now - 1)] {
+            ev(Event::Grant {
+                peer_id: "C".into(),
+                stream: stream.into(),
+                expires_ms: until,
+                renewed: false,
+            });
+        }
+        let g = ops.grants_json();
+        assert_eq!(
+            g.as_array().unwrap().len(),
+            1,
+            "an expired grant is not in force: {g}"
+        );
+        assert_eq!(g[0]["stream"], "live");
+        ev(Event::GrantExpired {
+            peer_id: "C".into(),
+            stream: "live".into(),
+            offset: None,
+            path: None,
+        });
+        assert_eq!(ops.grants_json(), json!([]));
     }
 }

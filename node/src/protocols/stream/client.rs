@@ -222,8 +222,7 @@ pub(crate) async fn open(
     // times over two seconds before "does not support" is believed.
     let mut unsupported_left = UNSUPPORTED_RETRIES;
     loop {
-        let opened =
-            tokio::time::timeout(stall, control.open_stream(peer, STREAM_PROTOCOL)).await;
+        let opened = tokio::time::timeout(stall, control.open_stream(peer, STREAM_PROTOCOL)).await;
         return match opened {
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
