@@ -209,6 +209,14 @@ async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files
             && path_of(&rid) == Some(("relayed".into(), relay_id.clone().into()))
     });
     let peers = status["peers"].as_array().unwrap();
+    for p in peers
+        .iter()
+        .filter(|p| p["peer_id"] == cid || p["peer_id"] == rid)
+    {
+        assert!(p["streams"].as_u64().unwrap() >= 1, "{p}");
+        assert!(p["bytes_out"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["rate_out_bytes_s"].as_f64().is_some(), "{p}");
+    }
     assert!(peers
         .iter()
         .all(|p| p["rtt_ms"].as_f64().unwrap_or(0.0) > 0.0 || p["peer_id"] != cid));

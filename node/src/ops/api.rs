@@ -261,6 +261,11 @@ async fn peers(State(api): State<Api>) -> Response {
         Err(r) => return r,
     };
     let traffic = api.handle.ops().traffic_by_peer();
+    // Throughput per peer and direction: the streams' rates, summed.
+    let mut rates: std::collections::HashMap<(String, crate::ops::Dir), f64> = Default::default();
+    for st in api.handle.ops().traffic.active() {
+        *rates.entry((st.peer_id.clone(), st.direction)).or_default() += st.rate_bytes_s;
+    }
     let conns = connections(&snap);
     let mut by_peer: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for c in conns {
@@ -293,6 +298,8 @@ async fn peers(State(api): State<Api>) -> Response {
                 "rating": best["health"]["rating"],
                 "bytes_in": bytes_in,
                 "bytes_out": bytes_out,
+                "rate_in_bytes_s": rates.get(&(peer.clone(), crate::ops::Dir::In)).copied().unwrap_or(0.0),
+                "rate_out_bytes_s": rates.get(&(peer.clone(), crate::ops::Dir::Out)).copied().unwrap_or(0.0),
                 "streams": streams,
                 "connections": conns,
             })
