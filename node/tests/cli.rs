@@ -248,9 +248,20 @@ fn bench_json_has_every_figure() {
         "/mxn/rss_kib_per_connection",
         "/envelope/seal_per_s",
         "/envelope/open_per_s",
+        "/peers/libp2p_tcp_mib_s",
+        "/peers/libp2p_quic_mib_s",
+        "/peers/tcp_ratio_to_libp2p",
+        "/peers/quic_ratio_to_libp2p",
     ] {
         assert!(number(p) > 0.0, "{p} = {}", number(p));
     }
+    for p in [
+        "/idle/rss_kib_per_connection",
+        "/idle/rss_kib_per_reservation",
+    ] {
+        assert!(number(p) >= 0.0, "{p} = {}", number(p));
+    }
+    assert_eq!(number("/idle/peers"), 200.0);
     for p in [
         "/latency_ms/direct_p50",
         "/latency_ms/direct_p99",

@@ -7,8 +7,10 @@
 
 mod baselines;
 mod envelope;
+mod idle;
 mod live;
 mod nodes;
+mod peers;
 mod scale;
 mod setup;
 mod table;
@@ -59,6 +61,10 @@ pub enum Section {
     Envelope,
     /// Live streams: one feed to M buyers, one buyer on N feeds (lag, fairness).
     Live,
+    /// The stock rust-libp2p stack (TCP and QUIC) against ours, same bytes, same rounds.
+    Peers,
+    /// A relay process's resident memory per idle connection and per reservation.
+    Idle,
 }
 
 struct Sizes {
@@ -258,6 +264,17 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                 "one_buyer_n_feeds": live::fanin(&[10, 50], 8 << 20, secs).await?,
             }),
         );
+    }
+
+    if wants(Section::Peers) {
+        eprintln!("bench: the stock libp2p stack against ours…");
+        out.insert("peers".into(), peers::peers(&sz).await?);
+    }
+
+    if wants(Section::Idle) {
+        let n = if opts.quick { 200 } else { 1000 };
+        eprintln!("bench: {n} idle connections and reservations on a relay process…");
+        out.insert("idle".into(), idle::idle(n).await?);
     }
 
     if wants(Section::Envelope) {

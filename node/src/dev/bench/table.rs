@@ -153,6 +153,36 @@ pub fn print_table(v: &Value) {
             }
         }
     }
+    if has("peers") {
+        println!("\nPEERS (same bytes over one stream, rounds interleaved with ours)");
+        println!(
+            "  stock rust-libp2p TCP+noise+yamux {} MiB/s ({} ms CPU/MiB)   ours {} MiB/s ({} ms CPU/MiB)   ours/stock {}",
+            f("/peers/libp2p_tcp_mib_s"),
+            f("/peers/libp2p_tcp_cpu_ms_per_mib"),
+            f("/peers/ours_tcp_mib_s"),
+            f("/peers/ours_tcp_cpu_ms_per_mib"),
+            f("/peers/tcp_ratio_to_libp2p")
+        );
+        println!(
+            "  stock rust-libp2p QUIC            {} MiB/s ({} ms CPU/MiB)   ours {} MiB/s ({} ms CPU/MiB)   ours/stock {}",
+            f("/peers/libp2p_quic_mib_s"),
+            f("/peers/libp2p_quic_cpu_ms_per_mib"),
+            f("/peers/ours_quic_mib_s"),
+            f("/peers/ours_quic_cpu_ms_per_mib"),
+            f("/peers/quic_ratio_to_libp2p")
+        );
+        println!("  iroh: not measured (not built into ledgermesh)");
+    }
+    if has("idle") {
+        println!("\nIDLE (a relay process's resident memory)");
+        println!(
+            "  {} idle connections: {} KiB each; {} reservations on them: {} KiB each",
+            f("/idle/peers"),
+            f("/idle/rss_kib_per_connection"),
+            f("/idle/peers"),
+            f("/idle/rss_kib_per_reservation")
+        );
+    }
     if has("envelope") {
         println!("\nENVELOPES");
         println!(

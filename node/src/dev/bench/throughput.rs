@@ -20,6 +20,11 @@ pub(super) struct RelayProcess {
 
 impl RelayProcess {
     pub(super) async fn start() -> anyhow::Result<RelayProcess> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`RelayProcess::start`] with extra flags.
+    pub(super) async fn start_with(extra: &[&str]) -> anyhow::Result<RelayProcess> {
         use tokio::io::AsyncBufReadExt;
         let exe = std::env::current_exe().context("locating the ledgermesh binary")?;
         let mut child = tokio::process::Command::new(exe)
@@ -31,7 +36,11 @@ impl RelayProcess {
                 "--listen",
             ])
             .arg("/ip4/127.0.0.1/tcp/0")
-            .env("RUST_LOG", "error")
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("LEDGERMESH_BENCH_RELAY_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -62,8 +71,15 @@ impl RelayProcess {
         })
         .await
         .context("relay process did not report its addresses")??;
-        // Keep reading its events so the pipe never fills.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep reading its events so the pipe never fills; a refusal is
+        // worth seeing (a benchmark's peers should never be refused).
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("\"refused\"") {
+                    eprintln!("bench: the relay process refused: {line}");
+                }
+            }
+        });
         Ok(RelayProcess { child, tcp: found })
     }
 
