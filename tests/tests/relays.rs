@@ -342,3 +342,112 @@ fn a_relayed_path_gone_slow_is_rerouted_to_a_healthy_relay_without_loss() {
     }));
     assert_eq!(file_sha256(&file), expected, "every byte once, verified");
 }
+
+/// A burst of reservations from many stock rust-libp2p clients at once is
+/// answered in full: none is dropped unanswered (libp2p-stream's one-slot
+/// inbound channel used to drop hop streams that arrived together, and a
+/// stock client then saw only "Failed to get Reservation").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_stock_clients_all_get_their_reservations() {
+    use futures::StreamExt;
+    use libp2p::multiaddr::Protocol;
+    use libp2p::swarm::SwarmEvent;
+    const N: usize = 100;
+    let dir = temp_dir("relay-burst");
+    let mut relay = Proc::start(
+        "relay",
+        &dir.0,
+        &[
+            "relay",
+            "--json",
+            "--open",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--max-reservations-per-ip",
+            "1000",
+        ],
+    );
+    let l = relay.wait_for("relay listening", T, |v| event_is(v, "listening"));
+    let addr: libp2p::Multiaddr = format!(
+        "{}/p2p/{}",
+        l["addrs"][0].as_str().unwrap(),
+        l["peer_id"].as_str().unwrap()
+    )
+    .parse()
+    .unwrap();
+    // Every client connects first; then all ask at once.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let (go, go_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for _ in 0..N {
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)
+            .unwrap()
+            .with_behaviour(|_, relay| relay)
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        swarm.dial(addr.clone()).unwrap();
+        let (tx, mut go, addr) = (tx.clone(), go_rx.clone(), addr.clone());
+        tasks.push(tokio::spawn(async move {
+            // Connected first.
+            loop {
+                if let SwarmEvent::ConnectionEstablished { .. } = swarm.select_next_some().await {
+                    break;
+                }
+            }
+            let _ = tx.send(Ok(()));
+            loop {
+                tokio::select! {
+                    _ = go.wait_for(|go| *go) => break,
+                    _ = swarm.select_next_some() => {}
+                }
+            }
+            swarm.listen_on(addr.with(Protocol::P2pCircuit)).unwrap();
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::Behaviour(
+                        libp2p::relay::client::Event::ReservationReqAccepted { .. },
+                    ) => {
+                        let _ = tx.send(Ok(()));
+                    }
+                    SwarmEvent::ListenerClosed { reason: Err(e), .. } => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    for _ in 0..N {
+        tokio::time::timeout(T, rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    go.send_replace(true);
+    let mut accepted = 0;
+    let mut failed = Vec::new();
+    while accepted + failed.len() < N {
+        match tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap() {
+            Ok(()) => accepted += 1,
+            Err(e) => failed.push(e),
+        }
+    }
+    assert_eq!(
+        accepted, N,
+        "every reservation answered and accepted; failed: {failed:?}"
+    );
+    for t in tasks {
+        t.abort();
+    }
+    relay.stop();
+}

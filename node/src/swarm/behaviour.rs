@@ -29,6 +29,8 @@ mod composed {
         pub(crate) memory: libp2p::memory_connection_limits::Behaviour,
         pub(crate) relay_client: relay::client::Behaviour,
         pub(crate) relay_server: Toggle<crate::protocols::relay::behaviour::Behaviour>,
+        /// A relay's inbound hop streams, through a bounded queue.
+        pub(crate) hop_inbox: Toggle<crate::swarm::inbound::Inbound>,
         pub(crate) dcutr: Toggle<dcutr::Behaviour>,
         pub(crate) identify: identify::Behaviour,
         pub(crate) ping: ping::Behaviour,
@@ -83,6 +85,7 @@ pub(super) fn build(
     config: &NodeConfig,
     keypair: Keypair,
     relay_server: Option<crate::protocols::relay::behaviour::Behaviour>,
+    hop_inbox: Option<super::inbound::Inbound>,
     meters: super::metered::RelayMeters,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     let build = |e: &dyn std::fmt::Display| NodeError::Build(e.to_string());
@@ -117,6 +120,7 @@ pub(super) fn build(
                 },
                 relay_client,
                 relay_server: Toggle::from(relay_server),
+                hop_inbox: Toggle::from(hop_inbox),
                 dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(local))),
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY_PROTOCOL.into(),

@@ -21,6 +21,7 @@ mod config;
 mod connections;
 mod event_loop;
 mod handle;
+pub mod inbound;
 mod listeners;
 pub mod metered;
 pub mod mux;
@@ -43,6 +44,10 @@ use libp2p::identity::Keypair;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
+
+/// Hop streams a relay queues before its server takes them (the server
+/// then bounds the handshakes it runs at once).
+const HOP_QUEUE: usize = 1024;
 
 /// Starts a node: builds the swarm, opens listeners, asks for relay
 /// reservations, and spawns the event loop.
@@ -69,8 +74,22 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     let relay_behaviour = (relay.as_ref()).map(|(_, shared, reporter)| {
         relay_server::behaviour::Behaviour::new(shared.clone(), reporter.clone())
     });
+    // A relay takes hop streams through its own bounded queue (see inbound.rs).
+    let (hop_inbox, hop_incoming) = match relay {
+        Some(_) => {
+            let (b, rx) = inbound::Inbound::new(relay_server::HOP, HOP_QUEUE);
+            (Some(b), Some(rx))
+        }
+        None => (None, None),
+    };
     let meters = metered::RelayMeters::default();
-    let mut swarm = behaviour::build(&config, keypair.clone(), relay_behaviour, meters.clone())?;
+    let mut swarm = behaviour::build(
+        &config,
+        keypair.clone(),
+        relay_behaviour,
+        hop_inbox,
+        meters.clone(),
+    )?;
     let mut listeners = listeners::Listeners::default();
     for addr in &config.listen {
         let id = swarm
@@ -133,6 +152,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     }
     if let Some((limits, shared, reporter)) = relay {
         relay_server::server::Server {
+            incoming: hop_incoming,
             shared,
             limits,
             reporter,

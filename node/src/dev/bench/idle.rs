@@ -180,8 +180,8 @@ pub(super) async fn idle(n: usize) -> anyhow::Result<Value> {
         "relay_rss_kib_reserved": reserved,
         "rss_kib_per_connection": per(before, connected),
         "rss_kib_per_reservation": per(connected, reserved),
-        // Requests the relay dropped in a burst (libp2p-stream hands inbound
-        // streams over through a one-slot channel) and that were asked again.
+        // Reservation requests that failed without a reason and were asked
+        // again (a relay that drops requests in a burst shows here).
         "reservation_retries": retries,
     }))
 }

@@ -5,10 +5,10 @@
 use super::behaviour::Shared;
 use super::pump::{End, Pump};
 use super::report::{Carried, Reporter};
-use super::{HOP, STOP};
+use super::STOP;
 use crate::protocols::pay::Budget;
 use crate::swarm::{Bill, RelayLimits};
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ledgermesh_protocol::payment::wire::RefusalCode;
 use ledgermesh_protocol::relay::wire::{self, HopRequest, ReservationGrant, WireError};
 use ledgermesh_protocol::relay::{CircuitId, CircuitLimit, Refusal, Status};
@@ -34,6 +34,8 @@ const SWEEP: Duration = Duration::from_secs(10);
 
 /// The relay server: its state, policy, and how it reaches the swarm.
 pub(crate) struct Server {
+    /// The hop streams, from the swarm's bounded inbound queue.
+    pub(crate) incoming: Option<crate::swarm::inbound::Incoming>,
     pub(crate) shared: Shared,
     pub(crate) limits: RelayLimits,
     pub(crate) reporter: Reporter,
@@ -64,8 +66,8 @@ impl Drop for Slot<'_> {
 
 impl Server {
     /// Starts serving hop requests as one of the node's tasks.
-    pub(crate) fn start(mut self) -> Result<(), libp2p_stream::AlreadyRegistered> {
-        let incoming = self.control.accept(HOP)?;
+    pub(crate) fn start(mut self) -> Result<(), &'static str> {
+        let incoming = (self.incoming.take()).ok_or("the relay has no hop queue")?;
         let me = Arc::new(self);
         let (tasks, cancel) = (me.tasks.clone(), me.cancel.clone());
         tasks.spawn(async move { cancel.run_until_cancelled(me.run(incoming)).await });
@@ -76,11 +78,11 @@ impl Server {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn run(self: Arc<Self>, mut incoming: libp2p_stream::IncomingStreams) {
+    async fn run(self: Arc<Self>, mut incoming: crate::swarm::inbound::Incoming) {
         let mut sweep = tokio::time::interval(SWEEP);
         loop {
             tokio::select! {
-                next = incoming.next() => {
+                next = incoming.recv() => {
                     let Some((peer, stream)) = next else { break };
                     let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
                         tracing::debug!(%peer, "relay busy with handshakes; hop stream dropped");

@@ -1,0 +1,157 @@
+//! Inbound streams of one protocol, handed to a task through a bounded
+//! queue. libp2p-stream hands inbound streams over through a one-slot
+//! channel and drops any that arrive while it is full, so a burst of
+//! requests from many peers (reservations on a relay) loses some with no
+//! answer. Here each connection's handler passes its negotiated streams up
+//! and the queue holds up to its capacity; past it a stream is dropped and
+//! counted, and the protocol's own task bounds the work it takes on.
+
+use libp2p::core::upgrade::{DeniedUpgrade, ReadyUpgrade};
+use libp2p::core::{transport::PortUse, Endpoint};
+use libp2p::swarm::handler::{ConnectionEvent, FullyNegotiatedInbound};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+    NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+
+/// Streams one handler holds before the behaviour takes them.
+const PER_CONNECTION: usize = 32;
+
+/// The receiving end: `(peer, stream)` for every inbound stream taken.
+pub type Incoming = mpsc::Receiver<(PeerId, Stream)>;
+
+/// Accepts `protocol` on every connection into a queue of `capacity`.
+pub struct Inbound {
+    protocol: StreamProtocol,
+    queue: mpsc::Sender<(PeerId, Stream)>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Inbound {
+    /// The behaviour and the queue's receiving end.
+    pub fn new(protocol: StreamProtocol, capacity: usize) -> (Self, Incoming) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                protocol,
+                queue,
+                dropped: Default::default(),
+            },
+            rx,
+        )
+    }
+
+    /// Streams dropped because the queue was full.
+    pub fn dropped(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+
+    fn handler(&self) -> Handler {
+        Handler {
+            protocol: self.protocol.clone(),
+            ready: VecDeque::new(),
+        }
+    }
+}
+
+impl NetworkBehaviour for Inbound {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.handler())
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.handler())
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm<'_>) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        _: ConnectionId,
+        stream: THandlerOutEvent<Self>,
+    ) {
+        if self.queue.try_send((peer, stream)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, protocol = %self.protocol, "inbound queue full; stream dropped");
+        }
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+/// One connection's side: negotiates the protocol on inbound streams and
+/// passes them up.
+pub struct Handler {
+    protocol: StreamProtocol,
+    ready: VecDeque<Stream>,
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = Infallible;
+    type ToBehaviour = Stream;
+    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type OutboundProtocol = DeniedUpgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = Infallible;
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, ()> {
+        SubstreamProtocol::new(ReadyUpgrade::new(self.protocol.clone()), ())
+    }
+
+    fn poll(
+        &mut self,
+        _: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Self::OutboundProtocol, Infallible, Stream>> {
+        match self.ready.pop_front() {
+            Some(s) => Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(s)),
+            None => Poll::Pending,
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: Infallible) {
+        match event {}
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<'_, Self::InboundProtocol, Self::OutboundProtocol, (), Infallible>,
+    ) {
+        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+            protocol: stream,
+            ..
+        }) = event
+        {
+            // A peer opening streams faster than the node takes them loses
+            // the newest, on its own connection only.
+            if self.ready.len() < PER_CONNECTION {
+                self.ready.push_back(stream);
+            }
+        }
+    }
+}
