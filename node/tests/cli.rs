@@ -294,6 +294,23 @@ fn bench_json_has_every_figure() {
             "phase {phase} in {memory:?}"
         );
     }
+    // With anvil installed (the test command installs it), the same phases
+    // on a chain mining one block a second: the response waits for a block.
+    if let Some(chain) = v
+        .pointer("/setup_ms/anvil_1s_blocks")
+        .filter(|c| !c.is_null())
+    {
+        let at = |p: &str| {
+            chain[p]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{p} in {chain}"))
+        };
+        assert!(at("response_seen_by_consumer") >= at("request_seen_by_provider"));
+        assert!(
+            at("first_byte") >= at("response_seen_by_consumer"),
+            "{chain}"
+        );
+    }
     // Live: one feed to M buyers, one buyer on N feeds; every follower got
     // its bytes, with its lag and the spread between followers.
     for (key, label) in [("one_feed_m_buyers", "m"), ("one_buyer_n_feeds", "n")] {

@@ -71,6 +71,10 @@ pub struct DevchainArgs {
     /// Print one JSON object (`devchain_ready`) with the spec and key files.
     #[arg(long)]
     pub json: bool,
+    /// Mine a block every SECS seconds, like a real chain (default: one
+    /// block per transaction, at once).
+    #[arg(long, value_name = "SECS")]
+    pub block_time: Option<u64>,
     /// Also write the `devchain_ready` object to FILE once the chain is up
     /// (written aside and renamed, so a reader never sees half of it).
     #[arg(long, value_name = "FILE")]

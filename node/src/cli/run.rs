@@ -25,6 +25,7 @@ pub(super) async fn run_devchain(args: DevchainArgs) -> anyhow::Result<i32> {
         accounts: args.accounts,
         key_dir: args.dir,
         deploy,
+        block_time: args.block_time,
     })
     .await?;
     // A board from an older saved state may have no payment contract.

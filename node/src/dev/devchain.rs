@@ -62,6 +62,9 @@ pub struct DevChainOptions {
     pub key_dir: PathBuf,
     /// Deploy SignalBoard (skip when restarting from a state that has it).
     pub deploy: Option<Address>,
+    /// Mine a block every this many seconds instead of one per transaction
+    /// (what a real chain does; anvil `--block-time`).
+    pub block_time: Option<u64>,
 }
 
 /// A running local chain.
@@ -140,6 +143,9 @@ pub async fn start(opts: DevChainOptions) -> anyhow::Result<DevChain> {
     .kill_on_drop(true);
     if let Some(state) = &opts.state {
         cmd.arg("--state").arg(state);
+    }
+    if let Some(secs) = opts.block_time {
+        cmd.arg("--block-time").arg(secs.max(1).to_string());
     }
     let mut child = cmd
         .spawn()

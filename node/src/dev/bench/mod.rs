@@ -210,9 +210,16 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         let (relay, _) = node(&net, "relay", vec![], false, true).await?;
         let relay_addr = crate::relay::dial_addr(&relay).await?;
         let setup_memory = setup_phases(&relay_addr, None).await?;
-        let setup_anvil = match crate::devchain::find_anvil() {
-            Ok(_) => {
-                let dir = std::env::temp_dir().join(format!("lm-bench-{}", std::process::id()));
+        // On anvil: one block per transaction (the chain adds nothing but its
+        // RPC), and one block a second (a real chain's cadence).
+        let on_anvil = |block_time: Option<u64>| {
+            let relay_addr = relay_addr.clone();
+            async move {
+                let dir = std::env::temp_dir().join(format!(
+                    "lm-bench-{}-{}",
+                    std::process::id(),
+                    block_time.unwrap_or(0)
+                ));
                 let chain = crate::devchain::start(crate::devchain::DevChainOptions {
                     host: "127.0.0.1".into(),
                     port: 0,
@@ -220,19 +227,23 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                     accounts: 2,
                     key_dir: dir.clone(),
                     deploy: None,
+                    block_time,
                 })
                 .await?;
                 let r = setup_phases(&relay_addr, Some(&chain)).await;
                 chain.stop().await?;
                 let _ = std::fs::remove_dir_all(dir);
-                Some(r?)
+                r
             }
-            Err(_) => None,
+        };
+        let (setup_anvil, setup_anvil_1s) = match crate::devchain::find_anvil() {
+            Ok(_) => (Some(on_anvil(None).await?), Some(on_anvil(Some(1)).await?)),
+            Err(_) => (None, None),
         };
         relay.shutdown().await;
         out.insert(
             "setup_ms".into(),
-            json!({"memory": setup_memory, "anvil": setup_anvil}),
+            json!({"memory": setup_memory, "anvil": setup_anvil, "anvil_1s_blocks": setup_anvil_1s}),
         );
     }
 
