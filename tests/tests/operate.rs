@@ -69,27 +69,13 @@ async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files
         ),
     )
     .unwrap();
-    let mut provider = Proc::start(
-        "provider",
+    let mut provider = provider_from_config(
         &dir.0,
-        &[
-            "provide",
-            "--config",
-            &config("provider.toml"),
-            "--json",
-            "--key",
-            &pkey,
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--relay",
-            &relay_addr,
-            "--acl",
-            acl.to_str().unwrap(),
-            "--api",
-            "127.0.0.1:0",
-            "--ping-secs",
-            "1",
-        ],
+        "provider",
+        &pkey,
+        &relay_addr,
+        &acl,
+        &["--api", "127.0.0.1:0", "--ping-secs", "1"],
     );
     let provider_api = api_of(&mut provider);
     let l = provider.wait_for("provider listening", WAIT, |v| event_is(v, "listening"));
@@ -104,24 +90,7 @@ async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files
 
     // A second provider from the same file.
     let (p2key, p2id) = keygen(&dir.0, "provider-2");
-    let mut provider2 = Proc::start(
-        "provider-2",
-        &dir.0,
-        &[
-            "provide",
-            "--config",
-            &config("provider.toml"),
-            "--json",
-            "--key",
-            &p2key,
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--relay",
-            &relay_addr,
-            "--acl",
-            acl.to_str().unwrap(),
-        ],
-    );
+    let mut provider2 = provider_from_config(&dir.0, "provider-2", &p2key, &relay_addr, &acl, &[]);
     let l = provider2.wait_for("provider-2 listening", WAIT, |v| event_is(v, "listening"));
     let provider2_addr = format!("{}/p2p/{p2id}", tcp_addr(&l));
     provider2.wait_for("provider-2 following", WAIT, |v| {
@@ -303,6 +272,11 @@ async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files
         "{relay_status}"
     );
 
+    assert_eq!(relay_status["relay"]["hop_requests_dropped"], 0);
+    assert!(
+        get_text(&relay_api, "/metrics").contains("ledgermesh_relay_hop_requests_dropped_total 0")
+    );
+
     // `ping` through each buyer: direct for one, through the relay for the other.
     let pong = |api: &str| -> serde_json::Value {
         let out = run_cli(&["ping", "--json", "-c", "1", "--api", api, &pid]);
@@ -393,6 +367,35 @@ async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files
     for p in [&mut direct, &mut relayed, &mut provider, &mut relay] {
         p.stop();
     }
+}
+
+/// A provider from config/provider.toml on loopback, reserving on `relay`,
+/// letting in whom `acl` lists.
+fn provider_from_config(
+    dir: &std::path::Path,
+    name: &str,
+    key: &str,
+    relay: &str,
+    acl: &std::path::Path,
+    extra: &[&str],
+) -> Proc {
+    let provider_toml = config("provider.toml");
+    let mut args = vec![
+        "provide",
+        "--config",
+        &provider_toml,
+        "--json",
+        "--key",
+        key,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--relay",
+        relay,
+        "--acl",
+        acl.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(name, dir, &args)
 }
 
 /// The address of a node's API, from its `api_listening` event.

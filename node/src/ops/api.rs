@@ -331,6 +331,7 @@ async fn metrics(State(api): State<Api>) -> Response {
     now.reservations_held = snap.circuit_addrs.len() as i64;
     now.streams_active = ops.traffic.active().iter().map(|s| s.direction).collect();
     now.stream_totals = ops.traffic.totals();
+    now.hop_dropped = ops.hop_dropped();
     (
         [(
             header::CONTENT_TYPE,

@@ -45,6 +45,8 @@ pub struct Metrics {
     relay_circuits: Family<Labels, Counter>,
     relay_circuits_active: Gauge,
     relay_circuit_bytes: Family<Labels, Counter>,
+    relay_hop_dropped: Counter,
+    relay_hop_dropped_seen: std::sync::atomic::AtomicU64,
     streams_active: Family<Labels, Gauge>,
     stream_bytes: Family<Labels, Counter>,
     ledger_posts: Family<Labels, Counter>,
@@ -91,6 +93,8 @@ impl Metrics {
             relay_circuits: Default::default(),
             relay_circuits_active: Default::default(),
             relay_circuit_bytes: Default::default(),
+            relay_hop_dropped: Default::default(),
+            relay_hop_dropped_seen: Default::default(),
             streams_active: Default::default(),
             stream_bytes: Default::default(),
             ledger_posts: Default::default(),
@@ -160,6 +164,11 @@ impl Metrics {
             "Relay role: bytes carried by closed circuits, by direction",
             prometheus_client::registry::Unit::Bytes,
             m.relay_circuit_bytes.clone(),
+        );
+        r.register(
+            "relay_hop_requests_dropped",
+            "Relay role: hop requests dropped because the queue was full",
+            m.relay_hop_dropped.clone(),
         );
         r.register(
             "streams_active",
@@ -412,6 +421,11 @@ impl Metrics {
                 .set(*n);
         }
         self.reservations_held.set(now.reservations_held);
+        if let Some(d) = now.hop_dropped {
+            use std::sync::atomic::Ordering;
+            let before = self.relay_hop_dropped_seen.swap(d, Ordering::Relaxed);
+            self.relay_hop_dropped.inc_by(d.saturating_sub(before));
+        }
         self.streams_active.clear();
         for dir in [Dir::In, Dir::Out] {
             let n = now.streams_active.iter().filter(|d| **d == dir).count();
@@ -450,6 +464,8 @@ pub struct Now {
     pub streams_active: Vec<Dir>,
     /// Stream byte totals.
     pub stream_totals: BTreeMap<(Dir, String), u64>,
+    /// A relay's hop requests dropped so far.
+    pub hop_dropped: Option<u64>,
 }
 
 /// Label values come from our own vocabulary; anything long is cut so a

@@ -60,6 +60,8 @@ pub struct Ops {
     /// Grants in force: (peer, stream) → until (unix ms). On a provider
     /// the grants it issued, on a consumer the ones it holds.
     grants: Mutex<HashMap<(String, String), u64>>,
+    /// A relay's hop requests dropped because its queue was full.
+    hop_dropped: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for Ops {
@@ -79,6 +81,7 @@ impl Ops {
             relay: Default::default(),
             money: Default::default(),
             grants: Default::default(),
+            hop_dropped: Default::default(),
         }
     }
 
@@ -185,6 +188,16 @@ impl Ops {
         }
     }
 
+    /// Where the relay counts hop requests dropped for a full queue.
+    pub fn count_hop_drops_in(&self, dropped: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let _ = self.hop_dropped.set(dropped);
+    }
+
+    /// Hop requests dropped so far (a relay's queue full), when a relay.
+    pub fn hop_dropped(&self) -> Option<u64> {
+        (self.hop_dropped.get()).map(|d| d.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// The role this node runs.
     pub fn role(&self) -> &str {
         &self.role
@@ -216,6 +229,7 @@ impl Ops {
             "circuits": circuits,
             "circuits_closed": r.circuits_closed,
             "bytes_carried": r.bytes_carried,
+            "hop_requests_dropped": self.hop_dropped(),
         })
     }
 

@@ -78,6 +78,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     let (hop_inbox, hop_incoming) = match relay {
         Some(_) => {
             let (b, rx) = inbound::Inbound::new(relay_server::HOP, HOP_QUEUE);
+            ops.count_hop_drops_in(b.dropped());
             (Some(b), Some(rx))
         }
         None => (None, None),
