@@ -603,3 +603,35 @@ fn the_api_refuses_a_missing_or_wrong_token_and_an_open_address_without_one() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is the node running with --api"));
 }
+
+#[test]
+fn the_api_holds_a_bounded_number_of_connections_and_serves_the_next_when_one_closes() {
+    use std::io::{Read, Write};
+    let relay = relay_with_api(&[]);
+    // 128 connections that never send a request hold every slot.
+    let mut held: Vec<std::net::TcpStream> = (0..128)
+        .map(|_| std::net::TcpStream::connect(&relay.1).unwrap())
+        .collect();
+    let mut next = std::net::TcpStream::connect(&relay.1).unwrap();
+    write!(
+        next,
+        "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    next.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let early = next.read(&mut buf);
+    assert!(
+        early.is_err(),
+        "answered while every slot was held: {early:?}"
+    );
+    // One closes: the waiting connection is taken and answered.
+    drop(held.pop());
+    next.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    next.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+}

@@ -21,6 +21,10 @@ use thiserror::Error;
 /// Requests handled at once; more get `503` until one finishes.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Connections held open at once; further ones wait in the kernel's
+/// backlog until one closes (a stranger cannot make the node hold more).
+const MAX_CONNECTIONS: usize = 128;
+
 /// Why the API could not start.
 #[derive(Debug, Error)]
 pub enum ApiError {
@@ -73,6 +77,10 @@ pub async fn start(
     };
     let app = router(api);
     let stop = handle.clone();
+    let listener = Capped {
+        inner: listener,
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+    };
     handle.spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.stopping().await })
@@ -82,6 +90,79 @@ pub async fn start(
         }
     });
     Ok(bound)
+}
+
+/// A TCP listener that holds at most `slots` connections open: it stops
+/// accepting while they are all taken, and a connection gives its slot
+/// back when it closes.
+struct Capped {
+    inner: tokio::net::TcpListener,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl axum::serve::Listener for Capped {
+    type Io = CappedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                // The semaphore is never closed; wait like a full one.
+                std::future::pending::<()>().await;
+                continue;
+            };
+            match self.inner.accept().await {
+                Ok((io, addr)) => return (CappedIo { io, _slot: slot }, addr),
+                Err(e) => {
+                    // Out of descriptors and the like: say so, and breathe.
+                    tracing::debug!(error = %e, "API accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection holding one of the listener's slots.
+struct CappedIo {
+    io: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for CappedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CappedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 fn router(api: Api) -> Router {
