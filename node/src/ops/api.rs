@@ -3,7 +3,7 @@
 //! by default; any other address needs a bearer token, and a token, once
 //! set, is required on every route.
 
-use super::metrics::{path_str, transport_str, Now};
+use super::metrics::Now;
 use crate::swarm::{NodeHandle, Snapshot};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -268,8 +268,8 @@ fn connections(snap: &Snapshot) -> Vec<Value> {
             let relayed = c.conn.via.is_some();
             json!({
                 "peer_id": c.peer.to_string(),
-                "path": path_str(&c.conn.path),
-                "transport": transport_str(&c.conn.transport),
+                "path": c.conn.path.as_str(),
+                "transport": c.conn.transport.as_str(),
                 "via": c.conn.via.map(|v| v.to_string()),
                 "remote_addr": c.conn.remote.to_string(),
                 "health": health(&c.conn.health),
@@ -341,7 +341,7 @@ async fn peers(State(api): State<Api>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let traffic = api.handle.ops().traffic_by_peer();
+    let traffic = api.handle.ops().traffic.by_peer();
     // Throughput per peer and direction: the streams' rates, summed.
     let mut rates: std::collections::HashMap<(String, crate::ops::Dir), f64> = Default::default();
     for st in api.handle.ops().traffic.active() {
@@ -404,8 +404,8 @@ async fn metrics(State(api): State<Api>) -> Response {
     for c in &snap.connections {
         *now.connections
             .entry((
-                path_str(&c.conn.path).to_string(),
-                transport_str(&c.conn.transport).to_string(),
+                c.conn.path.as_str().to_string(),
+                c.conn.transport.as_str().to_string(),
             ))
             .or_default() += 1;
     }
@@ -473,8 +473,8 @@ async fn ping(
     Json(json!({
         "peer_id": peer.to_string(),
         "rtt_ms": (rtt.as_secs_f64() * 1e5).round() / 100.0,
-        "path": best.map(|c| path_str(&c.conn.path)),
-        "transport": best.map(|c| transport_str(&c.conn.transport)),
+        "path": best.map(|c| c.conn.path.as_str()),
+        "transport": best.map(|c| c.conn.transport.as_str()),
         "via": best.and_then(|c| c.conn.via.map(|v| v.to_string())),
         "direct": best.is_some_and(|c| c.conn.via.is_none()),
     }))

@@ -274,10 +274,7 @@ impl Metrics {
             Event::Connected {
                 path, transport, ..
             } => {
-                let labels = l(&[
-                    ("path", path_str(path)),
-                    ("transport", transport_str(transport)),
-                ]);
+                let labels = l(&[("path", path.as_str()), ("transport", transport.as_str())]);
                 self.connections_opened.get_or_create(&labels).inc();
             }
             Event::Upgraded { .. } => {
@@ -478,22 +475,6 @@ fn bounded(s: &str) -> &str {
         s
     } else {
         "other"
-    }
-}
-
-pub(super) fn path_str(p: &ledgermesh_protocol::path::PathKind) -> &'static str {
-    match p {
-        ledgermesh_protocol::path::PathKind::Direct => "direct",
-        ledgermesh_protocol::path::PathKind::Relayed => "relayed",
-    }
-}
-
-pub(super) fn transport_str(t: &ledgermesh_protocol::path::TransportKind) -> &'static str {
-    match t {
-        ledgermesh_protocol::path::TransportKind::Tcp => "tcp",
-        ledgermesh_protocol::path::TransportKind::Quic => "quic",
-        #[allow(unreachable_patterns)]
-        _ => "other",
     }
 }
 

@@ -12,7 +12,6 @@ pub mod metrics;
 pub mod traffic;
 
 use crate::events::Event;
-use libp2p::PeerId;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -267,11 +266,6 @@ impl Ops {
             .collect();
         v.sort_by_key(|x| x["expires_ms"].as_u64());
         Value::Array(v)
-    }
-
-    /// Bytes in, out and streams running, per peer.
-    pub fn traffic_by_peer(&self) -> HashMap<PeerId, (u64, u64, usize)> {
-        self.traffic.by_peer()
     }
 }
 

@@ -2,15 +2,11 @@
 //! status and `/metrics` show. The counters sit in the stream itself (a
 //! wrapper), so every way a stream is served or fetched is counted alike.
 
-use futures::{AsyncRead, AsyncWrite};
 use libp2p::PeerId;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// Streams tracked at once; past it a stream still flows, uncounted here.
@@ -44,8 +40,8 @@ impl Dir {
 /// Bytes read from and written to one stream.
 #[derive(Debug, Default)]
 pub struct Tally {
-    read: AtomicU64,
-    written: AtomicU64,
+    read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
     /// Where the stream stands (the next offset), as its end reports it.
     position: AtomicU64,
     /// Its declared length plus one; 0 when unknown (a live stream).
@@ -264,10 +260,7 @@ pub struct Tracked {
 impl Tracked {
     /// `io`, counting its bytes into this stream.
     pub fn wrap<C>(&self, io: C) -> Counted<C> {
-        Counted {
-            inner: io,
-            tally: self.tally.clone(),
-        }
+        Counted::split(io, self.tally.read.clone(), self.tally.written.clone())
     }
 
     /// The counters.
@@ -293,47 +286,7 @@ impl Drop for Tracked {
 }
 
 /// A connection's stream whose bytes count into a [`Tracked`] stream.
-#[derive(Debug)]
-pub struct Counted<C> {
-    inner: C,
-    tally: Arc<Tally>,
-}
-
-impl<C: AsyncRead + Unpin> AsyncRead for Counted<C> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.tally.read.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<C: AsyncWrite + Unpin> AsyncWrite for Counted<C> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.tally.written.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
+pub type Counted<C> = crate::swarm::metered::Metered<C>;
 
 #[cfg(test)]
 mod tests {

@@ -54,15 +54,28 @@ pub fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
     None
 }
 
-/// A connection that counts the bytes it moves, both ways.
+/// A connection (or stream) that counts the bytes it moves: what it reads
+/// into one counter, what it writes into another (the same one for a
+/// relay's bill, two for a stream's status).
 pub struct Metered<C> {
     inner: C,
-    count: Arc<AtomicU64>,
+    read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
 }
 
 impl<C> Metered<C> {
+    /// Counts both directions into `count`.
     pub(super) fn new(inner: C, count: Arc<AtomicU64>) -> Self {
-        Self { inner, count }
+        Self::split(inner, count.clone(), count)
+    }
+
+    /// Counts reads into `read` and writes into `written`.
+    pub fn split(inner: C, read: Arc<AtomicU64>, written: Arc<AtomicU64>) -> Self {
+        Self {
+            inner,
+            read,
+            written,
+        }
     }
 }
 
@@ -74,7 +87,7 @@ impl<C: AsyncRead + Unpin> AsyncRead for Metered<C> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
-            self.count.fetch_add(n as u64, Ordering::Relaxed);
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
         }
         r
     }
@@ -88,7 +101,7 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Metered<C> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
-            self.count.fetch_add(n as u64, Ordering::Relaxed);
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
         }
         r
     }

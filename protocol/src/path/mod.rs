@@ -42,6 +42,16 @@ pub enum PathKind {
     Relayed,
 }
 
+impl PathKind {
+    /// `direct` or `relayed`, as events and the status spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Relayed => "relayed",
+        }
+    }
+}
+
 /// The transport under a connection (for relayed ones: to the relay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,6 +62,17 @@ pub enum TransportKind {
     Quic,
     /// Anything else (memory transport in unit tests).
     Other,
+}
+
+impl TransportKind {
+    /// `tcp`, `quic` or `other`, as events and the status spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Quic => "quic",
+            TransportKind::Other => "other",
+        }
+    }
 }
 
 /// The path, transport and relay of a connection, read from its addresses

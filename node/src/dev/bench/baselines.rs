@@ -94,13 +94,19 @@ pub(super) fn cpu_time() -> Duration {
         .unwrap_or_default()
 }
 
+/// This process's resident memory, KiB.
 pub(super) fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_kib_of("self").unwrap_or(0)
+}
+
+/// A process's resident memory, KiB (`pid` a number, or `self`), from /proc.
+pub(super) fn rss_kib_of(pid: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }

@@ -4,6 +4,7 @@
 //! stock libp2p swarm with the relay client); dials and reservations go in
 //! batches, under the relay's handshake caps.
 
+use super::baselines::rss_kib_of;
 use super::round;
 use super::throughput::RelayProcess;
 use anyhow::Context;
@@ -84,18 +85,6 @@ fn idler(
     Ok((task, reserve_tx))
 }
 
-/// A process's resident memory, KiB, from /proc.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// Waits for `n` reports of the kind `want`; a failure ends the run. A
 /// reservation refused without a reason (the relay dropped the request in
 /// a burst) is asked again, at most `retries` times in all.
@@ -143,7 +132,7 @@ pub(super) async fn idle(n: usize) -> anyhow::Result<Value> {
             .await?;
     let pid = relay.child.id().context("relay pid")?;
     settle().await;
-    let before = rss_kib(pid).context("reading the relay's RSS")?;
+    let before = rss_kib_of(&pid.to_string()).context("reading the relay's RSS")?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut tasks = Vec::with_capacity(n);
     let mut reserve = Vec::with_capacity(n);
@@ -158,7 +147,7 @@ pub(super) async fn idle(n: usize) -> anyhow::Result<Value> {
         await_reports(&mut rx, batch.len(), connected, &reserve, &mut retries).await?;
     }
     settle().await;
-    let connected = rss_kib(pid).context("reading the relay's RSS")?;
+    let connected = rss_kib_of(&pid.to_string()).context("reading the relay's RSS")?;
     for batch in (0..n).collect::<Vec<_>>().chunks(BATCH) {
         for i in batch {
             let _ = reserve[*i].send(());
@@ -167,7 +156,7 @@ pub(super) async fn idle(n: usize) -> anyhow::Result<Value> {
         await_reports(&mut rx, batch.len(), reserved, &reserve, &mut retries).await?;
     }
     settle().await;
-    let reserved = rss_kib(pid).context("reading the relay's RSS")?;
+    let reserved = rss_kib_of(&pid.to_string()).context("reading the relay's RSS")?;
     for task in &tasks {
         task.abort();
     }

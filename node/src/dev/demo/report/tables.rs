@@ -1,15 +1,7 @@
 //! The summary as the tables a person reads.
 
 use super::DemoSummary;
-use crate::events::{PathKind, TransportKind};
-
-fn transport_str(t: TransportKind) -> &'static str {
-    match t {
-        TransportKind::Tcp => "tcp",
-        TransportKind::Quic => "quic",
-        TransportKind::Other => "other",
-    }
-}
+use crate::events::PathKind;
 
 pub(crate) fn print_tables(s: &DemoSummary) {
     println!("\nNODES");
@@ -28,13 +20,10 @@ pub(crate) fn print_tables(s: &DemoSummary) {
         "consumer", "provider", "path", "tcp/quic", "via"
     );
     for c in &s.connections {
-        let path = match c.path {
-            PathKind::Direct => "direct",
-            PathKind::Relayed => "relayed",
-        };
+        let path = c.path.as_str();
         let upgrade = match (c.upgraded, c.ms_after_relayed, c.upgraded_transport) {
             (true, Some(ms), Some(t)) => {
-                format!("→ direct ({}) after {ms} ms (DCUtR)", transport_str(t))
+                format!("→ direct ({}) after {ms} ms (DCUtR)", t.as_str())
             }
             _ if c.path == PathKind::Relayed => "stayed relayed".into(),
             _ => "-".into(),
@@ -44,7 +33,7 @@ pub(crate) fn print_tables(s: &DemoSummary) {
             c.consumer,
             c.provider,
             path,
-            transport_str(c.transport),
+            c.transport.as_str(),
             c.via.clone().unwrap_or_else(|| "-".into()),
             upgrade
         );
