@@ -411,6 +411,31 @@ pub struct PeerArgs {
     /// measuring relays, or where a direct path is unwanted.
     #[arg(long)]
     pub no_hole_punch: bool,
+    /// Direct QUIC through one endpoint-dependent ("hard") NAT: the hard side
+    /// opens many sockets toward the other's public address, the other
+    /// probes many ports of the hard side's IP, first connection wins.
+    /// Needs QUIC and an address-consensus verdict on each side; off with
+    /// `--no-hole-punch` too.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub hard_nat: OnOff,
+    /// Sockets a hard-NAT attempt opens on the hard side (N, at most 512).
+    #[arg(long, default_value_t = ledgermesh_protocol::path::hardnat::DEFAULT_SOCKETS,
+          value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub hard_nat_sockets: u16,
+    /// Probes a hard-NAT attempt sends from the easy side (M, at most 4096;
+    /// one UDP packet each): success ≈ 1 − e^(−N·M/64512).
+    #[arg(long, default_value_t = ledgermesh_protocol::path::hardnat::DEFAULT_PROBES,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub hard_nat_probes: u16,
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// `ledgermesh provide`.

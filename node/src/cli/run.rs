@@ -271,6 +271,9 @@ async fn start_ledger_node(
     config.max_reservations = net.reservations.max(1);
     config.ping_interval = Duration::from_secs(net.ping_secs.max(1));
     config.hole_punching = !net.no_hole_punch;
+    config.hard_nat = !net.no_hole_punch && net.hard_nat == super::args::OnOff::On;
+    config.hard_nat_plan =
+        ledgermesh_protocol::path::hardnat::Plan::new(net.hard_nat_sockets, net.hard_nat_probes);
     // A node that pays its relays reserves once its channel is attached.
     config.defer_reservations = net.relay_deposit.is_some();
     config.emitter = Some(emitter_for(role, node.json));

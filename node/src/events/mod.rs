@@ -236,6 +236,36 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A hard-NAT attempt (`--hard-nat`) with a peer ended: one side behind
+    /// an endpoint-dependent NAT (`hard`, it opened `sockets` sockets), the
+    /// other behind an endpoint-independent one (`easy`, it sent `probes`
+    /// one-packet probes). `outcome`: `direct` (a direct QUIC connection came
+    /// up; `ms` from the offer), `failed` (none did) or `declined` (no
+    /// attempt; `reason` says why: `both_endpoint_dependent`,
+    /// `mapping_unknown`, `no_quic_address`, `bad_address`, `busy`,
+    /// `cooldown`, `disabled`, or a protocol error).
+    HardNat {
+        /// The remote peer.
+        peer_id: String,
+        /// `hard` or `easy`.
+        role: &'static str,
+        /// `direct`, `failed` or `declined`.
+        outcome: &'static str,
+        /// Why it was declined or failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Sockets the hard side opened (N).
+        sockets: u16,
+        /// Probes the easy side sent (M); one UDP packet each.
+        probes: u16,
+        /// The chance the plan had: 1 − e^(−N·M/64512).
+        chance: f64,
+        /// From the offer to the direct connection (or to giving up).
+        ms: u64,
+        /// The direct address, when one came up.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remote_addr: Option<String>,
+    },
     /// A connection closed.
     Disconnected {
         /// The remote peer.

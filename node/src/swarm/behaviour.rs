@@ -47,13 +47,15 @@ fn transport(
     allow_private: bool,
     relay: relay::client::Transport,
     meters: super::metered::RelayMeters,
+    punch: super::punch::PunchHandle,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
-    let quic = quic::tokio::Transport::new(quic::Config::new(key))
+    // QUIC with the sprays and probes of hard-NAT traversal (punch.rs).
+    let quic = super::punch::Punch::new(quic::tokio::Transport::new(quic::Config::new(key)), punch)
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
     let both = tcp.or_transport(quic).map(|either, _| either.into_inner());
     let direct = if allow_private {
@@ -87,6 +89,7 @@ pub(super) fn build(
     relay_server: Option<crate::protocols::relay::behaviour::Behaviour>,
     hop_inbox: Option<super::inbound::Inbound>,
     meters: super::metered::RelayMeters,
+    punch: super::punch::PunchHandle,
 ) -> Result<Swarm<Behaviour>, NodeError> {
     let build = |e: &dyn std::fmt::Display| NodeError::Build(e.to_string());
     // The relay client's transport and behaviour are made together.
@@ -99,7 +102,7 @@ pub(super) fn build(
         .with_other_transport(|key| {
             let (relay_transport, relay_client) = relay::client::new(key.public().to_peer_id());
             *relay_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay_client);
-            transport(key, allow_private, relay_transport, meters)
+            transport(key, allow_private, relay_transport, meters, punch)
         })
         .map_err(|e| build(&e))?
         .with_behaviour(|key| {

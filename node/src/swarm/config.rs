@@ -205,6 +205,11 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// Take part in DCUtR hole punching (off only to measure the relayed path).
     pub hole_punching: bool,
+    /// Hard-NAT traversal over QUIC (`--hard-nat`): offered when our mapping
+    /// is endpoint-dependent, answered when it is endpoint-independent.
+    pub hard_nat: bool,
+    /// Sockets and probes of a hard-NAT attempt.
+    pub hard_nat_plan: ledgermesh_protocol::path::hardnat::Plan,
     /// Dial, dial back and announce private, loopback and other non-global
     /// addresses too (labs, tests, the demo). Off: only globally routable ones.
     pub allow_private_addrs: bool,
@@ -235,6 +240,8 @@ impl NodeConfig {
             close_relayed_after_upgrade: true,
             idle_timeout: Duration::from_secs(60),
             hole_punching: true,
+            hard_nat: true,
+            hard_nat_plan: Default::default(),
             allow_private_addrs: false,
             limits: ConnectionCaps::default(),
             audit: None,

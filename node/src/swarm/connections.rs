@@ -4,7 +4,7 @@
 use super::event_loop::EventLoop;
 use super::handle::DialError;
 use crate::events::Event;
-use ledgermesh_protocol::path::{classify, Action};
+use ledgermesh_protocol::path::{classify, hardnat, Action, PathKind};
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
@@ -123,7 +123,15 @@ impl EventLoop {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let remote = remote.clone();
         self.paths
-            .on_established(now_ms, peer, id, (path, transport, via), remote);
+            .on_established(now_ms, peer, id, (path, transport, via), remote.clone());
+        match path {
+            PathKind::Relayed => self.offer_hard_nat(peer),
+            PathKind::Direct => {
+                for w in self.direct_waiters.remove(&peer).into_iter().flatten() {
+                    let _ = w.send(remote.clone());
+                }
+            }
+        }
         let ids: Vec<ConnectionId> = (self.pending_dials.iter())
             .filter(|(_, (p, _))| *p == peer)
             .map(|(id, _)| *id)
@@ -133,6 +141,38 @@ impl EventLoop {
                 let _ = reply.send(Ok(()));
             }
         }
+    }
+
+    /// Hands `peer` to the hard-NAT service when we are the side that
+    /// offers (endpoint-dependent, QUIC, `--hard-nat on`) and no direct
+    /// path to it is up. The service's limiter decides whether it runs.
+    pub(super) fn offer_hard_nat(&mut self, peer: PeerId) {
+        let (Some(tx), Some(public)) = (&self.hard_nat, &self.public) else {
+            return;
+        };
+        let Some(ip) = public
+            .ip
+            .filter(|_| hardnat::should_offer(true, public.mapping, true))
+        else {
+            return;
+        };
+        if self.paths.direct(&peer).is_none() {
+            // A full queue: the service is busy with enough attempts already.
+            let _ = tx.try_send(crate::protocols::hardnat::Offer { peer, ip });
+        }
+    }
+
+    pub(super) fn wait_direct(&mut self, peer: PeerId, reply: oneshot::Sender<Multiaddr>) {
+        if let Some(addr) = self.paths.direct(&peer) {
+            let _ = reply.send(addr.clone());
+            return;
+        }
+        // Waiters whose attempt gave up are dropped as new ones come.
+        self.direct_waiters.retain(|_, ws| {
+            ws.retain(|w| !w.is_closed());
+            !ws.is_empty()
+        });
+        self.direct_waiters.entry(peer).or_default().push(reply);
     }
 
     pub(super) fn on_closed(&mut self, peer: PeerId, id: ConnectionId, cause: Option<String>) {

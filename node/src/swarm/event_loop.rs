@@ -32,6 +32,11 @@ pub(super) struct EventLoop {
     /// The addresses each peer was last dialed at (for re-routes).
     pub(super) dial_addrs: HashMap<PeerId, Vec<libp2p::Multiaddr>>,
     pub(super) public: Option<PublicView>,
+    /// Peers a hard-NAT attempt may be offered to (the service takes them).
+    pub(super) hard_nat: Option<mpsc::Sender<crate::protocols::hardnat::Offer>>,
+    /// Who waits for a direct connection to a peer (hard-NAT attempts, so
+    /// bounded by their limiter).
+    pub(super) direct_waiters: HashMap<PeerId, Vec<oneshot::Sender<libp2p::Multiaddr>>>,
     pub(super) epoch: Instant,
 }
 
@@ -131,7 +136,25 @@ impl EventLoop {
                 .observe
                 .ask(peer, dial_back, reply),
             Command::WatchCloses(peer, tx) => self.watch_closes(peer, tx),
-            Command::SetPublic(view) => self.public = Some(view),
+            Command::SetPublic(view) => {
+                self.public = Some(view);
+                // Peers already reached only through a relay may now be
+                // worth a hard-NAT attempt.
+                for peer in self.paths.relayed_only_peers() {
+                    self.offer_hard_nat(peer);
+                }
+            }
+            Command::DialFresh { peer, addr } => {
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(vec![addr])
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                    .allocate_new_port()
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::info!(%peer, error = %e, "fresh-port dial refused");
+                }
+            }
+            Command::WaitDirect(peer, reply) => self.wait_direct(peer, reply),
             Command::Shutdown(_) => {}
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);

@@ -124,6 +124,15 @@ pub(super) enum Command {
     Shutdown(Option<oneshot::Sender<()>>),
     /// Close every connection to a peer (and so any reservation on it).
     Disconnect(PeerId),
+    /// Dial `peer` at `addr` from a fresh port (a registered spray, see
+    /// [`super::punch`]); the outcome comes through the spray's report.
+    DialFresh {
+        peer: PeerId,
+        addr: Multiaddr,
+    },
+    /// The reply fires with the remote address once a direct connection to
+    /// the peer is up (at once when one already is).
+    WaitDirect(PeerId, oneshot::Sender<Multiaddr>),
 }
 
 /// Our accounts with payees, by payee.
@@ -153,6 +162,7 @@ pub struct NodeHandle {
     pub(super) tasks: TaskTracker,
     pub(super) cancel: CancellationToken,
     pub(super) allow_private: bool,
+    pub(super) punch: super::punch::PunchHandle,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -254,6 +264,30 @@ impl NodeHandle {
             self.allow_private,
             MAX_DIAL_CANDIDATES,
         )
+    }
+
+    /// The QUIC transport's spray and probe controls (hard-NAT traversal).
+    pub fn punch(&self) -> &super::punch::PunchHandle {
+        &self.punch
+    }
+
+    /// Dials `peer` at `addr` from a fresh port: with a spray registered
+    /// for `addr` ([`super::punch::PunchHandle::spray`]), from many.
+    pub async fn dial_fresh(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NodeError> {
+        (self.commands.send(Command::DialFresh { peer, addr }).await)
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Registers a wait for a direct connection to `peer`: the receiver
+    /// gets its remote address once one is up (at once if one is already).
+    /// `None` when the node has stopped.
+    pub async fn wait_direct(&self, peer: PeerId) -> Option<oneshot::Receiver<Multiaddr>> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::WaitDirect(peer, reply))
+            .await
+            .ok()?;
+        Some(rx)
     }
 
     /// The node's network changes.

@@ -25,6 +25,7 @@ pub mod inbound;
 mod listeners;
 pub mod metered;
 pub mod mux;
+pub mod punch;
 mod reservations;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
@@ -38,6 +39,7 @@ pub use handle::{
 };
 pub use ledgermesh_protocol::path::{classify, PathKind, TransportKind};
 
+use crate::protocols::hardnat;
 use crate::protocols::relay as relay_server;
 use libp2p::identity::Keypair;
 
@@ -84,12 +86,14 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         None => (None, None),
     };
     let meters = metered::RelayMeters::default();
+    let punch = punch::PunchHandle::default();
     let mut swarm = behaviour::build(
         &config,
         keypair.clone(),
         relay_behaviour,
         hop_inbox,
         meters.clone(),
+        punch.clone(),
     )?;
     let mut listeners = listeners::Listeners::default();
     for addr in &config.listen {
@@ -114,6 +118,17 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     let control = swarm.behaviour().stream.new_control();
     let (commands_tx, commands) = mpsc::channel(256);
     let (signals_tx, signals) = watch::channel(Default::default());
+    // Hard-NAT attempts: offered (when our mapping is endpoint-dependent)
+    // only with QUIC listening; answered by every node (declined when off).
+    let quic =
+        (config.listen.iter()).any(|a| a.iter().any(|p| p == libp2p::multiaddr::Protocol::QuicV1));
+    let offer_hard_nat = config.hard_nat && quic;
+    let (hard_nat_tx, hard_nat_rx) = mpsc::channel(hardnat::QUEUE);
+    let hard_nat_service = hardnat::Service::new(
+        config.hard_nat && quic,
+        config.hard_nat_plan,
+        config.allow_private_addrs,
+    );
     let event_loop = event_loop::EventLoop {
         swarm,
         paths: ledgermesh_protocol::path::PathSet::new(config.close_relayed_after_upgrade),
@@ -128,6 +143,8 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         close_watchers: Default::default(),
         dial_addrs: Default::default(),
         public: None,
+        hard_nat: offer_hard_nat.then_some(hard_nat_tx),
+        direct_waiters: Default::default(),
         epoch: Instant::now(),
     };
     let span = tracing::info_span!("node", name = %event_loop.config.name, peer = %peer_id);
@@ -147,7 +164,9 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         relays: relay_list,
         tasks: tokio_util::task::TaskTracker::new(),
         cancel: tokio_util::sync::CancellationToken::new(),
+        punch,
     };
+    handle.spawn(hard_nat_service.run(handle.clone(), hard_nat_rx));
     if let Some(pay) = relay.as_ref().and_then(|(l, _, _)| l.pay.clone()) {
         handle.spawn(pay.payees.serve(handle.control.clone()));
     }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 
 mod advertise;
+pub mod hardnat;
 pub mod health;
 pub mod relays;
 pub mod scope;
@@ -467,6 +468,21 @@ impl<C: Copy + Eq> PathSet<C> {
     /// Whether any connection to `peer` is open.
     pub fn is_connected(&self, peer: &PeerId) -> bool {
         self.peers.contains_key(peer)
+    }
+
+    /// Whether a direct connection to `peer` is open: its address, if so.
+    pub fn direct(&self, peer: &PeerId) -> Option<&Multiaddr> {
+        (self.peers.get(peer)?.iter())
+            .find(|c| c.path == PathKind::Direct)
+            .map(|c| &c.remote)
+    }
+
+    /// Peers connected only through relays.
+    pub fn relayed_only_peers(&self) -> Vec<PeerId> {
+        (self.peers.iter())
+            .filter(|(_, cs)| cs.iter().all(|c| c.path == PathKind::Relayed))
+            .map(|(p, _)| *p)
+            .collect()
     }
 
     /// One connection.

@@ -251,6 +251,19 @@ impl World {
         transport: Transport,
         want: &str,
     ) -> (Proc, std::path::PathBuf) {
+        self.consumer_with(i, transport, want, i == 0, &[])
+    }
+
+    /// [`World::consumer`] that runs address consensus when `observe` (the
+    /// first consumer always does), with `extra` arguments.
+    pub fn consumer_with(
+        &self,
+        i: usize,
+        transport: Transport,
+        want: &str,
+        observe: bool,
+        extra: &[&str],
+    ) -> (Proc, std::path::PathBuf) {
         let (key, _) = keygen(&self.dir.0, &format!("consumer-{i}"));
         let out = self.dir.0.join(format!("out-{i}"));
         let listen = transport.listen(0);
@@ -274,11 +287,12 @@ impl World {
         if self.relay_price > 0 {
             args.extend(["--relay-deposit", &deposit]);
         }
-        if i == 0 {
+        if observe {
             // The first consumer also finds its public address (the others skip the round).
             args.push("--observer");
             args.extend(self.observers.iter().map(String::as_str));
         }
+        args.extend(extra);
         args.extend(["--want", want]);
         (
             self.lab

@@ -1,0 +1,419 @@
+//! `/ledgermesh/hardnat/1`: a direct QUIC path through one hard
+//! (endpoint-dependent) NAT, agreed over the relayed connection both peers
+//! already share. The decisions, bounds and wire format are
+//! `protocol::path::hardnat`; the sockets and probes are `swarm::punch`.
+//!
+//! The side behind the endpoint-dependent NAT offers (the event loop hands
+//! it each peer it reaches only through a relay); the other side answers.
+//! Each attempt ends in one `hard_nat` event on each side.
+
+use crate::events::Event;
+use crate::swarm::NodeHandle;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use ledgermesh_protocol::consensus::Mapping;
+use ledgermesh_protocol::path::hardnat::{
+    self, answer, probe_ports, Decline, EasySelf, Limiter, Message, Plan, Role, PROTOCOL,
+};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Offers waiting for the service, at most (more are dropped: enough run).
+pub const QUEUE: usize = 64;
+/// Streams (both roles) handled at once; the limiter admits fewer attempts.
+const MAX_STREAMS: usize = 16;
+/// The longest wait for the peer's next message.
+const STEP: Duration = Duration::from_secs(5);
+
+/// A peer to offer an attempt to, and our public IP (from consensus).
+#[derive(Debug, Clone, Copy)]
+pub struct Offer {
+    /// The peer, reached through a relay.
+    pub peer: PeerId,
+    /// Our public IP.
+    pub ip: IpAddr,
+}
+
+/// Why an attempt ended without a direct path.
+enum Ended {
+    Declined(String),
+    Failed(String),
+}
+
+/// What an attempt did.
+#[derive(Default)]
+struct Tally {
+    sockets: u16,
+    probes: u16,
+    remote: Option<Multiaddr>,
+}
+
+/// The service: answers offers, makes them.
+#[derive(Clone)]
+pub struct Service {
+    enabled: bool,
+    plan: Plan,
+    allow_private: bool,
+    limiter: Arc<Mutex<Limiter<PeerId>>>,
+    epoch: Instant,
+}
+
+/// An attempt's slot in the limiter, given back on drop.
+struct Slot(Arc<Mutex<Limiter<PeerId>>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).finish();
+    }
+}
+
+impl Service {
+    /// `enabled`: `--hard-nat on` and a QUIC listener.
+    pub fn new(enabled: bool, plan: Plan, allow_private: bool) -> Service {
+        Service {
+            enabled,
+            plan,
+            allow_private,
+            limiter: Arc::new(Mutex::new(Limiter::new())),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn slot(&self, peer: &PeerId) -> Result<Slot, Decline> {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let mut l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        l.start(now_ms, peer)?;
+        Ok(Slot(self.limiter.clone()))
+    }
+
+    /// Serves the protocol and makes the offers the event loop sends, until
+    /// the node stops.
+    pub async fn run(self, handle: NodeHandle, mut offers: mpsc::Receiver<Offer>) {
+        let mut control = handle.stream_control();
+        let mut incoming = match control.accept(StreamProtocol::new(PROTOCOL)) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "hardnat protocol already served");
+                return;
+            }
+        };
+        let permits = Arc::new(Semaphore::new(MAX_STREAMS));
+        loop {
+            tokio::select! {
+                next = incoming.next() => {
+                    let Some((peer, stream)) = next else { break };
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        tracing::debug!(%peer, "too many hardnat streams; dropped");
+                        continue;
+                    };
+                    let (me, h) = (self.clone(), handle.clone());
+                    handle.spawn(async move {
+                        let _permit = permit;
+                        me.easy(h, peer, stream).await;
+                    });
+                }
+                offer = offers.recv() => {
+                    let Some(offer) = offer else { break };
+                    let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
+                    let (me, h) = (self.clone(), handle.clone());
+                    handle.spawn(async move {
+                        let _permit = permit;
+                        me.hard(h, offer).await;
+                    });
+                }
+            }
+        }
+    }
+
+    fn report(
+        &self,
+        handle: &NodeHandle,
+        peer: PeerId,
+        role: Role,
+        start: Instant,
+        result: Result<Tally, (Ended, Tally)>,
+    ) {
+        let (outcome, reason, tally) = match result {
+            Ok(t) => ("direct", None, t),
+            Err((Ended::Declined(r), t)) => ("declined", Some(r), t),
+            Err((Ended::Failed(r), t)) => ("failed", Some(r), t),
+        };
+        tracing::info!(%peer, role = role.as_str(), outcome, ?reason, "hard-NAT attempt ended");
+        handle.emit(Event::HardNat {
+            peer_id: peer.to_string(),
+            role: role.as_str(),
+            outcome,
+            reason,
+            sockets: tally.sockets,
+            probes: tally.probes,
+            chance: (hardnat::success_probability(tally.sockets, tally.probes) * 1e4).round() / 1e4,
+            ms: start.elapsed().as_millis() as u64,
+            remote_addr: tally.remote.map(|a| a.to_string()),
+        });
+    }
+
+    /// The endpoint-dependent side.
+    async fn hard(&self, handle: NodeHandle, Offer { peer, ip }: Offer) {
+        let Ok(_slot) = self.slot(&peer) else {
+            return; // tried with this peer recently, or enough at once
+        };
+        let start = Instant::now();
+        let mut tally = Tally::default();
+        let result = match self.hard_inner(&handle, peer, ip, &mut tally).await {
+            Ok(()) => Ok(tally),
+            Err(e) => Err((e, tally)),
+        };
+        self.report(&handle, peer, Role::Hard, start, result);
+    }
+
+    async fn hard_inner(
+        &self,
+        handle: &NodeHandle,
+        peer: PeerId,
+        ip: IpAddr,
+        tally: &mut Tally,
+    ) -> Result<(), Ended> {
+        let failed = |what: &str| Ended::Failed(what.to_string());
+        let stream = tokio::time::timeout(
+            STEP,
+            handle
+                .stream_control()
+                .open_stream(peer, StreamProtocol::new(PROTOCOL)),
+        )
+        .await
+        .map_err(|_| failed("timed out opening the stream"))?
+        .map_err(|e| Ended::Declined(format!("unsupported: {e}")))?;
+        let mut s = Wire(stream);
+        let offer = Message::Offer {
+            ip,
+            sockets: self.plan.sockets,
+        };
+        s.send(offer).await.map_err(|e| failed(&e))?;
+        let (addr, probes) = match s.recv().await.map_err(|e| failed(&e))? {
+            Message::Accept { addr, probes } => (addr, probes),
+            Message::Decline(d) => return Err(Ended::Declined(d.as_str().into())),
+            other => return Err(failed(&format!("unexpected {other:?}"))),
+        };
+        let routable = self.allow_private || ledgermesh_protocol::path::scope::is_global(addr.ip());
+        if !routable || addr.port() == 0 {
+            return Err(failed("the peer's address may not be dialed"));
+        }
+        tally.probes = probes.min(hardnat::MAX_PROBES);
+        let report = (handle.punch())
+            .spray(addr, self.plan)
+            .ok_or_else(|| failed("too many sprays waiting"))?;
+        let direct = handle
+            .wait_direct(peer)
+            .await
+            .ok_or_else(|| failed("stopping"))?;
+        let target = quic_multiaddr(addr).with(Protocol::P2p(peer));
+        handle
+            .dial_fresh(peer, target)
+            .await
+            .map_err(|_| failed("stopping"))?;
+        tally.sockets = self.plan.sockets;
+        s.send(Message::Go {
+            sockets: self.plan.sockets,
+        })
+        .await
+        .map_err(|e| failed(&e))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(hardnat::ATTEMPT_MS);
+        // The peer's `Probed` may never come: a direct connection closes the
+        // relayed one (and this stream) as soon as it is up.
+        let (probed, direct) = tokio::join!(
+            tokio::time::timeout_at(deadline, s.recv()),
+            tokio::time::timeout_at(deadline, direct),
+        );
+        if let Ok(Ok(Message::Probed { probes, .. })) = probed {
+            tally.probes = probes.min(hardnat::MAX_PROBES);
+        }
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_millis(500), report).await {
+            tally.sockets = r.sockets;
+        }
+        match direct {
+            Ok(Ok(remote)) => {
+                tally.remote = Some(remote);
+                Ok(())
+            }
+            _ => Err(failed("no probe met an open port in time")),
+        }
+    }
+
+    /// The endpoint-independent side.
+    async fn easy(&self, handle: NodeHandle, peer: PeerId, stream: libp2p::Stream) {
+        let start = Instant::now();
+        let mut tally = Tally::default();
+        let mut s = Wire(stream);
+        let ip = match s.recv().await {
+            Ok(Message::Offer { ip, .. }) => ip,
+            Ok(other) => {
+                tracing::debug!(%peer, ?other, "hardnat: expected an offer");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "hardnat: no offer");
+                return;
+            }
+        };
+        let public = handle.snapshot().await.ok().and_then(|s| s.public);
+        let me = EasySelf {
+            enabled: self.enabled,
+            mapping: public.as_ref().map_or(Mapping::Unknown, |p| p.mapping),
+            quic_addr: public
+                .as_ref()
+                .and_then(|p| p.addr.as_ref())
+                .and_then(quic_socket),
+            allow_private: self.allow_private,
+        };
+        let admitted = answer(&me, ip).and_then(|addr| Ok((addr, self.slot(&peer)?)));
+        let (addr, _slot) = match admitted {
+            Ok(a) => a,
+            Err(d) => {
+                let _ = s.send(Message::Decline(d)).await;
+                let declined = Err((Ended::Declined(d.as_str().into()), tally));
+                self.report(&handle, peer, Role::Easy, start, declined);
+                return;
+            }
+        };
+        let result = match self
+            .easy_inner(&handle, peer, ip, addr, &mut s, &mut tally)
+            .await
+        {
+            Ok(()) => Ok(tally),
+            Err(e) => Err((e, tally)),
+        };
+        self.report(&handle, peer, Role::Easy, start, result);
+    }
+
+    async fn easy_inner(
+        &self,
+        handle: &NodeHandle,
+        peer: PeerId,
+        ip: IpAddr,
+        addr: SocketAddr,
+        s: &mut Wire,
+        tally: &mut Tally,
+    ) -> Result<(), Ended> {
+        let failed = |what: &str| Ended::Failed(what.to_string());
+        let accept = Message::Accept {
+            addr,
+            probes: self.plan.probes,
+        };
+        s.send(accept).await.map_err(|e| failed(&e))?;
+        match s.recv().await.map_err(|e| failed(&e))? {
+            Message::Go { sockets } => tally.sockets = sockets.min(hardnat::MAX_SOCKETS),
+            other => return Err(failed(&format!("unexpected {other:?}"))),
+        }
+        let mut direct = handle
+            .wait_direct(peer)
+            .await
+            .ok_or_else(|| failed("stopping"))?;
+        let ports = probe_ports(&mut rand::rng(), self.plan.probes);
+        let waves = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(self.plan.wave_interval_ms));
+        for wave in ports.chunks(self.plan.wave.max(1).into()) {
+            tick.tick().await;
+            if let Ok(remote) = direct.try_recv() {
+                // Up already: the peer's socket met an earlier wave.
+                tally.remote = Some(remote);
+                return Ok(());
+            }
+            let targets = wave.iter().map(|&p| SocketAddr::new(ip, p));
+            tally.probes += handle.punch().probe(targets, peer) as u16;
+        }
+        let ms = waves.elapsed().as_millis() as u32;
+        let _ = s
+            .send(Message::Probed {
+                probes: tally.probes,
+                ms,
+            })
+            .await;
+        let deadline = Duration::from_millis(hardnat::ATTEMPT_MS);
+        match tokio::time::timeout(deadline, direct).await {
+            Ok(Ok(remote)) => {
+                tally.remote = Some(remote);
+                Ok(())
+            }
+            _ => Err(failed("no direct connection came in time")),
+        }
+    }
+}
+
+/// `/ip4|ip6/…/udp/PORT/quic-v1` for `addr`.
+fn quic_multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::from(addr.ip())
+        .with(Protocol::Udp(addr.port()))
+        .with(Protocol::QuicV1)
+}
+
+/// The socket address of a QUIC multiaddr (None for any other).
+fn quic_socket(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut it = addr.iter();
+    let ip: IpAddr = match it.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
+    match (it.next()?, it.next()?) {
+        (Protocol::Udp(port), Protocol::QuicV1) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
+/// One stream of the protocol: a length byte, then the body.
+struct Wire(libp2p::Stream);
+
+impl Wire {
+    async fn send(&mut self, m: Message) -> Result<(), String> {
+        let body = m.encode();
+        let mut frame = Vec::with_capacity(1 + body.len());
+        frame.push(body.len() as u8);
+        frame.extend_from_slice(&body);
+        let io = async {
+            self.0.write_all(&frame).await?;
+            self.0.flush().await
+        };
+        match tokio::time::timeout(STEP, io).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("sending: {e}")),
+            Err(_) => Err("sending timed out".into()),
+        }
+    }
+
+    async fn recv(&mut self) -> Result<Message, String> {
+        let io = async {
+            let mut len = [0u8; 1];
+            self.0.read_exact(&mut len).await?;
+            let len = usize::from(len[0]);
+            if len == 0 || len > hardnat::MAX_MESSAGE {
+                return Err(std::io::Error::other(format!("a {len}-byte message")));
+            }
+            let mut body = vec![0u8; len];
+            self.0.read_exact(&mut body).await?;
+            Ok(body)
+        };
+        match tokio::time::timeout(STEP, io).await {
+            Ok(Ok(body)) => Message::decode(&body).map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(format!("reading: {e}")),
+            Err(_) => Err("the peer said nothing in time".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quic_addresses_round_trip_and_others_are_refused() {
+        let a: SocketAddr = "203.0.113.101:4001".parse().unwrap();
+        assert_eq!(quic_socket(&quic_multiaddr(a)), Some(a));
+        let tcp: Multiaddr = "/ip4/203.0.113.101/tcp/4001".parse().unwrap();
+        assert_eq!(quic_socket(&tcp), None);
+        let udp_only: Multiaddr = "/ip4/203.0.113.101/udp/4001".parse().unwrap();
+        assert_eq!(quic_socket(&udp_only), None);
+    }
+}

@@ -1,0 +1,330 @@
+//! The QUIC transport with the two moves hard-NAT traversal needs
+//! (`protocol::path::hardnat`), both made with libp2p-quic's own dials so
+//! that the connection that wins is an ordinary swarm connection:
+//!
+//! * **spray** (hard side): a swarm dial with a fresh port toward an address
+//!   registered with [`PunchHandle::spray`] becomes N dials, each from its
+//!   own new UDP socket (so N mappings open on an endpoint-dependent NAT),
+//!   started in paced waves; the first handshake that completes is the
+//!   dial's result and the others are dropped (their sockets close).
+//! * **probe** (easy side): [`PunchHandle::probe`] sends one small packet
+//!   from the QUIC listen socket to each of M targets. It uses libp2p-quic's
+//!   dial-as-listener puncher, but keeps each target for under the
+//!   puncher's shortest pause (10 ms), so each target gets one packet, not
+//!   a stream of them until the handshake timeout. A connection that
+//!   arrives from a target inside that window is handed to the swarm as an
+//!   incoming one, like any other.
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use ledgermesh_protocol::path::hardnat::Plan;
+use libp2p::core::transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent};
+use libp2p::core::{Endpoint, Transport};
+use libp2p::multiaddr::Protocol;
+use libp2p::{quic, Multiaddr, PeerId};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+type Output = (PeerId, quic::Connection);
+type Upgrade = BoxFuture<'static, Result<Output, quic::Error>>;
+
+/// Registered sprays waiting for their dial, at most (a spray is registered
+/// only by our own attempts, which the limiter bounds; this is a backstop).
+const MAX_SPRAYS: usize = 16;
+/// Probe targets queued at most.
+const MAX_QUEUED_PROBES: usize = 2 * ledgermesh_protocol::path::hardnat::MAX_PROBES as usize;
+
+/// How a spray went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SprayReport {
+    /// Sockets opened (each sent QUIC Initials toward the target).
+    pub sockets: u16,
+    /// Which socket's handshake completed first, if one did.
+    pub winner: Option<u16>,
+    /// From the first socket to the end.
+    pub ms: u64,
+}
+
+struct Spray {
+    plan: Plan,
+    report: oneshot::Sender<SprayReport>,
+}
+
+#[derive(Default)]
+struct Shared {
+    sprays: HashMap<SocketAddr, Spray>,
+    probes: VecDeque<(SocketAddr, PeerId)>,
+    /// Connections that answered a probe inside its window.
+    caught: VecDeque<(Output, SocketAddr)>,
+    /// Probe packets handed to the puncher so far (for reports).
+    probes_sent: u64,
+    waker: Option<Waker>,
+}
+
+/// Drives [`Punch`] from outside the swarm (cloneable).
+#[derive(Clone, Default)]
+pub struct PunchHandle {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl PunchHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next fresh-port dial toward `addr` sprays `plan.sockets` sockets.
+    /// `None` when too many sprays are already waiting.
+    pub fn spray(&self, addr: SocketAddr, plan: Plan) -> Option<oneshot::Receiver<SprayReport>> {
+        let mut s = self.lock();
+        s.sprays.retain(|_, sp| !sp.report.is_closed());
+        if s.sprays.len() >= MAX_SPRAYS {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        s.sprays.insert(addr, Spray { plan, report: tx });
+        Some(rx)
+    }
+
+    /// Queues one probe packet from the QUIC listen socket to each target
+    /// (`peer` is who we expect there). Returns how many were queued.
+    pub fn probe(&self, targets: impl IntoIterator<Item = SocketAddr>, peer: PeerId) -> usize {
+        let mut s = self.lock();
+        let room = MAX_QUEUED_PROBES.saturating_sub(s.probes.len());
+        let before = s.probes.len();
+        s.probes
+            .extend(targets.into_iter().take(room).map(|t| (t, peer)));
+        let queued = s.probes.len() - before;
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        queued
+    }
+
+    /// Probe packets handed to the puncher since the start.
+    pub fn probes_sent(&self) -> u64 {
+        self.lock().probes_sent
+    }
+}
+
+/// libp2p-quic's tokio transport, with sprays and probes.
+pub struct Punch {
+    inner: quic::tokio::Transport,
+    handle: PunchHandle,
+    probe_life: Duration,
+    /// The QUIC listeners and one of their addresses (for caught connections).
+    listeners: HashMap<ListenerId, Multiaddr>,
+}
+
+impl Punch {
+    /// Wraps `inner`; `handle` drives it.
+    pub fn new(inner: quic::tokio::Transport, handle: PunchHandle) -> Punch {
+        Punch {
+            inner,
+            handle,
+            probe_life: Duration::from_millis(Plan::default().probe_life_ms),
+            listeners: HashMap::new(),
+        }
+    }
+
+    fn start_spray(&mut self, addr: Multiaddr, spray: Spray) -> Upgrade {
+        let fresh = DialOpts {
+            role: Endpoint::Dialer,
+            port_use: PortUse::New,
+        };
+        let Spray { plan, report } = spray;
+        // Each dial binds its socket now; its first Initial leaves when the
+        // future is first polled, which the waves below pace.
+        let mut dials: VecDeque<_> = (0..plan.sockets)
+            .filter_map(|i| self.inner.dial(addr.clone(), fresh).ok().map(|d| (i, d)))
+            .collect();
+        let opened = dials.len() as u16;
+        async move {
+            let start = Instant::now();
+            let mut running = FuturesUnordered::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(plan.wave_interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let result = loop {
+                tokio::select! {
+                    _ = tick.tick(), if !dials.is_empty() => {
+                        for (i, d) in dials.drain(..dials.len().min(plan.wave.into())) {
+                            running.push(d.map(move |r| (i, r)));
+                        }
+                    }
+                    Some((i, r)) = running.next() => match r {
+                        Ok(out) => break Ok((i, out)),
+                        Err(e) if running.is_empty() && dials.is_empty() => break Err(e),
+                        Err(e) => tracing::trace!(socket = i, error = %e, "spray socket gave up"),
+                    },
+                    else => break Err(quic::Error::HandshakeTimedOut),
+                }
+            };
+            let _ = report.send(SprayReport {
+                sockets: opened,
+                winner: result.as_ref().ok().map(|(i, _)| *i),
+                ms: start.elapsed().as_millis() as u64,
+            });
+            result.map(|(_, out)| out)
+        }
+        .boxed()
+    }
+
+    fn start_probes(&mut self) {
+        let probes: Vec<_> = self.handle.lock().probes.drain(..).collect();
+        let punch = DialOpts {
+            role: Endpoint::Listener,
+            port_use: PortUse::New,
+        };
+        let mut sent = 0;
+        for (target, peer) in probes {
+            let addr = Multiaddr::from(target.ip())
+                .with(Protocol::Udp(target.port()))
+                .with(Protocol::QuicV1)
+                .with(Protocol::P2p(peer));
+            let Ok(dial) = self.inner.dial(addr, punch) else {
+                continue; // no QUIC listener, or already punching there
+            };
+            sent += 1;
+            let life = self.probe_life;
+            let handle = self.handle.clone();
+            tokio::spawn(async move {
+                if let Ok(Ok(out)) = tokio::time::timeout(life, dial).await {
+                    let mut s = handle.lock();
+                    s.caught.push_back((out, target));
+                    if let Some(w) = s.waker.take() {
+                        w.wake();
+                    }
+                }
+            });
+        }
+        self.handle.lock().probes_sent += sent;
+    }
+}
+
+fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut it = addr.iter();
+    let ip = match it.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
+    match it.next()? {
+        Protocol::Udp(port) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
+impl Transport for Punch {
+    type Output = Output;
+    type Error = quic::Error;
+    type ListenerUpgrade = Upgrade;
+    type Dial = Upgrade;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        self.inner.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.inner.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        if opts.role == Endpoint::Dialer && opts.port_use == PortUse::New {
+            let spray = socket_addr(&addr).and_then(|s| self.handle.lock().sprays.remove(&s));
+            if let Some(spray) = spray {
+                return Ok(self.start_spray(addr, spray));
+            }
+        }
+        self.inner.dial(addr, opts)
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        let this = &mut *self;
+        {
+            let mut s = this.handle.lock();
+            s.waker = Some(cx.waker().clone());
+            if let Some((out, from)) = s.caught.pop_front() {
+                if let Some((id, local)) = this.listeners.iter().next() {
+                    let send_back = Multiaddr::from(from.ip())
+                        .with(Protocol::Udp(from.port()))
+                        .with(Protocol::QuicV1);
+                    return Poll::Ready(TransportEvent::Incoming {
+                        listener_id: *id,
+                        upgrade: futures::future::ready(Ok(out)).boxed(),
+                        local_addr: local.clone(),
+                        send_back_addr: send_back,
+                    });
+                }
+            }
+        }
+        if !this.handle.lock().probes.is_empty() {
+            this.start_probes();
+        }
+        match Pin::new(&mut this.inner).poll(cx) {
+            Poll::Ready(event) => {
+                match &event {
+                    TransportEvent::NewAddress {
+                        listener_id,
+                        listen_addr,
+                    } => {
+                        this.listeners.insert(*listener_id, listen_addr.clone());
+                    }
+                    TransportEvent::ListenerClosed { listener_id, .. } => {
+                        this.listeners.remove(listener_id);
+                    }
+                    _ => {}
+                }
+                Poll::Ready(event.map_upgrade(|u| u.boxed()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_socket_addresses_are_read_from_quic_multiaddrs() {
+        let a: Multiaddr = "/ip4/203.0.113.101/udp/4001/quic-v1".parse().unwrap();
+        assert_eq!(socket_addr(&a), Some("203.0.113.101:4001".parse().unwrap()));
+        let t: Multiaddr = "/ip4/203.0.113.101/tcp/4001".parse().unwrap();
+        assert_eq!(socket_addr(&t), None);
+    }
+
+    #[test]
+    fn sprays_and_probes_are_bounded() {
+        let h = PunchHandle::default();
+        let mut held = vec![];
+        for port in 0..MAX_SPRAYS as u16 {
+            let addr = SocketAddr::from(([203, 0, 113, 1], 1000 + port));
+            held.push(h.spray(addr, Plan::default()).expect("room"));
+        }
+        let one_more = SocketAddr::from(([203, 0, 113, 1], 9));
+        assert!(h.spray(one_more, Plan::default()).is_none());
+        // A spray whose attempt gave up frees its slot.
+        held.pop();
+        assert!(h.spray(one_more, Plan::default()).is_some());
+        let peer = PeerId::random();
+        let targets = (0..u16::MAX).map(|p| SocketAddr::from(([203, 0, 113, 2], p)));
+        assert_eq!(h.probe(targets, peer), MAX_QUEUED_PROBES);
+        assert_eq!(h.probe([one_more], peer), 0);
+    }
+}
