@@ -10,7 +10,12 @@ at random. The hosts have tx checksum/TSO/GSO offloads off, so frames arrive
 whole and with real checksums. It only ever forwards between its own ports:
 nothing leaves the lab's namespaces.
 
-    natlab-switch.py --delay 40 --loss 1 PORT...
+With `--control FILE`, one port's link can be impaired while the switch
+runs: each line of FILE is `PORT DELAY_MS LOSS_PERCENT`, added to every frame
+that enters or leaves through PORT (`natlab.sh impair` writes it; the file is
+re-read when it changes).
+
+    natlab-switch.py --delay 40 --loss 1 [--control FILE] PORT...
 """
 import argparse
 import heapq
@@ -31,6 +36,7 @@ def main() -> int:
     ap.add_argument("--delay", type=float, default=0.0, help="one-way delay in ms")
     ap.add_argument("--loss", type=float, default=0.0, help="drop this percent of frames")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--control", default=None, help="per-port impairments, re-read on change")
     ap.add_argument("ports", nargs="+")
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -45,6 +51,27 @@ def main() -> int:
     seq = 0
     delay = args.delay / 1000.0
     running = True
+    by_name = {name: fd for fd, (name, _) in socks.items()}
+    impaired = {}  # fileno -> (extra delay s, extra loss %)
+    control_seen = None
+    next_check = 0.0
+
+    def read_control():
+        nonlocal control_seen
+        try:
+            st = os.stat(args.control)
+        except OSError:
+            return
+        if st.st_mtime_ns == control_seen:
+            return
+        control_seen = st.st_mtime_ns
+        impaired.clear()
+        with open(args.control) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[0] in by_name:
+                    impaired[by_name[parts[0]]] = (float(parts[1]) / 1000.0, float(parts[2]))
+        print(f"natlab-switch: impaired {[(socks[fd][0], v) for fd, v in impaired.items()]}", flush=True)
 
     def stop(*_):
         nonlocal running
@@ -58,13 +85,16 @@ def main() -> int:
     print(f"natlab-switch: {len(socks)} ports, delay {args.delay} ms, loss {args.loss} %", flush=True)
     while running:
         now = time.monotonic()
+        if args.control and now >= next_check:
+            read_control()
+            next_check = now + 0.1
         while queue and queue[0][0] <= now:
             _, _, out, frame = heapq.heappop(queue)
             try:
                 socks[out][1].send(frame)
             except OSError:
                 pass
-        timeout = max(0.0, queue[0][0] - now) if queue else 0.5
+        timeout = max(0.0, queue[0][0] - now) if queue else 0.1
         for fd, _ in poller.poll(timeout):
             sock = socks[fd][1]
             while True:
@@ -84,10 +114,16 @@ def main() -> int:
                     outs = [o for o in socks if o != fd]
                 else:
                     outs = [macs[dst]] if macs[dst] != fd else []
-                due = time.monotonic() + delay
                 for o in outs:
+                    extra_delay, extra_loss = 0.0, 0.0
+                    for end in (fd, o):
+                        d, l = impaired.get(end, (0.0, 0.0))
+                        extra_delay += d
+                        extra_loss += l
+                    if extra_loss and rng.random() * 100.0 < extra_loss:
+                        continue
                     seq += 1
-                    heapq.heappush(queue, (due, seq, o, frame))
+                    heapq.heappush(queue, (time.monotonic() + delay + extra_delay, seq, o, frame))
     return 0
 
 

@@ -4,7 +4,8 @@
 # with a private host behind each. Root only. Nothing it makes can reach any
 # address outside the namespaces it made.
 #
-#   scripts/natlab.sh up LAB [--nat1 eim|edm] [--nat2 eim|edm] [--delay MS] [--loss PERCENT]
+#   scripts/natlab.sh up LAB [--nat1 eim|edm] [--nat2 eim|edm] [--delay MS] [--loss PERCENT] [--switch]
+#   scripts/natlab.sh impair LAB HOST MS LOSS   (HOST's link only, from now on; 0 0 heals it)
 #   scripts/natlab.sh down LAB
 #   scripts/natlab.sh status LAB
 #   scripts/natlab.sh exec LAB HOST CMD...      (HOST: relay relay2 chain obs1 obs2 obs3 pub h1 h2 nat1 nat2 inet)
@@ -23,7 +24,9 @@
 # destination). Both drop unsolicited inbound on the WAN side, like a home router.
 # With --delay/--loss the internet is not a bridge but natlab-switch.py, a
 # user-space switch that delays every frame by MS one way and drops PERCENT of
-# them (this kernel has no netem); `up` checks the delay with ping.
+# them (this kernel has no netem); `up` checks the delay with ping. --switch
+# uses that switch without delay or loss, so that `impair` can slow one host's
+# link later (a relay going bad mid-stream).
 set -euo pipefail
 
 die() { echo "natlab: $*" >&2; exit 1; }
@@ -99,13 +102,14 @@ NFT
 
 up() {
     ensure_tools
-    local nat1=eim nat2=eim delay=0 loss=0
+    local nat1=eim nat2=eim delay=0 loss=0 switch=""
     while [ $# -gt 0 ]; do
         case "$1" in
             --nat1) nat1=$2; shift 2 ;;
             --nat2) nat2=$2; shift 2 ;;
             --delay) delay=${2%ms}; shift 2 ;;
             --loss) loss=${2%\%}; shift 2 ;;
+            --switch) switch=1; shift ;;
             *) die "unknown option $1" ;;
         esac
     done
@@ -114,7 +118,7 @@ up() {
     trap 'echo "natlab: set-up failed; cleaning up" >&2; down >/dev/null 2>&1 || true' ERR
 
     SWITCH=""; PORTS=()
-    if [ "$delay" != 0 ] || [ "$loss" != 0 ]; then SWITCH=1; fi
+    if [ "$delay" != 0 ] || [ "$loss" != 0 ] || [ -n "$switch" ]; then SWITCH=1; fi
     mkns inet
     if [ -z "$SWITCH" ]; then
         nsx inet ip link add br0 type bridge
@@ -150,7 +154,9 @@ up() {
     done
     if [ -n "$SWITCH" ]; then
         local here; here=$(cd "$(dirname "$0")" && pwd)
-        nsx inet setsid python3 "$here/natlab-switch.py" --delay "$delay" --loss "$loss" "${PORTS[@]}" \
+        : > "/run/natlab-${LAB}-impair"
+        nsx inet setsid python3 "$here/natlab-switch.py" --delay "$delay" --loss "$loss" \
+            --control "/run/natlab-${LAB}-impair" "${PORTS[@]}" \
             >"/run/natlab-${LAB}-switch.log" 2>&1 < /dev/null &
         echo "delay ${delay}ms loss ${loss}%" > "/run/natlab-${LAB}-link"
         # Check the delay is in effect before anyone relies on it: RTT is about 2 x delay.
@@ -160,7 +166,7 @@ up() {
             [ -n "$rtt" ] && break
             sleep 0.3
         done
-        [ -n "$rtt" ] || die "no ping through the delaying switch"
+        [ -n "$rtt" ] || die "no ping through the switch"
         awk -v r="$rtt" -v d="$delay" 'BEGIN { exit !(r >= 1.8 * d) }' || die "RTT ${rtt} ms is below 2 x ${delay} ms: delay not in effect"
         echo "rtt h1 to relay ${rtt} ms" >> "/run/natlab-${LAB}-link"
     fi
@@ -175,7 +181,18 @@ down() {
         for pid in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
         ip netns del "$n" 2>/dev/null || true
     done
-    rm -f /run/natlab-"${LAB}"-nat*
+    rm -f /run/natlab-"${LAB}"-nat* /run/natlab-"${LAB}"-impair /run/natlab-"${LAB}"-link
+}
+
+# impair LAB HOST MS LOSS: from now on, HOST's link to the internet adds MS
+# one way and drops LOSS percent (a lab built with --switch, --delay or
+# --loss). MS=0 LOSS=0 heals it.
+impair() {
+    local host=$1 ms=$2 loss=$3 file="/run/natlab-${LAB}-impair"
+    [ -f "$file" ] || die "lab $LAB has no switch (build it with --switch)"
+    grep -v "^v${LAB}${host} " "$file" > "$file.new" || true
+    echo "v${LAB}${host} $ms $loss" >> "$file.new"
+    mv "$file.new" "$file"
 }
 
 status() {
@@ -190,7 +207,7 @@ status() {
 
 cmd=${1:-}; shift || true
 case "$cmd" in
-    up|down|status|exec)
+    up|down|status|exec|impair)
         LAB=${1:-}; [ -n "$LAB" ] || die "usage: natlab.sh $cmd LAB"
         [[ "$LAB" =~ ^[a-z0-9]{1,6}$ ]] || die "LAB is 1-6 characters of [a-z0-9]"
         shift
@@ -199,6 +216,7 @@ case "$cmd" in
             down) down ;;
             status) status ;;
             exec) host=$1; shift; nsx "$host" "$@" ;;
+            impair) impair "$@" ;;
         esac ;;
     down-all)
         for n in $(ip netns list | awk '{print $1}' | grep '^lm' || true); do

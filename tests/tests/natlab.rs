@@ -480,3 +480,70 @@ fn natlab_hard_nat_consumer_behind_edm_goes_direct_over_quic() {
 fn natlab_hard_nat_provider_behind_edm_goes_direct_over_quic() {
     hard_nat_goes_direct(Nat::Edm, Nat::Eim);
 }
+
+/// edm + edm with two relays on the lab's switch: mid-stream, the link of
+/// the relay carrying the stream turns slow and lossy (300 ms one way, 5 %
+/// loss). The consumer's pings rate the hop red, it re-routes through the
+/// healthy relay, reports `path_changed` with `degraded`, and the stream
+/// completes verified, every byte once.
+#[test]
+fn natlab_degraded_relay_mid_stream_moves_to_the_healthy_relay() {
+    let test = "degraded_relay";
+    let Some(w) = world_two_relays_switched(test, Nat::Edm, Nat::Edm, Transport::Tcp) else {
+        return;
+    };
+    let (_p, pid) = w.provider("h1", Transport::Tcp, true, "feed=paced:10M:1M:49");
+    let want = format!("{pid}/feed");
+    let (mut c, out) = w.consumer_with(0, Transport::Tcp, &want, false, &["--ping-secs", "1"]);
+    let first = c.wait_for("connected", T, |v| {
+        event_is(v, "connected") && v["peer_id"] == pid.as_str() && v["path"] == "relayed"
+    });
+    let carrier = first["via"].as_str().unwrap().to_string();
+    let file = out.join(&pid).join("feed");
+    let deadline = std::time::Instant::now() + T;
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < 1 << 20 {
+        assert!(std::time::Instant::now() < deadline, "{test}: no data");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (_, a2) = w.relay2.as_ref().expect("two relays");
+    let (bad_host, other) = if a2.ends_with(&carrier) {
+        (
+            "relay2",
+            w.relay_addr.rsplit('/').next().unwrap().to_string(),
+        )
+    } else {
+        ("relay", a2.rsplit('/').next().unwrap().to_string())
+    };
+    w.lab.impair(bad_host, 300, 5.0);
+    let moved = c.wait_for("path_changed", T, |v| {
+        event_is(v, "path_changed")
+            && v["peer_id"] == pid.as_str()
+            && v["from"]["via"] == carrier.as_str()
+    });
+    assert_eq!(moved["reason"], "degraded", "{moved}");
+    assert_eq!(
+        moved["to"]["via"],
+        other.as_str(),
+        "{test}: onto the healthy relay: {moved}"
+    );
+    let degraded = c.matching(|v| event_is(v, "path_degraded") && v["peer_id"] == pid.as_str());
+    assert!(
+        !degraded.is_empty(),
+        "{test}: the degraded hop was reported"
+    );
+    assert_eq!(c.wait_exit(T), 0, "{test}: the stream completed");
+    let expected = futures::executor::block_on(truth(&Source::Random {
+        len: 10 << 20,
+        seed: 49,
+    }));
+    assert_eq!(file_sha256(&file), expected, "{test}: every byte once");
+    let resumed = c.matching(|v| event_is(v, "stream_resumed"));
+    println!(
+        "NATLAB {test}: moved off {carrier} ({}) after {:?}; resumed {:?}",
+        moved["reason"],
+        degraded
+            .first()
+            .map(|d| (d["rtt_ms"].clone(), d["loss_pct"].clone())),
+        resumed.first().map(|r| r["stalled_ms"].clone())
+    );
+}

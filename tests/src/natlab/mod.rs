@@ -45,6 +45,19 @@ impl Lab {
 
     /// [`Lab::up`] with `delay_ms` one way and `loss_pct` on the internet links.
     pub fn up_with(test: &str, nat1: Nat, nat2: Nat, delay_ms: u32, loss_pct: f64) -> Option<Lab> {
+        Self::up_opts(test, nat1, nat2, delay_ms, loss_pct, false)
+    }
+
+    /// [`Lab::up_with`]; with `switch` the internet is the user-space switch
+    /// even without delay or loss, so that [`Lab::impair`] works.
+    pub fn up_opts(
+        test: &str,
+        nat1: Nat,
+        nat2: Nat,
+        delay_ms: u32,
+        loss_pct: f64,
+        switch: bool,
+    ) -> Option<Lab> {
         let ci = std::env::var("CI").as_deref() == Ok("true");
         if !is_root() {
             if ci {
@@ -71,6 +84,7 @@ impl Lab {
                 "--loss",
                 &loss_pct.to_string(),
             ])
+            .args(switch.then_some("--switch"))
             .output()
             .expect("run natlab.sh");
         if !out.status.success() {
@@ -89,6 +103,23 @@ impl Lab {
             return None;
         }
         Some(Lab { name, script })
+    }
+
+    /// From now on, `host`'s link to the internet adds `ms` one way and
+    /// drops `loss_pct` percent of frames (a lab built with `switch`).
+    pub fn impair(&self, host: &str, ms: u32, loss_pct: f64) {
+        let status = Command::new("bash")
+            .arg(&self.script)
+            .args([
+                "impair",
+                &self.name,
+                host,
+                &ms.to_string(),
+                &loss_pct.to_string(),
+            ])
+            .status()
+            .expect("run natlab.sh impair");
+        assert!(status.success(), "natlab.sh impair {host} failed");
     }
 
     /// The namespace of a lab host.

@@ -102,6 +102,22 @@ pub fn world_two_relays(test: &str, nat1: Nat, nat2: Nat, transport: Transport) 
     build(test, nat1, nat2, transport, extras)
 }
 
+/// [`world_two_relays`] on the user-space switch, so that one relay's link
+/// can be made slow and lossy mid-test ([`Lab::impair`](crate::natlab::Lab::impair)).
+pub fn world_two_relays_switched(
+    test: &str,
+    nat1: Nat,
+    nat2: Nat,
+    transport: Transport,
+) -> Option<World> {
+    let extras = Extras {
+        second_relay: true,
+        switch: true,
+        ..Default::default()
+    };
+    build(test, nat1, nat2, transport, extras)
+}
+
 /// How a world differs from the plain one.
 #[derive(Default)]
 struct Extras {
@@ -109,6 +125,7 @@ struct Extras {
     loss: f64,
     relay_price: u128,
     second_relay: bool,
+    switch: bool,
 }
 
 fn build(test: &str, nat1: Nat, nat2: Nat, transport: Transport, extras: Extras) -> Option<World> {
@@ -117,8 +134,9 @@ fn build(test: &str, nat1: Nat, nat2: Nat, transport: Transport, extras: Extras)
         loss,
         relay_price,
         second_relay,
+        switch,
     } = extras;
-    let lab = Lab::up_with(test, nat1, nat2, delay_ms, loss)?;
+    let lab = Lab::up_opts(test, nat1, nat2, delay_ms, loss, switch)?;
     let dir = temp_dir(test);
     let keydir = dir.0.join("keys");
     let mut chain = lab.start(
