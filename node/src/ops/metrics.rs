@@ -38,6 +38,7 @@ pub struct Metrics {
     connections: Family<Labels, Gauge>,
     connections_opened: Family<Labels, Counter>,
     hole_punches: Family<Labels, Counter>,
+    hard_nat: Family<Labels, Counter>,
     path_changes: Family<Labels, Counter>,
     reservations_held: Gauge,
     relay_reservations: Gauge,
@@ -86,6 +87,7 @@ impl Metrics {
             connections: Default::default(),
             connections_opened: Default::default(),
             hole_punches: Default::default(),
+            hard_nat: Default::default(),
             path_changes: Default::default(),
             reservations_held: Default::default(),
             relay_reservations: Default::default(),
@@ -128,6 +130,11 @@ impl Metrics {
             "hole_punches",
             "Hole punches (DCUtR), by outcome (upgraded, failed)",
             m.hole_punches.clone(),
+        );
+        r.register(
+            "hard_nat_attempts",
+            "Hard-NAT attempts, by role (hard, easy) and outcome (direct, failed, declined)",
+            m.hard_nat.clone(),
         );
         r.register(
             "path_changes",
@@ -285,6 +292,11 @@ impl Metrics {
             Event::HolePunchFailed { .. } => {
                 self.hole_punches
                     .get_or_create(&l(&[("outcome", "failed")]))
+                    .inc();
+            }
+            Event::HardNat { role, outcome, .. } => {
+                self.hard_nat
+                    .get_or_create(&l(&[("role", role), ("outcome", outcome)]))
                     .inc();
             }
             Event::PathChanged { reason, .. } => {
@@ -504,12 +516,24 @@ mod tests {
             reason: Some("replay".into()),
             peer_id: None,
         });
+        m.observe(&Event::HardNat {
+            peer_id: "p".into(),
+            role: "hard",
+            outcome: "direct",
+            reason: None,
+            sockets: 256,
+            probes: 2048,
+            chance: 0.9997,
+            ms: 120,
+            remote_addr: None,
+        });
         let mut now = Now::default();
         now.connections.insert(("direct".into(), "tcp".into()), 2);
         now.stream_totals.insert((Dir::Out, "feed".into()), 4096);
         let text = m.encode(&now);
         for want in [
             "ledgermesh_hole_punches_total{outcome=\"upgraded\"} 1",
+            "ledgermesh_hard_nat_attempts_total{role=\"hard\",outcome=\"direct\"} 1",
             "ledgermesh_voucher_wei_total{direction=\"received\"} 25.0",
             "ledgermesh_vouchers_total{direction=\"received\"} 2",
             "ledgermesh_envelope_rejections_total{reason=\"replay\"} 1",

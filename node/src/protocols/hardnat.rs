@@ -27,6 +27,10 @@ pub const QUEUE: usize = 64;
 const MAX_STREAMS: usize = 16;
 /// The longest wait for the peer's next message.
 const STEP: Duration = Duration::from_secs(5);
+/// Offers made when the stream breaks before the sockets open.
+const OFFER_TRIES: u32 = 3;
+/// Between two such offers.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
 
 /// A peer to offer an attempt to, and our public IP (from consensus).
 #[derive(Debug, Clone, Copy)]
@@ -161,10 +165,21 @@ impl Service {
             return; // tried with this peer recently, or enough at once
         };
         let start = Instant::now();
-        let mut tally = Tally::default();
-        let result = match self.hard_inner(&handle, peer, ip, &mut tally).await {
-            Ok(()) => Ok(tally),
-            Err(e) => Err((e, tally)),
+        let mut tries = 0;
+        let result = loop {
+            tries += 1;
+            let mut tally = Tally::default();
+            match self.hard_inner(&handle, peer, ip, &mut tally).await {
+                Ok(()) => break Ok(tally),
+                // The stream broke before anything was sent toward the peer
+                // (the relayed connection it went over was replaced, say):
+                // offer again on whatever relayed connection is left.
+                Err(Ended::Failed(why)) if tally.sockets == 0 && tries < OFFER_TRIES => {
+                    tracing::debug!(%peer, %why, "hard-NAT offer failed early; again");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+                Err(e) => break Err((e, tally)),
+            }
         };
         self.report(&handle, peer, Role::Hard, start, result);
     }
