@@ -6,7 +6,10 @@
 //! and QUIC streams so machine drift hits both sides of each ratio.
 //!
 //! iroh is not built here: it would bring its own QUIC stack into every
-//! build. `ledgermesh bench` reports it as not measured.
+//! build. It is a separate benchmark-only crate (`bench/iroh-peer`, its own
+//! workspace) that this section drives as a child process, round by round
+//! with the others; without it built, the iroh figures are null and say how
+//! to build it.
 
 use super::nodes::{node, only, sink_provider, timed_drain, Rate};
 use super::throughput::{median, Series};
@@ -18,6 +21,9 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+
+/// The iroh release `bench/iroh-peer` is built against (its Cargo.lock).
+const IROH_VERSION: &str = "1.4.1";
 
 const PERF: StreamProtocol = StreamProtocol::new("/ledgermesh-bench/stock-perf/1");
 const WRITE: usize = 256 << 10;
@@ -174,9 +180,77 @@ impl Drop for StockClient {
     }
 }
 
-/// Our direct TCP and QUIC against the stock stack's, in rounds.
+/// Where `ledgermesh-iroh-peer` is looked for when `LEDGERMESH_IROH_PEER`
+/// does not say: under the working directory (the project root).
+const IROH_PEER: &str = "bench/iroh-peer/target/release/ledgermesh-iroh-peer";
+
+/// The iroh peer process: both iroh endpoints, connected once; one transfer
+/// per round on request (see `bench/iroh-peer/src/main.rs`).
+struct IrohPeer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl IrohPeer {
+    /// Starts it, or says why not (not built).
+    fn start(bytes: u64) -> Result<Self, String> {
+        let path = std::env::var_os("LEDGERMESH_IROH_PEER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| IROH_PEER.into());
+        if !path.exists() {
+            return Err(format!(
+                "not measured: {} not found (build it: cargo build --release --manifest-path \
+                 bench/iroh-peer/Cargo.toml; or point LEDGERMESH_IROH_PEER at it)",
+                path.display()
+            ));
+        }
+        let mut child = tokio::process::Command::new(&path)
+            .args(["--bytes", &bytes.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("not measured: starting {}: {e}", path.display()))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        use tokio::io::AsyncBufReadExt;
+        Ok(IrohPeer {
+            child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// One transfer, timed inside the iroh process.
+    async fn round(&mut self) -> anyhow::Result<Rate> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stdin.write_all(b"round\n").await?;
+        self.stdin.flush().await?;
+        let line = tokio::time::timeout(Duration::from_secs(120), self.lines.next_line())
+            .await
+            .context("the iroh peer took over 120 s")??
+            .context("the iroh peer exited")?;
+        let v: Value = serde_json::from_str(&line).context("the iroh peer's line")?;
+        Ok(Rate {
+            mib_s: v["mib_s"].as_f64().context("mib_s")?,
+            cores: round(v["cores"].as_f64().context("cores")?, 2),
+            relay_cores: None,
+        })
+    }
+}
+
+impl Drop for IrohPeer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Our direct TCP and QUIC against the stock stack's (and iroh's, when
+/// built), in rounds.
 pub(super) async fn peers(sz: &Sizes) -> anyhow::Result<Value> {
     let bytes = sz.throughput_bytes;
+    let mut iroh = IrohPeer::start(bytes);
     let server = StockServer::start(bytes).await?;
     let mut stock_tcp = StockClient::connect(server.peer, server.tcp.clone()).await?;
     let mut stock_quic = StockClient::connect(server.peer, server.quic.clone()).await?;
@@ -196,7 +270,8 @@ pub(super) async fn peers(sz: &Sizes) -> anyhow::Result<Value> {
     let ours_tcp = connect("consumer-tcp", only(&snap.direct_addrs, false)).await?;
     let ours_quic = connect("consumer-quic", only(&snap.direct_addrs, true)).await?;
 
-    let (mut o_tcp, mut o_quic, mut s_tcp, mut s_quic) = (
+    let (mut o_tcp, mut o_quic, mut s_tcp, mut s_quic, mut i_quic) = (
+        Series::default(),
         Series::default(),
         Series::default(),
         Series::default(),
@@ -207,13 +282,20 @@ pub(super) async fn peers(sz: &Sizes) -> anyhow::Result<Value> {
         s_tcp.0.push(stock_tcp.drain().await?);
         o_quic.0.push(timed_drain(&ours_quic, pid).await?);
         s_quic.0.push(stock_quic.drain().await?);
+        if let Ok(peer) = iroh.as_mut() {
+            i_quic.0.push(peer.round().await?);
+        }
     }
+    drop(iroh.as_mut().map(|p| p.child.start_kill()));
     for h in [&ours_tcp, &ours_quic, &prov] {
         h.shutdown().await;
     }
     let tcp_ratios = o_tcp.ratios_to(&s_tcp);
     let quic_ratios = o_quic.ratios_to(&s_quic);
     let (st, sq) = (s_tcp.median(), s_quic.median());
+    let iroh_measured = !i_quic.0.is_empty();
+    let iroh_median = iroh_measured.then(|| i_quic.median());
+    let iroh_ratios = o_quic.ratios_to(&i_quic);
     Ok(json!({
         "libp2p_tcp_mib_s": round(st.mib_s, 1),
         "libp2p_quic_mib_s": round(sq.mib_s, 1),
@@ -229,9 +311,16 @@ pub(super) async fn peers(sz: &Sizes) -> anyhow::Result<Value> {
         "quic_ratio_to_libp2p_runs": quic_ratios,
         "libp2p_tcp_runs_mib_s": s_tcp.rates(),
         "libp2p_quic_runs_mib_s": s_quic.rates(),
-        "iroh_mib_s": null,
-        "quic_ratio_to_iroh": null,
-        "iroh": "not measured: iroh is not built into ledgermesh (it would bring its own QUIC stack into every build)",
+        "iroh_mib_s": iroh_median.map(|r| round(r.mib_s, 1)),
+        "iroh_cpu_ms_per_mib": iroh_median.map(|r| r.cpu_ms_per_mib()),
+        "iroh_runs_mib_s": iroh_measured.then(|| i_quic.rates()),
+        "quic_ratio_to_iroh": iroh_measured.then(|| round(median(iroh_ratios.clone()), 3)),
+        "tcp_ratio_to_iroh": iroh_measured.then(|| round(median(o_tcp.ratios_to(&i_quic)), 3)),
+        "quic_ratio_to_iroh_runs": iroh_measured.then_some(iroh_ratios),
+        "iroh": match &iroh {
+            Ok(_) => format!("iroh {IROH_VERSION}: two endpoints in one process on loopback, no relay, one unidirectional stream per round"),
+            Err(why) => why.clone(),
+        },
         "bytes_per_run": bytes,
     }))
 }

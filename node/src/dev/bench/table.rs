@@ -171,7 +171,18 @@ pub fn print_table(v: &Value) {
             f("/peers/ours_quic_cpu_ms_per_mib"),
             f("/peers/quic_ratio_to_libp2p")
         );
-        println!("  iroh: not measured (not built into ledgermesh)");
+        if v.pointer("/peers/iroh_mib_s").is_some_and(|x| !x.is_null()) {
+            println!(
+                "  iroh QUIC                         {} MiB/s ({} ms CPU/MiB)   ours {} MiB/s              ours/iroh {}",
+                f("/peers/iroh_mib_s"),
+                f("/peers/iroh_cpu_ms_per_mib"),
+                f("/peers/ours_quic_mib_s"),
+                f("/peers/quic_ratio_to_iroh")
+            );
+        } else {
+            let why = v.pointer("/peers/iroh").and_then(Value::as_str);
+            println!("  iroh: {}", why.unwrap_or("not measured"));
+        }
     }
     if has("idle") {
         println!("\nIDLE (a relay process's resident memory)");

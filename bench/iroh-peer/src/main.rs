@@ -1,0 +1,114 @@
+//! `ledgermesh-iroh-peer`: iroh's direct QUIC between two endpoints on
+//! loopback (no relay, no address lookup), for `ledgermesh bench --only
+//! peers`. Built only for the benchmark, in its own workspace:
+//!
+//! ```sh
+//! cargo build --release --manifest-path bench/iroh-peer/Cargo.toml
+//! ```
+//!
+//! It binds both endpoints and connects them once, then answers each line
+//! `round` on stdin with one transfer of `--bytes` bytes over a fresh
+//! unidirectional stream (256 KiB writes, one reader, like the other
+//! peers in the benchmark) and one JSON line on stdout:
+//! `{"mib_s": F, "cores": F, "bytes": N}`, where `cores` is this process's
+//! CPU time over the transfer's wall time (both endpoints live here, as
+//! both nodes live in the benchmark's process for its own figures). It
+//! exits at the end of stdin. Only loopback is ever used.
+
+use iroh::endpoint::Connection;
+use iroh::{Endpoint, EndpointAddr};
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+const ALPN: &[u8] = b"/ledgermesh-bench/iroh-perf/1";
+const WRITE: usize = 256 << 10;
+
+fn cpu_time() -> Duration {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+async fn endpoint(accept: bool) -> Result<Endpoint, Box<dyn std::error::Error>> {
+    let mut b =
+        iroh::endpoint::Builder::new(iroh::endpoint::presets::Minimal).bind_addr("127.0.0.1:0")?;
+    if accept {
+        b = b.alpns(vec![ALPN.to_vec()]);
+    }
+    Ok(b.bind().await?)
+}
+
+/// One transfer: `bytes` from `tx` to `rx`'s end of a fresh stream.
+async fn transfer(
+    tx: &Connection,
+    rx: &Connection,
+    bytes: u64,
+) -> Result<(u64, Duration), Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let send = async {
+        let mut s = tx.open_uni().await?;
+        let buf = vec![0x5au8; WRITE];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(WRITE as u64) as usize;
+            s.write_all(&buf[..n]).await?;
+            left -= n as u64;
+        }
+        s.finish()?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    let recv = async {
+        let mut r = rx.accept_uni().await?;
+        let mut got = 0u64;
+        while let Some(chunk) = r.read_chunk(WRITE).await? {
+            got += chunk.len() as u64;
+        }
+        Ok::<_, Box<dyn std::error::Error>>(got)
+    };
+    let (sent, got) = tokio::join!(send, recv);
+    sent?;
+    Ok((got?, start.elapsed()))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut bytes: u64 = 512 << 20;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--bytes" => bytes = args.next().ok_or("--bytes N")?.parse()?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let server = endpoint(true).await?;
+    let client = endpoint(false).await?;
+    let at = *server.bound_sockets().first().ok_or("no socket")?;
+    let addr = EndpointAddr::new(server.id()).with_ip_addr(at);
+    let (dialed, accepted) = tokio::join!(client.connect(addr, ALPN), async {
+        let incoming = server.accept().await.ok_or("endpoint closed")?;
+        Ok::<_, Box<dyn std::error::Error>>(incoming.accept()?.await?)
+    });
+    let (tx, rx) = (dialed?, accepted?);
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.lock().lines() {
+        if line?.trim() != "round" {
+            continue;
+        }
+        let cpu0 = cpu_time();
+        let (got, d) = transfer(&tx, &rx, bytes).await?;
+        let cores = (cpu_time() - cpu0).as_secs_f64() / d.as_secs_f64().max(1e-9);
+        let mib_s = got as f64 / (1 << 20) as f64 / d.as_secs_f64().max(1e-9);
+        writeln!(
+            out,
+            "{{\"mib_s\": {mib_s:.3}, \"cores\": {cores:.3}, \"bytes\": {got}}}"
+        )?;
+        out.flush()?;
+    }
+    tx.close(0u32.into(), b"done");
+    client.close().await;
+    server.close().await;
+    Ok(())
+}
