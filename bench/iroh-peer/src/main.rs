@@ -8,8 +8,8 @@
 //!
 //! It binds both endpoints and connects them once, then answers each line
 //! `round` on stdin with one transfer of `--bytes` bytes over a fresh
-//! unidirectional stream (256 KiB writes, one reader, like the other
-//! peers in the benchmark) and one JSON line on stdout:
+//! unidirectional stream (256 KiB writes, one reader into a 256 KiB buffer,
+//! like the other peers in the benchmark) and one JSON line on stdout:
 //! `{"mib_s": F, "cores": F, "bytes": N}`, where `cores` is this process's
 //! CPU time over the transfer's wall time (both endpoints live here, as
 //! both nodes live in the benchmark's process for its own figures). It
@@ -60,10 +60,12 @@ async fn transfer(
         Ok::<_, Box<dyn std::error::Error>>(())
     };
     let recv = async {
+        // Read into a buffer, as libp2p streams are read (no zero-copy chunks).
         let mut r = rx.accept_uni().await?;
+        let mut buf = vec![0u8; WRITE];
         let mut got = 0u64;
-        while let Some(chunk) = r.read_chunk(WRITE).await? {
-            got += chunk.len() as u64;
+        while let Some(n) = r.read(&mut buf).await? {
+            got += n as u64;
         }
         Ok::<_, Box<dyn std::error::Error>>(got)
     };
