@@ -24,6 +24,9 @@ const MAX_IN_FLIGHT: usize = 64;
 /// Connections held open at once; further ones wait in the kernel's
 /// backlog until one closes (a stranger cannot make the node hold more).
 const MAX_CONNECTIONS: usize = 128;
+/// A connection that sends nothing for this long is closed, so idle
+/// connections cannot hold the slots (the dashboard asks every second).
+const IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Why the API could not start.
 #[derive(Debug, Error)]
@@ -80,6 +83,7 @@ pub async fn start(
     let listener = Capped {
         inner: listener,
         slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        idle: IDLE,
     };
     handle.spawn(async move {
         let served = axum::serve(listener, app)
@@ -98,6 +102,7 @@ pub async fn start(
 struct Capped {
     inner: tokio::net::TcpListener,
     slots: Arc<tokio::sync::Semaphore>,
+    idle: std::time::Duration,
 }
 
 impl axum::serve::Listener for Capped {
@@ -112,7 +117,7 @@ impl axum::serve::Listener for Capped {
                 continue;
             };
             match self.inner.accept().await {
-                Ok((io, addr)) => return (CappedIo { io, _slot: slot }, addr),
+                Ok((io, addr)) => return (CappedIo::new(io, slot, self.idle), addr),
                 Err(e) => {
                     // Out of descriptors and the like: say so, and breathe.
                     tracing::debug!(error = %e, "API accept failed");
@@ -127,10 +132,28 @@ impl axum::serve::Listener for Capped {
     }
 }
 
-/// A connection holding one of the listener's slots.
+/// A connection holding one of the listener's slots, closed (its reads
+/// fail) once the client has sent nothing for `idle`.
 struct CappedIo {
     io: tokio::net::TcpStream,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    idle: std::time::Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl CappedIo {
+    fn new(
+        io: tokio::net::TcpStream,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        idle: std::time::Duration,
+    ) -> Self {
+        CappedIo {
+            io,
+            _slot: slot,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for CappedIo {
@@ -139,7 +162,20 @@ impl tokio::io::AsyncRead for CappedIo {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        use std::future::Future as _;
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                let next = tokio::time::Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "API client idle"),
+            )),
+            other => other,
+        }
     }
 }
 
@@ -479,4 +515,53 @@ async fn ping(
         "direct": best.is_some_and(|c| c.conn.via.is_none()),
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+    use axum::serve::Listener as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_silent_client_loses_its_slot_and_a_talking_one_keeps_it() {
+        let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        let idle = std::time::Duration::from_millis(300);
+        let mut listener = Capped {
+            inner,
+            slots: slots.clone(),
+            idle,
+        };
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut silent_io, _) = listener.accept().await;
+        let mut talker = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut talking_io, _) = listener.accept().await;
+        assert_eq!(slots.available_permits(), 0);
+        // The talker sends a byte every 100 ms for a second: never idle.
+        let talk = tokio::spawn(async move {
+            for _ in 0..10 {
+                talker.write_all(b"x").await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            talker
+        });
+        let mut got = 0;
+        let mut buf = [0u8; 1];
+        while got < 10 {
+            got += talking_io
+                .read(&mut buf)
+                .await
+                .expect("a talking client is kept");
+        }
+        let _talker = talk.await.unwrap();
+        // The silent one was cut after its idle time and gave its slot back.
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), silent_io.read(&mut buf));
+        let err = read.await.expect("cut, not left hanging").expect_err("cut");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        drop(silent_io);
+        assert_eq!(slots.available_permits(), 1);
+    }
 }
