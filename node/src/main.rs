@@ -6,6 +6,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
+    // A benchmark's child process runs on the cores it was given.
+    ledgermesh_node::bench::cpus::pin_from_env();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -13,7 +13,8 @@
 //! `{"mib_s": F, "cores": F, "bytes": N}`, where `cores` is this process's
 //! CPU time over the transfer's wall time (both endpoints live here, as
 //! both nodes live in the benchmark's process for its own figures). It
-//! exits at the end of stdin. Only loopback is ever used.
+//! exits at the end of stdin. Only loopback is ever used. With
+//! `LMBENCH_CPUS=0,1,…` (set by `bench --cpus`) it runs on those cores.
 
 use iroh::endpoint::Connection;
 use iroh::{Endpoint, EndpointAddr};
@@ -29,6 +30,31 @@ fn cpu_time() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Pins every thread to the cores `LMBENCH_CPUS` names (`0,1,2`), when the
+/// benchmark gives it cores of its own.
+fn pin_from_env() {
+    let Ok(list) = std::env::var("LMBENCH_CPUS") else {
+        return;
+    };
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
+    // sched_setaffinity only touch the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in list.split(',').filter_map(|c| c.parse::<usize>().ok()) {
+            libc::CPU_SET(c, &mut set);
+        }
+        for t in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+        }
+    }
 }
 
 async fn endpoint(accept: bool) -> Result<Endpoint, Box<dyn std::error::Error>> {
@@ -76,6 +102,7 @@ async fn transfer(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    pin_from_env();
     let mut bytes: u64 = 512 << 20;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

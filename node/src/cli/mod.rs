@@ -116,6 +116,11 @@ pub enum Command {
         /// Rounds of single-stream runs; medians are reported (default 5, 3 with --quick).
         #[arg(long)]
         rounds: Option<usize>,
+        /// Cores: `auto` (with 4 or more, a quarter for the relay process and
+        /// the rest for the endpoints), `off`, or the relay's core count N
+        /// (the last N cores). Reported in `machine.placement`.
+        #[arg(long, default_value = "auto")]
+        cpus: crate::bench::cpus::CpuPlan,
     },
 }
 
@@ -170,12 +175,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             only,
             bytes,
             rounds,
+            cpus,
         } => {
             let v = crate::bench::run(crate::bench::BenchOptions {
                 quick,
                 only,
                 bytes,
                 rounds,
+                cpus,
             })
             .await?;
             if json {

@@ -6,6 +6,7 @@
 //! asserted: these machines are shared and noisy.
 
 mod baselines;
+pub mod cpus;
 mod envelope;
 mod idle;
 mod live;
@@ -44,6 +45,8 @@ pub struct BenchOptions {
     pub bytes: Option<u64>,
     /// Rounds of the single-stream runs instead of the default.
     pub rounds: Option<usize>,
+    /// Which cores the relay process and the endpoints run on.
+    pub cpus: cpus::CpuPlan,
 }
 
 /// A part of the benchmark that can be run on its own (`--only`).
@@ -131,9 +134,16 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
     let wants = |s: Section| opts.only.is_empty() || opts.only.contains(&s);
     let t0 = Instant::now();
     let mut out = serde_json::Map::new();
+    if let Err(e) = cpus::apply(opts.cpus) {
+        eprintln!("bench: cores not pinned: {e}");
+    }
     out.insert(
         "machine".into(),
-        json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "quick": opts.quick}),
+        json!({
+            "cpus": cpus::available(),
+            "quick": opts.quick,
+            "placement": cpus::report(opts.cpus),
+        }),
     );
     let (mut tcp, mut chacha) = (None, None);
     if wants(Section::Baseline) {

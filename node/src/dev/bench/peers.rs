@@ -205,11 +205,13 @@ impl IrohPeer {
                 path.display()
             ));
         }
-        let mut child = tokio::process::Command::new(&path)
-            .args(["--bytes", &bytes.to_string()])
+        let mut cmd = tokio::process::Command::new(&path);
+        cmd.args(["--bytes", &bytes.to_string()])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        super::cpus::for_endpoints(&mut cmd);
+        let mut child = cmd
             .spawn()
             .map_err(|e| format!("not measured: starting {}: {e}", path.display()))?;
         let stdin = child.stdin.take().expect("piped");

@@ -27,25 +27,25 @@ impl RelayProcess {
     pub(super) async fn start_with(extra: &[&str]) -> anyhow::Result<RelayProcess> {
         use tokio::io::AsyncBufReadExt;
         let exe = std::env::current_exe().context("locating the ledgermesh binary")?;
-        let mut child = tokio::process::Command::new(exe)
-            .args([
-                "relay",
-                "--json",
-                "--open",
-                "--allow-private-addrs",
-                "--listen",
-            ])
-            .arg("/ip4/127.0.0.1/tcp/0")
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("LEDGERMESH_BENCH_RELAY_LOG").unwrap_or_else(|_| "error".into()),
-            )
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the relay process")?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.args([
+            "relay",
+            "--json",
+            "--open",
+            "--allow-private-addrs",
+            "--listen",
+        ])
+        .arg("/ip4/127.0.0.1/tcp/0")
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("LEDGERMESH_BENCH_RELAY_LOG").unwrap_or_else(|_| "error".into()),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+        super::cpus::for_relay(&mut cmd);
+        let mut child = cmd.spawn().context("starting the relay process")?;
         let out = child.stdout.take().context("relay stdout")?;
         let mut lines = tokio::io::BufReader::new(out).lines();
         let found = tokio::time::timeout(Duration::from_secs(20), async {
