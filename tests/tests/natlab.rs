@@ -317,16 +317,8 @@ fn natlab_relay_death_mid_stream_moves_to_the_second_relay() {
     };
     let (_p, pid) = w.provider("h1", Transport::Tcp, true, "feed=paced:4M:1M:47");
     let (mut c, out) = w.consumer(0, Transport::Tcp, &format!("{pid}/feed"));
-    let first = c.wait_for("connected", T, |v| {
-        event_is(v, "connected") && v["peer_id"] == pid.as_str() && v["path"] == "relayed"
-    });
-    let carrier = first["via"].as_str().unwrap().to_string();
     let file = out.join(&pid).join("feed");
-    let deadline = std::time::Instant::now() + T;
-    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < 512 << 10 {
-        assert!(std::time::Instant::now() < deadline, "{test}: no data");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let carrier = carrier_once_flowing(test, &mut c, &pid, &file, 512 << 10);
     let (relay2, a2) = w.relay2.as_mut().expect("two relays");
     let other = if a2.ends_with(&carrier) {
         relay2.stop();
@@ -525,16 +517,8 @@ fn natlab_degraded_relay_mid_stream_moves_to_the_healthy_relay() {
     let (_p, pid) = w.provider("h1", Transport::Tcp, true, "feed=paced:10M:1M:49");
     let want = format!("{pid}/feed");
     let (mut c, out) = w.consumer_with(0, Transport::Tcp, &want, false, &["--ping-secs", "1"]);
-    let first = c.wait_for("connected", T, |v| {
-        event_is(v, "connected") && v["peer_id"] == pid.as_str() && v["path"] == "relayed"
-    });
-    let carrier = first["via"].as_str().unwrap().to_string();
     let file = out.join(&pid).join("feed");
-    let deadline = std::time::Instant::now() + T;
-    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < 1 << 20 {
-        assert!(std::time::Instant::now() < deadline, "{test}: no data");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let carrier = carrier_once_flowing(test, &mut c, &pid, &file, 1 << 20);
     let (_, a2) = w.relay2.as_ref().expect("two relays");
     let (bad_host, other) = if a2.ends_with(&carrier) {
         (
@@ -576,4 +560,24 @@ fn natlab_degraded_relay_mid_stream_moves_to_the_healthy_relay() {
             .map(|d| (d["rtt_ms"].clone(), d["loss_pct"].clone())),
         resumed.first().map(|r| r["stalled_ms"].clone())
     );
+}
+
+/// The relay carrying the consumer's first (relayed) connection to `pid`,
+/// once `min` bytes of the stream are on disk.
+fn carrier_once_flowing(
+    test: &str,
+    c: &mut Proc,
+    pid: &str,
+    file: &std::path::Path,
+    min: u64,
+) -> String {
+    let first = c.wait_for("connected", T, |v| {
+        event_is(v, "connected") && v["peer_id"] == pid && v["path"] == "relayed"
+    });
+    let deadline = std::time::Instant::now() + T;
+    while std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) < min {
+        assert!(std::time::Instant::now() < deadline, "{test}: no data");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    first["via"].as_str().unwrap().to_string()
 }
