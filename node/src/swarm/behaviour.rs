@@ -31,6 +31,8 @@ mod composed {
         pub(crate) relay_server: Toggle<crate::protocols::relay::behaviour::Behaviour>,
         /// A relay's inbound hop streams, through a bounded queue.
         pub(crate) hop_inbox: Toggle<crate::swarm::inbound::Inbound>,
+        /// Inbound data streams, through a bounded queue to the stream server.
+        pub(crate) stream_inbox: crate::swarm::inbound::Inbound,
         pub(crate) dcutr: Toggle<dcutr::Behaviour>,
         pub(crate) identify: identify::Behaviour,
         pub(crate) ping: ping::Behaviour,
@@ -88,6 +90,7 @@ pub(super) fn build(
     keypair: Keypair,
     relay_server: Option<crate::protocols::relay::behaviour::Behaviour>,
     hop_inbox: Option<super::inbound::Inbound>,
+    stream_inbox: super::inbound::Inbound,
     meters: super::metered::RelayMeters,
     punch: super::punch::PunchHandle,
 ) -> Result<Swarm<Behaviour>, NodeError> {
@@ -124,6 +127,7 @@ pub(super) fn build(
                 relay_client,
                 relay_server: Toggle::from(relay_server),
                 hop_inbox: Toggle::from(hop_inbox),
+                stream_inbox,
                 dcutr: Toggle::from(hole_punching.then(|| dcutr::Behaviour::new(local))),
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY_PROTOCOL.into(),

@@ -163,6 +163,35 @@ pub struct NodeHandle {
     pub(super) cancel: CancellationToken,
     pub(super) allow_private: bool,
     pub(super) punch: super::punch::PunchHandle,
+    pub(super) stream_inbox: std::sync::Arc<std::sync::Mutex<Option<StreamInbox>>>,
+}
+
+/// The node's inbound data streams, for its one stream server: while held,
+/// `/ledgermesh/stream/1` is offered to peers and their streams queue here
+/// (bounded); once dropped, the protocol is refused again.
+pub struct StreamInbox {
+    pub(super) incoming: super::inbound::Incoming,
+    pub(super) accepting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(super) dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StreamInbox {
+    /// The next inbound stream; `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<(PeerId, libp2p::Stream)> {
+        self.incoming.recv().await
+    }
+
+    /// Streams dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for StreamInbox {
+    fn drop(&mut self) {
+        self.accepting
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -264,6 +293,20 @@ impl NodeHandle {
             self.allow_private,
             MAX_DIAL_CANDIDATES,
         )
+    }
+
+    /// The node's inbound data streams, for its stream server; from now on
+    /// peers may open them. `None` when already taken (one server a node).
+    pub fn take_stream_inbox(&self) -> Option<StreamInbox> {
+        let inbox = self
+            .stream_inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        inbox
+            .accepting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Some(inbox)
     }
 
     /// The QUIC transport's spray and probe controls (hard-NAT traversal).

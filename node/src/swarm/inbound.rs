@@ -5,7 +5,13 @@
 //! answer. Here each connection's handler passes its negotiated streams up
 //! and the queue holds up to its capacity; past it a stream is dropped and
 //! counted, and the protocol's own task bounds the work it takes on.
+//!
+//! The protocol is offered only while someone takes the streams
+//! ([`Inbound::accepting`]): before a node's stream server starts, a peer
+//! hears "not supported" (and asks again) instead of a stream that nobody
+//! would read.
 
+use either::Either;
 use libp2p::core::upgrade::{DeniedUpgrade, ReadyUpgrade};
 use libp2p::core::{transport::PortUse, Endpoint};
 use libp2p::swarm::handler::{ConnectionEvent, FullyNegotiatedInbound};
@@ -16,7 +22,7 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
@@ -32,6 +38,7 @@ pub struct Inbound {
     protocol: StreamProtocol,
     queue: mpsc::Sender<(PeerId, Stream)>,
     dropped: Arc<AtomicU64>,
+    accepting: Arc<AtomicBool>,
 }
 
 impl Inbound {
@@ -43,6 +50,7 @@ impl Inbound {
                 protocol,
                 queue,
                 dropped: Default::default(),
+                accepting: Arc::new(AtomicBool::new(true)),
             },
             rx,
         )
@@ -53,9 +61,16 @@ impl Inbound {
         self.dropped.clone()
     }
 
+    /// Whether the protocol is offered (on at first); while off, peers'
+    /// streams are refused in negotiation.
+    pub fn accepting(&self) -> Arc<AtomicBool> {
+        self.accepting.clone()
+    }
+
     fn handler(&self) -> Handler {
         Handler {
             protocol: self.protocol.clone(),
+            accepting: self.accepting.clone(),
             ready: VecDeque::new(),
         }
     }
@@ -109,19 +124,24 @@ impl NetworkBehaviour for Inbound {
 /// passes them up.
 pub struct Handler {
     protocol: StreamProtocol,
+    accepting: Arc<AtomicBool>,
     ready: VecDeque<Stream>,
 }
 
 impl ConnectionHandler for Handler {
     type FromBehaviour = Infallible;
     type ToBehaviour = Stream;
-    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type InboundProtocol = Either<ReadyUpgrade<StreamProtocol>, DeniedUpgrade>;
     type OutboundProtocol = DeniedUpgrade;
     type InboundOpenInfo = ();
     type OutboundOpenInfo = Infallible;
 
     fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, ()> {
-        SubstreamProtocol::new(ReadyUpgrade::new(self.protocol.clone()), ())
+        let upgrade = match self.accepting.load(Ordering::Relaxed) {
+            true => Either::Left(ReadyUpgrade::new(self.protocol.clone())),
+            false => Either::Right(DeniedUpgrade),
+        };
+        SubstreamProtocol::new(upgrade, ())
     }
 
     fn poll(
@@ -143,7 +163,7 @@ impl ConnectionHandler for Handler {
         event: ConnectionEvent<'_, Self::InboundProtocol, Self::OutboundProtocol, (), Infallible>,
     ) {
         if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
-            protocol: stream,
+            protocol: futures::future::Either::Left(stream),
             ..
         }) = event
         {

@@ -35,7 +35,7 @@ pub use config::{
 };
 pub use handle::{
     CloseWatch, ConnInfo, DialError, NetSignals, NodeError, NodeHandle, PublicView, Snapshot,
-    MAX_DIAL_CANDIDATES,
+    StreamInbox, MAX_DIAL_CANDIDATES,
 };
 pub use ledgermesh_protocol::path::{classify, PathKind, TransportKind};
 
@@ -50,6 +50,9 @@ use tracing::Instrument;
 /// Hop streams a relay queues before its server takes them (the server
 /// then bounds the handshakes it runs at once).
 const HOP_QUEUE: usize = 1024;
+/// Data streams waiting for the stream server (which then takes a slot or
+/// answers busy); each connection holds at most 32 more of its own.
+const STREAM_QUEUE: usize = 1024;
 
 /// Starts a node: builds the swarm, opens listeners, asks for relay
 /// reservations, and spawns the event loop.
@@ -85,6 +88,13 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         }
         None => (None, None),
     };
+    // Data streams through a bounded queue too; offered once a stream
+    // server takes them (NodeHandle::take_stream_inbox).
+    let (stream_inbox, stream_incoming) =
+        inbound::Inbound::new(crate::protocols::stream::STREAM_PROTOCOL, STREAM_QUEUE);
+    let stream_accepting = stream_inbox.accepting();
+    stream_accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let stream_drops = stream_inbox.dropped();
     let meters = metered::RelayMeters::default();
     let punch = punch::PunchHandle::default();
     let mut swarm = behaviour::build(
@@ -92,6 +102,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         keypair.clone(),
         relay_behaviour,
         hop_inbox,
+        stream_inbox,
         meters.clone(),
         punch.clone(),
     )?;
@@ -165,6 +176,11 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         tasks: tokio_util::task::TaskTracker::new(),
         cancel: tokio_util::sync::CancellationToken::new(),
         punch,
+        stream_inbox: std::sync::Arc::new(std::sync::Mutex::new(Some(handle::StreamInbox {
+            incoming: stream_incoming,
+            accepting: stream_accepting,
+            dropped: stream_drops,
+        }))),
     };
     handle.spawn(hard_nat_service.run(handle.clone(), hard_nat_rx));
     if let Some(pay) = relay.as_ref().and_then(|(l, _, _)| l.pay.clone()) {

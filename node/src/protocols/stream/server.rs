@@ -10,7 +10,7 @@ use crate::events::Event;
 use crate::protocols::pay::payee::Room;
 use crate::protocols::pay::Payees;
 use crate::swarm::NodeHandle;
-use futures::{AsyncWriteExt, StreamExt};
+use futures::AsyncWriteExt;
 use ledgermesh_protocol::access::Denial;
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
 use ledgermesh_protocol::stream::server::{decide, LiveWindow, ServeDecision, StreamKind};
@@ -81,16 +81,12 @@ const PAY_WAIT: Duration = Duration::from_secs(5);
 /// spawned: over the caps a stream is refused `busy` (itself bounded) or
 /// dropped unanswered.
 pub async fn serve(handle: NodeHandle, shop: Shop, limits: ServeLimits) {
-    let mut control = handle.stream_control();
-    let mut incoming = match control.accept(STREAM_PROTOCOL) {
-        Ok(i) => i,
-        Err(e) => {
-            handle.emit(Event::error(
-                "stream",
-                format!("cannot accept streams: {e}"),
-            ));
-            return;
-        }
+    let Some(mut incoming) = handle.take_stream_inbox() else {
+        handle.emit(Event::error(
+            "stream",
+            format!("cannot accept streams: {STREAM_PROTOCOL} is already served"),
+        ));
+        return;
     };
     let slots = Arc::new(Mutex::new(Slots::new(limits.slots)));
     while let Some((peer, stream)) = incoming.next().await {
