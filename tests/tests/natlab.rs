@@ -137,13 +137,7 @@ fn edm_edm_stays_relayed(transport: Transport) {
         .collect();
     let mut failed_punch = 0;
     for (i, (c, out)) in consumers.iter_mut().enumerate() {
-        assert_eq!(c.wait_exit(T), 0, "{test} run {i}: consumer failed");
-        assert_eq!(
-            file_sha256(&out.join(&pid).join("feed")),
-            expected,
-            "{test} run {i}: bytes"
-        );
-        let events = c.matching(|_| true);
+        let events = finished_whole(&format!("{test} run {i}"), c, out, &pid, &expected);
         assert!(
             !events.iter().any(|v| event_is(v, "upgraded")),
             "{test} run {i}: no direct path through two EDM NATs"
@@ -401,13 +395,7 @@ fn hard_nat_goes_direct(provider_nat: Nat, consumer_nat: Nat) {
             })
             .collect();
         for (i, (c, out)) in consumers.iter_mut() {
-            assert_eq!(c.wait_exit(T), 0, "{test} run {i}: consumer failed");
-            assert_eq!(
-                file_sha256(&out.join(&pid).join("feed")),
-                expected,
-                "{test} run {i}: bytes"
-            );
-            let events = c.matching(|_| true);
+            let events = finished_whole(&format!("{test} run {i}"), c, out, &pid, &expected);
             let verdict = events.iter().find(|v| event_is(v, "public_address"));
             assert_eq!(
                 verdict.map(|v| v["mapping"].clone()),
@@ -580,4 +568,22 @@ fn carrier_once_flowing(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     first["via"].as_str().unwrap().to_string()
+}
+
+/// Waits for a consumer to exit 0 with `pid`'s `feed` whole on disk
+/// (its SHA-256 is `expected`); returns the consumer's events.
+fn finished_whole(
+    what: &str,
+    c: &mut Proc,
+    out: &std::path::Path,
+    pid: &str,
+    expected: &[u8; 32],
+) -> Vec<serde_json::Value> {
+    assert_eq!(c.wait_exit(T), 0, "{what}: consumer failed");
+    assert_eq!(
+        &file_sha256(&out.join(pid).join("feed")),
+        expected,
+        "{what}: bytes"
+    );
+    c.matching(|_| true)
 }

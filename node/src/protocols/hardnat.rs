@@ -53,6 +53,8 @@ struct Tally {
     sockets: u16,
     probes: u16,
     remote: Option<Multiaddr>,
+    /// When the direct connection was seen to be up.
+    up_at: Option<Instant>,
 }
 
 /// The service: answers offers, makes them.
@@ -91,6 +93,20 @@ impl Service {
         let mut l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
         l.start(now_ms, peer)?;
         Ok(Slot(self.limiter.clone()))
+    }
+
+    /// A slot for an attempt with `peer`, waiting up to an attempt's length
+    /// while every slot is taken (attempts end within that time).
+    async fn wait_slot(&self, peer: &PeerId) -> Result<Slot, Decline> {
+        let give_up = Instant::now() + Duration::from_millis(hardnat::ATTEMPT_MS);
+        loop {
+            match self.slot(peer) {
+                Err(Decline::Busy) if Instant::now() < give_up => {
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Serves the protocol and makes the offers the event loop sends, until
@@ -154,17 +170,24 @@ impl Service {
             sockets: tally.sockets,
             probes: tally.probes,
             chance: (hardnat::success_probability(tally.sockets, tally.probes) * 1e4).round() / 1e4,
-            ms: start.elapsed().as_millis() as u64,
+            ms: (tally.up_at.unwrap_or_else(Instant::now))
+                .saturating_duration_since(start)
+                .as_millis() as u64,
             remote_addr: tally.remote.map(|a| a.to_string()),
         });
     }
 
     /// The endpoint-dependent side.
     async fn hard(&self, handle: NodeHandle, Offer { peer, ip }: Offer) {
-        let Ok(_slot) = self.slot(&peer) else {
-            return; // tried with this peer recently, or enough at once
-        };
         let start = Instant::now();
+        let _slot = match self.wait_slot(&peer).await {
+            Ok(s) => s,
+            Err(Decline::Cooldown) => return, // tried with this peer recently
+            Err(d) => {
+                let busy = Err((Ended::Declined(d.as_str().into()), Tally::default()));
+                return self.report(&handle, peer, Role::Hard, start, busy);
+            }
+        };
         let mut tries = 0;
         let result = loop {
             tries += 1;
@@ -177,6 +200,12 @@ impl Service {
                 Err(Ended::Failed(why)) if tally.sockets == 0 && tries < OFFER_TRIES => {
                     tracing::debug!(%peer, %why, "hard-NAT offer failed early; again");
                     tokio::time::sleep(RETRY_AFTER).await;
+                }
+                // The peer runs enough attempts already: ask again a little later.
+                Err(Ended::Declined(why))
+                    if why == Decline::Busy.as_str() && tries < OFFER_TRIES =>
+                {
+                    tokio::time::sleep(RETRY_AFTER * 4).await;
                 }
                 Err(e) => break Err((e, tally)),
             }
@@ -236,12 +265,11 @@ impl Service {
         .await
         .map_err(|e| failed(&e))?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(hardnat::ATTEMPT_MS);
-        // The peer's `Probed` may never come: a direct connection closes the
-        // relayed one (and this stream) as soon as it is up.
-        let (probed, direct) = tokio::join!(
-            tokio::time::timeout_at(deadline, s.recv()),
-            tokio::time::timeout_at(deadline, direct),
-        );
+        let direct = tokio::time::timeout_at(deadline, direct).await;
+        tally.up_at = Some(Instant::now());
+        // The peer's `Probed`, if it came: a direct connection may already
+        // have closed the relayed one (and this stream), so only a short wait.
+        let probed = tokio::time::timeout(Duration::from_millis(500), s.recv()).await;
         if let Ok(Ok(Message::Probed { probes, .. })) = probed {
             tally.probes = probes.min(hardnat::MAX_PROBES);
         }
@@ -334,22 +362,26 @@ impl Service {
             if let Ok(remote) = direct.try_recv() {
                 // Up already: the peer's socket met an earlier wave.
                 tally.remote = Some(remote);
-                return Ok(());
+                tally.up_at = Some(Instant::now());
+                break;
             }
             let targets = wave.iter().map(|&p| SocketAddr::new(ip, p));
             tally.probes += handle.punch().probe(targets, peer) as u16;
         }
         let ms = waves.elapsed().as_millis() as u32;
-        let _ = s
-            .send(Message::Probed {
-                probes: tally.probes,
-                ms,
-            })
-            .await;
+        let probed = Message::Probed {
+            probes: tally.probes,
+            ms,
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), s.send(probed)).await;
+        if tally.remote.is_some() {
+            return Ok(());
+        }
         let deadline = Duration::from_millis(hardnat::ATTEMPT_MS);
         match tokio::time::timeout(deadline, direct).await {
             Ok(Ok(remote)) => {
                 tally.remote = Some(remote);
+                tally.up_at = Some(Instant::now());
                 Ok(())
             }
             _ => Err(failed("no direct connection came in time")),
