@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 async fn main() {
     // A benchmark's child process runs on the cores it was given.
     ledgermesh_node::bench::cpus::pin_from_env();
+    raise_open_files();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -33,4 +34,18 @@ async fn main() {
     };
     ledgermesh_node::events::flush_stdout();
     std::process::exit(code);
+}
+
+/// Raises the soft limit on open files to the hard one (at most 65,536):
+/// a node holds up to 1,024 connections, and a hard-NAT attempt opens up to
+/// 512 sockets, which the common default soft limit of 1,024 would not allow
+/// beside each other. Where it cannot be raised, the node runs as it is.
+fn raise_open_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65_536);
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
 }
