@@ -253,7 +253,7 @@ impl Service {
             .wait_direct(peer)
             .await
             .ok_or_else(|| failed("stopping"))?;
-        let target = quic_multiaddr(addr).with(Protocol::P2p(peer));
+        let target = crate::addr::socket_to_multiaddr(addr, true).with(Protocol::P2p(peer));
         handle
             .dial_fresh(peer, target)
             .await
@@ -389,25 +389,10 @@ impl Service {
     }
 }
 
-/// `/ip4|ip6/…/udp/PORT/quic-v1` for `addr`.
-fn quic_multiaddr(addr: SocketAddr) -> Multiaddr {
-    Multiaddr::from(addr.ip())
-        .with(Protocol::Udp(addr.port()))
-        .with(Protocol::QuicV1)
-}
-
-/// The socket address of a QUIC multiaddr (None for any other).
+/// The UDP socket address of a QUIC multiaddr (None for any other).
 fn quic_socket(addr: &Multiaddr) -> Option<SocketAddr> {
-    let mut it = addr.iter();
-    let ip: IpAddr = match it.next()? {
-        Protocol::Ip4(ip) => ip.into(),
-        Protocol::Ip6(ip) => ip.into(),
-        _ => return None,
-    };
-    match (it.next()?, it.next()?) {
-        (Protocol::Udp(port), Protocol::QuicV1) => Some(SocketAddr::new(ip, port)),
-        _ => None,
-    }
+    let (socket, udp) = crate::addr::socket_of(addr)?;
+    (udp && crate::addr::is_quic(addr)).then_some(socket)
 }
 
 /// One stream of the protocol: a length byte, then the body.
@@ -457,7 +442,10 @@ mod tests {
     #[test]
     fn quic_addresses_round_trip_and_others_are_refused() {
         let a: SocketAddr = "203.0.113.101:4001".parse().unwrap();
-        assert_eq!(quic_socket(&quic_multiaddr(a)), Some(a));
+        assert_eq!(
+            quic_socket(&crate::addr::socket_to_multiaddr(a, true)),
+            Some(a)
+        );
         let tcp: Multiaddr = "/ip4/203.0.113.101/tcp/4001".parse().unwrap();
         assert_eq!(quic_socket(&tcp), None);
         let udp_only: Multiaddr = "/ip4/203.0.113.101/udp/4001".parse().unwrap();

@@ -131,8 +131,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     let (signals_tx, signals) = watch::channel(Default::default());
     // Hard-NAT attempts: offered (when our mapping is endpoint-dependent)
     // only with QUIC listening; answered by every node (declined when off).
-    let quic =
-        (config.listen.iter()).any(|a| a.iter().any(|p| p == libp2p::multiaddr::Protocol::QuicV1));
+    let quic = config.listen.iter().any(crate::addr::is_quic);
     let offer_hard_nat = config.hard_nat && quic;
     let (hard_nat_tx, hard_nat_rx) = mpsc::channel(hardnat::QUEUE);
     let hard_nat_service = hardnat::Service::new(

@@ -15,8 +15,10 @@
 //!   arrives from a target inside that window is handed to the swarm as an
 //!   incoming one, like any other.
 
+use crate::addr::{socket_of, socket_to_multiaddr};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use ledgermesh_protocol::path::hardnat::Plan;
 use libp2p::core::transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent};
@@ -26,9 +28,10 @@ use libp2p::{quic, Multiaddr, PeerId};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 type Output = (PeerId, quic::Connection);
@@ -45,10 +48,6 @@ const MAX_QUEUED_PROBES: usize = 2 * ledgermesh_protocol::path::hardnat::MAX_PRO
 pub struct SprayReport {
     /// Sockets opened (each sent QUIC Initials toward the target).
     pub sockets: u16,
-    /// Which socket's handshake completed first, if one did.
-    pub winner: Option<u16>,
-    /// From the first socket to the end.
-    pub ms: u64,
 }
 
 struct Spray {
@@ -62,20 +61,33 @@ struct Shared {
     probes: VecDeque<(SocketAddr, PeerId)>,
     /// Connections that answered a probe inside its window.
     caught: VecDeque<(Output, SocketAddr)>,
-    /// Probe packets handed to the puncher so far (for reports).
-    probes_sent: u64,
-    waker: Option<Waker>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: Mutex<Shared>,
+    /// Probes or caught connections wait for the transport's poll: the
+    /// swarm polls the transport all the time, and only then is the lock
+    /// taken.
+    work: AtomicBool,
+    waker: AtomicWaker,
 }
 
 /// Drives [`Punch`] from outside the swarm (cloneable).
 #[derive(Clone, Default)]
 pub struct PunchHandle {
-    shared: Arc<Mutex<Shared>>,
+    inner: Arc<Inner>,
 }
 
 impl PunchHandle {
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Work is waiting for the transport's poll: wake it.
+    fn wake(&self) {
+        self.inner.work.store(true, Ordering::Release);
+        self.inner.waker.wake();
     }
 
     /// The next fresh-port dial toward `addr` sprays `plan.sockets` sockets.
@@ -100,15 +112,9 @@ impl PunchHandle {
         s.probes
             .extend(targets.into_iter().take(room).map(|t| (t, peer)));
         let queued = s.probes.len() - before;
-        if let Some(w) = s.waker.take() {
-            w.wake();
-        }
+        drop(s);
+        self.wake();
         queued
-    }
-
-    /// Probe packets handed to the puncher since the start.
-    pub fn probes_sent(&self) -> u64 {
-        self.lock().probes_sent
     }
 }
 
@@ -145,7 +151,6 @@ impl Punch {
             .collect();
         let opened = dials.len() as u16;
         async move {
-            let start = Instant::now();
             let mut running = FuturesUnordered::new();
             let mut tick = tokio::time::interval(Duration::from_millis(plan.wave_interval_ms));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,19 +162,15 @@ impl Punch {
                         }
                     }
                     Some((i, r)) = running.next() => match r {
-                        Ok(out) => break Ok((i, out)),
+                        Ok(out) => break Ok(out),
                         Err(e) if running.is_empty() && dials.is_empty() => break Err(e),
                         Err(e) => tracing::trace!(socket = i, error = %e, "spray socket gave up"),
                     },
                     else => break Err(quic::Error::HandshakeTimedOut),
                 }
             };
-            let _ = report.send(SprayReport {
-                sockets: opened,
-                winner: result.as_ref().ok().map(|(i, _)| *i),
-                ms: start.elapsed().as_millis() as u64,
-            });
-            result.map(|(_, out)| out)
+            let _ = report.send(SprayReport { sockets: opened });
+            result
         }
         .boxed()
     }
@@ -180,43 +181,26 @@ impl Punch {
             role: Endpoint::Listener,
             port_use: PortUse::New,
         };
-        let mut sent = 0;
         for (target, peer) in probes {
-            let addr = Multiaddr::from(target.ip())
-                .with(Protocol::Udp(target.port()))
-                .with(Protocol::QuicV1)
-                .with(Protocol::P2p(peer));
+            let addr = socket_to_multiaddr(target, true).with(Protocol::P2p(peer));
             let Ok(dial) = self.inner.dial(addr, punch) else {
                 continue; // no QUIC listener, or already punching there
             };
-            sent += 1;
             let life = self.probe_life;
             let handle = self.handle.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(out)) = tokio::time::timeout(life, dial).await {
-                    let mut s = handle.lock();
-                    s.caught.push_back((out, target));
-                    if let Some(w) = s.waker.take() {
-                        w.wake();
-                    }
+                    handle.lock().caught.push_back((out, target));
+                    handle.wake();
                 }
             });
         }
-        self.handle.lock().probes_sent += sent;
     }
 }
 
+/// The UDP socket address of a QUIC multiaddr.
 fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
-    let mut it = addr.iter();
-    let ip = match it.next()? {
-        Protocol::Ip4(ip) => ip.into(),
-        Protocol::Ip6(ip) => ip.into(),
-        _ => return None,
-    };
-    match it.next()? {
-        Protocol::Udp(port) => Some(SocketAddr::new(ip, port)),
-        _ => None,
-    }
+    socket_of(addr).and_then(|(s, udp)| udp.then_some(s))
 }
 
 impl Transport for Punch {
@@ -256,25 +240,23 @@ impl Transport for Punch {
         cx: &mut Context<'_>,
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
         let this = &mut *self;
-        {
-            let mut s = this.handle.lock();
-            s.waker = Some(cx.waker().clone());
-            if let Some((out, from)) = s.caught.pop_front() {
+        this.handle.inner.waker.register(cx.waker());
+        if this.handle.inner.work.swap(false, Ordering::AcqRel) {
+            this.start_probes();
+            let caught = this.handle.lock().caught.pop_front();
+            if let Some((out, from)) = caught {
+                // More may wait: look again on the next poll.
+                this.handle.inner.work.store(true, Ordering::Release);
+                cx.waker().wake_by_ref();
                 if let Some((id, local)) = this.listeners.iter().next() {
-                    let send_back = Multiaddr::from(from.ip())
-                        .with(Protocol::Udp(from.port()))
-                        .with(Protocol::QuicV1);
                     return Poll::Ready(TransportEvent::Incoming {
                         listener_id: *id,
                         upgrade: futures::future::ready(Ok(out)).boxed(),
                         local_addr: local.clone(),
-                        send_back_addr: send_back,
+                        send_back_addr: socket_to_multiaddr(from, true),
                     });
                 }
             }
-        }
-        if !this.handle.lock().probes.is_empty() {
-            this.start_probes();
         }
         match Pin::new(&mut this.inner).poll(cx) {
             Poll::Ready(event) => {
