@@ -21,6 +21,7 @@ pub mod framing;
 pub mod fuzzing;
 pub mod keys;
 pub mod live;
+pub mod noise;
 pub mod path;
 pub mod payment;
 pub mod relay;

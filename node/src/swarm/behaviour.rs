@@ -1,5 +1,5 @@
 //! The composed behaviour of every ledgermesh node, and the transport stack
-//! under it (TCP + noise + yamux, QUIC, the relay client).
+//! under it (TCP + our noise + our yamux, QUIC, the relay client).
 
 use super::config::{NodeConfig, IDENTIFY_PROTOCOL};
 use super::handle::NodeError;
@@ -11,7 +11,7 @@ use libp2p::core::upgrade::Version;
 use libp2p::core::Transport as _;
 use libp2p::memory_connection_limits;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{dcutr, identify, identity::Keypair, noise, ping, quic, relay, tcp, PeerId, Swarm};
+use libp2p::{dcutr, identify, identity::Keypair, ping, quic, relay, tcp, PeerId, Swarm};
 
 pub use composed::{Behaviour, BehaviourEvent};
 
@@ -53,7 +53,7 @@ fn transport(
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .upgrade(Version::V1Lazy)
-        .authenticate(noise::Config::new(key)?)
+        .authenticate(super::noise::Config::new(key)?)
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     // QUIC with the sprays and probes of hard-NAT traversal (punch.rs).
@@ -75,7 +75,7 @@ fn transport(
             super::metered::Metered::new(conn, meters.for_addr(addr))
         })
         .upgrade(Version::V1Lazy)
-        .authenticate(noise::Config::new(key)?)
+        .authenticate(super::noise::Config::new(key)?)
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     Ok(direct

@@ -25,6 +25,7 @@ pub mod inbound;
 mod listeners;
 pub mod metered;
 pub mod mux;
+pub mod noise;
 pub mod punch;
 mod reservations;
 
