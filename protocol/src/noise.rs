@@ -32,8 +32,11 @@ pub const MAX_MESSAGE: usize = 65_535;
 /// The AEAD tag every encrypted message carries.
 pub const TAG_LEN: usize = 16;
 
-/// The most plaintext one transport message carries.
-pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG_LEN;
+/// The most plaintext one transport message carries: 1 KiB under the
+/// largest message, as `libp2p-noise` does, so a stream costs the same bytes
+/// on the wire as with a stock peer (a relay that cuts a circuit at 128 KiB
+/// passes two whole frames and the connection's overhead, not one).
+pub const MAX_PLAINTEXT: usize = MAX_MESSAGE - 1024;
 
 /// The handshake payload: who the sender is, and its proof that the static
 /// Noise key is its own.

@@ -123,12 +123,16 @@ impl PathWatch {
     }
 
     /// Runs `fut` unless a connection to the peer closes or it stalls first.
+    /// `fut` is polled first: bytes that arrived before a close are still
+    /// taken (a relay that cuts a circuit at its byte limit has delivered
+    /// them), and only a read that would wait sees the close.
     pub(crate) async fn guard<T>(
         &mut self,
         stall: Duration,
         fut: impl std::future::Future<Output = T>,
     ) -> Result<T, StreamError> {
         tokio::select! {
+            biased;
             r = fut => Ok(r),
             _ = self.0.closed() => Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionReset,

@@ -300,6 +300,7 @@ async fn frames_split_anywhere_and_empty_frames_are_read_past() {
     let (mut ours, mut raw, keys) = raw_pair();
     let mut wire = keys.frame(0, b"hello ");
     wire.extend(keys.frame(1, b""));
+    // The largest frame a peer may send (we send at most 64,511 bytes).
     wire.extend(keys.frame(2, &[5u8; 70_000][..65_519]));
     wire.extend(keys.frame(3, b"world"));
     let writer = tokio::spawn(async move {
