@@ -3,6 +3,7 @@
 
 use super::config::{NodeConfig, IDENTIFY_PROTOCOL};
 use super::handle::NodeError;
+use super::slim::Slim;
 use crate::protocols::observe;
 use libp2p::connection_limits::ConnectionLimits;
 use libp2p::core::muxing::StreamMuxerBox;
@@ -93,7 +94,7 @@ pub(super) fn build(
     stream_inbox: super::inbound::Inbound,
     meters: super::metered::RelayMeters,
     punch: super::punch::PunchHandle,
-) -> Result<Swarm<Behaviour>, NodeError> {
+) -> Result<Swarm<Slim<Behaviour>>, NodeError> {
     let build = |e: &dyn std::fmt::Display| NodeError::Build(e.to_string());
     // The relay client's transport and behaviour are made together.
     let relay_slot = std::sync::Mutex::new(None);
@@ -118,7 +119,7 @@ pub(super) fn build(
                 .with_max_established(Some(caps.max_connections))
                 .with_max_established_per_peer(Some(caps.max_connections_per_peer))
                 .with_max_pending_incoming(Some(caps.max_pending_incoming));
-            Behaviour {
+            Slim(Behaviour {
                 limits: libp2p::connection_limits::Behaviour::new(connection_limits),
                 memory: match caps.max_memory_bytes {
                     Some(bytes) => memory_connection_limits::Behaviour::with_max_bytes(bytes),
@@ -136,7 +137,7 @@ pub(super) fn build(
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval)),
                 stream: libp2p_stream::Behaviour::new(),
                 observe: observe::Behaviour::new(allow_private),
-            }
+            })
         })
         .map_err(|e| build(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))

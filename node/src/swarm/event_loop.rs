@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub(super) struct EventLoop {
-    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) swarm: Swarm<super::slim::Slim<Behaviour>>,
     pub(super) config: NodeConfig,
     pub(super) emitter: Emitter,
     pub(super) ops: std::sync::Arc<crate::ops::Ops>,

@@ -28,6 +28,7 @@ pub mod mux;
 pub mod noise;
 pub mod punch;
 mod reservations;
+pub mod slim;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use config::{

@@ -27,7 +27,19 @@ impl RelayProcess {
     pub(super) async fn start_with(extra: &[&str]) -> anyhow::Result<RelayProcess> {
         use tokio::io::AsyncBufReadExt;
         let exe = std::env::current_exe().context("locating the ledgermesh binary")?;
-        let mut cmd = tokio::process::Command::new(exe);
+        // A profiler around the relay (`LEDGERMESH_BENCH_RELAY_WRAP="heaptrack
+        // -o /tmp/relay"`, `"perf record -g -o relay.data"`): for finding where
+        // its memory or CPU goes. Its figures are then the wrapper's process.
+        let wrap = std::env::var("LEDGERMESH_BENCH_RELAY_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut cmd = match wrap.next() {
+            Some(program) => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(wrap).arg(exe);
+                cmd
+            }
+            None => tokio::process::Command::new(exe),
+        };
         cmd.args([
             "relay",
             "--json",
