@@ -810,3 +810,90 @@ async fn a_relay_answers_malformed_hop_requests_with_a_status_and_keeps_serving(
         .circuit_addrs
         .is_empty());
 }
+
+/// Asks for `name` on a stream opened once (no retry: an open that fails is
+/// the failure) and reads it to its end: the header and every byte.
+async fn fetch_once(node: &TestNode, peer: PeerId, name: &str) -> Result<Vec<u8>, String> {
+    use futures::AsyncReadExt;
+    let mut s = (node.handle.stream_control())
+        .open_stream(peer, STREAM_PROTOCOL)
+        .await
+        .map_err(|e| format!("open: {e}"))?;
+    let req = StreamRequest {
+        name: name.into(),
+        offset: 0,
+        live_edge: false,
+        send: false,
+    };
+    s.write_all(&req.encode())
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    s.flush().await.map_err(|e| format!("request: {e}"))?;
+    let (body, mut bytes) = read_frame(&mut s)
+        .await
+        .map_err(|e| format!("header: {e}"))?;
+    match StreamHeader::decode(&body).map_err(|e| format!("header: {e}"))? {
+        StreamHeader::Accepted { .. } => {}
+        other => return Err(format!("not accepted: {other:?}")),
+    }
+    s.read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("body: {e}"))?;
+    Ok(bytes)
+}
+
+/// A burst of stream requests from many buyers at the same moment is served
+/// in full, none reset on arrival. (libp2p-stream hands inbound streams over
+/// through a one-slot channel and resets those that arrive while it is full;
+/// one provider → 50 consumers measured a fairness of 0.03 because of it.
+/// Data streams now wait in our own bounded queue, `swarm/inbound.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_stream_requests_from_many_buyers_is_served_in_full() {
+    const BUYERS: usize = 32;
+    let net = Net::new("stream-burst").await;
+    let src = Source::Random {
+        len: 32 << 10,
+        seed: 17,
+    };
+    let mut pc = ProviderConfig::new(vec![("small".into(), src.clone())]);
+    pc.acl = Some(open_acl(&net.dir.0));
+    let (_provider, pid, addrs) = serving(&net, pc).await;
+    let expected = truth(&src).await;
+    // The server is up once one ask gets through (ask retries until then).
+    let first = net.consumer("first").await;
+    first.handle.dial(pid, addrs.clone()).await.unwrap();
+    let mut s = ask(&first, pid, "small").await;
+    assert!(matches!(
+        header(&mut s).await,
+        StreamHeader::Accepted { .. }
+    ));
+    // Every buyer connected first, then all ask at once.
+    let mut buyers = Vec::new();
+    for i in 0..BUYERS {
+        let b = net.consumer(&format!("buyer-{i}")).await;
+        b.handle.dial(pid, addrs.clone()).await.unwrap();
+        buyers.push(b);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(BUYERS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for b in buyers {
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let got = fetch_once(&b, pid, "small").await;
+            drop(b);
+            got
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(bytes) => {
+                use sha2::Digest;
+                assert_eq!(<[u8; 32]>::from(sha2::Sha256::digest(&bytes)), expected);
+            }
+            Err(e) => failed.push(e),
+        }
+    }
+    assert!(failed.is_empty(), "every buyer served; failed: {failed:?}");
+}
