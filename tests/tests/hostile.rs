@@ -1,7 +1,7 @@
 //! Hostile peers against the stream protocol, over real loopback swarms: a
 //! buyer that never reads, one buyer taking every slot, a provider that
 //! sends more than it declared or an endless open-ended stream, a stream
-//! name that would leave the output directory.
+//! name that would leave the output directory, a burst of buyers at once.
 
 use futures::{AsyncWriteExt, StreamExt};
 use ledgermesh_e2e::*;
