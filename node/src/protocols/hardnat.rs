@@ -12,7 +12,8 @@ use crate::swarm::NodeHandle;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use ledgermesh_protocol::consensus::Mapping;
 use ledgermesh_protocol::path::hardnat::{
-    self, answer, probe_ports, Decline, EasySelf, Limiter, Message, Plan, Role, PROTOCOL,
+    self, answer, probe_ports_at, Decline, EasySelf, Limiter, Message, Plan, ProbedIps, Role,
+    PROTOCOL,
 };
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
@@ -64,7 +65,15 @@ pub struct Service {
     plan: Plan,
     allow_private: bool,
     limiter: Arc<Mutex<Limiter<PeerId>>>,
+    /// The peer IPs probed so far (a budget: see `hardnat::MAX_PROBED_IPS`).
+    probed: Arc<Mutex<ProbedIps>>,
+    /// The secret behind each IP's probe ports (`hardnat::probe_seed`).
+    salt: [u8; 32],
     epoch: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// An attempt's slot in the limiter, given back on drop.
@@ -84,6 +93,8 @@ impl Service {
             plan,
             allow_private,
             limiter: Arc::new(Mutex::new(Limiter::new())),
+            probed: Arc::new(Mutex::new(ProbedIps::default())),
+            salt: rand::random(),
             epoch: Instant::now(),
         }
     }
@@ -311,7 +322,10 @@ impl Service {
                 .and_then(quic_socket),
             allow_private: self.allow_private,
         };
-        let admitted = answer(&me, ip).and_then(|addr| Ok((addr, self.slot(&peer)?)));
+        let admitted = answer(&me, ip).and_then(|addr| {
+            lock(&self.probed).admit(ip)?;
+            Ok((addr, self.slot(&peer)?))
+        });
         let (addr, _slot) = match admitted {
             Ok(a) => a,
             Err(d) => {
@@ -354,7 +368,7 @@ impl Service {
             .wait_direct(peer)
             .await
             .ok_or_else(|| failed("stopping"))?;
-        let ports = probe_ports(&mut rand::rng(), self.plan.probes);
+        let ports = probe_ports_at(&self.salt, ip, self.plan.probes);
         let waves = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(self.plan.wave_interval_ms));
         for wave in ports.chunks(self.plan.wave.max(1).into()) {

@@ -57,6 +57,13 @@ pub const PEER_COOLDOWN_MS: u64 = 60_000;
 pub const MAX_CONCURRENT: usize = 4;
 /// Peers whose last attempt is remembered (for the cooldown).
 pub const MAX_REMEMBERED: usize = 4096;
+/// Distinct peer IPs the easy side probes over the process's life. Every
+/// probe target stays in libp2p-quic's dial-as-listener table (it removes an
+/// entry only when a connection arrives from that very address; ~250 bytes
+/// each), so the targets must repeat rather than grow: the ports probed at
+/// one IP are the same in every attempt ([`probe_seed`]), which bounds the
+/// table at this many IPs × the probes per attempt (≈ 32 MB at the defaults).
+pub const MAX_PROBED_IPS: usize = 64;
 
 /// The chance that `m` probes over the port space hit one of `n` mapped
 /// ports: 1 − e^(−n·m/64512).
@@ -178,6 +185,9 @@ pub enum Decline {
     /// An attempt with this peer happened too recently.
     #[error("an attempt with this peer ran too recently")]
     Cooldown,
+    /// This node has probed [`MAX_PROBED_IPS`] other IPs already.
+    #[error("this node has probed as many peer addresses as it may")]
+    ProbeBudget,
 }
 
 impl Decline {
@@ -190,6 +200,7 @@ impl Decline {
             Decline::BadAddress => 5,
             Decline::Busy => 6,
             Decline::Cooldown => 7,
+            Decline::ProbeBudget => 8,
         }
     }
 
@@ -202,6 +213,7 @@ impl Decline {
             5 => Decline::BadAddress,
             6 => Decline::Busy,
             7 => Decline::Cooldown,
+            8 => Decline::ProbeBudget,
             _ => return None,
         })
     }
@@ -216,6 +228,7 @@ impl Decline {
             Decline::BadAddress => "bad_address",
             Decline::Busy => "busy",
             Decline::Cooldown => "cooldown",
+            Decline::ProbeBudget => "probe_budget",
         }
     }
 }
@@ -250,6 +263,51 @@ pub fn answer(me: &EasySelf, offered_ip: IpAddr) -> Result<SocketAddr, Decline> 
         return Err(Decline::BadAddress);
     }
     Ok(addr)
+}
+
+/// The seed of the probe ports for one peer IP: the same IP gets the same
+/// ports in every attempt (so libp2p-quic's table of probe targets stops
+/// growing; see [`MAX_PROBED_IPS`]), and `salt`, a per-process secret, keeps
+/// them unpredictable to everyone else. The hard side's mapped ports are
+/// fresh in every attempt, so the chance of a meeting is unchanged.
+pub fn probe_seed(salt: &[u8; 32], ip: IpAddr) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"ledgermesh hardnat probe ports v1");
+    h.update(salt);
+    match ip {
+        IpAddr::V4(v4) => h.update(v4.octets()),
+        IpAddr::V6(v6) => h.update(v6.octets()),
+    }
+    h.finalize().into()
+}
+
+/// The `m` ports the easy side probes at `ip`: [`probe_ports`] drawn from
+/// [`probe_seed`], so the same IP gets the same ports from this node.
+pub fn probe_ports_at(salt: &[u8; 32], ip: IpAddr, m: u16) -> Vec<u16> {
+    use rand::SeedableRng;
+    probe_ports(&mut rand::rngs::StdRng::from_seed(probe_seed(salt, ip)), m)
+}
+
+/// The peer IPs this node has probed, at most [`MAX_PROBED_IPS`].
+#[derive(Debug, Default)]
+pub struct ProbedIps {
+    seen: std::collections::HashSet<IpAddr>,
+}
+
+impl ProbedIps {
+    /// Admits probing `ip`: one probed before, or a new one while the budget
+    /// lasts.
+    pub fn admit(&mut self, ip: IpAddr) -> Result<(), Decline> {
+        if self.seen.contains(&ip) {
+            return Ok(());
+        }
+        if self.seen.len() >= MAX_PROBED_IPS {
+            return Err(Decline::ProbeBudget);
+        }
+        self.seen.insert(ip);
+        Ok(())
+    }
 }
 
 /// Attempts at once and per peer, on the node's clock (milliseconds).
@@ -660,5 +718,43 @@ mod tests {
         assert_eq!(Message::decode(&[9]), Err(WireError::UnknownType(9)));
         assert!(Message::decode(&[3, 0]).is_err());
         assert!(Message::decode(&[1, 5, 1, 2, 3, 4, 0, 1]).is_err());
+        // Every reason survives the wire.
+        for code in 1..=8u8 {
+            let d = Decline::from_code(code).unwrap();
+            assert_eq!(d.code(), code);
+            assert_eq!(
+                Message::decode(&Message::Decline(d).encode()),
+                Ok(Message::Decline(d))
+            );
+        }
+        assert_eq!(Decline::from_code(9), None);
+    }
+
+    #[test]
+    fn the_same_ip_gets_the_same_ports_and_another_ip_or_node_others() {
+        let ports = |salt: &[u8; 32], ip: &str| probe_ports_at(salt, ip.parse().unwrap(), 2048);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let first = ports(&a, "198.51.100.7");
+        assert_eq!(first, ports(&a, "198.51.100.7"));
+        assert_ne!(first, ports(&a, "198.51.100.8"));
+        assert_ne!(first, ports(&b, "198.51.100.7"));
+        assert_ne!(ports(&a, "2001:db8::1"), ports(&a, "2001:db8::2"));
+        // Still 2,048 distinct ports in the allowed range.
+        let distinct: std::collections::HashSet<_> = first.iter().collect();
+        assert_eq!(distinct.len(), 2048);
+        assert!(first.iter().all(|&p| p >= FIRST_PORT));
+    }
+
+    #[test]
+    fn the_probe_budget_admits_known_ips_and_then_no_new_one() {
+        let mut probed = ProbedIps::default();
+        let ip = |i: usize| IpAddr::V4(Ipv4Addr::new(198, 51, 100, i as u8));
+        for i in 0..MAX_PROBED_IPS {
+            assert_eq!(probed.admit(ip(i)), Ok(()));
+        }
+        assert_eq!(probed.admit(ip(MAX_PROBED_IPS)), Err(Decline::ProbeBudget));
+        // An IP probed before costs nothing new: its ports are the same.
+        assert_eq!(probed.admit(ip(3)), Ok(()));
+        assert_eq!(Decline::ProbeBudget.as_str(), "probe_budget");
     }
 }
