@@ -93,6 +93,13 @@ pub struct NetSignals {
 pub struct CloseWatch(mpsc::Receiver<()>);
 
 impl CloseWatch {
+    /// A watch fed by hand (tests): each `()` sent is one close.
+    #[cfg(test)]
+    pub(crate) fn by_hand() -> (mpsc::Sender<()>, CloseWatch) {
+        let (tx, rx) = mpsc::channel(4);
+        (tx, CloseWatch(rx))
+    }
+
     /// Resolves at the next close (closes since the last call count once);
     /// never, once the node stopped.
     pub async fn closed(&mut self) {
