@@ -50,15 +50,20 @@ async fn ask(node: &TestNode, peer: PeerId, name: &str) -> libp2p::Stream {
             Err(e) => panic!("open stream: {e}"),
         }
     };
-    let req = StreamRequest {
+    s.write_all(&request(name)).await.unwrap();
+    s.flush().await.unwrap();
+    s
+}
+
+/// The request for `name` from offset 0, encoded.
+fn request(name: &str) -> Vec<u8> {
+    StreamRequest {
         name: name.into(),
         offset: 0,
         live_edge: false,
         send: false,
-    };
-    s.write_all(&req.encode()).await.unwrap();
-    s.flush().await.unwrap();
-    s
+    }
+    .encode()
 }
 
 async fn header(s: &mut libp2p::Stream) -> StreamHeader {
@@ -819,13 +824,7 @@ async fn fetch_once(node: &TestNode, peer: PeerId, name: &str) -> Result<Vec<u8>
         .open_stream(peer, STREAM_PROTOCOL)
         .await
         .map_err(|e| format!("open: {e}"))?;
-    let req = StreamRequest {
-        name: name.into(),
-        offset: 0,
-        live_edge: false,
-        send: false,
-    };
-    s.write_all(&req.encode())
+    s.write_all(&request(name))
         .await
         .map_err(|e| format!("request: {e}"))?;
     s.flush().await.map_err(|e| format!("request: {e}"))?;

@@ -81,7 +81,7 @@ struct Slot(Arc<Mutex<Limiter<PeerId>>>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).finish();
+        lock(&self.0).finish();
     }
 }
 
@@ -101,7 +101,7 @@ impl Service {
 
     fn slot(&self, peer: &PeerId) -> Result<Slot, Decline> {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        let mut l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = lock(&self.limiter);
         l.start(now_ms, peer)?;
         Ok(Slot(self.limiter.clone()))
     }

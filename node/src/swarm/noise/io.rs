@@ -61,9 +61,9 @@ pub struct Output<T> {
     rbuf: Vec<u8>,
     lo: usize,
     hi: usize,
-    /// The opened frame being handed out, and where that frame ends.
+    /// The opened frame's plaintext being handed out (its tag follows it,
+    /// and the next frame follows the tag).
     plain: std::ops::Range<usize>,
-    frame_end: usize,
     /// A frame failed to open: the channel is broken for good.
     broken: bool,
 }
@@ -87,7 +87,6 @@ impl<T> Output<T> {
             lo: 0,
             hi: 0,
             plain: 0..0,
-            frame_end: 0,
             broken: false,
         }
     }
@@ -230,7 +229,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Output<T> {
                 buf[..n].copy_from_slice(&this.rbuf[start..start + n]);
                 this.plain.start += n;
                 if this.plain.is_empty() {
-                    this.lo = this.frame_end;
+                    this.lo = this.plain.end + TAG_LEN;
                 }
                 return Poll::Ready(Ok(n));
             }
@@ -263,7 +262,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for Output<T> {
                         return Poll::Ready(Err(invalid("noise frame failed to decrypt")));
                     };
                     this.plain = start..start + plain_len;
-                    this.frame_end = end;
                     if plain_len == 0 {
                         this.lo = end;
                     }
