@@ -62,6 +62,19 @@ pub struct LedgerMessage {
     pub block_hash: Option<[u8; 32]>,
 }
 
+/// A message seen in the ledger's pending pool: not in a block yet, so it has
+/// no cursor, may never land, and is read again (with its cursor) by
+/// [`Ledger::follow`] if it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMessage {
+    /// Topic it was posted to.
+    pub topic: TopicId,
+    /// Ledger account that sent it.
+    pub sender: String,
+    /// The payload, as posted.
+    pub payload: Vec<u8>,
+}
+
 /// What posting produced.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PostReceipt {
@@ -137,4 +150,13 @@ pub trait Ledger: Send + Sync + 'static {
         topic: TopicId,
         from: Cursor,
     ) -> BoxStream<'static, Result<LedgerMessage, LedgerError>>;
+
+    /// Messages of `topic` as they enter the ledger's pending pool, before
+    /// any block holds them: an early look at what [`Ledger::follow`] reads
+    /// later. Best effort: the pool may not show every message, shows some
+    /// that never land, and may show one again; failures are retried
+    /// quietly. `None` where the ledger has no pending view or it is off.
+    fn follow_pending(&self, _topic: TopicId) -> Option<BoxStream<'static, PendingMessage>> {
+        None
+    }
 }

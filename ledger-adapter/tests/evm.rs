@@ -480,3 +480,88 @@ async fn a_reorg_of_blocks_already_read_is_read_again() {
         "the replacing block is read"
     );
 }
+
+/// `follow_pending` shows a post as soon as it is submitted: with mining
+/// stopped it yields the post to its topic once (not again on later polls),
+/// with its sender and payload, and nothing for another topic or a call that
+/// is not a `post`; once a block holds it, `follow` reads it with a cursor.
+#[tokio::test]
+async fn pending_posts_are_read_before_any_block_holds_them() {
+    use alloy::primitives::Bytes;
+    use alloy::rpc::types::TransactionRequest;
+    use futures::StreamExt;
+    use ledgermesh_ledger::Ledger;
+    let Some(chain) = anvil("pending_posts_are_read_early").await else {
+        return;
+    };
+    let key = funded(&chain.url).await;
+    let sender = format!("{}", key.address());
+    let contract = EvmLedger::deploy(&chain.url, key.clone())
+        .await
+        .expect("deploy");
+    let options = |read_pending| EvmOptions {
+        poll_interval: Duration::from_millis(50),
+        read_pending,
+        ..Default::default()
+    };
+    let l = EvmLedger::connect(&chain.url, contract, Some(key.clone()), options(true))
+        .await
+        .expect("connect");
+    let off = EvmLedger::connect(&chain.url, contract, Some(key), options(false))
+        .await
+        .expect("connect");
+    assert!(
+        off.follow_pending([9; 32]).is_none(),
+        "off unless asked for"
+    );
+
+    let rpc = ProviderBuilder::new().connect_http(chain.url.parse().unwrap());
+    let _: serde_json::Value = rpc
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let head = rpc.get_block_number().await.unwrap();
+    let mut early = l.follow_pending([9; 32]).expect("on");
+    // Noise first: another topic, and a call to the board that is no post.
+    let other = tokio::spawn({
+        let l = l.clone();
+        async move { l.post([8; 32], b"elsewhere".to_vec()).await }
+    });
+    let dev = rpc.get_accounts().await.unwrap()[0];
+    let junk = TransactionRequest::default()
+        .from(dev)
+        .to(contract)
+        .gas_limit(100_000)
+        .input(Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef]).into());
+    let _pending_junk = rpc.send_transaction(junk).await.expect("junk submitted");
+    let posted = tokio::spawn({
+        let l = l.clone();
+        async move { l.post([9; 32], b"hello early".to_vec()).await }
+    });
+    let got = tokio::time::timeout(Duration::from_secs(30), early.next())
+        .await
+        .expect("seen while pending")
+        .expect("stream goes on");
+    assert_eq!(got.payload, b"hello early");
+    assert_eq!(got.topic, [9; 32]);
+    assert_eq!(got.sender, sender);
+    assert_eq!(rpc.get_block_number().await.unwrap(), head, "no block yet");
+    // Later polls still show it pending; it is not yielded again.
+    let again = tokio::time::timeout(Duration::from_millis(500), early.next()).await;
+    assert!(again.is_err(), "yielded once: {again:?}");
+
+    let _: serde_json::Value = rpc.raw_request("evm_mine".into(), ()).await.unwrap();
+    let receipt = posted.await.unwrap().expect("lands");
+    other.await.unwrap().expect("lands");
+    let from = ledgermesh_ledger::Cursor {
+        block: head,
+        index: 0,
+    };
+    let mined = tokio::time::timeout(Duration::from_secs(30), l.follow([9; 32], from).next())
+        .await
+        .expect("mined")
+        .unwrap()
+        .unwrap();
+    assert_eq!(mined.payload, b"hello early");
+    assert_eq!(Some(mined.cursor), receipt.cursor);
+}

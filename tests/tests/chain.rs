@@ -585,6 +585,101 @@ async fn a_reorg_while_the_provider_is_down_is_read_again_on_restart() {
     again.stop();
 }
 
+/// With `--read-pending` on both sides, a request and its response are read
+/// from the chain's pending block: with mining stopped, the consumer gets its
+/// stream, byte for byte, before any block holds either message. Once a
+/// block does, the provider passes over the mined copy of the request
+/// quietly (no replay error) and its cursor moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_read_pending_a_stream_starts_before_any_block_holds_the_signals() {
+    use alloy::providers::{Provider, ProviderBuilder};
+    let Some((dir, chain, _relay, relay_addr)) = chain_and_relay("chain-pending") else {
+        return;
+    };
+    let (mut p, pid) = provider(
+        &dir,
+        "provider",
+        &chain,
+        0,
+        &relay_addr,
+        &["feed=random:1M:41"],
+        &["--read-pending"],
+    );
+    p.wait_for("following", T, |v| event_is(v, "ledger_following"));
+    let rpc = ProviderBuilder::new().connect_http(chain.rpc.parse().unwrap());
+    let _: serde_json::Value = rpc
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let head = rpc.get_block_number().await.unwrap();
+    let want = vec![format!("{pid}/feed")];
+    let (mut c, out) = consumer_with(
+        &dir,
+        "consumer",
+        &chain,
+        1,
+        &relay_addr,
+        &want,
+        &["--read-pending"],
+    );
+    c.wait_for("the stream verified", T, |v| {
+        event_is(v, "stream_done") && v["verified"] == true
+    });
+    assert_eq!(
+        rpc.get_block_number().await.unwrap(),
+        head,
+        "no block was mined: both signals came from the pending block"
+    );
+    assert_eq!(
+        file_sha256(&out.join(&pid).join("feed")),
+        truth(&Source::Random {
+            len: 1 << 20,
+            seed: 41
+        })
+        .await
+    );
+    let early = |p: &mut Proc, kind: &str| {
+        p.matching(|v| event_is(v, "ledger_message") && v["kind"] == kind && v["pending"] == true)
+            .len()
+    };
+    assert_eq!(early(&mut p, "service_request"), 1);
+    assert_eq!(early(&mut c, "service_response"), 1);
+
+    // A block takes both: the provider's cursor passes the mined request,
+    // which is not opened again (the replay cache would refuse it).
+    let _: serde_json::Value = rpc.raw_request("evm_mine".into(), ()).await.unwrap();
+    let mined = rpc.get_block_number().await.unwrap();
+    assert_eq!(mined, head + 1);
+    assert_eq!(c.wait_exit(T), 0);
+    p.wait_for("the response's receipt", T, |v| {
+        event_is(v, "ledger_post") && v["kind"] == "service_response"
+    });
+    let cursor_block = || {
+        walk(&dir.0.join("provider-data"))
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "cursor"))
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .filter_map(|t| t.split(':').next()?.parse::<u64>().ok())
+            .max()
+    };
+    let deadline = std::time::Instant::now() + T;
+    while cursor_block() != Some(mined) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the provider's cursor never passed block {mined}: {:?}",
+            cursor_block()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let replays = p.matching(|v| event_is(v, "error") && v["what"] == "envelope");
+    assert!(
+        replays.is_empty(),
+        "the mined copy is passed over: {replays:#?}"
+    );
+    let read = p.matching(|v| event_is(v, "ledger_message") && v["kind"] == "service_request");
+    assert_eq!(read.len(), 1, "the request is handled once: {read:#?}");
+}
+
 /// Every file under `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];

@@ -2,7 +2,9 @@
 //! cursor per message, back-off and re-read on RPC errors.
 
 use super::{timed, EvmLedger, SignalBoard, MAX_PAYLOAD};
-use crate::{BoxFuture, Cursor, Ledger, LedgerError, LedgerMessage, PostReceipt, TopicId};
+use crate::{
+    BoxFuture, Cursor, Ledger, LedgerError, LedgerMessage, PendingMessage, PostReceipt, TopicId,
+};
 use alloy::primitives::B256;
 use alloy::providers::Provider;
 use alloy::rpc::types::Filter;
@@ -172,6 +174,12 @@ impl Ledger for EvmLedger {
             let block = head.block.saturating_sub(self.options.lookback_blocks);
             Ok(Cursor { block, index: 0 })
         })
+    }
+
+    fn follow_pending(&self, topic: TopicId) -> Option<BoxStream<'static, PendingMessage>> {
+        self.options
+            .read_pending
+            .then(|| self.pending_stream(topic))
     }
 
     fn follow(

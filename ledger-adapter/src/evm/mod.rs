@@ -10,6 +10,7 @@
 //! outage loses and repeats nothing.
 
 mod follow;
+mod pending;
 mod post;
 
 use crate::{Cursor, LedgerError};
@@ -133,6 +134,12 @@ pub struct EvmOptions {
     pub max_backoff: Duration,
     /// A follower without a saved cursor starts this many blocks below the head.
     pub lookback_blocks: u64,
+    /// Also read messages from the endpoint's pending block
+    /// ([`crate::Ledger::follow_pending`]): a message is then seen as soon
+    /// as it is submitted, not a block later. Each poll fetches the whole
+    /// pending block, so this suits a dev chain or a quiet chain, not a busy
+    /// public one.
+    pub read_pending: bool,
 }
 
 impl Default for EvmOptions {
@@ -144,6 +151,7 @@ impl Default for EvmOptions {
             rpc_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
             lookback_blocks: 10_000,
+            read_pending: false,
         }
     }
 }

@@ -93,6 +93,12 @@ pub struct LedgerArgs {
     /// Blocks a ledger message needs before it is read (EVM).
     #[arg(long, default_value_t = 1)]
     pub confirmations: u64,
+    /// Also read our messages from the endpoint's pending block, as soon as
+    /// they are submitted (EVM): a request or response is handled about a
+    /// block earlier; its mined copy is then passed over. Each poll fetches
+    /// the whole pending block: for dev and quiet chains, not busy public ones.
+    #[arg(long)]
+    pub read_pending: bool,
     /// Where the node keeps its ledger cursor and answer journal across
     /// restarts (default with `--key`: `.ledgermesh/nodes/<peer id>`).
     #[arg(long, env = "LEDGERMESH_DATA_DIR")]
@@ -107,6 +113,7 @@ impl LedgerArgs {
         let key = crate::ledger_spec::ledger_key(self.ledger_key.as_deref())?;
         let options = ledgermesh_ledger::evm::EvmOptions {
             confirmations: self.confirmations.max(1),
+            read_pending: self.read_pending,
             ..Default::default()
         };
         Ok(open_ledger(

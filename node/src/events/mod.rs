@@ -204,6 +204,10 @@ pub enum Event {
         from: String,
         /// Payload size.
         bytes: usize,
+        /// Read from the ledger's pending pool, before any block held it
+        /// (`--read-pending`); absent when read from a block.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pending: bool,
     },
     /// A connection was established.
     Connected {

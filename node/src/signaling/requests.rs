@@ -134,25 +134,40 @@ impl Requester {
             st.0.cancel(&nonce);
             st.1.remove(&nonce);
         };
-        if let Err(e) = post_prepared(
-            &inner.handle,
-            inner.ledger.as_ref(),
-            peer,
-            signal.kind(),
-            sealed,
-        )
-        .await
-        {
-            settle(inner);
-            inner.handle.emit(Event::Error {
-                what: "ledger".into(),
-                detail: format!("cannot post request: {e}"),
-                reason: None,
-                peer_id: Some(peer.to_string()),
-            });
-            return Err(e.into());
-        }
-        let r = tokio::time::timeout(timeout, rx).await;
+        // The response can come before the request's own receipt (the
+        // provider read it from the pending pool): whichever is first. The
+        // post goes on to its receipt either way, and reports it.
+        let (handle, ledger) = (inner.handle.clone(), inner.ledger.clone());
+        let mut posting = inner.handle.spawn(async move {
+            post_prepared(&handle, ledger.as_ref(), peer, signal.kind(), sealed).await
+        });
+        let mut rx = rx;
+        let posted = tokio::select! {
+            biased;
+            early = &mut rx => Some(early),
+            posted = &mut posting => {
+                let failed = match posted {
+                    Ok(Some(Ok(()))) => None,
+                    Ok(Some(Err(e))) => Some(RequestError::Post(e)),
+                    Ok(None) | Err(_) => Some(RequestError::Closed),
+                };
+                if let Some(e) = failed {
+                    settle(inner);
+                    inner.handle.emit(Event::Error {
+                        what: "ledger".into(),
+                        detail: e.to_string(),
+                        reason: None,
+                        peer_id: Some(peer.to_string()),
+                    });
+                    return Err(e);
+                }
+                None
+            }
+        };
+        let r = match posted {
+            Some(early) => Ok(early),
+            None => tokio::time::timeout(timeout, rx).await,
+        };
         settle(inner);
         match r {
             Ok(Ok(resp)) => Ok(resp),

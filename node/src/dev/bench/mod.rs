@@ -219,14 +219,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         let net = DevNet::new(DevNet::plain());
         let (relay, _) = node(&net, "relay", vec![], false, true).await?;
         let relay_addr = crate::relay::dial_addr(&relay).await?;
-        let setup_memory = setup_phases(&relay_addr, None).await?;
+        let setup_memory = setup_phases(&relay_addr, None, false).await?;
         // On anvil: one block per transaction (the chain adds nothing but its
         // RPC), and one block a second (a real chain's cadence).
-        let on_anvil = |block_time: Option<u64>| {
+        let on_anvil = |block_time: Option<u64>, read_pending: bool| {
             let relay_addr = relay_addr.clone();
             async move {
                 let dir = std::env::temp_dir().join(format!(
-                    "lm-bench-{}-{}",
+                    "lm-bench-{}-{}-{read_pending}",
                     std::process::id(),
                     block_time.unwrap_or(0)
                 ));
@@ -240,20 +240,28 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                     block_time,
                 })
                 .await?;
-                let r = setup_phases(&relay_addr, Some(&chain)).await;
+                let r = setup_phases(&relay_addr, Some(&chain), read_pending).await;
                 chain.stop().await?;
                 let _ = std::fs::remove_dir_all(dir);
                 r
             }
         };
-        let (setup_anvil, setup_anvil_1s) = match crate::devchain::find_anvil() {
-            Ok(_) => (Some(on_anvil(None).await?), Some(on_anvil(Some(1)).await?)),
-            Err(_) => (None, None),
-        };
+        // With 1 s blocks, also with both sides reading the pending block.
+        let (mut setup_anvil, mut setup_1s, mut setup_1s_pending) = (None, None, None);
+        if crate::devchain::find_anvil().is_ok() {
+            setup_anvil = Some(on_anvil(None, false).await?);
+            setup_1s = Some(on_anvil(Some(1), false).await?);
+            setup_1s_pending = Some(on_anvil(Some(1), true).await?);
+        }
         relay.shutdown().await;
         out.insert(
             "setup_ms".into(),
-            json!({"memory": setup_memory, "anvil": setup_anvil, "anvil_1s_blocks": setup_anvil_1s}),
+            json!({
+                "memory": setup_memory,
+                "anvil": setup_anvil,
+                "anvil_1s_blocks": setup_1s,
+                "anvil_1s_blocks_read_pending": setup_1s_pending,
+            }),
         );
     }
 

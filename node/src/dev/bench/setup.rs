@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Milestones of "consumer wants a stream" → first byte, in ms since the want.
+/// `read_pending`: both sides also read the chain's pending block.
 pub(super) async fn setup_phases(
     relay_addr: &Multiaddr,
     chain: Option<&crate::devchain::DevChain>,
+    read_pending: bool,
 ) -> anyhow::Result<Value> {
     let net = DevNet::new(DevNet::plain());
     let ledger_for = |h: &NodeHandle,
@@ -30,8 +32,11 @@ pub(super) async fn setup_phases(
                 None => memory,
                 Some((spec, key)) => {
                     let key = std::fs::read_to_string(key)?;
-                    crate::ledger_spec::open_ledger(&spec, Some(&key), &account, Default::default())
-                        .await?
+                    let options = ledgermesh_ledger::evm::EvmOptions {
+                        read_pending,
+                        ..Default::default()
+                    };
+                    crate::ledger_spec::open_ledger(&spec, Some(&key), &account, options).await?
                 }
             })
         })

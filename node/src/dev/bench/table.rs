@@ -99,16 +99,21 @@ pub fn print_table(v: &Value) {
     }
     if has("setup_ms") {
         println!("\nCONNECTION SET-UP (ms since the consumer wanted the stream)");
-        for ledger in ["memory", "anvil"] {
+        for ledger in [
+            "memory",
+            "anvil",
+            "anvil_1s_blocks",
+            "anvil_1s_blocks_read_pending",
+        ] {
             match v.pointer(&format!("/setup_ms/{ledger}")) {
                 Some(Value::Object(m)) => {
                     let mut items: Vec<(&String, &Value)> = m.iter().collect();
                     items.sort_by_key(|(_, x)| x.as_u64().unwrap_or(u64::MAX));
                     let parts: Vec<String> =
                         items.iter().map(|(k, x)| format!("{k} {x}")).collect();
-                    println!("  {ledger:<7} {}", parts.join(" · "));
+                    println!("  {ledger:<28} {}", parts.join(" · "));
                 }
-                _ => println!("  {ledger:<7} (not measured: anvil not installed)"),
+                _ => println!("  {ledger:<28} (not measured: anvil not installed)"),
             }
         }
     }
