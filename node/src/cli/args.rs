@@ -110,6 +110,12 @@ impl LedgerArgs {
         &self,
         account: &str,
     ) -> anyhow::Result<std::sync::Arc<dyn ledgermesh_ledger::Ledger>> {
+        anyhow::ensure!(
+            !(self.read_pending && self.confirmations > 1),
+            "--read-pending acts on messages before any block holds them; \
+             --confirmations {} asks to wait for blocks: choose one",
+            self.confirmations
+        );
         let key = crate::ledger_spec::ledger_key(self.ledger_key.as_deref())?;
         let options = ledgermesh_ledger::evm::EvmOptions {
             confirmations: self.confirmations.max(1),
