@@ -4,5 +4,6 @@
 //! once ([`slots`]).
 
 pub mod client;
+pub mod fair;
 pub mod server;
 pub mod slots;

@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod client;
+pub mod fair;
 pub mod live;
 pub mod local;
 pub mod send;

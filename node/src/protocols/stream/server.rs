@@ -2,6 +2,7 @@
 //! access decided by `ledgermesh_protocol::stream::server::decide`, bytes
 //! sent until the end, or until the grant that allowed them runs out.
 
+use super::fair::FairGate;
 use super::live::serve::LiveEnd;
 use super::source::Source;
 use super::{read_frame, Catalog, StreamError, CHUNK, REQUEST_TIMEOUT, STREAM_PROTOCOL};
@@ -13,6 +14,7 @@ use crate::swarm::NodeHandle;
 use futures::AsyncWriteExt;
 use ledgermesh_protocol::access::Denial;
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
+use ledgermesh_protocol::stream::fair::FairConfig;
 use ledgermesh_protocol::stream::server::{decide, LiveWindow, ServeDecision, StreamKind};
 use ledgermesh_protocol::stream::slots::{Admit, SlotLimits, Slots};
 use libp2p::PeerId;
@@ -89,6 +91,8 @@ pub async fn serve(handle: NodeHandle, shop: Shop, limits: ServeLimits) {
         return;
     };
     let slots = Arc::new(Mutex::new(Slots::new(limits.slots)));
+    // The streams being sent share this node's CPU by bytes.
+    let fair = FairGate::new(FairConfig::default());
     while let Some((peer, stream)) = incoming.next().await {
         let admit = slots.lock().unwrap_or_else(|p| p.into_inner()).admit(peer);
         let slot = match admit {
@@ -108,13 +112,14 @@ pub async fn serve(handle: NodeHandle, shop: Shop, limits: ServeLimits) {
         let serving = slot.peer.is_some();
         let handle = handle.clone();
         let shop = shop.clone();
+        let fair = fair.clone();
         let span = tracing::info_span!("serve", %peer);
         // Tracked, not cancelled: a stream being served ends itself cleanly
         // when the node stops (it watches `stopping`).
         handle.clone().spawn_tracked(
             async move {
                 let _slot = slot;
-                let served = serve_one(&handle, &shop, peer, stream, serving, limits);
+                let served = serve_one(&handle, &shop, peer, stream, serving, limits, &fair);
                 // A stream still starting (reading its request, writing its
                 // header) when the node stops gets a moment, then is dropped.
                 let grace = async {
@@ -256,6 +261,7 @@ async fn serve_one(
     mut stream: libp2p::Stream,
     have_permit: bool,
     limits: ServeLimits,
+    fair: &Arc<FairGate>,
 ) -> Result<(), StreamError> {
     let stall = limits.write_stall;
     let (access, catalog) = (&shop.access, &*shop.catalog);
@@ -375,11 +381,23 @@ async fn serve_one(
                 .map_or(CHUNK, |r| ((r / 10).max(1) as usize).min(CHUNK));
             let mut buf = vec![0u8; chunk];
             let started = tokio::time::Instant::now();
+            // A paced source keeps its own rate and is not in the share.
+            let turn = source.rate().is_none().then(|| fair.join());
             loop {
-                // Paid: only as much as the credit allows; wait while paused.
+                // Paid: only as much as the credit allows; wait while paused
+                // (out of the share: the others do not wait for it).
                 let mut want = buf.len();
                 if let Some(b) = &budget {
-                    let room = futures::future::poll_fn(|cx| b.poll_ready(cx)).await;
+                    let mut ready = std::pin::pin!(futures::future::poll_fn(|cx| b.poll_ready(cx)));
+                    let room = match futures::FutureExt::now_or_never(ready.as_mut()) {
+                        Some(room) => room,
+                        None => {
+                            if let Some(t) = &turn {
+                                t.pause();
+                            }
+                            ready.await
+                        }
+                    };
                     match room {
                         Room::Bytes(n) => want = want.min(usize::try_from(n).unwrap_or(usize::MAX)),
                         _ => return Ok::<_, StreamError>(false),
@@ -389,7 +407,14 @@ async fn serve_one(
                 if n == 0 {
                     return Ok::<_, StreamError>(true);
                 }
+                if let Some(t) = &turn {
+                    t.turn().await;
+                    t.begin(n);
+                }
                 write_or_stall(&mut stream, &buf[..n], stall).await?;
+                if let Some(t) = &turn {
+                    t.end(n);
+                }
                 if let Some(b) = &budget {
                     b.served(n as u64);
                 }
