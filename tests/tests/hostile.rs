@@ -896,3 +896,67 @@ async fn a_burst_of_stream_requests_from_many_buyers_is_served_in_full() {
     }
     assert!(failed.is_empty(), "every buyer served; failed: {failed:?}");
 }
+
+/// A buyer that reads slowly (its path, or on purpose) does not pace the
+/// provider's other buyers: the provider shares its sending by bytes only
+/// between streams that keep up (`protocol::stream::fair`). Two buyers take
+/// 24 MiB each while a third reads 32 KiB every 100 ms; with the others held
+/// to the slow one's pace (within the 1 MiB lag) they could not finish before
+/// it had read ~23 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_buyer_does_not_hold_back_the_providers_other_buyers() {
+    use futures::AsyncReadExt;
+    let net = Net::new("slow-buyer").await;
+    let src = Source::Random {
+        len: 24 * MIB,
+        seed: 23,
+    };
+    let mut pc = ProviderConfig::new(vec![("big".into(), src.clone())]);
+    pc.acl = Some(open_acl(&net.dir.0));
+    let (_provider, pid, addrs) = serving(&net, pc).await;
+    let expected = truth(&src).await;
+    let slow = net.consumer("slow").await;
+    slow.handle.dial(pid, addrs.clone()).await.unwrap();
+    let mut s = ask(&slow, pid, "big").await;
+    assert!(matches!(
+        header(&mut s).await,
+        StreamHeader::Accepted { .. }
+    ));
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reading = tokio::spawn({
+        let read = read.clone();
+        async move {
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    });
+    let mut fast = tokio::task::JoinSet::new();
+    for i in 0..2 {
+        let b = net.consumer(&format!("fast-{i}")).await;
+        b.handle.dial(pid, addrs.clone()).await.unwrap();
+        fast.spawn(async move {
+            let got = fetch_once(&b, pid, "big").await;
+            drop(b);
+            got
+        });
+    }
+    while let Some(r) = fast.join_next().await {
+        let bytes = r.unwrap().expect("a fast buyer is served");
+        use sha2::Digest;
+        assert_eq!(<[u8; 32]>::from(sha2::Sha256::digest(&bytes)), expected);
+    }
+    let slow_had = read.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        slow_had < 8 * MIB,
+        "the fast buyers finished while the slow one had read {slow_had} bytes"
+    );
+    reading.abort();
+}
