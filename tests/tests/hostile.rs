@@ -22,7 +22,16 @@ const MIB: u64 = 1 << 20;
 /// Starts a provider run by `pc` and waits until it serves: the node, its
 /// id and its direct addresses.
 async fn serving(net: &Net, pc: ProviderConfig) -> (TestNode, PeerId, Vec<libp2p::Multiaddr>) {
-    let mut provider = net.provider_config("provider", pc, None).await;
+    serving_as(net, "provider", pc).await
+}
+
+/// [`serving`], for a provider named `name`.
+async fn serving_as(
+    net: &Net,
+    name: &str,
+    pc: ProviderConfig,
+) -> (TestNode, PeerId, Vec<libp2p::Multiaddr>) {
+    let mut provider = net.provider_config(name, pc, None).await;
     provider
         .events
         .wait_for("the provider to start", |e| {
@@ -959,4 +968,57 @@ async fn a_slow_buyer_does_not_hold_back_the_providers_other_buyers() {
         "the fast buyers finished while the slow one had read {slow_had} bytes"
     );
     reading.abort();
+}
+
+/// The same on the buyer's side: a stream that arrives slowly (its provider
+/// sends 1 MiB/s) does not hold back the buyer's other stream, which takes
+/// its 24 MiB while the slow one has less than 8 MiB. The buyer shares its
+/// receiving by bytes only between streams that keep up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_does_not_hold_back_the_buyers_other_stream() {
+    let net = Net::new("slow-provider").await;
+    let fast_src = Source::Random {
+        len: 24 * MIB,
+        seed: 29,
+    };
+    let mut fast_pc = ProviderConfig::new(vec![("fast".into(), fast_src.clone())]);
+    fast_pc.acl = Some(open_acl(&net.dir.0));
+    let (_fast, fast_id, fast_addrs) = serving_as(&net, "fast-provider", fast_pc).await;
+    let slow_src = Source::Paced {
+        len: 24 * MIB,
+        rate: MIB,
+        seed: 31,
+    };
+    let mut slow_pc = ProviderConfig::new(vec![("slow".into(), slow_src)]);
+    slow_pc.acl = Some(open_acl(&net.dir.0));
+    let (_slow, slow_id, slow_addrs) = serving_as(&net, "slow-provider", slow_pc).await;
+    let buyer = net.consumer("buyer").await;
+    buyer
+        .handle
+        .dial(fast_id, fast_addrs.clone())
+        .await
+        .unwrap();
+    buyer
+        .handle
+        .dial(slow_id, slow_addrs.clone())
+        .await
+        .unwrap();
+    let out = net.dir.0.join("buyer-out");
+    let policy = FetchPolicy::default();
+    let slow_fetch = tokio::spawn({
+        let (h, out, policy) = (buyer.handle.clone(), out.clone(), policy.clone());
+        async move { fetch(&h, slow_id, &slow_addrs, "slow", &out, &policy).await }
+    });
+    let fast = fetch(&buyer.handle, fast_id, &fast_addrs, "fast", &out, &policy)
+        .await
+        .expect("the fast stream is served");
+    assert_eq!(fast.sha256, truth(&fast_src).await);
+    let slow_had = std::fs::metadata(output_path(&out, &slow_id, "slow"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        slow_had < 8 * MIB,
+        "the fast stream ended while the slow one had {slow_had} bytes"
+    );
+    slow_fetch.abort();
 }

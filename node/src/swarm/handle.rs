@@ -171,6 +171,7 @@ pub struct NodeHandle {
     pub(super) allow_private: bool,
     pub(super) punch: super::punch::PunchHandle,
     pub(super) stream_inbox: std::sync::Arc<std::sync::Mutex<Option<StreamInbox>>>,
+    pub(super) fair_in: std::sync::Arc<crate::streams::fair::FairGate>,
 }
 
 /// The node's inbound data streams, for its one stream server: while held,
@@ -252,6 +253,12 @@ impl NodeHandle {
     ) -> std::sync::Arc<tokio::sync::Mutex<Option<crate::protocols::pay::payer::PayerState>>> {
         let mut m = self.payers.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(peer).or_default().clone()
+    }
+
+    /// The share of this node's receiving between the streams it fetches
+    /// (by bytes; see `ledgermesh_protocol::stream::fair`).
+    pub fn fair_in(&self) -> &std::sync::Arc<crate::streams::fair::FairGate> {
+        &self.fair_in
     }
 
     /// Stream bytes received from `peer` (what a priced provider bills).

@@ -182,6 +182,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
             accepting: stream_accepting,
             dropped: stream_drops,
         }))),
+        fair_in: crate::streams::fair::FairGate::new(Default::default()),
     };
     handle.spawn(hard_nat_service.run(handle.clone(), hard_nat_rx));
     if let Some(pay) = relay.as_ref().and_then(|(l, _, _)| l.pay.clone()) {

@@ -152,8 +152,13 @@ pub(super) async fn drain_once(
     }
     let mut got = past.len() as u64;
     let mut buf = vec![0u8; 256 * 1024];
+    // Read as the product's fetch does: in the node's share of receiving.
+    let fair = h.fair_in().join();
     loop {
+        fair.turn().await;
+        fair.begin(buf.len());
         let n = s.read(&mut buf).await.map_err(late)?;
+        fair.end(n);
         if n == 0 {
             break;
         }

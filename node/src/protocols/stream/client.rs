@@ -407,6 +407,8 @@ pub async fn fetch_to(
     let meter = handle.stream_meter(peer);
     let mut control = handle.stream_control();
     let mut buf = vec![0u8; CHUNK];
+    // This stream's share of the node's receiving (it leaves when done).
+    let fair = handle.fair_in().join();
     let mut first_byte_ts_ms = None;
     // When the stream last broke, until bytes flow again.
     let mut broke_at: Option<Instant> = None;
@@ -510,7 +512,10 @@ pub async fn fetch_to(
                     tracked.progress(offset, total);
                     pending.clear();
                 }
+                fair.turn().await;
+                fair.begin(buf.len());
                 let n = watch.guard(policy.stall, stream.read(&mut buf)).await??;
+                fair.end(n);
                 if n == 0 {
                     return Ok(match total {
                         None => AttemptEnd::ClosedWithoutLength,
@@ -532,6 +537,7 @@ pub async fn fetch_to(
         match state.end_attempt(end, offset > before) {
             Next::Done => break,
             Next::Retry { after_ms } => {
+                fair.pause();
                 resumes += 1;
                 broke_at.get_or_insert_with(Instant::now);
                 tracing::info!(%peer, stream = name, offset, "stream broke; resuming");
@@ -541,6 +547,7 @@ pub async fn fetch_to(
                 tracing::debug!(%peer, stream = name, offset, "open-ended stream closed; confirming its end");
             }
             Next::Renew(reason) => {
+                fair.pause();
                 if let Some(f) = file.as_mut() {
                     f.flush().await?;
                 }
