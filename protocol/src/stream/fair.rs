@@ -303,25 +303,43 @@ mod tests {
         s.end(&k, CHUNK, at + us)
     }
 
+    /// Streams 1..=`n`, of which 1 and 2 have written four chunks each at
+    /// 100 µs a chunk (their pace is known); and the time after that.
+    fn warmed(n: u8) -> (FairShare<u8>, u64) {
+        let mut s = share();
+        for k in 1..=n {
+            s.join(k, 0);
+        }
+        let mut t = 0;
+        for _ in 0..4 {
+            write(&mut s, 1, t, 100);
+            write(&mut s, 2, t, 100);
+            t += 100;
+        }
+        (s, t)
+    }
+
+    /// `k` writes chunks at 100 µs each for as long as it may; the time after.
+    fn run_ahead(s: &mut FairShare<u8>, k: u8, mut t: u64) -> u64 {
+        while s.turn(&k, t) == Turn::Go {
+            s.begin(&k, CHUNK, t);
+            s.end(&k, CHUNK, t + 100);
+            t += 100;
+        }
+        t
+    }
+
     #[test]
     fn a_stream_starved_of_turns_holds_the_others_within_the_lag() {
         // Same pace (100 µs a chunk); `a` is polled far more often than `b`.
         let mut s = share();
         s.join(1, 0);
         s.join(2, 0);
-        let mut t = 0;
-        write(&mut s, 2, t, 100);
-        let mut a_writes = 0;
-        while s.turn(&1, t) == Turn::Go {
-            s.begin(&1, CHUNK, t);
-            s.end(&1, CHUNK, t + 100);
-            t += 100;
-            a_writes += 1;
-        }
+        write(&mut s, 2, 0, 100);
+        let t = run_ahead(&mut s, 1, 0);
         // `a` ran `lag` ahead of `b` (and one chunk), no further.
         let ahead = s.flows[&1].done - s.flows[&2].done;
         assert!(ahead > MIB && ahead <= MIB + CHUNK, "{ahead}");
-        assert!(a_writes > 4);
         assert!(matches!(s.turn(&1, t), Turn::Wait { .. }));
         // `b` catching up lets `a` go again, and says so.
         assert!(
@@ -333,18 +351,9 @@ mod tests {
 
     #[test]
     fn a_stream_slow_on_its_path_does_not_hold_the_others() {
-        let mut s = share();
-        for k in 1..=3 {
-            s.join(k, 0);
-        }
         // Paces: 1 and 2 write a chunk in 100 µs; 3's writes take 50 ms
         // each (its buyer's path).
-        let mut t = 0;
-        for _ in 0..4 {
-            write(&mut s, 1, t, 100);
-            write(&mut s, 2, t, 100);
-            t += 100;
-        }
+        let (mut s, mut t) = warmed(3);
         write(&mut s, 3, t, 50_000);
         t += 50_000;
         // 3 is path-limited now: 1 and 2 run on, far past the lag.
@@ -358,22 +367,10 @@ mod tests {
 
     #[test]
     fn a_write_that_runs_long_stops_holding_the_others_when_it_turns_out_path_limited() {
-        let mut s = share();
-        s.join(1, 0);
-        s.join(2, 0);
-        let mut t = 0;
-        for _ in 0..4 {
-            write(&mut s, 1, t, 100);
-            write(&mut s, 2, t, 100);
-            t += 100;
-        }
+        let (mut s, t) = warmed(2);
         // 2 starts a write that does not end; 1 runs up to the lag.
         s.begin(&2, CHUNK, t);
-        while s.turn(&1, t) == Turn::Go {
-            s.begin(&1, CHUNK, t);
-            s.end(&1, CHUNK, t + 100);
-            t += 100;
-        }
+        let t = run_ahead(&mut s, 1, t);
         let Turn::Wait {
             recheck_at_us: Some(at),
         } = s.turn(&1, t)
@@ -387,15 +384,7 @@ mod tests {
 
     #[test]
     fn a_path_limited_stream_coming_back_owes_nothing() {
-        let mut s = share();
-        s.join(1, 0);
-        s.join(2, 0);
-        let mut t = 0;
-        for _ in 0..4 {
-            write(&mut s, 1, t, 100);
-            write(&mut s, 2, t, 100);
-            t += 100;
-        }
+        let (mut s, mut t) = warmed(2);
         write(&mut s, 2, t, 100_000);
         t += 100_000;
         for _ in 0..40 {
@@ -451,12 +440,7 @@ mod tests {
         let mut s = share();
         s.join(1, 0);
         s.join(2, 0);
-        let mut t = 0;
-        while s.turn(&1, t) == Turn::Go {
-            s.begin(&1, CHUNK, t);
-            s.end(&1, CHUNK, t + 100);
-            t += 100;
-        }
+        let t = run_ahead(&mut s, 1, 0);
         assert!(s.leave(&2));
         assert_eq!(s.turn(&1, t), Turn::Go);
         assert!(!s.leave(&2));
