@@ -22,7 +22,7 @@
 //! source) is *paused*: not waited for, and level with the slowest on return.
 //! Time is a parameter (`now_us`, microseconds); the node's side awaits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
 /// How far ahead a stream may run, and what counts as path-limited.
@@ -81,6 +81,8 @@ struct Flow {
     paused: bool,
     /// Path-limited at its last write.
     outlier: bool,
+    /// Told to wait, at this count (its place in `waiting`).
+    waiting_at: Option<u64>,
 }
 
 /// The byte-fair share of one node's streams (see the module docs).
@@ -92,9 +94,12 @@ pub struct FairShare<K> {
     median: Option<f64>,
     /// Writes ended since the median was refreshed.
     stale: usize,
+    /// The streams told to wait, by count: those a moved floor releases
+    /// are found without looking at the others.
+    waiting: BTreeSet<(u64, K)>,
 }
 
-impl<K: Hash + Eq + Copy> FairShare<K> {
+impl<K: Hash + Eq + Ord + Copy> FairShare<K> {
     /// An empty share.
     pub fn new(config: FairConfig) -> Self {
         Self {
@@ -102,6 +107,7 @@ impl<K: Hash + Eq + Copy> FairShare<K> {
             flows: HashMap::new(),
             median: None,
             stale: 0,
+            waiting: BTreeSet::new(),
         }
     }
 
@@ -128,25 +134,60 @@ impl<K: Hash + Eq + Copy> FairShare<K> {
         );
     }
 
-    /// A stream ended. Returns whether waiting streams should ask again.
-    pub fn leave(&mut self, k: &K) -> bool {
-        self.flows.remove(k).is_some()
+    /// A stream ended. Returns the waiting streams that may go now.
+    pub fn leave(&mut self, k: &K, now_us: u64) -> Vec<K> {
+        self.unwait(k);
+        match self.flows.remove(k) {
+            Some(_) => self.released(now_us),
+            None => vec![],
+        }
     }
 
     /// The stream stops asking for a while (waiting for credit, pacing):
-    /// the others do not wait for it. Returns whether they should ask again.
-    pub fn pause(&mut self, k: &K) -> bool {
+    /// the others do not wait for it. Returns the waiting streams that may
+    /// go now.
+    pub fn pause(&mut self, k: &K, now_us: u64) -> Vec<K> {
+        self.unwait(k);
         match self.flows.get_mut(k) {
             Some(f) if !f.paused => {
                 f.paused = true;
-                true
+                self.released(now_us)
             }
-            _ => false,
+            _ => vec![],
         }
+    }
+
+    /// Takes `k` off the waiting list.
+    fn unwait(&mut self, k: &K) {
+        if let Some(at) = self.flows.get_mut(k).and_then(|f| f.waiting_at.take()) {
+            self.waiting.remove(&(at, *k));
+        }
+    }
+
+    /// The waiting streams that the slowest competing stream's count now
+    /// lets go (all of them when none competes), taken off the list.
+    fn released(&mut self, now_us: u64) -> Vec<K> {
+        let bound = self
+            .floor(None, now_us)
+            .map(|f| f.saturating_add(self.config.lag));
+        let go: Vec<(u64, K)> = self
+            .waiting
+            .iter()
+            .take_while(|(done, _)| bound.is_none_or(|b| *done <= b))
+            .copied()
+            .collect();
+        for entry in &go {
+            self.waiting.remove(entry);
+            if let Some(f) = self.flows.get_mut(&entry.1) {
+                f.waiting_at = None;
+            }
+        }
+        go.into_iter().map(|(_, k)| k).collect()
     }
 
     /// May `k` send now?
     pub fn turn(&mut self, k: &K, now_us: u64) -> Turn {
+        self.unwait(k);
         let Some(flow) = self.flows.get(k) else {
             return Turn::Go;
         };
@@ -182,6 +223,8 @@ impl<K: Hash + Eq + Copy> FairShare<K> {
                 None => Some(f.last_us + self.config.idle_after_us + 1),
             })
             .min();
+        self.flows.get_mut(k).expect("present").waiting_at = Some(done);
+        self.waiting.insert((done, *k));
         Turn::Wait { recheck_at_us }
     }
 
@@ -193,16 +236,15 @@ impl<K: Hash + Eq + Copy> FairShare<K> {
         }
     }
 
-    /// `k`'s write ended, having moved `n` bytes. Returns whether waiting
-    /// streams should ask again (the slowest stream moved, or this one
-    /// stopped or started counting).
-    pub fn end(&mut self, k: &K, n: u64, now_us: u64) -> bool {
-        let floor_before = self.floor(None, now_us);
+    /// `k`'s write ended, having moved `n` bytes. Returns the waiting
+    /// streams that may go now (the slowest stream moved, or this one
+    /// stopped counting).
+    pub fn end(&mut self, k: &K, n: u64, now_us: u64) -> Vec<K> {
         let Some(f) = self.flows.get_mut(k) else {
-            return false;
+            return vec![];
         };
         let Some((start, _)) = f.writing.take() else {
-            return false;
+            return vec![];
         };
         let took_ns = now_us.saturating_sub(start) as f64 * 1000.0;
         let pace = took_ns / n.max(1) as f64;
@@ -211,7 +253,6 @@ impl<K: Hash + Eq + Copy> FairShare<K> {
             None => pace,
         });
         let was_outlier = f.outlier;
-        let was_floor = floor_before == Some(f.done);
         f.done += n;
         f.last_us = now_us;
         self.stale += 1;
@@ -229,7 +270,7 @@ impl<K: Hash + Eq + Copy> FairShare<K> {
                 f.done = f.done.max(floor);
             }
         }
-        was_floor || was_outlier != outlier
+        self.released(now_us)
     }
 
     /// The median pace, floored, and the outlier bound over it.
@@ -297,7 +338,7 @@ mod tests {
     }
 
     /// One write of a chunk by `k` from `at` taking `us`.
-    fn write(s: &mut FairShare<u8>, k: u8, at: u64, us: u64) -> bool {
+    fn write(s: &mut FairShare<u8>, k: u8, at: u64, us: u64) -> Vec<u8> {
         assert_eq!(s.turn(&k, at), Turn::Go, "stream {k} may write at {at}");
         s.begin(&k, CHUNK, at);
         s.end(&k, CHUNK, at + us)
@@ -342,9 +383,10 @@ mod tests {
         assert!(ahead > MIB && ahead <= MIB + CHUNK, "{ahead}");
         assert!(matches!(s.turn(&1, t), Turn::Wait { .. }));
         // `b` catching up lets `a` go again, and says so.
-        assert!(
+        assert_eq!(
             write(&mut s, 2, t, 100),
-            "the slowest moved: wake the others"
+            vec![1],
+            "the slowest moved: wake 1"
         );
         assert_eq!(s.turn(&1, t + 100), Turn::Go);
     }
@@ -412,7 +454,8 @@ mod tests {
         write(&mut s, 2, t, 100);
         write(&mut s, 3, t, 100);
         // 2 waits for credit; 3 just goes quiet.
-        assert!(s.pause(&2));
+        s.pause(&2, t);
+        assert!(s.flows[&2].paused);
         t += 100;
         let quiet = t;
         while t < quiet + FairConfig::default().idle_after_us {
@@ -441,9 +484,9 @@ mod tests {
         s.join(1, 0);
         s.join(2, 0);
         let t = run_ahead(&mut s, 1, 0);
-        assert!(s.leave(&2));
+        assert_eq!(s.leave(&2, t), vec![1], "the one holding 1 left: wake 1");
         assert_eq!(s.turn(&1, t), Turn::Go);
-        assert!(!s.leave(&2));
+        assert!(s.leave(&2, t).is_empty());
         assert_eq!(s.len(), 1);
     }
 }

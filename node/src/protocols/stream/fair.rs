@@ -1,6 +1,8 @@
 //! Carries out [`FairShare`] for one node's streams: each stream holds a
 //! [`FairTurn`], waits for its turn before a write (or a read), and reports
-//! the write's start and end; the decisions are the machine's.
+//! the write's start and end; the decisions are the machine's. A stream
+//! told to wait is woken by name when the machine releases it (no broadcast:
+//! a thousand held streams are not all woken for each chunk).
 
 use ledgermesh_protocol::stream::fair::{FairConfig, FairShare, Turn};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,18 +15,35 @@ const RECHECK_AT_LEAST: Duration = Duration::from_millis(50);
 
 /// One node's share of sending (or of receiving) between its streams.
 pub struct FairGate {
-    share: Mutex<FairShare<u64>>,
-    wake: Notify,
+    inner: Mutex<Inner>,
     next: AtomicU64,
     epoch: Instant,
+}
+
+struct Inner {
+    share: FairShare<u64>,
+    /// Each stream's own wake-up.
+    wakes: std::collections::HashMap<u64, Arc<Notify>>,
+}
+
+impl Inner {
+    fn wake(&self, released: Vec<u64>) {
+        for k in released {
+            if let Some(n) = self.wakes.get(&k) {
+                n.notify_one();
+            }
+        }
+    }
 }
 
 impl FairGate {
     /// A gate for the streams of one direction of one node.
     pub fn new(config: FairConfig) -> Arc<Self> {
         Arc::new(Self {
-            share: Mutex::new(FairShare::new(config)),
-            wake: Notify::new(),
+            inner: Mutex::new(Inner {
+                share: FairShare::new(config),
+                wakes: Default::default(),
+            }),
             next: AtomicU64::new(0),
             epoch: Instant::now(),
         })
@@ -34,10 +53,10 @@ impl FairGate {
         self.epoch.elapsed().as_micros() as u64
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut FairShare<u64>, u64) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner, u64) -> T) -> T {
         let now = self.now_us();
         f(
-            &mut self.share.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut self.inner.lock().unwrap_or_else(|p| p.into_inner()),
             now,
         )
     }
@@ -45,16 +64,21 @@ impl FairGate {
     /// A new stream's place in the share; it leaves when dropped.
     pub fn join(self: &Arc<Self>) -> FairTurn {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.with(|s, now| s.join(id, now));
+        let wake = Arc::new(Notify::new());
+        self.with(|i, now| {
+            i.share.join(id, now);
+            i.wakes.insert(id, wake.clone());
+        });
         FairTurn {
             gate: self.clone(),
             id,
+            wake,
         }
     }
 
     /// Streams in the share now.
     pub fn len(&self) -> usize {
-        self.with(|s, _| s.len())
+        self.with(|i, _| i.share.len())
     }
 
     /// Whether no stream is in the share.
@@ -67,50 +91,54 @@ impl FairGate {
 pub struct FairTurn {
     gate: Arc<FairGate>,
     id: u64,
+    wake: Arc<Notify>,
 }
 
 impl FairTurn {
     /// Waits until this stream may send (or read) its next chunk.
     pub async fn turn(&self) {
         loop {
-            let woken = self.gate.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let recheck = match self.gate.with(|s, now| s.turn(&self.id, now)) {
+            // A release between the turn and the wait leaves a permit: not lost.
+            let recheck = match self.gate.with(|i, now| i.share.turn(&self.id, now)) {
                 Turn::Go => return,
                 Turn::Wait { recheck_at_us } => recheck_at_us
                     .map(|at| Duration::from_micros(at.saturating_sub(self.gate.now_us())))
                     .unwrap_or(RECHECK_AT_LEAST)
                     .min(RECHECK_AT_LEAST),
             };
-            let _ = tokio::time::timeout(recheck, woken).await;
+            let _ = tokio::time::timeout(recheck, self.wake.notified()).await;
         }
     }
 
     /// A write (or read) of up to `n` bytes starts.
     pub fn begin(&self, n: usize) {
-        self.gate.with(|s, now| s.begin(&self.id, n as u64, now));
+        self.gate
+            .with(|i, now| i.share.begin(&self.id, n as u64, now));
     }
 
     /// The write (or read) begun last ended, having moved `n` bytes.
     pub fn end(&self, n: usize) {
-        if self.gate.with(|s, now| s.end(&self.id, n as u64, now)) {
-            self.gate.wake.notify_waiters();
-        }
+        self.gate.with(|i, now| {
+            let go = i.share.end(&self.id, n as u64, now);
+            i.wake(go);
+        });
     }
 
     /// The stream stops asking for a while (waiting for credit, pacing).
     pub fn pause(&self) {
-        if self.gate.with(|s, _| s.pause(&self.id)) {
-            self.gate.wake.notify_waiters();
-        }
+        self.gate.with(|i, now| {
+            let go = i.share.pause(&self.id, now);
+            i.wake(go);
+        });
     }
 }
 
 impl Drop for FairTurn {
     fn drop(&mut self) {
-        if self.gate.with(|s, _| s.leave(&self.id)) {
-            self.gate.wake.notify_waiters();
-        }
+        self.gate.with(|i, now| {
+            i.wakes.remove(&self.id);
+            let go = i.share.leave(&self.id, now);
+            i.wake(go);
+        });
     }
 }
