@@ -603,7 +603,7 @@ async fn with_read_pending_a_stream_starts_before_any_block_holds_the_signals() 
         0,
         &relay_addr,
         &["feed=random:1M:41"],
-        &["--read-pending"],
+        &["--read-pending", "--poll-ms", "50"],
     );
     p.wait_for("following", T, |v| event_is(v, "ledger_following"));
     let rpc = ProviderBuilder::new().connect_http(chain.rpc.parse().unwrap());
@@ -620,7 +620,7 @@ async fn with_read_pending_a_stream_starts_before_any_block_holds_the_signals() 
         1,
         &relay_addr,
         &want,
-        &["--read-pending"],
+        &["--read-pending", "--poll-ms", "50"],
     );
     c.wait_for("the stream verified", T, |v| {
         event_is(v, "stream_done") && v["verified"] == true

@@ -99,6 +99,11 @@ pub struct LedgerArgs {
     /// the whole pending block: for dev and quiet chains, not busy public ones.
     #[arg(long)]
     pub read_pending: bool,
+    /// How often the ledger follower asks the endpoint for news when it is
+    /// caught up, in ms (EVM): lower on your own node, higher on a public
+    /// endpoint with a request budget.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_ms: u64,
     /// Where the node keeps its ledger cursor and answer journal across
     /// restarts (default with `--key`: `.ledgermesh/nodes/<peer id>`).
     #[arg(long, env = "LEDGERMESH_DATA_DIR")]
@@ -120,6 +125,7 @@ impl LedgerArgs {
         let options = ledgermesh_ledger::evm::EvmOptions {
             confirmations: self.confirmations.max(1),
             read_pending: self.read_pending,
+            poll_interval: std::time::Duration::from_millis(self.poll_ms),
             ..Default::default()
         };
         Ok(open_ledger(
