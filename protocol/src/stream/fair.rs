@@ -19,8 +19,10 @@
 //! slowest competing stream instead of owing its backlog.
 //!
 //! A stream that stops asking (a paid stream waiting for credit, a paced
-//! source) is *paused*: not waited for, and level with the slowest on return.
-//! Time is a parameter (`now_us`, microseconds); the node's side awaits.
+//! source) is *paused*, and one that has neither written nor asked for
+//! `idle_after_us` is *idle*: neither is waited for, and each comes back
+//! level with the slowest. Time is a parameter (`now_us`, microseconds); the
+//! node's side awaits, and wakes each released stream by name.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
@@ -39,6 +41,11 @@ pub struct FairConfig {
     /// A stream neither writing nor done with a write this recently (µs)
     /// is busy elsewhere (its source, its end) and not waited for.
     pub idle_after_us: u64,
+    /// A write that takes longer than this (µs) is the path's doing
+    /// whatever the others' pace: on a machine so loaded that every write
+    /// is slow, the median alone cannot tell, and no stream is held back
+    /// longer than this by one write of another.
+    pub slow_write_us: u64,
 }
 
 impl Default for FairConfig {
@@ -49,6 +56,7 @@ impl Default for FairConfig {
             // 0.5 ns per byte: 2 GB/s, faster than any one stream goes.
             pace_floor: 0.5,
             idle_after_us: 50_000,
+            slow_write_us: 200_000,
         }
     }
 }
@@ -81,6 +89,8 @@ struct Flow {
     paused: bool,
     /// Path-limited at its last write.
     outlier: bool,
+    /// Its last write took longer than `slow_write_us`.
+    slow: bool,
     /// Told to wait, at this count (its place in `waiting`).
     waiting_at: Option<u64>,
 }
@@ -219,7 +229,11 @@ impl<K: Hash + Eq + Ord + Copy> FairShare<K> {
             .filter(|(j, f)| *j != k && f.done.saturating_add(self.config.lag) < done)
             .filter(|(j, _)| self.competing(j, now_us))
             .filter_map(|(_, f)| match f.writing {
-                Some((start, n)) => Some(start + (limit? * n as f64 / 1000.0).ceil() as u64 + 1),
+                Some((start, n)) => {
+                    let slow = start + self.config.slow_write_us;
+                    let by_pace = limit.map(|l| start + (l * n as f64 / 1000.0).ceil() as u64);
+                    Some(by_pace.map_or(slow, |p| p.min(slow)) + 1)
+                }
                 None => Some(f.last_us + self.config.idle_after_us + 1),
             })
             .min();
@@ -246,8 +260,9 @@ impl<K: Hash + Eq + Ord + Copy> FairShare<K> {
         let Some((start, _)) = f.writing.take() else {
             return vec![];
         };
-        let took_ns = now_us.saturating_sub(start) as f64 * 1000.0;
-        let pace = took_ns / n.max(1) as f64;
+        let took_us = now_us.saturating_sub(start);
+        f.slow = took_us > self.config.slow_write_us;
+        let pace = took_us as f64 * 1000.0 / n.max(1) as f64;
         f.pace = Some(match f.pace {
             Some(p) => 0.75 * p + 0.25 * pace,
             None => pace,
@@ -302,6 +317,13 @@ impl<K: Hash + Eq + Ord + Copy> FairShare<K> {
         let idle =
             f.writing.is_none() && now_us.saturating_sub(f.last_us) > self.config.idle_after_us;
         if f.paused || idle {
+            return false;
+        }
+        // Its last write, or the one under way, took too long.
+        let slow_now = f
+            .writing
+            .is_some_and(|(start, _)| now_us.saturating_sub(start) > self.config.slow_write_us);
+        if f.slow || slow_now {
             return false;
         }
         let Some((limit, _)) = self.limit() else {
@@ -442,6 +464,42 @@ mod tests {
         assert!(!s.flows[&2].outlier);
         assert!(s.flows[&2].done + MIB >= s.flows[&1].done);
         assert_eq!(s.turn(&1, t), Turn::Go, "1 is not held for 2's old backlog");
+    }
+
+    #[test]
+    fn a_write_slower_than_the_bound_is_the_paths_even_when_the_pace_cannot_tell() {
+        // The pace rule switched off (a loaded machine where every write is
+        // slow per byte looks the same to it): the 200 ms bound alone.
+        let mut s = FairShare::new(FairConfig {
+            outlier: 1e12,
+            ..FairConfig::default()
+        });
+        s.join(1, 0);
+        s.join(2, 0);
+        write(&mut s, 2, 0, 100);
+        s.begin(&2, CHUNK, 100);
+        let t = run_ahead(&mut s, 1, 100);
+        let Turn::Wait {
+            recheck_at_us: Some(at),
+        } = s.turn(&1, t)
+        else {
+            panic!("held by 2's write, with a time to ask again");
+        };
+        assert_eq!(at, 100 + 200_000 + 1);
+        assert_eq!(s.turn(&1, at), Turn::Go, "2's write passed the bound");
+        // It ends at 250 ms: slow, and still not waited for.
+        s.end(&2, CHUNK, 250_100);
+        assert!(s.flows[&2].slow);
+        let mut t = 250_100;
+        for _ in 0..12 {
+            write(&mut s, 1, t, 100);
+            t += 100;
+        }
+        assert!(s.flows[&1].done > s.flows[&2].done + 2 * MIB);
+        // A quick write brings it back, level with 1.
+        write(&mut s, 2, t, 100);
+        assert!(!s.flows[&2].slow);
+        assert!(s.flows[&2].done + CHUNK >= s.flows[&1].done);
     }
 
     #[test]
