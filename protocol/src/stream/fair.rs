@@ -228,13 +228,13 @@ impl<K: Hash + Eq + Ord + Copy> FairShare<K> {
             .iter()
             .filter(|(j, f)| *j != k && f.done.saturating_add(self.config.lag) < done)
             .filter(|(j, _)| self.competing(j, now_us))
-            .filter_map(|(_, f)| match f.writing {
+            .map(|(_, f)| match f.writing {
                 Some((start, n)) => {
                     let slow = start + self.config.slow_write_us;
                     let by_pace = limit.map(|l| start + (l * n as f64 / 1000.0).ceil() as u64);
-                    Some(by_pace.map_or(slow, |p| p.min(slow)) + 1)
+                    by_pace.map_or(slow, |p| p.min(slow)) + 1
                 }
-                None => Some(f.last_us + self.config.idle_after_us + 1),
+                None => f.last_us + self.config.idle_after_us + 1,
             })
             .min();
         self.flows.get_mut(k).expect("present").waiting_at = Some(done);
