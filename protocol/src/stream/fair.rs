@@ -276,14 +276,16 @@ impl<K: Hash + Eq + Ord + Copy> FairShare<K> {
             self.refresh_median();
         }
         let outlier = !self.competing(k, now_us);
-        let floor_others = self.floor(Some(k), now_us);
+        // Back within the pace of the others: level, owing nothing.
+        let level = if was_outlier && !outlier {
+            self.floor(Some(k), now_us)
+        } else {
+            None
+        };
         let f = self.flows.get_mut(k).expect("present");
         f.outlier = outlier;
-        if was_outlier && !outlier {
-            // Back within the pace of the others: level, owing nothing.
-            if let Some(floor) = floor_others {
-                f.done = f.done.max(floor);
-            }
+        if let Some(floor) = level {
+            f.done = f.done.max(floor);
         }
         self.released(now_us)
     }

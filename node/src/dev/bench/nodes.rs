@@ -155,10 +155,11 @@ pub(super) async fn drain_once(
     // Read as the product's fetch does: in the node's share of receiving.
     let fair = h.fair_in().join();
     loop {
-        fair.turn().await;
-        fair.begin(buf.len());
-        let n = s.read(&mut buf).await.map_err(late)?;
-        fair.end(n);
+        let read = s.read(&mut buf);
+        let n = fair
+            .take(256 * 1024, read, |r| *r.as_ref().unwrap_or(&0))
+            .await
+            .map_err(late)?;
         if n == 0 {
             break;
         }

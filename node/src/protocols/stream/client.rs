@@ -512,10 +512,13 @@ pub async fn fetch_to(
                     tracked.progress(offset, total);
                     pending.clear();
                 }
-                fair.turn().await;
-                fair.begin(buf.len());
-                let n = watch.guard(policy.stall, stream.read(&mut buf)).await??;
-                fair.end(n);
+                let read = watch.guard(policy.stall, stream.read(&mut buf));
+                let n = fair
+                    .take(CHUNK, read, |r| match r {
+                        Ok(Ok(n)) => *n,
+                        _ => 0,
+                    })
+                    .await??;
                 if n == 0 {
                     return Ok(match total {
                         None => AttemptEnd::ClosedWithoutLength,

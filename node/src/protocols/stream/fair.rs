@@ -95,8 +95,24 @@ pub struct FairTurn {
 }
 
 impl FairTurn {
+    /// Waits for this stream's turn, then does `io`, a write of `n` bytes
+    /// or a read of up to `n`, timed for the share; `moved` says how many
+    /// bytes it moved.
+    pub async fn take<T>(
+        &self,
+        n: usize,
+        io: impl std::future::Future<Output = T>,
+        moved: impl FnOnce(&T) -> usize,
+    ) -> T {
+        self.turn().await;
+        self.begin(n);
+        let r = io.await;
+        self.end(moved(&r));
+        r
+    }
+
     /// Waits until this stream may send (or read) its next chunk.
-    pub async fn turn(&self) {
+    async fn turn(&self) {
         loop {
             // A release between the turn and the wait leaves a permit: not lost.
             let recheck = match self.gate.with(|i, now| i.share.turn(&self.id, now)) {
@@ -111,13 +127,13 @@ impl FairTurn {
     }
 
     /// A write (or read) of up to `n` bytes starts.
-    pub fn begin(&self, n: usize) {
+    fn begin(&self, n: usize) {
         self.gate
             .with(|i, now| i.share.begin(&self.id, n as u64, now));
     }
 
     /// The write (or read) begun last ended, having moved `n` bytes.
-    pub fn end(&self, n: usize) {
+    fn end(&self, n: usize) {
         self.gate.with(|i, now| {
             let go = i.share.end(&self.id, n as u64, now);
             i.wake(go);

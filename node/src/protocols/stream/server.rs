@@ -407,13 +407,10 @@ async fn serve_one(
                 if n == 0 {
                     return Ok::<_, StreamError>(true);
                 }
-                if let Some(t) = &turn {
-                    t.turn().await;
-                    t.begin(n);
-                }
-                write_or_stall(&mut stream, &buf[..n], stall).await?;
-                if let Some(t) = &turn {
-                    t.end(n);
+                let write = write_or_stall(&mut stream, &buf[..n], stall);
+                match &turn {
+                    Some(t) => t.take(n, write, |r| if r.is_ok() { n } else { 0 }).await?,
+                    None => write.await?,
                 }
                 if let Some(b) = &budget {
                     b.served(n as u64);
