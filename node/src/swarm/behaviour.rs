@@ -12,7 +12,7 @@ use libp2p::core::upgrade::Version;
 use libp2p::core::Transport as _;
 use libp2p::memory_connection_limits;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{dcutr, identify, identity::Keypair, ping, quic, relay, tcp, PeerId, Swarm};
+use libp2p::{dcutr, identify, identity::Keypair, ping, relay, tcp, PeerId, Swarm};
 
 pub use composed::{Behaviour, BehaviourEvent};
 
@@ -58,7 +58,8 @@ fn transport(
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     // QUIC with the sprays and probes of hard-NAT traversal (punch.rs).
-    let quic = super::punch::Punch::new(quic::tokio::Transport::new(quic::Config::new(key)), punch)
+    let quic = super::quic::Transport::new(key, super::quic::Config::default())?;
+    let quic = super::punch::Punch::new(quic, punch)
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
     let both = tcp.or_transport(quic).map(|either, _| either.into_inner());
     let direct = if allow_private {

@@ -27,6 +27,7 @@ pub mod metered;
 pub mod mux;
 pub mod noise;
 pub mod punch;
+pub mod quic;
 mod reservations;
 pub mod slim;
 

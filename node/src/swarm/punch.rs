@@ -1,5 +1,5 @@
 //! The QUIC transport with the two moves hard-NAT traversal needs
-//! (`protocol::path::hardnat`), both made with libp2p-quic's own dials so
+//! (`protocol::path::hardnat`), both made with the QUIC transport's own dials so
 //! that the connection that wins is an ordinary swarm connection:
 //!
 //! * **spray** (hard side): a swarm dial with a fresh port toward an address
@@ -8,13 +8,14 @@
 //!   started in paced waves; the first handshake that completes is the
 //!   dial's result and the others are dropped (their sockets close).
 //! * **probe** (easy side): [`PunchHandle::probe`] sends one small packet
-//!   from the QUIC listen socket to each of M targets. It uses libp2p-quic's
-//!   dial-as-listener puncher, but keeps each target for under the
-//!   puncher's shortest pause (10 ms), so each target gets one packet, not
+//!   from the QUIC listen socket to each of M targets. It uses the
+//!   transport's dial-as-listener puncher, but keeps each target for under
+//!   the puncher's shortest pause (10 ms), so each target gets one packet, not
 //!   a stream of them until the handshake timeout. A connection that
 //!   arrives from a target inside that window is handed to the swarm as an
 //!   incoming one, like any other.
 
+use super::quic::{self, QuicError};
 use crate::addr::{socket_of, socket_to_multiaddr};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -24,7 +25,7 @@ use ledgermesh_protocol::path::hardnat::Plan;
 use libp2p::core::transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent};
 use libp2p::core::{Endpoint, Transport};
 use libp2p::multiaddr::Protocol;
-use libp2p::{quic, Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -35,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 type Output = (PeerId, quic::Connection);
-type Upgrade = BoxFuture<'static, Result<Output, quic::Error>>;
+type Upgrade = BoxFuture<'static, Result<Output, QuicError>>;
 
 /// Registered sprays waiting for their dial, at most (a spray is registered
 /// only by our own attempts, which the limiter bounds; this is a backstop).
@@ -118,9 +119,9 @@ impl PunchHandle {
     }
 }
 
-/// libp2p-quic's tokio transport, with sprays and probes.
+/// Our QUIC transport, with sprays and probes.
 pub struct Punch {
-    inner: quic::tokio::Transport,
+    inner: quic::Transport,
     handle: PunchHandle,
     probe_life: Duration,
     /// The QUIC listeners and one of their addresses (for caught connections).
@@ -129,7 +130,7 @@ pub struct Punch {
 
 impl Punch {
     /// Wraps `inner`; `handle` drives it.
-    pub fn new(inner: quic::tokio::Transport, handle: PunchHandle) -> Punch {
+    pub fn new(inner: quic::Transport, handle: PunchHandle) -> Punch {
         Punch {
             inner,
             handle,
@@ -166,7 +167,7 @@ impl Punch {
                         Err(e) if running.is_empty() && dials.is_empty() => break Err(e),
                         Err(e) => tracing::trace!(socket = i, error = %e, "spray socket gave up"),
                     },
-                    else => break Err(quic::Error::HandshakeTimedOut),
+                    else => break Err(QuicError::HandshakeTimedOut),
                 }
             };
             let _ = report.send(SprayReport { sockets: opened });
@@ -205,7 +206,7 @@ fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
 
 impl Transport for Punch {
     type Output = Output;
-    type Error = quic::Error;
+    type Error = QuicError;
     type ListenerUpgrade = Upgrade;
     type Dial = Upgrade;
 

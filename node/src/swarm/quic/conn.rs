@@ -1,0 +1,137 @@
+//! One QUIC connection as a libp2p stream muxer: each substream is one
+//! bidirectional QUIC stream.
+
+use super::QuicError;
+use futures::future::BoxFuture;
+use futures::{AsyncRead, AsyncWrite, FutureExt};
+use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+type Opening =
+    BoxFuture<'static, Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError>>;
+
+/// An established QUIC connection.
+pub struct Connection {
+    conn: quinn::Connection,
+    accepting: Option<Opening>,
+    opening: Option<Opening>,
+    closing: Option<BoxFuture<'static, quinn::ConnectionError>>,
+}
+
+impl Connection {
+    pub(super) fn new(conn: quinn::Connection) -> Connection {
+        Connection {
+            conn,
+            accepting: None,
+            opening: None,
+            closing: None,
+        }
+    }
+}
+
+impl StreamMuxer for Connection {
+    type Substream = Stream;
+    type Error = QuicError;
+
+    fn poll_inbound(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Stream, QuicError>> {
+        let this = self.get_mut();
+        let conn = &this.conn;
+        let f = this.accepting.get_or_insert_with(|| {
+            let conn = conn.clone();
+            async move { conn.accept_bi().await }.boxed()
+        });
+        let r = ready!(f.poll_unpin(cx));
+        this.accepting = None;
+        Poll::Ready(r.map(|(s, r)| Stream::new(s, r)).map_err(QuicError::from))
+    }
+
+    fn poll_outbound(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Stream, QuicError>> {
+        let this = self.get_mut();
+        let conn = &this.conn;
+        let f = this.opening.get_or_insert_with(|| {
+            let conn = conn.clone();
+            async move { conn.open_bi().await }.boxed()
+        });
+        let r = ready!(f.poll_unpin(cx));
+        this.opening = None;
+        Poll::Ready(r.map(|(s, r)| Stream::new(s, r)).map_err(QuicError::from))
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamMuxerEvent, QuicError>> {
+        // Migration is off (server side), so the address never changes.
+        Poll::Pending
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), QuicError>> {
+        let this = self.get_mut();
+        let conn = &this.conn;
+        let f = this.closing.get_or_insert_with(|| {
+            conn.close(0u32.into(), b"");
+            let conn = conn.clone();
+            async move { conn.closed().await }.boxed()
+        });
+        match ready!(f.poll_unpin(cx)) {
+            quinn::ConnectionError::LocallyClosed => Poll::Ready(Ok(())),
+            e => Poll::Ready(Err(e.into())),
+        }
+    }
+}
+
+/// One bidirectional QUIC stream.
+pub struct Stream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    /// How the first close ended (a second close answers the same).
+    closed: Option<Result<(), io::ErrorKind>>,
+}
+
+impl Stream {
+    fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> Stream {
+        Stream {
+            send,
+            recv,
+            closed: None,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(Pin::new(&mut self.send), cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(done) = self.closed {
+            return Poll::Ready(done.map_err(io::Error::from));
+        }
+        let r = ready!(AsyncWrite::poll_close(Pin::new(&mut self.send), cx));
+        self.closed = Some(r.as_ref().map(|_| ()).map_err(|e| e.kind()));
+        Poll::Ready(r)
+    }
+}
