@@ -12,8 +12,7 @@ use crate::swarm::NodeHandle;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use ledgermesh_protocol::consensus::Mapping;
 use ledgermesh_protocol::path::hardnat::{
-    self, answer, probe_ports_at, Decline, EasySelf, Limiter, Message, Plan, ProbedIps, Role,
-    PROTOCOL,
+    self, answer, probe_ports_at, Decline, EasySelf, Limiter, Message, Plan, Role, PROTOCOL,
 };
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
@@ -65,8 +64,6 @@ pub struct Service {
     plan: Plan,
     allow_private: bool,
     limiter: Arc<Mutex<Limiter<PeerId>>>,
-    /// The peer IPs probed so far (a budget: see `hardnat::MAX_PROBED_IPS`).
-    probed: Arc<Mutex<ProbedIps>>,
     /// The secret behind each IP's probe ports (`hardnat::probe_seed`).
     salt: [u8; 32],
     epoch: Instant,
@@ -93,7 +90,6 @@ impl Service {
             plan,
             allow_private,
             limiter: Arc::new(Mutex::new(Limiter::new())),
-            probed: Arc::new(Mutex::new(ProbedIps::default())),
             salt: rand::random(),
             epoch: Instant::now(),
         }
@@ -322,10 +318,7 @@ impl Service {
                 .and_then(quic_socket),
             allow_private: self.allow_private,
         };
-        let admitted = answer(&me, ip).and_then(|addr| {
-            lock(&self.probed).admit(ip)?;
-            Ok((addr, self.slot(&peer)?))
-        });
+        let admitted = answer(&me, ip).and_then(|addr| Ok((addr, self.slot(&peer)?)));
         let (addr, _slot) = match admitted {
             Ok(a) => a,
             Err(d) => {
