@@ -1,8 +1,9 @@
 //! What idle peers cost a node: the growth of one `ledgermesh relay`
 //! process's resident memory over N idle connections from this process,
-//! then over N reservations on them. Each connection is its own peer (a
-//! stock libp2p swarm with the relay client); dials and reservations go in
-//! batches, under the relay's handshake caps.
+//! then over N reservations on them; then, on a fresh relay process, over N
+//! idle QUIC connections. Each connection is its own peer (a stock libp2p
+//! swarm with the relay client); dials and reservations go in batches, under
+//! the relay's handshake caps.
 
 use super::baselines::rss_kib_of;
 use super::round;
@@ -41,17 +42,28 @@ fn idler(
     relay: Multiaddr,
     reports: mpsc::UnboundedSender<Report>,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, mpsc::UnboundedSender<()>)> {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )?
-        .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)?
-        .with_behaviour(|_, relay| Idler { relay })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-        .build();
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(3600));
+    let mut swarm = if crate::addr::is_quic(&relay) {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_quic()
+            .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)?
+            .with_behaviour(|_, relay| Idler { relay })?
+            .with_swarm_config(idle)
+            .build()
+    } else {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )?
+            .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)?
+            .with_behaviour(|_, relay| Idler { relay })?
+            .with_swarm_config(idle)
+            .build()
+    };
     swarm.dial(relay.clone())?;
     let (reserve_tx, mut reserve_rx) = mpsc::unbounded_channel::<()>();
     let task = tokio::spawn(async move {
@@ -162,6 +174,7 @@ pub(super) async fn idle(n: usize) -> anyhow::Result<Value> {
     }
     relay.stop().await;
     let per = |a: u64, b: u64| round(b.saturating_sub(a) as f64 / n as f64, 1);
+    let quic = idle_quic(n, &max).await?;
     Ok(json!({
         "peers": n,
         "relay_rss_kib_start": before,
@@ -172,5 +185,38 @@ pub(super) async fn idle(n: usize) -> anyhow::Result<Value> {
         // Reservation requests that failed without a reason and were asked
         // again (a relay that drops requests in a burst shows here).
         "reservation_retries": retries,
+        // The same over QUIC (our transport on the relay's side), on a
+        // fresh relay process.
+        "relay_rss_kib_quic_start": quic.0,
+        "relay_rss_kib_quic_connected": quic.1,
+        "rss_kib_per_quic_connection": per(quic.0, quic.1),
     }))
+}
+
+/// A fresh relay's RSS before and after `n` idle QUIC connections.
+async fn idle_quic(n: usize, max: &str) -> anyhow::Result<(u64, u64)> {
+    let relay = RelayProcess::start_with(&["--max-connections", max]).await?;
+    let pid = relay.child.id().context("relay pid")?.to_string();
+    settle().await;
+    let before = rss_kib_of(&pid).context("reading the relay's RSS")?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tasks = Vec::with_capacity(n);
+    let mut reserve = Vec::with_capacity(n);
+    let mut retries = 0;
+    for batch in (0..n).collect::<Vec<_>>().chunks(BATCH) {
+        for i in batch {
+            let (task, r) = idler(*i, relay.quic.clone(), tx.clone())?;
+            tasks.push(task);
+            reserve.push(r);
+        }
+        let connected = |r: &Report| matches!(r, Report::Connected);
+        await_reports(&mut rx, batch.len(), connected, &reserve, &mut retries).await?;
+    }
+    settle().await;
+    let connected = rss_kib_of(&pid).context("reading the relay's RSS")?;
+    for task in &tasks {
+        task.abort();
+    }
+    relay.stop().await;
+    Ok((before, connected))
 }

@@ -207,6 +207,11 @@ pub fn print_table(v: &Value) {
             f("/idle/peers"),
             f("/idle/rss_kib_per_reservation")
         );
+        println!(
+            "  {} idle QUIC connections: {} KiB each",
+            f("/idle/peers"),
+            f("/idle/rss_kib_per_quic_connection")
+        );
     }
     if has("envelope") {
         println!("\nENVELOPES");

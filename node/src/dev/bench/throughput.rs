@@ -16,6 +16,8 @@ use std::time::Duration;
 pub(super) struct RelayProcess {
     pub(super) child: tokio::process::Child,
     pub(super) tcp: Multiaddr,
+    /// Its QUIC listen address (with its peer id).
+    pub(super) quic: Multiaddr,
 }
 
 impl RelayProcess {
@@ -47,7 +49,7 @@ impl RelayProcess {
             "--allow-private-addrs",
             "--listen",
         ])
-        .arg("/ip4/127.0.0.1/tcp/0")
+        .args(["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])
         .args(extra)
         .env(
             "RUST_LOG",
@@ -60,7 +62,7 @@ impl RelayProcess {
         let mut child = cmd.spawn().context("starting the relay process")?;
         let out = child.stdout.take().context("relay stdout")?;
         let mut lines = tokio::io::BufReader::new(out).lines();
-        let found = tokio::time::timeout(Duration::from_secs(20), async {
+        let (tcp, quic) = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = lines.next_line().await? {
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
@@ -75,8 +77,13 @@ impl RelayProcess {
                     .flatten()
                     .filter_map(|a| a.as_str()?.parse().ok())
                     .collect();
-                if let Some(tcp) = addrs.into_iter().find(crate::addr::is_tcp) {
-                    return anyhow::Ok(tcp.with(Protocol::P2p(peer)));
+                let tcp = addrs.iter().find(|a| crate::addr::is_tcp(a));
+                let quic = addrs.iter().find(|a| crate::addr::is_quic(a));
+                if let (Some(tcp), Some(quic)) = (tcp, quic) {
+                    return anyhow::Ok((
+                        tcp.clone().with(Protocol::P2p(peer)),
+                        quic.clone().with(Protocol::P2p(peer)),
+                    ));
                 }
             }
             anyhow::bail!("relay process exited before listening")
@@ -92,7 +99,7 @@ impl RelayProcess {
                 }
             }
         });
-        Ok(RelayProcess { child, tcp: found })
+        Ok(RelayProcess { child, tcp, quic })
     }
 
     /// The relay's CPU time so far, from /proc.
@@ -115,6 +122,29 @@ impl RelayProcess {
     }
 
     pub(super) async fn stop(mut self) {
+        // A wrapped relay (under a profiler) is asked to end, so that the
+        // wrapper writes what it found: SIGTERM to the wrapper's child that
+        // runs this binary (the relay; not the profiler's own helpers), then
+        // the wrapper gets 30 s to finish.
+        if std::env::var_os("LEDGERMESH_BENCH_RELAY_WRAP").is_some() {
+            if let Some(pid) = self.child.id() {
+                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+                for child in children.unwrap_or_default().split_whitespace() {
+                    let ours = std::fs::read_link(format!("/proc/{child}/exe")).ok()
+                        == std::env::current_exe().ok();
+                    if let (true, Ok(child)) = (ours, child.parse::<i32>()) {
+                        let child = nix::unistd::Pid::from_raw(child);
+                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGTERM);
+                    }
+                }
+                if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        }
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }

@@ -91,7 +91,8 @@ pub struct Config {
     pub max_idle_timeout: Duration,
     /// A quiet connection sends a ping this often (below the idle timeout).
     pub keep_alive: Duration,
-    /// Bidirectional streams the remote may have open at once.
+    /// Bidirectional streams the remote may have open at once, at most (it
+    /// starts lower and grows with use: see `conn`).
     pub max_streams: u32,
     /// Unacknowledged bytes per stream, and per connection.
     pub stream_window: u32,
@@ -166,6 +167,7 @@ pub struct Transport {
     server: quinn::ServerConfig,
     endpoint_config: quinn::EndpointConfig,
     handshake_timeout: Duration,
+    max_streams: u32,
     listeners: Vec<Listener>,
     /// Client-only endpoints (v4, v6) for port-reusing dials no listener serves.
     dialers: [Option<quinn::Endpoint>; 2],
@@ -178,7 +180,7 @@ impl Transport {
     pub fn new(key: &Keypair, config: Config) -> Result<Transport, QuicError> {
         let mut t = quinn::TransportConfig::default();
         t.max_concurrent_uni_streams(0u32.into())
-            .max_concurrent_bidi_streams(config.max_streams.into())
+            .max_concurrent_bidi_streams(conn::FIRST_STREAMS.min(config.max_streams).into())
             .datagram_receive_buffer_size(None)
             .keep_alive_interval(Some(config.keep_alive))
             .max_idle_timeout(config.max_idle_timeout.try_into().ok())
@@ -215,6 +217,7 @@ impl Transport {
             server,
             endpoint_config,
             handshake_timeout: config.handshake_timeout,
+            max_streams: config.max_streams,
             listeners: Vec::new(),
             dialers: [None, None],
             punches: SharedPunches::default(),
@@ -269,6 +272,7 @@ impl Transport {
             }
         };
         let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let ceiling = self.max_streams;
         Ok(async move {
             let incoming = tokio::select! {
                 got = rx => got.map_err(|_| QuicError::HandshakeTimedOut)?,
@@ -276,7 +280,7 @@ impl Transport {
                 _ = tokio::time::sleep_until(deadline) => return Err(QuicError::HandshakeTimedOut),
             };
             drop(slot);
-            finish(incoming.accept()?, deadline).await
+            finish(incoming.accept()?, deadline, ceiling).await
         }
         .boxed())
     }
@@ -303,12 +307,13 @@ async fn spatter(socket: &UdpSocket, remote: SocketAddr) -> Infallible {
 async fn finish(
     connecting: quinn::Connecting,
     deadline: tokio::time::Instant,
+    ceiling: u32,
 ) -> Result<(PeerId, Connection), QuicError> {
     let conn = tokio::time::timeout_at(deadline, connecting)
         .await
         .map_err(|_| QuicError::HandshakeTimedOut)??;
     let peer = tls::peer_of(&conn).ok_or(QuicError::NoPeerId)?;
-    Ok((peer, Connection::new(conn)))
+    Ok((peer, Connection::new(conn, ceiling)))
 }
 
 /// The UDP socket address of `/ip4|ip6/IP/udp/PORT/quic-v1[/p2p/ID]`.
@@ -358,6 +363,7 @@ impl Listener {
         cx: &mut Context<'_>,
         punches: &SharedPunches,
         timeout: Duration,
+        ceiling: u32,
     ) -> Poll<TransportEvent<Upgrade, QuicError>> {
         let listener_id = self.id;
         if self.closed {
@@ -434,7 +440,7 @@ impl Listener {
             // Accepted now: the handshake runs whether or not the upgrade
             // is polled yet.
             let upgrade = match incoming.accept() {
-                Ok(connecting) => finish(connecting, deadline).boxed(),
+                Ok(connecting) => finish(connecting, deadline, ceiling).boxed(),
                 Err(e) => futures::future::ready(Err(e.into())).boxed(),
             };
             return Poll::Ready(TransportEvent::Incoming {
@@ -517,6 +523,7 @@ impl libp2p::core::Transport for Transport {
             return self.punch(remote).map_err(TransportError::Other);
         }
         let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let ceiling = self.max_streams;
         let client = self.client.clone();
         if opts.port_use == PortUse::New {
             // Bound and sent when first polled (so a caller can pace many).
@@ -535,7 +542,7 @@ impl libp2p::core::Transport for Transport {
                     Arc::new(quinn::TokioRuntime),
                 )?;
                 let connecting = endpoint.connect_with(client, remote, "l")?;
-                finish(connecting, deadline).await
+                finish(connecting, deadline, ceiling).await
             }
             .boxed());
         }
@@ -565,7 +572,7 @@ impl libp2p::core::Transport for Transport {
         let connecting = endpoint
             .connect_with(client, remote, "l")
             .map_err(|e| TransportError::Other(e.into()))?;
-        Ok(finish(connecting, deadline).boxed())
+        Ok(finish(connecting, deadline, ceiling).boxed())
     }
 
     fn poll(
@@ -576,7 +583,12 @@ impl libp2p::core::Transport for Transport {
         this.waker = Some(cx.waker().clone());
         let mut i = 0;
         while i < this.listeners.len() {
-            match this.listeners[i].poll(cx, &this.punches, this.handshake_timeout) {
+            match this.listeners[i].poll(
+                cx,
+                &this.punches,
+                this.handshake_timeout,
+                this.max_streams,
+            ) {
                 Poll::Ready(event) => {
                     if matches!(event, TransportEvent::ListenerClosed { .. }) {
                         this.listeners.swap_remove(i);
@@ -700,6 +712,56 @@ mod tests {
         futures::future::poll_fn(|cx| b_side.poll_close_unpin(cx))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_remotes_stream_allowance_grows_with_use_up_to_the_ceiling() {
+        let (mut a, a_id) = ours();
+        let (mut b, _) = ours();
+        let at = listening(&mut a).await;
+        let dial = b.dial(at.with(Protocol::P2p(a_id)), REUSE).unwrap();
+        let ((upgrade, _), dialed) = tokio::join!(incoming(&mut a), dial);
+        let (_, mut b_side) = dialed.unwrap();
+        let (_, mut a_side) = upgrade.await.unwrap();
+        // B opens 200 streams and holds them all open (a write each, so A
+        // hears of them); A starts B at 32 and must raise it on the way.
+        let n = 200;
+        let opener = async {
+            let mut held = Vec::new();
+            for i in 0..n {
+                let mut s = futures::future::poll_fn(|cx| b_side.poll_outbound_unpin(cx))
+                    .await
+                    .unwrap();
+                s.write_all(&[i as u8]).await.unwrap();
+                s.flush().await.unwrap();
+                held.push(s);
+            }
+            held
+        };
+        let acceptor = async {
+            let mut held = Vec::new();
+            for _ in 0..n {
+                let mut s = futures::future::poll_fn(|cx| a_side.poll_inbound_unpin(cx))
+                    .await
+                    .unwrap();
+                let mut one = [0u8];
+                s.read_exact(&mut one).await.unwrap();
+                held.push(s);
+            }
+            held
+        };
+        let within = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(opener, acceptor)
+        });
+        let (opened, accepted) = within.await.expect("B was held at its first allowance");
+        assert_eq!((opened.len(), accepted.len()), (n, n));
+        assert_eq!(
+            a_side.inbound.load(std::sync::atomic::Ordering::Relaxed),
+            n as u32
+        );
+        assert_eq!(a_side.allowed, 256, "doubled from 32 up to the ceiling");
+        drop(accepted);
+        assert_eq!(a_side.inbound.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
