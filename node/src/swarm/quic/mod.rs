@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -98,6 +99,10 @@ pub struct Config {
     pub stream_window: u32,
     /// See `stream_window`.
     pub connection_window: u32,
+    /// Handshakes under way above which a new, unproven address is first
+    /// sent a Retry (it must echo a token, which proves it receives at
+    /// that address, before we spend a handshake's crypto on it).
+    pub retry_above: usize,
 }
 
 impl Default for Config {
@@ -109,6 +114,7 @@ impl Default for Config {
             max_streams: 256,
             stream_window: 10_000_000,
             connection_window: 15_000_000,
+            retry_above: 64,
         }
     }
 }
@@ -161,6 +167,34 @@ struct Listener {
     closed: bool,
 }
 
+/// How incoming connections are let in (shared by the listeners).
+struct Admission {
+    punches: SharedPunches,
+    timeout: Duration,
+    ceiling: u32,
+    /// Incoming handshakes under way now.
+    handshaking: Arc<AtomicUsize>,
+    retry_above: usize,
+    /// Incoming connections sent a Retry, in all.
+    retried: Arc<AtomicU64>,
+}
+
+/// Counts one incoming handshake while it runs.
+struct Handshaking(Arc<AtomicUsize>);
+
+impl Handshaking {
+    fn new(count: &Arc<AtomicUsize>) -> Handshaking {
+        count.fetch_add(1, Ordering::Relaxed);
+        Handshaking(count.clone())
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The QUIC transport.
 pub struct Transport {
     client: quinn::ClientConfig,
@@ -168,6 +202,7 @@ pub struct Transport {
     endpoint_config: quinn::EndpointConfig,
     handshake_timeout: Duration,
     max_streams: u32,
+    admit: Admission,
     listeners: Vec<Listener>,
     /// Client-only endpoints (v4, v6) for port-reusing dials no listener serves.
     dialers: [Option<quinn::Endpoint>; 2],
@@ -212,17 +247,31 @@ impl Transport {
             None => quinn::EndpointConfig::default(),
         };
         endpoint_config.supported_versions(vec![1]);
+        let punches = SharedPunches::default();
         Ok(Transport {
             client,
             server,
             endpoint_config,
             handshake_timeout: config.handshake_timeout,
             max_streams: config.max_streams,
+            admit: Admission {
+                punches: punches.clone(),
+                timeout: config.handshake_timeout,
+                ceiling: config.max_streams,
+                handshaking: Arc::default(),
+                retry_above: config.retry_above,
+                retried: Arc::default(),
+            },
             listeners: Vec::new(),
             dialers: [None, None],
-            punches: SharedPunches::default(),
+            punches,
             waker: None,
         })
+    }
+
+    /// Incoming connections sent a Retry so far (see [`Config::retry_above`]).
+    pub fn retried(&self) -> u64 {
+        self.admit.retried.load(Ordering::Relaxed)
     }
 
     fn endpoint(&self, socket: UdpSocket, server: bool) -> Result<quinn::Endpoint, QuicError> {
@@ -361,9 +410,7 @@ impl Listener {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        punches: &SharedPunches,
-        timeout: Duration,
-        ceiling: u32,
+        admit: &Admission,
     ) -> Poll<TransportEvent<Upgrade, QuicError>> {
         let listener_id = self.id;
         if self.closed {
@@ -428,7 +475,7 @@ impl Listener {
             let from = incoming.remote_address();
             let from = SocketAddr::new(from.ip().to_canonical(), from.port());
             // A punch waiting for this address takes it as its dial.
-            let waiting = lock(punches).waiting.remove(&from);
+            let waiting = lock(&admit.punches).waiting.remove(&from);
             let incoming = match waiting {
                 Some((_, tx)) => match tx.send(incoming) {
                     Ok(()) => continue,
@@ -436,11 +483,26 @@ impl Listener {
                 },
                 None => incoming,
             };
-            let deadline = tokio::time::Instant::now() + timeout;
+            // Under load, an address that has not proven itself is asked
+            // to (a spoofed flood then costs us a token each, no crypto).
+            let busy = admit.handshaking.load(Ordering::Relaxed) >= admit.retry_above;
+            if busy && !incoming.remote_address_validated() && incoming.may_retry() {
+                admit.retried.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            let deadline = tokio::time::Instant::now() + admit.timeout;
+            let (ceiling, counted) = (admit.ceiling, Handshaking::new(&admit.handshaking));
             // Accepted now: the handshake runs whether or not the upgrade
             // is polled yet.
             let upgrade = match incoming.accept() {
-                Ok(connecting) => finish(connecting, deadline, ceiling).boxed(),
+                Ok(connecting) => async move {
+                    let _counted = counted;
+                    finish(connecting, deadline, ceiling).await
+                }
+                .boxed(),
                 Err(e) => futures::future::ready(Err(e.into())).boxed(),
             };
             return Poll::Ready(TransportEvent::Incoming {
@@ -583,12 +645,7 @@ impl libp2p::core::Transport for Transport {
         this.waker = Some(cx.waker().clone());
         let mut i = 0;
         while i < this.listeners.len() {
-            match this.listeners[i].poll(
-                cx,
-                &this.punches,
-                this.handshake_timeout,
-                this.max_streams,
-            ) {
+            match this.listeners[i].poll(cx, &this.admit) {
                 Poll::Ready(event) => {
                     if matches!(event, TransportEvent::ListenerClosed { .. }) {
                         this.listeners.swap_remove(i);
@@ -762,6 +819,86 @@ mod tests {
         assert_eq!(a_side.allowed, 256, "doubled from 32 up to the ceiling");
         drop(accepted);
         assert_eq!(a_side.inbound.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_forged_certificate_is_refused_and_the_next_peer_is_served() {
+        let (mut a, a_id) = ours();
+        let at = listening(&mut a).await;
+        // A libp2p certificate with one bit of its signature flipped.
+        let key = Keypair::generate_ed25519();
+        let (cert, private) = libp2p::tls::certificate::generate(&key).unwrap();
+        let mut der = cert.to_vec();
+        *der.last_mut().unwrap() ^= 1;
+        let forged = tls::client_presenting(der.into(), private);
+        let forged = quinn::crypto::rustls::QuicClientConfig::try_from(forged).unwrap();
+        let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let connecting = client
+            .connect_with(
+                quinn::ClientConfig::new(Arc::new(forged)),
+                quic_socket(&at).unwrap(),
+                "l",
+            )
+            .unwrap();
+        let client_side = async {
+            // The client may finish its side before the server reads its
+            // certificate; either way the connection ends in a TLS alert.
+            match connecting.await {
+                Ok(conn) => conn.closed().await,
+                Err(e) => e,
+            }
+        };
+        let ((upgrade, _), closed) = tokio::join!(incoming(&mut a), client_side);
+        let refused = upgrade
+            .await
+            .err()
+            .expect("the forged certificate was accepted");
+        assert!(refused.to_string().contains("certificate"), "{refused}");
+        assert!(closed.to_string().contains("certificate"), "{closed}");
+        // The listener goes on serving.
+        let (mut b, b_id) = ours();
+        let dial = b.dial(at.with(Protocol::P2p(a_id)), REUSE).unwrap();
+        let ((upgrade, _), dialed) = tokio::join!(incoming(&mut a), dial);
+        assert_eq!(dialed.unwrap().0, a_id);
+        assert_eq!(upgrade.await.unwrap().0, b_id);
+    }
+
+    #[tokio::test]
+    async fn under_load_an_unproven_address_is_sent_a_retry_and_then_served() {
+        let key = Keypair::generate_ed25519();
+        let a_id = key.public().to_peer_id();
+        // Busy from the first handshake on.
+        let mut a = Transport::new(
+            &key,
+            Config {
+                retry_above: 0,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        let (mut b, b_id) = ours();
+        let at = listening(&mut a).await;
+        let dial = b.dial(at.with(Protocol::P2p(a_id)), REUSE).unwrap();
+        let ((upgrade, _), dialed) = tokio::join!(incoming(&mut a), dial);
+        let (peer, mut b_side) = dialed.unwrap();
+        assert_eq!(peer, a_id);
+        let (peer, mut a_side) = upgrade.await.unwrap();
+        assert_eq!(peer, b_id);
+        assert_eq!(
+            a.retried(),
+            1,
+            "one Retry, then the proven address was let in"
+        );
+        carry(&mut b_side, &mut a_side).await;
+        // Not busy: no Retry.
+        let (mut c, _) = ours();
+        let (mut d, d_id) = ours();
+        let at = listening(&mut d).await;
+        let dial = c.dial(at.with(Protocol::P2p(d_id)), REUSE).unwrap();
+        let ((upgrade, _), dialed) = tokio::join!(incoming(&mut d), dial);
+        dialed.unwrap();
+        upgrade.await.unwrap();
+        assert_eq!(d.retried(), 0);
     }
 
     #[tokio::test]

@@ -142,6 +142,29 @@ impl rustls::server::ResolvesServerCert for OurCert {
     }
 }
 
+/// A client that presents `cert` with `key`, whatever they hold (tests
+/// present forged certificates with it).
+#[cfg(test)]
+pub(super) fn client_presenting(
+    cert: CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> rustls::ClientConfig {
+    let provider = provider();
+    let signer = provider.key_provider.load_private_key(key).unwrap();
+    let ours = OurCert(Arc::new(rustls::sign::CertifiedKey::new(
+        vec![cert],
+        signer,
+    )));
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PeerCert))
+        .with_client_cert_resolver(Arc::new(ours));
+    c.alpn_protocols = vec![ALPN.to_vec()];
+    c
+}
+
 /// The peer id in a finished handshake's certificate.
 pub fn peer_of(conn: &quinn::Connection) -> Option<PeerId> {
     let certs = conn
