@@ -848,7 +848,10 @@ mod tests {
                 Err(e) => e,
             }
         };
-        let ((upgrade, _), closed) = tokio::join!(incoming(&mut a), client_side);
+        let both = async { tokio::join!(incoming(&mut a), client_side) };
+        let ((upgrade, _), closed) = tokio::time::timeout(Duration::from_secs(20), both)
+            .await
+            .expect("the forged certificate was accepted (the connection stayed up)");
         let refused = upgrade
             .await
             .err()
