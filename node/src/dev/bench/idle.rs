@@ -136,45 +136,92 @@ async fn settle() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
-/// RSS growth of a relay process per idle connection and per reservation.
+/// `n` idle peers, each connected to `relay` (in batches).
+struct Idlers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    reserve: Vec<mpsc::UnboundedSender<()>>,
+    rx: mpsc::UnboundedReceiver<Report>,
+    retries: usize,
+}
+
+impl Idlers {
+    async fn connect(n: usize, relay: &Multiaddr) -> anyhow::Result<Idlers> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut me = Idlers {
+            tasks: Vec::with_capacity(n),
+            reserve: Vec::with_capacity(n),
+            rx,
+            retries: 0,
+        };
+        for batch in (0..n).collect::<Vec<_>>().chunks(BATCH) {
+            for i in batch {
+                let (task, r) = idler(*i, relay.clone(), tx.clone())?;
+                me.tasks.push(task);
+                me.reserve.push(r);
+            }
+            me.wait_for(batch.len(), |r| matches!(r, Report::Connected))
+                .await?;
+        }
+        Ok(me)
+    }
+
+    async fn wait_for(&mut self, n: usize, want: fn(&Report) -> bool) -> anyhow::Result<()> {
+        await_reports(&mut self.rx, n, want, &self.reserve, &mut self.retries).await
+    }
+
+    /// Every peer reserves (in batches).
+    async fn reserve_all(&mut self) -> anyhow::Result<()> {
+        for batch in (0..self.reserve.len()).collect::<Vec<_>>().chunks(BATCH) {
+            for i in batch {
+                let _ = self.reserve[*i].send(());
+            }
+            self.wait_for(batch.len(), |r| matches!(r, Report::Reserved))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Idlers {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The relay's resident memory now, once it has settled.
+async fn settled_rss(relay: &RelayProcess) -> anyhow::Result<u64> {
+    settle().await;
+    let pid = relay.child.id().context("relay pid")?.to_string();
+    rss_kib_of(&pid).context("reading the relay's RSS")
+}
+
+/// RSS growth of a relay process per idle connection and per reservation,
+/// then per idle QUIC connection on a fresh relay.
 pub(super) async fn idle(n: usize) -> anyhow::Result<Value> {
     let max = (n * 2).to_string();
     let relay =
         RelayProcess::start_with(&["--max-connections", &max, "--max-reservations-per-ip", &max])
             .await?;
-    let pid = relay.child.id().context("relay pid")?;
-    settle().await;
-    let before = rss_kib_of(&pid.to_string()).context("reading the relay's RSS")?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut tasks = Vec::with_capacity(n);
-    let mut reserve = Vec::with_capacity(n);
-    let mut retries = 0;
-    for batch in (0..n).collect::<Vec<_>>().chunks(BATCH) {
-        for i in batch {
-            let (task, r) = idler(*i, relay.tcp.clone(), tx.clone())?;
-            tasks.push(task);
-            reserve.push(r);
-        }
-        let connected = |r: &Report| matches!(r, Report::Connected);
-        await_reports(&mut rx, batch.len(), connected, &reserve, &mut retries).await?;
-    }
-    settle().await;
-    let connected = rss_kib_of(&pid.to_string()).context("reading the relay's RSS")?;
-    for batch in (0..n).collect::<Vec<_>>().chunks(BATCH) {
-        for i in batch {
-            let _ = reserve[*i].send(());
-        }
-        let reserved = |r: &Report| matches!(r, Report::Reserved);
-        await_reports(&mut rx, batch.len(), reserved, &reserve, &mut retries).await?;
-    }
-    settle().await;
-    let reserved = rss_kib_of(&pid.to_string()).context("reading the relay's RSS")?;
-    for task in &tasks {
-        task.abort();
-    }
+    let before = settled_rss(&relay).await?;
+    let mut peers = Idlers::connect(n, &relay.tcp).await?;
+    let connected = settled_rss(&relay).await?;
+    peers.reserve_all().await?;
+    let reserved = settled_rss(&relay).await?;
+    let retries = peers.retries;
+    drop(peers);
     relay.stop().await;
+
+    // The same over QUIC (our transport on the relay's side).
+    let relay = RelayProcess::start_with(&["--max-connections", &max]).await?;
+    let quic_before = settled_rss(&relay).await?;
+    let peers = Idlers::connect(n, &relay.quic).await?;
+    let quic_connected = settled_rss(&relay).await?;
+    drop(peers);
+    relay.stop().await;
+
     let per = |a: u64, b: u64| round(b.saturating_sub(a) as f64 / n as f64, 1);
-    let quic = idle_quic(n, &max).await?;
     Ok(json!({
         "peers": n,
         "relay_rss_kib_start": before,
@@ -185,38 +232,8 @@ pub(super) async fn idle(n: usize) -> anyhow::Result<Value> {
         // Reservation requests that failed without a reason and were asked
         // again (a relay that drops requests in a burst shows here).
         "reservation_retries": retries,
-        // The same over QUIC (our transport on the relay's side), on a
-        // fresh relay process.
-        "relay_rss_kib_quic_start": quic.0,
-        "relay_rss_kib_quic_connected": quic.1,
-        "rss_kib_per_quic_connection": per(quic.0, quic.1),
+        "relay_rss_kib_quic_start": quic_before,
+        "relay_rss_kib_quic_connected": quic_connected,
+        "rss_kib_per_quic_connection": per(quic_before, quic_connected),
     }))
-}
-
-/// A fresh relay's RSS before and after `n` idle QUIC connections.
-async fn idle_quic(n: usize, max: &str) -> anyhow::Result<(u64, u64)> {
-    let relay = RelayProcess::start_with(&["--max-connections", max]).await?;
-    let pid = relay.child.id().context("relay pid")?.to_string();
-    settle().await;
-    let before = rss_kib_of(&pid).context("reading the relay's RSS")?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut tasks = Vec::with_capacity(n);
-    let mut reserve = Vec::with_capacity(n);
-    let mut retries = 0;
-    for batch in (0..n).collect::<Vec<_>>().chunks(BATCH) {
-        for i in batch {
-            let (task, r) = idler(*i, relay.quic.clone(), tx.clone())?;
-            tasks.push(task);
-            reserve.push(r);
-        }
-        let connected = |r: &Report| matches!(r, Report::Connected);
-        await_reports(&mut rx, batch.len(), connected, &reserve, &mut retries).await?;
-    }
-    settle().await;
-    let connected = rss_kib_of(&pid).context("reading the relay's RSS")?;
-    for task in &tasks {
-        task.abort();
-    }
-    relay.stop().await;
-    Ok((before, connected))
 }
