@@ -8,6 +8,7 @@
 //! Each attempt ends in one `hard_nat` event on each side.
 
 use crate::events::Event;
+use crate::swarm::quic::quic_socket;
 use crate::swarm::NodeHandle;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use ledgermesh_protocol::consensus::Mapping;
@@ -394,12 +395,6 @@ impl Service {
             _ => Err(failed("no direct connection came in time")),
         }
     }
-}
-
-/// The UDP socket address of a QUIC multiaddr (None for any other).
-fn quic_socket(addr: &Multiaddr) -> Option<SocketAddr> {
-    let (socket, udp) = crate::addr::socket_of(addr)?;
-    (udp && crate::addr::is_quic(addr)).then_some(socket)
 }
 
 /// One stream of the protocol: a length byte, then the body.

@@ -16,7 +16,7 @@
 //!   incoming one, like any other.
 
 use super::quic::{self, QuicError};
-use crate::addr::{socket_of, socket_to_multiaddr};
+use crate::addr::socket_to_multiaddr;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;
@@ -199,11 +199,6 @@ impl Punch {
     }
 }
 
-/// The UDP socket address of a QUIC multiaddr.
-fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
-    socket_of(addr).and_then(|(s, udp)| udp.then_some(s))
-}
-
 impl Transport for Punch {
     type Output = Output;
     type Error = QuicError;
@@ -228,7 +223,7 @@ impl Transport for Punch {
         opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<Self::Error>> {
         if opts.role == Endpoint::Dialer && opts.port_use == PortUse::New {
-            let spray = socket_addr(&addr).and_then(|s| self.handle.lock().sprays.remove(&s));
+            let spray = quic::quic_socket(&addr).and_then(|s| self.handle.lock().sprays.remove(&s));
             if let Some(spray) = spray {
                 return Ok(self.start_spray(addr, spray));
             }
@@ -287,9 +282,12 @@ mod tests {
     #[test]
     fn udp_socket_addresses_are_read_from_quic_multiaddrs() {
         let a: Multiaddr = "/ip4/203.0.113.101/udp/4001/quic-v1".parse().unwrap();
-        assert_eq!(socket_addr(&a), Some("203.0.113.101:4001".parse().unwrap()));
+        assert_eq!(
+            quic::quic_socket(&a),
+            Some("203.0.113.101:4001".parse().unwrap())
+        );
         let t: Multiaddr = "/ip4/203.0.113.101/tcp/4001".parse().unwrap();
-        assert_eq!(socket_addr(&t), None);
+        assert_eq!(quic::quic_socket(&t), None);
     }
 
     #[test]

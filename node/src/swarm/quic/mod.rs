@@ -200,13 +200,10 @@ pub struct Transport {
     client: quinn::ClientConfig,
     server: quinn::ServerConfig,
     endpoint_config: quinn::EndpointConfig,
-    handshake_timeout: Duration,
-    max_streams: u32,
     admit: Admission,
     listeners: Vec<Listener>,
     /// Client-only endpoints (v4, v6) for port-reusing dials no listener serves.
     dialers: [Option<quinn::Endpoint>; 2],
-    punches: SharedPunches,
     waker: Option<Waker>,
 }
 
@@ -224,13 +221,11 @@ impl Transport {
             .receive_window(config.connection_window.into());
         let t = Arc::new(t);
         let client_tls =
-            quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(key)?).map_err(
-                |e| QuicError::Tls(tls::TlsError::Rustls(rustls::Error::General(e.to_string()))),
-            )?;
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(key)?)
+                .map_err(tls::TlsError::from)?;
         let server_tls =
-            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(key)?).map_err(
-                |e| QuicError::Tls(tls::TlsError::Rustls(rustls::Error::General(e.to_string()))),
-            )?;
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(key)?)
+                .map_err(tls::TlsError::from)?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
         client.transport_config(t.clone());
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
@@ -247,15 +242,12 @@ impl Transport {
             None => quinn::EndpointConfig::default(),
         };
         endpoint_config.supported_versions(vec![1]);
-        let punches = SharedPunches::default();
         Ok(Transport {
             client,
             server,
             endpoint_config,
-            handshake_timeout: config.handshake_timeout,
-            max_streams: config.max_streams,
             admit: Admission {
-                punches: punches.clone(),
+                punches: SharedPunches::default(),
                 timeout: config.handshake_timeout,
                 ceiling: config.max_streams,
                 handshaking: Arc::default(),
@@ -264,7 +256,6 @@ impl Transport {
             },
             listeners: Vec::new(),
             dialers: [None, None],
-            punches,
             waker: None,
         })
     }
@@ -304,7 +295,7 @@ impl Transport {
             .clone();
         let (tx, rx) = oneshot::channel();
         let slot = {
-            let mut p = lock(&self.punches);
+            let mut p = lock(&self.admit.punches);
             if p.waiting.get(&remote).is_some_and(|(_, s)| !s.is_closed()) {
                 return Err(QuicError::PunchInProgress(remote));
             }
@@ -315,13 +306,13 @@ impl Transport {
             let id = p.next;
             p.waiting.insert(remote, (id, tx));
             PunchSlot {
-                punches: self.punches.clone(),
+                punches: self.admit.punches.clone(),
                 remote,
                 id,
             }
         };
-        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
-        let ceiling = self.max_streams;
+        let deadline = tokio::time::Instant::now() + self.admit.timeout;
+        let ceiling = self.admit.ceiling;
         Ok(async move {
             let incoming = tokio::select! {
                 got = rx => got.map_err(|_| QuicError::HandshakeTimedOut)?,
@@ -399,6 +390,16 @@ fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// A socket on a free port of every address of `remote`'s family.
+fn bind_any(remote: SocketAddr) -> std::io::Result<UdpSocket> {
+    let any: IpAddr = if remote.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    bind(SocketAddr::new(any, 0))
 }
 
 fn accepting(endpoint: &quinn::Endpoint) -> BoxFuture<'static, Option<quinn::Incoming>> {
@@ -584,19 +585,14 @@ impl libp2p::core::Transport for Transport {
         if opts.role == Endpoint::Listener {
             return self.punch(remote).map_err(TransportError::Other);
         }
-        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
-        let ceiling = self.max_streams;
+        let deadline = tokio::time::Instant::now() + self.admit.timeout;
+        let ceiling = self.admit.ceiling;
         let client = self.client.clone();
         if opts.port_use == PortUse::New {
             // Bound and sent when first polled (so a caller can pace many).
             let endpoint_config = self.endpoint_config.clone();
             return Ok(async move {
-                let any: IpAddr = if remote.is_ipv4() {
-                    Ipv4Addr::UNSPECIFIED.into()
-                } else {
-                    Ipv6Addr::UNSPECIFIED.into()
-                };
-                let socket = bind(SocketAddr::new(any, 0))?;
+                let socket = bind_any(remote)?;
                 let endpoint = quinn::Endpoint::new(
                     endpoint_config,
                     None,
@@ -615,13 +611,8 @@ impl libp2p::core::Transport for Transport {
                 match &self.dialers[family] {
                     Some(e) => e.clone(),
                     None => {
-                        let any: IpAddr = if remote.is_ipv4() {
-                            Ipv4Addr::UNSPECIFIED.into()
-                        } else {
-                            Ipv6Addr::UNSPECIFIED.into()
-                        };
-                        let socket = bind(SocketAddr::new(any, 0))
-                            .map_err(|e| TransportError::Other(e.into()))?;
+                        let socket =
+                            bind_any(remote).map_err(|e| TransportError::Other(e.into()))?;
                         let e = self
                             .endpoint(socket, false)
                             .map_err(TransportError::Other)?;
@@ -960,7 +951,7 @@ mod tests {
         let (peer, _b_side) = dialed.unwrap();
         assert_eq!(peer, a_id);
         assert!(
-            lock(&a.punches).waiting.is_empty(),
+            lock(&a.admit.punches).waiting.is_empty(),
             "the punch's slot is freed"
         );
     }
@@ -980,9 +971,9 @@ mod tests {
             Err(TransportError::Other(QuicError::PunchInProgress(_)))
         ));
         drop(first);
-        assert!(lock(&a.punches).waiting.is_empty());
+        assert!(lock(&a.admit.punches).waiting.is_empty());
         let again = a.dial(target, PUNCH).unwrap();
-        assert_eq!(lock(&a.punches).waiting.len(), 1);
+        assert_eq!(lock(&a.admit.punches).waiting.len(), 1);
         drop(again);
         // The bound (nothing is sent: a punch sends when polled).
         let at =
@@ -995,7 +986,7 @@ mod tests {
             Err(TransportError::Other(QuicError::TooManyPunches))
         ));
         drop(held);
-        assert!(lock(&a.punches).waiting.is_empty());
+        assert!(lock(&a.admit.punches).waiting.is_empty());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum TlsError {
     /// rustls refused the config.
     #[error("building the TLS config: {0}")]
     Rustls(#[from] rustls::Error),
+    /// No suite in the config can protect QUIC's initial packets.
+    #[error("no TLS suite for QUIC: {0}")]
+    NoQuicSuite(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
 }
 
 /// Whether this CPU has AES instructions (then AES-GCM beats ChaCha).
