@@ -763,6 +763,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn closing_right_after_a_write_still_delivers_it_and_a_clean_end() {
+        let (mut a, a_id) = ours();
+        let (mut b, _) = ours();
+        let at = listening(&mut a).await;
+        let dial = b.dial(at.with(Protocol::P2p(a_id)), REUSE).unwrap();
+        let ((upgrade, _), dialed) = tokio::join!(incoming(&mut a), dial);
+        let (_, mut b_side) = dialed.unwrap();
+        let (_, mut a_side) = upgrade.await.unwrap();
+        let mut bytes = vec![0u8; 1 << 20];
+        rand::rng().fill(&mut bytes[..]);
+        let (accepted, on_accept) = futures::channel::oneshot::channel();
+        // A writes 1 MiB, far beyond the first congestion window, ends the
+        // stream and closes the connection at once, as a node shutting down
+        // does. Without waiting for the acknowledgements the close discards
+        // what is unsent and B's read fails.
+        let sender = async {
+            let mut out = futures::future::poll_fn(|cx| a_side.poll_outbound_unpin(cx))
+                .await
+                .unwrap();
+            out.write_all(b"!").await.unwrap();
+            on_accept.await.unwrap();
+            out.write_all(&bytes).await.unwrap();
+            out.close().await.unwrap();
+            drop(out);
+            futures::future::poll_fn(|cx| a_side.poll_close_unpin(cx))
+                .await
+                .unwrap();
+        };
+        let receiver = async {
+            let mut inn = futures::future::poll_fn(|cx| b_side.poll_inbound_unpin(cx))
+                .await
+                .unwrap();
+            let mut first = [0u8; 1];
+            inn.read_exact(&mut first).await.unwrap();
+            accepted.send(()).unwrap();
+            let mut got = Vec::new();
+            inn.read_to_end(&mut got).await.map(|_| got)
+        };
+        let ((), got) = tokio::join!(sender, receiver);
+        let got = got.expect("every byte and the end of the stream, not a lost connection");
+        assert_eq!(Sha256::digest(&got), Sha256::digest(&bytes));
+    }
+
+    #[tokio::test]
     async fn the_remotes_stream_allowance_grows_with_use_up_to_the_ceiling() {
         let (mut a, a_id) = ours();
         let (mut b, _) = ours();
