@@ -565,3 +565,83 @@ async fn pending_posts_are_read_before_any_block_holds_them() {
     assert_eq!(mined.payload, b"hello early");
     assert_eq!(Some(mined.cursor), receipt.cursor);
 }
+
+#[tokio::test]
+async fn with_a_websocket_followers_wake_on_news_not_on_their_poll() {
+    use futures::StreamExt;
+    use ledgermesh_ledger::evm::ws_url_for;
+    use ledgermesh_ledger::Ledger;
+    let Some(chain) = anvil("ws_wakeups").await else {
+        return;
+    };
+    let key = funded(&chain.url).await;
+    let contract = EvmLedger::deploy(&chain.url, key.clone())
+        .await
+        .expect("deploy");
+    // Polls a minute apart: within this test's 20 s waits, only a wake-up
+    // from the websocket can have made a follower read.
+    let options = EvmOptions {
+        poll_interval: Duration::from_secs(60),
+        read_pending: true,
+        ws_url: ws_url_for(&chain.url),
+        ..Default::default()
+    };
+    let l = EvmLedger::connect(&chain.url, contract, Some(key), options)
+        .await
+        .expect("connect");
+    let topic = [5; 32];
+    let from = l.head_cursor().await.unwrap();
+    let (mined_tx, mut mined) = tokio::sync::mpsc::channel(16);
+    let mut follow = l.follow(topic, from);
+    let mined_task = tokio::spawn(async move {
+        while let Some(m) = follow.next().await {
+            if mined_tx.send(m.unwrap().payload).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (pending_tx, mut pending) = tokio::sync::mpsc::channel(16);
+    let mut early = l.follow_pending(topic).expect("read_pending is on");
+    let pending_task = tokio::spawn(async move {
+        while let Some(m) = early.next().await {
+            if pending_tx.send(m.payload).await.is_err() {
+                break;
+            }
+        }
+    });
+    let within = |d| Duration::from_secs(d);
+    // Mined blocks (one per transaction): each message is read on its new head.
+    for payload in [&b"one"[..], b"two"] {
+        l.post(topic, payload.to_vec()).await.expect("posted");
+        let got = tokio::time::timeout(within(20), mined.recv())
+            .await
+            .expect("woken by the new head, not by a poll a minute later")
+            .unwrap();
+        assert_eq!(got, payload);
+    }
+    // The pending pool: with automine off, a post is read while no block holds it.
+    let rpc = ProviderBuilder::new().connect_http(chain.url.parse().unwrap());
+    let _: serde_json::Value = rpc
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    while pending.try_recv().is_ok() {} // "one"/"two", if a read caught them pending
+    let posted = tokio::spawn({
+        let l = l.clone();
+        async move { l.post(topic, b"three".to_vec()).await }
+    });
+    let got = tokio::time::timeout(within(20), pending.recv())
+        .await
+        .expect("woken by the pending transaction, not by a poll a minute later")
+        .unwrap();
+    assert_eq!(got, b"three");
+    let _: serde_json::Value = rpc.raw_request("evm_mine".into(), ()).await.unwrap();
+    posted.await.unwrap().expect("lands");
+    let got = tokio::time::timeout(within(20), mined.recv())
+        .await
+        .expect("mined copy")
+        .unwrap();
+    assert_eq!(got, b"three");
+    mined_task.abort();
+    pending_task.abort();
+}

@@ -296,10 +296,14 @@ fn bench_json_has_every_figure() {
     }
     // With anvil installed (the test command installs it), the same phases
     // on a chain mining one block a second: the response waits for a block.
-    if let Some(chain) = v
-        .pointer("/setup_ms/anvil_1s_blocks")
-        .filter(|c| !c.is_null())
-    {
+    // The same with read-pending and websocket wake-ups: every phase there.
+    for row in ["anvil_1s_blocks", "anvil_1s_blocks_read_pending_ws"] {
+        let Some(chain) = v
+            .pointer(&format!("/setup_ms/{row}"))
+            .filter(|c| !c.is_null())
+        else {
+            continue;
+        };
         let at = |p: &str| {
             chain[p]
                 .as_u64()

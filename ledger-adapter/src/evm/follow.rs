@@ -1,6 +1,7 @@
 //! Following one topic: bounded block ranges up to the confirmed head, a
 //! cursor per message, back-off and re-read on RPC errors.
 
+use super::nudge::{Kind, Nudges};
 use super::{timed, EvmLedger, SignalBoard, MAX_PAYLOAD};
 use crate::{
     BoxFuture, Cursor, Ledger, LedgerError, LedgerMessage, PendingMessage, PostReceipt, TopicId,
@@ -92,6 +93,8 @@ struct FollowState {
     read_through: VecDeque<(u64, B256)>,
     /// The chain head's hash when the reorg check last ran.
     last_head: Option<B256>,
+    /// New heads pushed by the endpoint, if it can.
+    nudges: Nudges,
 }
 
 impl FollowState {
@@ -197,6 +200,7 @@ impl Ledger for EvmLedger {
             range: self.options.max_block_range.max(1),
             read_through: VecDeque::new(),
             last_head: None,
+            nudges: Nudges::new(self.ws.clone(), Kind::Heads, self.options.rpc_timeout),
         };
         stream::unfold(state, |mut st| async move {
             loop {
@@ -231,7 +235,8 @@ impl Ledger for EvmLedger {
                     Ok(head) => {
                         let safe = head.saturating_sub(opts.confirmations.saturating_sub(1));
                         if st.next_block > safe {
-                            tokio::time::sleep(opts.poll_interval).await;
+                            let every = opts.poll_interval;
+                            st.nudges.wait(every).await;
                             continue;
                         }
                         let to = safe.min(st.next_block.saturating_add(st.range - 1));

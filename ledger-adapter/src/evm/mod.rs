@@ -10,8 +10,11 @@
 //! outage loses and repeats nothing.
 
 mod follow;
+mod nudge;
 mod pending;
 mod post;
+
+pub use nudge::{ws_url_for, RETRY as WS_RETRY, SUBSCRIBED_POLL};
 
 use crate::{Cursor, LedgerError};
 use alloy::network::TransactionBuilder;
@@ -140,6 +143,11 @@ pub struct EvmOptions {
     /// pending block, so this suits a dev chain or a quiet chain, not a busy
     /// public one.
     pub read_pending: bool,
+    /// A websocket endpoint (`ws://`, `wss://`) whose `eth_subscribe`
+    /// notifications wake the followers: new heads for the mined blocks,
+    /// new pending transactions for `read_pending`. Reads still go to the
+    /// RPC URL; without it (or while it fails) followers only poll.
+    pub ws_url: Option<String>,
 }
 
 impl Default for EvmOptions {
@@ -152,6 +160,7 @@ impl Default for EvmOptions {
             max_backoff: Duration::from_secs(5),
             lookback_blocks: 10_000,
             read_pending: false,
+            ws_url: None,
         }
     }
 }
@@ -165,6 +174,8 @@ pub struct EvmLedger {
     account: Option<Address>,
     chain_id: u64,
     options: EvmOptions,
+    /// The websocket for followers' wake-ups (opened on first use).
+    ws: std::sync::Arc<nudge::WsLink>,
     /// Held from nonce to submission: concurrent posts are submitted one at
     /// a time (their receipts are awaited concurrently).
     send_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -265,6 +276,7 @@ impl EvmLedger {
             contract,
             account,
             chain_id,
+            ws: std::sync::Arc::new(nudge::WsLink::new(options.ws_url.clone())),
             options,
             send_lock: Default::default(),
         })

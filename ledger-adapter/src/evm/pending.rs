@@ -7,6 +7,7 @@
 //! calls the board directly is read here; one that reaches it through another
 //! contract shows up only in [`crate::Ledger::follow`], a block later.
 
+use super::nudge::{Kind, Nudges};
 use super::{timed, EvmLedger, SignalBoard, MAX_PAYLOAD};
 use crate::{PendingMessage, TopicId};
 use alloy::consensus::Transaction as _;
@@ -61,7 +62,7 @@ impl EvmLedger {
     }
 
     /// [`crate::Ledger::follow_pending`]: polls the pending block every
-    /// `poll_interval` and yields each post to `topic` the first time a poll
+    /// `poll_interval` (or when a websocket says a transaction arrived) and yields each post to `topic` the first time a poll
     /// shows it. Only the last poll's transactions are remembered (a block's
     /// worth), so one that stays pending is yielded once; failures back off
     /// up to 30 s and are logged, not yielded.
@@ -73,6 +74,7 @@ impl EvmLedger {
             ready: VecDeque<PendingMessage>,
             wait: Option<Duration>,
             said_none: bool,
+            nudges: Nudges,
         }
         let state = State {
             ledger: self.clone(),
@@ -81,16 +83,20 @@ impl EvmLedger {
             ready: VecDeque::new(),
             wait: None,
             said_none: false,
+            nudges: Nudges::new(self.ws.clone(), Kind::Pending, self.options.rpc_timeout),
         };
         stream::unfold(state, |mut st| async move {
             loop {
                 if let Some(m) = st.ready.pop_front() {
                     return Some((m, st));
                 }
-                if let Some(wait) = st.wait {
-                    tokio::time::sleep(wait).await;
-                }
                 let every = st.ledger.options.poll_interval;
+                match st.wait {
+                    // Caught up: the next pending transaction wakes us.
+                    Some(wait) if wait == every => st.nudges.wait(every).await,
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => {}
+                }
                 match st.ledger.pending_posts(st.topic).await {
                     Ok(Some(posts)) => {
                         let now: HashSet<B256> = posts.iter().map(|(h, _)| *h).collect();

@@ -104,10 +104,33 @@ pub struct LedgerArgs {
     /// endpoint with a request budget.
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub poll_ms: u64,
+    /// Websocket wake-ups from the ledger endpoint (EVM): `auto` (the RPC
+    /// URL's ws:// or wss:// twin, as anvil and many endpoints serve both on
+    /// one port), `off`, or a ws:// or wss:// URL. The followers subscribe to
+    /// new heads (and, with --read-pending, new pending transactions) and
+    /// read at once; they still poll underneath, at least every 2 s. An
+    /// endpoint without websockets leaves them polling at --poll-ms.
+    #[arg(long, default_value = "auto", value_name = "auto|off|URL")]
+    pub ledger_ws: String,
     /// Where the node keeps its ledger cursor and answer journal across
     /// restarts (default with `--key`: `.ledgermesh/nodes/<peer id>`).
     #[arg(long, env = "LEDGERMESH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// The websocket for ledger wake-ups that `--ledger-ws` asks for, given the
+/// `--ledger` spec.
+fn ws_url(choice: &str, ledger: &str) -> anyhow::Result<Option<String>> {
+    Ok(match choice {
+        "off" => None,
+        "auto" => ledgermesh_ledger::evm::parse_spec(ledger)
+            .ok()
+            .and_then(|(rpc, _)| ledgermesh_ledger::evm::ws_url_for(&rpc)),
+        url if url.starts_with("ws://") || url.starts_with("wss://") => Some(url.to_string()),
+        other => {
+            anyhow::bail!("--ledger-ws {other:?}: expected auto, off or a ws:// or wss:// URL")
+        }
+    })
 }
 
 impl LedgerArgs {
@@ -126,6 +149,7 @@ impl LedgerArgs {
             confirmations: self.confirmations.max(1),
             read_pending: self.read_pending,
             poll_interval: std::time::Duration::from_millis(self.poll_ms),
+            ws_url: ws_url(&self.ledger_ws, &self.ledger)?,
             ..Default::default()
         };
         Ok(open_ledger(
@@ -749,4 +773,31 @@ pub enum ChannelsAction {
         /// The channel id (0x…).
         id: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ws_url;
+
+    #[test]
+    fn ledger_ws_takes_auto_off_or_a_websocket_url() {
+        let spec = "evm:http://127.0.0.1:8545@0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        assert_eq!(
+            ws_url("auto", spec).unwrap().as_deref(),
+            Some("ws://127.0.0.1:8545")
+        );
+        assert_eq!(ws_url("auto", "memory").unwrap(), None);
+        assert_eq!(ws_url("off", spec).unwrap(), None);
+        assert_eq!(
+            ws_url("wss://node.example/ws", spec).unwrap().as_deref(),
+            Some("wss://node.example/ws")
+        );
+        let err = ws_url("http://127.0.0.1:8546", spec)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--ledger-ws") && err.contains("ws://"),
+            "{err}"
+        );
+    }
 }

@@ -233,14 +233,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         let net = DevNet::new(DevNet::plain());
         let (relay, _) = node(&net, "relay", vec![], false, true).await?;
         let relay_addr = crate::relay::dial_addr(&relay).await?;
-        let setup_memory = setup_phases(&relay_addr, None, false).await?;
+        let setup_memory = setup_phases(&relay_addr, None, false, false).await?;
         // On anvil: one block per transaction (the chain adds nothing but its
         // RPC), and one block a second (a real chain's cadence).
-        let on_anvil = |block_time: Option<u64>, read_pending: bool| {
+        let on_anvil = |block_time: Option<u64>, read_pending: bool, ws: bool| {
             let relay_addr = relay_addr.clone();
             async move {
                 let dir = std::env::temp_dir().join(format!(
-                    "lm-bench-{}-{}-{read_pending}",
+                    "lm-bench-{}-{}-{read_pending}-{ws}",
                     std::process::id(),
                     block_time.unwrap_or(0)
                 ));
@@ -254,18 +254,22 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                     block_time,
                 })
                 .await?;
-                let r = setup_phases(&relay_addr, Some(&chain), read_pending).await;
+                let r = setup_phases(&relay_addr, Some(&chain), read_pending, ws).await;
                 chain.stop().await?;
                 let _ = std::fs::remove_dir_all(dir);
                 r
             }
         };
-        // With 1 s blocks, also with both sides reading the pending block.
+        // With 1 s blocks, also with both sides reading the pending block,
+        // polling it and then woken by the endpoint's websocket. The other
+        // rows poll only, as before websocket wake-ups.
         let (mut setup_anvil, mut setup_1s, mut setup_1s_pending) = (None, None, None);
+        let mut setup_1s_pending_ws = None;
         if crate::devchain::find_anvil().is_ok() {
-            setup_anvil = Some(on_anvil(None, false).await?);
-            setup_1s = Some(on_anvil(Some(1), false).await?);
-            setup_1s_pending = Some(on_anvil(Some(1), true).await?);
+            setup_anvil = Some(on_anvil(None, false, false).await?);
+            setup_1s = Some(on_anvil(Some(1), false, false).await?);
+            setup_1s_pending = Some(on_anvil(Some(1), true, false).await?);
+            setup_1s_pending_ws = Some(on_anvil(Some(1), true, true).await?);
         }
         relay.shutdown().await;
         out.insert(
@@ -275,6 +279,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                 "anvil": setup_anvil,
                 "anvil_1s_blocks": setup_1s,
                 "anvil_1s_blocks_read_pending": setup_1s_pending,
+                "anvil_1s_blocks_read_pending_ws": setup_1s_pending_ws,
             }),
         );
     }

@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Milestones of "consumer wants a stream" → first byte, in ms since the want.
-/// `read_pending`: both sides also read the chain's pending block.
+/// `read_pending`: both sides also read the chain's pending block; `ws`:
+/// their followers are woken by the endpoint's websocket (else they poll).
 pub(super) async fn setup_phases(
     relay_addr: &Multiaddr,
     chain: Option<&crate::devchain::DevChain>,
     read_pending: bool,
+    ws: bool,
 ) -> anyhow::Result<Value> {
     let net = DevNet::new(DevNet::plain());
     let ledger_for = |h: &NodeHandle,
@@ -32,8 +34,12 @@ pub(super) async fn setup_phases(
                 None => memory,
                 Some((spec, key)) => {
                     let key = std::fs::read_to_string(key)?;
+                    let rpc = ledgermesh_ledger::evm::parse_spec(&spec)?.0;
                     let options = ledgermesh_ledger::evm::EvmOptions {
                         read_pending,
+                        ws_url: ws
+                            .then(|| ledgermesh_ledger::evm::ws_url_for(&rpc))
+                            .flatten(),
                         ..Default::default()
                     };
                     crate::ledger_spec::open_ledger(&spec, Some(&key), &account, options).await?

@@ -113,6 +113,7 @@ pub fn print_table(v: &Value) {
             "anvil",
             "anvil_1s_blocks",
             "anvil_1s_blocks_read_pending",
+            "anvil_1s_blocks_read_pending_ws",
         ] {
             match v.pointer(&format!("/setup_ms/{ledger}")) {
                 Some(Value::Object(m)) => {
@@ -120,9 +121,9 @@ pub fn print_table(v: &Value) {
                     items.sort_by_key(|(_, x)| x.as_u64().unwrap_or(u64::MAX));
                     let parts: Vec<String> =
                         items.iter().map(|(k, x)| format!("{k} {x}")).collect();
-                    println!("  {ledger:<28} {}", parts.join(" · "));
+                    println!("  {ledger:<32} {}", parts.join(" · "));
                 }
-                _ => println!("  {ledger:<28} (not measured: anvil not installed)"),
+                _ => println!("  {ledger:<32} (not measured: anvil not installed)"),
             }
         }
     }
