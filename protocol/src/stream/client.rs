@@ -39,6 +39,10 @@ pub enum AttemptEnd {
     ClosedWithoutLength,
     /// The stream closed, or the path broke, before the end.
     Broken(String),
+    /// A connection to the peer closed under the stream: a relayed one
+    /// closed once the direct one is up, or one of several lost. The path
+    /// changed; the provider did not fail.
+    PathClosed(String),
     /// The provider refused.
     Refused(StreamRejection),
     /// The provider broke the protocol or does not speak it: retrying cannot help.
@@ -125,9 +129,14 @@ impl FetchState {
         self.renewals
     }
 
-    /// An attempt ended; `progressed` says whether it delivered any byte
-    /// (progress resets the back-off: a path change is not a failure streak).
+    /// An attempt ended; `progressed` says whether it delivered any byte.
+    /// A break after progress is retried at once and resets the back-off:
+    /// it is a path change (a relayed connection closed once the direct one
+    /// is up, a connection lost while another remains), not a failure
+    /// streak, and waiting would only stall the stream. `max_attempts`
+    /// still bounds a peer that breaks every attempt after a byte.
     pub fn end_attempt(&mut self, end: AttemptEnd, progressed: bool) -> Next {
+        let path_changed = matches!(end, AttemptEnd::PathClosed(_));
         match end {
             AttemptEnd::Complete => Next::Done,
             AttemptEnd::ClosedWithoutLength if !progressed => Next::Done,
@@ -150,7 +159,7 @@ impl FetchState {
                 }
             }
             AttemptEnd::Refused(r) => Next::Fail(Failure::Refused(r)),
-            AttemptEnd::Broken(last) => {
+            AttemptEnd::Broken(last) | AttemptEnd::PathClosed(last) => {
                 if self.attempts >= self.policy.max_attempts {
                     return Next::Fail(Failure::GaveUp {
                         attempts: self.attempts,
@@ -159,6 +168,12 @@ impl FetchState {
                 }
                 if progressed {
                     self.backoff_ms = self.policy.backoff_ms;
+                    return Next::Retry { after_ms: 0 };
+                }
+                if path_changed {
+                    // Before any byte on it: resume on the remaining path
+                    // at once, keeping the back-off for real failures.
+                    return Next::Retry { after_ms: 0 };
                 }
                 let after_ms = self.backoff_ms;
                 self.backoff_ms = (self.backoff_ms * 2).min(self.policy.max_backoff_ms);
@@ -215,8 +230,56 @@ mod tests {
         f.start_attempt();
         assert_eq!(
             f.end_attempt(AttemptEnd::Broken("x".into()), true),
+            Next::Retry { after_ms: 0 },
+            "a path change is resumed at once"
+        );
+        f.start_attempt();
+        assert_eq!(
+            f.end_attempt(AttemptEnd::Broken("x".into()), false),
+            Next::Retry { after_ms: 100 },
+            "and the back-off starts over"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_breaks_after_every_byte_is_still_given_up_on() {
+        let mut f = FetchState::new(RetryPolicy {
+            max_attempts: 5,
+            ..Default::default()
+        });
+        let mut retries = 0;
+        loop {
+            f.start_attempt();
+            match f.end_attempt(AttemptEnd::Broken("reset".into()), true) {
+                Next::Retry { after_ms: 0 } => retries += 1,
+                Next::Fail(Failure::GaveUp { attempts: 5, .. }) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(retries, 4);
+    }
+
+    #[test]
+    fn a_path_change_is_resumed_at_once_even_before_a_byte() {
+        let mut f = FetchState::new(RetryPolicy {
+            max_attempts: 3,
+            ..Default::default()
+        });
+        let closed = || AttemptEnd::PathClosed("a connection closed".into());
+        f.start_attempt();
+        assert_eq!(f.end_attempt(closed(), false), Next::Retry { after_ms: 0 });
+        // A real failure after it still backs off from the start.
+        f.start_attempt();
+        assert_eq!(
+            f.end_attempt(AttemptEnd::Broken("reset".into()), false),
             Next::Retry { after_ms: 100 }
         );
+        // And path changes count as attempts: they cannot go on for ever.
+        f.start_attempt();
+        assert!(matches!(
+            f.end_attempt(closed(), false),
+            Next::Fail(Failure::GaveUp { attempts: 3, .. })
+        ));
     }
 
     #[test]

@@ -134,10 +134,7 @@ impl PathWatch {
         tokio::select! {
             biased;
             r = fut => Ok(r),
-            _ = self.0.closed() => Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "a connection to the peer closed; resuming on the remaining path",
-            ).into()),
+            _ = self.0.closed() => Err(StreamError::PathClosed),
             _ = tokio::time::sleep(stall) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("no data for {stall:?}"),
@@ -181,6 +178,7 @@ pub(crate) fn attempt_end(e: StreamError, fatal: &mut Option<StreamError>) -> At
             *fatal = Some(e);
             AttemptEnd::Fatal(text)
         }
+        e @ StreamError::PathClosed => AttemptEnd::PathClosed(e.to_string()),
         e => AttemptEnd::Broken(e.to_string()),
     }
 }
@@ -605,10 +603,10 @@ mod tests {
             let ready = watch.guard(stall, async { 7u8 }).await;
             assert_eq!(ready.unwrap(), 7, "bytes already there are taken");
             let waiting = watch.guard(stall, std::future::pending::<u8>()).await;
-            let Err(StreamError::Io(e)) = waiting else {
-                panic!("a read that would wait sees the close: {waiting:?}");
-            };
-            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+            assert!(
+                matches!(waiting, Err(StreamError::PathClosed)),
+                "a read that would wait sees the close: {waiting:?}"
+            );
         }
     }
 }

@@ -60,6 +60,10 @@ pub enum StreamError {
     /// A live stream: fetched by `live::fetch::fetch_live`, not here.
     #[error("a live stream")]
     Live,
+    /// A connection to the peer closed under the stream (a relayed one once
+    /// the direct one is up, or a lost one): resumed on the remaining path.
+    #[error("a connection to the peer closed; resuming on the remaining path")]
+    PathClosed,
     /// Retries exhausted.
     #[error("gave up after {attempts} attempts at offset {offset}: {last}")]
     GaveUp {
