@@ -385,6 +385,39 @@ fn hard_nat_goes_direct(provider_nat: Nat, consumer_nat: Nat) {
         len: 3 << 20,
         seed: 48,
     }));
+    // The control: the same pair with `--hard-nat off` on the consumer
+    // stays relayed (DCUtR alone cannot pass it). It runs first, on NATs
+    // with no state yet: the runs' thousands of probes leave the provider's
+    // NAT open to that many ports of the consumer's for a while, and a
+    // DCUtR dial from a fresh port that happens to be one of them gets in.
+    let (mut c, out) = w.consumer_with(
+        HARD_RUNS,
+        Transport::Quic,
+        &format!("{pid}/feed"),
+        true,
+        &["--hard-nat", "off"],
+    );
+    assert_eq!(c.wait_exit(T), 0, "{test} control: consumer failed");
+    assert_eq!(file_sha256(&out.join(&pid).join("feed")), expected);
+    let events = c.matching(|_| true);
+    assert!(
+        connections_to(&events, &pid)
+            .iter()
+            .all(|v| v["path"] == "relayed"),
+        "{test} control: no direct path without hard-NAT traversal"
+    );
+    let attempts: Vec<_> = events.iter().filter(|v| event_is(v, "hard_nat")).collect();
+    match consumer_nat {
+        // The hard side switched off offers nothing.
+        Nat::Edm => assert!(attempts.is_empty(), "{test} control: {attempts:?}"),
+        // The easy side switched off declines the provider's offer.
+        Nat::Eim => assert!(
+            attempts
+                .iter()
+                .all(|v| v["outcome"] == "declined" && v["reason"] == "disabled"),
+            "{test} control: {attempts:?}"
+        ),
+    }
     let (mut direct, mut ms, mut tallies) = (0, vec![], vec![]);
     let runs: Vec<usize> = (0..HARD_RUNS).collect();
     for batch in runs.chunks(HARD_BATCH) {
@@ -432,36 +465,6 @@ fn hard_nat_goes_direct(provider_nat: Nat, consumer_nat: Nat) {
                 ),
             }
         }
-    }
-    // The control: the same pair with `--hard-nat off` on the consumer
-    // stays relayed (DCUtR alone cannot pass it).
-    let (mut c, out) = w.consumer_with(
-        HARD_RUNS,
-        Transport::Quic,
-        &format!("{pid}/feed"),
-        true,
-        &["--hard-nat", "off"],
-    );
-    assert_eq!(c.wait_exit(T), 0, "{test} control: consumer failed");
-    assert_eq!(file_sha256(&out.join(&pid).join("feed")), expected);
-    let events = c.matching(|_| true);
-    assert!(
-        connections_to(&events, &pid)
-            .iter()
-            .all(|v| v["path"] == "relayed"),
-        "{test} control: no direct path without hard-NAT traversal"
-    );
-    let attempts: Vec<_> = events.iter().filter(|v| event_is(v, "hard_nat")).collect();
-    match consumer_nat {
-        // The hard side switched off offers nothing.
-        Nat::Edm => assert!(attempts.is_empty(), "{test} control: {attempts:?}"),
-        // The easy side switched off declines the provider's offer.
-        Nat::Eim => assert!(
-            attempts
-                .iter()
-                .all(|v| v["outcome"] == "declined" && v["reason"] == "disabled"),
-            "{test} control: {attempts:?}"
-        ),
     }
     let said = p.matching(|v| event_is(v, "hard_nat"));
     let provider_direct = said.iter().filter(|v| v["outcome"] == "direct").count();

@@ -161,8 +161,16 @@ async fn a_payer_pays_what_it_was_served_and_the_payee_claims_it() {
         got <= owed && got + 8 * PRICE >= owed,
         "claimed {got} of {owed}"
     );
+    // The channel's claimed total is what reached the payee. The payer's
+    // last voucher may still be arriving and be claimed at once (the claim
+    // threshold is low), so the channel is read between two balances.
     let state = chans.channel(channel).await.unwrap().unwrap();
-    assert_eq!(state.claimed, got);
+    let after = s.chain.balance(s.payee_key);
+    assert!(
+        got <= state.claimed && state.claimed <= after && after <= owed,
+        "balance {got} then {after}, channel claimed {}",
+        state.claimed
+    );
     let claims = s
         .payee_events
         .matching(|e| matches!(e, Event::Claimed { .. }));
