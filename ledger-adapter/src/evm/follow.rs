@@ -236,7 +236,7 @@ impl Ledger for EvmLedger {
                         let safe = head.saturating_sub(opts.confirmations.saturating_sub(1));
                         if st.next_block > safe {
                             let every = opts.poll_interval;
-                            st.nudges.wait(every).await;
+                            st.nudges.wait(every).await; // new heads carry no transactions
                             continue;
                         }
                         let to = safe.min(st.next_block.saturating_add(st.range - 1));

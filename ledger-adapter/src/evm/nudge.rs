@@ -2,16 +2,18 @@
 //! heads or to new pending transactions), so that a follower reads as soon
 //! as there is something to read instead of at its next poll.
 //!
-//! A wake-up only says "read now": every read still goes over HTTP, through
-//! the same code, cursors and checks as a poll. So a wake-up that is lost, or
-//! a subscription that ends, costs latency and never a message: polling stays
-//! underneath, at [`SUBSCRIBED_POLL`] (or the follower's own interval, if
+//! A new head only says "read now": the read goes over HTTP, through the
+//! same code, cursors and checks as a poll. A pending transaction comes
+//! whole, and is decoded as one read from the pending block would be. So a
+//! wake-up that is lost, or a subscription that ends, costs latency and
+//! never a message: polling stays underneath, at [`SUBSCRIBED_POLL`] (or the follower's own interval, if
 //! longer) while a subscription is live, and at the follower's interval
 //! while none is. Each ledger keeps one websocket; each follower has its own
 //! subscription on it. A websocket that cannot be opened or subscribed is
 //! tried again after [`RETRY`].
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder, WsConnect};
+use alloy::rpc::types::Transaction;
 use futures::stream::{BoxStream, StreamExt};
 use futures::FutureExt;
 use std::sync::Arc;
@@ -28,12 +30,23 @@ pub const RETRY: Duration = Duration::from_secs(30);
 /// Wake-ups handled at once: a burst beyond this is left for the next read.
 const BURST: usize = 1_024;
 
+/// One wake-up: news to read, or (pending transactions) the transaction itself.
+pub(super) enum Wake {
+    /// Something happened: read.
+    News,
+    /// A transaction entered the endpoint's pool; here it is.
+    Tx(Box<Transaction>),
+}
+
+type Wakes = BoxStream<'static, Wake>;
+
 /// What a follower wants to hear about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     /// A new block (`newHeads`).
     Heads,
-    /// A transaction entering the endpoint's pool (`newPendingTransactions`).
+    /// A transaction entering the endpoint's pool (`newPendingTransactions`,
+    /// whole transactions).
     Pending,
 }
 
@@ -74,7 +87,7 @@ impl WsLink {
     /// A stream of wake-ups of `kind`, or `None` (no websocket configured,
     /// or it failed less than [`RETRY`] ago, or it fails now: within
     /// `timeout` for the connection and again for the subscription).
-    async fn subscribe(&self, kind: Kind, timeout: Duration) -> Option<BoxStream<'static, ()>> {
+    async fn subscribe(&self, kind: Kind, timeout: Duration) -> Option<Wakes> {
         let url = self.url.as_deref()?;
         let mut st = self.state.lock().await;
         if st.next_try.is_some_and(|at| Instant::now() < at) {
@@ -98,19 +111,15 @@ impl WsLink {
                 Kind::Heads => {
                     let sub = tokio::time::timeout(timeout, provider.subscribe_blocks()).await;
                     let sub = sub.map_err(|_| "no answer to eth_subscribe".to_string())?;
-                    sub.map_err(|e| e.to_string())?
-                        .into_stream()
-                        .map(drop)
-                        .boxed()
+                    let sub = sub.map_err(|e| e.to_string())?.into_stream();
+                    sub.map(|_| Wake::News).boxed()
                 }
                 Kind::Pending => {
-                    let sub = provider.subscribe_pending_transactions();
+                    let sub = provider.subscribe_full_pending_transactions();
                     let sub = tokio::time::timeout(timeout, sub).await;
                     let sub = sub.map_err(|_| "no answer to eth_subscribe".to_string())?;
-                    sub.map_err(|e| e.to_string())?
-                        .into_stream()
-                        .map(drop)
-                        .boxed()
+                    let sub = sub.map_err(|e| e.to_string())?.into_stream();
+                    sub.map(|tx| Wake::Tx(Box::new(tx))).boxed()
                 }
             };
             Ok::<_, String>(stream)
@@ -134,14 +143,14 @@ impl WsLink {
     }
 }
 
-type Subscribing = futures::future::BoxFuture<'static, Option<BoxStream<'static, ()>>>;
+type Subscribing = futures::future::BoxFuture<'static, Option<Wakes>>;
 
 /// One follower's wake-ups.
 pub(super) struct Nudges {
     link: Arc<WsLink>,
     kind: Kind,
     timeout: Duration,
-    stream: Option<BoxStream<'static, ()>>,
+    stream: Option<Wakes>,
     /// A subscription under way. It runs beside the follower's waits (a slow
     /// or black-holed websocket never delays a read) and carries over from
     /// one wait to the next until it ends.
@@ -166,23 +175,32 @@ impl Nudges {
     }
 
     /// Waits until it is time to read: a wake-up, or `poll` at the latest
-    /// (the longer of `poll` and [`SUBSCRIBED_POLL`] while subscribed).
-    /// Wake-ups that came meanwhile are folded into this one. A subscription
-    /// that becomes live during the wait ends it (news may have come while
-    /// it was being set up).
-    pub(super) async fn wait(&mut self, poll: Duration) {
+    /// (the longer of `poll` and [`SUBSCRIBED_POLL`] while subscribed), and
+    /// returns the transactions the wake-ups carried (pending ones; none
+    /// after a poll's wait). Wake-ups that came meanwhile are folded into
+    /// this one. A subscription that becomes live during the wait ends it
+    /// (news may have come while it was being set up).
+    pub(super) async fn wait(&mut self, poll: Duration) -> Vec<Transaction> {
         if self.stream.is_none() && self.subscribing.is_none() && self.link.url.is_some() {
             let (link, kind, timeout) = (self.link.clone(), self.kind, self.timeout);
             self.subscribing = Some(async move { link.subscribe(kind, timeout).await }.boxed());
         }
+        let mut txs = vec![];
         if let Some(stream) = &mut self.stream {
             tokio::select! {
                 () = tokio::time::sleep(poll.max(SUBSCRIBED_POLL)) => {}
                 next = stream.next() => match next {
-                    Some(()) => {
+                    Some(first) => {
+                        let mut take = |w| {
+                            if let Wake::Tx(tx) = w {
+                                txs.push(*tx);
+                            }
+                        };
+                        take(first);
                         for _ in 0..BURST {
-                            if !matches!(stream.next().now_or_never(), Some(Some(()))) {
-                                break;
+                            match stream.next().now_or_never() {
+                                Some(Some(w)) => take(w),
+                                _ => break,
                             }
                         }
                     }
@@ -192,11 +210,11 @@ impl Nudges {
                     }
                 },
             }
-            return;
+            return txs;
         }
         let Some(subscribing) = &mut self.subscribing else {
             tokio::time::sleep(poll).await;
-            return;
+            return txs;
         };
         let sleep = tokio::time::sleep(poll);
         tokio::pin!(sleep);
@@ -211,6 +229,7 @@ impl Nudges {
                 }
             }
         }
+        txs
     }
 }
 

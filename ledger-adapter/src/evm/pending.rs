@@ -15,6 +15,7 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::network::TransactionResponse as _;
 use alloy::primitives::B256;
 use alloy::providers::Provider;
+use alloy::rpc::types::Transaction;
 use alloy::sol_types::SolCall;
 use futures::stream::{self, BoxStream, StreamExt};
 use std::collections::{HashSet, VecDeque};
@@ -22,6 +23,10 @@ use std::time::Duration;
 
 /// Longest wait between pending-block reads after failures.
 const MAX_PENDING_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Posts taken from the subscription that are remembered, so a later
+/// pending-block read does not yield them again (a few blocks' worth).
+const MAX_PUSHED: usize = 4_096;
 
 impl EvmLedger {
     /// The board posts to `topic` in the endpoint's pending block, with their
@@ -37,32 +42,33 @@ impl EvmLedger {
         let Some(block) = timed(self.options.rpc_timeout, read).await? else {
             return Ok(None);
         };
-        let mut out = vec![];
-        for tx in block.transactions.into_transactions() {
-            if tx.to() != Some(self.contract) {
-                continue;
-            }
-            let Ok(call) = SignalBoard::postCall::abi_decode(tx.input()) else {
-                continue;
-            };
-            // The board reverts an oversized payload: it never lands.
-            if call.topic.0 != topic || call.payload.len() > MAX_PAYLOAD {
-                continue;
-            }
-            out.push((
-                tx.tx_hash(),
-                PendingMessage {
-                    topic,
-                    sender: format!("{}", tx.from()),
-                    payload: call.payload.to_vec(),
-                },
-            ));
+        let txs = block.transactions.into_transactions();
+        Ok(Some(
+            txs.filter_map(|tx| self.pending_post(topic, &tx)).collect(),
+        ))
+    }
+
+    /// `tx` as a post to `topic` on the board, with its hash, if it is one.
+    fn pending_post(&self, topic: TopicId, tx: &Transaction) -> Option<(B256, PendingMessage)> {
+        if tx.to() != Some(self.contract) {
+            return None;
         }
-        Ok(Some(out))
+        let call = SignalBoard::postCall::abi_decode(tx.input()).ok()?;
+        // The board reverts an oversized payload: it never lands.
+        if call.topic.0 != topic || call.payload.len() > MAX_PAYLOAD {
+            return None;
+        }
+        let message = PendingMessage {
+            topic,
+            sender: format!("{}", tx.from()),
+            payload: call.payload.to_vec(),
+        };
+        Some((tx.tx_hash(), message))
     }
 
     /// [`crate::Ledger::follow_pending`]: polls the pending block every
-    /// `poll_interval` (or when a websocket says a transaction arrived) and yields each post to `topic` the first time a poll
+    /// `poll_interval` (with a websocket: takes each transaction it pushes,
+    /// and reads the pending block only every [`super::SUBSCRIBED_POLL`]) and yields each post to `topic` the first time a poll
     /// shows it. Only the last poll's transactions are remembered (a block's
     /// worth), so one that stays pending is yielded once; failures back off
     /// up to 30 s and are logged, not yielded.
@@ -70,7 +76,7 @@ impl EvmLedger {
         struct State {
             ledger: EvmLedger,
             topic: TopicId,
-            seen: HashSet<B256>,
+            seen: Seen,
             ready: VecDeque<PendingMessage>,
             wait: Option<Duration>,
             said_none: bool,
@@ -79,7 +85,7 @@ impl EvmLedger {
         let state = State {
             ledger: self.clone(),
             topic,
-            seen: HashSet::new(),
+            seen: Seen::default(),
             ready: VecDeque::new(),
             wait: None,
             said_none: false,
@@ -92,20 +98,26 @@ impl EvmLedger {
                 }
                 let every = st.ledger.options.poll_interval;
                 match st.wait {
-                    // Caught up: the next pending transaction wakes us.
-                    Some(wait) if wait == every => st.nudges.wait(every).await,
+                    // Caught up: the next pending transaction wakes us, and
+                    // comes whole: no pending-block read is needed for it.
+                    Some(wait) if wait == every => {
+                        let txs = st.nudges.wait(every).await;
+                        if !txs.is_empty() {
+                            let posts = txs.iter().filter_map(|tx| st.ledger.pending_post(st.topic, tx));
+                            for (hash, m) in posts {
+                                if st.seen.pushed(hash) {
+                                    st.ready.push_back(m);
+                                }
+                            }
+                            continue;
+                        }
+                    }
                     Some(wait) => tokio::time::sleep(wait).await,
                     None => {}
                 }
                 match st.ledger.pending_posts(st.topic).await {
                     Ok(Some(posts)) => {
-                        let now: HashSet<B256> = posts.iter().map(|(h, _)| *h).collect();
-                        for (hash, m) in posts {
-                            if !st.seen.contains(&hash) {
-                                st.ready.push_back(m);
-                            }
-                        }
-                        st.seen = now;
+                        st.ready.extend(st.seen.polled(posts));
                         st.wait = Some(every);
                     }
                     Ok(None) => {
@@ -123,5 +135,79 @@ impl EvmLedger {
             }
         })
         .boxed()
+    }
+}
+
+/// Which pending posts were yielded already: those of the last pending-block
+/// read (a block's worth; a post still pending at the next read is not
+/// yielded again), and those pushed by the websocket, kept apart (a read
+/// replaces the first set) and bounded by [`MAX_PUSHED`].
+#[derive(Default)]
+struct Seen {
+    last_read: HashSet<B256>,
+    pushed: HashSet<B256>,
+    pushed_order: VecDeque<B256>,
+}
+
+impl Seen {
+    /// A post pushed by the websocket: whether it is new.
+    fn pushed(&mut self, hash: B256) -> bool {
+        if self.last_read.contains(&hash) || !self.pushed.insert(hash) {
+            return false;
+        }
+        self.pushed_order.push_back(hash);
+        while self.pushed_order.len() > MAX_PUSHED {
+            if let Some(old) = self.pushed_order.pop_front() {
+                self.pushed.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// The posts of a pending-block read: those not yielded before.
+    fn polled<M>(&mut self, posts: Vec<(B256, M)>) -> Vec<M> {
+        let now: HashSet<B256> = posts.iter().map(|(h, _)| *h).collect();
+        let new = (posts.into_iter())
+            .filter(|(h, _)| !self.last_read.contains(h) && !self.pushed.contains(h))
+            .map(|(_, m)| m)
+            .collect();
+        self.last_read = now;
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u8) -> B256 {
+        B256::repeat_byte(n)
+    }
+
+    #[test]
+    fn a_post_is_yielded_once_whether_pushed_or_read() {
+        let mut seen = Seen::default();
+        assert!(seen.pushed(h(1)));
+        assert!(!seen.pushed(h(1)), "pushed twice");
+        // Read while still pending: the pushed one is not yielded again.
+        assert_eq!(seen.polled(vec![(h(1), 1), (h(2), 2)]), [2]);
+        assert!(seen.polled(vec![(h(1), 1), (h(2), 2)]).is_empty());
+        assert!(!seen.pushed(h(2)), "read, then pushed");
+        // Mined meanwhile, then shown again: still not yielded twice.
+        assert!(seen.polled::<u8>(vec![]).is_empty());
+        assert!(seen.polled(vec![(h(1), 1)]).is_empty());
+    }
+
+    #[test]
+    fn pushed_posts_are_remembered_up_to_a_bound() {
+        let mut seen = Seen::default();
+        for i in 0..=MAX_PUSHED as u32 {
+            assert!(seen.pushed(B256::left_padding_from(&i.to_be_bytes())));
+        }
+        assert_eq!(seen.pushed.len(), MAX_PUSHED);
+        // The oldest was forgotten; the newest is still known.
+        assert!(seen.pushed(B256::left_padding_from(&0u32.to_be_bytes())));
+        let newest = B256::left_padding_from(&(MAX_PUSHED as u32).to_be_bytes());
+        assert!(!seen.pushed(newest));
     }
 }
