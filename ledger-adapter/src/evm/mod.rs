@@ -140,8 +140,9 @@ pub struct EvmOptions {
     /// Also read messages from the endpoint's pending block
     /// ([`crate::Ledger::follow_pending`]): a message is then seen as soon
     /// as it is submitted, not a block later. Each poll fetches the whole
-    /// pending block, so this suits a dev chain or a quiet chain, not a busy
-    /// public one.
+    /// pending block (with `ws_url`, transactions are pushed and the polls
+    /// are a 2 s safety net), so this suits a dev chain or a quiet chain, not
+    /// a busy public one.
     pub read_pending: bool,
     /// A websocket endpoint (`ws://`, `wss://`) whose `eth_subscribe`
     /// notifications wake the followers: new heads for the mined blocks,

@@ -96,7 +96,8 @@ pub struct LedgerArgs {
     /// Also read our messages from the endpoint's pending block, as soon as
     /// they are submitted (EVM): a request or response is handled about a
     /// block earlier; its mined copy is then passed over. Each poll fetches
-    /// the whole pending block: for dev and quiet chains, not busy public ones.
+    /// the whole pending block (every 2 s with websocket wake-ups, which push
+    /// each transaction instead): for dev and quiet chains, not busy public ones.
     #[arg(long)]
     pub read_pending: bool,
     /// How often the ledger follower asks the endpoint for news when it is
