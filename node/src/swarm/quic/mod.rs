@@ -762,15 +762,22 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn closing_right_after_a_write_still_delivers_it_and_a_clean_end() {
+    /// Two of our transports, B dialled A: (the transports, kept alive; A's
+    /// side of the connection; B's side).
+    async fn connected() -> ((Transport, Transport), conn::Connection, conn::Connection) {
         let (mut a, a_id) = ours();
         let (mut b, _) = ours();
         let at = listening(&mut a).await;
         let dial = b.dial(at.with(Protocol::P2p(a_id)), REUSE).unwrap();
         let ((upgrade, _), dialed) = tokio::join!(incoming(&mut a), dial);
-        let (_, mut b_side) = dialed.unwrap();
-        let (_, mut a_side) = upgrade.await.unwrap();
+        let (_, b_side) = dialed.unwrap();
+        let (_, a_side) = upgrade.await.unwrap();
+        ((a, b), a_side, b_side)
+    }
+
+    #[tokio::test]
+    async fn closing_right_after_a_write_still_delivers_it_and_a_clean_end() {
+        let (_transports, mut a_side, mut b_side) = connected().await;
         let mut bytes = vec![0u8; 1 << 20];
         rand::rng().fill(&mut bytes[..]);
         let (accepted, on_accept) = futures::channel::oneshot::channel();
@@ -808,13 +815,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_remotes_stream_allowance_grows_with_use_up_to_the_ceiling() {
-        let (mut a, a_id) = ours();
-        let (mut b, _) = ours();
-        let at = listening(&mut a).await;
-        let dial = b.dial(at.with(Protocol::P2p(a_id)), REUSE).unwrap();
-        let ((upgrade, _), dialed) = tokio::join!(incoming(&mut a), dial);
-        let (_, mut b_side) = dialed.unwrap();
-        let (_, mut a_side) = upgrade.await.unwrap();
+        let (_transports, mut a_side, mut b_side) = connected().await;
         // B opens 200 streams and holds them all open (a write each, so A
         // hears of them); A starts B at 32 and must raise it on the way.
         let n = 200;
