@@ -239,7 +239,10 @@ fn bench_json_has_every_figure() {
     for p in [
         "/baseline/tcp_loopback_mib_s",
         "/baseline/chacha20poly1305_mib_s",
+        "/baseline/aes256gcm_mib_s",
         "/direct/tcp_mib_s",
+        "/direct/tcp_chachapoly_mib_s",
+        "/direct/tcp_ratio_to_chachapoly",
         "/direct/quic_mib_s",
         "/relayed/tcp_mib_s",
         "/relayed/ratio_to_direct",
@@ -262,6 +265,19 @@ fn bench_json_has_every_figure() {
         assert!(number(p) >= 0.0, "{p} = {}", number(p));
     }
     assert_eq!(number("/idle/peers"), 200.0);
+    // Our nodes seal Noise frames with AES-256-GCM where the CPU has AES.
+    let aes = v
+        .pointer("/machine/aes_in_hardware")
+        .and_then(|a| a.as_bool());
+    let cipher = v.pointer("/machine/noise_cipher").and_then(|c| c.as_str());
+    assert_eq!(
+        cipher,
+        Some(if aes.expect("machine.aes_in_hardware") {
+            "AESGCM"
+        } else {
+            "ChaChaPoly"
+        })
+    );
     for p in [
         "/latency_ms/direct_p50",
         "/latency_ms/direct_p99",

@@ -11,7 +11,20 @@
 //!   1: identity_key  bytes   the libp2p public key, protobuf-encoded
 //!   2: identity_sig  bytes   its signature over STATIC_KEY_DOMAIN ‖ static DH key
 //!   4: extensions    message (WebTransport cert hashes, muxers): read past
+//!   4242: transport_ciphers  varint  ours, not libp2p's: see below
 //! ```
+//!
+//! **Transport cipher.** The libp2p specification fixes ChaCha20-Poly1305
+//! for the handshake and for the transport messages after it. Our nodes add
+//! field 4242, a bit set of the transport ciphers the sender can also run
+//! (bit 0: Noise's `AESGCM`, AES-256-GCM, announced by a CPU with AES
+//! instructions). When both payloads carry a bit, the transport after the
+//! handshake uses that cipher with the same split keys; otherwise it stays
+//! ChaCha20-Poly1305 ([`transport_cipher`]). The handshake itself does not
+//! change, and the field sits inside the encrypted, authenticated payloads,
+//! so nobody between the two can add or strip it. A stock peer reads past
+//! an unknown field and never sends one: with it, nothing differs from
+//! libp2p-noise.
 //!
 //! It is decoded by hand (a few dozen lines, no generated code): it is the
 //! first thing a stranger's bytes reach after decryption, so the decoder is
@@ -46,6 +59,70 @@ pub struct HandshakePayload {
     pub identity_key: Vec<u8>,
     /// The sender's signature over [`STATIC_KEY_DOMAIN`] ‖ its static DH key.
     pub identity_sig: Vec<u8>,
+    /// The transport ciphers the sender can run besides ChaCha20-Poly1305
+    /// (field [`CIPHERS_FIELD`], a bit set of [`AESGCM`]…; 0 for a stock peer).
+    pub transport_ciphers: u64,
+}
+
+/// Our payload field listing the extra transport ciphers (a varint).
+pub const CIPHERS_FIELD: u64 = 4242;
+
+/// The transport-cipher bit for Noise's `AESGCM` (AES-256-GCM).
+pub const AESGCM: u64 = 1;
+
+/// An AESGCM transport rekeys each direction (Noise's `REKEY`: the first 32
+/// bytes of ENCRYPT(k, 2^64 − 1, "", 32 zero bytes)) before every message
+/// whose number is a positive multiple of this, so one key seals at most
+/// 2^20 messages (≤ 64 GiB): AES-GCM's bounds are in blocks per key (TLS 1.3
+/// rekeys after 2^24.5 records), ChaCha20-Poly1305's are far off.
+pub const AESGCM_REKEY_EVERY: u64 = 1 << 20;
+
+/// The cipher a Noise channel's transport messages use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportCipher {
+    /// `ChaChaPoly`: the libp2p default, with every peer.
+    ChaChaPoly,
+    /// `AESGCM` (AES-256-GCM): between two of our nodes that both announce it.
+    AesGcm,
+}
+
+impl TransportCipher {
+    /// Noise's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportCipher::ChaChaPoly => "ChaChaPoly",
+            TransportCipher::AesGcm => "AESGCM",
+        }
+    }
+
+    /// Whether the key is replaced by its `REKEY` before message `n`.
+    pub fn rekeys_before(self, n: u64, every: u64) -> bool {
+        self == TransportCipher::AesGcm && n > 0 && n % every == 0
+    }
+
+    /// The 96-bit nonce of message number `n`: four zero bytes, then `n`,
+    /// little-endian for ChaChaPoly and big-endian for AESGCM (the Noise
+    /// specification's cipher functions).
+    pub fn nonce(self, n: u64) -> [u8; 12] {
+        match self {
+            TransportCipher::ChaChaPoly => nonce_bytes(n),
+            TransportCipher::AesGcm => {
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&n.to_be_bytes());
+                nonce
+            }
+        }
+    }
+}
+
+/// The transport cipher two payloads agree on: AESGCM if both announce it,
+/// ChaChaPoly otherwise. Symmetric, so both ends reach the same answer.
+pub fn transport_cipher(ours: u64, theirs: u64) -> TransportCipher {
+    if ours & theirs & AESGCM != 0 {
+        TransportCipher::AesGcm
+    } else {
+        TransportCipher::ChaChaPoly
+    }
 }
 
 /// Why a handshake payload was refused.
@@ -66,10 +143,10 @@ pub enum PayloadError {
 }
 
 impl HandshakePayload {
-    /// The protobuf encoding (fields 1 and 2, each only when non-empty, as
-    /// proto3 does).
+    /// The protobuf encoding (fields 1, 2 and [`CIPHERS_FIELD`], each only
+    /// when not empty or zero, as proto3 does).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.identity_key.len() + self.identity_sig.len() + 8);
+        let mut out = Vec::with_capacity(self.identity_key.len() + self.identity_sig.len() + 16);
         for (field, value) in [(1u64, &self.identity_key), (2, &self.identity_sig)] {
             if value.is_empty() {
                 continue;
@@ -78,11 +155,17 @@ impl HandshakePayload {
             put_varint(&mut out, value.len() as u64);
             out.extend_from_slice(value);
         }
+        if self.transport_ciphers != 0 {
+            put_varint(&mut out, CIPHERS_FIELD << 3);
+            put_varint(&mut out, self.transport_ciphers);
+        }
         out
     }
 
     /// Decodes a payload. Unknown fields and the extensions are read past;
-    /// a repeated field keeps its last value (protobuf's rule).
+    /// a repeated field keeps its last value (protobuf's rule). Field
+    /// [`CIPHERS_FIELD`] with another wire type is read past too (it is not
+    /// libp2p's number, so a stranger may use it for something else).
     pub fn decode(mut bytes: &[u8]) -> Result<Self, PayloadError> {
         let mut payload = HandshakePayload::default();
         while !bytes.is_empty() {
@@ -93,7 +176,11 @@ impl HandshakePayload {
             }
             match wire {
                 0 => {
-                    take_varint(&mut bytes)?;
+                    let value = take_varint(&mut bytes)?;
+                    if field == CIPHERS_FIELD {
+                        payload.transport_ciphers = value;
+                        continue;
+                    }
                 }
                 1 => take(&mut bytes, 8).map(drop)?,
                 5 => take(&mut bytes, 4).map(drop)?,
@@ -167,14 +254,21 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip() {
-        let p = HandshakePayload {
+        let mut p = HandshakePayload {
             identity_key: vec![8, 1, 18, 32, 7, 7, 7],
             identity_sig: vec![0xAB; 64],
+            transport_ciphers: 0,
         };
         let bytes = p.encode();
-        // Field 1, length 7, then field 2, length 64.
+        // Field 1, length 7, then field 2, length 64: a stock payload.
         assert_eq!(&bytes[..2], &[0x0a, 7]);
         assert_eq!(&bytes[9..11], &[0x12, 64]);
+        assert_eq!(bytes.len(), 11 + 64);
+        assert_eq!(HandshakePayload::decode(&bytes).unwrap(), p);
+        // The cipher field: key 4242 << 3 = 33936 (varint 0x90 0x89 0x02), value 1.
+        p.transport_ciphers = AESGCM;
+        let bytes = p.encode();
+        assert_eq!(&bytes[75..], &[0x90, 0x89, 0x02, 0x01]);
         assert_eq!(HandshakePayload::decode(&bytes).unwrap(), p);
         assert_eq!(HandshakePayload::default().encode(), Vec::<u8>::new());
         assert_eq!(
@@ -188,6 +282,7 @@ mod tests {
         let mut bytes = HandshakePayload {
             identity_key: vec![1, 2, 3],
             identity_sig: vec![4],
+            transport_ciphers: 0,
         }
         .encode();
         // extensions { stream_muxers: "/yamux/1.0.0" }
@@ -201,9 +296,24 @@ mod tests {
         bytes.extend_from_slice(&[0x48, 0x96, 0x01]);
         bytes.extend_from_slice(&[0x51, 1, 2, 3, 4, 5, 6, 7, 8]);
         bytes.extend_from_slice(&[0x5d, 1, 2, 3, 4]);
+        // field 4242 as bytes (someone else's use of the number): read past
+        bytes.extend_from_slice(&[0x92, 0x89, 0x02, 2, 0xAA, 0xBB]);
         let p = HandshakePayload::decode(&bytes).unwrap();
         assert_eq!(p.identity_key, vec![1, 2, 3]);
         assert_eq!(p.identity_sig, vec![4]);
+        assert_eq!(p.transport_ciphers, 0);
+    }
+
+    #[test]
+    fn aesgcm_only_when_both_announce_it() {
+        use TransportCipher::*;
+        assert_eq!(transport_cipher(AESGCM, AESGCM), AesGcm);
+        assert_eq!(transport_cipher(AESGCM | 6, AESGCM | 8), AesGcm);
+        assert_eq!(transport_cipher(AESGCM, 0), ChaChaPoly);
+        assert_eq!(transport_cipher(0, AESGCM), ChaChaPoly);
+        assert_eq!(transport_cipher(2, 2), ChaChaPoly);
+        assert_eq!(ChaChaPoly.nonce(0x0102), nonce_bytes(0x0102));
+        assert_eq!(AesGcm.nonce(0x0102), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]);
     }
 
     #[test]

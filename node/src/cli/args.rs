@@ -190,6 +190,12 @@ pub struct NodeArgs {
     /// globally routable addresses, whoever names them.
     #[arg(long, env = "LEDGERMESH_ALLOW_PRIVATE_ADDRS")]
     pub allow_private_addrs: bool,
+    /// The cipher of Noise's transport messages (TCP and relayed
+    /// connections): `auto` uses AES-256-GCM with our own nodes when both
+    /// CPUs have AES instructions, ChaCha20-Poly1305 otherwise and with
+    /// every other libp2p peer; `chachapoly` always uses ChaCha20-Poly1305.
+    #[arg(long, value_enum, default_value_t = NoiseCipher::Auto)]
+    pub noise_cipher: NoiseCipher,
     /// Established connections, all peers together; more are denied.
     #[arg(long, default_value_t = ConnectionCaps::default().max_connections)]
     pub max_connections: u32,
@@ -471,6 +477,22 @@ pub struct PeerArgs {
     #[arg(long, default_value_t = ledgermesh_protocol::path::hardnat::DEFAULT_PROBES,
           value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub hard_nat_probes: u16,
+}
+
+/// `--noise-cipher`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NoiseCipher {
+    /// AES-256-GCM between our nodes with AES instructions, else ChaCha20-Poly1305.
+    Auto,
+    /// ChaCha20-Poly1305 with everyone (as the libp2p specification fixes).
+    Chachapoly,
+}
+
+impl NoiseCipher {
+    /// Whether the node announces AESGCM.
+    pub fn aesgcm(self) -> bool {
+        self == NoiseCipher::Auto && crate::swarm::aes_in_hardware()
+    }
 }
 
 /// A switch.

@@ -121,6 +121,11 @@ pub enum Command {
         /// (the last N cores). Reported in `machine.placement`.
         #[arg(long, default_value = "auto")]
         cpus: crate::bench::cpus::CpuPlan,
+        /// Noise's transport cipher between the benchmark's own nodes (and
+        /// its relay process), as the roles' `--noise-cipher`; the direct TCP
+        /// rounds also measure ChaCha20-Poly1305 beside it either way.
+        #[arg(long, value_enum, default_value_t = args::NoiseCipher::Auto)]
+        noise_cipher: args::NoiseCipher,
     },
 }
 
@@ -176,6 +181,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             bytes,
             rounds,
             cpus,
+            noise_cipher,
         } => {
             let v = crate::bench::run(crate::bench::BenchOptions {
                 quick,
@@ -183,6 +189,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 bytes,
                 rounds,
                 cpus,
+                noise_aesgcm: noise_cipher.aesgcm(),
             })
             .await?;
             if json {

@@ -204,6 +204,7 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     config.emitter = Some(emitter);
     config.audit = args.node.audit()?;
     config.allow_private_addrs = args.node.allow_private_addrs;
+    config.noise_aesgcm = args.node.noise_cipher.aesgcm();
     config.limits = args.node.caps();
     args.node.check_api()?;
     let handle = spawn(config, keypair).await.context("starting the relay")?;
@@ -278,6 +279,7 @@ async fn start_ledger_node(
     config.defer_reservations = net.relay_deposit.is_some();
     config.emitter = Some(emitter_for(role, node.json));
     config.allow_private_addrs = node.allow_private_addrs;
+    config.noise_aesgcm = node.noise_cipher.aesgcm();
     config.limits = node.caps();
     node.check_api()?;
     let handle = spawn(config, keypair)

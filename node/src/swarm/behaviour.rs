@@ -47,6 +47,7 @@ mod composed {
 /// hands us (in a response, through DCUtR) cannot make us probe a LAN.
 fn transport(
     key: &Keypair,
+    aesgcm: bool,
     allow_private: bool,
     relay: relay::client::Transport,
     meters: super::metered::RelayMeters,
@@ -54,7 +55,7 @@ fn transport(
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .upgrade(Version::V1Lazy)
-        .authenticate(super::noise::Config::new(key)?)
+        .authenticate(super::noise::Config::with_aesgcm(key, aesgcm)?)
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     // QUIC with the sprays and probes of hard-NAT traversal (punch.rs).
@@ -77,7 +78,7 @@ fn transport(
             super::metered::Metered::new(conn, meters.for_addr(addr))
         })
         .upgrade(Version::V1Lazy)
-        .authenticate(super::noise::Config::new(key)?)
+        .authenticate(super::noise::Config::with_aesgcm(key, aesgcm)?)
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     Ok(direct
@@ -107,7 +108,14 @@ pub(super) fn build(
         .with_other_transport(|key| {
             let (relay_transport, relay_client) = relay::client::new(key.public().to_peer_id());
             *relay_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay_client);
-            transport(key, allow_private, relay_transport, meters, punch)
+            transport(
+                key,
+                config.noise_aesgcm,
+                allow_private,
+                relay_transport,
+                meters,
+                punch,
+            )
         })
         .map_err(|e| build(&e))?
         .with_behaviour(|key| {

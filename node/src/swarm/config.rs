@@ -205,6 +205,10 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// Take part in DCUtR hole punching (off only to measure the relayed path).
     pub hole_punching: bool,
+    /// Announce AESGCM for Noise's transport messages (used with peers that
+    /// announce it too; ChaChaPoly with everyone else). Default: where this
+    /// CPU has AES instructions. Off only to measure ChaChaPoly.
+    pub noise_aesgcm: bool,
     /// Hard-NAT traversal over QUIC (`--hard-nat`): offered when our mapping
     /// is endpoint-dependent, answered when it is endpoint-independent.
     pub hard_nat: bool,
@@ -240,6 +244,7 @@ impl NodeConfig {
             close_relayed_after_upgrade: true,
             idle_timeout: Duration::from_secs(60),
             hole_punching: true,
+            noise_aesgcm: super::aes_in_hardware(),
             hard_nat: true,
             hard_nat_plan: Default::default(),
             allow_private_addrs: false,

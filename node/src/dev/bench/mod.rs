@@ -47,6 +47,9 @@ pub struct BenchOptions {
     pub rounds: Option<usize>,
     /// Which cores the relay process and the endpoints run on.
     pub cpus: cpus::CpuPlan,
+    /// Whether the benchmark's nodes announce AESGCM for Noise (they use it
+    /// with each other then); ChaChaPoly everywhere when off.
+    pub noise_aesgcm: bool,
 }
 
 /// A part of the benchmark that can be run on its own (`--only`).
@@ -137,15 +140,19 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
     if let Err(e) = cpus::apply(opts.cpus) {
         eprintln!("bench: cores not pinned: {e}");
     }
+    nodes::set_noise_aesgcm(opts.noise_aesgcm);
     out.insert(
         "machine".into(),
         json!({
             "cpus": cpus::available(),
             "quick": opts.quick,
             "placement": cpus::report(opts.cpus),
+            "aes_in_hardware": crate::swarm::aes_in_hardware(),
+            // What the benchmark's own nodes seal Noise frames with.
+            "noise_cipher": if opts.noise_aesgcm { "AESGCM" } else { "ChaChaPoly" },
         }),
     );
-    let (mut tcp, mut chacha) = (None, None);
+    let (mut tcp, mut chacha, mut aes256) = (None, None, None);
     if wants(Section::Baseline) {
         eprintln!("bench: baselines…");
         let t = tcp_baseline(sz.tcp_bytes).await?;
@@ -161,6 +168,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                 "chacha20poly1305_1452b_mib_s": seal(&ring::aead::CHACHA20_POLY1305, 1452),
                 "aes128gcm_1452b_mib_s": seal(&ring::aead::AES_128_GCM, 1452),
                 "aes128gcm_mib_s": seal(&ring::aead::AES_128_GCM, 64 * 1024),
+                // Noise's AESGCM, what our nodes use with each other.
+                "aes256gcm_mib_s": seal(&ring::aead::AES_256_GCM, 64 * 1024),
             })
         })
         .await?;
@@ -172,6 +181,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         if let (Some(b), Some(p)) = (baseline.as_object_mut(), packets.as_object()) {
             b.extend(p.clone());
         }
+        aes256 = baseline.pointer("/aes256gcm_mib_s").and_then(Value::as_f64);
         out.insert("baseline".into(), baseline);
         (tcp, chacha) = (Some(t), Some(c));
     }
@@ -181,6 +191,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         let t = throughput(&sz).await?;
         let ratio = |a: f64, b: Option<f64>| b.map(|b| round(a / b, 3));
         let (dt, dq) = (t.direct_tcp.median(), t.direct_quic.median());
+        let dtc = t.direct_tcp_chachapoly.median();
+        let cipher_ratios = t.direct_tcp.ratios_to(&t.direct_tcp_chachapoly);
         let (rt, rq) = (t.relayed_tcp.median(), t.relayed_quic.median());
         let rel_ratios = t.relayed_tcp.ratios_to(&t.direct_tcp);
         let relq_ratios = t.relayed_quic.ratios_to(&t.direct_quic);
@@ -191,6 +203,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                 "quic_mib_s": round(dq.mib_s, 1),
                 "tcp_ratio_to_raw_tcp": ratio(dt.mib_s, tcp),
                 "tcp_ratio_to_chacha20poly1305": ratio(dt.mib_s, chacha),
+                "tcp_ratio_to_aes256gcm": ratio(dt.mib_s, aes256),
+                "tcp_chachapoly_mib_s": round(dtc.mib_s, 1),
+                "tcp_chachapoly_cpu_ms_per_mib": dtc.cpu_ms_per_mib(),
+                "tcp_chachapoly_runs_mib_s": t.direct_tcp_chachapoly.rates(),
+                "tcp_ratio_to_chachapoly": round(median(cipher_ratios.clone()), 3),
+                "tcp_ratio_to_chachapoly_runs": cipher_ratios,
                 "tcp_cpu_cores": dt.cores,
                 "tcp_cpu_ms_per_mib": dt.cpu_ms_per_mib(),
                 "quic_cpu_cores": dq.cores,

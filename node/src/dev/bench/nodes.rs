@@ -16,6 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A benchmark node: recorded, reserving on `relays`, optionally a relay.
+/// Whether the benchmark's nodes announce AESGCM for Noise (`bench
+/// --noise-cipher`); set once, before any node starts.
+static NOISE_AESGCM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub(super) fn set_noise_aesgcm(on: bool) {
+    NOISE_AESGCM.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(super) fn noise_aesgcm() -> bool {
+    NOISE_AESGCM.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub(super) async fn node(
     net: &DevNet,
     name: &str,
@@ -27,6 +39,7 @@ pub(super) async fn node(
     let rec = Recorder::new(c.emitter.as_ref().context("the net sets an emitter")?);
     c.relays = relays;
     c.hole_punching = hole_punching;
+    c.noise_aesgcm &= noise_aesgcm();
     if relay_server {
         c.relay_server = Some(RelayLimits {
             max_circuits: 1024,

@@ -18,8 +18,9 @@ pub fn print_table(v: &Value) {
         f("/baseline/chacha20poly1305_rustcrypto_mib_s")
     );
         println!(
-            "  AES-128-GCM, one core          {:>10} MiB/s  (ring)",
-            f("/baseline/aes128gcm_mib_s")
+            "  AES-128-GCM, one core          {:>10} MiB/s  (ring; AES-256-GCM, noise's AESGCM, {} MiB/s)",
+            f("/baseline/aes128gcm_mib_s"),
+            f("/baseline/aes256gcm_mib_s")
         );
         println!(
             "  per 1,452-byte QUIC packet     {:>10} MiB/s ChaCha20-Poly1305, {} MiB/s AES-128-GCM",
@@ -35,6 +36,13 @@ pub fn print_table(v: &Value) {
         f("/direct/tcp_ratio_to_raw_tcp"),
         f("/direct/tcp_ratio_to_chacha20poly1305")
     );
+        println!(
+            "  ↳ noise sealed with            {:>10}        ({} of AES-256-GCM; with ChaCha20-Poly1305 {} MiB/s, ours/that {})",
+            f("/machine/noise_cipher"),
+            f("/direct/tcp_ratio_to_aes256gcm"),
+            f("/direct/tcp_chachapoly_mib_s"),
+            f("/direct/tcp_ratio_to_chachapoly")
+        );
         println!(
             "  direct QUIC                    {:>10} MiB/s",
             f("/direct/quic_mib_s")

@@ -50,6 +50,11 @@ impl RelayProcess {
             "--listen",
         ])
         .args(["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])
+        .args(if super::nodes::noise_aesgcm() {
+            &[][..]
+        } else {
+            &["--noise-cipher", "chachapoly"][..]
+        })
         .args(extra)
         .env(
             "RUST_LOG",
@@ -200,6 +205,8 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
 /// Single-stream figures: direct and relayed, TCP and QUIC, and round trips.
 pub(super) struct Throughput {
     pub(super) direct_tcp: Series,
+    /// Direct TCP from a consumer that announces ChaChaPoly only.
+    pub(super) direct_tcp_chachapoly: Series,
     pub(super) direct_quic: Series,
     pub(super) relayed_tcp: Series,
     pub(super) relayed_quic: Series,
@@ -249,6 +256,16 @@ pub(super) async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
         anyhow::Ok(h)
     };
     let c_tcp = connect("consumer-tcp", pid, only(&snap.direct_addrs, false)).await?;
+    // The same path with Noise's ChaChaPoly (what a stock peer gets).
+    let c_tcp_cc = {
+        let mut c = net.config("consumer-tcp-chachapoly");
+        c.noise_aesgcm = false;
+        let h = net.spawn(c).await?;
+        h.dial(pid, only(&snap.direct_addrs, false))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        h
+    };
     let c_quic = connect("consumer-quic", pid, only(&snap.direct_addrs, true)).await?;
     let c_rel = connect(
         "consumer-relayed",
@@ -266,6 +283,7 @@ pub(super) async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
 
     let mut t = Throughput {
         direct_tcp: Series::default(),
+        direct_tcp_chachapoly: Series::default(),
         direct_quic: Series::default(),
         relayed_tcp: Series::default(),
         relayed_quic: Series::default(),
@@ -275,6 +293,9 @@ pub(super) async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
     };
     for _ in 0..sz.rounds {
         t.direct_tcp.0.push(timed_drain(&c_tcp, pid).await?);
+        t.direct_tcp_chachapoly
+            .0
+            .push(timed_drain(&c_tcp_cc, pid).await?);
         t.direct_quic.0.push(timed_drain(&c_quic, pid).await?);
         t.relayed_tcp.0.push(timed_drain(&c_rel, pid).await?);
         t.relayed_quic.0.push(timed_drain(&c_relq, pid_q).await?);
@@ -285,7 +306,7 @@ pub(super) async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
     t.direct_rtt = rtts(&c_tcp, pid, sz.rtt_samples).await?;
     t.relayed_rtt = rtts(&c_rel, pid, sz.rtt_samples).await?;
     for h in [
-        &c_tcp, &c_quic, &c_rel, &c_relq, &c_relp, &prov, &prov_q, &relay,
+        &c_tcp, &c_tcp_cc, &c_quic, &c_rel, &c_relq, &c_relp, &prov, &prov_q, &relay,
     ] {
         h.shutdown().await;
     }

@@ -1,10 +1,13 @@
 //! The Noise transport channel after the handshake: frames of a two-byte
-//! big-endian length and a ChaCha20-Poly1305 ciphertext (at most 65,535
-//! bytes), each sealed and opened in place.
+//! big-endian length and a ChaCha20-Poly1305 (or, between two of our nodes
+//! with AES instructions, AES-256-GCM) ciphertext of at most 65,535 bytes,
+//! each sealed and opened in place.
 
 use futures::{ready, AsyncRead, AsyncWrite};
-use ledgermesh_protocol::noise::{nonce_bytes, MAX_MESSAGE, MAX_PLAINTEXT, TAG_LEN};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ledgermesh_protocol::noise::{
+    TransportCipher, AESGCM_REKEY_EVERY, MAX_MESSAGE, MAX_PLAINTEXT, TAG_LEN,
+};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,16 +25,43 @@ const LARGE_WRITE: usize = 4 << 10;
 /// One direction's key and message counter.
 struct Cipher {
     key: LessSafeKey,
+    kind: TransportCipher,
     nonce: u64,
+    /// AESGCM rekeys before every message numbered a multiple of this.
+    rekey_every: u64,
+}
+
+fn algorithm(kind: TransportCipher) -> &'static ring::aead::Algorithm {
+    match kind {
+        TransportCipher::ChaChaPoly => &CHACHA20_POLY1305,
+        TransportCipher::AesGcm => &AES_256_GCM,
+    }
 }
 
 impl Cipher {
-    fn new(key: &[u8; 32]) -> Self {
-        let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte ChaCha20 key");
+    fn new(kind: TransportCipher, key: &[u8; 32]) -> Self {
+        let key = UnboundKey::new(algorithm(kind), key).expect("a 32-byte key");
         Cipher {
             key: LessSafeKey::new(key),
+            kind,
             nonce: 0,
+            rekey_every: AESGCM_REKEY_EVERY,
         }
+    }
+
+    /// Noise's `REKEY`: the key becomes the first 32 bytes of
+    /// ENCRYPT(k, 2^64 − 1, "", 32 zero bytes).
+    fn rekey(&mut self) -> io::Result<()> {
+        let mut next = zeroize::Zeroizing::new([0u8; 32]);
+        let max = Nonce::assume_unique_for_key(self.kind.nonce(u64::MAX));
+        // The tag is not part of the key.
+        let _tag = self
+            .key
+            .seal_in_place_separate_tag(max, Aad::empty(), &mut next[..])
+            .map_err(|_| io::Error::other("noise rekey failed"))?;
+        let key = UnboundKey::new(algorithm(self.kind), &next[..]).expect("a 32-byte key");
+        self.key = LessSafeKey::new(key);
+        Ok(())
     }
 
     /// The next message's nonce. Noise reserves 2^64 − 1; a connection that
@@ -40,7 +70,10 @@ impl Cipher {
         if self.nonce == u64::MAX {
             return Err(io::Error::other("noise nonce exhausted"));
         }
-        let nonce = Nonce::assume_unique_for_key(nonce_bytes(self.nonce));
+        if self.kind.rekeys_before(self.nonce, self.rekey_every) {
+            self.rekey()?;
+        }
+        let nonce = Nonce::assume_unique_for_key(self.kind.nonce(self.nonce));
         self.nonce += 1;
         Ok(nonce)
     }
@@ -75,11 +108,16 @@ impl<T> std::fmt::Debug for Output<T> {
 }
 
 impl<T> Output<T> {
-    pub(super) fn new(io: T, send_key: &[u8; 32], recv_key: &[u8; 32]) -> Self {
+    pub(super) fn new(
+        io: T,
+        cipher: TransportCipher,
+        send_key: &[u8; 32],
+        recv_key: &[u8; 32],
+    ) -> Self {
         Output {
             io,
-            tx: Cipher::new(send_key),
-            rx: Cipher::new(recv_key),
+            tx: Cipher::new(cipher, send_key),
+            rx: Cipher::new(cipher, recv_key),
             wbuf: Vec::new(),
             sealed: false,
             written: 0,
@@ -89,6 +127,18 @@ impl<T> Output<T> {
             plain: 0..0,
             broken: false,
         }
+    }
+
+    /// The cipher the transport messages use.
+    pub fn cipher(&self) -> TransportCipher {
+        self.tx.kind
+    }
+
+    /// Rekeys every `every` messages instead (tests).
+    #[cfg(test)]
+    pub(super) fn set_rekey_every(&mut self, every: u64) {
+        self.tx.rekey_every = every;
+        self.rx.rekey_every = every;
     }
 
     /// Bytes of buffer memory this channel holds now (0 when idle).

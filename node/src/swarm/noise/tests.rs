@@ -1,6 +1,5 @@
 use super::*;
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use ledgermesh_protocol::noise::nonce_bytes;
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade};
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -14,9 +13,15 @@ fn pipe() -> (Pipe, Pipe) {
     (a.compat(), b.compat())
 }
 
-/// Our config, as a `libp2p-noise` peer would see it.
+/// Our config, as a `libp2p-noise` peer would see it (AESGCM announced, as
+/// on a CPU with AES instructions; ring runs it in software elsewhere).
 fn ours(key: &Keypair) -> Config {
-    Config::new(key).unwrap()
+    Config::with_aesgcm(key, true).unwrap()
+}
+
+/// Our config announcing ChaChaPoly only.
+fn ours_chacha(key: &Keypair) -> Config {
+    Config::with_aesgcm(key, false).unwrap()
 }
 
 /// Writes `data` in chunks of random size (1 byte – 100 KiB), flushing now
@@ -90,7 +95,36 @@ async fn our_channel_to_our_channel_moves_bytes_both_ways() {
     let ((peer_b, a), (peer_a, b)) = (out.unwrap(), inb.unwrap());
     assert_eq!(peer_b, kb.public().to_peer_id());
     assert_eq!(peer_a, ka.public().to_peer_id());
+    assert_eq!(
+        (a.cipher(), b.cipher()),
+        (TransportCipher::AesGcm, TransportCipher::AesGcm)
+    );
     exchange(a, b).await;
+}
+
+#[tokio::test]
+async fn aesgcm_only_when_both_ends_announce_it_in_either_role() {
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    for (dialer, listener) in [(true, false), (false, true), (false, false)] {
+        let config = |k: &Keypair, aes: bool| if aes { ours(k) } else { ours_chacha(k) };
+        let (a, b) = pipe();
+        let (out, inb) = tokio::join!(
+            config(&ka, dialer).upgrade_outbound(a, PROTOCOL),
+            config(&kb, listener).upgrade_inbound(b, PROTOCOL)
+        );
+        let ((_, a), (_, b)) = (out.unwrap(), inb.unwrap());
+        assert_eq!(
+            a.cipher(),
+            TransportCipher::ChaChaPoly,
+            "{dialer} {listener}"
+        );
+        assert_eq!(
+            b.cipher(),
+            TransportCipher::ChaChaPoly,
+            "{dialer} {listener}"
+        );
+        exchange(a, b).await;
+    }
 }
 
 #[tokio::test]
@@ -109,6 +143,8 @@ async fn libp2p_noise_peers_interoperate_in_both_roles() {
         (peer_a, peer_b),
         (ka.public().to_peer_id(), kb.public().to_peer_id())
     );
+    // We announced AESGCM; a stock peer reads past it and stays on ChaChaPoly.
+    assert_eq!(a.cipher(), TransportCipher::ChaChaPoly);
     exchange(a, b).await;
 
     // A stock initiator dials us.
@@ -122,6 +158,7 @@ async fn libp2p_noise_peers_interoperate_in_both_roles() {
         (peer_a, peer_b),
         (ka.public().to_peer_id(), kb.public().to_peer_id())
     );
+    assert_eq!(b.cipher(), TransportCipher::ChaChaPoly);
     exchange(a, b).await;
 }
 
@@ -135,12 +172,14 @@ fn forged(identity: &Keypair) -> Config {
         identity_sig: identity
             .sign(&signed_static_key(&other_static.public))
             .unwrap(),
+        transport_ciphers: AESGCM,
     }
     .encode();
     Config {
         inner: Arc::new(Inner {
             static_secret: honest.inner.static_secret.clone(),
             payload,
+            ciphers: AESGCM,
         }),
     }
 }
@@ -268,27 +307,73 @@ async fn a_tampered_frame_breaks_the_channel_for_good() {
     assert!(b.read(&mut buf).await.is_err());
 }
 
-/// A channel with known keys against the raw pipe, to write frames by hand.
+/// A ChaChaPoly channel with known keys against the raw pipe, to write
+/// frames by hand.
 fn raw_pair() -> (Output<Pipe>, Pipe, LessSafeKeyPair) {
-    let (a, b) = pipe();
-    let key = [9u8; 32];
-    (Output::new(a, &key, &key), b, LessSafeKeyPair(key))
+    raw_pair_with(TransportCipher::ChaChaPoly)
 }
 
-struct LessSafeKeyPair([u8; 32]);
+fn raw_pair_with(cipher: TransportCipher) -> (Output<Pipe>, Pipe, LessSafeKeyPair) {
+    let (a, b) = pipe();
+    let key = [9u8; 32];
+    (
+        Output::new(a, cipher, &key, &key),
+        b,
+        LessSafeKeyPair(key, cipher),
+    )
+}
 
-impl LessSafeKeyPair {
-    /// A frame as a Noise peer would seal message number `n`.
-    fn frame(&self, n: u64, plaintext: &[u8]) -> Vec<u8> {
-        use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
-        let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &self.0).unwrap());
-        let mut body = plaintext.to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce_bytes(n)),
+struct LessSafeKeyPair([u8; 32], TransportCipher);
+
+/// Noise's default REKEY, written out from the specification: the first 32
+/// bytes of ENCRYPT(k, 2^64 − 1, "", 32 zero bytes).
+fn spec_rekey(key: [u8; 32]) -> [u8; 32] {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
+    let mut out = [0u8; 32];
+    let _tag = k
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key([
+                0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ]),
             Aad::empty(),
-            &mut body,
+            &mut out,
         )
         .unwrap();
+    out
+}
+
+impl LessSafeKeyPair {
+    /// The key of message `n` when an AESGCM key is rekeyed before every
+    /// message numbered a multiple of `every`.
+    fn rekeyed(&self, n: u64, every: u64) -> LessSafeKeyPair {
+        let mut key = self.0;
+        for _ in 0..n / every {
+            key = spec_rekey(key);
+        }
+        LessSafeKeyPair(key, self.1)
+    }
+
+    /// A frame as a Noise peer would seal message number `n`: ChaChaPoly
+    /// with a little-endian counter, AESGCM (AES-256) with a big-endian one.
+    fn frame(&self, n: u64, plaintext: &[u8]) -> Vec<u8> {
+        use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
+        let (algorithm, nonce) = match self.1 {
+            TransportCipher::ChaChaPoly => {
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&n.to_le_bytes());
+                (&CHACHA20_POLY1305, nonce)
+            }
+            TransportCipher::AesGcm => {
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&n.to_be_bytes());
+                (&AES_256_GCM, nonce)
+            }
+        };
+        let key = LessSafeKey::new(UnboundKey::new(algorithm, &self.0).unwrap());
+        let mut body = plaintext.to_vec();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body)
+            .unwrap();
         let mut frame = (body.len() as u16).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
         frame
@@ -297,7 +382,15 @@ impl LessSafeKeyPair {
 
 #[tokio::test]
 async fn frames_split_anywhere_and_empty_frames_are_read_past() {
-    let (mut ours, mut raw, keys) = raw_pair();
+    for cipher in [TransportCipher::ChaChaPoly, TransportCipher::AesGcm] {
+        frames_split_anywhere_with(cipher).await;
+    }
+}
+
+/// Frames sealed by hand as the specification says (the cipher's own nonce
+/// layout; a byte-order slip fails to open from the second frame on).
+async fn frames_split_anywhere_with(cipher: TransportCipher) {
+    let (mut ours, mut raw, keys) = raw_pair_with(cipher);
     let mut wire = keys.frame(0, b"hello ");
     wire.extend(keys.frame(1, b""));
     // The largest frame a peer may send (we send at most 64,511 bytes).
@@ -317,6 +410,47 @@ async fn frames_split_anywhere_and_empty_frames_are_read_past() {
     assert_eq!(&got[..6], b"hello ");
     assert_eq!(&got[6..6 + 65_519], &[5u8; 65_519][..]);
     assert_eq!(&got[6 + 65_519..], b"world");
+}
+
+#[tokio::test]
+async fn aesgcm_rekeys_each_direction_as_noise_specifies() {
+    let every = 3;
+    let (mut ours, mut raw, keys) = raw_pair_with(TransportCipher::AesGcm);
+    ours.set_rekey_every(every);
+    // Theirs to ours: ten frames, the key replaced before frames 3, 6 and 9.
+    let mut wire = Vec::new();
+    for n in 0..10u64 {
+        wire.extend(keys.rekeyed(n, every).frame(n, format!("m{n};").as_bytes()));
+    }
+    raw.write_all(&wire).await.unwrap();
+    raw.flush().await.unwrap();
+    let mut got = vec![0u8; 30];
+    ours.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, b"m0;m1;m2;m3;m4;m5;m6;m7;m8;m9;");
+    // Ours to theirs: each frame opens with the key the specification gives.
+    for n in 0..10u64 {
+        ours.write_all(format!("r{n};").as_bytes()).await.unwrap();
+        ours.flush().await.unwrap();
+    }
+    let mut wire = vec![0u8; 10 * (2 + 3 + 16)];
+    raw.read_exact(&mut wire).await.unwrap();
+    for (n, frame) in wire.chunks(2 + 3 + 16).enumerate() {
+        let n = n as u64;
+        let expected = keys.rekeyed(n, every).frame(n, format!("r{n};").as_bytes());
+        assert_eq!(frame, &expected[..], "frame {n}");
+    }
+    // A frame sealed with the old key past the rekey point is refused.
+    let (mut ours2, mut raw2, keys2) = raw_pair_with(TransportCipher::AesGcm);
+    ours2.set_rekey_every(every);
+    let mut wire = Vec::new();
+    for n in 0..3u64 {
+        wire.extend(keys2.frame(n, b"x"));
+    }
+    wire.extend(keys2.frame(3, b"not rekeyed"));
+    raw2.write_all(&wire).await.unwrap();
+    let mut buf = [0u8; 3];
+    ours2.read_exact(&mut buf).await.unwrap();
+    assert!(ours2.read(&mut [0u8; 16]).await.is_err());
 }
 
 #[tokio::test]

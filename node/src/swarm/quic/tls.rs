@@ -40,23 +40,6 @@ pub enum TlsError {
     NoQuicSuite(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
 }
 
-/// Whether this CPU has AES instructions (then AES-GCM beats ChaCha).
-fn aes_in_hardware() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("aes")
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        false
-    }
-}
-
 /// The TLS 1.3 suites in the order we offer them.
 pub(crate) fn suites(aes_first: bool) -> Vec<rustls::SupportedCipherSuite> {
     if aes_first {
@@ -76,7 +59,7 @@ pub(crate) fn suites(aes_first: bool) -> Vec<rustls::SupportedCipherSuite> {
 
 fn provider() -> Arc<CryptoProvider> {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
-    p.cipher_suites = suites(aes_in_hardware());
+    p.cipher_suites = suites(crate::swarm::aes_in_hardware());
     Arc::new(p)
 }
 
