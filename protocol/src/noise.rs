@@ -97,7 +97,7 @@ impl TransportCipher {
 
     /// Whether the key is replaced by its `REKEY` before message `n`.
     pub fn rekeys_before(self, n: u64, every: u64) -> bool {
-        self == TransportCipher::AesGcm && n > 0 && n % every == 0
+        self == TransportCipher::AesGcm && n > 0 && n.is_multiple_of(every)
     }
 
     /// The 96-bit nonce of message number `n`: four zero bytes, then `n`,
