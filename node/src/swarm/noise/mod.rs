@@ -1,10 +1,10 @@
 //! Our Noise secure channel (`/noise`): the libp2p Noise specification's XX
 //! handshake, with a transport framing of our own.
 //!
-//! On the wire nothing differs from `libp2p-noise` (any libp2p peer, ours or
-//! not, sees `/noise`: `Noise_XX_25519_ChaChaPoly_SHA256`, two-byte length
-//! prefixes, the signed handshake payload). What differs is how the bytes are
-//! handled, which `libp2p-noise`'s general framing does at a cost that showed
+//! With a stock peer nothing differs on the wire from `libp2p-noise` (any
+//! libp2p peer, ours or not, sees `/noise`: `Noise_XX_25519_ChaChaPoly_SHA256`,
+//! two-byte length prefixes, the signed handshake payload; our payload's one
+//! extra field is read past). What differs is how the bytes are handled, which `libp2p-noise`'s general framing does at a cost that showed
 //! in profiles and in the idle benchmark:
 //!
 //! - **Sealing in place.** A write is copied once into the frame being built;
