@@ -156,7 +156,8 @@ async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files
         &rkey,
         &direct_want,
         &circuit,
-        &["--no-hole-punch"],
+        // ChaCha20-Poly1305 only, as a stock peer: the statuses below tell it apart.
+        &["--no-hole-punch", "--noise-cipher", "chachapoly"],
     );
     let direct_api = api_of(&mut direct);
     let relayed_api = api_of(&mut relayed);
@@ -189,6 +190,31 @@ async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files
     assert!(peers
         .iter()
         .all(|p| p["rtt_ms"].as_f64().unwrap_or(0.0) > 0.0 || p["peer_id"] != cid));
+    // What seals each Noise connection: AES-256-GCM between two of our nodes
+    // with AES instructions, ChaCha20-Poly1305 with the one that opted out
+    // (inside the circuit, and on its own connection to the relay).
+    let ours = if ledgermesh_node::swarm::aes_in_hardware() {
+        "AESGCM"
+    } else {
+        "ChaChaPoly"
+    };
+    let cipher_of = |peers: &serde_json::Value, peer: &str| {
+        peers["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["peer_id"] == peer)
+            .map(|p| p["noise_cipher"].clone())
+            .unwrap_or_default()
+    };
+    let at_provider = get(&provider_api, "/api/v1/peers");
+    assert_eq!(cipher_of(&at_provider, &cid), ours, "{at_provider}");
+    assert_eq!(cipher_of(&at_provider, &rid), "ChaChaPoly", "{at_provider}");
+    assert_eq!(cipher_of(&at_provider, &relay_id), ours, "{at_provider}");
+    let at_relay = get(&relay_api, "/api/v1/peers");
+    assert_eq!(cipher_of(&at_relay, &pid), ours, "{at_relay}");
+    assert_eq!(cipher_of(&at_relay, &rid), "ChaChaPoly", "{at_relay}");
+
     // The table a person reads says the same.
     let table = run_cli(&["status", "--api", &provider_api]);
     let line = |peer: &str| {

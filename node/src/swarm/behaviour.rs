@@ -48,6 +48,7 @@ mod composed {
 fn transport(
     key: &Keypair,
     aesgcm: bool,
+    handshakes: super::noise::Handshakes,
     allow_private: bool,
     relay: relay::client::Transport,
     meters: super::metered::RelayMeters,
@@ -55,7 +56,9 @@ fn transport(
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .upgrade(Version::V1Lazy)
-        .authenticate(super::noise::Config::with_aesgcm(key, aesgcm)?)
+        .authenticate(
+            super::noise::Config::with_aesgcm(key, aesgcm)?.with_handshakes(handshakes.clone()),
+        )
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     // QUIC with the sprays and probes of hard-NAT traversal (punch.rs).
@@ -78,13 +81,23 @@ fn transport(
             super::metered::Metered::new(conn, meters.for_addr(addr))
         })
         .upgrade(Version::V1Lazy)
-        .authenticate(super::noise::Config::with_aesgcm(key, aesgcm)?)
+        .authenticate(super::noise::Config::with_aesgcm(key, aesgcm)?.with_handshakes(handshakes))
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     Ok(direct
         .or_transport(circuits)
         .map(|either, _| either.into_inner())
         .boxed())
+}
+
+/// What the transports report to the rest of the node.
+pub(super) struct TransportHooks {
+    /// Bytes through each relay's circuits.
+    pub(super) meters: super::metered::RelayMeters,
+    /// The hard-NAT sprays and probes.
+    pub(super) punch: super::punch::PunchHandle,
+    /// Each Noise handshake's cipher.
+    pub(super) handshakes: super::noise::Handshakes,
 }
 
 /// Builds the swarm `config` describes (listeners are opened by the caller).
@@ -94,9 +107,13 @@ pub(super) fn build(
     relay_server: Option<crate::protocols::relay::behaviour::Behaviour>,
     hop_inbox: Option<super::inbound::Inbound>,
     stream_inbox: super::inbound::Inbound,
-    meters: super::metered::RelayMeters,
-    punch: super::punch::PunchHandle,
+    hooks: TransportHooks,
 ) -> Result<Swarm<Slim<Behaviour>>, NodeError> {
+    let TransportHooks {
+        meters,
+        punch,
+        handshakes,
+    } = hooks;
     let build = |e: &dyn std::fmt::Display| NodeError::Build(e.to_string());
     // The relay client's transport and behaviour are made together.
     let relay_slot = std::sync::Mutex::new(None);
@@ -111,6 +128,7 @@ pub(super) fn build(
             transport(
                 key,
                 config.noise_aesgcm,
+                handshakes.clone(),
                 allow_private,
                 relay_transport,
                 meters,

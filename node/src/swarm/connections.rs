@@ -4,7 +4,7 @@
 use super::event_loop::EventLoop;
 use super::handle::DialError;
 use crate::events::Event;
-use ledgermesh_protocol::path::{classify, hardnat, Action, PathKind};
+use ledgermesh_protocol::path::{classify, hardnat, Action, PathKind, TransportKind};
 use libp2p::core::ConnectedPoint;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
@@ -112,6 +112,11 @@ impl EventLoop {
         };
         let (path, transport, via) = classify(addrs);
         tracing::debug!(%peer, ?path, ?transport, ?via, %remote, "connected");
+        if via.is_some() || transport == TransportKind::Tcp {
+            if let Some(cipher) = self.handshakes.take(&peer) {
+                self.noise_ciphers.insert(peer, cipher);
+            }
+        }
         self.emitter.emit(Event::Connected {
             peer_id: peer.to_string(),
             path,
@@ -177,7 +182,11 @@ impl EventLoop {
 
     pub(super) fn on_closed(&mut self, peer: PeerId, id: ConnectionId, cause: Option<String>) {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        if let Some(conn) = self.paths.on_closed(now_ms, peer, id) {
+        let closed = self.paths.on_closed(now_ms, peer, id);
+        if !self.paths.is_connected(&peer) {
+            self.noise_ciphers.remove(&peer);
+        }
+        if let Some(conn) = closed {
             self.emitter.emit(Event::Disconnected {
                 peer_id: peer.to_string(),
                 path: conn.path,

@@ -9,7 +9,7 @@ use super::reservations::Reservations;
 use super::NodeConfig;
 use crate::events::{Emitter, Event};
 use futures::StreamExt;
-use ledgermesh_protocol::path::PathSet;
+use ledgermesh_protocol::path::{PathSet, TransportKind};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{dcutr, relay, PeerId, Swarm};
 use std::collections::HashMap;
@@ -37,6 +37,10 @@ pub(super) struct EventLoop {
     /// Who waits for a direct connection to a peer (hard-NAT attempts, so
     /// bounded by their limiter).
     pub(super) direct_waiters: HashMap<PeerId, Vec<oneshot::Sender<libp2p::Multiaddr>>>,
+    /// Each Noise handshake's cipher, taken when its connection is up.
+    pub(super) handshakes: super::noise::Handshakes,
+    /// The Noise cipher of each connected peer's TCP and relayed connections.
+    pub(super) noise_ciphers: HashMap<PeerId, super::noise::TransportCipher>,
     pub(super) epoch: Instant,
 }
 
@@ -105,6 +109,9 @@ impl EventLoop {
             connections: (self.paths.iter())
                 .map(|(peer, conn)| ConnInfo {
                     peer: *peer,
+                    noise_cipher: (conn.via.is_some() || conn.transport == TransportKind::Tcp)
+                        .then(|| self.noise_ciphers.get(peer).copied())
+                        .flatten(),
                     conn: conn.clone(),
                 })
                 .collect(),

@@ -60,6 +60,9 @@ pub struct ConnInfo {
     pub peer: PeerId,
     /// Path, transport, relay, remote address and age.
     pub conn: Conn<ConnectionId>,
+    /// What seals it, for a Noise connection (TCP, or any relayed one: the
+    /// session inside the circuit); `None` for direct QUIC (TLS 1.3).
+    pub noise_cipher: Option<super::noise::TransportCipher>,
 }
 
 /// What a node knows about itself right now.

@@ -118,14 +118,18 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     let stream_drops = stream_inbox.dropped();
     let meters = metered::RelayMeters::default();
     let punch = punch::PunchHandle::default();
+    let handshakes = noise::Handshakes::default();
     let mut swarm = behaviour::build(
         &config,
         keypair.clone(),
         relay_behaviour,
         hop_inbox,
         stream_inbox,
-        meters.clone(),
-        punch.clone(),
+        behaviour::TransportHooks {
+            meters: meters.clone(),
+            punch: punch.clone(),
+            handshakes: handshakes.clone(),
+        },
     )?;
     let mut listeners = listeners::Listeners::default();
     for addr in &config.listen {
@@ -176,6 +180,8 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         public: None,
         hard_nat: offer_hard_nat.then_some(hard_nat_tx),
         direct_waiters: Default::default(),
+        handshakes,
+        noise_ciphers: Default::default(),
         epoch: Instant::now(),
     };
     let span = tracing::info_span!("node", name = %event_loop.config.name, peer = %peer_id);

@@ -90,6 +90,8 @@ pub struct Config {
 }
 
 struct Inner {
+    /// Where each finished handshake's cipher is told (the operator's view).
+    handshakes: Option<Handshakes>,
     static_secret: Zeroizing<Vec<u8>>,
     /// Our encoded handshake payload (identity key, signature, ciphers).
     payload: Vec<u8>,
@@ -137,11 +139,35 @@ impl Config {
         .encode();
         Ok(Config {
             inner: Arc::new(Inner {
+                handshakes: None,
                 static_secret: Zeroizing::new(keys.private),
                 payload,
                 ciphers,
             }),
         })
+    }
+
+    /// Tells `handshakes` the cipher of every handshake that completes.
+    pub fn with_handshakes(self, handshakes: Handshakes) -> Self {
+        let inner = &self.inner;
+        Config {
+            inner: Arc::new(Inner {
+                handshakes: Some(handshakes),
+                static_secret: inner.static_secret.clone(),
+                payload: inner.payload.clone(),
+                ciphers: inner.ciphers,
+            }),
+        }
+    }
+
+    /// The agreed cipher, told to the handshake log.
+    fn agree(&self, peer: PeerId, theirs: u64) -> TransportCipher {
+        let cipher = transport_cipher(self.inner.ciphers, theirs);
+        tracing::debug!(%peer, cipher = cipher.name(), "noise handshake done");
+        if let Some(log) = &self.inner.handshakes {
+            log.record(peer, cipher);
+        }
+        cipher
     }
 
     fn handshake_state(&self, initiator: bool) -> Result<HandshakeState, NoiseError> {
@@ -165,7 +191,7 @@ impl Config {
         let (peer, theirs) = verify(&hs, &payload)?;
         send(&mut io, &mut hs, &self.inner.payload).await?;
         let (to_responder, to_initiator) = split(&mut hs);
-        let cipher = transport_cipher(self.inner.ciphers, theirs);
+        let cipher = self.agree(peer, theirs);
         Ok((peer, Output::new(io, cipher, &to_responder, &to_initiator)))
     }
 
@@ -182,8 +208,53 @@ impl Config {
         let payload = recv(&mut io, &mut hs).await?;
         let (peer, theirs) = verify(&hs, &payload)?;
         let (to_responder, to_initiator) = split(&mut hs);
-        let cipher = transport_cipher(self.inner.ciphers, theirs);
+        let cipher = self.agree(peer, theirs);
         Ok((peer, Output::new(io, cipher, &to_initiator, &to_responder)))
+    }
+}
+
+/// Handshakes not yet taken by the node are remembered up to this many.
+const HANDSHAKES_KEPT: usize = 1024;
+
+type HandshakeLog = std::collections::VecDeque<(PeerId, TransportCipher)>;
+
+/// The cipher of each peer's latest Noise handshake, until the node takes it
+/// when the connection is established: what `/api/v1/status` reports. At most
+/// [`HANDSHAKES_KEPT`] untaken (a handshake whose connection was then denied
+/// is never taken; the oldest such go first).
+#[derive(Clone, Default)]
+pub struct Handshakes(Arc<std::sync::Mutex<HandshakeLog>>);
+
+impl std::fmt::Debug for Handshakes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("noise::Handshakes").finish_non_exhaustive()
+    }
+}
+
+impl Handshakes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HandshakeLog> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, peer: PeerId, cipher: TransportCipher) {
+        let mut log = self.lock();
+        log.retain(|(p, _)| *p != peer);
+        if log.len() >= HANDSHAKES_KEPT {
+            log.pop_front();
+        }
+        log.push_back((peer, cipher));
+    }
+
+    /// The cipher of `peer`'s latest untaken handshake, taken.
+    pub fn take(&self, peer: &PeerId) -> Option<TransportCipher> {
+        let mut log = self.lock();
+        let at = log.iter().position(|(p, _)| p == peer)?;
+        log.remove(at).map(|(_, c)| c)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 

@@ -103,6 +103,40 @@ async fn our_channel_to_our_channel_moves_bytes_both_ways() {
 }
 
 #[tokio::test]
+async fn each_side_logs_the_cipher_it_agreed_and_the_log_is_bounded() {
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let (la, lb) = (Handshakes::default(), Handshakes::default());
+    let (a, b) = pipe();
+    let (out, inb) = tokio::join!(
+        ours(&ka)
+            .with_handshakes(la.clone())
+            .upgrade_outbound(a, PROTOCOL),
+        ours_chacha(&kb)
+            .with_handshakes(lb.clone())
+            .upgrade_inbound(b, PROTOCOL)
+    );
+    let ((peer_b, _), (peer_a, _)) = (out.unwrap(), inb.unwrap());
+    assert_eq!(la.take(&peer_b), Some(TransportCipher::ChaChaPoly));
+    assert_eq!(lb.take(&peer_a), Some(TransportCipher::ChaChaPoly));
+    assert_eq!(la.take(&peer_b), None, "taken once");
+    // Handshakes nobody takes (denied connections) do not pile up.
+    let log = Handshakes::default();
+    let first = PeerId::random();
+    log.record(first, TransportCipher::AesGcm);
+    for _ in 0..HANDSHAKES_KEPT + 10 {
+        log.record(PeerId::random(), TransportCipher::AesGcm);
+    }
+    assert_eq!(log.len(), HANDSHAKES_KEPT);
+    assert_eq!(log.take(&first), None, "the oldest went first");
+    // A peer's newer handshake replaces its older one.
+    let again = PeerId::random();
+    log.record(again, TransportCipher::ChaChaPoly);
+    log.record(again, TransportCipher::AesGcm);
+    assert_eq!(log.take(&again), Some(TransportCipher::AesGcm));
+    assert_eq!(log.take(&again), None);
+}
+
+#[tokio::test]
 async fn aesgcm_only_when_both_ends_announce_it_in_either_role() {
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     for (dialer, listener) in [(true, false), (false, true), (false, false)] {
@@ -177,6 +211,7 @@ fn forged(identity: &Keypair) -> Config {
     .encode();
     Config {
         inner: Arc::new(Inner {
+            handshakes: None,
             static_secret: honest.inner.static_secret.clone(),
             payload,
             ciphers: AESGCM,
