@@ -32,6 +32,7 @@ const { chromium } = require(pwDir);
       path: g.dataset.path,
       via: g.dataset.via,
       transport: g.dataset.transport,
+      cipher: g.dataset.cipher,
       hops: [...g.querySelectorAll("line")].map((l) => ({ hop: l.dataset.hop, rating: l.dataset.rating, colour: l.getAttribute("stroke") })),
       text: g.textContent,
     })));

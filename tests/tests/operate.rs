@@ -354,7 +354,10 @@ async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files
             (Some("direct"), 1),
             "{d}"
         );
+        assert_eq!(d["cipher"], ours, "{d}");
+        assert!(d["text"].as_str().unwrap().contains(ours), "{d}");
         let r = route(&rid);
+        assert_eq!(r["cipher"], "ChaChaPoly", "{r}");
         assert_eq!(r["path"], "relayed");
         assert_eq!(r["via"], relay_id.as_str());
         let hops: Vec<&str> = r["hops"]
