@@ -196,6 +196,14 @@ pub struct NodeArgs {
     /// every other libp2p peer; `chachapoly` always uses ChaCha20-Poly1305.
     #[arg(long, value_enum, default_value_t = NoiseCipher::Auto)]
     pub noise_cipher: NoiseCipher,
+    /// The largest UDP payload QUIC's MTU discovery tries, and what peers
+    /// may send us (1200–65527). Paths with a larger MTU than Ethernet's
+    /// (loopback, jumbo frames) then carry fewer, larger packets; on an
+    /// Ethernet path discovery settles at ~1,452 either way. 1452 keeps
+    /// quinn's stock ceiling.
+    #[arg(long, default_value_t = crate::swarm::quic::MTU_CEILING,
+          value_parser = clap::value_parser!(u16).range(1200..=65527))]
+    pub quic_mtu_ceiling: u16,
     /// Established connections, all peers together; more are denied.
     #[arg(long, default_value_t = ConnectionCaps::default().max_connections)]
     pub max_connections: u32,

@@ -126,6 +126,13 @@ pub enum Command {
         /// rounds also measure ChaCha20-Poly1305 beside it either way.
         #[arg(long, value_enum, default_value_t = args::NoiseCipher::Auto)]
         noise_cipher: args::NoiseCipher,
+        /// QUIC's MTU ceiling on the benchmark's own nodes, as the roles'
+        /// `--quic-mtu-ceiling` (1452 for quinn's stock ceiling); the
+        /// direct QUIC rounds also measure a consumer held to 1,452 beside
+        /// it either way.
+        #[arg(long, default_value_t = crate::swarm::quic::MTU_CEILING,
+              value_parser = clap::value_parser!(u16).range(1200..=65527))]
+        quic_mtu_ceiling: u16,
     },
 }
 
@@ -182,6 +189,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             rounds,
             cpus,
             noise_cipher,
+            quic_mtu_ceiling,
         } => {
             let v = crate::bench::run(crate::bench::BenchOptions {
                 quick,
@@ -190,6 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 rounds,
                 cpus,
                 noise_aesgcm: noise_cipher.aesgcm(),
+                quic_mtu_ceiling,
             })
             .await?;
             if json {

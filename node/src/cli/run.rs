@@ -205,6 +205,7 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     config.audit = args.node.audit()?;
     config.allow_private_addrs = args.node.allow_private_addrs;
     config.noise_aesgcm = args.node.noise_cipher.aesgcm();
+    config.quic_mtu_ceiling = args.node.quic_mtu_ceiling;
     config.limits = args.node.caps();
     args.node.check_api()?;
     let handle = spawn(config, keypair).await.context("starting the relay")?;
@@ -280,6 +281,7 @@ async fn start_ledger_node(
     config.emitter = Some(emitter_for(role, node.json));
     config.allow_private_addrs = node.allow_private_addrs;
     config.noise_aesgcm = node.noise_cipher.aesgcm();
+    config.quic_mtu_ceiling = node.quic_mtu_ceiling;
     config.limits = node.caps();
     node.check_api()?;
     let handle = spawn(config, keypair)

@@ -48,6 +48,7 @@ mod composed {
 fn transport(
     key: &Keypair,
     aesgcm: bool,
+    quic_mtu_ceiling: u16,
     handshakes: super::noise::Handshakes,
     allow_private: bool,
     relay: relay::client::Transport,
@@ -62,7 +63,13 @@ fn transport(
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     // QUIC with the sprays and probes of hard-NAT traversal (punch.rs).
-    let quic = super::quic::Transport::new(key, super::quic::Config::default())?;
+    let quic = super::quic::Transport::new(
+        key,
+        super::quic::Config {
+            mtu_ceiling: quic_mtu_ceiling,
+            ..Default::default()
+        },
+    )?;
     let quic = super::punch::Punch::new(quic, punch)
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
     let both = tcp.or_transport(quic).map(|either, _| either.into_inner());
@@ -128,6 +135,7 @@ pub(super) fn build(
             transport(
                 key,
                 config.noise_aesgcm,
+                config.quic_mtu_ceiling,
                 handshakes.clone(),
                 allow_private,
                 relay_transport,

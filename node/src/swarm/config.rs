@@ -209,6 +209,10 @@ pub struct NodeConfig {
     /// announce it too; ChaChaPoly with everyone else). Default: where this
     /// CPU has AES instructions. Off only to measure ChaChaPoly.
     pub noise_aesgcm: bool,
+    /// QUIC's MTU ceiling: the largest UDP payload its MTU discovery tries,
+    /// and what peers may send us (`--quic-mtu-ceiling`; see
+    /// [`super::quic::Config::mtu_ceiling`]).
+    pub quic_mtu_ceiling: u16,
     /// Hard-NAT traversal over QUIC (`--hard-nat`): offered when our mapping
     /// is endpoint-dependent, answered when it is endpoint-independent.
     pub hard_nat: bool,
@@ -245,6 +249,7 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(60),
             hole_punching: true,
             noise_aesgcm: super::aes_in_hardware(),
+            quic_mtu_ceiling: super::quic::MTU_CEILING,
             hard_nat: true,
             hard_nat_plan: Default::default(),
             allow_private_addrs: false,

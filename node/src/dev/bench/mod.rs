@@ -50,6 +50,8 @@ pub struct BenchOptions {
     /// Whether the benchmark's nodes announce AESGCM for Noise (they use it
     /// with each other then); ChaChaPoly everywhere when off.
     pub noise_aesgcm: bool,
+    /// QUIC's MTU ceiling on the benchmark's own nodes.
+    pub quic_mtu_ceiling: u16,
 }
 
 /// A part of the benchmark that can be run on its own (`--only`).
@@ -141,6 +143,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         eprintln!("bench: cores not pinned: {e}");
     }
     nodes::set_noise_aesgcm(opts.noise_aesgcm);
+    nodes::set_quic_mtu_ceiling(opts.quic_mtu_ceiling);
     out.insert(
         "machine".into(),
         json!({
@@ -150,6 +153,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
             "aes_in_hardware": crate::swarm::aes_in_hardware(),
             // What the benchmark's own nodes seal Noise frames with.
             "noise_cipher": if opts.noise_aesgcm { "AESGCM" } else { "ChaChaPoly" },
+            // The largest QUIC packet our nodes try (loopback's MTU is 64 KiB).
+            "quic_mtu_ceiling": opts.quic_mtu_ceiling,
         }),
     );
     let (mut tcp, mut chacha, mut aes256) = (None, None, None);
@@ -196,6 +201,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         let (rt, rq) = (t.relayed_tcp.median(), t.relayed_quic.median());
         let rel_ratios = t.relayed_tcp.ratios_to(&t.direct_tcp);
         let relq_ratios = t.relayed_quic.ratios_to(&t.direct_quic);
+        let quic_tcp_ratios = t.direct_quic.ratios_to(&t.direct_tcp);
+        let dqe = t.direct_quic_ethernet.median();
         out.insert(
             "direct".into(),
             json!({
@@ -215,6 +222,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                 "quic_cpu_ms_per_mib": dq.cpu_ms_per_mib(),
                 "tcp_runs_mib_s": t.direct_tcp.rates(),
                 "quic_runs_mib_s": t.direct_quic.rates(),
+                "quic_ratio_to_tcp": round(median(quic_tcp_ratios.clone()), 3),
+                "quic_ratio_to_tcp_runs": quic_tcp_ratios,
+                "quic_1452_mib_s": round(dqe.mib_s, 1),
+                "quic_1452_cpu_ms_per_mib": dqe.cpu_ms_per_mib(),
+                "quic_1452_runs_mib_s": t.direct_quic_ethernet.rates(),
                 "bytes_per_run": sz.throughput_bytes,
             }),
         );

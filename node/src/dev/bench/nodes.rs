@@ -28,6 +28,36 @@ pub(super) fn noise_aesgcm() -> bool {
     NOISE_AESGCM.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// QUIC's MTU ceiling on the benchmark's own nodes (`bench
+/// --quic-mtu-ceiling`); set once, before any node starts.
+static QUIC_MTU_CEILING: std::sync::atomic::AtomicU16 =
+    std::sync::atomic::AtomicU16::new(crate::swarm::quic::MTU_CEILING);
+
+pub(super) fn set_quic_mtu_ceiling(bytes: u16) {
+    QUIC_MTU_CEILING.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(super) fn quic_mtu_ceiling() -> u16 {
+    QUIC_MTU_CEILING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Ethernet's ceiling (quinn's default): the bench's consumers at it show
+/// what a path with a 1,500-byte MTU gives, beside the loopback figures.
+pub(super) const ETHERNET_MTU: u16 = 1452;
+
+/// [`node`] with QUIC's MTU ceiling at `mtu` (what it also tells peers to
+/// send it, so the peer's packets stay that size too).
+pub(super) async fn node_with_mtu(
+    net: &DevNet,
+    name: &str,
+    mtu: u16,
+) -> anyhow::Result<NodeHandle> {
+    let mut c = net.config(name);
+    c.noise_aesgcm &= noise_aesgcm();
+    c.quic_mtu_ceiling = mtu;
+    Ok(net.spawn(c).await?)
+}
+
 pub(super) async fn node(
     net: &DevNet,
     name: &str,
@@ -40,6 +70,7 @@ pub(super) async fn node(
     c.relays = relays;
     c.hole_punching = hole_punching;
     c.noise_aesgcm &= noise_aesgcm();
+    c.quic_mtu_ceiling = quic_mtu_ceiling();
     if relay_server {
         c.relay_server = Some(RelayLimits {
             max_circuits: 1024,

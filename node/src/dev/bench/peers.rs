@@ -11,7 +11,7 @@
 //! with the others; without it built, the iroh figures are null and say how
 //! to build it.
 
-use super::nodes::{node, only, sink_provider, timed_drain, Rate};
+use super::nodes::{node, node_with_mtu, only, sink_provider, timed_drain, Rate, ETHERNET_MTU};
 use super::throughput::{median, Series};
 use super::{round, Sizes};
 use crate::dev::DevNet;
@@ -271,7 +271,14 @@ pub(super) async fn peers(sz: &Sizes) -> anyhow::Result<Value> {
     };
     let ours_tcp = connect("consumer-tcp", only(&snap.direct_addrs, false)).await?;
     let ours_quic = connect("consumer-quic", only(&snap.direct_addrs, true)).await?;
+    // Ours held to Ethernet's MTU, as the stock stack and iroh are.
+    let ours_quic_eth = node_with_mtu(&net, "consumer-quic-1452", ETHERNET_MTU).await?;
+    ours_quic_eth
+        .dial(pid, only(&snap.direct_addrs, true))
+        .await
+        .map_err(anyhow::Error::msg)?;
 
+    let mut o_quic_eth = Series::default();
     let (mut o_tcp, mut o_quic, mut s_tcp, mut s_quic, mut i_quic) = (
         Series::default(),
         Series::default(),
@@ -283,13 +290,14 @@ pub(super) async fn peers(sz: &Sizes) -> anyhow::Result<Value> {
         o_tcp.0.push(timed_drain(&ours_tcp, pid).await?);
         s_tcp.0.push(stock_tcp.drain().await?);
         o_quic.0.push(timed_drain(&ours_quic, pid).await?);
+        o_quic_eth.0.push(timed_drain(&ours_quic_eth, pid).await?);
         s_quic.0.push(stock_quic.drain().await?);
         if let Ok(peer) = iroh.as_mut() {
             i_quic.0.push(peer.round().await?);
         }
     }
     drop(iroh.as_mut().map(|p| p.child.start_kill()));
-    for h in [&ours_tcp, &ours_quic, &prov] {
+    for h in [&ours_tcp, &ours_quic, &ours_quic_eth, &prov] {
         h.shutdown().await;
     }
     let tcp_ratios = o_tcp.ratios_to(&s_tcp);
@@ -298,6 +306,9 @@ pub(super) async fn peers(sz: &Sizes) -> anyhow::Result<Value> {
     let iroh_measured = !i_quic.0.is_empty();
     let iroh_median = iroh_measured.then(|| i_quic.median());
     let iroh_ratios = o_quic.ratios_to(&i_quic);
+    let eth_quic_ratios = o_quic_eth.ratios_to(&s_quic);
+    let eth_iroh_ratios = o_quic_eth.ratios_to(&i_quic);
+    let oqe = o_quic_eth.median();
     Ok(json!({
         "libp2p_tcp_mib_s": round(st.mib_s, 1),
         "libp2p_quic_mib_s": round(sq.mib_s, 1),
@@ -319,6 +330,13 @@ pub(super) async fn peers(sz: &Sizes) -> anyhow::Result<Value> {
         "quic_ratio_to_iroh": iroh_measured.then(|| round(median(iroh_ratios.clone()), 3)),
         "tcp_ratio_to_iroh": iroh_measured.then(|| round(median(o_tcp.ratios_to(&i_quic)), 3)),
         "quic_ratio_to_iroh_runs": iroh_measured.then_some(iroh_ratios),
+        // Ours at Ethernet's MTU ceiling, like the stock stack and iroh.
+        "ours_quic_1452_mib_s": round(oqe.mib_s, 1),
+        "ours_quic_1452_cpu_ms_per_mib": oqe.cpu_ms_per_mib(),
+        "quic_1452_ratio_to_libp2p": round(median(eth_quic_ratios.clone()), 3),
+        "quic_1452_ratio_to_libp2p_runs": eth_quic_ratios,
+        "quic_1452_ratio_to_iroh": iroh_measured.then(|| round(median(eth_iroh_ratios.clone()), 3)),
+        "quic_1452_ratio_to_iroh_runs": iroh_measured.then_some(eth_iroh_ratios),
         "iroh": match &iroh {
             Ok(_) => format!("iroh {IROH_VERSION}: two endpoints in one process on loopback, no relay, one unidirectional stream per round"),
             Err(why) => why.clone(),

@@ -44,8 +44,11 @@ pub fn print_table(v: &Value) {
             f("/direct/tcp_ratio_to_chachapoly")
         );
         println!(
-            "  direct QUIC                    {:>10} MiB/s",
-            f("/direct/quic_mib_s")
+            "  direct QUIC                    {:>10} MiB/s  ({} of direct TCP; MTU ceiling {}, and held to 1,452: {} MiB/s)",
+            f("/direct/quic_mib_s"),
+            f("/direct/quic_ratio_to_tcp"),
+            f("/machine/quic_mtu_ceiling"),
+            f("/direct/quic_1452_mib_s")
         );
         println!(
         "  CPU per MiB moved (all nodes)  direct TCP {} ms · relayed TCP {} ms · direct QUIC {} ms · relayed QUIC {} ms",
@@ -193,6 +196,13 @@ pub fn print_table(v: &Value) {
             f("/peers/ours_quic_mib_s"),
             f("/peers/ours_quic_cpu_ms_per_mib"),
             f("/peers/quic_ratio_to_libp2p")
+        );
+        println!(
+            "  ↳ ours held to a 1,452-byte MTU as they are: {} MiB/s ({} ms CPU/MiB)   ours/stock {}   ours/iroh {}",
+            f("/peers/ours_quic_1452_mib_s"),
+            f("/peers/ours_quic_1452_cpu_ms_per_mib"),
+            f("/peers/quic_1452_ratio_to_libp2p"),
+            f("/peers/quic_1452_ratio_to_iroh")
         );
         if v.pointer("/peers/iroh_mib_s").is_some_and(|x| !x.is_null()) {
             println!(

@@ -1,7 +1,10 @@
 //! Single-stream throughput and latency on every path, in rounds, with the
 //! relay also run as its own process.
 
-use super::nodes::{node, only, rtts, sink_provider, timed_drain, timed_drain_with, Rate};
+use super::nodes::{
+    node, node_with_mtu, only, rtts, sink_provider, timed_drain, timed_drain_with, Rate,
+    ETHERNET_MTU,
+};
 use super::{round, Sizes};
 use crate::dev::DevNet;
 use crate::swarm::NodeHandle;
@@ -55,6 +58,10 @@ impl RelayProcess {
         } else {
             &["--noise-cipher", "chachapoly"][..]
         })
+        .args([
+            "--quic-mtu-ceiling".to_string(),
+            super::nodes::quic_mtu_ceiling().to_string(),
+        ])
         .args(extra)
         .env(
             "RUST_LOG",
@@ -208,6 +215,8 @@ pub(super) struct Throughput {
     /// Direct TCP from a consumer that announces ChaChaPoly only.
     pub(super) direct_tcp_chachapoly: Series,
     pub(super) direct_quic: Series,
+    /// Direct QUIC from a consumer whose MTU ceiling is Ethernet's.
+    pub(super) direct_quic_ethernet: Series,
     pub(super) relayed_tcp: Series,
     pub(super) relayed_quic: Series,
     /// Relayed TCP through `ledgermesh relay` running as its own process.
@@ -267,6 +276,12 @@ pub(super) async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
         h
     };
     let c_quic = connect("consumer-quic", pid, only(&snap.direct_addrs, true)).await?;
+    // The same path held to Ethernet's MTU (what a 1,500-byte path gives).
+    let c_quic_eth = node_with_mtu(net, "consumer-quic-1452", ETHERNET_MTU).await?;
+    c_quic_eth
+        .dial(pid, only(&snap.direct_addrs, true))
+        .await
+        .map_err(anyhow::Error::msg)?;
     let c_rel = connect(
         "consumer-relayed",
         pid,
@@ -285,6 +300,7 @@ pub(super) async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
         direct_tcp: Series::default(),
         direct_tcp_chachapoly: Series::default(),
         direct_quic: Series::default(),
+        direct_quic_ethernet: Series::default(),
         relayed_tcp: Series::default(),
         relayed_quic: Series::default(),
         relay_process_tcp: Series::default(),
@@ -297,6 +313,9 @@ pub(super) async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
             .0
             .push(timed_drain(&c_tcp_cc, pid).await?);
         t.direct_quic.0.push(timed_drain(&c_quic, pid).await?);
+        t.direct_quic_ethernet
+            .0
+            .push(timed_drain(&c_quic_eth, pid).await?);
         t.relayed_tcp.0.push(timed_drain(&c_rel, pid).await?);
         t.relayed_quic.0.push(timed_drain(&c_relq, pid_q).await?);
         t.relay_process_tcp
@@ -306,7 +325,16 @@ pub(super) async fn throughput(sz: &Sizes) -> anyhow::Result<Throughput> {
     t.direct_rtt = rtts(&c_tcp, pid, sz.rtt_samples).await?;
     t.relayed_rtt = rtts(&c_rel, pid, sz.rtt_samples).await?;
     for h in [
-        &c_tcp, &c_tcp_cc, &c_quic, &c_rel, &c_relq, &c_relp, &prov, &prov_q, &relay,
+        &c_tcp,
+        &c_tcp_cc,
+        &c_quic,
+        &c_quic_eth,
+        &c_rel,
+        &c_relq,
+        &c_relp,
+        &prov,
+        &prov_q,
+        &relay,
     ] {
         h.shutdown().await;
     }

@@ -96,6 +96,12 @@ impl Connection {
         }
     }
 
+    /// The largest UDP payload this side sends on the path now (what MTU
+    /// discovery has confirmed).
+    pub fn path_mtu(&self) -> u16 {
+        self.conn.stats().path.current_mtu
+    }
+
     /// Counts a remote stream in; raises the remote's allowance when three
     /// quarters of it are open.
     fn counted_in(&mut self) -> Arc<AtomicU32> {
