@@ -244,6 +244,8 @@ fn bench_json_has_every_figure() {
         "/direct/tcp_chachapoly_mib_s",
         "/direct/tcp_ratio_to_chachapoly",
         "/direct/quic_mib_s",
+        "/direct/quic_ratio_to_tcp",
+        "/direct/quic_1452_mib_s",
         "/relayed/tcp_mib_s",
         "/relayed/ratio_to_direct",
         "/relayed/relay_process/tcp_mib_s",
@@ -255,6 +257,8 @@ fn bench_json_has_every_figure() {
         "/peers/libp2p_quic_mib_s",
         "/peers/tcp_ratio_to_libp2p",
         "/peers/quic_ratio_to_libp2p",
+        "/peers/ours_quic_1452_mib_s",
+        "/peers/quic_1452_ratio_to_libp2p",
     ] {
         assert!(number(p) > 0.0, "{p} = {}", number(p));
     }
@@ -278,6 +282,7 @@ fn bench_json_has_every_figure() {
             "ChaChaPoly"
         })
     );
+    assert_eq!(number("/machine/quic_mtu_ceiling"), 8952.0);
     for p in [
         "/latency_ms/direct_p50",
         "/latency_ms/direct_p99",
@@ -289,6 +294,7 @@ fn bench_json_has_every_figure() {
     for goal in [
         "direct_tcp_over_chacha20poly1305",
         "relayed_tcp_over_direct_tcp",
+        "direct_quic_over_direct_tcp",
     ] {
         let met = v.pointer(&format!("/goals/{goal}/met"));
         assert!(met.is_some_and(|m| m.is_boolean()), "goal {goal}: {met:?}");

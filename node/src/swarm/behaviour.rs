@@ -42,15 +42,23 @@ mod composed {
     }
 }
 
+/// How the transports are set up (from the node's config).
+struct Wire {
+    /// Announce AESGCM for Noise.
+    aesgcm: bool,
+    /// QUIC's MTU ceiling.
+    quic_mtu_ceiling: u16,
+    /// Dial non-global addresses too.
+    allow_private: bool,
+}
+
 /// TCP (noise, our yamux) and QUIC. Unless `allow_private`, wrapped so that
 /// only globally routable addresses are ever dialed: an address a stranger
 /// hands us (in a response, through DCUtR) cannot make us probe a LAN.
 fn transport(
     key: &Keypair,
-    aesgcm: bool,
-    quic_mtu_ceiling: u16,
+    wire: &Wire,
     handshakes: super::noise::Handshakes,
-    allow_private: bool,
     relay: relay::client::Transport,
     meters: super::metered::RelayMeters,
     punch: super::punch::PunchHandle,
@@ -58,7 +66,8 @@ fn transport(
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .upgrade(Version::V1Lazy)
         .authenticate(
-            super::noise::Config::with_aesgcm(key, aesgcm)?.with_handshakes(handshakes.clone()),
+            super::noise::Config::with_aesgcm(key, wire.aesgcm)?
+                .with_handshakes(handshakes.clone()),
         )
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
@@ -66,14 +75,14 @@ fn transport(
     let quic = super::quic::Transport::new(
         key,
         super::quic::Config {
-            mtu_ceiling: quic_mtu_ceiling,
+            mtu_ceiling: wire.quic_mtu_ceiling,
             ..Default::default()
         },
     )?;
     let quic = super::punch::Punch::new(quic, punch)
         .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
     let both = tcp.or_transport(quic).map(|either, _| either.into_inner());
-    let direct = if allow_private {
+    let direct = if wire.allow_private {
         both.boxed()
     } else {
         global_only::Transport::new(both).boxed()
@@ -88,7 +97,9 @@ fn transport(
             super::metered::Metered::new(conn, meters.for_addr(addr))
         })
         .upgrade(Version::V1Lazy)
-        .authenticate(super::noise::Config::with_aesgcm(key, aesgcm)?.with_handshakes(handshakes))
+        .authenticate(
+            super::noise::Config::with_aesgcm(key, wire.aesgcm)?.with_handshakes(handshakes),
+        )
         .multiplex(super::mux::Config::new())
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
     Ok(direct
@@ -134,10 +145,12 @@ pub(super) fn build(
             *relay_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay_client);
             transport(
                 key,
-                config.noise_aesgcm,
-                config.quic_mtu_ceiling,
+                &Wire {
+                    aesgcm: config.noise_aesgcm,
+                    quic_mtu_ceiling: config.quic_mtu_ceiling,
+                    allow_private,
+                },
                 handshakes.clone(),
-                allow_private,
                 relay_transport,
                 meters,
                 punch,

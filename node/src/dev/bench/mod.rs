@@ -366,6 +366,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         json!({
             "direct_tcp_over_chacha20poly1305": goal(at("direct", "tcp_ratio_to_chacha20poly1305"), 0.10),
             "relayed_tcp_over_direct_tcp": goal(at("relayed", "ratio_to_direct"), 0.5),
+            "direct_quic_over_direct_tcp": goal(at("direct", "quic_ratio_to_tcp"), 1.0),
         }),
     );
     out.insert(

@@ -243,13 +243,14 @@ pub fn print_table(v: &Value) {
         );
     }
     if has("direct") {
-        println!("\nGOALS (issue #4)");
+        println!("\nGOALS (issues #4 and #15)");
         for (key, label) in [
             (
                 "direct_tcp_over_chacha20poly1305",
                 "direct TCP / ChaCha20-Poly1305",
             ),
             ("relayed_tcp_over_direct_tcp", "relayed TCP / direct TCP"),
+            ("direct_quic_over_direct_tcp", "direct QUIC / direct TCP"),
         ] {
             let g = |k: &str| f(&format!("/goals/{key}/{k}"));
             let verdict = match g("met") {

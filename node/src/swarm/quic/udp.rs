@@ -142,7 +142,7 @@ mod tests {
         }
     }
 
-    fn cut(t: &Transmit) -> Vec<(usize, Option<usize>)> {
+    fn cut(t: &Transmit<'_>) -> Vec<(usize, Option<usize>)> {
         pieces(t)
             .map(|p| (p.contents.len(), p.segment_size))
             .collect()
