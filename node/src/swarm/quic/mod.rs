@@ -420,15 +420,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         s.set_only_v6(true)?;
     }
     s.set_nonblocking(true)?;
-    // Best effort: the kernel caps both at its `{r,w}mem_max`.
-    for set in [
-        socket2::Socket::set_recv_buffer_size,
-        socket2::Socket::set_send_buffer_size,
-    ] {
-        if let Err(e) = set(&s, udp::buffer_bytes()) {
-            tracing::debug!("QUIC socket buffer left at the kernel's default: {e}");
-        }
-    }
+    udp::enlarge_buffers(&s);
     s.bind(&addr.into())?;
     Ok(s.into())
 }

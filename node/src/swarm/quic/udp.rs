@@ -36,6 +36,37 @@ pub(super) fn buffer_bytes() -> usize {
     4 << 20
 }
 
+/// Asks for [`buffer_bytes`] both ways (best effort: the kernel caps both
+/// at its `net.core.{r,w}mem_max`). A receive buffer left smaller is said
+/// once per process, with the setting that fixes it: many distributions
+/// ship a 208 KiB maximum, where bulk QUIC transfers lose datagrams.
+pub(super) fn enlarge_buffers(s: &socket2::Socket) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let want = buffer_bytes();
+    for set in [
+        socket2::Socket::set_recv_buffer_size,
+        socket2::Socket::set_send_buffer_size,
+    ] {
+        if let Err(e) = set(s, want) {
+            tracing::debug!("QUIC socket buffer left at the kernel's default: {e}");
+        }
+    }
+    // Linux reports twice what it grants (the other half is its overhead).
+    let reported = if cfg!(target_os = "linux") { 2 } else { 1 };
+    let granted = s.recv_buffer_size().map(|b| b / reported).unwrap_or(0);
+    if granted < want {
+        SAID.call_once(|| {
+            tracing::warn!(
+                granted,
+                want,
+                "QUIC sockets get a smaller receive buffer than asked for, so bulk transfers \
+                 may lose datagrams; raise the limit: sysctl -w net.core.rmem_max={}",
+                2 * want
+            )
+        });
+    }
+}
+
 /// [`quinn::TokioRuntime`] whose sockets split oversized GSO batches.
 #[derive(Debug)]
 pub(super) struct Runtime64k;
