@@ -202,7 +202,7 @@ pub struct NodeArgs {
     /// Ethernet path discovery settles at ~1,452 either way. 1452 keeps
     /// quinn's stock ceiling.
     #[arg(long, default_value_t = crate::swarm::quic::MTU_CEILING,
-          value_parser = clap::value_parser!(u16).range(1200..=65527))]
+          value_parser = clap::value_parser!(u16).range(crate::swarm::quic::MIN_MTU as i64..=crate::swarm::quic::MAX_MTU as i64))]
     pub quic_mtu_ceiling: u16,
     /// Established connections, all peers together; more are denied.
     #[arg(long, default_value_t = ConnectionCaps::default().max_connections)]

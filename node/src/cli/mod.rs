@@ -131,7 +131,7 @@ pub enum Command {
         /// direct QUIC rounds also measure a consumer held to 1,452 beside
         /// it either way.
         #[arg(long, default_value_t = crate::swarm::quic::MTU_CEILING,
-              value_parser = clap::value_parser!(u16).range(1200..=65527))]
+              value_parser = clap::value_parser!(u16).range(crate::swarm::quic::MIN_MTU as i64..=crate::swarm::quic::MAX_MTU as i64))]
         quic_mtu_ceiling: u16,
     },
 }

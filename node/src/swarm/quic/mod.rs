@@ -794,8 +794,15 @@ mod tests {
     /// Two of our transports, B dialled A: (the transports, kept alive; A's
     /// side of the connection; B's side).
     async fn connected() -> ((Transport, Transport), conn::Connection, conn::Connection) {
+        connected_with(Config::default()).await
+    }
+
+    /// [`connected`] with B's transport on `b_config`.
+    async fn connected_with(
+        b_config: Config,
+    ) -> ((Transport, Transport), conn::Connection, conn::Connection) {
         let (mut a, a_id) = ours();
-        let (mut b, _) = ours();
+        let mut b = Transport::new(&Keypair::generate_ed25519(), b_config).unwrap();
         let at = listening(&mut a).await;
         let dial = b.dial(at.with(Protocol::P2p(a_id)), REUSE).unwrap();
         let ((upgrade, _), dialed) = tokio::join!(incoming(&mut a), dial);
@@ -964,22 +971,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_with_ethernets_ceiling_is_sent_no_larger_packets() {
-        let key = Keypair::generate_ed25519();
-        let a_id = key.public().to_peer_id();
-        let mut a = Transport::new(&key, Config::default()).unwrap();
-        let mut b = Transport::new(
-            &Keypair::generate_ed25519(),
-            Config {
-                mtu_ceiling: 1452,
-                ..Config::default()
-            },
-        )
-        .unwrap();
-        let at = listening(&mut a).await;
-        let dial = b.dial(at.with(Protocol::P2p(a_id)), REUSE).unwrap();
-        let ((upgrade, _), dialed) = tokio::join!(incoming(&mut a), dial);
-        let (_, mut b_side) = dialed.unwrap();
-        let (_, mut a_side) = upgrade.await.unwrap();
+        let (_transports, mut a_side, mut b_side) = connected_with(Config {
+            mtu_ceiling: 1452,
+            ..Config::default()
+        })
+        .await;
         // A's own ceiling is higher; B's advertised limit holds it.
         assert_eq!(mtu_reaching(&mut a_side, &mut b_side, 1452).await, 1452);
         assert_eq!(mtu_reaching(&mut b_side, &mut a_side, 1452).await, 1452);

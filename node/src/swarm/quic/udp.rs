@@ -11,7 +11,7 @@
 //! connection would run slower than before. So a batch larger than the
 //! kernel's limit goes out as several sends of whole datagrams.
 //!
-//! Sockets are made larger too: see [`buffer_bytes`].
+//! Sockets are made larger too: see [`BUFFER_BYTES`].
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncTimer, AsyncUdpSocket, Runtime, UdpPoller};
@@ -32,17 +32,15 @@ pub(super) const MAX_SEND: usize = 65_535 - 20 - 8;
 /// it at `net.core.{r,w}mem_max`). At the default ~208 KiB a bulk stream
 /// lost 0.5–2.7 % of its datagrams on loopback to receive-buffer overflow,
 /// each loss a congestion-window cut; with 4 MiB none were lost.
-pub(super) fn buffer_bytes() -> usize {
-    4 << 20
-}
+pub(super) const BUFFER_BYTES: usize = 4 << 20;
 
-/// Asks for [`buffer_bytes`] both ways (best effort: the kernel caps both
+/// Asks for [`BUFFER_BYTES`] both ways (best effort: the kernel caps both
 /// at its `net.core.{r,w}mem_max`). A receive buffer left smaller is said
 /// once per process, with the setting that fixes it: many distributions
 /// ship a 208 KiB maximum, where bulk QUIC transfers lose datagrams.
 pub(super) fn enlarge_buffers(s: &socket2::Socket) {
     static SAID: std::sync::Once = std::sync::Once::new();
-    let want = buffer_bytes();
+    let want = BUFFER_BYTES;
     for set in [
         socket2::Socket::set_recv_buffer_size,
         socket2::Socket::set_send_buffer_size,
@@ -99,21 +97,17 @@ struct Split {
 /// The pieces `t` goes out as: itself when the kernel takes it in one
 /// send, else runs of whole segments of at most [`MAX_SEND`] bytes.
 pub(super) fn pieces<'a>(t: &Transmit<'a>) -> impl Iterator<Item = Transmit<'a>> + 'a {
-    let segment = match t.segment_size {
-        Some(s) if t.contents.len() > MAX_SEND && s > 0 => s,
-        _ => usize::MAX,
+    let per_send = match t.segment_size {
+        Some(s) if s > 0 && t.contents.len() > MAX_SEND => (MAX_SEND / s).max(1) * s,
+        _ => t.contents.len().max(1),
     };
-    let per_send = (MAX_SEND / segment).max(1).saturating_mul(segment);
-    let (destination, ecn, src_ip, whole) = (t.destination, t.ecn, t.src_ip, t.segment_size);
+    let (destination, ecn, src_ip, segment) = (t.destination, t.ecn, t.src_ip, t.segment_size);
     t.contents.chunks(per_send).map(move |contents| Transmit {
         destination,
         ecn,
         contents,
-        segment_size: if segment == usize::MAX {
-            whole
-        } else {
-            (contents.len() > segment).then_some(segment)
-        },
+        // A piece of one datagram goes out without GSO.
+        segment_size: segment.filter(|&s| contents.len() > s),
         src_ip,
     })
 }
