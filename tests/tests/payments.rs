@@ -6,7 +6,7 @@
 use alloy::signers::local::PrivateKeySigner;
 use ledgermesh_e2e::*;
 use ledgermesh_ledger::payments::{MemoryChain, PaymentChannels};
-use ledgermesh_node::events::Event;
+use ledgermesh_node::events::{Event, PathKind};
 use ledgermesh_node::protocols::pay::payee::Room;
 use ledgermesh_node::protocols::pay::{pay, PayeeConfig, Payees, PayerConfig, Paying};
 use ledgermesh_protocol::payment::{CreditPolicy, Leeway, Terms};
@@ -99,6 +99,7 @@ fn pays_from(channels: Arc<dyn PaymentChannels>) -> PayerConfig {
         channels,
         deposit: 100 * PRICE,
         leeway: Leeway::default(),
+        caps: Default::default(),
     }
 }
 
@@ -193,6 +194,7 @@ async fn an_inflated_invoice_is_refused_and_the_payee_cuts_the_payer() {
             per_mille: 10,
             time: Duration::ZERO,
         },
+        caps: Default::default(),
     };
     pay(&payer_node, s.payee.peer_id(), cfg, meter.clone())
         .await
@@ -333,6 +335,7 @@ async fn a_priced_relay_refuses_the_unpaid_and_carries_a_paying_providers_stream
         channels: Arc::new(chain.account(payer_key)),
         deposit: 100 * PRICE,
         leeway: Leeway::default(),
+        caps: Default::default(),
     };
     let (paying, mut paying_events) = provider("paying", Some(cfg.clone())).await;
     // It reserves once its channel is attached.
@@ -449,6 +452,7 @@ async fn a_priced_stream_is_paid_for_as_it_arrives_and_refused_above_the_buyers_
         channels: Arc::new(chain.account(key)),
         deposit: 100 * PRICE,
         leeway: Leeway::default(),
+        caps: Default::default(),
     };
     let outcomes = net
         .consume_with(&buyer, want(), |cc| {
@@ -612,6 +616,7 @@ async fn a_buyer_that_stops_paying_is_cut_and_resumes_from_its_offset_once_it_pa
         channels: Arc::new(chain.account(key)),
         deposit: 10 * PRICE,
         leeway: Leeway::default(),
+        caps: Default::default(),
     };
     let mut buyer = net.consumer("buyer").await;
     let want = vec![Want {
@@ -725,6 +730,7 @@ async fn a_priced_live_stream_is_paid_for_chunk_by_chunk_to_the_wei() {
         channels: Arc::new(chain.account(key)),
         deposit: 100 * PRICE,
         leeway: Leeway::default(),
+        caps: Default::default(),
     };
     let want = vec![Want {
         peer: provider.handle.peer_id(),
@@ -760,4 +766,242 @@ async fn payee_holds(provider: &mut TestNode, owed: u128) {
                 if cumulative.parse::<u128>().unwrap_or(0) >= owed)
         })
         .await;
+}
+
+/// Takes what credit `peer` has without paying: serves until its budget is
+/// paused or cut. Returns the bytes served.
+fn take_credit(payees: &Payees, peer: libp2p::PeerId) -> u64 {
+    let Some(budget) = payees.budget(&peer) else {
+        return 0;
+    };
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut served = 0;
+    while let Room::Bytes(n) = budget.poll_room(&mut cx) {
+        let n = n.min(64 << 10);
+        budget.served(n);
+        served += n;
+    }
+    served
+}
+
+/// A cheater's node: a fresh identity dialled to the payee, and `exchange`
+/// to speak the pay protocol by hand.
+async fn cheater_node(s: &Setup, name: &str) -> ledgermesh_node::swarm::NodeHandle {
+    let mut c = s.net.dev.config(name);
+    c.relays.clear();
+    let h = s.net.dev.spawn(c).await.unwrap();
+    let addrs = s.payee.wait_listening().await.unwrap().direct_addrs;
+    h.dial(s.payee.peer_id(), addrs).await.unwrap();
+    h
+}
+
+/// Attaches `channel` for `node` by hand; the payee's answer.
+async fn attach_by_hand(
+    s: &Setup,
+    node: &ledgermesh_node::swarm::NodeHandle,
+    chans: &dyn PaymentChannels,
+    channel: [u8; 32],
+) -> ledgermesh_protocol::payment::wire::PayMsg {
+    use ledgermesh_protocol::payment::wire::PayMsg;
+    let binding = chans.bind(channel, &node.peer_id().to_bytes()).unwrap();
+    let mut answers = ledgermesh_node::protocols::pay::exchange(
+        node,
+        s.payee.peer_id(),
+        vec![PayMsg::Attach { channel, binding }],
+    )
+    .await
+    .unwrap();
+    answers.remove(0)
+}
+
+/// The payee's first credit window in these tests (`setup`).
+const WINDOW_BYTES: u64 = 2 * MIB;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_from_two_node_keys_and_a_restart_pays_for_everything_served() {
+    let mut s = setup("pay-keys", Duration::from_secs(30)).await;
+    let key = PrivateKeySigner::random();
+    s.chain.fund(key.address(), 1_000 * PRICE);
+    let a = libp2p::identity::Keypair::generate_ed25519();
+    let b = libp2p::identity::Keypair::generate_ed25519();
+    let addrs = s.payee.wait_listening().await.unwrap().direct_addrs;
+    let mut served = 0;
+    // Node key A, node key B (a second machine), then A again (a restart):
+    // each a fresh process that knows only the ledger account.
+    for (run, kp) in [a.clone(), b, a].into_iter().enumerate() {
+        let mut c = s.net.dev.config(&format!("buyer{run}"));
+        c.relays.clear();
+        let mut events = Recorder::new(c.emitter.as_ref().unwrap());
+        let node = ledgermesh_node::swarm::spawn(c, kp).await.unwrap();
+        node.dial(s.payee.peer_id(), addrs.clone()).await.unwrap();
+        let meter = Arc::new(AtomicU64::new(0));
+        let chans: Arc<dyn PaymentChannels> = Arc::new(s.chain.account(key.clone()));
+        pay(&node, s.payee.peer_id(), pays_from(chans), meter.clone())
+            .await
+            .expect("attached");
+        served += serve(&s.payees, node.peer_id(), 8 * MIB, &meter, 1000).await;
+        s.payees.invoice_now(&node.peer_id());
+        let owed = (u128::from(served / MIB) * PRICE).to_string();
+        s.payee_events
+            .wait_for(
+                "everything served so far paid",
+                |e| matches!(e, Event::VoucherReceived { cumulative, .. } if *cumulative == owed),
+            )
+            .await;
+        let refused = events.matching(|e| matches!(e, Event::PaymentRefused { .. }));
+        assert!(refused.is_empty(), "run {run}: {refused:?}");
+        node.shutdown().await;
+    }
+    s.payees.claim_all().await;
+    let got = s.chain.balance(s.payee_key);
+    println!(
+        "served {} MiB, claimed {got} wei of {}",
+        served / MIB,
+        24 * PRICE
+    );
+    assert_eq!(served, 24 * MIB);
+    assert_eq!(got, 24 * PRICE, "paid for all three runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_channel_bound_to_many_peer_ids_gets_one_window() {
+    use ledgermesh_protocol::payment::wire::{PayMsg, RefusalCode};
+    let s = setup("pay-many-ids", Duration::from_secs(30)).await;
+    let key = PrivateKeySigner::random();
+    s.chain.fund(key.address(), 1_000 * PRICE);
+    let chans = s.chain.account(key);
+    let (channel, _) = chans.open(s.payee_key, 100 * PRICE).await.unwrap();
+    let mut unpaid = 0;
+    let mut refused = 0;
+    for i in 0..12 {
+        let node = cheater_node(&s, &format!("id{i}")).await;
+        match attach_by_hand(&s, &node, &chans, channel).await {
+            PayMsg::Ack { .. } => unpaid += take_credit(&s.payees, node.peer_id()),
+            PayMsg::Refuse { code, .. } => {
+                assert_eq!(code, RefusalCode::Other);
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    println!(
+        "12 identities on one channel took {unpaid} bytes unpaid (one window: {WINDOW_BYTES})"
+    );
+    assert_eq!(refused, 4, "at most 8 peers per channel");
+    assert!(unpaid <= WINDOW_BYTES, "lost {unpaid} bytes");
+    // An honest payer is served meanwhile.
+    let (honest, _, hc) = payer(&s, "honest").await;
+    let meter = Arc::new(AtomicU64::new(0));
+    pay(&honest, s.payee.peer_id(), pays_from(hc), meter.clone())
+        .await
+        .unwrap();
+    let served = serve(&s.payees, honest.peer_id(), 8 * MIB, &meter, 1000).await;
+    assert_eq!(served, 8 * MIB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alternating_channels_renews_no_credit() {
+    use ledgermesh_protocol::payment::wire::PayMsg;
+    let s = setup("pay-alternate", Duration::from_secs(30)).await;
+    let key = PrivateKeySigner::random();
+    s.chain.fund(key.address(), 1_000 * PRICE);
+    let chans = s.chain.account(key);
+    let (c1, _) = chans.open(s.payee_key, 100 * PRICE).await.unwrap();
+    let (c2, _) = chans.open(s.payee_key, 100 * PRICE).await.unwrap();
+    let node = cheater_node(&s, "alternator").await;
+    let mut unpaid = 0;
+    for round in 0..6 {
+        let ch = if round % 2 == 0 { c1 } else { c2 };
+        let answer = attach_by_hand(&s, &node, &chans, ch).await;
+        assert!(matches!(answer, PayMsg::Ack { .. }), "{answer:?}");
+        unpaid += take_credit(&s.payees, node.peer_id());
+    }
+    println!(
+        "six attaches over two channels took {unpaid} bytes unpaid (one window: {WINDOW_BYTES})"
+    );
+    assert!(unpaid <= WINDOW_BYTES, "lost {unpaid} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_wei_vouchers_are_refused_and_kept_off_disk() {
+    use ledgermesh_protocol::payment::wire::{PayMsg, RefusalCode};
+    let s = setup("pay-one-wei", Duration::from_secs(30)).await;
+    let dir = s.net.dir.0.join("payee-data");
+    s.payees.keep_vouchers_in(&dir).await.unwrap();
+    let key = PrivateKeySigner::random();
+    s.chain.fund(key.address(), 1_000 * PRICE);
+    let chans = s.chain.account(key);
+    let (channel, _) = chans.open(s.payee_key, 100 * PRICE).await.unwrap();
+    let node = cheater_node(&s, "dripper").await;
+    let binding = chans.bind(channel, &node.peer_id().to_bytes()).unwrap();
+    let mut msgs = vec![PayMsg::Attach { channel, binding }];
+    for wei in 1..=50u128 {
+        let v = chans.sign(channel, wei).unwrap();
+        msgs.push(PayMsg::Voucher {
+            channel,
+            cumulative: wei,
+            signature: v.signature,
+        });
+    }
+    let answers = ledgermesh_node::protocols::pay::exchange(&node, s.payee.peer_id(), msgs)
+        .await
+        .unwrap();
+    assert!(matches!(answers[0], PayMsg::Ack { .. }));
+    for a in &answers[1..] {
+        assert!(
+            matches!(a, PayMsg::Refuse { code: RefusalCode::BadVoucher, reason } if reason.contains("step")),
+            "{a:?}"
+        );
+    }
+    let file = std::fs::read_to_string(dir.join("vouchers.jsonl")).unwrap_or_default();
+    assert_eq!(file.lines().count(), 0, "nothing written: {file}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priced_stream_from_a_relay_only_provider_is_paid_across_the_dcutr_upgrade() {
+    use ledgermesh_node::consumer::Want;
+    use ledgermesh_node::provider::ProviderConfig;
+    use ledgermesh_node::source::Source;
+    let net = Net::new("paid-upgrade").await;
+    let chain = MemoryChain::new();
+    let len = 16 * MIB;
+    let src = Source::Random { len, seed: 21 };
+    let mut pc = ProviderConfig::new(vec![("feed".into(), src.clone())]);
+    pc.relay_only = true;
+    let (mut provider, payees, account) =
+        priced_provider_of(&net, &chain, pc, Duration::from_secs(10)).await;
+    let mut buyer = net.consumer("buyer").await;
+    let key = PrivateKeySigner::random();
+    chain.fund(key.address(), 1_000 * PRICE);
+    let cfg = pays_from(Arc::new(chain.account(key)));
+    let pid = provider.handle.peer_id();
+    let want = vec![Want {
+        peer: pid,
+        stream: "feed".into(),
+    }];
+    let outcomes = net
+        .consume_with(&buyer, want, |cc| {
+            cc.max_price_per_mib = PRICE;
+            cc.stream_payer = Some(cfg.clone());
+        })
+        .await;
+    let got = outcomes[0].result.as_ref().expect("delivered");
+    assert_eq!(got.sha256, truth(&src).await);
+    // It started relayed and went direct: the payment went along.
+    let first = buyer
+        .events
+        .matching(|e| matches!(e, Event::Connected { peer_id, .. } if *peer_id == pid.to_string()));
+    assert!(
+        matches!(first.first(), Some(Event::Connected { path, .. }) if *path == PathKind::Relayed),
+        "{first:?}"
+    );
+    let refused = buyer
+        .events
+        .matching(|e| matches!(e, Event::PaymentRefused { .. }));
+    assert!(refused.is_empty(), "{refused:?}");
+    let owed = 16 * PRICE;
+    payee_holds(&mut provider, owed).await;
+    payees.claim_all().await;
+    assert_eq!(chain.balance(account), owed, "paid to the wei");
 }

@@ -465,6 +465,19 @@ pub struct PeerArgs {
     /// much when it runs out. Without it, a priced relay refuses us.
     #[arg(long)]
     pub relay_deposit: Option<u128>,
+    /// The most we pay a relay per MiB, in wei; a relay priced above it is
+    /// not paid (`price_too_high`) before any channel is opened.
+    #[arg(long)]
+    pub max_relay_price_per_mib: Option<u128>,
+    /// The most we lock in one payment channel, in wei (opening and every
+    /// top-up); a payee asking a larger minimum deposit is refused
+    /// (`deposit_too_high`).
+    #[arg(long)]
+    pub max_deposit: Option<u128>,
+    /// The most we pay one payee (a relay, a provider) in one run, in wei;
+    /// an invoice beyond it is refused (`spend_cap`).
+    #[arg(long)]
+    pub max_spend: Option<u128>,
     /// Stay on relayed paths: take no part in hole punching (DCUtR). For
     /// measuring relays, or where a direct path is unwanted.
     #[arg(long)]

@@ -240,6 +240,11 @@ async fn relay_payer(
         channels,
         deposit,
         leeway: Default::default(),
+        caps: ledgermesh_protocol::payment::Caps {
+            max_price_per_mib: net.max_relay_price_per_mib,
+            max_deposit: net.max_deposit,
+            max_spend: net.max_spend,
+        },
     }))
 }
 
@@ -412,6 +417,11 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
                 channels,
                 deposit,
                 leeway: Default::default(),
+                caps: ledgermesh_protocol::payment::Caps {
+                    max_price_per_mib: Some(args.max_price_per_mib),
+                    max_deposit: args.peer.max_deposit,
+                    max_spend: args.peer.max_spend,
+                },
             })
         }
     };

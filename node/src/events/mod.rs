@@ -131,6 +131,23 @@ pub enum Event {
         /// Its gas.
         gas_used: Option<u64>,
     },
+    /// A claim brought nothing (payee): `reason` is `nothing_to_claim`,
+    /// `no_such_channel`, `reverted` or `rpc` (kept and tried again).
+    ClaimFailed {
+        /// The channel id, hex.
+        channel: String,
+        /// Why.
+        reason: String,
+        /// Details for people.
+        detail: String,
+    },
+    /// Vouchers we hold can no longer be claimed (payee): the channel is gone.
+    VoucherLost {
+        /// The channel id, hex.
+        channel: String,
+        /// Wei held above what was claimed (decimal).
+        amount: String,
+    },
     /// The node stopped: its tasks ended and its connections closed.
     Shutdown {
         /// Why: `signal` (SIGINT/SIGTERM), `finished` (a consumer done) or

@@ -16,12 +16,14 @@
 //!   payee: Voucher ──► > paid, ≤ deposit, ≤ owed + window ─► Accept (window grows, Resume)
 //! ```
 
+pub mod book;
 pub mod payee;
 pub mod payer;
 pub mod wire;
 
+pub use book::{Book, BookAction, BookConfig, BookEvent};
 pub use payee::{Payee, PayeeAction, VoucherRefusal};
-pub use payer::{Leeway, Payer, PayerRefusal};
+pub use payer::{Caps, Leeway, Payer, PayerRefusal, TermsRefusal};
 
 use std::time::Duration;
 

@@ -39,6 +39,27 @@ pub enum VoucherRefusal {
     /// The service was cut; a new one starts over.
     #[error("the service was cut")]
     Cut,
+    /// More than is owed plus the credit window: nothing to pay for yet.
+    #[error("{cumulative} is above the {owed} owed plus the {window} window")]
+    AboveOwed {
+        /// What the voucher says.
+        cumulative: Wei,
+        /// Everything owed.
+        owed: Wei,
+        /// The credit window.
+        window: Wei,
+    },
+    /// A step too small to be worth keeping (it neither pays everything
+    /// owed nor an eighth of the window): a flood of 1-wei vouchers.
+    #[error("a step of {step} pays neither the {owed} owed nor at least {min_step}")]
+    TooSmall {
+        /// The voucher's increase.
+        step: Wei,
+        /// Everything owed.
+        owed: Wei,
+        /// The smallest step taken short of paying everything.
+        min_step: Wei,
+    },
 }
 
 /// One payer's account with this payee.
@@ -49,8 +70,18 @@ pub struct Payee {
     deposit: Wei,
     bytes: u64,
     held: Duration,
+    /// Paid before this account's meter started (claimed on chain, or the
+    /// highest voucher held): owed starts here.
+    base: Wei,
+    /// Debt brought from another channel of the same peer.
+    carried: Wei,
+    /// Debt carried away to another channel.
+    handed_over: Wei,
     paid: Wei,
-    window: Wei,
+    /// The window earned by paying on time, before the deposit's cap.
+    grown: Wei,
+    /// No credit beyond what is paid (a channel about to close).
+    frozen: bool,
     invoiced: bool,
     paused_since: Option<Instant>,
     cut: bool,
@@ -59,23 +90,66 @@ pub struct Payee {
 impl Payee {
     /// A fresh account on a channel holding `deposit`.
     pub fn new(terms: Terms, policy: CreditPolicy, deposit: Wei) -> Self {
+        Self::resumed(terms, policy, deposit, 0)
+    }
+
+    /// An account on a channel of which `base` is already paid (claimed on
+    /// chain, or the highest voucher held): credit is what the deposit
+    /// holds beyond it, and owed starts from it.
+    pub fn resumed(terms: Terms, policy: CreditPolicy, deposit: Wei, base: Wei) -> Self {
         Self {
             terms,
             policy,
             deposit,
             bytes: 0,
             held: Duration::ZERO,
-            paid: 0,
-            window: policy.initial.min(deposit),
+            base,
+            carried: 0,
+            handed_over: 0,
+            paid: base,
+            grown: policy.initial,
+            frozen: false,
             invoiced: false,
             paused_since: None,
             cut: false,
         }
     }
 
-    /// Everything owed so far, at the terms' prices.
+    /// Everything owed so far, at the terms' prices, from the base.
     pub fn owed(&self) -> Wei {
-        self.terms.cost(self.bytes, self.held)
+        (self.base.saturating_add(self.carried))
+            .saturating_add(self.terms.cost(self.bytes, self.held))
+            .saturating_sub(self.handed_over)
+    }
+
+    /// Debt brought from another channel: owed here from now on, and the
+    /// credit it leaves is only what the window still covers.
+    pub fn carry(&mut self, debt: Wei, now: Instant) -> Vec<PayeeAction> {
+        self.carried = self.carried.saturating_add(debt);
+        self.check(now)
+    }
+
+    /// Forgets what is owed above what is paid here (the debt was carried
+    /// to another channel), returning it.
+    pub fn hand_over_debt(&mut self) -> Wei {
+        let debt = self.unpaid();
+        self.handed_over = self.handed_over.saturating_add(debt);
+        debt
+    }
+
+    /// No more credit than is paid now (the channel closes before more
+    /// could be claimed): pauses a payer that owes anything.
+    pub fn freeze(&mut self, now: Instant) -> Vec<PayeeAction> {
+        self.frozen = true;
+        let mut out = vec![];
+        if self.paused_since.is_none() && !self.cut && !self.terms.is_free() {
+            self.paused_since = Some(now);
+            out.push(PayeeAction::Pause);
+            if self.unpaid() > 0 {
+                out.push(PayeeAction::Invoice { owed: self.owed() });
+            }
+        }
+        out
     }
 
     /// The highest voucher accepted.
@@ -90,7 +164,17 @@ impl Payee {
 
     /// The credit extended now.
     pub fn window(&self) -> Wei {
-        self.window
+        if self.frozen {
+            return 0;
+        }
+        self.grown
+            .min(self.policy.max)
+            .min(self.deposit.saturating_sub(self.paid))
+    }
+
+    /// The deposit last known.
+    pub fn deposit(&self) -> Wei {
+        self.deposit
     }
 
     /// Bytes metered so far.
@@ -118,7 +202,7 @@ impl Payee {
         if self.terms.price_per_mib == 0 {
             return u64::MAX;
         }
-        let credit = self.window.saturating_sub(self.unpaid());
+        let credit = self.window().saturating_sub(self.unpaid());
         let bytes = credit.saturating_mul(MIB) / self.terms.price_per_mib;
         u64::try_from(bytes)
             .unwrap_or(u64::MAX)
@@ -137,29 +221,23 @@ impl Payee {
         self.check(now)
     }
 
-    /// The channel's deposit is now `deposit` (a top-up): more credit.
+    /// The channel's deposit is now `deposit` (a top-up): the window it
+    /// capped comes back, never more than was earned.
     pub fn deposit_changed(&mut self, deposit: Wei, now: Instant) -> Vec<PayeeAction> {
         self.deposit = deposit;
         let mut out = vec![];
-        if self.cut && self.unpaid() == 0 && deposit > self.paid {
+        if self.cut && self.unpaid() == 0 && deposit > self.paid && !self.frozen {
             // Cut only for want of deposit, and nothing is owed: serve again.
             self.cut = false;
             self.paused_since = Some(now);
         }
-        self.window = self.capped(self.window.max(self.policy.initial));
         self.resume_if_room(&mut out);
         out.extend(self.check(now));
         out
     }
 
-    fn capped(&self, window: Wei) -> Wei {
-        window
-            .min(self.policy.max)
-            .min(self.deposit.saturating_sub(self.paid))
-    }
-
     fn resume_if_room(&mut self, out: &mut Vec<PayeeAction>) {
-        if self.paused_since.is_some() && !self.cut && self.unpaid() < self.window {
+        if self.paused_since.is_some() && !self.cut && self.unpaid() < self.window() {
             self.paused_since = None;
             out.push(PayeeAction::Resume);
         }
@@ -174,11 +252,12 @@ impl Payee {
         if unpaid == 0 {
             return out;
         }
-        if !self.invoiced && unpaid >= self.window / 2 {
+        let window = self.window();
+        if !self.invoiced && unpaid >= window / 2 {
             self.invoiced = true;
             out.push(PayeeAction::Invoice { owed: self.owed() });
         }
-        if self.paused_since.is_none() && unpaid >= self.window {
+        if self.paused_since.is_none() && unpaid >= window {
             self.paused_since = Some(now);
             out.push(PayeeAction::Pause);
             // Ask again with the full amount: the pause is the last call.
@@ -201,6 +280,27 @@ impl Payee {
                 deposit: self.deposit,
             });
         }
+        let owed = self.owed();
+        let window = self.window().max(self.policy.initial);
+        if cumulative > owed.saturating_add(window) {
+            return Err(VoucherRefusal::AboveOwed {
+                cumulative,
+                owed,
+                window,
+            });
+        }
+        let min_step = (window / 8).max(1);
+        let step = cumulative - self.paid;
+        // Paying off everything owed is always welcome; short of that (or
+        // paying ahead), a step must be worth a write to disk.
+        let settles = cumulative >= owed && owed > self.paid;
+        if step < min_step && !settles {
+            return Err(VoucherRefusal::TooSmall {
+                step,
+                owed,
+                min_step,
+            });
+        }
         if self.cut {
             // A cut payer is served again once it pays everything it owes.
             if cumulative < self.owed() {
@@ -210,18 +310,15 @@ impl Payee {
             self.paused_since = None;
             self.paid = cumulative;
             self.invoiced = false;
-            self.window = self.capped(self.policy.initial);
+            self.grown = self.policy.initial;
             return Ok(vec![PayeeAction::Resume]);
         }
         let on_time = self.paused_since.is_none();
         self.paid = cumulative;
         self.invoiced = false;
-        let grown = if on_time {
-            self.window.saturating_mul(2)
-        } else {
-            self.window
-        };
-        self.window = self.capped(grown);
+        if on_time {
+            self.grown = self.grown.saturating_mul(2).min(self.policy.max);
+        }
         let mut out = vec![];
         self.resume_if_room(&mut out);
         out.extend(self.check(now));

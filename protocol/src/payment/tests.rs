@@ -149,7 +149,13 @@ fn the_payer_pays_what_it_measured_and_refuses_an_inflated_invoice() {
     // The payee counted framing too: 1 % more. Within the leeway.
     let owed = terms().cost(10 * MB + MB / 10, Duration::ZERO);
     assert_eq!(payer.invoice(owed), Ok(Some(owed)));
-    assert_eq!(payer.invoice(owed), Ok(None), "already signed");
+    assert_eq!(
+        payer.invoice(owed),
+        Ok(Some(owed)),
+        "signed, not acknowledged: sent again"
+    );
+    payer.acked(owed);
+    assert_eq!(payer.invoice(owed), Ok(None), "already signed and held");
     // Asked for twice what was carried.
     let inflated = 20 * PRICE;
     assert!(matches!(

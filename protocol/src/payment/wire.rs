@@ -139,6 +139,10 @@ pub enum PayMsg {
         paid: Wei,
         /// Credit extended.
         window: Wei,
+        /// Owed in all (on an attach; else `paid`).
+        owed: Wei,
+        /// The signature of the voucher for `paid`, when one is held.
+        voucher: Option<[u8; 65]>,
     },
     /// Either side: no, and why.
     Refuse {
@@ -198,9 +202,16 @@ impl PayMsg {
                 cumulative: cumulative.to_string(),
                 signature: signature.to_vec(),
             }),
-            Self::Ack { paid, window } => Kind::Ack(pb::PayAck {
+            Self::Ack {
+                paid,
+                window,
+                owed,
+                voucher,
+            } => Kind::Ack(pb::PayAck {
                 paid: paid.to_string(),
                 window: window.to_string(),
+                owed: owed.to_string(),
+                voucher: voucher.map(|v| v.to_vec()).unwrap_or_default(),
             }),
             Self::Refuse { code, reason } => Kind::Refuse(pb::PayRefuse {
                 code: code.to_pb() as i32,
@@ -245,10 +256,22 @@ impl PayMsg {
                 cumulative: amount(&v.cumulative)?,
                 signature: exact(&v.signature, "signature")?,
             },
-            Kind::Ack(a) => Self::Ack {
-                paid: amount(&a.paid)?,
-                window: amount(&a.window)?,
-            },
+            Kind::Ack(a) => {
+                let paid = amount(&a.paid)?;
+                Self::Ack {
+                    paid,
+                    window: amount(&a.window)?,
+                    owed: if a.owed.is_empty() {
+                        paid
+                    } else {
+                        amount(&a.owed)?
+                    },
+                    voucher: match a.voucher.len() {
+                        0 => None,
+                        _ => Some(exact(&a.voucher, "voucher")?),
+                    },
+                }
+            }
             Kind::Refuse(r) => Self::Refuse {
                 code: RefusalCode::from_pb(r.code),
                 reason: r.reason.chars().take(MAX_REASON).collect(),
@@ -294,7 +317,18 @@ mod tests {
             cumulative: 123,
             signature: [6; 65],
         });
-        round_trip(PayMsg::Ack { paid: 1, window: 2 });
+        round_trip(PayMsg::Ack {
+            paid: 1,
+            window: 2,
+            owed: 1,
+            voucher: None,
+        });
+        round_trip(PayMsg::Ack {
+            paid: 1,
+            window: 2,
+            owed: 3,
+            voucher: Some([8; 65]),
+        });
         round_trip(PayMsg::Refuse {
             code: RefusalCode::Unpaid,
             reason: "cut".into(),

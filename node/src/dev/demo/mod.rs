@@ -141,6 +141,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         channels: account(name),
         deposit: 100 * DEMO_PRICE,
         leeway: Default::default(),
+        caps: Default::default(),
     };
     let relay_payees = payees("relay")?;
     let net = DevNet::new(emitters)

@@ -1,7 +1,9 @@
-//! A payee's vouchers on disk: the latest voucher of each channel is money
+//! A payee's vouchers on disk: the highest voucher of each channel is money
 //! owed to it until claimed, so it is written and synced before the payer
 //! is told it was accepted. After a crash the vouchers are read back and
-//! claimed.
+//! claimed, and an attach on the same channel counts from the highest one.
+//! Only a voucher above the one held is written; the file is rewritten
+//! with one line per channel whenever it holds more than twice that.
 //!
 //! ```text
 //!   DATA_DIR/vouchers.jsonl   {"payer","channel","cumulative","signature"} per accepted voucher
@@ -21,13 +23,6 @@ struct Line {
     channel: String,
     cumulative: String,
     signature: String,
-}
-
-/// The voucher file of one payee.
-#[derive(Debug)]
-pub struct VoucherStore {
-    path: PathBuf,
-    file: Mutex<std::fs::File>,
 }
 
 fn parse(l: Line) -> Option<(PeerId, SignedVoucher)> {
@@ -50,6 +45,23 @@ fn line(payer: &PeerId, v: &SignedVoucher) -> Line {
     }
 }
 
+/// The voucher file of one payee, and the highest voucher of each channel.
+#[derive(Debug)]
+pub struct VoucherStore {
+    path: PathBuf,
+    inner: Mutex<Kept>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    file: std::fs::File,
+    highest: HashMap<[u8; 32], (PeerId, SignedVoucher)>,
+    lines: usize,
+}
+
+/// Lines beyond twice the channels held before the file is rewritten.
+const SLACK_LINES: usize = 64;
+
 impl VoucherStore {
     /// Opens `dir/vouchers.jsonl`; returns it and the latest voucher of
     /// each channel found there (a torn last line is skipped).
@@ -61,53 +73,112 @@ impl VoucherStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
-        let mut latest: HashMap<[u8; 32], (PeerId, SignedVoucher)> = HashMap::new();
+        let mut highest: HashMap<[u8; 32], (PeerId, SignedVoucher)> = HashMap::new();
+        let mut lines = 0;
         for l in text.lines().filter(|l| !l.trim().is_empty()) {
+            lines += 1;
             let Some((payer, v)) = serde_json::from_str::<Line>(l).ok().and_then(parse) else {
                 tracing::warn!(path = %path.display(), "unreadable voucher line skipped");
                 continue;
             };
-            let keep = latest
+            let keep = highest
                 .get(&v.channel)
                 .is_none_or(|(_, old)| old.cumulative < v.cumulative);
             if keep {
-                latest.insert(v.channel, (payer, v));
+                highest.insert(v.channel, (payer, v));
             }
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)?;
+        let found = highest.values().cloned().collect();
         let store = Self {
             path,
-            file: Mutex::new(file),
+            inner: Mutex::new(Kept {
+                file,
+                highest,
+                lines,
+            }),
         };
-        Ok((store, latest.into_values().collect()))
+        Ok((store, found))
     }
 
-    /// Appends `v` from `payer` and syncs it.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The highest voucher held for `channel`.
+    pub fn highest(&self, channel: &[u8; 32]) -> Option<SignedVoucher> {
+        self.lock().highest.get(channel).map(|(_, v)| v.clone())
+    }
+
+    /// The highest voucher of every channel.
+    pub fn all(&self) -> Vec<SignedVoucher> {
+        self.lock()
+            .highest
+            .values()
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Keeps `v` from `payer` if it is above the one held, synced before
+    /// it returns; rewrites the file when it has grown.
     pub fn append(&self, payer: &PeerId, v: &SignedVoucher) -> std::io::Result<()> {
+        let mut k = self.lock();
+        let above =
+            (k.highest.get(&v.channel)).is_none_or(|(_, old)| old.cumulative < v.cumulative);
+        if !above {
+            return Ok(());
+        }
         let mut buf = serde_json::to_vec(&line(payer, v))?;
         buf.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&buf)?;
-        f.sync_data()
+        k.file.write_all(&buf)?;
+        k.file.sync_data()?;
+        k.highest.insert(v.channel, (*payer, v.clone()));
+        k.lines += 1;
+        if k.lines > 2 * k.highest.len() + SLACK_LINES {
+            self.rewrite(&mut k)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets `channel`'s voucher once `claimed` covers it.
+    pub fn settled(&self, channel: &[u8; 32], claimed: u128) -> std::io::Result<()> {
+        let mut k = self.lock();
+        if k.highest
+            .get(channel)
+            .is_some_and(|(_, v)| v.cumulative <= claimed)
+        {
+            k.highest.remove(channel);
+            self.rewrite(&mut k)?;
+        }
+        Ok(())
     }
 
     /// Rewrites the file with `keep` only (the vouchers not yet claimed).
     pub fn compact(&self, keep: &[(PeerId, SignedVoucher)]) -> std::io::Result<()> {
+        let mut k = self.lock();
+        k.highest = keep
+            .iter()
+            .map(|(p, v)| (v.channel, (*p, v.clone())))
+            .collect();
+        self.rewrite(&mut k)
+    }
+
+    fn rewrite(&self, k: &mut Kept) -> std::io::Result<()> {
         let tmp = self.path.with_extension("jsonl.tmp");
         {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-            for (p, v) in keep {
+            for (p, v) in k.highest.values() {
                 serde_json::to_writer(&mut f, &line(p, v))?;
                 f.write_all(b"\n")?;
             }
             f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)?;
-        let file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
-        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = file;
+        k.file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        k.lines = k.highest.len();
         Ok(())
     }
 }
@@ -133,8 +204,35 @@ mod tests {
         let (store, mut found) = VoucherStore::open(dir.path()).unwrap();
         found.sort_by_key(|(_, v)| v.channel);
         assert_eq!(found, vec![(payer, v(1, 30)), (payer, v(2, 5))]);
+        assert_eq!(store.highest(&[1; 32]), Some(v(1, 30)));
         store.compact(&[(payer, v(2, 5))]).unwrap();
         let (_, found) = VoucherStore::open(dir.path()).unwrap();
         assert_eq!(found, vec![(payer, v(2, 5))]);
+    }
+
+    #[test]
+    fn only_higher_vouchers_are_written_and_the_file_stays_one_line_per_channel() {
+        let dir = crate::dev::TempDir::new("lm-vouchers-compact").unwrap();
+        let payer = PeerId::random();
+        let (store, _) = VoucherStore::open(dir.path()).unwrap();
+        for c in 1..=1_000u128 {
+            let x = SignedVoucher {
+                channel: [1; 32],
+                cumulative: c,
+                signature: [7; 65],
+            };
+            store.append(&payer, &x).unwrap();
+            store.append(&payer, &x).unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join("vouchers.jsonl")).unwrap();
+        assert!(
+            text.lines().count() <= 2 + SLACK_LINES,
+            "{} lines",
+            text.lines().count()
+        );
+        assert_eq!(store.highest(&[1; 32]).unwrap().cumulative, 1_000);
+        store.settled(&[1; 32], 1_000).unwrap();
+        let (_, found) = VoucherStore::open(dir.path()).unwrap();
+        assert!(found.is_empty(), "settled and forgotten");
     }
 }

@@ -305,6 +305,9 @@ async fn buy_from(
                 })
             }
             Ok(_) => Ok(()),
+            Err(crate::protocols::pay::payer::PayFailure::Terms(
+                ledgermesh_protocol::payment::TermsRefusal::PriceTooHigh { price, max },
+            )) => Err(BuyError::PriceTooHigh { price, max }),
             Err(e) => Err(BuyError::Payment(e.to_string())),
         };
         if let Err(why) = paid {

@@ -1,0 +1,149 @@
+//! What the book asks of the chain: channel reads, claims, the vouchers a
+//! previous run left unclaimed; and the loop that gives the book its time.
+
+use super::super::hex_id;
+use super::Payees;
+use crate::events::Event;
+use ledgermesh_ledger::payments::{ChannelState, PayError, SignedVoucher};
+use ledgermesh_protocol::payment::book::{ChannelId, ChannelView, ClaimFailure, Voucher};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The chain's clock, near enough: the wall clock in seconds.
+pub(super) fn unix_now() -> u64 {
+    crate::events::now_ms() / 1000
+}
+
+/// The book's view of a channel.
+pub(super) fn view(c: &ChannelState) -> ChannelView {
+    ChannelView {
+        payer: c.payer.0 .0,
+        deposit: c.deposit,
+        claimed: c.claimed,
+        closes_at: c.closes_at,
+    }
+}
+
+fn failure(e: &PayError) -> ClaimFailure {
+    match e {
+        PayError::NothingToClaim { claimed, .. } => {
+            ClaimFailure::NothingToClaim { claimed: *claimed }
+        }
+        PayError::NoSuchChannel => ClaimFailure::NoSuchChannel,
+        PayError::Unavailable(_) => ClaimFailure::Rpc,
+        _ => ClaimFailure::Reverted,
+    }
+}
+
+impl Payees {
+    /// Keeps accepted vouchers under `dir` (synced before each is
+    /// acknowledged) and claims those a previous run left unclaimed.
+    pub async fn keep_vouchers_in(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let d = dir.to_path_buf();
+        let (store, _) =
+            tokio::task::spawn_blocking(move || super::super::store::VoucherStore::open(&d))
+                .await
+                .map_err(std::io::Error::other)??;
+        let store = Arc::new(store);
+        *self.inner.store.lock().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
+        for v in store.all() {
+            match self.inner.cfg.channels.claim(v.clone()).await {
+                Ok((amount, cost)) => self.inner.emitter.emit(Event::Claimed {
+                    channel: hex_id(&v.channel),
+                    amount: amount.to_string(),
+                    tx: cost.tx,
+                    gas_used: cost.gas_used,
+                }),
+                Err(PayError::NothingToClaim { .. }) => {}
+                Err(e) => {
+                    let reason = failure(&e);
+                    tracing::warn!(error = %e, "a voucher from before the restart is not claimed");
+                    self.inner.emitter.emit(Event::ClaimFailed {
+                        channel: hex_id(&v.channel),
+                        reason: reason.as_str().into(),
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn read_channel(&self, channel: ChannelId) {
+        let read = self.inner.cfg.channels.channel(channel).await;
+        let view = match &read {
+            Ok(c) => Ok(c.as_ref().map(view)),
+            Err(e) => {
+                tracing::debug!(error = %e, "channel state unavailable");
+                Err(())
+            }
+        };
+        self.with_book(|b| b.channel_read(channel, view, unix_now(), Instant::now()));
+    }
+
+    pub(super) async fn claim(&self, channel: ChannelId, v: Voucher) {
+        let _one = self.inner.claiming.lock().await;
+        // Claims wait in line: by now a newer voucher may be held, or this
+        // one claimed already.
+        let held = self.lock().book.held(&channel);
+        let v = match held {
+            Some((Some(latest), claimed)) if latest.cumulative > claimed => latest,
+            Some((_, claimed)) => {
+                self.with_book(|b| b.claimed(channel, Ok(claimed)));
+                return;
+            }
+            None => v,
+        };
+        let signed = SignedVoucher {
+            channel,
+            cumulative: v.cumulative,
+            signature: v.signature,
+        };
+        let outcome = match self.inner.cfg.channels.claim(signed).await {
+            Ok((amount, cost)) => {
+                self.inner.emitter.emit(Event::Claimed {
+                    channel: hex_id(&channel),
+                    amount: amount.to_string(),
+                    tx: cost.tx,
+                    gas_used: cost.gas_used,
+                });
+                let store = (self.inner.store.lock().unwrap_or_else(|p| p.into_inner())).clone();
+                if let Some(store) = store {
+                    let upto = v.cumulative;
+                    let _ =
+                        tokio::task::spawn_blocking(move || store.settled(&channel, upto)).await;
+                }
+                Ok(v.cumulative)
+            }
+            Err(e) => {
+                tracing::warn!(channel = %hex_id(&channel), error = %e, "claim failed");
+                Err(failure(&e))
+            }
+        };
+        self.with_book(|b| b.claimed(channel, outcome));
+    }
+
+    /// Claims every unclaimed voucher (on shutdown) and waits for them.
+    pub async fn claim_all(&self) {
+        let ((), claims) = self.step(|b| b.claim_all());
+        for (c, v) in claims {
+            self.claim(c, v).await;
+        }
+    }
+
+    /// Reads every channel with vouchers unclaimed now, and claims at once
+    /// from those closing (the book does this every 30 s by itself).
+    pub async fn claim_closing(&self) {
+        let at_stake = self.lock().book.unclaimed_channels();
+        for channel in at_stake {
+            let read = self.inner.cfg.channels.channel(channel).await;
+            let Ok(c) = read else { continue };
+            let v = c.as_ref().map(view);
+            let ((), claims) =
+                self.step(|b| b.channel_read(channel, Ok(v), unix_now(), Instant::now()));
+            for (c, v) in claims {
+                self.claim(c, v).await;
+            }
+        }
+    }
+}

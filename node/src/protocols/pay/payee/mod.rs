@@ -1,0 +1,265 @@
+//! The payee's side: the protocol crate's [`Book`] (one account per
+//! channel) behind a lock, the pay streams that feed it, the [`Budget`]
+//! through which metered service asks for room, and the chain calls
+//! (reads, claims) it asks for. Every decision is the book's; this module
+//! carries its actions out.
+
+mod budget;
+mod chain;
+mod session;
+
+pub use budget::Budget;
+pub use ledgermesh_protocol::payment::book::Room;
+
+use crate::events::{Emitter, Event};
+use ledgermesh_ledger::payments::{PaymentChannels, SignedVoucher};
+use ledgermesh_protocol::payment::book::{BookAction, BookEvent, ChannelId, Voucher};
+use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
+use ledgermesh_protocol::payment::{Book, BookConfig, CreditPolicy, Terms, Wei};
+use libp2p::PeerId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+
+/// What a payee charges and where it is paid.
+#[derive(Clone)]
+pub struct PayeeConfig {
+    /// Its channels (its key receives).
+    pub channels: Arc<dyn PaymentChannels>,
+    /// Prices, free allowance, minimum deposit.
+    pub terms: Terms,
+    /// Credit extended.
+    pub policy: CreditPolicy,
+    /// Claim once a payer's unclaimed vouchers reach this much.
+    pub claim_threshold: Wei,
+}
+
+impl std::fmt::Debug for PayeeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayeeConfig")
+            .field("ledger", &self.channels.describe())
+            .field("terms", &self.terms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The book and what the driver keeps beside it.
+struct State {
+    book: Book,
+    /// To each peer's latest pay stream.
+    tx: HashMap<PeerId, mpsc::Sender<PayMsg>>,
+    /// Service waiting for room on a channel.
+    wakers: HashMap<ChannelId, Vec<Waker>>,
+}
+
+struct Inner {
+    cfg: PayeeConfig,
+    offer: Offer,
+    state: Mutex<State>,
+    /// Someone attached or was served again.
+    attached: Notify,
+    emitter: Emitter,
+    /// One claim on the chain at a time.
+    claiming: tokio::sync::Mutex<()>,
+    /// Where accepted vouchers are kept until claimed.
+    store: Mutex<Option<Arc<super::store::VoucherStore>>>,
+}
+
+/// The accounts of paying peers; clones share them.
+#[derive(Clone)]
+pub struct Payees {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Payees {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payees")
+            .field("terms", &self.inner.cfg.terms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Payees {
+    /// Accounts for `cfg`'s terms, reporting to `emitter`.
+    pub fn new(cfg: PayeeConfig, emitter: Emitter) -> anyhow::Result<Self> {
+        let me = cfg
+            .channels
+            .account()
+            .ok_or_else(|| anyhow::anyhow!("a priced node needs a ledger key (--ledger-key)"))?;
+        let domain = cfg.channels.domain();
+        let offer = Offer {
+            terms: cfg.terms,
+            chain_id: domain.chain_id,
+            contract: domain.contract.0 .0,
+            payee: me.0 .0,
+            credit: cfg.policy.initial,
+        };
+        let book = Book::new(BookConfig::new(cfg.terms, cfg.policy, cfg.claim_threshold));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cfg,
+                offer,
+                state: Mutex::new(State {
+                    book,
+                    tx: HashMap::new(),
+                    wakers: HashMap::new(),
+                }),
+                attached: Notify::new(),
+                emitter,
+                claiming: tokio::sync::Mutex::new(()),
+                store: Mutex::new(None),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the book, then carries out what it asked for (claims in
+    /// tasks of their own).
+    fn with_book<T>(&self, f: impl FnOnce(&mut Book) -> T) -> T {
+        let (out, claims) = self.step(f);
+        for (channel, voucher) in claims {
+            let me = self.clone();
+            tokio::spawn(async move { me.claim(channel, voucher).await });
+        }
+        out
+    }
+
+    /// Runs `f` on the book and carries out what it asked for, but the
+    /// claims, which it returns.
+    fn step<T>(&self, f: impl FnOnce(&mut Book) -> T) -> (T, Vec<(ChannelId, Voucher)>) {
+        let (out, actions) = {
+            let mut st = self.lock();
+            let out = f(&mut st.book);
+            let actions: Vec<BookAction> = std::iter::from_fn(|| st.book.poll_action()).collect();
+            (out, actions)
+        };
+        (out, self.carry_out(actions))
+    }
+
+    fn carry_out(&self, actions: Vec<BookAction>) -> Vec<(ChannelId, Voucher)> {
+        let mut claims = vec![];
+        for act in actions {
+            match act {
+                BookAction::Send { peer, msg } => {
+                    let tx = self.lock().tx.get(&peer).cloned();
+                    if let Some(tx) = tx {
+                        let _ = tx.try_send(msg);
+                    }
+                }
+                BookAction::Wake { channel } => {
+                    let wakers = self.lock().wakers.remove(&channel).unwrap_or_default();
+                    wakers.into_iter().for_each(Waker::wake);
+                    self.inner.attached.notify_waiters();
+                }
+                BookAction::Claim { channel, voucher } => claims.push((channel, voucher)),
+                BookAction::ReadChannel { channel } => {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.read_channel(channel).await });
+                }
+                BookAction::Event(e) => self.report(e),
+            }
+        }
+        claims
+    }
+
+    fn report(&self, e: BookEvent) {
+        let ev = match e {
+            BookEvent::Cut {
+                channel,
+                peers,
+                why,
+            } => {
+                tracing::info!(channel = %super::hex_id(&channel), why, "payers cut");
+                for p in peers {
+                    self.inner.emitter.emit(Event::PaymentRefused {
+                        peer_id: p.to_string(),
+                        reason: RefusalCode::Unpaid.as_str().into(),
+                        detail: format!("{why}: service cut"),
+                    });
+                }
+                return;
+            }
+            BookEvent::ClaimFailed { channel, reason } => Event::ClaimFailed {
+                channel: super::hex_id(&channel),
+                reason: reason.as_str().into(),
+                detail: format!("{reason:?}"),
+            },
+            BookEvent::VoucherLost { channel, amount } => Event::VoucherLost {
+                channel: super::hex_id(&channel),
+                amount: amount.to_string(),
+            },
+        };
+        self.inner.emitter.emit(ev);
+    }
+
+    /// The terms offered.
+    pub fn terms(&self) -> Terms {
+        self.inner.cfg.terms
+    }
+
+    /// Whether `peer` has an attached channel and is served now.
+    pub fn is_paying(&self, peer: &PeerId) -> bool {
+        self.lock().book.is_paying(peer)
+    }
+
+    /// Waits up to `wait` for `peer` to attach a channel (a reservation can
+    /// arrive before the payer's attach does).
+    pub async fn wait_paying(&self, peer: &PeerId, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.inner.attached.notified();
+            if self.is_paying(peer) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_paying(peer);
+            }
+        }
+    }
+
+    /// Metered service billed to `peer`, if it has an account.
+    pub fn budget(&self, peer: &PeerId) -> Option<Budget> {
+        let bound = self.lock().book.channel_of(peer).is_some();
+        bound.then(|| Budget::new(self.clone(), *peer))
+    }
+
+    /// `peer` held a reservation for `d` more.
+    pub fn held_for(&self, peer: &PeerId, d: Duration) {
+        self.with_book(|b| b.held_for(peer, d, Instant::now()));
+    }
+
+    /// Invoices `peer` for everything still unpaid (a service ended: what
+    /// is owed below half the window would otherwise never be asked for).
+    pub fn invoice_now(&self, peer: &PeerId) {
+        self.with_book(|b| b.invoice_now(peer));
+    }
+
+    /// Tells `peer` why it is refused (over its pay stream, if it has one).
+    pub fn refuse(&self, peer: &PeerId, code: RefusalCode, reason: &str) {
+        let tx = self.lock().tx.get(peer).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.try_send(PayMsg::Refuse {
+                code,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// The voucher file's highest voucher for `channel`, from an earlier run.
+    fn kept(&self, channel: &ChannelId) -> Option<SignedVoucher> {
+        let store = self.inner.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.as_ref()?.highest(channel)
+    }
+}
+
+fn refusal(code: RefusalCode, reason: &str) -> PayMsg {
+    PayMsg::Refuse {
+        code,
+        reason: reason.into(),
+    }
+}

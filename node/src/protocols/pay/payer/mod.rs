@@ -1,0 +1,306 @@
+//! The payer's side: agree terms with a payee (checked against our caps
+//! before anything touches the chain), attach a channel (reused, topped up,
+//! or opened), learn where we stand on it, then pay each invoice our own
+//! meter agrees with, attaching again when the connection under the pay
+//! stream goes away (a DCUtR upgrade, a relay that died).
+
+mod session;
+
+use super::{hex_id, PayStream, HANDSHAKE, PAY};
+use crate::events::Event;
+use crate::swarm::NodeHandle;
+use ledgermesh_ledger::payments::{ChannelId, PayError, PaymentChannels, SignedVoucher};
+use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
+use ledgermesh_protocol::payment::{Caps, Leeway, Payer, Terms, TermsRefusal, Wei};
+use libp2p::PeerId;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a payer pays.
+#[derive(Clone)]
+pub struct PayerConfig {
+    /// Its channels (its key signs).
+    pub channels: Arc<dyn PaymentChannels>,
+    /// What a new channel locks, and each top-up adds.
+    pub deposit: Wei,
+    /// Slack on our own meter.
+    pub leeway: Leeway,
+    /// Prices, deposit and spend we accept.
+    pub caps: Caps,
+}
+
+impl std::fmt::Debug for PayerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayerConfig")
+            .field("ledger", &self.channels.describe())
+            .field("deposit", &self.deposit)
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Our account with one payee, kept by the node across pay sessions.
+#[derive(Debug)]
+pub struct PayerState {
+    channel: ChannelId,
+    machine: Payer,
+    /// Our meter's reading when last billed.
+    seen: u64,
+    since: Instant,
+    /// What the payee offered first in this run.
+    offer: Offer,
+}
+
+/// The outcome of agreeing with a payee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Paying {
+    /// It charges nothing.
+    Free,
+    /// A channel is attached and its invoices are being paid.
+    Attached {
+        /// The channel.
+        channel: ChannelId,
+        /// Its terms.
+        terms: Terms,
+    },
+}
+
+/// Why paying could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PayFailure {
+    /// The peer does not speak the payment protocol.
+    #[error("the peer does not take payments: {0}")]
+    Unsupported(String),
+    /// The payee refused.
+    #[error("the payee refused ({}): {reason}", code.as_str())]
+    Refused {
+        /// Its code.
+        code: RefusalCode,
+        /// Its reason.
+        reason: String,
+    },
+    /// The payee is paid on another chain or contract than ours.
+    #[error("the payee takes payment on chain {0}, contract 0x{1}; ours differ")]
+    OtherLedger(u64, String),
+    /// Its terms are beyond our caps, or changed.
+    #[error("{0}")]
+    Terms(#[from] TermsRefusal),
+    /// The ledger.
+    #[error("ledger: {0}")]
+    Ledger(#[from] PayError),
+    /// The stream.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl PayFailure {
+    /// The reason in events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Terms(t) => t.as_str(),
+            Self::Refused { code, .. } => code.as_str(),
+            _ => "payment",
+        }
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> PayFailure {
+    PayFailure::Io(e.to_string())
+}
+
+async fn answer(s: &mut PayStream) -> Result<PayMsg, PayFailure> {
+    match tokio::time::timeout(HANDSHAKE, s.recv()).await {
+        Err(_) => Err(io("no answer in time")),
+        Ok(Err(e)) => Err(io(e)),
+        Ok(Ok(None)) => Err(io("the payee closed the stream")),
+        Ok(Ok(Some(PayMsg::Refuse { code, reason }))) => Err(PayFailure::Refused { code, reason }),
+        Ok(Ok(Some(m))) => Ok(m),
+    }
+}
+
+/// Opens a pay stream and asks for terms; checks them against our caps and
+/// what the payee offered before in this run.
+async fn hello(
+    handle: &NodeHandle,
+    peer: PeerId,
+    caps: &Caps,
+    before: Option<Offer>,
+) -> Result<(PayStream, Offer), PayFailure> {
+    let stream = (handle.stream_control())
+        .open_stream(peer, PAY)
+        .await
+        .map_err(|e| PayFailure::Unsupported(e.to_string()))?;
+    let mut s = PayStream::new(stream);
+    s.send(&PayMsg::Hello).await.map_err(io)?;
+    let offer = match answer(&mut s).await? {
+        PayMsg::Terms(o) => o,
+        other => return Err(io(format!("expected terms, got {other:?}"))),
+    };
+    if offer.terms.is_free() {
+        return Ok((s, offer));
+    }
+    if let Err(e) = caps.check(
+        &offer.terms,
+        offer.payee,
+        before.map(|o| (o.terms, o.payee)),
+    ) {
+        let refuse = PayMsg::Refuse {
+            code: RefusalCode::Other,
+            reason: e.to_string(),
+        };
+        let _ = s.send(&refuse).await;
+        s.close().await;
+        return Err(e.into());
+    }
+    Ok((s, offer))
+}
+
+/// Attaches `channel` on `s` and sets our machine to where we stand: what
+/// the payee proves it holds (a voucher we signed), else what the chain
+/// says was claimed or what we signed ourselves in this run.
+async fn attach(
+    handle: &NodeHandle,
+    s: &mut PayStream,
+    cfg: &PayerConfig,
+    channel: ChannelId,
+    claimed: Wei,
+    st: &mut PayerState,
+) -> Result<(), PayFailure> {
+    let chans = &cfg.channels;
+    let binding = chans.bind(channel, &handle.peer_id().to_bytes())?;
+    s.send(&PayMsg::Attach { channel, binding })
+        .await
+        .map_err(io)?;
+    let (paid, owed, voucher) = match answer(s).await? {
+        PayMsg::Ack {
+            paid,
+            owed,
+            voucher,
+            ..
+        } => (paid, owed, voucher),
+        other => return Err(io(format!("expected an ack, got {other:?}"))),
+    };
+    let me = chans.account().ok_or(PayError::NoAccount)?;
+    let proven = voucher.is_some_and(|signature| {
+        let v = SignedVoucher {
+            channel,
+            cumulative: paid,
+            signature,
+        };
+        chans.verify(&v, me).is_ok()
+    });
+    let known = claimed.max(st.machine.signed());
+    let start = if proven || paid <= known {
+        paid
+    } else {
+        tracing::warn!(
+            paid,
+            known,
+            "the payee says more was paid than it can show; counting from what we know"
+        );
+        known
+    };
+    // A debt from before we came back (served, not yet paid): at most the
+    // credit the payee extends a newcomer, the most it could have let run.
+    let debt = owed.saturating_sub(paid).min(st.offer.credit);
+    st.machine.attached(start, debt);
+    Ok(())
+}
+
+/// Agrees terms with `peer` (connected) and, if it charges, attaches a
+/// channel and pays its invoices from then on, as one of the node's tasks,
+/// while `meter` (bytes it carried for us, by our count) agrees.
+pub async fn pay(
+    handle: &NodeHandle,
+    peer: PeerId,
+    cfg: PayerConfig,
+    meter: Arc<AtomicU64>,
+) -> Result<Paying, PayFailure> {
+    let state = handle.payer_state(peer);
+    let before = state.lock().await.as_ref().map(|st| st.offer);
+    let (mut s, offer) = hello(handle, peer, &cfg.caps, before).await?;
+    if offer.terms.is_free() {
+        s.close().await;
+        return Ok(Paying::Free);
+    }
+    let chans = &cfg.channels;
+    let domain = chans.domain();
+    if domain.chain_id != offer.chain_id || domain.contract.0 .0 != offer.contract {
+        return Err(PayFailure::OtherLedger(
+            offer.chain_id,
+            hex::encode(offer.contract),
+        ));
+    }
+    let me = chans.account().ok_or(PayError::NoAccount)?;
+    let payee = alloy::primitives::Address::from(offer.payee);
+    // Reuse an open channel to this payee (the fullest), top it up to the
+    // minimum, or open one: never beyond --max-deposit.
+    let mine = chans.channels_of(me).await?;
+    let reuse = (mine.into_iter())
+        .filter(|c| c.payer == me && c.payee == payee && c.closes_at.is_none())
+        .max_by_key(|c| c.deposit - c.claimed);
+    let min = offer.terms.min_deposit;
+    let too_much = || TermsRefusal::DepositTooHigh {
+        min_deposit: min,
+        max: cfg.caps.max_deposit.unwrap_or(Wei::MAX),
+    };
+    let (channel, mut deposit, claimed) = match reuse {
+        Some(c) if c.deposit >= min => (c.id, c.deposit, c.claimed),
+        Some(c) => {
+            let add = cfg
+                .caps
+                .top_up(c.deposit, min, cfg.deposit)
+                .ok_or_else(too_much)?;
+            chans.top_up(c.id, add).await?;
+            (c.id, c.deposit + add, c.claimed)
+        }
+        None => {
+            let amount = cfg.caps.top_up(0, min, cfg.deposit).ok_or_else(too_much)?;
+            let (id, cost) = chans.open(payee, amount).await?;
+            handle.emit(Event::ChannelOpened {
+                payee: payee.to_string(),
+                channel: hex_id(&id),
+                deposit: amount.to_string(),
+                tx: cost.tx,
+                gas_used: cost.gas_used,
+            });
+            (id, amount, 0)
+        }
+    };
+    let mut guard = state.lock().await;
+    let fresh = || PayerState {
+        channel,
+        machine: Payer::new(offer.terms, cfg.leeway, deposit).with_max_spend(cfg.caps.max_spend),
+        seen: meter.load(Ordering::Relaxed),
+        since: Instant::now(),
+        offer,
+    };
+    let st = match guard.as_mut() {
+        Some(st) if st.channel == channel => st,
+        _ => guard.insert(fresh()),
+    };
+    // Coming back to a channel our vouchers have nearly used up: top up
+    // before attaching, so the payee reads the new deposit.
+    if deposit.saturating_sub(st.machine.signed()) < cfg.deposit / 2 {
+        if let Some(add) = cfg.caps.top_up(deposit, 0, cfg.deposit) {
+            chans.top_up(channel, add).await?;
+            deposit += add;
+        }
+    }
+    st.machine.deposit_changed(deposit);
+    attach(handle, &mut s, &cfg, channel, claimed, st).await?;
+    drop(guard);
+    let terms = offer.terms;
+    let run = session::Session {
+        h: handle.clone(),
+        peer,
+        cfg,
+        channel,
+        state,
+        meter,
+        offer,
+    };
+    handle.spawn(run.run(s));
+    Ok(Paying::Attached { channel, terms })
+}

@@ -1,0 +1,224 @@
+//! A payer's running session with one payee: pay each invoice our meter
+//! agrees with, top up ahead of need (within `--max-deposit`), and when the
+//! pay stream's connection goes away while the payee is still reachable
+//! (a DCUtR upgrade closing the relayed one), attach again on what is left.
+
+use super::{attach, hello, hex_id, PayStream, PayerConfig, PayerState};
+use crate::events::Event;
+use crate::swarm::NodeHandle;
+use ledgermesh_ledger::payments::ChannelId;
+use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
+use ledgermesh_protocol::payment::PayerRefusal;
+use libp2p::PeerId;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Attempts at attaching again after the pay stream's connection closed.
+const REATTACH_TRIES: u32 = 5;
+
+/// How a run of invoices ended.
+enum End {
+    /// The stream went away under us: attach again if the payee is there.
+    Lost,
+    /// Refused, or we refused: nothing more to do.
+    Done,
+}
+
+pub(super) struct Session {
+    pub(super) h: NodeHandle,
+    pub(super) peer: PeerId,
+    pub(super) cfg: PayerConfig,
+    pub(super) channel: ChannelId,
+    pub(super) state: Arc<tokio::sync::Mutex<Option<PayerState>>>,
+    pub(super) meter: Arc<AtomicU64>,
+    pub(super) offer: Offer,
+}
+
+impl Session {
+    pub(super) async fn run(self, mut s: PayStream) {
+        loop {
+            let end = self.invoices(&mut s).await;
+            s.close().await;
+            if matches!(end, End::Done) {
+                return;
+            }
+            match self.reattach().await {
+                Some(again) => s = again,
+                None => return,
+            }
+        }
+    }
+
+    async fn connected(&self) -> bool {
+        let snap = self.h.snapshot().await;
+        snap.is_ok_and(|s| s.connections.iter().any(|c| c.peer == self.peer))
+    }
+
+    /// A new pay stream on whatever connection to the payee is left, the
+    /// same terms, the channel attached again.
+    async fn reattach(&self) -> Option<PayStream> {
+        for tries in 0..REATTACH_TRIES {
+            tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+            if !self.connected().await {
+                continue;
+            }
+            let caps = &self.cfg.caps;
+            let (mut s, _) = match hello(&self.h, self.peer, caps, Some(self.offer)).await {
+                Ok(x) => x,
+                Err(super::PayFailure::Terms(e)) => {
+                    self.refused(e.as_str(), e.to_string());
+                    return None;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "attaching again failed");
+                    continue;
+                }
+            };
+            let mut guard = self.state.lock().await;
+            let st = guard.as_mut().filter(|st| st.channel == self.channel)?;
+            match attach(&self.h, &mut s, &self.cfg, self.channel, 0, st).await {
+                Ok(()) => {
+                    tracing::info!(peer = %self.peer, "payment attached again on a new path");
+                    return Some(s);
+                }
+                Err(e) => tracing::debug!(peer = %self.peer, error = %e, "attaching again failed"),
+            }
+        }
+        None
+    }
+
+    fn refused(&self, reason: &str, detail: String) {
+        self.h.emit(Event::PaymentRefused {
+            peer_id: self.peer.to_string(),
+            reason: reason.into(),
+            detail,
+        });
+    }
+
+    async fn invoices(&self, s: &mut PayStream) -> End {
+        loop {
+            let msg = match s.recv().await {
+                Ok(Some(m)) => m,
+                Ok(None) | Err(_) => return End::Lost,
+            };
+            match msg {
+                PayMsg::Invoice { owed, .. } => {
+                    if let Some(end) = self.invoice(s, owed).await {
+                        return end;
+                    }
+                }
+                PayMsg::Ack { paid, .. } => {
+                    if let Some(st) = self.state.lock().await.as_mut() {
+                        st.machine.acked(paid);
+                    }
+                }
+                PayMsg::Refuse {
+                    code: RefusalCode::NotIncreasing,
+                    ..
+                } => {
+                    // A voucher sent again that the payee already held.
+                    tracing::debug!(peer = %self.peer, "the payee already holds our voucher");
+                }
+                PayMsg::Refuse { code, reason } => {
+                    self.refused(code.as_str(), reason);
+                    if code == RefusalCode::Unpaid {
+                        return End::Done;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Pays `owed` if our meter agrees; `Some` when the session ends.
+    async fn invoice(&self, s: &mut PayStream, owed: u128) -> Option<End> {
+        let cfg = &self.cfg;
+        let mut guard = self.state.lock().await;
+        let st = guard.as_mut()?;
+        let now = self.meter.load(Ordering::Relaxed);
+        st.machine.metered(now.saturating_sub(st.seen));
+        st.machine.held_for(st.since.elapsed());
+        (st.seen, st.since) = (now, Instant::now());
+        let mut decided = st.machine.invoice(owed);
+        if let Err(PayerRefusal::OverDeposit { .. }) = decided {
+            // Out of deposit: top up (within our cap) and pay.
+            let deposit = st.machine.deposit();
+            if let Some(add) = cfg.caps.top_up(deposit, 0, cfg.deposit) {
+                match cfg.channels.top_up(self.channel, add).await {
+                    Ok(_) => {
+                        st.machine.deposit_changed(deposit + add);
+                        decided = st.machine.invoice(owed);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "top-up failed"),
+                }
+            }
+        }
+        let cum = match decided {
+            Ok(None) => return None,
+            Ok(Some(cum)) => cum,
+            Err(e) => {
+                let (code, reason) = match e {
+                    PayerRefusal::Overbilled { .. } => (RefusalCode::Overbilled, "overbilled"),
+                    PayerRefusal::OverDeposit { .. } => (RefusalCode::OverDeposit, "over_deposit"),
+                    _ => (RefusalCode::Other, "spend_cap"),
+                };
+                let refuse = PayMsg::Refuse {
+                    code,
+                    reason: e.to_string(),
+                };
+                let _ = s.send(&refuse).await;
+                self.refused(reason, e.to_string());
+                if code == RefusalCode::Overbilled
+                    && self.h.relays().iter().any(|(r, _)| *r == self.peer)
+                {
+                    // A relay that bills more than it carried is not used
+                    // again: its reservation ends.
+                    tracing::warn!(relay = %self.peer, "overbilling relay dropped");
+                    self.h.disconnect(self.peer).await;
+                }
+                return Some(End::Done);
+            }
+        };
+        let Ok(v) = cfg.channels.sign(self.channel, cum) else {
+            return Some(End::Done);
+        };
+        let voucher = PayMsg::Voucher {
+            channel: self.channel,
+            cumulative: cum,
+            signature: v.signature,
+        };
+        if s.send(&voucher).await.is_err() {
+            return Some(End::Lost);
+        }
+        self.h.emit(Event::VoucherSent {
+            payee: self.peer.to_string(),
+            channel: hex_id(&self.channel),
+            cumulative: cum.to_string(),
+        });
+        // Nearly used up: top up ahead, and attach again so the payee reads
+        // the new deposit.
+        let deposit = st.machine.deposit();
+        if deposit.saturating_sub(cum) < cfg.deposit / 2 {
+            let add = cfg.caps.top_up(deposit, 0, cfg.deposit)?;
+            match cfg.channels.top_up(self.channel, add).await {
+                Ok(_) => {
+                    st.machine.deposit_changed(deposit + add);
+                    let again = (cfg.channels)
+                        .bind(self.channel, &self.h.peer_id().to_bytes())
+                        .map(|binding| PayMsg::Attach {
+                            channel: self.channel,
+                            binding,
+                        });
+                    if let Ok(m) = again {
+                        if s.send(&m).await.is_err() {
+                            return Some(End::Lost);
+                        }
+                    }
+                }
+                Err(e) => self.refused("top_up_failed", format!("cannot top up the channel: {e}")),
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,379 @@
+//! The payee's book on virtual time, and a payer and a payee machine
+//! trading invoices for vouchers through it against a pretend chain.
+
+use super::*;
+use crate::payment::{Leeway, Payer, MIB};
+
+const PRICE: Wei = 1_000_000; // per MiB
+const MB: u64 = 1 << 20;
+const CH: ChannelId = [1; 32];
+const CH2: ChannelId = [2; 32];
+const PAYER: [u8; 20] = [9; 20];
+
+fn cfg() -> BookConfig {
+    let terms = Terms {
+        price_per_mib: PRICE,
+        price_per_hour: 0,
+        free_bytes: 0,
+        min_deposit: 10 * PRICE,
+    };
+    let policy = CreditPolicy {
+        initial: 4 * PRICE,
+        max: 16 * PRICE,
+        grace: Duration::from_secs(10),
+    };
+    BookConfig::new(terms, policy, 8 * PRICE)
+}
+
+fn view(deposit: Wei, claimed: Wei) -> ChannelView {
+    ChannelView {
+        payer: PAYER,
+        deposit,
+        claimed,
+        closes_at: None,
+    }
+}
+
+fn v(cumulative: Wei) -> Voucher {
+    Voucher {
+        cumulative,
+        signature: [cumulative as u8; 65],
+    }
+}
+
+fn drain(b: &mut Book) -> Vec<BookAction> {
+    std::iter::from_fn(|| b.poll_action()).collect()
+}
+
+/// Serves `peer` in 64 KiB pieces until it is paused or `total` is served;
+/// returns what was served.
+fn serve_until_paused(b: &mut Book, peer: &PeerId, total: u64, now: Instant) -> u64 {
+    let mut served = 0;
+    while served < total {
+        let Room::Bytes(n) = b.room(peer) else { break };
+        let n = n.min(64 << 10).min(total - served);
+        b.served(peer, n, now);
+        served += n;
+    }
+    served
+}
+
+#[test]
+fn peers_bound_to_one_channel_share_one_window() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let peers: Vec<PeerId> = (0..8).map(|_| PeerId::random()).collect();
+    let mut served = 0;
+    for p in &peers {
+        b.attach(*p, CH, view(100 * PRICE, 0), None, 0, t0).unwrap();
+        served += serve_until_paused(&mut b, p, 100 * MB, t0);
+    }
+    assert_eq!(served, 4 * MB, "one window for all eight identities");
+    let ninth = PeerId::random();
+    assert_eq!(
+        b.attach(ninth, CH, view(100 * PRICE, 0), None, 0, t0),
+        Err(AttachRefusal::TooManyPeers { max: 8 })
+    );
+    // Attaching again renews nothing.
+    b.attach(peers[0], CH, view(100 * PRICE, 0), None, 0, t0)
+        .unwrap();
+    assert_eq!(b.room(&peers[0]), Room::Paused);
+}
+
+#[test]
+fn alternating_channels_carries_the_debt_and_gives_no_new_window() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let p = PeerId::random();
+    let mut served = 0;
+    for round in 0..6 {
+        let ch = if round % 2 == 0 { CH } else { CH2 };
+        b.attach(p, ch, view(100 * PRICE, 0), None, 0, t0).unwrap();
+        served += serve_until_paused(&mut b, &p, 100 * MB, t0);
+    }
+    assert_eq!(served, 4 * MB, "one window across both channels");
+    // Paying the debt on the channel it is on serves it again.
+    drain(&mut b);
+    b.voucher(&p, CH2, v(4 * PRICE), t0).unwrap();
+    assert!(matches!(b.room(&p), Room::Bytes(_)));
+}
+
+#[test]
+fn a_restarted_payee_counts_from_the_larger_of_claimed_and_held() {
+    let t0 = Instant::now();
+    let p = PeerId::random();
+    // Claimed 8 on chain, holding a voucher for 12: paid starts at 12.
+    let mut b = Book::new(cfg());
+    let ack = b
+        .attach(
+            p,
+            CH,
+            view(100 * PRICE, 8 * PRICE),
+            Some(v(12 * PRICE)),
+            0,
+            t0,
+        )
+        .unwrap();
+    assert_eq!(ack.paid, 12 * PRICE);
+    assert_eq!(ack.owed, 12 * PRICE);
+    assert_eq!(ack.voucher, Some(v(12 * PRICE).signature));
+    assert_eq!(b.machine(&CH).unwrap().paid(), 12 * PRICE);
+    // A voucher at or below what is held is worth nothing: refused.
+    assert!(matches!(
+        b.voucher(&p, CH, v(10 * PRICE), t0),
+        Err(VoucherRefusal::NotIncreasing { .. })
+    ));
+    // Only claimed, nothing held: from the claimed amount, no signature.
+    let mut b = Book::new(cfg());
+    let ack = b
+        .attach(p, CH, view(100 * PRICE, 8 * PRICE), None, 0, t0)
+        .unwrap();
+    assert_eq!((ack.paid, ack.voucher), (8 * PRICE, None));
+    // Credit is what the deposit holds beyond it.
+    let mut b = Book::new(cfg());
+    b.attach(p, CH, view(10 * PRICE, 8 * PRICE), None, 0, t0)
+        .unwrap();
+    assert_eq!(serve_until_paused(&mut b, &p, 100 * MB, t0), 2 * MB);
+}
+
+#[test]
+fn vouchers_beyond_owed_plus_the_window_or_in_tiny_steps_are_refused() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let p = PeerId::random();
+    b.attach(p, CH, view(100 * PRICE, 0), None, 0, t0).unwrap();
+    b.served(&p, 2 * MB, t0);
+    assert!(matches!(
+        b.voucher(&p, CH, v(7 * PRICE), t0),
+        Err(VoucherRefusal::AboveOwed { .. })
+    ));
+    assert!(matches!(
+        b.voucher(&p, CH, v(1), t0),
+        Err(VoucherRefusal::TooSmall { .. })
+    ));
+    assert_eq!(
+        b.voucher(&p, CH, v(2 * PRICE), t0).map(|a| a.0),
+        Ok(2 * PRICE)
+    );
+    // Another channel's voucher is not this peer's.
+    assert_eq!(
+        b.voucher(&p, CH2, v(3 * PRICE), t0),
+        Err(VoucherRefusal::Cut)
+    );
+}
+
+#[test]
+fn a_closing_channel_is_claimed_at_once_and_frozen_before_its_close() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let p = PeerId::random();
+    b.attach(p, CH, view(100 * PRICE, 0), None, 1_000, t0)
+        .unwrap();
+    b.served(&p, 2 * MB, t0);
+    b.voucher(&p, CH, v(2 * PRICE), t0).unwrap();
+    drain(&mut b);
+    // The payer starts closing: the close takes effect in 1.5 h.
+    let closing = ChannelView {
+        closes_at: Some(1_000 + 5_400),
+        ..view(100 * PRICE, 0)
+    };
+    b.channel_read(CH, Ok(Some(closing)), 1_000, t0);
+    let acts = drain(&mut b);
+    assert!(
+        acts.contains(&BookAction::Claim {
+            channel: CH,
+            voucher: v(2 * PRICE)
+        }),
+        "claimed at once: {acts:?}"
+    );
+    assert!(
+        matches!(b.room(&p), Room::Bytes(_)),
+        "an hour of credit left"
+    );
+    // An hour before the close: no more credit.
+    let later = t0 + Duration::from_secs(1_800);
+    assert_eq!(b.poll_timeout().map(|t| t <= later), Some(true));
+    b.handle_timeout(later);
+    assert_eq!(b.room(&p), Room::Paused);
+    // Attaching a channel that closes within the margin is refused.
+    let soon = ChannelView {
+        closes_at: Some(1_000 + 600),
+        ..view(100 * PRICE, 0)
+    };
+    let q = PeerId::random();
+    assert_eq!(
+        b.attach(q, CH2, soon, None, 1_000, t0),
+        Err(AttachRefusal::Closing)
+    );
+}
+
+#[test]
+fn a_channel_gone_cuts_its_payers_and_reports_what_is_lost() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let p = PeerId::random();
+    b.attach(p, CH, view(100 * PRICE, 0), None, 0, t0).unwrap();
+    b.served(&p, 2 * MB, t0);
+    b.voucher(&p, CH, v(2 * PRICE), t0).unwrap();
+    drain(&mut b);
+    b.channel_read(CH, Ok(None), 0, t0);
+    let acts = drain(&mut b);
+    assert!(acts.contains(&BookAction::Event(BookEvent::VoucherLost {
+        channel: CH,
+        amount: 2 * PRICE
+    })));
+    assert!(acts.contains(&BookAction::Wake { channel: CH }));
+    assert_eq!(b.room(&p), Room::Cut);
+}
+
+#[test]
+fn claims_report_their_failures_and_never_run_twice_at_once() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let p = PeerId::random();
+    b.attach(p, CH, view(100 * PRICE, 0), None, 0, t0).unwrap();
+    for paid in [4, 8] {
+        b.served(&p, 4 * MB, t0);
+        b.voucher(&p, CH, v(paid * PRICE), t0).unwrap();
+    }
+    let claims = |acts: &[BookAction]| {
+        acts.iter()
+            .filter(|a| matches!(a, BookAction::Claim { .. }))
+            .count()
+    };
+    assert_eq!(claims(&drain(&mut b)), 1, "at the threshold");
+    b.served(&p, 4 * MB, t0);
+    b.voucher(&p, CH, v(12 * PRICE), t0).unwrap();
+    assert_eq!(claims(&drain(&mut b)), 0, "one claim at a time");
+    b.claim_all();
+    assert_eq!(claims(&drain(&mut b)), 1, "on shutdown, the newest too");
+    b.claimed(
+        CH,
+        Err(ClaimFailure::NothingToClaim {
+            claimed: 12 * PRICE,
+        }),
+    );
+    let acts = drain(&mut b);
+    assert_eq!(
+        acts,
+        vec![BookAction::Event(BookEvent::ClaimFailed {
+            channel: CH,
+            reason: ClaimFailure::NothingToClaim {
+                claimed: 12 * PRICE
+            }
+        })]
+    );
+    assert_eq!(b.held(&CH).unwrap().1, 12 * PRICE);
+}
+
+#[test]
+fn streams_per_peer_and_idle_entries_are_bounded() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let p = PeerId::random();
+    for _ in 0..4 {
+        assert!(b.stream_opened(p, t0));
+    }
+    assert!(!b.stream_opened(p, t0), "a fifth pay stream");
+    for _ in 0..4 {
+        b.stream_closed(&p);
+    }
+    b.attach(p, CH, view(100 * PRICE, 0), None, 0, t0).unwrap();
+    b.served(&p, 2 * MB, t0);
+    b.voucher(&p, CH, v(2 * PRICE), t0).unwrap();
+    // Idle for an hour with a voucher unclaimed: claimed, then forgotten.
+    let later = t0 + Duration::from_secs(3_601);
+    b.handle_timeout(later);
+    let acts = drain(&mut b);
+    assert!(acts.iter().any(|a| matches!(a, BookAction::Claim { .. })));
+    b.claimed(CH, Ok(2 * PRICE));
+    b.handle_timeout(later + Duration::from_secs(3_601));
+    assert_eq!(b.sizes(), (0, 0));
+}
+
+#[test]
+fn poll_timeout_is_never_in_the_past_after_handling_it() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let p = PeerId::random();
+    b.attach(p, CH, view(100 * PRICE, 0), None, 0, t0).unwrap();
+    serve_until_paused(&mut b, &p, 100 * MB, t0);
+    let mut now = t0;
+    for _ in 0..20 {
+        let Some(next) = b.poll_timeout() else { break };
+        assert!(next >= now, "a deadline behind the clock");
+        now = next;
+        b.handle_timeout(now);
+        for a in drain(&mut b) {
+            if let BookAction::ReadChannel { channel } = a {
+                b.channel_read(channel, Ok(Some(view(100 * PRICE, 0))), 0, now);
+            }
+        }
+    }
+    assert_eq!(b.room(&p), Room::Cut, "cut after the grace");
+}
+
+/// Carries out the book's actions between a payer and the pretend chain:
+/// invoices are paid as the payer decides, claims land at once.
+fn pump(book: &mut Book, payer: &mut Payer, key: &PeerId, claimed: &mut Wei, now: Instant) {
+    while let Some(act) = book.poll_action() {
+        match act {
+            BookAction::Send {
+                msg: PayMsg::Invoice { owed, .. },
+                ..
+            } => {
+                if let Some(c) = payer.invoice(owed).unwrap() {
+                    let (paid, _) = book.voucher(key, CH, v(c), now).unwrap();
+                    payer.acked(paid);
+                }
+            }
+            BookAction::Claim { voucher, .. } => {
+                *claimed = voucher.cumulative;
+                book.claimed(CH, Ok(voucher.cumulative));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A payer and a payee machine on virtual time against a pretend chain:
+/// one account, two node keys and a restarted payer all pay for what they
+/// were served, to the wei.
+#[test]
+fn one_account_from_two_node_keys_and_a_restart_pays_for_everything() {
+    let t0 = Instant::now();
+    let mut book = Book::new(cfg());
+    let (mut claimed, deposit) = (0, 1_000 * PRICE);
+    let mut served_total = 0u64;
+    let keys = [PeerId::random(), PeerId::random()];
+    for (run, key) in [keys[0], keys[1], keys[0]].into_iter().enumerate() {
+        let now = t0 + Duration::from_secs(run as u64 * 60);
+        // A fresh payer process: it knows nothing but the chain.
+        let mut payer = Payer::new(cfg().terms, Leeway::default(), deposit);
+        let ack = book
+            .attach(key, CH, view(deposit, claimed), None, 0, now)
+            .unwrap();
+        // The signature proves the voucher is ours; here every voucher is.
+        payer.attached(ack.paid.max(claimed), ack.owed - ack.paid);
+        let mut served = 0;
+        while served < 8 * MB {
+            let n = match book.room(&key) {
+                Room::Bytes(n) => n.min(64 << 10).min(8 * MB - served),
+                r => panic!("run {run}: {r:?} after {served}"),
+            };
+            payer.metered(n);
+            book.served(&key, n, now);
+            served += n;
+            pump(&mut book, &mut payer, &key, &mut claimed, now);
+        }
+        served_total += served;
+        book.invoice_now(&key);
+        pump(&mut book, &mut payer, &key, &mut claimed, now);
+    }
+    book.claim_all();
+    let mut idle = Payer::new(cfg().terms, Leeway::default(), deposit);
+    pump(&mut book, &mut idle, &keys[0], &mut claimed, t0);
+    let owed = u128::from(served_total) * PRICE / MIB;
+    assert_eq!(served_total, 24 * MB);
+    assert_eq!(claimed, owed, "paid for all 24 MiB, claimed {claimed}");
+}
