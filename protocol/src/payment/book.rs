@@ -286,9 +286,10 @@ impl Book {
         acts.extend(a.refresh(&cfg, &view, unix_now, now));
         let ack = a.ack();
         self.apply(channel, acts);
-        // A payer coming back owing (paused or cut) hears what it owes.
+        // A payer coming back owing hears what it owes at once (an invoice
+        // sent on a stream that died with its connection is not lost).
         let a = &self.accounts[&channel];
-        if !a.machine.serving() && a.machine.unpaid() > 0 {
+        if a.machine.unpaid() > 0 {
             let msg = PayMsg::Invoice {
                 owed: a.machine.owed(),
                 bytes: a.machine.bytes(),

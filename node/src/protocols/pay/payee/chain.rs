@@ -107,12 +107,6 @@ impl Payees {
                     tx: cost.tx,
                     gas_used: cost.gas_used,
                 });
-                let store = (self.inner.store.lock().unwrap_or_else(|p| p.into_inner())).clone();
-                if let Some(store) = store {
-                    let upto = v.cumulative;
-                    let _ =
-                        tokio::task::spawn_blocking(move || store.settled(&channel, upto)).await;
-                }
                 Ok(v.cumulative)
             }
             Err(e) => {

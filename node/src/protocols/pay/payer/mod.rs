@@ -4,13 +4,16 @@
 //! meter agrees with, attaching again when the connection under the pay
 //! stream goes away (a DCUtR upgrade, a relay that died).
 
+mod handshake;
 mod session;
+
+use handshake::{attach, hello};
 
 use super::{hex_id, PayStream, HANDSHAKE, PAY};
 use crate::events::Event;
 use crate::swarm::NodeHandle;
-use ledgermesh_ledger::payments::{ChannelId, PayError, PaymentChannels, SignedVoucher};
-use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
+use ledgermesh_ledger::payments::{ChannelId, PayError, PaymentChannels};
+use ledgermesh_protocol::payment::wire::{Offer, RefusalCode};
 use ledgermesh_protocol::payment::{Caps, Leeway, Payer, Terms, TermsRefusal, Wei};
 use libp2p::PeerId;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,105 +112,6 @@ fn io(e: impl std::fmt::Display) -> PayFailure {
     PayFailure::Io(e.to_string())
 }
 
-async fn answer(s: &mut PayStream) -> Result<PayMsg, PayFailure> {
-    match tokio::time::timeout(HANDSHAKE, s.recv()).await {
-        Err(_) => Err(io("no answer in time")),
-        Ok(Err(e)) => Err(io(e)),
-        Ok(Ok(None)) => Err(io("the payee closed the stream")),
-        Ok(Ok(Some(PayMsg::Refuse { code, reason }))) => Err(PayFailure::Refused { code, reason }),
-        Ok(Ok(Some(m))) => Ok(m),
-    }
-}
-
-/// Opens a pay stream and asks for terms; checks them against our caps and
-/// what the payee offered before in this run.
-async fn hello(
-    handle: &NodeHandle,
-    peer: PeerId,
-    caps: &Caps,
-    before: Option<Offer>,
-) -> Result<(PayStream, Offer), PayFailure> {
-    let stream = (handle.stream_control())
-        .open_stream(peer, PAY)
-        .await
-        .map_err(|e| PayFailure::Unsupported(e.to_string()))?;
-    let mut s = PayStream::new(stream);
-    s.send(&PayMsg::Hello).await.map_err(io)?;
-    let offer = match answer(&mut s).await? {
-        PayMsg::Terms(o) => o,
-        other => return Err(io(format!("expected terms, got {other:?}"))),
-    };
-    if offer.terms.is_free() {
-        return Ok((s, offer));
-    }
-    if let Err(e) = caps.check(
-        &offer.terms,
-        offer.payee,
-        before.map(|o| (o.terms, o.payee)),
-    ) {
-        let refuse = PayMsg::Refuse {
-            code: RefusalCode::Other,
-            reason: e.to_string(),
-        };
-        let _ = s.send(&refuse).await;
-        s.close().await;
-        return Err(e.into());
-    }
-    Ok((s, offer))
-}
-
-/// Attaches `channel` on `s` and sets our machine to where we stand: what
-/// the payee proves it holds (a voucher we signed), else what the chain
-/// says was claimed or what we signed ourselves in this run.
-async fn attach(
-    handle: &NodeHandle,
-    s: &mut PayStream,
-    cfg: &PayerConfig,
-    channel: ChannelId,
-    claimed: Wei,
-    st: &mut PayerState,
-) -> Result<(), PayFailure> {
-    let chans = &cfg.channels;
-    let binding = chans.bind(channel, &handle.peer_id().to_bytes())?;
-    s.send(&PayMsg::Attach { channel, binding })
-        .await
-        .map_err(io)?;
-    let (paid, owed, voucher) = match answer(s).await? {
-        PayMsg::Ack {
-            paid,
-            owed,
-            voucher,
-            ..
-        } => (paid, owed, voucher),
-        other => return Err(io(format!("expected an ack, got {other:?}"))),
-    };
-    let me = chans.account().ok_or(PayError::NoAccount)?;
-    let proven = voucher.is_some_and(|signature| {
-        let v = SignedVoucher {
-            channel,
-            cumulative: paid,
-            signature,
-        };
-        chans.verify(&v, me).is_ok()
-    });
-    let known = claimed.max(st.machine.signed());
-    let start = if proven || paid <= known {
-        paid
-    } else {
-        tracing::warn!(
-            paid,
-            known,
-            "the payee says more was paid than it can show; counting from what we know"
-        );
-        known
-    };
-    // A debt from before we came back (served, not yet paid): at most the
-    // credit the payee extends a newcomer, the most it could have let run.
-    let debt = owed.saturating_sub(paid).min(st.offer.credit);
-    st.machine.attached(start, debt);
-    Ok(())
-}
-
 /// Agrees terms with `peer` (connected) and, if it charges, attaches a
 /// channel and pays its invoices from then on, as one of the node's tasks,
 /// while `meter` (bytes it carried for us, by our count) agrees.
@@ -219,7 +123,17 @@ pub async fn pay(
 ) -> Result<Paying, PayFailure> {
     let state = handle.payer_state(peer);
     let before = state.lock().await.as_ref().map(|st| st.offer);
-    let (mut s, offer) = hello(handle, peer, &cfg.caps, before).await?;
+    let mut tries = 0;
+    let (mut s, offer) = loop {
+        match hello(handle, peer, &cfg.caps, before).await {
+            Err(e) if handshake::on_the_stream(&e) && tries + 1 < handshake::OPEN_TRIES => {
+                tries += 1;
+                tracing::debug!(%peer, error = %e, "opening the pay stream again");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
+            }
+            r => break r?,
+        }
+    };
     if offer.terms.is_free() {
         s.close().await;
         return Ok(Paying::Free);
@@ -289,7 +203,18 @@ pub async fn pay(
         }
     }
     st.machine.deposit_changed(deposit);
-    attach(handle, &mut s, &cfg, channel, claimed, st).await?;
+    let mut tries = 0;
+    loop {
+        match attach(handle, &mut s, &cfg, channel, claimed, st).await {
+            Err(e) if handshake::on_the_stream(&e) && tries + 1 < handshake::OPEN_TRIES => {
+                tries += 1;
+                tracing::debug!(%peer, error = %e, "attaching again on a new pay stream");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
+                s = hello(handle, peer, &cfg.caps, Some(offer)).await?.0;
+            }
+            r => break r?,
+        }
+    }
     drop(guard);
     let terms = offer.terms;
     let run = session::Session {

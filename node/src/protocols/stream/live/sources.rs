@@ -199,7 +199,14 @@ impl Drop for Group {
 /// Runs `sh -c cmd` in its own process group, its stdout into `feed`, its
 /// stderr to the log (line by line, each cut at 4 KiB); returns how it exited.
 async fn run_command(feed: &LiveFeed, cmd: &str) -> io::Result<std::process::ExitStatus> {
-    let mut child = tokio::process::Command::new("sh")
+    let mut sh = tokio::process::Command::new("sh");
+    // The node's own secrets (the API token, the ledger key) stay with it.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LEDGERMESH_") {
+            sh.env_remove(&k);
+        }
+    }
+    let mut child = sh
         .arg("-c")
         .arg(cmd)
         .stdin(std::process::Stdio::null())
@@ -331,6 +338,19 @@ mod tests {
         let (got, ended) = read_feed(&feed, 1 << 20).await;
         assert_eq!(got, b"a\nb\n");
         assert!(ended, "--exec-once: the command's exit ends the stream");
+    }
+
+    #[tokio::test]
+    async fn an_exec_source_does_not_see_the_nodes_secrets() {
+        // nextest runs each test in a process of its own.
+        std::env::set_var("LEDGERMESH_API_TOKEN", "s3cret");
+        std::env::set_var("OTHER_VAR_SEEN", "yes");
+        let (o, _stop) = opts(true);
+        let cmd = r#"printf '%s|%s' "$LEDGERMESH_API_TOKEN" "$OTHER_VAR_SEEN""#;
+        let feed = LiveFeed::start("t", LiveSpec::Exec(cmd.into()), &o);
+        let (got, ended) = read_feed(&feed, 1 << 20).await;
+        assert_eq!(got, b"|yes", "{}", String::from_utf8_lossy(&got));
+        assert!(ended);
     }
 
     #[tokio::test]

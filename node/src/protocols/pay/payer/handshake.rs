@@ -1,0 +1,123 @@
+//! The start of a pay session: terms (checked against our caps and what
+//! the payee offered before), then the attach, after which our machine
+//! knows where we stand on the channel.
+
+use super::{io, PayFailure, PayStream, PayerConfig, PayerState, HANDSHAKE, PAY};
+use crate::swarm::NodeHandle;
+use ledgermesh_ledger::payments::{ChannelId, PayError, SignedVoucher};
+use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
+use ledgermesh_protocol::payment::{Caps, Wei};
+use libp2p::PeerId;
+
+async fn answer(s: &mut PayStream) -> Result<PayMsg, PayFailure> {
+    match tokio::time::timeout(HANDSHAKE, s.recv()).await {
+        Err(_) => Err(io("no answer in time")),
+        Ok(Err(e)) => Err(io(e)),
+        Ok(Ok(None)) => Err(io("the payee closed the stream")),
+        Ok(Ok(Some(PayMsg::Refuse { code, reason }))) => Err(PayFailure::Refused { code, reason }),
+        Ok(Ok(Some(m))) => Ok(m),
+    }
+}
+
+/// Opens a pay stream and asks for terms; checks them against our caps and
+/// what the payee offered before in this run.
+pub(super) async fn hello(
+    handle: &NodeHandle,
+    peer: PeerId,
+    caps: &Caps,
+    before: Option<Offer>,
+) -> Result<(PayStream, Offer), PayFailure> {
+    let stream = (handle.stream_control())
+        .open_stream(peer, PAY)
+        .await
+        .map_err(|e| match e {
+            libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => {
+                PayFailure::Unsupported(e.to_string())
+            }
+            _ => io(e),
+        })?;
+    let mut s = PayStream::new(stream);
+    s.send(&PayMsg::Hello).await.map_err(io)?;
+    let offer = match answer(&mut s).await? {
+        PayMsg::Terms(o) => o,
+        other => return Err(io(format!("expected terms, got {other:?}"))),
+    };
+    if offer.terms.is_free() {
+        return Ok((s, offer));
+    }
+    if let Err(e) = caps.check(
+        &offer.terms,
+        offer.payee,
+        before.map(|o| (o.terms, o.payee)),
+    ) {
+        let refuse = PayMsg::Refuse {
+            code: RefusalCode::Other,
+            reason: e.to_string(),
+        };
+        let _ = s.send(&refuse).await;
+        s.close().await;
+        return Err(e.into());
+    }
+    Ok((s, offer))
+}
+
+/// Attaches `channel` on `s` and sets our machine to where we stand: what
+/// the payee proves it holds (a voucher we signed), else what the chain
+/// says was claimed or what we signed ourselves in this run.
+pub(super) async fn attach(
+    handle: &NodeHandle,
+    s: &mut PayStream,
+    cfg: &PayerConfig,
+    channel: ChannelId,
+    claimed: Wei,
+    st: &mut PayerState,
+) -> Result<(), PayFailure> {
+    let chans = &cfg.channels;
+    let binding = chans.bind(channel, &handle.peer_id().to_bytes())?;
+    s.send(&PayMsg::Attach { channel, binding })
+        .await
+        .map_err(io)?;
+    let (paid, owed, voucher) = match answer(s).await? {
+        PayMsg::Ack {
+            paid,
+            owed,
+            voucher,
+            ..
+        } => (paid, owed, voucher),
+        other => return Err(io(format!("expected an ack, got {other:?}"))),
+    };
+    let me = chans.account().ok_or(PayError::NoAccount)?;
+    let proven = voucher.is_some_and(|signature| {
+        let v = SignedVoucher {
+            channel,
+            cumulative: paid,
+            signature,
+        };
+        chans.verify(&v, me).is_ok()
+    });
+    let known = claimed.max(st.machine.signed());
+    let start = if proven || paid <= known {
+        paid
+    } else {
+        tracing::warn!(
+            paid,
+            known,
+            "the payee says more was paid than it can show; counting from what we know"
+        );
+        known
+    };
+    // A debt from before we came back (served, not yet paid): at most the
+    // credit the payee extends a newcomer, the most it could have let run.
+    let debt = owed.saturating_sub(paid).min(st.offer.credit);
+    st.machine.attached(start, debt);
+    Ok(())
+}
+
+/// Tries an opening step again while it fails on the stream (its
+/// connection closed under it: a DCUtR upgrade in the middle of it).
+pub(super) const OPEN_TRIES: u32 = 4;
+
+/// Whether a failure is the stream's, worth a new stream.
+pub(super) fn on_the_stream(e: &PayFailure) -> bool {
+    matches!(e, PayFailure::Io(_))
+}
