@@ -9,8 +9,13 @@ use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
 use ledgermesh_protocol::payment::{Caps, Wei};
 use libp2p::PeerId;
 
-async fn answer(s: &mut PayStream) -> Result<PayMsg, PayFailure> {
-    match tokio::time::timeout(HANDSHAKE, s.recv()).await {
+/// Longest wait for the terms: the payee answers a hello from memory, so a
+/// silence this long is a stream on a connection that went away under it
+/// (a DCUtR upgrade closing the relayed one); a new stream is tried.
+const TERMS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+async fn answer_within(s: &mut PayStream, wait: std::time::Duration) -> Result<PayMsg, PayFailure> {
+    match tokio::time::timeout(wait, s.recv()).await {
         Err(_) => Err(io("no answer in time")),
         Ok(Err(e)) => Err(io(e)),
         Ok(Ok(None)) => Err(io("the payee closed the stream")),
@@ -38,7 +43,7 @@ pub(super) async fn hello(
         })?;
     let mut s = PayStream::new(stream);
     s.send(&PayMsg::Hello).await.map_err(io)?;
-    let offer = match answer(&mut s).await? {
+    let offer = match answer_within(&mut s, TERMS_WAIT).await? {
         PayMsg::Terms(o) => o,
         other => return Err(io(format!("expected terms, got {other:?}"))),
     };
@@ -77,7 +82,7 @@ pub(super) async fn attach(
     s.send(&PayMsg::Attach { channel, binding })
         .await
         .map_err(io)?;
-    let (paid, owed, voucher) = match answer(s).await? {
+    let (paid, owed, voucher) = match answer_within(s, HANDSHAKE).await? {
         PayMsg::Ack {
             paid,
             owed,
