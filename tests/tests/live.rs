@@ -528,7 +528,7 @@ fn nc_and_echo_work_against_each_other_through_a_relay() {
         0,
         &relay_addr,
         &[&inbox],
-        &["--relay-only", "--no-hole-punch"],
+        &["--relay-only", "--no-hole-punch", "--inbox-max-bytes", "20"],
     );
     let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
     argv[0] = "echo";
@@ -601,6 +601,12 @@ fn nc_and_echo_work_against_each_other_through_a_relay() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "nc --send to the inbox failed");
     assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read(&inbox_path).unwrap(), b"hello inbox\n");
+    // Past --inbox-max-bytes (20) a sender is refused, and nothing is written.
+    let (mut child, _) = nc("poster2", 3, "inbox", &["--send"]);
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hello again\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "a full inbox takes no more");
     assert_eq!(std::fs::read(&inbox_path).unwrap(), b"hello inbox\n");
 
     // Reading an echo without sending is refused, and says why.

@@ -902,7 +902,7 @@ async fn one_channel_bound_to_many_peer_ids_gets_one_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alternating_channels_renews_no_credit() {
-    use ledgermesh_protocol::payment::wire::PayMsg;
+    use ledgermesh_protocol::payment::wire::{PayMsg, RefusalCode};
     let s = setup("pay-alternate", Duration::from_secs(30)).await;
     let key = PrivateKeySigner::random();
     s.chain.fund(key.address(), 1_000 * PRICE);
@@ -910,13 +910,25 @@ async fn alternating_channels_renews_no_credit() {
     let (c1, _) = chans.open(s.payee_key, 100 * PRICE).await.unwrap();
     let (c2, _) = chans.open(s.payee_key, 100 * PRICE).await.unwrap();
     let node = cheater_node(&s, "alternator").await;
+    // A second identity holds the other channel, to launder the debt.
+    let holder = cheater_node(&s, "holder").await;
+    let answer = attach_by_hand(&s, &holder, &chans, c2).await;
+    assert!(matches!(answer, PayMsg::Ack { .. }), "{answer:?}");
     let mut unpaid = 0;
+    let mut refused = 0;
     for round in 0..6 {
         let ch = if round % 2 == 0 { c1 } else { c2 };
-        let answer = attach_by_hand(&s, &node, &chans, ch).await;
-        assert!(matches!(answer, PayMsg::Ack { .. }), "{answer:?}");
-        unpaid += take_credit(&s.payees, node.peer_id());
+        match attach_by_hand(&s, &node, &chans, ch).await {
+            PayMsg::Ack { .. } => unpaid += take_credit(&s.payees, node.peer_id()),
+            PayMsg::Refuse { code, reason } => {
+                assert_eq!(code, RefusalCode::Other);
+                assert!(reason.contains("pay it there first"), "{reason}");
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
     }
+    assert_eq!(refused, 3, "every move to the other channel while owing");
     println!(
         "six attaches over two channels took {unpaid} bytes unpaid (one window: {WINDOW_BYTES})"
     );

@@ -229,6 +229,11 @@ pub struct NodeArgs {
         hide_env_values = true
     )]
     pub api_token: Option<String>,
+    /// A host name the API answers to besides IP addresses and `localhost`
+    /// (repeatable): any other `Host` or `Origin` is refused, so a web page
+    /// cannot reach the API by making its own name resolve to this address.
+    #[arg(long, value_name = "NAME")]
+    pub api_host: Vec<String>,
 }
 
 impl NodeArgs {
@@ -248,8 +253,13 @@ impl NodeArgs {
     /// Starts the HTTP API when `--api` asks for it.
     pub(super) async fn start_api(&self, handle: &crate::swarm::NodeHandle) -> anyhow::Result<()> {
         if let Some(addr) = self.api {
-            let bound =
-                crate::ops::api::start(handle.clone(), addr, self.api_token.clone()).await?;
+            let bound = crate::ops::api::start(
+                handle.clone(),
+                addr,
+                self.api_token.clone(),
+                self.api_host.clone(),
+            )
+            .await?;
             tracing::info!("HTTP API at http://{bound}/api/v1/status");
             handle.emit(crate::events::Event::ApiListening {
                 addr: bound.to_string(),
@@ -558,6 +568,10 @@ pub struct ProvideArgs {
     /// End a stream whose buyer takes nothing for this many seconds.
     #[arg(long, default_value_t = ServeLimits::default().write_stall.as_secs())]
     pub write_stall_secs: u64,
+    /// The most an `inbox:` stream's file may hold (K/M/G suffixes allowed):
+    /// a sender is refused once it is full.
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    pub inbox_max_bytes: u64,
     /// Service requests of one sender answered at once (each answer is a
     /// ledger post at our cost) before the per-minute rate applies.
     #[arg(long, default_value_t = RateLimits::default().burst)]

@@ -321,6 +321,7 @@ pub(super) async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     pc.serve_limits.slots.max_streams = args.max_streams.max(1);
     pc.serve_limits.slots.max_per_peer = args.max_streams_per_peer.max(1);
     pc.serve_limits.write_stall = Duration::from_secs(args.write_stall_secs.max(1));
+    pc.serve_limits.inbox_max_bytes = args.inbox_max_bytes;
     pc.answer_limits.burst = args.answer_burst.max(1);
     pc.answer_limits.per_minute = args.answers_per_minute;
     pc.relay_payer = relay_payer(&args.ledger, &args.peer).await?;

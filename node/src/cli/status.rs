@@ -16,6 +16,16 @@ const MAX_ANSWER: u64 = 16 << 20;
 /// GETs `path` from the API at `api` (`http://HOST:PORT` or `HOST:PORT`)
 /// and parses the JSON answer.
 pub async fn get_json(api: &str, token: Option<&str>, path: &str) -> anyhow::Result<Value> {
+    request_json(api, token, "GET", path).await
+}
+
+/// `method path` on the node's API (`POST` for what acts: a ping).
+pub async fn request_json(
+    api: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<Value> {
     let host = api
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -35,7 +45,7 @@ pub async fn get_json(api: &str, token: Option<&str>, path: &str) -> anyhow::Res
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Accept: application/json\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Accept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         conn.write_all(req.as_bytes()).await?;
         let mut raw = Vec::new();
@@ -220,7 +230,7 @@ pub async fn ping(
         if i > 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        match get_json(api, token, &format!("/api/v1/ping/{peer}")).await {
+        match request_json(api, token, "POST", &format!("/api/v1/ping/{peer}")).await {
             Ok(v) => {
                 answered += 1;
                 if json {

@@ -52,6 +52,8 @@ struct Api {
     handle: NodeHandle,
     token: Option<Arc<str>>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Host names taken besides IP literals and `localhost` (`--api-host`).
+    hosts: Arc<[String]>,
 }
 
 /// Binds the API on `addr` and serves it until the node stops; returns
@@ -60,6 +62,7 @@ pub async fn start(
     handle: NodeHandle,
     addr: SocketAddr,
     token: Option<String>,
+    hosts: Vec<String>,
 ) -> Result<SocketAddr, ApiError> {
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(ApiError::NeedsToken(addr));
@@ -77,6 +80,7 @@ pub async fn start(
         handle: handle.clone(),
         token: token.map(Arc::from),
         in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+        hosts: hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
     };
     let app = router(api);
     let stop = handle.clone();
@@ -207,7 +211,15 @@ fn router(api: Api) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/streams", get(streams))
-        .route("/api/v1/ping/{peer}", get(ping))
+        .route(
+            "/api/v1/ping/{peer}",
+            axum::routing::post(ping).get(|| async {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "a ping sends packets: ask for it with POST",
+                )
+            }),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async {
             error(
@@ -240,8 +252,60 @@ fn error(code: StatusCode, msg: &str) -> Response {
     (code, Json(json!({"error": msg}))).into_response()
 }
 
-/// The token check, and the bound on requests in flight.
+/// Whether `host` (a `Host` header, or an `Origin`'s authority) names this
+/// API as only its operator would: an IP literal, `localhost`, or a name
+/// given with `--api-host`. A web page that got a name of its own to resolve
+/// to this address (DNS rebinding) sends that name, and is refused.
+fn host_allowed(host: &str, extra: &[String]) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    // Strip the port: `[v6]:port`, `v4:port`, `name:port`.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        }
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host.as_str(), |(n, _)| n)
+    };
+    name == "localhost"
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
+        || extra.iter().any(|e| e == name)
+}
+
+/// Refuses a request whose `Host` or `Origin` is not this API's own.
+fn foreign(api: &Api, req: &Request) -> Option<Response> {
+    let headers = req.headers();
+    if let Some(host) = headers.get(header::HOST) {
+        let ok = host.to_str().is_ok_and(|h| host_allowed(h, &api.hosts));
+        if !ok {
+            return Some(error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this Host is not the node's API: use an IP address or localhost, or start the node with --api-host NAME",
+            ));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let ok = (origin.to_str().ok())
+            .and_then(|o| o.strip_prefix("http://"))
+            .is_some_and(|o| host_allowed(o, &api.hosts));
+        if !ok {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "requests from another web site are refused",
+            ));
+        }
+    }
+    None
+}
+
+/// The Host and Origin check, the token check, and the bound on requests
+/// in flight.
 async fn guard(State(api): State<Api>, req: Request, next: Next) -> Response {
+    if let Some(refused) = foreign(&api, &req) {
+        return refused;
+    }
     // The page itself holds no data; what it reads carries the token.
     let open = req.uri().path() == "/";
     if let Some(token) = api.token.as_ref().filter(|_| !open) {
@@ -517,6 +581,36 @@ async fn ping(
         "direct": best.is_some_and(|c| c.conn.via.is_none()),
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_ip_literals_localhost_and_named_hosts_are_this_api() {
+        let extra = vec!["node.lan".to_string()];
+        for ok in [
+            "127.0.0.1:7001",
+            "127.0.0.1",
+            "[::1]:7001",
+            "LOCALHOST:7001",
+            "192.0.2.7:80",
+            "node.lan:7001",
+        ] {
+            assert!(host_allowed(ok, &extra), "{ok}");
+        }
+        for bad in [
+            "evil.example:7001",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:7001",
+            "[::1",
+            "",
+        ] {
+            assert!(!host_allowed(bad, &extra), "{bad}");
+        }
+    }
 }
 
 #[cfg(test)]

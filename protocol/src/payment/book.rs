@@ -30,6 +30,9 @@ pub use account::{AttachAck, AttachRefusal, ChannelView, ClaimFailure, Room, Vou
 /// A channel's id on the chain.
 pub type ChannelId = [u8; 32];
 
+/// Attaches one peer may make in a minute (each costs the payee a chain read).
+pub const MAX_ATTACHES_PER_MINUTE: u32 = 10;
+
 /// Limits and timings of a payee's book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BookConfig {
@@ -216,11 +219,27 @@ impl Book {
         true
     }
 
-    /// One of `peer`'s pay streams ended.
+    /// One of `peer`'s pay streams ended; a peer bound to no channel and
+    /// with no stream left is forgotten at once.
     pub fn stream_closed(&mut self, peer: &PeerId) {
         if let Some(b) = self.peers.get_mut(peer) {
             b.streams = b.streams.saturating_sub(1);
+            if b.streams == 0 && b.channel.is_none() {
+                self.peers.remove(peer);
+            }
         }
+    }
+
+    /// Whether `peer` may attach now (it pays a chain read): at most
+    /// [`MAX_ATTACHES_PER_MINUTE`] a minute. Counts the attempt.
+    pub fn may_attach(&mut self, peer: PeerId, now: Instant) -> bool {
+        let b = self.peers.entry(peer).or_insert_with(|| Bound::new(now));
+        if now.duration_since(b.attach_window) >= Duration::from_secs(60) {
+            b.attach_window = now;
+            b.attaches = 0;
+        }
+        b.attaches += 1;
+        b.attaches <= MAX_ATTACHES_PER_MINUTE
     }
 
     /// `peer` attaches `channel`, read from the chain as `view`, its binding
@@ -262,15 +281,24 @@ impl Book {
             let a = Account::new(&self.cfg, &view, held, now);
             self.accounts.insert(channel, a);
         }
-        // A peer moving from another channel takes its debt along.
+        // Pay where you owe: a peer that owes on another channel is not
+        // served on this one until it pays there.
         let from = self.channel_of(&peer).filter(|c| *c != channel);
-        let mut debt = 0;
         if let Some(old) = from {
+            let owed = self.accounts.get(&old).map_or(0, |a| a.machine.unpaid());
+            if owed > 0 {
+                if self
+                    .accounts
+                    .get(&channel)
+                    .is_some_and(|a| a.peers.is_empty())
+                {
+                    // An account made for this attach alone goes again.
+                    self.accounts.remove(&channel);
+                }
+                return Err(AttachRefusal::OwesElsewhere { owed });
+            }
             if let Some(a) = self.accounts.get_mut(&old) {
                 a.peers.retain(|p| *p != peer);
-                if a.peers.is_empty() {
-                    debt = a.machine.hand_over_debt();
-                }
             }
         }
         let cfg = self.cfg;
@@ -282,8 +310,7 @@ impl Book {
             a.peers.push(peer);
         }
         a.last = now;
-        let mut acts = a.machine.carry(debt, now);
-        acts.extend(a.refresh(&cfg, &view, unix_now, now));
+        let acts = a.refresh(&cfg, &view, unix_now, now);
         let ack = a.ack();
         self.apply(channel, acts);
         // A payer coming back owing hears what it owes at once (an invoice
@@ -551,15 +578,26 @@ impl Book {
     /// when `make_room`); unclaimed value is claimed before it goes.
     fn evict(&mut self, now: Instant, make_room: bool) {
         let idle = self.cfg.idle;
-        self.peers
-            .retain(|_, b| b.streams > 0 || now.duration_since(b.last) < idle);
+        let owing = |c: &Option<ChannelId>| {
+            c.and_then(|c| self.accounts.get(&c))
+                .is_some_and(|a| a.machine.unpaid() > 0)
+        };
+        let keep: Vec<PeerId> = (self.peers.iter())
+            .filter(|(_, b)| {
+                b.streams > 0 || now.duration_since(b.last) < idle || owing(&b.channel)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        self.peers.retain(|p, _| keep.contains(p));
         let peers = &self.peers;
         let mut claims = vec![];
         self.accounts.retain(|c, a| {
             a.peers
                 .retain(|p| peers.get(p).is_some_and(|b| b.channel == Some(*c)));
             let stale = make_room || now.duration_since(a.last) >= idle;
-            if !stale || !a.peers.is_empty() {
+            // A debt is never forgotten here: the account goes when its
+            // channel does (it is read again while anything is owed).
+            if !stale || !a.peers.is_empty() || a.machine.unpaid() > 0 {
                 return true;
             }
             if a.unclaimed() > 0 {

@@ -73,10 +73,6 @@ pub struct Payee {
     /// Paid before this account's meter started (claimed on chain, or the
     /// highest voucher held): owed starts here.
     base: Wei,
-    /// Debt brought from another channel of the same peer.
-    carried: Wei,
-    /// Debt carried away to another channel.
-    handed_over: Wei,
     paid: Wei,
     /// The window earned by paying on time, before the deposit's cap.
     grown: Wei,
@@ -104,8 +100,6 @@ impl Payee {
             bytes: 0,
             held: Duration::ZERO,
             base,
-            carried: 0,
-            handed_over: 0,
             paid: base,
             grown: policy.initial,
             frozen: false,
@@ -117,24 +111,8 @@ impl Payee {
 
     /// Everything owed so far, at the terms' prices, from the base.
     pub fn owed(&self) -> Wei {
-        (self.base.saturating_add(self.carried))
+        self.base
             .saturating_add(self.terms.cost(self.bytes, self.held))
-            .saturating_sub(self.handed_over)
-    }
-
-    /// Debt brought from another channel: owed here from now on, and the
-    /// credit it leaves is only what the window still covers.
-    pub fn carry(&mut self, debt: Wei, now: Instant) -> Vec<PayeeAction> {
-        self.carried = self.carried.saturating_add(debt);
-        self.check(now)
-    }
-
-    /// Forgets what is owed above what is paid here (the debt was carried
-    /// to another channel), returning it.
-    pub fn hand_over_debt(&mut self) -> Wei {
-        let debt = self.unpaid();
-        self.handed_over = self.handed_over.saturating_add(debt);
-        debt
     }
 
     /// No more credit than is paid now (the channel closes before more

@@ -116,10 +116,18 @@ impl Payer {
 
     /// The payee acknowledged our channel: `paid` is what it proved it
     /// holds (or the chain's claimed amount), `debt` what it says is owed
-    /// beyond that and we agree to (at most one credit window: what it
-    /// could have served us unpaid before we came back). Our meter counts
-    /// from here.
+    /// beyond that, as far as we agree (on the first attach of a run the
+    /// caller caps it at one credit window: what a payee could have served
+    /// us unpaid before we came back; later, our own meter caps it). Our
+    /// meter counts from here.
     pub fn attached(&mut self, paid: Wei, debt: Wei) {
+        // Attached before in this run: our own meter says what is owed
+        // beyond `paid`; a payee asking more from us each time it has us
+        // attach again gets no more than that.
+        let debt = match self.first_base {
+            Some(_) => debt.min(self.measured().saturating_sub(paid)),
+            None => debt,
+        };
         self.base = paid;
         self.acked = paid;
         self.debt = debt;

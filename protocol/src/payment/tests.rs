@@ -203,3 +203,88 @@ fn free_service_is_never_billed() {
     assert_eq!(p.served(1 << 40, t0), vec![]);
     assert!(p.serving() && p.room() == u64::MAX);
 }
+
+#[test]
+fn a_payee_cannot_bill_a_phantom_debt_on_every_attach() {
+    let mut payer = Payer::new(terms(), Leeway::default(), 1_000 * PRICE);
+    // A restart: the first attach may bring a debt from before.
+    payer.attached(10 * PRICE, 4 * PRICE);
+    assert_eq!(payer.measured(), 14 * PRICE);
+    payer.invoice(14 * PRICE).unwrap();
+    payer.acked(14 * PRICE);
+    // Attached again (the payee closed the stream): it asks for 4 more
+    // than it holds, though our meter saw nothing since.
+    payer.attached(14 * PRICE, 4 * PRICE);
+    assert_eq!(payer.measured(), 14 * PRICE, "no phantom debt");
+    assert!(matches!(
+        payer.invoice(18 * PRICE),
+        Err(PayerRefusal::Overbilled { .. })
+    ));
+    // What our meter did see and we had not signed for still counts.
+    payer.metered(2 * MB);
+    payer.attached(14 * PRICE, 4 * PRICE);
+    assert_eq!(payer.measured(), 16 * PRICE);
+}
+
+#[test]
+fn caps_refuse_prices_deposits_and_changed_terms_before_anything_is_signed() {
+    let caps = Caps {
+        max_price_per_mib: Some(PRICE),
+        max_deposit: Some(100 * PRICE),
+        max_spend: None,
+    };
+    let t = terms();
+    assert_eq!(caps.check(&t, [1; 20], None), Ok(()));
+    let dear = Terms {
+        price_per_mib: 2 * PRICE,
+        ..t
+    };
+    assert!(matches!(
+        caps.check(&dear, [1; 20], None),
+        Err(TermsRefusal::PriceTooHigh { .. })
+    ));
+    let deep = Terms {
+        min_deposit: 101 * PRICE,
+        ..t
+    };
+    assert!(matches!(
+        caps.check(&deep, [1; 20], None),
+        Err(TermsRefusal::DepositTooHigh { .. })
+    ));
+    // Bait and switch: another account, or a higher price, mid-run.
+    let cheap = Terms {
+        price_per_mib: PRICE / 2,
+        ..t
+    };
+    assert_eq!(
+        caps.check(&t, [2; 20], Some((t, [1; 20]))),
+        Err(TermsRefusal::TermsChanged {
+            what: "another payee account"
+        })
+    );
+    assert_eq!(
+        caps.check(&t, [1; 20], Some((cheap, [1; 20]))),
+        Err(TermsRefusal::TermsChanged {
+            what: "a higher price"
+        })
+    );
+    // Deposits: never beyond the cap, at least the minimum or nothing.
+    assert_eq!(caps.top_up(0, 10 * PRICE, 50 * PRICE), Some(50 * PRICE));
+    assert_eq!(caps.top_up(90 * PRICE, 0, 50 * PRICE), Some(10 * PRICE));
+    assert_eq!(caps.top_up(100 * PRICE, 0, 50 * PRICE), None);
+    assert_eq!(caps.top_up(0, 150 * PRICE, 50 * PRICE), None);
+}
+
+#[test]
+fn the_spend_cap_refuses_what_would_pass_it() {
+    let mut payer =
+        Payer::new(terms(), Leeway::default(), 1_000 * PRICE).with_max_spend(Some(5 * PRICE));
+    payer.attached(10 * PRICE, 0);
+    payer.metered(8 * MB);
+    assert_eq!(payer.invoice(14 * PRICE), Ok(Some(14 * PRICE)));
+    assert!(matches!(
+        payer.invoice(16 * PRICE),
+        Err(PayerRefusal::SpendCap { .. })
+    ));
+    assert_eq!(payer.spent(), 4 * PRICE);
+}

@@ -34,6 +34,8 @@ pub struct ServeLimits {
     /// A live stream whose source is quiet this long gets a heartbeat (below
     /// the buyers' 20 s stall, so a silent feed is not taken for a dead path).
     pub live_heartbeat: Duration,
+    /// The most an `inbox:` file may hold (`--inbox-max-bytes`).
+    pub inbox_max_bytes: u64,
 }
 
 impl Default for ServeLimits {
@@ -42,6 +44,7 @@ impl Default for ServeLimits {
             slots: SlotLimits::default(),
             write_stall: Duration::from_secs(30),
             live_heartbeat: Duration::from_secs(8),
+            inbox_max_bytes: 1 << 30,
         }
     }
 }
@@ -210,14 +213,26 @@ async fn inbox(
     stream: &mut (impl futures::AsyncRead + futures::AsyncWrite + Unpin),
     path: &std::path::Path,
     stall: Duration,
+    max: u64,
     got: &mut u64,
 ) -> Result<(), StreamError> {
     use tokio::io::AsyncWriteExt as _;
+    // Never through a symbolic link someone put in the inbox's place.
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)
         .await?;
+    let mut held = file.metadata().await?.len();
+    let full = || {
+        std::io::Error::other(format!(
+            "the inbox is full ({max} bytes, --inbox-max-bytes)"
+        ))
+    };
+    if held >= max {
+        return Err(full().into());
+    }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match take_some(stream, &mut buf, stall, *got).await {
@@ -232,7 +247,12 @@ async fn inbox(
             stream.close().await?;
             return Ok(());
         }
+        if held + n as u64 > max {
+            file.sync_all().await?;
+            return Err(full().into());
+        }
         file.write_all(&buf[..n]).await?;
+        held += n as u64;
         *got += n as u64;
     }
 }
@@ -336,7 +356,8 @@ async fn serve_one(
                 Some(Source::Inbox(path)) => {
                     let lock = shop.catalog.inbox_lock(&req.name);
                     let _one_sender = lock.lock().await;
-                    inbox(&mut stream, path, stall, &mut sent).await
+                    let max = limits.inbox_max_bytes;
+                    inbox(&mut stream, path, stall, max, &mut sent).await
                 }
                 _ => echo(&mut stream, stall, &mut sent).await,
             }

@@ -74,6 +74,18 @@ pub enum AttachRefusal {
     /// The book is full of accounts with money at stake.
     #[error("too many payers")]
     TooManyAccounts,
+    /// The peer owes on the channel it is bound to: it pays there first.
+    #[error("{owed} is owed on the channel this peer attached before: pay it there first")]
+    OwesElsewhere {
+        /// What it owes there.
+        owed: Wei,
+    },
+    /// More attaches than a minute allows.
+    #[error(
+        "too many attaches: at most {} a minute",
+        super::MAX_ATTACHES_PER_MINUTE
+    )]
+    TooOften,
 }
 
 /// Why a claim brought nothing.
@@ -121,6 +133,9 @@ pub(super) struct Bound {
     pub(super) channel: Option<super::ChannelId>,
     pub(super) streams: usize,
     pub(super) last: Instant,
+    /// Attaches in the minute from `attach_window`.
+    pub(super) attaches: u32,
+    pub(super) attach_window: Instant,
 }
 
 impl Bound {
@@ -129,6 +144,8 @@ impl Bound {
             channel: None,
             streams: 0,
             last: now,
+            attaches: 0,
+            attach_window: now,
         }
     }
 }
@@ -235,7 +252,9 @@ impl Account {
     }
 
     fn at_stake(&self) -> bool {
-        self.unclaimed() > 0 || (!self.peers.is_empty() && self.machine.serving())
+        self.unclaimed() > 0
+            || self.machine.unpaid() > 0
+            || (!self.peers.is_empty() && self.machine.serving())
     }
 
     pub(super) fn deadline(&self, cfg: &BookConfig) -> Option<Instant> {

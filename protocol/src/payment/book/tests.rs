@@ -81,21 +81,58 @@ fn peers_bound_to_one_channel_share_one_window() {
 }
 
 #[test]
-fn alternating_channels_carries_the_debt_and_gives_no_new_window() {
+fn a_peer_that_owes_pays_where_it_owes_before_another_channel_serves_it() {
     let t0 = Instant::now();
     let mut b = Book::new(cfg());
     let p = PeerId::random();
     let mut served = 0;
     for round in 0..6 {
         let ch = if round % 2 == 0 { CH } else { CH2 };
-        b.attach(p, ch, view(100 * PRICE, 0), None, 0, t0).unwrap();
-        served += serve_until_paused(&mut b, &p, 100 * MB, t0);
+        match b.attach(p, ch, view(100 * PRICE, 0), None, 0, t0) {
+            Ok(_) => served += serve_until_paused(&mut b, &p, 100 * MB, t0),
+            Err(e) => assert_eq!(e, AttachRefusal::OwesElsewhere { owed: 4 * PRICE }),
+        }
     }
     assert_eq!(served, 4 * MB, "one window across both channels");
-    // Paying the debt on the channel it is on serves it again.
+    assert_eq!(b.sizes().0, 1, "no account left for the refused channel");
+    // A second identity bound to CH2 does not launder the debt either.
+    let q = PeerId::random();
+    b.attach(q, CH2, view(100 * PRICE, 0), None, 0, t0).unwrap();
+    assert_eq!(
+        b.attach(p, CH2, view(100 * PRICE, 0), None, 0, t0),
+        Err(AttachRefusal::OwesElsewhere { owed: 4 * PRICE })
+    );
+    // Paid where it owes: served again, and free to move.
     drain(&mut b);
-    b.voucher(&p, CH2, v(4 * PRICE), t0).unwrap();
+    b.voucher(&p, CH, v(4 * PRICE), t0).unwrap();
     assert!(matches!(b.room(&p), Room::Bytes(_)));
+    b.attach(p, CH2, view(100 * PRICE, 0), None, 0, t0).unwrap();
+}
+
+#[test]
+fn debts_outlive_idle_eviction_and_strangers_leave_no_entry() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let p = PeerId::random();
+    b.attach(p, CH, view(100 * PRICE, 0), None, 0, t0).unwrap();
+    serve_until_paused(&mut b, &p, 100 * MB, t0);
+    // Two idle hours later the debt is still there, and so is the binding.
+    b.handle_timeout(t0 + Duration::from_secs(7_200));
+    assert_eq!(b.sizes(), (1, 1));
+    assert_eq!(
+        b.attach(p, CH2, view(100 * PRICE, 0), None, 0, t0),
+        Err(AttachRefusal::OwesElsewhere { owed: 4 * PRICE })
+    );
+    // A stranger that opens a pay stream and leaves is forgotten at once.
+    let s = PeerId::random();
+    assert!(b.stream_opened(s, t0));
+    b.stream_closed(&s);
+    assert_eq!(b.sizes(), (1, 1));
+    // Attaches are limited per peer and minute.
+    let r = PeerId::random();
+    let allowed = (0..20).filter(|_| b.may_attach(r, t0)).count();
+    assert_eq!(allowed, MAX_ATTACHES_PER_MINUTE as usize);
+    assert!(b.may_attach(r, t0 + Duration::from_secs(60)));
 }
 
 #[test]

@@ -167,6 +167,10 @@ impl Payees {
     async fn attach(&self, peer: PeerId, channel: [u8; 32], binding: [u8; 65]) -> PayMsg {
         let chans = &self.inner.cfg.channels;
         let me = chans.account().expect("checked in new");
+        if !self.lock().book.may_attach(peer, Instant::now()) {
+            let e = ledgermesh_protocol::payment::book::AttachRefusal::TooOften;
+            return refusal(RefusalCode::Other, &e.to_string());
+        }
         let state = match chans.channel(channel).await {
             Ok(Some(c)) => c,
             Ok(None) => return refusal(RefusalCode::NoChannel, "no such channel on the ledger"),

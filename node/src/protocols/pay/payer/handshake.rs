@@ -3,7 +3,7 @@
 //! knows where we stand on the channel.
 
 use super::{io, PayFailure, PayStream, PayerConfig, PayerState, HANDSHAKE, PAY};
-use crate::swarm::NodeHandle;
+use crate::swarm::{CloseWatch, NodeHandle};
 use ledgermesh_ledger::payments::{ChannelId, PayError, SignedVoucher};
 use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
 use ledgermesh_protocol::payment::{Caps, Wei};
@@ -21,6 +21,15 @@ async fn answer_within(s: &mut PayStream, wait: std::time::Duration) -> Result<P
         Ok(Ok(None)) => Err(io("the payee closed the stream")),
         Ok(Ok(Some(PayMsg::Refuse { code, reason }))) => Err(PayFailure::Refused { code, reason }),
         Ok(Ok(Some(m))) => Ok(m),
+    }
+}
+
+/// Resolves when a connection to the payee closes (never without a watch):
+/// a stream on it may then wait for an answer that cannot come.
+pub(super) async fn closed(w: &mut Option<CloseWatch>) {
+    match w {
+        Some(w) => w.closed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -76,13 +85,18 @@ pub(super) async fn attach(
     channel: ChannelId,
     claimed: Wei,
     st: &mut PayerState,
+    closes: &mut Option<CloseWatch>,
 ) -> Result<(), PayFailure> {
     let chans = &cfg.channels;
     let binding = chans.bind(channel, &handle.peer_id().to_bytes())?;
     s.send(&PayMsg::Attach { channel, binding })
         .await
         .map_err(io)?;
-    let (paid, owed, voucher) = match answer_within(s, HANDSHAKE).await? {
+    let answer = tokio::select! {
+        a = answer_within(s, HANDSHAKE) => a,
+        () = closed(closes) => Err(io("a connection to the payee closed")),
+    };
+    let (paid, owed, voucher) = match answer? {
         PayMsg::Ack {
             paid,
             owed,

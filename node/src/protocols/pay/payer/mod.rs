@@ -121,6 +121,9 @@ pub async fn pay(
     cfg: PayerConfig,
     meter: Arc<AtomicU64>,
 ) -> Result<Paying, PayFailure> {
+    // Watched from the start: a DCUtR upgrade may close the connection
+    // under the pay stream at any moment of the handshake.
+    let mut closes = handle.watch_closes(peer).await.ok();
     let state = handle.payer_state(peer);
     let before = state.lock().await.as_ref().map(|st| st.offer);
     let mut tries = 0;
@@ -205,7 +208,7 @@ pub async fn pay(
     st.machine.deposit_changed(deposit);
     let mut tries = 0;
     loop {
-        match attach(handle, &mut s, &cfg, channel, claimed, st).await {
+        match attach(handle, &mut s, &cfg, channel, claimed, st, &mut closes).await {
             Err(e) if handshake::on_the_stream(&e) && tries + 1 < handshake::OPEN_TRIES => {
                 tries += 1;
                 tracing::debug!(%peer, error = %e, "attaching again on a new pay stream");
@@ -225,6 +228,7 @@ pub async fn pay(
         state,
         meter,
         offer,
+        closes,
     };
     handle.spawn(run.run(s));
     Ok(Paying::Attached { channel, terms })

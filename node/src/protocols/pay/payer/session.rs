@@ -3,9 +3,10 @@
 //! pay stream's connection goes away while the payee is still reachable
 //! (a DCUtR upgrade closing the relayed one), attach again on what is left.
 
+use super::handshake::closed;
 use super::{attach, hello, hex_id, PayStream, PayerConfig, PayerState};
 use crate::events::Event;
-use crate::swarm::NodeHandle;
+use crate::swarm::{CloseWatch, NodeHandle};
 use ledgermesh_ledger::payments::ChannelId;
 use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
 use ledgermesh_protocol::payment::PayerRefusal;
@@ -33,10 +34,13 @@ pub(super) struct Session {
     pub(super) state: Arc<tokio::sync::Mutex<Option<PayerState>>>,
     pub(super) meter: Arc<AtomicU64>,
     pub(super) offer: Offer,
+    /// Wakes when a connection to the payee closes: the pay stream may
+    /// have been on it.
+    pub(super) closes: Option<CloseWatch>,
 }
 
 impl Session {
-    pub(super) async fn run(self, mut s: PayStream) {
+    pub(super) async fn run(mut self, mut s: PayStream) {
         loop {
             let end = self.invoices(&mut s).await;
             s.close().await;
@@ -57,7 +61,7 @@ impl Session {
 
     /// A new pay stream on whatever connection to the payee is left, the
     /// same terms, the channel attached again.
-    async fn reattach(&self) -> Option<PayStream> {
+    async fn reattach(&mut self) -> Option<PayStream> {
         for tries in 0..REATTACH_TRIES {
             tokio::time::sleep(Duration::from_millis(100 << tries)).await;
             if !self.connected().await {
@@ -77,7 +81,8 @@ impl Session {
             };
             let mut guard = self.state.lock().await;
             let st = guard.as_mut().filter(|st| st.channel == self.channel)?;
-            match attach(&self.h, &mut s, &self.cfg, self.channel, 0, st).await {
+            let closes = &mut self.closes;
+            match attach(&self.h, &mut s, &self.cfg, self.channel, 0, st, closes).await {
                 Ok(()) => {
                     tracing::info!(peer = %self.peer, "payment attached again on a new path");
                     return Some(s);
@@ -96,9 +101,14 @@ impl Session {
         });
     }
 
-    async fn invoices(&self, s: &mut PayStream) -> End {
+    async fn invoices(&mut self, s: &mut PayStream) -> End {
         loop {
-            let msg = match s.recv().await {
+            let next = tokio::select! {
+                m = s.recv() => m,
+                // Perhaps the pay stream's: attach again (harmless if not).
+                () = closed(&mut self.closes) => return End::Lost,
+            };
+            let msg = match next {
                 Ok(Some(m)) => m,
                 Ok(None) | Err(_) => return End::Lost,
             };

@@ -242,12 +242,21 @@ async fn run_command(feed: &LiveFeed, cmd: &str) -> io::Result<std::process::Exi
     status
 }
 
+/// Opens `path` to read, never through a symbolic link.
+async fn open_nofollow(path: &std::path::Path) -> io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .await
+}
+
 /// Follows `path` from its current end, forever: reopens it when it is
 /// replaced (rotated) or truncated, waits while it does not exist.
 async fn tail(feed: &LiveFeed, path: &std::path::Path) -> io::Result<std::convert::Infallible> {
     use std::os::unix::fs::MetadataExt;
     let mut file = loop {
-        match tokio::fs::File::open(path).await {
+        match open_nofollow(path).await {
             Ok(f) => break f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tokio::time::sleep(TAIL_POLL * 5).await
@@ -269,7 +278,7 @@ async fn tail(feed: &LiveFeed, path: &std::path::Path) -> io::Result<std::conver
         match tokio::fs::metadata(path).await {
             Ok(m) if m.ino() != ino => {
                 // Rotated: the new file from its start.
-                if let Ok(f) = tokio::fs::File::open(path).await {
+                if let Ok(f) = open_nofollow(path).await {
                     file = f;
                     ino = m.ino();
                     pos = 0;
@@ -338,6 +347,18 @@ mod tests {
         let (got, ended) = read_feed(&feed, 1 << 20).await;
         assert_eq!(got, b"a\nb\n");
         assert!(ended, "--exec-once: the command's exit ends the stream");
+    }
+
+    #[tokio::test]
+    async fn a_tail_source_never_opens_through_a_symbolic_link() {
+        let dir = crate::dev::TempDir::new("lm-nofollow").unwrap();
+        let real = dir.path().join("real.log");
+        std::fs::write(&real, b"x").unwrap();
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(open_nofollow(&real).await.is_ok());
+        let e = open_nofollow(&link).await.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(nix::libc::ELOOP), "{e}");
     }
 
     #[tokio::test]
