@@ -100,6 +100,7 @@ fn pays_from(channels: Arc<dyn PaymentChannels>) -> PayerConfig {
         deposit: 100 * PRICE,
         leeway: Leeway::default(),
         caps: Default::default(),
+        consent: None,
     }
 }
 
@@ -195,6 +196,7 @@ async fn an_inflated_invoice_is_refused_and_the_payee_cuts_the_payer() {
             time: Duration::ZERO,
         },
         caps: Default::default(),
+        consent: None,
     };
     pay(&payer_node, s.payee.peer_id(), cfg, meter.clone())
         .await
@@ -336,6 +338,7 @@ async fn a_priced_relay_refuses_the_unpaid_and_carries_a_paying_providers_stream
         deposit: 100 * PRICE,
         leeway: Leeway::default(),
         caps: Default::default(),
+        consent: None,
     };
     let (paying, mut paying_events) = provider("paying", Some(cfg.clone())).await;
     // It reserves once its channel is attached.
@@ -453,6 +456,7 @@ async fn a_priced_stream_is_paid_for_as_it_arrives_and_refused_above_the_buyers_
         deposit: 100 * PRICE,
         leeway: Leeway::default(),
         caps: Default::default(),
+        consent: None,
     };
     let outcomes = net
         .consume_with(&buyer, want(), |cc| {
@@ -617,6 +621,7 @@ async fn a_buyer_that_stops_paying_is_cut_and_resumes_from_its_offset_once_it_pa
         deposit: 10 * PRICE,
         leeway: Leeway::default(),
         caps: Default::default(),
+        consent: None,
     };
     let mut buyer = net.consumer("buyer").await;
     let want = vec![Want {
@@ -731,6 +736,7 @@ async fn a_priced_live_stream_is_paid_for_chunk_by_chunk_to_the_wei() {
         deposit: 100 * PRICE,
         leeway: Leeway::default(),
         caps: Default::default(),
+        consent: None,
     };
     let want = vec![Want {
         peer: provider.handle.peer_id(),
@@ -1016,4 +1022,148 @@ async fn a_priced_stream_from_a_relay_only_provider_is_paid_across_the_dcutr_upg
     payee_holds(&mut provider, owed).await;
     payees.claim_all().await;
     assert_eq!(chain.balance(account), owed, "paid to the wei");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_pinging_through_a_paid_relay_costs_the_destination_nothing() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use ledgermesh_node::source::Source;
+    use ledgermesh_node::swarm::{Bill, RelayLimits, RelayPay};
+    let net = Net::new("paid-consent").await;
+    let chain = MemoryChain::new();
+    let relay_key = PrivateKeySigner::random();
+    let mut c = net.dev.config("paid-relay");
+    c.relays.clear();
+    let mut relay_events = Recorder::new(c.emitter.as_ref().unwrap());
+    let payees = Payees::new(
+        PayeeConfig {
+            channels: Arc::new(chain.account(relay_key)),
+            terms: terms(),
+            policy: CreditPolicy::in_mib(PRICE, 2, 16),
+            claim_threshold: 1_000 * PRICE,
+        },
+        c.emitter.clone().unwrap(),
+    )
+    .unwrap();
+    c.relay_server = Some(RelayLimits {
+        pay: Some(RelayPay {
+            payees: payees.clone(),
+            bill: Bill::Destination,
+        }),
+        ..RelayLimits::default()
+    });
+    let relay = net.dev.spawn(c).await.unwrap();
+    let relay_addr = ledgermesh_node::relay::dial_addr(&relay).await.unwrap();
+    // The buyer the provider deals with (named in its ACL), and a stranger.
+    let node = |name: &'static str| {
+        let mut c = net.dev.config(name);
+        c.relays.clear();
+        c.hole_punching = false;
+        net.dev.spawn(c)
+    };
+    let buyer = node("buyer").await.unwrap();
+    let stranger = node("stranger").await.unwrap();
+    let acl = net.dir.0.join("acl-buyer.toml");
+    let line = format!(
+        "[[allow]]\npeer = \"{}\"\nstreams = [\"*\"]\n",
+        buyer.peer_id()
+    );
+    std::fs::write(&acl, line).unwrap();
+    const LEN: u64 = 4 << 20;
+    let src = Source::Random { len: LEN, seed: 5 };
+    let payer_key = PrivateKeySigner::random();
+    chain.fund(payer_key.address(), 1_000 * PRICE);
+    let cfg = pays_from(Arc::new(chain.account(payer_key)));
+    let (provider, mut provider_events) =
+        provider_behind(&net, "provider", &relay_addr, src.clone(), None, |c, pc| {
+            c.defer_reservations = true;
+            pc.acl = Some(acl.clone());
+            pc.relay_payer = Some(cfg);
+        })
+        .await;
+    provider_events
+        .wait_for("the reservation", |e| {
+            matches!(e, Event::ReservationAccepted { .. })
+        })
+        .await;
+    let circuits = provider.snapshot().await.unwrap().circuit_addrs;
+    // The buyer's stream: a billed, lifted circuit.
+    let got = ledgermesh_node::streams::fetch(
+        &buyer,
+        provider.peer_id(),
+        &circuits,
+        "feed",
+        &net.dir.0,
+        &ledgermesh_node::streams::FetchPolicy::default(),
+    )
+    .await
+    .expect("the buyer's stream completes");
+    assert_eq!(got.sha256, truth(&src).await);
+    // The buyer leaves; its circuit closes and bills nothing more.
+    buyer.disconnect(provider.peer_id()).await;
+    let bid = buyer.peer_id().to_string();
+    relay_events
+        .wait_for("the buyer's circuit closed", |e| {
+            matches!(e, Event::RelayCircuit { src, outcome, .. } if *src == bid && outcome == "closed")
+        })
+        .await;
+    let opened = relay_events.matching(|e| {
+        matches!(e, Event::RelayCircuit { src, outcome, .. } if *src == bid && outcome == "opened")
+    });
+    assert!(
+        matches!(
+            opened.first(),
+            Some(Event::RelayCircuit { reason: None, .. })
+        ),
+        "billed and lifted: {opened:?}"
+    );
+    let billed = payees
+        .billed_bytes(&provider.peer_id())
+        .expect("an account");
+    assert!(billed >= LEN, "the buyer's circuit is billed: {billed}");
+    // The stranger pings the provider through the relay, many times.
+    stranger
+        .dial(provider.peer_id(), circuits.clone())
+        .await
+        .unwrap();
+    // A ping stream each time (a node answers one inbound ping stream per
+    // connection: its own pings would take ours over).
+    let mut pongs = 0;
+    for _ in 0..200 {
+        let ping = async {
+            let mut s = (stranger.stream_control())
+                .open_stream(
+                    provider.peer_id(),
+                    libp2p::StreamProtocol::new("/ipfs/ping/1.0.0"),
+                )
+                .await
+                .map_err(std::io::Error::other)?;
+            s.write_all(&[7u8; 32]).await?;
+            s.flush().await?;
+            let mut back = [0u8; 32];
+            s.read_exact(&mut back).await?;
+            let _ = s.close().await;
+            std::io::Result::Ok(back)
+        };
+        if ping.await.is_ok_and(|b| b == [7u8; 32]) {
+            pongs += 1;
+        }
+    }
+    assert!(pongs >= 150, "the stranger is carried: {pongs} pongs");
+    let sid = stranger.peer_id().to_string();
+    let opened = relay_events
+        .wait_for("the stranger's circuit", |e| {
+            matches!(e, Event::RelayCircuit { src, outcome, .. } if *src == sid && outcome == "opened")
+        })
+        .await;
+    assert!(
+        matches!(&opened, Event::RelayCircuit { reason: Some(r), .. } if r.contains("unbilled")),
+        "{opened:?}"
+    );
+    let after = payees.billed_bytes(&provider.peer_id()).unwrap();
+    println!(
+        "the stranger got {pongs} pongs through the relay; the provider was billed {} more bytes",
+        after - billed
+    );
+    assert_eq!(after, billed, "nothing billed for the stranger");
 }

@@ -144,6 +144,14 @@ impl Access {
         }
     }
 
+    /// The peers this provider deals with (live grants, ACL peers; `true`:
+    /// the ACL lets everyone fetch), and a watch that wakes when they may
+    /// have changed.
+    pub fn dealing_with(&self) -> ((bool, Vec<PeerId>), watch::Receiver<u64>) {
+        let rx = self.inner.changed.subscribe();
+        (self.lock().dealing_with(now_ms()), rx)
+    }
+
     /// Loads the ACL file at startup; an error is returned (a provider does
     /// not start on a bad ACL).
     pub fn load_acl_file(&self, path: &std::path::Path) -> Result<(), acl_file::AclFileError> {

@@ -245,6 +245,7 @@ async fn relay_payer(
             max_deposit: net.max_deposit,
             max_spend: net.max_spend,
         },
+        consent: None,
     }))
 }
 
@@ -423,6 +424,7 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
                     max_deposit: args.peer.max_deposit,
                     max_spend: args.peer.max_spend,
                 },
+                consent: None,
             })
         }
     };

@@ -56,3 +56,22 @@ pub async fn pay_relays(handle: &NodeHandle, cfg: &PayerConfig) {
     });
     futures::future::join_all(each).await;
 }
+
+/// Keeps `consent` to the peers a provider deals with (its granted buyers
+/// and ACL peers), so its relays bill it for their circuits and no others.
+pub fn consent_from_access(
+    handle: &NodeHandle,
+    access: &crate::access::Access,
+    consent: crate::protocols::pay::payer::Consent,
+) {
+    let access = access.clone();
+    handle.spawn(async move {
+        loop {
+            let ((any, peers), mut changed) = access.dealing_with();
+            consent.set(any, peers);
+            // Grants also end by themselves: looked at again within a minute.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(60), changed.changed()).await;
+        }
+    });
+}

@@ -199,8 +199,12 @@ pub async fn run(
     };
     handle.spawn(serve(handle.clone(), shop, config.serve_limits));
     if let Some(payer) = &config.relay_payer {
+        // Billed as our buyers' circuits' destination: for them only.
+        let mut payer = payer.clone();
+        let consent = payer.consent.get_or_insert_with(Default::default).clone();
+        crate::roles::paying::consent_from_access(&handle, &access, consent);
         // A priced relay holds our reservation until our channel is attached.
-        crate::roles::paying::pay_relays(&handle, payer).await;
+        crate::roles::paying::pay_relays(&handle, &payer).await;
     }
     handle.wait_relays().await?;
     crate::observe::start(&handle, &config.observers, config.quorum).await;

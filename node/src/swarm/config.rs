@@ -130,6 +130,18 @@ impl RelayLimits {
         )
     }
 
+    /// The limits of a circuit nobody pays for: lifted only by the
+    /// operator's own policy (`--open`, `--allow`).
+    pub fn free_circuit_limit(&self, src: &libp2p::PeerId, dst: &libp2p::PeerId) -> CircuitLimit {
+        ledgermesh_protocol::relay::circuit_limit(
+            self.open,
+            self.listed(src),
+            self.listed(dst),
+            self.stock,
+            self.lifted,
+        )
+    }
+
     /// The relay's capacity, for its book.
     pub fn book(&self) -> ledgermesh_protocol::relay::Book {
         use ledgermesh_protocol::relay::{Book, BookLimits};

@@ -254,6 +254,30 @@ impl AccessControl {
         self.record(r);
     }
 
+    /// The peers this provider deals with now: those holding a live grant
+    /// and those its ACL names; `true` when the ACL lets every peer fetch.
+    pub fn dealing_with(&self, now_ms: u64) -> (bool, Vec<PeerId>) {
+        let mut any = false;
+        let mut peers: Vec<PeerId> = vec![];
+        for e in self.acl.entries.iter() {
+            if e.expires_ms.is_some_and(|t| t <= now_ms) {
+                continue;
+            }
+            match &e.peer {
+                acl::PeerMatch::Any => any = true,
+                acl::PeerMatch::Peer(p) => peers.push(*p),
+            }
+        }
+        let mut granted: Vec<(u64, PeerId)> = (self.grants.iter())
+            .filter(|(_, end)| **end > now_ms)
+            .map(|(k, end)| (*end, k.0))
+            .collect();
+        // The grants ending last are the newest: they go last.
+        granted.sort();
+        peers.extend(granted.into_iter().map(|(_, p)| p));
+        (any, peers)
+    }
+
     /// Replaces the ACL (`source` says where it came from, for the audit).
     pub fn set_acl(&mut self, now_ms: u64, acl: Acl, source: &str) {
         let mut r = AuditRecord::new(now_ms, AuditKind::AclReload);

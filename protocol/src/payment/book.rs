@@ -33,6 +33,9 @@ pub type ChannelId = [u8; 32];
 /// Attaches one peer may make in a minute (each costs the payee a chain read).
 pub const MAX_ATTACHES_PER_MINUTE: u32 = 10;
 
+/// Sources one payer may consent to pay for (the newest are kept).
+pub const MAX_CONSENT: usize = 1_024;
+
 /// Limits and timings of a payee's book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BookConfig {
@@ -240,6 +243,36 @@ impl Book {
         }
         b.attaches += 1;
         b.attaches <= MAX_ATTACHES_PER_MINUTE
+    }
+
+    /// `peer` (billed as a circuit's destination) pays for circuits from
+    /// `peers` (`any`: from every source); `replace` starts the set again.
+    /// `false` when it has no channel attached.
+    pub fn consent(&mut self, peer: &PeerId, replace: bool, any: bool, peers: &[PeerId]) -> bool {
+        let Some(b) = self.peers.get_mut(peer).filter(|b| b.channel.is_some()) else {
+            return false;
+        };
+        if replace {
+            b.consent.clear();
+            b.consent_any = false;
+        }
+        b.consent_any |= any;
+        for p in peers {
+            if !b.consent.contains(p) {
+                if b.consent.len() >= MAX_CONSENT {
+                    b.consent.pop_front();
+                }
+                b.consent.push_back(*p);
+            }
+        }
+        true
+    }
+
+    /// Whether `dst` pays for circuits from `src`.
+    pub fn consents_to(&self, dst: &PeerId, src: &PeerId) -> bool {
+        self.peers
+            .get(dst)
+            .is_some_and(|b| b.consent_any || b.consent.contains(src))
     }
 
     /// `peer` attaches `channel`, read from the chain as `view`, its binding

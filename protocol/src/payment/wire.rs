@@ -5,6 +5,7 @@
 use super::{Terms, Wei};
 use crate::framing::FrameError;
 use ledgermesh_proto::v1 as pb;
+use libp2p_identity::PeerId;
 use prost::Message;
 
 /// Why the other side refused.
@@ -144,6 +145,16 @@ pub enum PayMsg {
         /// The signature of the voucher for `paid`, when one is held.
         voucher: Option<[u8; 65]>,
     },
+    /// (Payer billed as a circuit's destination) the sources it pays for:
+    /// `replace` starts the set again, else these are added.
+    Consent {
+        /// Start the set again.
+        replace: bool,
+        /// Every source.
+        any: bool,
+        /// These sources.
+        peers: Vec<PeerId>,
+    },
     /// Either side: no, and why.
     Refuse {
         /// The code.
@@ -155,6 +166,9 @@ pub enum PayMsg {
 
 /// Longest refusal reason kept.
 const MAX_REASON: usize = 512;
+
+/// Peers in one consent message (each about 40 bytes; a frame is 4 KiB).
+pub const CONSENT_PER_MESSAGE: usize = 64;
 
 fn amount(s: &str) -> Result<Wei, FrameError> {
     if s.is_empty() || s.len() > 39 || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -212,6 +226,15 @@ impl PayMsg {
                 window: window.to_string(),
                 owed: owed.to_string(),
                 voucher: voucher.map(|v| v.to_vec()).unwrap_or_default(),
+            }),
+            Self::Consent {
+                replace,
+                any,
+                peers,
+            } => Kind::Consent(pb::PayConsent {
+                replace: *replace,
+                any: *any,
+                peers: peers.iter().map(|p| p.to_bytes()).collect(),
             }),
             Self::Refuse { code, reason } => Kind::Refuse(pb::PayRefuse {
                 code: code.to_pb() as i32,
@@ -272,6 +295,16 @@ impl PayMsg {
                     },
                 }
             }
+            Kind::Consent(c) => Self::Consent {
+                replace: c.replace,
+                any: c.any,
+                peers: (c.peers.iter())
+                    .map(|b| {
+                        PeerId::from_bytes(b)
+                            .map_err(|e| FrameError::Malformed(format!("consent: {e}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
             Kind::Refuse(r) => Self::Refuse {
                 code: RefusalCode::from_pb(r.code),
                 reason: r.reason.chars().take(MAX_REASON).collect(),
@@ -332,6 +365,11 @@ mod tests {
         round_trip(PayMsg::Refuse {
             code: RefusalCode::Unpaid,
             reason: "cut".into(),
+        });
+        round_trip(PayMsg::Consent {
+            replace: true,
+            any: false,
+            peers: vec![PeerId::random(), PeerId::random()],
         });
     }
 

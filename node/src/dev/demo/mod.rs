@@ -142,6 +142,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         deposit: 100 * DEMO_PRICE,
         leeway: Default::default(),
         caps: Default::default(),
+        consent: None,
     };
     let relay_payees = payees("relay")?;
     let net = DevNet::new(emitters)

@@ -115,8 +115,12 @@ impl Reporter {
     }
 
     /// A circuit opened.
-    pub(crate) fn circuit_opened(&self, src: PeerId, dst: PeerId) {
-        self.circuit(src, dst, "opened", |_| {});
+    pub(crate) fn circuit_opened(&self, src: PeerId, dst: PeerId, note: Option<&str>) {
+        self.circuit(src, dst, "opened", |e| {
+            if let (Event::RelayCircuit { reason, .. }, Some(n)) = (e, note) {
+                *reason = Some(n.into());
+            }
+        });
     }
 
     /// A circuit refused, with the status it was answered with.

@@ -215,6 +215,8 @@ impl Server {
     ) {
         let mut budget = None;
         let mut billed_peer = None;
+        let mut limit = self.limits.circuit_limit(&src, &dst);
+        let mut unbilled = None;
         if let Some(pay) = &self.limits.pay {
             let (billed, status) = match pay.bill {
                 Bill::Destination => (dst, Status::NoReservation),
@@ -228,10 +230,20 @@ impl Server {
                 let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
                 return;
             }
-            budget = pay.payees.budget(&billed);
-            billed_peer = Some(billed);
+            // A destination pays only for the sources it consented to; any
+            // other source gets what the relay gives for free.
+            let consented = match pay.bill {
+                Bill::Source => true,
+                Bill::Destination => pay.payees.consents_to(&dst, &src),
+            };
+            if consented {
+                budget = pay.payees.budget(&billed);
+                billed_peer = Some(billed);
+            } else {
+                limit = self.limits.free_circuit_limit(&src, &dst);
+                unbilled = Some("unbilled: the destination did not consent to pay for this source");
+            }
         }
-        let limit = self.limits.circuit_limit(&src, &dst);
         let booked = {
             let mut st = self.state();
             let ip = st.ip_of(&src);
@@ -264,7 +276,7 @@ impl Server {
             return;
         }
         drop(permit);
-        self.reporter.circuit_opened(src, dst);
+        self.reporter.circuit_opened(src, dst, unbilled);
         let (to_dst, to_src) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let reason = match tokio::time::timeout(
             limit.duration,

@@ -161,7 +161,11 @@ pub async fn run(
     config: ConsumerConfig,
 ) -> anyhow::Result<Vec<StreamOutcome>> {
     if let Some(payer) = &config.relay_payer {
-        crate::roles::paying::pay_relays(&handle, payer).await;
+        // Billed as a circuit's destination: for the providers we buy from.
+        let mut payer = payer.clone();
+        let consent = payer.consent.get_or_insert_with(Default::default);
+        consent.set(false, config.wants.iter().map(|w| w.peer));
+        crate::roles::paying::pay_relays(&handle, &payer).await;
     }
     handle.wait_relays().await?;
     crate::observe::start(&handle, &config.observers, config.quorum).await;

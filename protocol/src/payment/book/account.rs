@@ -136,6 +136,10 @@ pub(super) struct Bound {
     /// Attaches in the minute from `attach_window`.
     pub(super) attaches: u32,
     pub(super) attach_window: Instant,
+    /// (Billed as a circuit's destination) it pays for every source.
+    pub(super) consent_any: bool,
+    /// The sources it pays for, newest last.
+    pub(super) consent: std::collections::VecDeque<PeerId>,
 }
 
 impl Bound {
@@ -146,6 +150,8 @@ impl Bound {
             last: now,
             attaches: 0,
             attach_window: now,
+            consent_any: false,
+            consent: std::collections::VecDeque::new(),
         }
     }
 }

@@ -414,3 +414,29 @@ fn one_account_from_two_node_keys_and_a_restart_pays_for_everything() {
     assert_eq!(served_total, 24 * MB);
     assert_eq!(claimed, owed, "paid for all 24 MiB, claimed {claimed}");
 }
+
+#[test]
+fn a_destination_pays_only_for_the_sources_it_consented_to() {
+    let t0 = Instant::now();
+    let mut b = Book::new(cfg());
+    let (dst, buyer, stranger) = (PeerId::random(), PeerId::random(), PeerId::random());
+    assert!(
+        !b.consent(&dst, true, false, &[buyer]),
+        "no channel, no consent"
+    );
+    b.attach(dst, CH, view(100 * PRICE, 0), None, 0, t0)
+        .unwrap();
+    assert!(b.consent(&dst, true, false, &[buyer]));
+    assert!(b.consents_to(&dst, &buyer));
+    assert!(!b.consents_to(&dst, &stranger));
+    // Bounded: the newest are kept.
+    let many: Vec<PeerId> = (0..MAX_CONSENT + 10).map(|_| PeerId::random()).collect();
+    b.consent(&dst, false, false, &many);
+    assert!(!b.consents_to(&dst, &buyer), "pushed out by newer ones");
+    assert!(b.consents_to(&dst, many.last().unwrap()));
+    // Replaced by `any`.
+    b.consent(&dst, true, true, &[]);
+    assert!(b.consents_to(&dst, &stranger));
+    b.consent(&dst, true, false, &[]);
+    assert!(!b.consents_to(&dst, &stranger));
+}

@@ -222,6 +222,19 @@ impl Payees {
         }
     }
 
+    /// Whether `dst` (billed as a circuit's destination) pays for circuits
+    /// from `src`.
+    pub fn consents_to(&self, dst: &PeerId, src: &PeerId) -> bool {
+        self.lock().book.consents_to(dst, src)
+    }
+
+    /// The bytes billed to `peer`'s channel so far (every peer bound to it).
+    pub fn billed_bytes(&self, peer: &PeerId) -> Option<u64> {
+        let st = self.lock();
+        let ch = st.book.channel_of(peer)?;
+        Some(st.book.machine(&ch)?.bytes())
+    }
+
     /// Metered service billed to `peer`, if it has an account.
     pub fn budget(&self, peer: &PeerId) -> Option<Budget> {
         let bound = self.lock().book.channel_of(peer).is_some();

@@ -128,6 +128,14 @@ impl Payees {
                     cumulative,
                     signature,
                 } => Some(self.voucher(peer, channel, cumulative, signature).await),
+                PayMsg::Consent {
+                    replace,
+                    any,
+                    peers,
+                } => {
+                    let taken = self.lock().book.consent(&peer, replace, any, &peers);
+                    (!taken).then(|| refusal(RefusalCode::NoChannel, "attach a channel first"))
+                }
                 PayMsg::Refuse { code, reason } => {
                     self.inner.emitter.emit(Event::PaymentRefused {
                         peer_id: peer.to_string(),

@@ -4,8 +4,11 @@
 //! meter agrees with, attaching again when the connection under the pay
 //! stream goes away (a DCUtR upgrade, a relay that died).
 
+mod consent;
 mod handshake;
 mod session;
+
+pub use consent::{Consent, ConsentSet};
 
 use handshake::{attach, hello};
 
@@ -31,6 +34,8 @@ pub struct PayerConfig {
     pub leeway: Leeway,
     /// Prices, deposit and spend we accept.
     pub caps: Caps,
+    /// (Paying relays) the sources whose circuits to us we pay for.
+    pub consent: Option<Consent>,
 }
 
 impl std::fmt::Debug for PayerConfig {
@@ -220,6 +225,7 @@ pub async fn pay(
     }
     drop(guard);
     let terms = offer.terms;
+    let cfg_consent = cfg.consent.as_ref().map(Consent::subscribe);
     let run = session::Session {
         h: handle.clone(),
         peer,
@@ -229,6 +235,7 @@ pub async fn pay(
         meter,
         offer,
         closes,
+        consent: cfg_consent,
     };
     handle.spawn(run.run(s));
     Ok(Paying::Attached { channel, terms })

@@ -4,7 +4,7 @@
 //! (a DCUtR upgrade closing the relayed one), attach again on what is left.
 
 use super::handshake::closed;
-use super::{attach, hello, hex_id, PayStream, PayerConfig, PayerState};
+use super::{attach, hello, hex_id, ConsentSet, PayStream, PayerConfig, PayerState};
 use crate::events::Event;
 use crate::swarm::{CloseWatch, NodeHandle};
 use ledgermesh_ledger::payments::ChannelId;
@@ -14,6 +14,7 @@ use libp2p::PeerId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Attempts at attaching again after the pay stream's connection closed.
 const REATTACH_TRIES: u32 = 5;
@@ -37,11 +38,47 @@ pub(super) struct Session {
     /// Wakes when a connection to the payee closes: the pay stream may
     /// have been on it.
     pub(super) closes: Option<CloseWatch>,
+    /// The sources we pay for as a circuit's destination (relays).
+    pub(super) consent: Option<watch::Receiver<ConsentSet>>,
+}
+
+/// Resolves when the consent set changed (never without one).
+async fn consent_changed(c: &mut Option<watch::Receiver<ConsentSet>>) {
+    let Some(rx) = c else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        // The node dropped its consent: nothing more will change.
+        *c = None;
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Session {
+    /// Tells the payee the consent set now.
+    async fn send_consent(&mut self, s: &mut PayStream) -> bool {
+        let Some(rx) = self.consent.as_mut() else {
+            return true;
+        };
+        let msgs = rx.borrow_and_update().messages();
+        for m in msgs {
+            if s.send(&m).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     pub(super) async fn run(mut self, mut s: PayStream) {
         loop {
+            if !self.send_consent(&mut s).await {
+                s.close().await;
+                match self.reattach().await {
+                    Some(again) => s = again,
+                    None => return,
+                }
+                continue;
+            }
             let end = self.invoices(&mut s).await;
             s.close().await;
             if matches!(end, End::Done) {
@@ -107,6 +144,12 @@ impl Session {
                 m = s.recv() => m,
                 // Perhaps the pay stream's: attach again (harmless if not).
                 () = closed(&mut self.closes) => return End::Lost,
+                () = consent_changed(&mut self.consent) => {
+                    if !self.send_consent(s).await {
+                        return End::Lost;
+                    }
+                    continue;
+                }
             };
             let msg = match next {
                 Ok(Some(m)) => m,
