@@ -63,6 +63,23 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
+/// Bytes of a stream name kept in an audit record (a requested name can be
+/// 4 KiB of a stranger's choosing).
+pub const AUDIT_NAME_BYTES: usize = 64;
+
+/// `name` cut to [`AUDIT_NAME_BYTES`] at a character boundary, marked `…`
+/// when cut.
+fn cut_name(name: &str) -> String {
+    if name.len() <= AUDIT_NAME_BYTES {
+        return name.to_string();
+    }
+    let mut end = AUDIT_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &name[..end])
+}
+
 impl AuditRecord {
     /// A record of `kind` at `ts_ms` with every optional field empty.
     pub fn new(ts_ms: u64, kind: AuditKind) -> Self {
@@ -82,7 +99,7 @@ impl AuditRecord {
     /// Sets the peer and stream.
     pub fn about(mut self, peer: PeerId, stream: &str) -> Self {
         self.peer = Some(peer);
-        self.stream = Some(stream.to_string());
+        self.stream = Some(cut_name(stream));
         self
     }
 

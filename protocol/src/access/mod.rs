@@ -14,7 +14,7 @@ mod acl;
 mod audit;
 
 pub use acl::{Acl, AclEntry, PeerMatch, StreamMatch};
-pub use audit::{AuditKind, AuditRecord};
+pub use audit::{AuditKind, AuditRecord, AUDIT_NAME_BYTES};
 
 use crate::signal::RejectReason;
 use libp2p_identity::PeerId;
@@ -32,6 +32,15 @@ pub const EXPIRED_MEMORY_MS: u64 = 3_600_000;
 /// Audit records queued at most between two drains; older ones are dropped
 /// and counted.
 pub const MAX_QUEUED_AUDIT: usize = 16_384;
+/// Live grants one sender key holds at most; a new one replaces its
+/// soonest-ending one.
+pub const MAX_GRANTS_PER_PEER: usize = 64;
+/// Refusals of one peer audited one by one in a minute; the rest are
+/// counted and audited as one summary.
+pub const REFUSALS_AUDITED_PER_MINUTE: u32 = 8;
+/// Peers whose refusals are counted at once (a flood of identities is
+/// summarised as one).
+const MAX_REFUSAL_COUNTERS: usize = 4_096;
 
 /// Why access was denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +112,13 @@ pub struct AccessControl {
     acl: Acl,
     audit: VecDeque<AuditRecord>,
     dropped_audit: u64,
+    /// Each peer's live grants, by end (to cap them per sender key).
+    by_peer: HashMap<PeerId, BTreeSet<(u64, String)>>,
+    /// The minute refusals are counted in, and each peer's count in it.
+    refusal_minute: u64,
+    refusals: HashMap<PeerId, u32>,
+    /// Refusals of peers past the counters' bound, this minute.
+    refusals_unattributed: u32,
 }
 
 impl AccessControl {
@@ -117,10 +133,130 @@ impl AccessControl {
             acl: Acl::default(),
             audit: VecDeque::new(),
             dropped_audit: 0,
+            by_peer: HashMap::new(),
+            refusal_minute: 0,
+            refusals: HashMap::new(),
+            refusals_unattributed: 0,
         }
     }
 
+    fn insert_grant(&mut self, key: Key, until: u64) {
+        if let Some(old) = self.grants.insert(key.clone(), until) {
+            self.by_expiry.remove(&(old, key.clone()));
+            if let Some(set) = self.by_peer.get_mut(&key.0) {
+                set.remove(&(old, key.1.clone()));
+            }
+        }
+        self.by_expiry.insert((until, key.clone()));
+        (self.by_peer.entry(key.0).or_default()).insert((until, key.1));
+    }
+
+    fn remove_grant(&mut self, key: &Key) -> Option<u64> {
+        let until = self.grants.remove(key)?;
+        self.by_expiry.remove(&(until, key.clone()));
+        if let Some(set) = self.by_peer.get_mut(&key.0) {
+            set.remove(&(until, key.1.clone()));
+            if set.is_empty() {
+                self.by_peer.remove(&key.0);
+            }
+        }
+        Some(until)
+    }
+
+    /// Whether the ACL names `peer` itself.
+    fn acl_names(&self, peer: &PeerId) -> bool {
+        (self.acl.entries.iter()).any(|e| matches!(&e.peer, acl::PeerMatch::Peer(p) if p == peer))
+    }
+
+    /// Makes room for one grant of `peer`: its own soonest-ending grant
+    /// when it holds [`MAX_GRANTS_PER_PEER`], else, with the table full, the
+    /// soonest-ending grant of a peer the ACL does not name. `false` when
+    /// there is no room to make.
+    fn make_room(&mut self, now_ms: u64, peer: PeerId) -> bool {
+        let own = self.by_peer.get(&peer).map_or(0, BTreeSet::len);
+        let victim = if own >= MAX_GRANTS_PER_PEER {
+            self.by_peer[&peer].first().map(|(_, s)| (peer, s.clone()))
+        } else if self.grants.len() >= MAX_GRANTS {
+            (self.by_expiry.iter())
+                .find(|(_, k)| !self.acl_names(&k.0))
+                .map(|(_, k)| k.clone())
+        } else {
+            return true;
+        };
+        let Some(key) = victim else {
+            return false;
+        };
+        let until = self.remove_grant(&key);
+        let mut r = AuditRecord::new(now_ms, AuditKind::Expire)
+            .about(key.0, &key.1)
+            .reason("grant_replaced");
+        r.expires_ms = until;
+        self.record(r);
+        true
+    }
+
     fn record(&mut self, r: AuditRecord) {
+        if r.kind == AuditKind::Refuse {
+            if let Some(peer) = r.peer {
+                if !self.count_refusal(r.ts_ms, peer) {
+                    return;
+                }
+            }
+        }
+        self.push_audit(r);
+    }
+
+    /// Counts a refusal of `peer`: `false` when it is past the minute's
+    /// allowance (summarised when the minute ends).
+    fn count_refusal(&mut self, now_ms: u64, peer: PeerId) -> bool {
+        self.end_refusal_minute(now_ms);
+        let full = self.refusals.len() >= MAX_REFUSAL_COUNTERS;
+        match self.refusals.get_mut(&peer) {
+            Some(n) => {
+                *n += 1;
+                *n <= REFUSALS_AUDITED_PER_MINUTE
+            }
+            None if full => {
+                self.refusals_unattributed += 1;
+                false
+            }
+            None => {
+                self.refusals.insert(peer, 1);
+                true
+            }
+        }
+    }
+
+    /// When a new minute began: one summary record per peer refused more
+    /// often than audited one by one in the last.
+    fn end_refusal_minute(&mut self, now_ms: u64) {
+        let minute = now_ms / 60_000;
+        if minute == self.refusal_minute {
+            return;
+        }
+        self.refusal_minute = minute;
+        let mut over: Vec<(PeerId, u32)> = (self.refusals.drain())
+            .filter(|(_, n)| *n > REFUSALS_AUDITED_PER_MINUTE)
+            .map(|(p, n)| (p, n - REFUSALS_AUDITED_PER_MINUTE))
+            .collect();
+        over.sort();
+        for (peer, n) in over {
+            let mut r = AuditRecord::new(now_ms, AuditKind::Refuse).reason("refusals_summarised");
+            r.peer = Some(peer);
+            r.detail = Some(format!("{n} more refusals in the last minute"));
+            self.push_audit(r);
+        }
+        let n = std::mem::take(&mut self.refusals_unattributed);
+        if n > 0 {
+            let mut r = AuditRecord::new(now_ms, AuditKind::Refuse).reason("refusals_summarised");
+            r.detail = Some(format!(
+                "{n} more refusals of other peers in the last minute"
+            ));
+            self.push_audit(r);
+        }
+    }
+
+    fn push_audit(&mut self, r: AuditRecord) {
         if self.audit.len() >= MAX_QUEUED_AUDIT {
             self.audit.pop_front();
             self.dropped_audit += 1;
@@ -158,7 +294,7 @@ impl AccessControl {
             }
             let key = (peer, name.clone());
             let renewed = self.grants.contains_key(&key);
-            if !renewed && self.grants.len() >= MAX_GRANTS {
+            if !renewed && !self.make_room(now_ms, peer) {
                 self.record(
                     AuditRecord::new(now_ms, AuditKind::Refuse)
                         .about(peer, name)
@@ -170,14 +306,9 @@ impl AccessControl {
             // A renewal never shortens a grant.
             let until = match self.grants.get(&key).copied() {
                 Some(old) if old >= expires_ms => old,
-                Some(old) => {
-                    self.by_expiry.remove(&(old, key.clone()));
-                    expires_ms
-                }
-                None => expires_ms,
+                _ => expires_ms,
             };
-            self.grants.insert(key.clone(), until);
-            self.by_expiry.insert((until, key.clone()));
+            self.insert_grant(key.clone(), until);
             self.expired.remove(&key);
             let kind = if renewed {
                 AuditKind::Renew
@@ -300,8 +431,7 @@ impl AccessControl {
             if at_ms > now_ms {
                 break;
             }
-            self.by_expiry.pop_first();
-            self.grants.remove(&key);
+            self.remove_grant(&key);
             let mut r = AuditRecord::new(now_ms, AuditKind::Expire)
                 .about(key.0, &key.1)
                 .reason(RejectReason::GrantExpired.as_str());
@@ -376,11 +506,7 @@ impl AccessControl {
             if held.is_none() && self.grants.len() >= MAX_GRANTS {
                 break;
             }
-            if let Some(old) = held {
-                self.by_expiry.remove(&(old, key.clone()));
-            }
-            self.grants.insert(key.clone(), until);
-            self.by_expiry.insert((until, key));
+            self.insert_grant(key, until);
             restored += 1;
         }
         restored
