@@ -641,7 +641,7 @@ fn the_api_holds_a_bounded_number_of_connections_and_serves_the_next_when_one_cl
     let mut next = std::net::TcpStream::connect(&relay.1).unwrap();
     write!(
         next,
-        "GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     next.set_read_timeout(Some(std::time::Duration::from_millis(300)))
@@ -660,4 +660,46 @@ fn the_api_holds_a_bounded_number_of_connections_and_serves_the_next_when_one_cl
     next.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(held);
+}
+
+#[test]
+fn the_api_answers_only_its_own_host_and_origin_and_a_ping_is_a_post() {
+    use std::io::{Read, Write};
+    let relay = relay_with_api(&["--api-host", "node.lan"]);
+    let ask = |head: &str| {
+        let mut c = std::net::TcpStream::connect(&relay.1).unwrap();
+        write!(c, "{head}Connection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let status = "GET /api/v1/status HTTP/1.1\r\n";
+    // A page that made its own name resolve here (DNS rebinding).
+    let a = ask(&format!("{status}Host: rebind.example:7001\r\n"));
+    assert!(a.starts_with("HTTP/1.1 421"), "{a}");
+    assert!(a.contains("--api-host"), "{a}");
+    // Another site's page, through the operator's browser.
+    let a = ask(&format!(
+        "{status}Host: 127.0.0.1\r\nOrigin: http://evil.example\r\n"
+    ));
+    assert!(a.starts_with("HTTP/1.1 403"), "{a}");
+    // The node's own names and addresses.
+    for host in ["127.0.0.1", "localhost:1", "node.lan:7001", "[::1]:7001"] {
+        let a = ask(&format!("{status}Host: {host}\r\n"));
+        assert!(a.starts_with("HTTP/1.1 200"), "{host}: {a}");
+    }
+    let a = ask(&format!(
+        "{status}Host: 127.0.0.1\r\nOrigin: http://127.0.0.1:7001\r\n"
+    ));
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    // A ping sends packets: not on a GET.
+    let peer = "12D3KooWGws8R4tLsQLnoZpvmn1eFbvFXwyj5rW1ySSh2A7QFa4h";
+    let a = ask(&format!(
+        "GET /api/v1/ping/{peer} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    ));
+    assert!(a.starts_with("HTTP/1.1 405"), "{a}");
+    let a = ask(&format!(
+        "POST /api/v1/ping/{peer} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+    ));
+    assert!(!a.starts_with("HTTP/1.1 405"), "{a}");
 }

@@ -528,7 +528,7 @@ fn nc_and_echo_work_against_each_other_through_a_relay() {
         0,
         &relay_addr,
         &[&inbox],
-        &["--relay-only", "--no-hole-punch", "--inbox-max-bytes", "20"],
+        &["--relay-only", "--no-hole-punch", "--inbox-max-bytes", "12"],
     );
     let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
     argv[0] = "echo";
@@ -602,7 +602,7 @@ fn nc_and_echo_work_against_each_other_through_a_relay() {
     assert!(out.status.success(), "nc --send to the inbox failed");
     assert!(out.stdout.is_empty());
     assert_eq!(std::fs::read(&inbox_path).unwrap(), b"hello inbox\n");
-    // Past --inbox-max-bytes (20) a sender is refused, and nothing is written.
+    // Full at --inbox-max-bytes (12): the next sender is refused, nothing written.
     let (mut child, _) = nc("poster2", 3, "inbox", &["--send"]);
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hello again\n").unwrap();
     let out = child.wait_with_output().unwrap();

@@ -1022,6 +1022,21 @@ async fn a_priced_stream_from_a_relay_only_provider_is_paid_across_the_dcutr_upg
     payee_holds(&mut provider, owed).await;
     payees.claim_all().await;
     assert_eq!(chain.balance(account), owed, "paid to the wei");
+    // The two sides' reports of the channel agree to the wei.
+    let theirs = provider.handle.ops().payee_report();
+    let ours = buyer.handle.payer_report().await;
+    assert_eq!((theirs.len(), ours.len()), (1, 1), "{theirs:?} {ours:?}");
+    let (t, o) = (&theirs[0], &ours[0]);
+    assert_eq!(t["channel"], o["channel"]);
+    assert_eq!(t["highest_voucher_wei"], owed.to_string());
+    assert_eq!(o["highest_voucher_wei"], owed.to_string());
+    assert_eq!(t["claimed_wei"], owed.to_string());
+    assert_eq!(
+        (t["unclaimed_wei"].as_str(), t["unpaid_wei"].as_str()),
+        (Some("0"), Some("0"))
+    );
+    assert_eq!(t["bytes"], len);
+    assert_eq!(t["claims"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

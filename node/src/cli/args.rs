@@ -800,9 +800,9 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 /// `ledgermesh channels`.
 #[derive(Debug, Args)]
 pub struct ChannelsArgs {
-    /// The board's spec: `evm:RPC_URL@CONTRACT_ADDRESS`.
+    /// The board's spec: `evm:RPC_URL@CONTRACT_ADDRESS` (not for `report`).
     #[arg(long, env = "LEDGERMESH_LEDGER")]
-    pub ledger: String,
+    pub ledger: Option<String>,
     /// File holding the account key (hex); else $LEDGERMESH_LEDGER_KEY.
     #[arg(long)]
     pub ledger_key: Option<PathBuf>,
@@ -830,6 +830,18 @@ pub enum ChannelsAction {
     Withdraw {
         /// The channel id (0x…).
         id: String,
+    },
+    /// A running node's payments, reconciled: per channel it is paid on,
+    /// bytes served, owed, the highest voucher, claimed (with each claim's
+    /// transaction and gas), unclaimed and unpaid; per payee it pays, its
+    /// own meter and vouchers. Read from its `--api`.
+    Report {
+        /// The node's API address (its `--api`), e.g. `127.0.0.1:7001`.
+        #[arg(long)]
+        api: String,
+        /// The API's bearer token, when it has one.
+        #[arg(long, env = "LEDGERMESH_API_TOKEN", hide_env_values = true)]
+        api_token: Option<String>,
     },
 }
 

@@ -34,10 +34,71 @@ fn json_of(
     })
 }
 
+/// `channels report`: the payments report of a running node's API.
+async fn report(api: &str, token: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    let v = super::status::get_json(api, token, "/api/v1/payments").await?;
+    if json {
+        crate::events::print_json_line(&v);
+        return Ok(0);
+    }
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("-").to_string();
+    let payee = v["as_payee"].as_array().cloned().unwrap_or_default();
+    println!("paid on {} channel(s) (wei)", payee.len());
+    println!(
+        "{:<68} {:>12} {:>22} {:>22} {:>22} {:>20} {:>20} {:<7}",
+        "channel", "bytes", "owed", "highest voucher", "claimed", "unclaimed", "unpaid", "state"
+    );
+    for c in &payee {
+        println!(
+            "{:<68} {:>12} {:>22} {:>22} {:>22} {:>20} {:>20} {:<7}",
+            s(c, "channel"),
+            c["bytes"].as_u64().unwrap_or(0),
+            s(c, "owed_wei"),
+            s(c, "highest_voucher_wei"),
+            s(c, "claimed_wei"),
+            s(c, "unclaimed_wei"),
+            s(c, "unpaid_wei"),
+            s(c, "state"),
+        );
+        for claim in c["claims"].as_array().into_iter().flatten() {
+            println!(
+                "    claim {} wei  tx {}  gas {}",
+                s(claim, "amount_wei"),
+                claim["tx"].as_str().unwrap_or("-"),
+                claim["gas_used"]
+                    .as_u64()
+                    .map_or("-".into(), |g| g.to_string()),
+            );
+        }
+    }
+    let payer = v["as_payer"].as_array().cloned().unwrap_or_default();
+    println!("paying {} payee(s) (wei)", payer.len());
+    println!(
+        "{:<68} {:>12} {:>22} {:>22} {:>22}",
+        "channel", "bytes", "measured", "highest voucher", "held by payee"
+    );
+    for p in &payer {
+        println!(
+            "{:<68} {:>12} {:>22} {:>22} {:>22}",
+            s(p, "channel"),
+            p["bytes"].as_u64().unwrap_or(0),
+            s(p, "measured_wei"),
+            s(p, "highest_voucher_wei"),
+            s(p, "held_by_payee_wei"),
+        );
+    }
+    Ok(0)
+}
+
 pub(super) async fn run(args: ChannelsArgs) -> anyhow::Result<i32> {
+    if let Some(ChannelsAction::Report { api, api_token }) = &args.action {
+        return report(api, api_token.as_deref(), args.json).await;
+    }
+    let ledger = (args.ledger.as_deref())
+        .context("no ledger: pass --ledger SPEC or set LEDGERMESH_LEDGER")?;
     let key = crate::ledger_spec::ledger_key(args.ledger_key.as_deref())?
         .context("no account key: pass --ledger-key FILE or set LEDGERMESH_LEDGER_KEY")?;
-    let chans = crate::ledger_spec::open_payments(&args.ledger, Some(&key)).await?;
+    let chans = crate::ledger_spec::open_payments(ledger, Some(&key)).await?;
     let me = chans.account().context("no account")?;
     let done = |what: &str, id: &str, cost: ledgermesh_ledger::payments::TxCost| {
         if args.json {
@@ -57,6 +118,7 @@ pub(super) async fn run(args: ChannelsArgs) -> anyhow::Result<i32> {
             let cost = chans.finish_close(parse_id(id)?).await?;
             done("withdrawn", id, cost);
         }
+        Some(ChannelsAction::Report { .. }) => unreachable!("answered above"),
         None => {
             let list = chans.channels_of(me).await?;
             let kept: std::collections::HashMap<[u8; 32], u128> = match &args.data_dir {

@@ -211,6 +211,7 @@ fn router(api: Api) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/streams", get(streams))
+        .route("/api/v1/payments", get(payments))
         .route(
             "/api/v1/ping/{peer}",
             axum::routing::post(ping).get(|| async {
@@ -224,7 +225,7 @@ fn router(api: Api) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such page: see /api/v1/status, /api/v1/peers, /api/v1/streams, /metrics",
+                "no such page: see /api/v1/status, /api/v1/peers, /api/v1/streams, /api/v1/payments, /metrics",
             )
         })
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
@@ -489,6 +490,18 @@ async fn peers(State(api): State<Api>) -> Response {
         })
         .collect();
     Json(json!({ "peers": out })).into_response()
+}
+
+/// Reconciliation: per channel we are paid on (the payee's book, with its
+/// claims) and per payee we pay (our meter and vouchers), with the totals.
+async fn payments(State(api): State<Api>) -> Response {
+    let ops = api.handle.ops();
+    Json(json!({
+        "as_payee": ops.payee_report(),
+        "as_payer": api.handle.payer_report().await,
+        "totals": ops.payments_json(),
+    }))
+    .into_response()
 }
 
 async fn streams(State(api): State<Api>) -> Response {

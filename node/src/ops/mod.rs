@@ -13,7 +13,7 @@ pub mod traffic;
 
 use crate::events::Event;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 pub use traffic::{Counted, Dir, Tracked, Traffic};
@@ -41,7 +41,12 @@ struct Money {
     /// Latest cumulative voucher per (payee, channel) we sent.
     sent: HashMap<(String, String), u128>,
     claimed: u128,
+    /// Each channel's claims (amount, tx, gas), the latest few.
+    claims: HashMap<String, VecDeque<Value>>,
 }
+
+/// Claims kept per channel for the payments report.
+const CLAIMS_PER_CHANNEL: usize = 8;
 
 /// Grants remembered for the status (the grant store's own cap).
 const MAX_GRANTS: usize = 65_536;
@@ -61,6 +66,8 @@ pub struct Ops {
     grants: Mutex<HashMap<(String, String), u64>>,
     /// A relay's hop requests dropped because its queue was full.
     hop_dropped: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// The payee's accounts, when the node charges (relay, provider).
+    payees: std::sync::OnceLock<crate::protocols::pay::Payees>,
 }
 
 impl std::fmt::Debug for Ops {
@@ -81,7 +88,48 @@ impl Ops {
             money: Default::default(),
             grants: Default::default(),
             hop_dropped: Default::default(),
+            payees: Default::default(),
         }
+    }
+
+    /// The payee accounts the payments report reads.
+    pub fn report_payees(&self, payees: crate::protocols::pay::Payees) {
+        let _ = self.payees.set(payees);
+    }
+
+    /// Each channel we are paid on, as the payee's book has it, with its
+    /// latest claims: bytes served, owed, the highest voucher, claimed,
+    /// unclaimed (held, not yet claimed), unpaid (served, no voucher yet:
+    /// what is at risk now); wei as decimal strings.
+    pub fn payee_report(&self) -> Vec<Value> {
+        let Some(p) = self.payees.get() else {
+            return vec![];
+        };
+        let m = self.money.lock().unwrap_or_else(|p| p.into_inner());
+        (p.report().into_iter())
+            .map(|r| {
+                let channel = format!("0x{}", hex::encode(r.channel));
+                let claims: Vec<Value> = m
+                    .claims
+                    .get(&channel)
+                    .map_or(vec![], |c| c.iter().cloned().collect());
+                json!({
+                    "channel": channel,
+                    "payer_account": format!("0x{}", hex::encode(r.payer)),
+                    "peers": r.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    "bytes": r.bytes,
+                    "owed_wei": r.owed.to_string(),
+                    "highest_voucher_wei": r.paid.to_string(),
+                    "claimed_wei": r.claimed.to_string(),
+                    "unclaimed_wei": r.paid.saturating_sub(r.claimed).to_string(),
+                    "unpaid_wei": r.owed.saturating_sub(r.paid).to_string(),
+                    "window_wei": r.window.to_string(),
+                    "deposit_wei": r.deposit.to_string(),
+                    "state": r.state,
+                    "claims": claims,
+                })
+            })
+            .collect()
     }
 
     /// Takes in one event the node emitted.
@@ -157,9 +205,21 @@ impl Ops {
                     *v = (*v).max(cumulative.parse().unwrap_or(0));
                 }
             }
-            Event::Claimed { amount, .. } => {
+            Event::Claimed {
+                channel,
+                amount,
+                tx,
+                gas_used,
+            } => {
                 let mut m = self.money.lock().unwrap_or_else(|p| p.into_inner());
                 m.claimed += amount.parse::<u128>().unwrap_or(0);
+                if m.claims.len() < MAX_TRACKED || m.claims.contains_key(channel) {
+                    let c = m.claims.entry(channel.clone()).or_default();
+                    if c.len() >= CLAIMS_PER_CHANNEL {
+                        c.pop_front();
+                    }
+                    c.push_back(json!({"amount_wei": amount, "tx": tx, "gas_used": gas_used}));
+                }
             }
             Event::Grant {
                 peer_id,
@@ -236,7 +296,14 @@ impl Ops {
     /// claims, in wei as decimal strings.
     pub fn payments_json(&self) -> Value {
         let m = self.money.lock().unwrap_or_else(|p| p.into_inner());
-        let earned: u128 = m.received.values().sum();
+        // Vouchers are cumulative per channel, and several peers may pay
+        // through one channel: the highest of each channel, summed.
+        let mut per_channel: HashMap<&str, u128> = HashMap::new();
+        for ((_, ch), v) in &m.received {
+            let e = per_channel.entry(ch.as_str()).or_default();
+            *e = (*e).max(*v);
+        }
+        let earned: u128 = per_channel.values().sum();
         let paid: u128 = m.sent.values().sum();
         let channels = |map: &HashMap<(String, String), u128>, who: &str| -> Vec<Value> {
             let mut v: Vec<Value> = map

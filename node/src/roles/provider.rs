@@ -146,6 +146,7 @@ pub async fn run(
             // Vouchers left unclaimed by a previous run are claimed now.
             p.keep_vouchers_in(dir).await.context("keeping vouchers")?;
         }
+        handle.ops().report_payees(p.clone());
         handle.spawn(p.clone().serve(handle.stream_control()));
     }
     let journal = match &config.data_dir {

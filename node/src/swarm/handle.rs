@@ -258,6 +258,22 @@ impl NodeHandle {
         m.entry(peer).or_default().clone()
     }
 
+    /// Where we stand with each payee (the payments report).
+    pub async fn payer_report(&self) -> Vec<serde_json::Value> {
+        let states: Vec<_> = {
+            let m = self.payers.lock().unwrap_or_else(|p| p.into_inner());
+            m.iter().map(|(p, s)| (*p, s.clone())).collect()
+        };
+        let mut out = vec![];
+        for (peer, st) in states {
+            if let Some(s) = st.lock().await.as_ref() {
+                out.push(s.report(&peer));
+            }
+        }
+        out.sort_by(|a, b| a["channel"].as_str().cmp(&b["channel"].as_str()));
+        out
+    }
+
     /// The share of this node's receiving between the streams it fetches
     /// (by bytes; see `ledgermesh_protocol::stream::fair`).
     pub fn fair_in(&self) -> &std::sync::Arc<crate::streams::fair::FairGate> {

@@ -211,6 +211,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     };
     handle.spawn(hard_nat_service.run(handle.clone(), hard_nat_rx));
     if let Some(pay) = relay.as_ref().and_then(|(l, _, _)| l.pay.clone()) {
+        handle.ops().report_payees(pay.payees.clone());
         handle.spawn(pay.payees.serve(handle.control.clone()));
     }
     if let Some((limits, shared, reporter)) = relay {

@@ -108,6 +108,31 @@ pub enum BookEvent {
     },
 }
 
+/// One account as it stands (see [`Book::report`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountReport {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Its payer account.
+    pub payer: [u8; 20],
+    /// The peers bound to it.
+    pub peers: Vec<PeerId>,
+    /// Bytes served on it (since this run began counting it).
+    pub bytes: u64,
+    /// Everything owed on it, in all (from what was paid before).
+    pub owed: Wei,
+    /// The highest voucher held.
+    pub paid: Wei,
+    /// Claimed on chain.
+    pub claimed: Wei,
+    /// The credit extended now.
+    pub window: Wei,
+    /// The deposit last read.
+    pub deposit: Wei,
+    /// `serving`, `paused` or `cut`.
+    pub state: &'static str,
+}
+
 /// What the driver should do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BookAction {
@@ -646,6 +671,32 @@ impl Book {
                 self.claim(c);
             }
         }
+    }
+
+    /// Every account as it stands, for reports.
+    pub fn report(&self) -> Vec<AccountReport> {
+        let mut out: Vec<AccountReport> = (self.accounts.iter())
+            .map(|(c, a)| AccountReport {
+                channel: *c,
+                payer: a.payer,
+                peers: a.peers.clone(),
+                bytes: a.machine.bytes(),
+                owed: a.machine.owed(),
+                paid: a.machine.paid(),
+                claimed: a.claimed,
+                window: a.machine.window(),
+                deposit: a.machine.deposit(),
+                state: if a.machine.is_cut() {
+                    "cut"
+                } else if a.machine.serving() {
+                    "serving"
+                } else {
+                    "paused"
+                },
+            })
+            .collect();
+        out.sort_by_key(|r| r.channel);
+        out
     }
 
     /// The channels holding vouchers not yet claimed.

@@ -184,6 +184,16 @@ impl Payer {
         self.signed
     }
 
+    /// The highest voucher the payee acknowledged holding.
+    pub fn held_by_payee(&self) -> Wei {
+        self.acked
+    }
+
+    /// Bytes our meter counted for this payee in this run.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// What this run has spent on the payee (signed beyond the first base).
     pub fn spent(&self) -> Wei {
         self.signed.saturating_sub(self.first_base.unwrap_or(0))

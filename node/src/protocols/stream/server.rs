@@ -323,6 +323,18 @@ async fn serve_one(
         }
         _ => None,
     };
+    // A full inbox takes nobody's bytes: refused before it is accepted.
+    if let (ServeDecision::Serve { .. }, Some((Source::Inbox(path), _))) = (&decision, entry) {
+        let held = (tokio::fs::symlink_metadata(path).await).map_or(0, |m| m.len());
+        if held >= limits.inbox_max_bytes {
+            decision = ServeDecision::Refuse(ledgermesh_protocol::StreamRejection {
+                name: req.name.clone(),
+                reason: ledgermesh_protocol::RejectReason::Busy,
+                detail: format!("the inbox is full ({} bytes)", limits.inbox_max_bytes),
+                earliest: None,
+            });
+        }
+    }
     let (info, offset) = match decision {
         ServeDecision::Refuse(rejection) => {
             tracing::info!(%peer, stream = %req.name, reason = rejection.reason.as_str(), "refused");

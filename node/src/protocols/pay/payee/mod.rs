@@ -161,13 +161,13 @@ impl Payees {
                     let me = self.clone();
                     tokio::spawn(async move { me.read_channel(channel).await });
                 }
-                BookAction::Event(e) => self.report(e),
+                BookAction::Event(e) => self.emit_event(e),
             }
         }
         claims
     }
 
-    fn report(&self, e: BookEvent) {
+    fn emit_event(&self, e: BookEvent) {
         let ev = match e {
             BookEvent::Cut {
                 channel,
@@ -226,6 +226,11 @@ impl Payees {
     /// from `src`.
     pub fn consents_to(&self, dst: &PeerId, src: &PeerId) -> bool {
         self.lock().book.consents_to(dst, src)
+    }
+
+    /// Every account as the book has it (the payments report).
+    pub fn report(&self) -> Vec<ledgermesh_protocol::payment::book::AccountReport> {
+        self.lock().book.report()
     }
 
     /// The bytes billed to `peer`'s channel so far (every peer bound to it).

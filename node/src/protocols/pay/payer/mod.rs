@@ -60,6 +60,26 @@ pub struct PayerState {
     offer: Offer,
 }
 
+impl PayerState {
+    /// Where we stand with the payee `peer` (the payments report): our
+    /// meter, the highest voucher signed and the one it acknowledged.
+    pub fn report(&self, peer: &PeerId) -> serde_json::Value {
+        let m = &self.machine;
+        serde_json::json!({
+            "payee": peer.to_string(),
+            "payee_account": format!("0x{}", hex::encode(self.offer.payee)),
+            "channel": hex_id(&self.channel),
+            "bytes": m.bytes(),
+            "measured_wei": m.measured().to_string(),
+            "highest_voucher_wei": m.signed().to_string(),
+            "held_by_payee_wei": m.held_by_payee().to_string(),
+            "spent_this_run_wei": m.spent().to_string(),
+            "deposit_wei": m.deposit().to_string(),
+            "price_per_mib_wei": self.offer.terms.price_per_mib.to_string(),
+        })
+    }
+}
+
 /// The outcome of agreeing with a payee.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Paying {
