@@ -259,6 +259,13 @@ fn bench_json_has_every_figure() {
         "/peers/quic_ratio_to_libp2p",
         "/peers/ours_quic_1452_mib_s",
         "/peers/quic_1452_ratio_to_libp2p",
+        "/payments/vouchers_signed_per_s",
+        "/payments/vouchers_verified_per_s",
+        "/payments/paid_ratio_to_free",
+        "/payments/relayed_paid_ratio_to_free",
+        "/payments/settlement_overhead",
+        "/payments/gas_per_call/claim",
+        "/payments/loop_worst_time_ratio_to_free",
     ] {
         assert!(number(p) > 0.0, "{p} = {}", number(p));
     }

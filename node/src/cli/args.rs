@@ -394,7 +394,9 @@ pub struct PriceArgs {
     #[arg(long, default_value_t = 256)]
     pub max_credit_mib: u128,
     /// Claim a payer's vouchers once they owe this many wei unclaimed
-    /// (default: 64 MiB worth); all are claimed on shutdown.
+    /// (default: 64 MiB worth, and at least 0.005 ETH, so that a claim's gas
+    /// is at most 1 % of it at 1 gwei); all are claimed on shutdown, and at
+    /// once from a closing channel.
     #[arg(long)]
     pub claim_at: Option<u128>,
 }
@@ -437,7 +439,9 @@ impl PriceArgs {
             channels,
             terms,
             policy,
-            claim_threshold: self.claim_at.unwrap_or(unit.saturating_mul(64)),
+            claim_threshold: self
+                .claim_at
+                .unwrap_or(crate::protocols::pay::default_claim_threshold(unit)),
         };
         Ok(Some(crate::protocols::pay::Payees::new(
             cfg,

@@ -11,6 +11,7 @@ mod envelope;
 mod idle;
 mod live;
 mod nodes;
+mod payments;
 mod peers;
 mod scale;
 mod setup;
@@ -73,6 +74,9 @@ pub enum Section {
     Peers,
     /// A relay process's resident memory per idle connection and per reservation.
     Idle,
+    /// Vouchers per second, gas per channel call, settlement overhead, and
+    /// a priced stream against the same stream free.
+    Payments,
 }
 
 struct Sizes {
@@ -355,6 +359,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         out.insert("idle".into(), idle::idle(n).await?);
     }
 
+    if wants(Section::Payments) {
+        eprintln!("bench: payments…");
+        out.insert("payments".into(), payments::payments(opts.quick).await?);
+    }
+
     if wants(Section::Envelope) {
         eprintln!("bench: envelopes…");
         out.insert("envelope".into(), envelope_cost(sz.envelope_time)?);
@@ -367,6 +376,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
             "direct_tcp_over_chacha20poly1305": goal(at("direct", "tcp_ratio_to_chacha20poly1305"), 0.10),
             "relayed_tcp_over_direct_tcp": goal(at("relayed", "ratio_to_direct"), 0.5),
             "direct_quic_over_direct_tcp": goal(at("direct", "quic_ratio_to_tcp"), 1.0),
+            "paid_over_free": goal(at("payments", "paid_ratio_to_free"), 0.95),
+            "relayed_paid_over_free": goal(at("payments", "relayed_paid_ratio_to_free"), 0.95),
+            // At most 1 % of what is claimed goes to gas (1 gwei).
+            "settlement_overhead": {
+                "value": at("payments", "settlement_overhead"),
+                "max": 0.01,
+                "met": at("payments", "settlement_overhead").map(|o| o <= 0.01),
+            },
         }),
     );
     out.insert(

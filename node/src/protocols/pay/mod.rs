@@ -31,6 +31,20 @@ pub const PAY: StreamProtocol = StreamProtocol::new("/ledgermesh/pay/1");
 /// Longest wait for the other side's answer in the handshake.
 pub const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// What a claim is worth waiting for at least, whatever the price: a
+/// hundred claims' gas (about 50,000 each) at 1 gwei, so claims cost at most
+/// 1 % of what they bring in at that gas price (0.005 ETH).
+pub const CLAIM_FLOOR: ledgermesh_protocol::payment::Wei = 100 * 50_000 * 1_000_000_000;
+
+/// The default `--claim-at`: 64 MiB worth at `price_per_mib`, and never
+/// below [`CLAIM_FLOOR`]. (A payee also claims at once from a closing
+/// channel, and everything on shutdown.)
+pub fn default_claim_threshold(
+    price_per_mib: ledgermesh_protocol::payment::Wei,
+) -> ledgermesh_protocol::payment::Wei {
+    price_per_mib.saturating_mul(64).max(CLAIM_FLOOR)
+}
+
 /// A pay stream: whole messages in, whole messages out.
 pub(crate) struct PayStream {
     s: Stream,

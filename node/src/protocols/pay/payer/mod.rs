@@ -256,6 +256,7 @@ pub async fn pay(
         offer,
         closes,
         consent: cfg_consent,
+        pending: None,
     };
     handle.spawn(run.run(s));
     Ok(Paying::Attached { channel, terms })

@@ -19,6 +19,28 @@ use tokio::sync::watch;
 /// Attempts at attaching again after the pay stream's connection closed.
 const REATTACH_TRIES: u32 = 5;
 
+/// How long an invoice above our meter waits for the bytes it bills to
+/// arrive: the payee counts what it sent, we count what we read, and a
+/// transport's windows hold megabytes between the two. Refused
+/// `overbilled` only if our meter has not caught up by then.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(10);
+
+/// How often such an invoice is looked at again.
+const RECHECK: Duration = Duration::from_millis(20);
+
+/// An invoice above our meter stops waiting once our meter has not moved
+/// for this long: nothing more is on its way.
+const METER_STILL: Duration = Duration::from_secs(1);
+
+/// An invoice above our meter, waiting for the bytes it bills.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pending {
+    owed: u128,
+    until: Instant,
+    meter: u64,
+    moved: Instant,
+}
+
 /// How a run of invoices ended.
 enum End {
     /// The stream went away under us: attach again if the payee is there.
@@ -40,6 +62,8 @@ pub(super) struct Session {
     pub(super) closes: Option<CloseWatch>,
     /// The sources we pay for as a circuit's destination (relays).
     pub(super) consent: Option<watch::Receiver<ConsentSet>>,
+    /// An invoice above our meter, waiting for its bytes, and until when.
+    pub(super) pending: Option<Pending>,
 }
 
 /// Resolves when the consent set changed (never without one).
@@ -144,6 +168,13 @@ impl Session {
                 m = s.recv() => m,
                 // Perhaps the pay stream's: attach again (harmless if not).
                 () = closed(&mut self.closes) => return End::Lost,
+                () = tokio::time::sleep(RECHECK), if self.pending.is_some() => {
+                    let Some(Pending { owed, .. }) = self.pending else { continue };
+                    if let Some(end) = self.invoice(s, owed).await {
+                        return end;
+                    }
+                    continue;
+                }
                 () = consent_changed(&mut self.consent) => {
                     if !self.send_consent(s).await {
                         return End::Lost;
@@ -185,7 +216,7 @@ impl Session {
     }
 
     /// Pays `owed` if our meter agrees; `Some` when the session ends.
-    async fn invoice(&self, s: &mut PayStream, owed: u128) -> Option<End> {
+    async fn invoice(&mut self, s: &mut PayStream, owed: u128) -> Option<End> {
         let cfg = &self.cfg;
         let mut guard = self.state.lock().await;
         let st = guard.as_mut()?;
@@ -206,6 +237,28 @@ impl Session {
                     Err(e) => tracing::warn!(error = %e, "top-up failed"),
                 }
             }
+        }
+        // Above our meter: perhaps only bytes still on their way.
+        if let Err(PayerRefusal::Overbilled { .. }) = decided {
+            let t = Instant::now();
+            let mut p = self.pending.unwrap_or(Pending {
+                owed,
+                until: t + IN_FLIGHT_WAIT,
+                meter: now,
+                moved: t,
+            });
+            if now != p.meter {
+                (p.meter, p.moved) = (now, t);
+            }
+            p.owed = p.owed.max(owed);
+            if t < p.until && t.duration_since(p.moved) < METER_STILL {
+                self.pending = Some(p);
+                return None;
+            }
+            self.pending = None;
+        }
+        if decided.is_ok() {
+            self.pending = self.pending.filter(|p| p.owed > owed);
         }
         let cum = match decided {
             Ok(None) => return None,
