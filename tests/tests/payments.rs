@@ -1182,3 +1182,174 @@ async fn a_stranger_pinging_through_a_paid_relay_costs_the_destination_nothing()
     );
     assert_eq!(after, billed, "nothing billed for the stranger");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payer_that_closes_withdraws_and_keeps_consuming_loses_the_payee_at_most_a_window() {
+    let mut s = setup("pay-withdraw", Duration::from_secs(30)).await;
+    let (payer_node, _, chans) = payer(&s, "withdrawer").await;
+    let meter = Arc::new(AtomicU64::new(0));
+    let Paying::Attached { channel, .. } = pay(
+        &payer_node,
+        s.payee.peer_id(),
+        pays_from(chans.clone()),
+        meter.clone(),
+    )
+    .await
+    .unwrap() else {
+        panic!("a priced payee")
+    };
+    let peer = payer_node.peer_id();
+    serve(&s.payees, peer, 3 * MIB, &meter, 1000).await;
+    s.payees.invoice_now(&peer);
+    s.payee_events
+        .wait_for("paid so far", |e| {
+            matches!(e, Event::VoucherReceived { cumulative, .. } if cumulative == &(3 * PRICE).to_string())
+        })
+        .await;
+    // It starts closing: the payee claims what it holds at once.
+    chans.start_close(channel).await.unwrap();
+    s.payees.claim_closing().await;
+    assert_eq!(s.chain.balance(s.payee_key), 3 * PRICE, "claimed at once");
+    // Until an hour before the close, it is served (and claimed at once).
+    let before = take_credit(&s.payees, peer);
+    assert!(before > 0, "credit while the close is far");
+    // Within the hour before the close: no credit at all.
+    let delay = chans.close_delay();
+    s.chain.advance(delay - Duration::from_secs(1800));
+    s.payees.claim_closing().await;
+    let near = take_credit(&s.payees, peer);
+    // The delay passes, it withdraws the rest, and keeps asking for service.
+    s.chain.advance(Duration::from_secs(1801));
+    chans.finish_close(channel).await.unwrap();
+    s.payees.claim_closing().await;
+    let after = take_credit(&s.payees, peer);
+    println!(
+        "served unpaid while closing: {before} bytes (at most the grown window, {}), near the close {near}, after the withdrawal {after}",
+        8 * MIB
+    );
+    assert!(before <= 8 * MIB, "at most the grown window: {before}");
+    assert_eq!(near, 0, "no credit within the margin");
+    assert_eq!(after, 0, "cut once the channel is gone");
+    assert!(s.payees.budget(&peer).is_none(), "no account left");
+    assert_eq!(s.chain.balance(s.payee_key), 3 * PRICE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_pay_streams_from_one_peer_hold_four_and_honest_payers_are_served() {
+    use futures::AsyncReadExt;
+    use ledgermesh_node::protocols::pay::PAY;
+    use ledgermesh_protocol::framing::split_frame;
+    use ledgermesh_protocol::payment::wire::PayMsg;
+    let s = setup("pay-idle-streams", Duration::from_secs(30)).await;
+    let idler = cheater_node(&s, "idler").await;
+    let mut held = vec![];
+    let mut refused = 0;
+    for _ in 0..1_024 {
+        let Ok(mut st) = idler
+            .stream_control()
+            .open_stream(s.payee.peer_id(), PAY)
+            .await
+        else {
+            refused += 1;
+            continue;
+        };
+        // A refused stream hears why at once; a held one hears nothing.
+        let mut buf = vec![0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), st.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                let (body, _) = split_frame(&buf[..n]).unwrap().unwrap();
+                assert!(matches!(PayMsg::decode(body), Ok(PayMsg::Refuse { .. })));
+                refused += 1;
+            }
+            Ok(_) => refused += 1,
+            Err(_) => held.push(st),
+        }
+        if held.len() > 4 {
+            break;
+        }
+    }
+    println!(
+        "1,024 pay streams from one peer: {} held, {refused} refused",
+        held.len()
+    );
+    assert_eq!(held.len(), 4, "four pay streams per peer");
+    // An honest payer meanwhile: attached, served, paid.
+    let (honest, _, chans) = payer(&s, "honest").await;
+    let meter = Arc::new(AtomicU64::new(0));
+    pay(&honest, s.payee.peer_id(), pays_from(chans), meter.clone())
+        .await
+        .expect("attached");
+    let served = serve(&s.payees, honest.peer_id(), 8 * MIB, &meter, 1000).await;
+    assert_eq!(served, 8 * MIB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payee_that_switches_its_terms_mid_run_is_refused_before_anything_is_signed() {
+    let net = Net::new("pay-switch").await;
+    let chain = MemoryChain::new();
+    let kp = libp2p::identity::Keypair::generate_ed25519();
+    // The payee, twice under one PeerId: honest terms, then dearer ones paid
+    // to another account.
+    let start = |price: u128| {
+        let (net, chain, kp) = (&net, &chain, kp.clone());
+        async move {
+            let mut c = net.dev.config("switcher");
+            c.relays.clear();
+            let emitter = c.emitter.clone().unwrap();
+            let h = ledgermesh_node::swarm::spawn(c, kp).await.unwrap();
+            let payees = Payees::new(
+                PayeeConfig {
+                    channels: Arc::new(chain.account(PrivateKeySigner::random())),
+                    terms: Terms {
+                        price_per_mib: price,
+                        ..terms()
+                    },
+                    policy: CreditPolicy::in_mib(price, 2, 8),
+                    claim_threshold: 4 * price,
+                },
+                emitter,
+            )
+            .unwrap();
+            tokio::spawn(payees.clone().serve(h.stream_control()));
+            h
+        }
+    };
+    let payee = start(PRICE).await;
+    let mut c = net.dev.config("buyer");
+    c.relays.clear();
+    let mut events = Recorder::new(c.emitter.as_ref().unwrap());
+    let buyer = net.dev.spawn(c).await.unwrap();
+    let key = PrivateKeySigner::random();
+    chain.fund(key.address(), 1_000 * PRICE);
+    let chans: Arc<dyn PaymentChannels> = Arc::new(chain.account(key.clone()));
+    let addrs = payee.wait_listening().await.unwrap().direct_addrs;
+    buyer.dial(payee.peer_id(), addrs).await.unwrap();
+    let meter = buyer.stream_meter(payee.peer_id());
+    pay(
+        &buyer,
+        payee.peer_id(),
+        pays_from(chans.clone()),
+        meter.clone(),
+    )
+    .await
+    .expect("the honest terms");
+    let balance = chain.balance(key.address());
+    payee.shutdown().await;
+    let switched = start(3 * PRICE).await;
+    let addrs = switched.wait_listening().await.unwrap().direct_addrs;
+    buyer.dial(switched.peer_id(), addrs).await.unwrap();
+    let r = pay(&buyer, switched.peer_id(), pays_from(chans), meter).await;
+    assert!(
+        matches!(&r, Err(e) if e.reason() == "terms_changed"),
+        "{r:?}"
+    );
+    assert_eq!(
+        chain.balance(key.address()),
+        balance,
+        "no channel opened or topped up"
+    );
+    let refused = events.matching(
+        |e| matches!(e, Event::PaymentRefused { reason, .. } if reason == "terms_changed"),
+    );
+    assert_eq!(refused.len(), 1, "said once: {refused:?}");
+}

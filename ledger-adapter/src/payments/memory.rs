@@ -171,6 +171,11 @@ impl PaymentChannels for MemoryPayments {
         CLOSE_DELAY
     }
 
+    fn chain_now(&self) -> u64 {
+        let st = self.chain.lock();
+        self.chain.now(&st)
+    }
+
     fn open(
         &self,
         payee: Address,

@@ -134,6 +134,14 @@ pub trait PaymentChannels: Send + Sync {
     /// How long a payer's close waits for the payee's last claim.
     fn close_delay(&self) -> Duration;
 
+    /// The chain's clock in seconds, as a channel's `closes_at` counts
+    /// (a real chain's blocks follow the wall clock).
+    fn chain_now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
     /// Opens a channel to `payee` with `deposit`; its id.
     fn open(
         &self,

@@ -699,10 +699,11 @@ impl Book {
         out
     }
 
-    /// The channels holding vouchers not yet claimed.
-    pub fn unclaimed_channels(&self) -> Vec<ChannelId> {
+    /// The channels with money at stake: vouchers not yet claimed, a debt,
+    /// or payers being served.
+    pub fn channels_at_stake(&self) -> Vec<ChannelId> {
         (self.accounts.iter())
-            .filter(|(_, a)| a.unclaimed() > 0)
+            .filter(|(_, a)| a.at_stake())
             .map(|(c, _)| *c)
             .collect()
     }

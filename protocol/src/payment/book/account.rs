@@ -257,7 +257,7 @@ impl Account {
         self.at_stake() && !self.reading && now.duration_since(last) >= cfg.recheck
     }
 
-    fn at_stake(&self) -> bool {
+    pub(super) fn at_stake(&self) -> bool {
         self.unclaimed() > 0
             || self.machine.unpaid() > 0
             || (!self.peers.is_empty() && self.machine.serving())

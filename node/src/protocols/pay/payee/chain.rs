@@ -9,11 +9,6 @@ use ledgermesh_protocol::payment::book::{ChannelId, ChannelView, ClaimFailure, V
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The chain's clock, near enough: the wall clock in seconds.
-pub(super) fn unix_now() -> u64 {
-    crate::events::now_ms() / 1000
-}
-
 /// The book's view of a channel.
 pub(super) fn view(c: &ChannelState) -> ChannelView {
     ChannelView {
@@ -78,7 +73,14 @@ impl Payees {
                 Err(())
             }
         };
-        self.with_book(|b| b.channel_read(channel, view, unix_now(), Instant::now()));
+        self.with_book(|b| {
+            b.channel_read(
+                channel,
+                view,
+                self.inner.cfg.channels.chain_now(),
+                Instant::now(),
+            )
+        });
     }
 
     pub(super) async fn claim(&self, channel: ChannelId, v: Voucher) {
@@ -125,16 +127,26 @@ impl Payees {
         }
     }
 
-    /// Reads every channel with vouchers unclaimed now, and claims at once
-    /// from those closing (the book does this every 30 s by itself).
+    /// Reads every channel with money at stake now: claims at once from
+    /// those closing, stops credit near a close, cuts the payers of those
+    /// gone (the book does this every 30 s by itself).
     pub async fn claim_closing(&self) {
-        let at_stake = self.lock().book.unclaimed_channels();
+        let at_stake = self.lock().book.channels_at_stake();
         for channel in at_stake {
             let read = self.inner.cfg.channels.channel(channel).await;
             let Ok(c) = read else { continue };
+            if c.is_none() {
+                tracing::info!(channel = %hex_id(&channel), "the channel is gone");
+            }
             let v = c.as_ref().map(view);
-            let ((), claims) =
-                self.step(|b| b.channel_read(channel, Ok(v), unix_now(), Instant::now()));
+            let ((), claims) = self.step(|b| {
+                b.channel_read(
+                    channel,
+                    Ok(v),
+                    self.inner.cfg.channels.chain_now(),
+                    Instant::now(),
+                )
+            });
             for (c, v) in claims {
                 self.claim(c, v).await;
             }

@@ -3,7 +3,7 @@
 //! account is the book's decision.
 
 use super::super::{hex_id, PayStream, PAY};
-use super::chain::{unix_now, view};
+use super::chain::view;
 use super::{refusal, Payees};
 use crate::events::Event;
 use futures::StreamExt;
@@ -201,8 +201,8 @@ impl Payees {
             cumulative: v.cumulative,
             signature: v.signature,
         });
-        let v = view(&state);
-        match self.with_book(|b| b.attach(peer, channel, v, held, unix_now(), Instant::now())) {
+        let (v, chain_now) = (view(&state), chans.chain_now());
+        match self.with_book(|b| b.attach(peer, channel, v, held, chain_now, Instant::now())) {
             Ok(ack) => {
                 self.inner.attached.notify_waiters();
                 PayMsg::Ack {

@@ -6,6 +6,7 @@
 
 mod consent;
 mod handshake;
+mod invoice;
 mod session;
 
 pub use consent::{Consent, ConsentSet};
@@ -158,6 +159,15 @@ pub async fn pay(
                 tries += 1;
                 tracing::debug!(%peer, error = %e, "opening the pay stream again");
                 tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
+            }
+            Err(PayFailure::Terms(e)) => {
+                // Said where the user looks, before anything is signed.
+                handle.emit(Event::PaymentRefused {
+                    peer_id: peer.to_string(),
+                    reason: e.as_str().into(),
+                    detail: e.to_string(),
+                });
+                return Err(e.into());
             }
             r => break r?,
         }
