@@ -279,20 +279,25 @@ async fn a_channel_bound_to_another_peer_is_refused() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_priced_relay_refuses_the_unpaid_and_carries_a_paying_providers_stream() {
-    use ledgermesh_node::source::Source;
+/// A relay priced at [`terms`], billing the destination, on the memory chain.
+struct PaidRelay {
+    relay: ledgermesh_node::swarm::NodeHandle,
+    addr: libp2p::Multiaddr,
+    events: Recorder,
+    payees: Payees,
+    account: alloy::primitives::Address,
+}
+
+async fn paid_relay(net: &Net, chain: &MemoryChain) -> PaidRelay {
     use ledgermesh_node::swarm::{Bill, RelayLimits, RelayPay};
-    let net = Net::new("paid-relay").await;
-    let chain = MemoryChain::new();
-    let relay_key = PrivateKeySigner::random();
-    let relay_account = relay_key.address();
+    let key = PrivateKeySigner::random();
+    let account = key.address();
     let mut c = net.dev.config("paid-relay");
     c.relays.clear();
-    let mut relay_events = Recorder::new(c.emitter.as_ref().unwrap());
+    let events = Recorder::new(c.emitter.as_ref().unwrap());
     let payees = Payees::new(
         PayeeConfig {
-            channels: Arc::new(chain.account(relay_key)),
+            channels: Arc::new(chain.account(key)),
             terms: terms(),
             policy: CreditPolicy::in_mib(PRICE, 2, 16),
             claim_threshold: 1_000 * PRICE,
@@ -308,7 +313,28 @@ async fn a_priced_relay_refuses_the_unpaid_and_carries_a_paying_providers_stream
         ..RelayLimits::default()
     });
     let relay = net.dev.spawn(c).await.unwrap();
-    let relay_addr = ledgermesh_node::relay::dial_addr(&relay).await.unwrap();
+    let addr = ledgermesh_node::relay::dial_addr(&relay).await.unwrap();
+    PaidRelay {
+        relay,
+        addr,
+        events,
+        payees,
+        account,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priced_relay_refuses_the_unpaid_and_carries_a_paying_providers_stream() {
+    use ledgermesh_node::source::Source;
+    let net = Net::new("paid-relay").await;
+    let chain = MemoryChain::new();
+    let PaidRelay {
+        relay,
+        addr: relay_addr,
+        events: mut relay_events,
+        payees,
+        account: relay_account,
+    } = paid_relay(&net, &chain).await;
     const LEN: u64 = 8 << 20;
     let src = Source::Random { len: LEN, seed: 21 };
     let provider = |name: &'static str, payer: Option<PayerConfig>| {
@@ -1043,32 +1069,14 @@ async fn a_priced_stream_from_a_relay_only_provider_is_paid_across_the_dcutr_upg
 async fn a_stranger_pinging_through_a_paid_relay_costs_the_destination_nothing() {
     use futures::{AsyncReadExt, AsyncWriteExt};
     use ledgermesh_node::source::Source;
-    use ledgermesh_node::swarm::{Bill, RelayLimits, RelayPay};
     let net = Net::new("paid-consent").await;
     let chain = MemoryChain::new();
-    let relay_key = PrivateKeySigner::random();
-    let mut c = net.dev.config("paid-relay");
-    c.relays.clear();
-    let mut relay_events = Recorder::new(c.emitter.as_ref().unwrap());
-    let payees = Payees::new(
-        PayeeConfig {
-            channels: Arc::new(chain.account(relay_key)),
-            terms: terms(),
-            policy: CreditPolicy::in_mib(PRICE, 2, 16),
-            claim_threshold: 1_000 * PRICE,
-        },
-        c.emitter.clone().unwrap(),
-    )
-    .unwrap();
-    c.relay_server = Some(RelayLimits {
-        pay: Some(RelayPay {
-            payees: payees.clone(),
-            bill: Bill::Destination,
-        }),
-        ..RelayLimits::default()
-    });
-    let relay = net.dev.spawn(c).await.unwrap();
-    let relay_addr = ledgermesh_node::relay::dial_addr(&relay).await.unwrap();
+    let PaidRelay {
+        addr: relay_addr,
+        events: mut relay_events,
+        payees,
+        ..
+    } = paid_relay(&net, &chain).await;
     // The buyer the provider deals with (named in its ACL), and a stranger.
     let node = |name: &'static str| {
         let mut c = net.dev.config(name);

@@ -128,6 +128,23 @@ fn round(x: f64, places: i32) -> f64 {
     (x * p).round() / p
 }
 
+/// A local chain with two funded keys under `dir` (anvil must be installed).
+async fn anvil(
+    dir: &std::path::Path,
+    block_time: Option<u64>,
+) -> anyhow::Result<crate::devchain::DevChain> {
+    crate::devchain::start(crate::devchain::DevChainOptions {
+        host: "127.0.0.1".into(),
+        port: 0,
+        state: None,
+        accounts: 2,
+        key_dir: dir.to_path_buf(),
+        deploy: None,
+        block_time,
+    })
+    .await
+}
+
 /// Runs the benchmarks (all, or the sections in `opts.only`) and returns the
 /// JSON object; sections not run are left out.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
@@ -278,16 +295,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
                     std::process::id(),
                     block_time.unwrap_or(0)
                 ));
-                let chain = crate::devchain::start(crate::devchain::DevChainOptions {
-                    host: "127.0.0.1".into(),
-                    port: 0,
-                    state: None,
-                    accounts: 2,
-                    key_dir: dir.clone(),
-                    deploy: None,
-                    block_time,
-                })
-                .await?;
+                let chain = anvil(&dir, block_time).await?;
                 let r = setup_phases(&relay_addr, Some(&chain), read_pending, ws).await;
                 chain.stop().await?;
                 let _ = std::fs::remove_dir_all(dir);

@@ -66,16 +66,7 @@ async fn gas_per_call() -> anyhow::Result<Option<Value>> {
         return Ok(None);
     }
     let dir = std::env::temp_dir().join(format!("lm-bench-pay-{}", std::process::id()));
-    let chain = crate::devchain::start(crate::devchain::DevChainOptions {
-        host: "127.0.0.1".into(),
-        port: 0,
-        state: None,
-        accounts: 2,
-        key_dir: dir.clone(),
-        deploy: None,
-        block_time: None,
-    })
-    .await?;
+    let chain = super::anvil(&dir, None).await?;
     let spec = chain.spec();
     let open = |i: usize| {
         let (path, _) = chain.keys[i].clone();
