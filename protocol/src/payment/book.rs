@@ -293,6 +293,21 @@ impl Book {
         true
     }
 
+    /// Unbinds `peer` from `channel` (its entry goes with its last stream).
+    fn unbind(&mut self, peer: &PeerId, channel: &ChannelId) {
+        if let Some(a) = self.accounts.get_mut(channel) {
+            a.peers.retain(|p| p != peer);
+        }
+        if let Some(b) = self.peers.get_mut(peer) {
+            b.channel = None;
+            b.consent.clear();
+            b.consent_any = false;
+            if b.streams == 0 {
+                self.peers.remove(peer);
+            }
+        }
+    }
+
     /// Whether `dst` pays for circuits from `src`.
     pub fn consents_to(&self, dst: &PeerId, src: &PeerId) -> bool {
         self.peers
@@ -325,9 +340,20 @@ impl Book {
         if let Some(a) = self.accounts.get(&channel) {
             let full = a.peers.len() >= self.cfg.max_peers_per_channel;
             if full && !a.peers.contains(&peer) {
-                return Err(AttachRefusal::TooManyPeers {
-                    max: self.cfg.max_peers_per_channel,
-                });
+                // The peer idle longest, with no pay stream open, makes
+                // room (they all share one account: nothing is forgiven);
+                // with every one of them active, the newcomer is refused.
+                let peers = &self.peers;
+                let idle = (a.peers.iter())
+                    .filter(|p| peers.get(p).is_none_or(|b| b.streams == 0))
+                    .min_by_key(|p| peers.get(p).map(|b| b.last))
+                    .copied();
+                let Some(old) = idle else {
+                    return Err(AttachRefusal::TooManyPeers {
+                        max: self.cfg.max_peers_per_channel,
+                    });
+                };
+                self.unbind(&old, &channel);
             }
         } else {
             if self.accounts.len() >= self.cfg.max_accounts {

@@ -69,15 +69,29 @@ fn peers_bound_to_one_channel_share_one_window() {
         served += serve_until_paused(&mut b, p, 100 * MB, t0);
     }
     assert_eq!(served, 4 * MB, "one window for all eight identities");
-    let ninth = PeerId::random();
-    assert_eq!(
-        b.attach(ninth, CH, view(100 * PRICE, 0), None, 0, t0),
-        Err(AttachRefusal::TooManyPeers { max: 8 })
-    );
     // Attaching again renews nothing.
     b.attach(peers[0], CH, view(100 * PRICE, 0), None, 0, t0)
         .unwrap();
     assert_eq!(b.room(&peers[0]), Room::Paused);
+    // A ninth takes the place of the one idle longest: nothing more served.
+    let ninth = PeerId::random();
+    let later = t0 + Duration::from_secs(1);
+    b.attach(ninth, CH, view(100 * PRICE, 0), None, 0, later)
+        .unwrap();
+    assert_eq!(b.room(&ninth), Room::Paused);
+    let left = peers.iter().filter(|p| b.channel_of(p).is_none()).count();
+    assert_eq!(left, 1, "the idlest left");
+    assert_eq!(b.sizes(), (1, 8));
+    // With all eight holding pay streams, a newcomer is refused.
+    let mut b = Book::new(cfg());
+    for p in &peers {
+        assert!(b.stream_opened(*p, t0));
+        b.attach(*p, CH, view(100 * PRICE, 0), None, 0, t0).unwrap();
+    }
+    assert_eq!(
+        b.attach(ninth, CH, view(100 * PRICE, 0), None, 0, t0),
+        Err(AttachRefusal::TooManyPeers { max: 8 })
+    );
 }
 
 #[test]
