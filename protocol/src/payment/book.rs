@@ -337,6 +337,16 @@ impl Book {
         if view.closes_within(unix_now, self.cfg.close_margin) {
             return Err(AttachRefusal::Closing);
         }
+        // Pay where you owe: a peer that owes on another channel is not
+        // served on this one until it pays there.
+        let owed_elsewhere = (self.channel_of(&peer).filter(|c| *c != channel))
+            .and_then(|old| self.accounts.get(&old))
+            .map_or(0, |a| a.machine.unpaid());
+        if owed_elsewhere > 0 {
+            return Err(AttachRefusal::OwesElsewhere {
+                owed: owed_elsewhere,
+            });
+        }
         if let Some(a) = self.accounts.get(&channel) {
             let full = a.peers.len() >= self.cfg.max_peers_per_channel;
             if full && !a.peers.contains(&peer) {
@@ -365,22 +375,8 @@ impl Book {
             let a = Account::new(&self.cfg, &view, held, now);
             self.accounts.insert(channel, a);
         }
-        // Pay where you owe: a peer that owes on another channel is not
-        // served on this one until it pays there.
         let from = self.channel_of(&peer).filter(|c| *c != channel);
         if let Some(old) = from {
-            let owed = self.accounts.get(&old).map_or(0, |a| a.machine.unpaid());
-            if owed > 0 {
-                if self
-                    .accounts
-                    .get(&channel)
-                    .is_some_and(|a| a.peers.is_empty())
-                {
-                    // An account made for this attach alone goes again.
-                    self.accounts.remove(&channel);
-                }
-                return Err(AttachRefusal::OwesElsewhere { owed });
-            }
             if let Some(a) = self.accounts.get_mut(&old) {
                 a.peers.retain(|p| *p != peer);
             }
