@@ -245,3 +245,106 @@ async fn a_priced_relay_is_paid_on_chain_for_a_relayed_stream() {
     );
     provider_p.stop();
 }
+
+/// A free relay process (`--open`) named `name`; its dialable address.
+fn open_relay(dir: &ledgermesh_e2e::TempDir, name: &str) -> (Proc, String) {
+    let mut p = Proc::start(
+        name,
+        &dir.0,
+        &[
+            "relay",
+            "--json",
+            "--open",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+    );
+    let ev = p.wait_for("listening", T, |v| event_is(v, "listening"));
+    let addr = format!(
+        "{}/p2p/{}",
+        ev["addrs"][0].as_str().unwrap(),
+        ev["peer_id"].as_str().unwrap()
+    );
+    (p, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priced_stream_whose_relay_dies_moves_to_the_other_relay_and_stays_paid() {
+    if !anvil_available("a_priced_stream_whose_relay_dies") {
+        return;
+    }
+    let dir = temp_dir("paid-migrate");
+    let chain = devchain(&dir, 0, &[]);
+    let (mut r1, a1) = open_relay(&dir, "relay-1");
+    let (mut r2, a2) = open_relay(&dir, "relay-2");
+    // A priced provider behind both relays, never direct; 2 MiB at 512 KiB/s,
+    // so the stream still flows when its relay dies.
+    let (price, min_deposit) = (PRICE.to_string(), (10 * PRICE).to_string());
+    let (mut p, pid) = provider(
+        &dir,
+        "provider",
+        &chain,
+        1,
+        &a1,
+        &["feed=paced:2M:512K:9"],
+        &[
+            "--relay",
+            &a2,
+            "--relay-only",
+            "--no-hole-punch",
+            "--price-per-mib",
+            &price,
+            "--min-deposit",
+            &min_deposit,
+            "--credit-mib",
+            "1",
+        ],
+    );
+    p.wait_for_next("the second reservation", T, |v| {
+        event_is(v, "reservation_accepted")
+    });
+    let deposit = (1_000 * PRICE).to_string();
+    let (mut c, out) = consumer_with(
+        &dir,
+        "consumer",
+        &chain,
+        2,
+        &a1,
+        &[format!("{pid}/feed")],
+        &[
+            "--no-hole-punch",
+            "--max-price-per-mib",
+            &price,
+            "--deposit",
+            &deposit,
+        ],
+    );
+    c.wait_for("a voucher", T, |v| event_is(v, "voucher_sent"));
+    // The relay carrying the stream dies.
+    let first = c.wait_for("connected", T, |v| {
+        event_is(v, "connected") && v["peer_id"] == pid.as_str()
+    });
+    let carrier = first["via"].as_str().expect("relayed").to_string();
+    if a1.ends_with(&carrier) {
+        r1.stop();
+    } else {
+        r2.stop();
+    }
+    assert_eq!(c.wait_exit(T), 0, "the stream is delivered");
+    let src = Source::Paced {
+        len: 2 << 20,
+        rate: 512 << 10,
+        seed: 9,
+    };
+    assert_eq!(file_sha256(&out.join(&pid).join("feed")), truth(&src).await);
+    let moved = c.matching(|v| event_is(v, "path_changed") && v["from"]["via"] == carrier.as_str());
+    assert!(!moved.is_empty(), "the stream moved off the dead relay");
+    let refused = c.matching(|v| event_is(v, "payment_refused"));
+    assert!(refused.is_empty(), "{refused:?}");
+    // Paid to the wei for the whole stream.
+    let owed = (2 * PRICE).to_string();
+    p.wait_for("the last voucher", T, |v| {
+        event_is(v, "voucher_received") && v["cumulative"] == owed.as_str()
+    });
+    println!("RELAY died under a priced stream: moved {moved:?}; paid {owed} wei");
+}

@@ -395,10 +395,10 @@ impl Book {
         self.apply(channel, acts);
         // A payer coming back owing hears what it owes at once (an invoice
         // sent on a stream that died with its connection is not lost).
-        let a = &self.accounts[&channel];
+        let a = self.accounts.get_mut(&channel).expect("inserted above");
         if a.machine.unpaid() > 0 {
             let msg = PayMsg::Invoice {
-                owed: a.machine.owed(),
+                owed: a.machine.ask(),
                 bytes: a.machine.bytes(),
             };
             self.actions.push_back(BookAction::Send { peer, msg });
@@ -470,12 +470,12 @@ impl Book {
 
     /// Invoices `peer` for everything still unpaid (a service ended).
     pub fn invoice_now(&mut self, peer: &PeerId) {
-        let Some(a) = self.account_of(peer) else {
+        let Some((_, a)) = self.account_of_mut(peer) else {
             return;
         };
         if a.machine.unpaid() > 0 {
             let msg = PayMsg::Invoice {
-                owed: a.machine.owed(),
+                owed: a.machine.ask(),
                 bytes: a.machine.bytes(),
             };
             self.actions

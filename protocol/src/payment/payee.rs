@@ -79,6 +79,9 @@ pub struct Payee {
     /// No credit beyond what is paid (a channel about to close).
     frozen: bool,
     invoiced: bool,
+    /// The most asked for in an invoice: a voucher paying it is taken
+    /// whatever its step.
+    asked: Wei,
     paused_since: Option<Instant>,
     cut: bool,
 }
@@ -104,6 +107,7 @@ impl Payee {
             grown: policy.initial,
             frozen: false,
             invoiced: false,
+            asked: base,
             paused_since: None,
             cut: false,
         }
@@ -124,10 +128,17 @@ impl Payee {
             self.paused_since = Some(now);
             out.push(PayeeAction::Pause);
             if self.unpaid() > 0 {
-                out.push(PayeeAction::Invoice { owed: self.owed() });
+                out.push(PayeeAction::Invoice { owed: self.ask() });
             }
         }
         out
+    }
+
+    /// Everything owed, noted as asked for (an invoice is being sent).
+    pub fn ask(&mut self) -> Wei {
+        let owed = self.owed();
+        self.asked = self.asked.max(owed);
+        owed
     }
 
     /// The highest voucher accepted.
@@ -233,13 +244,13 @@ impl Payee {
         let window = self.window();
         if !self.invoiced && unpaid >= window / 2 {
             self.invoiced = true;
-            out.push(PayeeAction::Invoice { owed: self.owed() });
+            out.push(PayeeAction::Invoice { owed: self.ask() });
         }
         if self.paused_since.is_none() && unpaid >= window {
             self.paused_since = Some(now);
             out.push(PayeeAction::Pause);
             // Ask again with the full amount: the pause is the last call.
-            out.push(PayeeAction::Invoice { owed: self.owed() });
+            out.push(PayeeAction::Invoice { owed: self.ask() });
         }
         out
     }
@@ -271,7 +282,8 @@ impl Payee {
         let step = cumulative - self.paid;
         // Paying off everything owed is always welcome; short of that (or
         // paying ahead), a step must be worth a write to disk.
-        let settles = cumulative >= owed && owed > self.paid;
+        let settles = (cumulative >= owed && owed > self.paid)
+            || (cumulative >= self.asked && self.asked > self.paid);
         if step < min_step && !settles {
             return Err(VoucherRefusal::TooSmall {
                 step,

@@ -288,3 +288,23 @@ fn the_spend_cap_refuses_what_would_pass_it() {
     ));
     assert_eq!(payer.spent(), 4 * PRICE);
 }
+
+#[test]
+fn a_voucher_paying_the_last_invoice_is_taken_however_small_its_step() {
+    let t0 = Instant::now();
+    let mut p = Payee::new(terms(), policy(), 100 * PRICE);
+    p.served(2 * MB, t0);
+    p.voucher(2 * PRICE, t0).unwrap();
+    // A little more served, then asked for (a service ended).
+    p.served(MB / 16, t0);
+    let asked = p.ask();
+    // More is served before the voucher for the invoice arrives.
+    p.served(MB, t0);
+    assert_eq!(p.voucher(asked, t0).map(|_| p.paid()), Ok(asked));
+    // Below what was asked and a tiny step: still refused.
+    p.served(MB / 16, t0);
+    assert!(matches!(
+        p.voucher(asked + 1, t0),
+        Err(VoucherRefusal::TooSmall { .. })
+    ));
+}
