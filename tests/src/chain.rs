@@ -45,8 +45,13 @@ pub fn devchain(dir: &TempDir, port: u16, extra: &[&str]) -> Chain {
 
 /// Starts a relay process on loopback; returns it and its dialable address.
 pub fn relay(dir: &TempDir) -> (Proc, String) {
+    relay_named(dir, "relay")
+}
+
+/// [`relay`] under the process name `name` (several relays in one test).
+pub fn relay_named(dir: &TempDir, name: &str) -> (Proc, String) {
     let mut p = Proc::start(
-        "relay",
+        name,
         &dir.0,
         &[
             "relay",

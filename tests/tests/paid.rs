@@ -246,28 +246,6 @@ async fn a_priced_relay_is_paid_on_chain_for_a_relayed_stream() {
     provider_p.stop();
 }
 
-/// A free relay process (`--open`) named `name`; its dialable address.
-fn open_relay(dir: &ledgermesh_e2e::TempDir, name: &str) -> (Proc, String) {
-    let mut p = Proc::start(
-        name,
-        &dir.0,
-        &[
-            "relay",
-            "--json",
-            "--open",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ],
-    );
-    let ev = p.wait_for("listening", T, |v| event_is(v, "listening"));
-    let addr = format!(
-        "{}/p2p/{}",
-        ev["addrs"][0].as_str().unwrap(),
-        ev["peer_id"].as_str().unwrap()
-    );
-    (p, addr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_priced_stream_whose_relay_dies_moves_to_the_other_relay_and_stays_paid() {
     if !anvil_available("a_priced_stream_whose_relay_dies") {
@@ -275,8 +253,8 @@ async fn a_priced_stream_whose_relay_dies_moves_to_the_other_relay_and_stays_pai
     }
     let dir = temp_dir("paid-migrate");
     let chain = devchain(&dir, 0, &[]);
-    let (mut r1, a1) = open_relay(&dir, "relay-1");
-    let (mut r2, a2) = open_relay(&dir, "relay-2");
+    let (mut r1, a1) = relay_named(&dir, "relay-1");
+    let (mut r2, a2) = relay_named(&dir, "relay-2");
     // A priced provider behind both relays, never direct; 2 MiB at 512 KiB/s,
     // so the stream still flows when its relay dies.
     let (price, min_deposit) = (PRICE.to_string(), (10 * PRICE).to_string());

@@ -63,6 +63,7 @@ pub struct Metrics {
     claims: Counter,
     claimed_wei: FloatCounter,
     payment_refusals: Family<Labels, Counter>,
+    claims_failed: Family<Labels, Counter>,
     /// Last cumulative amount per (direction, channel).
     cumulative: Mutex<HashMap<(bool, String), u128>>,
     /// Stream bytes already counted, per (direction, name).
@@ -112,6 +113,7 @@ impl Metrics {
             claims: Default::default(),
             claimed_wei: Default::default(),
             payment_refusals: Default::default(),
+            claims_failed: Default::default(),
             cumulative: Default::default(),
             stream_seen: Default::default(),
         };
@@ -252,6 +254,11 @@ impl Metrics {
             "payment_refusals",
             "Payments refused (an invoice over our meter, a bad voucher...), by reason",
             m.payment_refusals.clone(),
+        );
+        r.register(
+            "claims_failed",
+            "Claims that brought nothing, by reason (nothing_to_claim, no_such_channel, reverted, rpc)",
+            m.claims_failed.clone(),
         );
         m.registry = root;
         m
@@ -401,6 +408,11 @@ impl Metrics {
                     .get_or_create(&l(&[("reason", bounded(reason))]))
                     .inc();
             }
+            Event::ClaimFailed { reason, .. } => {
+                self.claims_failed
+                    .get_or_create(&l(&[("reason", bounded(reason))]))
+                    .inc();
+            }
             _ => {}
         }
     }
@@ -527,6 +539,11 @@ mod tests {
             ms: 120,
             remote_addr: None,
         });
+        m.observe(&Event::ClaimFailed {
+            channel: "0x01".into(),
+            reason: "rpc".into(),
+            detail: "x".into(),
+        });
         let mut now = Now::default();
         now.connections.insert(("direct".into(), "tcp".into()), 2);
         now.stream_totals.insert((Dir::Out, "feed".into()), 4096);
@@ -537,6 +554,7 @@ mod tests {
             "ledgermesh_voucher_wei_total{direction=\"received\"} 25.0",
             "ledgermesh_vouchers_total{direction=\"received\"} 2",
             "ledgermesh_envelope_rejections_total{reason=\"replay\"} 1",
+            "ledgermesh_claims_failed_total{reason=\"rpc\"} 1",
             "ledgermesh_connections{path=\"direct\",transport=\"tcp\"} 2",
             "ledgermesh_stream_bytes_total{direction=\"out\",stream=\"feed\"} 4096",
         ] {

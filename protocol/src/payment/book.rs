@@ -658,17 +658,13 @@ impl Book {
     /// when `make_room`); unclaimed value is claimed before it goes.
     fn evict(&mut self, now: Instant, make_room: bool) {
         let idle = self.cfg.idle;
+        let accounts = &self.accounts;
         let owing = |c: &Option<ChannelId>| {
-            c.and_then(|c| self.accounts.get(&c))
+            c.and_then(|c| accounts.get(&c))
                 .is_some_and(|a| a.machine.unpaid() > 0)
         };
-        let keep: Vec<PeerId> = (self.peers.iter())
-            .filter(|(_, b)| {
-                b.streams > 0 || now.duration_since(b.last) < idle || owing(&b.channel)
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        self.peers.retain(|p, _| keep.contains(p));
+        self.peers
+            .retain(|_, b| b.streams > 0 || now.duration_since(b.last) < idle || owing(&b.channel));
         let peers = &self.peers;
         let mut claims = vec![];
         self.accounts.retain(|c, a| {
@@ -677,7 +673,12 @@ impl Book {
             let stale = make_room || now.duration_since(a.last) >= idle;
             // A debt is never forgotten here: the account goes when its
             // channel does (it is read again while anything is owed).
-            if !stale || !a.peers.is_empty() || a.machine.unpaid() > 0 {
+            if !stale || !a.peers.is_empty() {
+                return true;
+            }
+            if a.machine.unpaid() > 0 {
+                // Looked at again an idle period later, not at every tick.
+                a.last = now;
                 return true;
             }
             if a.unclaimed() > 0 {

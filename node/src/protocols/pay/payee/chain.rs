@@ -64,23 +64,31 @@ impl Payees {
         Ok(())
     }
 
-    pub(super) async fn read_channel(&self, channel: ChannelId) {
-        let read = self.inner.cfg.channels.channel(channel).await;
-        let view = match &read {
-            Ok(c) => Ok(c.as_ref().map(view)),
+    /// Reads `channel` from the chain and gives the book the answer;
+    /// returns the claims it asks for.
+    async fn read(&self, channel: ChannelId) -> Vec<(ChannelId, Voucher)> {
+        let chans = &self.inner.cfg.channels;
+        let view = match chans.channel(channel).await {
+            Ok(c) => {
+                if c.is_none() {
+                    tracing::info!(channel = %hex_id(&channel), "the channel is gone");
+                }
+                Ok(c.as_ref().map(view))
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "channel state unavailable");
                 Err(())
             }
         };
-        self.with_book(|b| {
-            b.channel_read(
-                channel,
-                view,
-                self.inner.cfg.channels.chain_now(),
-                Instant::now(),
-            )
-        });
+        let now = chans.chain_now();
+        let ((), claims) = self.step(|b| b.channel_read(channel, view, now, Instant::now()));
+        claims
+    }
+
+    /// [`Self::read`], its claims in tasks of their own.
+    pub(super) async fn read_channel(&self, channel: ChannelId) {
+        let claims = self.read(channel).await;
+        self.spawn_claims(claims);
     }
 
     pub(super) async fn claim(&self, channel: ChannelId, v: Voucher) {
@@ -133,21 +141,7 @@ impl Payees {
     pub async fn claim_closing(&self) {
         let at_stake = self.lock().book.channels_at_stake();
         for channel in at_stake {
-            let read = self.inner.cfg.channels.channel(channel).await;
-            let Ok(c) = read else { continue };
-            if c.is_none() {
-                tracing::info!(channel = %hex_id(&channel), "the channel is gone");
-            }
-            let v = c.as_ref().map(view);
-            let ((), claims) = self.step(|b| {
-                b.channel_read(
-                    channel,
-                    Ok(v),
-                    self.inner.cfg.channels.chain_now(),
-                    Instant::now(),
-                )
-            });
-            for (c, v) in claims {
+            for (c, v) in self.read(channel).await {
                 self.claim(c, v).await;
             }
         }

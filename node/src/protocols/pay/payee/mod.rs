@@ -122,11 +122,16 @@ impl Payees {
     /// tasks of their own).
     fn with_book<T>(&self, f: impl FnOnce(&mut Book) -> T) -> T {
         let (out, claims) = self.step(f);
+        self.spawn_claims(claims);
+        out
+    }
+
+    /// Each claim in a task of its own (they wait in line for the chain).
+    fn spawn_claims(&self, claims: Vec<(ChannelId, Voucher)>) {
         for (channel, voucher) in claims {
             let me = self.clone();
             tokio::spawn(async move { me.claim(channel, voucher).await });
         }
-        out
     }
 
     /// Runs `f` on the book and carries out what it asked for, but the
