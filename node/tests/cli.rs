@@ -178,7 +178,20 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
         assert_eq!(p["paid_wei"], "2000000000", "{p}");
         assert_eq!(p["claimed_wei"], p["paid_wei"], "{p}");
         assert_eq!(p["bytes_metered"], 2 << 20, "{p}");
+        // The reconciliation: the payee's meter, its highest voucher and the
+        // payer's own agree to the wei; nothing is left unclaimed.
+        assert_eq!(p["owed_wei"], p["paid_wei"], "{p}");
+        assert_eq!(p["payer_voucher_wei"], p["paid_wei"], "{p}");
+        assert_eq!(p["agree"], true, "{p}");
+        assert_eq!(p["unclaimed_wei"], "0", "{p}");
     }
+    // The relay-only provider paid the relay for the circuits it used.
+    assert!(
+        payments
+            .iter()
+            .any(|p| p["payee"] == "relay" && p["agree"] == true),
+        "{payments:?}"
+    );
     // Each consumer found its public address by peer consensus (relay + 2 public providers).
     let public = summary["public_addresses"].as_array().unwrap();
     assert_eq!(public.len(), 2, "{public:?}");

@@ -6,6 +6,7 @@ pub mod chain;
 pub mod liar;
 pub mod natlab;
 pub mod procs;
+pub mod throwaway;
 
 use ledgermesh_ledger::{Ledger, MemoryLedger};
 use ledgermesh_node::consumer::{ConsumerConfig, StreamOutcome, Want};

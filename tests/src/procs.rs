@@ -248,6 +248,40 @@ impl Proc {
         }
     }
 
+    /// The next event within `timeout`, or `None` (no panic: for loops that
+    /// watch several processes at once).
+    pub fn next_event(&mut self, timeout: Duration) -> Option<Value> {
+        let v = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(v.clone());
+        Some(v)
+    }
+
+    /// Its exit code if it has exited (reaped, its output pulled), else `None`.
+    pub fn try_exit(&mut self) -> Option<i32> {
+        let status = self.child.as_mut()?.try_wait().expect("try_wait")?;
+        let _ = self.matching(|_| false);
+        self.child = None;
+        Some(status.code().unwrap_or(-1))
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.is_some() && self.try_exit().is_none()
+    }
+
+    /// SIGKILL: no clean-up, no last words (a crash or a power cut); reaped,
+    /// and whatever it printed before pulled.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The reader thread ends at EOF; take what it had.
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(v);
+        }
+    }
+
     /// Sends SIGTERM and returns at once (see [`Proc::wait_exit`]).
     pub fn terminate(&self) {
         if let Some(child) = &self.child {

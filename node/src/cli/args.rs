@@ -810,8 +810,9 @@ pub struct ChannelsArgs {
     /// File holding the account key (hex); else $LEDGERMESH_LEDGER_KEY.
     #[arg(long)]
     pub ledger_key: Option<PathBuf>,
-    /// Print JSON (one object) instead of a table.
-    #[arg(long)]
+    /// Print JSON (one object) instead of a table (before or after the
+    /// subcommand).
+    #[arg(long, global = true)]
     pub json: bool,
     /// A payee's data directory: its kept vouchers show what each payer
     /// owes beyond what was claimed.

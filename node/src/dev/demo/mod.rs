@@ -168,7 +168,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
 
     let mut sources: HashMap<(String, String), Source> = HashMap::new();
     let mut wants = Vec::new();
-    let mut provider_payees = vec![relay_payees.clone()];
+    let mut provider_payees = vec![("relay".to_string(), relay_payees.clone())];
     for i in 1..=3u64 {
         let name = format!("provider-{i}");
         let mut config = net.config(&name);
@@ -204,7 +204,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         pc.relay_payer = Some(payer(&name));
         if i == 2 {
             let p = payees(&name)?;
-            provider_payees.push(p.clone());
+            provider_payees.push((name.clone(), p.clone()));
             pc.price = Some(p);
         }
         net.provide(&handle, None, pc);
@@ -298,9 +298,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
             && got == 0
     };
 
-    // The payees claim what the vouchers say.
-    for p in &provider_payees {
+    // The payees claim what the vouchers say; then both sides' reports.
+    let mut money = report::MoneyReports::default();
+    for (name, p) in &provider_payees {
         p.claim_all().await;
+        (money.payees).extend(p.report().into_iter().map(|r| (name.clone(), r)));
+    }
+    for (name, _, h) in &nodes {
+        (money.payers).extend(
+            h.payer_report()
+                .await
+                .into_iter()
+                .map(|v| (name.clone(), v)),
+        );
     }
 
     // Independent check: hash each provider's source here, not trusting any node.
@@ -321,6 +331,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         &truth,
         started.elapsed(),
         stranger_refused,
+        &money,
     );
     if opts.json {
         print_json_line(&summary);

@@ -113,6 +113,12 @@ pub async fn exchange(
     msgs: Vec<PayMsg>,
 ) -> anyhow::Result<Vec<PayMsg>> {
     let stream = handle.stream_control().open_stream(peer, PAY).await?;
+    exchange_on(stream, msgs).await
+}
+
+/// [`exchange`] on a pay stream already open (from any swarm: tests drive
+/// throwaway identities this way).
+pub async fn exchange_on(stream: Stream, msgs: Vec<PayMsg>) -> anyhow::Result<Vec<PayMsg>> {
     let mut s = PayStream::new(stream);
     let mut out = vec![];
     for m in msgs {

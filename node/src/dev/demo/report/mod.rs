@@ -181,4 +181,24 @@ pub struct PaymentRow {
     pub paid_wei: String,
     /// Claimed on the chain, in wei.
     pub claimed_wei: String,
+    /// Everything the payee's meter says is owed, in wei.
+    pub owed_wei: String,
+    /// Held by the payee and not claimed, in wei.
+    pub unclaimed_wei: String,
+    /// The payer's own meter, in bytes (as of its last reading).
+    pub payer_bytes: u64,
+    /// The highest voucher the payer signed, in wei.
+    pub payer_voucher_wei: String,
+    /// Payer and payee hold the same highest voucher.
+    pub agree: bool,
+}
+
+/// The payments reports, read from the nodes before they stop: each
+/// payee's book and each payer's view, by node name.
+#[derive(Debug, Default)]
+pub struct MoneyReports {
+    /// (payee node, its book's account).
+    pub payees: Vec<(String, ledgermesh_protocol::payment::book::AccountReport)>,
+    /// (payer node, its report on one payee: `payer_report`'s rows).
+    pub payers: Vec<(String, serde_json::Value)>,
 }

@@ -1,8 +1,8 @@
 //! From the recorded events and outcomes to the demo's summary.
 
 use super::{
-    short, ConnectionRow, DemoSummary, GrantRow, LedgerRow, NodeRow, PaymentRow, PublicRow,
-    RefusalRow, StreamRow,
+    short, ConnectionRow, DemoSummary, GrantRow, LedgerRow, MoneyReports, NodeRow, PaymentRow,
+    PublicRow, RefusalRow, StreamRow,
 };
 use crate::consumer::StreamOutcome;
 use crate::events::{Event, Record};
@@ -17,6 +17,7 @@ pub(crate) fn summarize(
     truth: &HashMap<(String, String), [u8; 32]>,
     elapsed: Duration,
     stranger_refused: bool,
+    money: &MoneyReports,
 ) -> DemoSummary {
     let label: HashMap<String, String> = nodes
         .iter()
@@ -180,51 +181,11 @@ pub(crate) fn summarize(
     grants.sort_by(|a, b| {
         (&a.provider, &a.consumer, &a.stream).cmp(&(&b.provider, &b.consumer, &b.stream))
     });
-    // Payments: vouchers and claims per channel, from the payees' events.
-    let mut by_channel: std::collections::BTreeMap<String, PaymentRow> = Default::default();
-    let mut claimed: HashMap<String, u128> = HashMap::new();
-    for r in records {
-        match &r.event {
-            Event::VoucherReceived {
-                payer,
-                channel,
-                cumulative,
-                bytes,
-            } => {
-                let row = by_channel
-                    .entry(channel.clone())
-                    .or_insert_with(|| PaymentRow {
-                        channel: short(channel),
-                        payer: name_of(payer),
-                        payee: r.node.clone(),
-                        bytes_metered: 0,
-                        vouchers: 0,
-                        paid_wei: "0".into(),
-                        claimed_wei: "0".into(),
-                    });
-                row.vouchers += 1;
-                row.bytes_metered = row.bytes_metered.max(*bytes);
-                let (now, was) = (
-                    cumulative.parse::<u128>().unwrap_or(0),
-                    row.paid_wei.parse::<u128>().unwrap_or(0),
-                );
-                row.paid_wei = now.max(was).to_string();
-            }
-            Event::Claimed {
-                channel, amount, ..
-            } => {
-                *claimed.entry(channel.clone()).or_default() += amount.parse::<u128>().unwrap_or(0);
-            }
-            _ => {}
-        }
-    }
-    let payments: Vec<PaymentRow> = (by_channel.into_iter())
-        .map(|(id, mut row)| {
-            row.claimed_wei = claimed.get(&id).copied().unwrap_or(0).to_string();
-            row
-        })
-        .collect();
-    let ok = !streams.is_empty() && streams.iter().all(|s| s.verified) && stranger_refused;
+    let payments = payment_rows(records, money, &name_of);
+    // Nothing is left unclaimed: the payees claimed what they held.
+    let settled = payments.iter().all(|p| p.unclaimed_wei == "0");
+    let ok =
+        !streams.is_empty() && streams.iter().all(|s| s.verified) && stranger_refused && settled;
     DemoSummary {
         event: "demo_summary",
         ok,
@@ -246,4 +207,52 @@ pub(crate) fn summarize(
         stranger_refused,
         payments,
     }
+}
+
+/// One row per channel from the payees' books (the reconciliation report),
+/// with the payer's own view beside it and the vouchers counted from events.
+fn payment_rows(
+    records: &[Record],
+    money: &MoneyReports,
+    name_of: &dyn Fn(&str) -> String,
+) -> Vec<PaymentRow> {
+    let mut vouchers: HashMap<String, usize> = HashMap::new();
+    for r in records {
+        if let Event::VoucherReceived { channel, .. } = &r.event {
+            *vouchers.entry(channel.clone()).or_default() += 1;
+        }
+    }
+    let mut rows: Vec<PaymentRow> = (money.payees.iter())
+        .map(|(payee, a)| {
+            let channel = format!("0x{}", hex::encode(a.channel));
+            let payer_side = (money.payers.iter())
+                .find(|(_, v)| v["channel"].as_str() == Some(channel.as_str()));
+            let payer = match (payer_side, a.peers.first()) {
+                (Some((name, _)), _) => name.clone(),
+                (None, Some(p)) => name_of(&p.to_string()),
+                (None, None) => format!("0x{}", hex::encode(a.payer)),
+            };
+            let theirs = |k: &str| payer_side.and_then(|(_, v)| v[k].as_str().map(str::to_string));
+            let payer_voucher = theirs("highest_voucher_wei").unwrap_or_else(|| "-".into());
+            PaymentRow {
+                channel: short(&channel),
+                payer,
+                payee: payee.clone(),
+                bytes_metered: a.bytes,
+                vouchers: vouchers.get(&channel).copied().unwrap_or(0),
+                paid_wei: a.paid.to_string(),
+                claimed_wei: a.claimed.to_string(),
+                owed_wei: a.owed.to_string(),
+                unclaimed_wei: a.paid.saturating_sub(a.claimed).to_string(),
+                payer_bytes: payer_side
+                    .and_then(|(_, v)| v["bytes"].as_u64())
+                    .unwrap_or(0),
+                agree: payer_voucher == a.paid.to_string(),
+                payer_voucher_wei: payer_voucher,
+            }
+        })
+        .filter(|r| r.owed_wei != "0" || r.paid_wei != "0")
+        .collect();
+    rows.sort_by(|a, b| (&a.payee, &a.payer).cmp(&(&b.payee, &b.payer)));
+    rows
 }

@@ -129,15 +129,33 @@ pub(crate) fn print_tables(s: &DemoSummary) {
         }
     }
     if !s.payments.is_empty() {
-        println!("\nPAYMENTS (channels on the in-memory chain; vouchers per credit window, claimed on shutdown)");
+        println!("\nPAYMENTS (the payees' books on the in-memory chain, the payers' own view beside them; wei)");
         println!(
-            "  {:<10} {:<12} {:<12} {:>12} {:>8} {:>16} {:>16}",
-            "channel", "payer", "payee", "bytes", "vouchers", "paid (wei)", "claimed (wei)"
+            "  {:<10} {:<12} {:<12} {:>9} {:>8} {:>12} {:>12} {:>12} {:>12} {:>6}",
+            "channel",
+            "payer",
+            "payee",
+            "bytes",
+            "vouchers",
+            "owed",
+            "voucher",
+            "claimed",
+            "payer says",
+            "agree"
         );
         for p in &s.payments {
             println!(
-                "  {:<10} {:<12} {:<12} {:>12} {:>8} {:>16} {:>16}",
-                p.channel, p.payer, p.payee, p.bytes_metered, p.vouchers, p.paid_wei, p.claimed_wei
+                "  {:<10} {:<12} {:<12} {:>9} {:>8} {:>12} {:>12} {:>12} {:>12} {:>6}",
+                p.channel,
+                p.payer,
+                p.payee,
+                p.bytes_metered,
+                p.vouchers,
+                p.owed_wei,
+                p.paid_wei,
+                p.claimed_wei,
+                p.payer_voucher_wei,
+                if p.agree { "yes" } else { "NO" },
             );
         }
     }
