@@ -668,3 +668,41 @@ fn a_buyer_stays_subscribed_across_a_provider_restart_and_reports_the_gap() {
         "one gap (a line may be cut at it): {breaks:?}"
     );
 }
+
+/// `consume --out - | head -1`: once the reader has its line and closes the
+/// pipe, the consumer ends at once with exit 0, and never resubscribes to
+/// write into a pipe nobody reads.
+#[test]
+fn a_live_stream_piped_into_head_ends_when_head_leaves() {
+    let Some((dir, chain, _relay, relay_addr)) = chain_and_relay("live-head") else {
+        return;
+    };
+    let feed = fast_counter(&dir.0);
+    let (_p, pid) = provider(&dir, "provider", &chain, 0, &relay_addr, &[&feed], &[]);
+    let (mut head, _) = Piped::start(
+        &dir,
+        "head",
+        &chain,
+        1,
+        &relay_addr,
+        &format!("{pid}/ticks"),
+        &[],
+    );
+    // `head -1`: one line, then the pipe's reading end is closed.
+    let out = head.child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    assert_eq!(line, "0\n", "the first line of the feed");
+    let closed = std::time::Instant::now();
+    assert_eq!(head.wait(), 0, "a closed pipe is the end the user chose");
+    let events = head.events();
+    let broke: Vec<_> = events
+        .iter()
+        .filter(|v| event_is(v, "error") || event_is(v, "stream_resumed"))
+        .collect();
+    assert!(broke.is_empty(), "no error, no resubscribing: {broke:?}");
+    println!(
+        "LIVE | head -1: the consumer exited {:.2} s after the pipe closed",
+        closed.elapsed().as_secs_f64()
+    );
+}

@@ -496,6 +496,8 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
                     );
                 }
             }
+            // `| head` took what it wanted and left: done, as `cat` would be.
+            Err(e) if e.output_closed() => {}
             Err(e) => {
                 ok = false;
                 if !args.node.json {

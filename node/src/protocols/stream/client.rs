@@ -145,10 +145,10 @@ impl PathWatch {
 
 /// Syncs what was written; a fetch that never got a byte leaves an empty
 /// file, so the output exists whatever happened.
-async fn finish(file: &mut Option<Sink>, output: &Output) -> std::io::Result<()> {
+async fn finish(file: &mut Option<Sink>, output: &Output) -> Result<(), StreamError> {
     match file {
         Some(f) => f.sync().await,
-        None => Sink::open(output, false).await.map(drop),
+        None => Ok(Sink::open(output, false).await.map(drop)?),
     }
 }
 
@@ -173,7 +173,7 @@ pub(crate) fn report_resumed(
 pub(crate) fn attempt_end(e: StreamError, fatal: &mut Option<StreamError>) -> AttemptEnd {
     match e {
         StreamError::Rejected(r) => AttemptEnd::Refused(r),
-        e @ (StreamError::Unsupported | StreamError::Protocol(_)) => {
+        e @ (StreamError::Unsupported | StreamError::Protocol(_) | StreamError::OutputClosed) => {
             let text = e.to_string();
             *fatal = Some(e);
             AttemptEnd::Fatal(text)
@@ -309,10 +309,10 @@ impl Sink {
         })
     }
 
-    pub(crate) async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), StreamError> {
         match self {
-            Sink::File(f) => f.write_all(data).await,
-            Sink::Stdout(s) => s.write_all(data).await,
+            Sink::File(f) => Ok(f.write_all(data).await?),
+            Sink::Stdout(s) => s.write_all(data).await.map_err(closed_pipe),
             Sink::Local(f) => {
                 f.send(data);
                 Ok(())
@@ -320,21 +320,30 @@ impl Sink {
         }
     }
 
-    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn flush(&mut self) -> Result<(), StreamError> {
         match self {
-            Sink::File(f) => f.flush().await,
-            Sink::Stdout(s) => s.flush().await,
+            Sink::File(f) => Ok(f.flush().await?),
+            Sink::Stdout(s) => s.flush().await.map_err(closed_pipe),
             Sink::Local(_) => Ok(()),
         }
     }
 
     /// Flushes, and for a file waits until it is on disk.
-    pub(crate) async fn sync(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn sync(&mut self) -> Result<(), StreamError> {
         self.flush().await?;
         match self {
-            Sink::File(f) => f.sync_all().await,
+            Sink::File(f) => Ok(f.sync_all().await?),
             Sink::Stdout(_) | Sink::Local(_) => Ok(()),
         }
+    }
+}
+
+/// Standard output into a pipe whose reader left is the end of the fetch,
+/// not a broken stream to resume.
+fn closed_pipe(e: std::io::Error) -> StreamError {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe => StreamError::OutputClosed,
+        _ => StreamError::Io(e),
     }
 }
 

@@ -64,6 +64,10 @@ pub enum StreamError {
     /// the direct one is up, or a lost one): resumed on the remaining path.
     #[error("a connection to the peer closed; resuming on the remaining path")]
     PathClosed,
+    /// Our own output went away (standard output into a closed pipe, as
+    /// `| head` does): nobody reads what follows, so the fetch ends.
+    #[error("the output was closed (nothing reads it any more)")]
+    OutputClosed,
     /// Retries exhausted.
     #[error("gave up after {attempts} attempts at offset {offset}: {last}")]
     GaveUp {

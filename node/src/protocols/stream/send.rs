@@ -59,7 +59,7 @@ pub async fn exchange(
         }
         // Our side is done: the echo finishes and closes its side.
         wr.close().await?;
-        Ok::<u64, std::io::Error>(total)
+        Ok::<u64, StreamError>(total)
     };
     let mut hasher = Sha256::new();
     let mut first_byte_ts_ms = None;
@@ -78,7 +78,7 @@ pub async fn exchange(
             }
             let n = rd.read(&mut buf).await?;
             if n == 0 {
-                return Ok::<u64, std::io::Error>(got);
+                return Ok::<u64, StreamError>(got);
             }
             pending.extend_from_slice(&buf[..n]);
         }

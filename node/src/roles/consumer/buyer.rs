@@ -392,6 +392,9 @@ async fn buy_from(
                     first_byte_ts_ms: f.first_byte_ts_ms,
                     live: f.live.clone(),
                 }),
+                Err(crate::streams::StreamError::OutputClosed) => {
+                    tracing::info!(%peer, stream = %name, "the output was closed; stopping");
+                }
                 Err(e) => handle.emit(Event::Error {
                     what: "stream".into(),
                     detail: format!("{name}: {e}"),

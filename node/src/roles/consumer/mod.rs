@@ -136,6 +136,14 @@ pub enum BuyError {
     Payment(String),
 }
 
+impl BuyError {
+    /// Our output went away (a closed pipe): the end the user chose, not a
+    /// failure.
+    pub fn output_closed(&self) -> bool {
+        matches!(self, BuyError::Stream(e) if matches!(**e, crate::streams::StreamError::OutputClosed))
+    }
+}
+
 /// What became of one wanted stream.
 #[derive(Debug, Clone)]
 pub struct StreamOutcome {
