@@ -11,6 +11,7 @@ async fn main() {
     raise_open_files();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("warn,ledgermesh_node=info,ledgermesh=info")),
@@ -34,6 +35,14 @@ async fn main() {
     };
     ledgermesh_node::events::flush_stdout();
     std::process::exit(code);
+}
+
+/// Colour in the log only for a person at a terminal: never into a file or
+/// a pipe, and never where `NO_COLOR` is set (to anything but empty).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// Raises the soft limit on open files to the hard one (at most 65,536):

@@ -124,6 +124,7 @@ fn bad_arguments_are_explained() {
 fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
     let out = bin()
         .args(["demo", "--json", "--bytes", "2M"])
+        .env("RUST_LOG", "info")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -132,6 +133,13 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Its log goes to a pipe here: plain text, no colour codes.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.lines().any(|l| l.contains(" INFO ")),
+        "the demo logs: {log}"
+    );
+    assert!(!log.contains('\x1b'), "no ANSI codes into a pipe");
     let last = stdout.lines().last().expect("output");
     let summary: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
     assert_eq!(summary["event"], "demo_summary");
