@@ -12,10 +12,9 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(colour())
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("warn,ledgermesh_node=info,ledgermesh=info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new("warn,yamux=error,ledgermesh_node=info,ledgermesh=info")
+        }))
         .init();
     // The config file and LEDGERMESH_… variables become flags first.
     let layered = match ledgermesh_node::cli::config::layer(std::env::args_os().collect()) {

@@ -321,6 +321,21 @@ async fn a_relay_two_providers_and_consumers_run_from_the_committed_config_files
         (false.into(), relay_id.clone().into()),
         "{r}"
     );
+    // The PeerId as `status` prints it, shortened, is taken; one that
+    // matches no peer is refused, saying so.
+    let shortened = format!("{}…{}", &pid[..8], &pid[pid.len() - 6..]);
+    let said = run_cli(&["ping", "-c", "1", "--api", &relayed_api, &shortened]);
+    assert!(
+        said.starts_with(&format!("pong from {shortened} in ")) && said.contains(", relayed via "),
+        "{said}"
+    );
+    let unknown = std::process::Command::new(ledgermesh_e2e::procs::bin_path())
+        .args(["ping", "-c", "1", "--api", &relayed_api, "12D3KooW…zzzzzz"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let why = String::from_utf8_lossy(&unknown.stderr);
+    assert!(why.contains("no peer of this node matches it"), "{why}");
 
     // The dashboard, in headless Chromium: the route map draws both paths,
     // each hop coloured by its rating; a screenshot is left as an artifact.
@@ -591,6 +606,14 @@ fn consume_draws_progress_bars_on_a_terminal_only() {
         "a bar shows the length: {shown}"
     );
     assert!(shown.contains("ok   "), "the result line follows: {shown}");
+    // The bar is cleared before it: nothing of it is left on that line.
+    let before_ok = &shown[..shown.find("ok   ").unwrap()];
+    let line_start = before_ok.rfind(['\r', '\n']).map_or(0, |i| i + 1);
+    assert_eq!(
+        without_ansi(&before_ok[line_start..]),
+        "",
+        "the result line starts clean: {shown:?}"
+    );
     // With --json on a terminal: events only, no bar.
     let json = tty(consume("tty-json", "--json"));
     assert!(!json.contains(&prefix), "{json}");
@@ -787,4 +810,22 @@ fn the_compose_file_is_valid_and_every_service_runs_a_command_the_binary_accepts
     );
     assert_eq!(consumer["api_token"]["value"], "[redacted]");
     assert_eq!(results[1]["settings"]["listen"]["from"], "file");
+}
+
+/// `text` without its ANSI control sequences (ESC [ ... final letter).
+fn without_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -260,7 +260,9 @@ impl NodeArgs {
                 self.api_host.clone(),
             )
             .await?;
-            tracing::info!("HTTP API at http://{bound}/api/v1/status");
+            tracing::info!(
+                "dashboard at http://{bound}/ (JSON under /api/v1/, metrics at /metrics)"
+            );
             handle.emit(crate::events::Event::ApiListening {
                 addr: bound.to_string(),
             });

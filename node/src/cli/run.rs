@@ -77,15 +77,6 @@ pub(super) async fn run_devchain(args: DevchainArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// A task stopped when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 fn emitter_for(name: &str, json: bool) -> Emitter {
     Emitter::new(name).with_json_stdout(json)
 }
@@ -444,8 +435,8 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
         None => {}
     }
     // Progress bars for finite streams, on a terminal only.
-    let _bars = (!out_is_stdout && super::progress::wanted(args.node.json))
-        .then(|| AbortOnDrop(super::progress::spawn(handle.ops().traffic.clone())));
+    let bars = (!out_is_stdout && super::progress::wanted(args.node.json))
+        .then(|| super::progress::spawn(handle.ops().traffic.clone()));
     let run = consumer::run(handle.clone(), ledger, cc);
     tokio::pin!(run);
     let outcomes = tokio::select! {
@@ -463,6 +454,10 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
             }
         }
     };
+    // The bars go before the result lines, so nothing is printed onto one.
+    if let Some(bars) = bars {
+        bars.stop().await;
+    }
     let to_stdout = out_is_stdout;
     let mut ok = true;
     for o in &outcomes {

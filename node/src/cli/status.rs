@@ -214,6 +214,41 @@ pub async fn status(api: &str, token: Option<&str>, json: bool) -> anyhow::Resul
     Ok(0)
 }
 
+/// A PeerId as given: whole, or shortened as `status` prints it
+/// (`12D3KooW…Spzpr`, also with `...`), matched against the node's peers;
+/// a short form that matches none or several is refused, naming them.
+pub async fn resolve_peer(
+    api: &str,
+    token: Option<&str>,
+    given: &str,
+) -> anyhow::Result<libp2p::PeerId> {
+    if let Ok(p) = given.parse() {
+        return Ok(p);
+    }
+    let Some((head, tail)) = given.split_once('…').or_else(|| given.split_once("...")) else {
+        anyhow::bail!("{given} is not a PeerId (whole, or shortened as `status` prints it)");
+    };
+    let v = get_json(api, token, "/api/v1/peers").await?;
+    let known: Vec<&str> = (v["peers"].as_array().into_iter().flatten())
+        .filter_map(|p| p["peer_id"].as_str())
+        .collect();
+    let matching: Vec<&str> = (known.iter().copied())
+        .filter(|p| p.starts_with(head) && p.ends_with(tail) && p.len() > head.len() + tail.len())
+        .collect();
+    match matching[..] {
+        [one] => Ok(one.parse()?),
+        [] => anyhow::bail!(
+            "{given}: no peer of this node matches it ({} known; `ledgermesh status` lists them)",
+            known.len()
+        ),
+        _ => anyhow::bail!(
+            "{given} matches {} peers ({}): give more of it, or the whole PeerId",
+            matching.len(),
+            matching.join(", ")
+        ),
+    }
+}
+
 /// `ledgermesh ping PEER`: pings through the running node, once a second.
 pub async fn ping(
     api: &str,
@@ -222,9 +257,7 @@ pub async fn ping(
     count: u32,
     json: bool,
 ) -> anyhow::Result<i32> {
-    let peer: libp2p::PeerId = peer
-        .parse()
-        .with_context(|| format!("{peer} is not a PeerId"))?;
+    let peer = resolve_peer(api, token, peer).await?;
     let mut answered = 0;
     for i in 0..count.max(1) {
         if i > 0 {
@@ -237,10 +270,10 @@ pub async fn ping(
                     crate::events::print_json_line(&v);
                 } else {
                     println!(
-                        "pong from {} via {} in {:.2} ms{}",
+                        "pong from {} in {:.2} ms, {}{}",
                         short(&peer.to_string()),
-                        route(&v["path"], &v["transport"], &v["via"]),
                         v["rtt_ms"].as_f64().unwrap_or(0.0),
+                        route(&v["path"], &v["transport"], &v["via"]),
                         if v["path"] == "direct" {
                             ""
                         } else {

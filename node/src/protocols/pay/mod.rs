@@ -55,7 +55,7 @@ pub(crate) struct PayStream {
 #[derive(Debug, thiserror::Error)]
 pub enum PayIoError {
     /// The transport.
-    #[error("pay stream: {0}")]
+    #[error("pay stream: {}", super::plain_io(.0))]
     Io(#[from] std::io::Error),
     /// The peer broke the protocol.
     #[error("pay stream: {0}")]

@@ -46,7 +46,7 @@ pub enum StreamError {
     #[error("refused: {} ({})", .0.detail, .0.reason.as_str())]
     Rejected(StreamRejection),
     /// Transport or file I/O failed.
-    #[error("i/o: {0}")]
+    #[error("i/o: {}", super::plain_io(.0))]
     Io(#[from] std::io::Error),
     /// The remote does not speak the stream protocol.
     #[error("peer does not support {STREAM_PROTOCOL}")]

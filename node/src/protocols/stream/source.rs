@@ -156,10 +156,10 @@ impl Source {
         }
     }
 
-    /// Length in bytes.
+    /// Length in bytes (a file's errors name the file).
     pub async fn len(&self) -> io::Result<u64> {
         match self {
-            Source::File(p) => Ok(tokio::fs::metadata(p).await?.len()),
+            Source::File(p) => Ok(tokio::fs::metadata(p).await.map_err(at(p))?.len()),
             Source::Random { len, .. } | Source::Paced { len, .. } | Source::Zeros { len } => {
                 Ok(*len)
             }
@@ -195,7 +195,7 @@ impl Source {
     pub async fn open_at(&self, offset: u64, len: u64) -> io::Result<SourceReader> {
         match self {
             Source::File(p) => {
-                let mut f = tokio::fs::File::open(p).await?;
+                let mut f = tokio::fs::File::open(p).await.map_err(at(p))?;
                 f.seek(io::SeekFrom::Start(offset)).await?;
                 Ok(Box::pin(f.take(len.saturating_sub(offset))))
             }
@@ -284,9 +284,27 @@ impl AsyncRead for RandomReader {
     }
 }
 
+/// An I/O error on `path`, saying which file (the kind kept).
+fn at(path: &std::path::Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_missing_file_is_named_in_the_error() {
+        let src = Source::File("/nonexistent/sensor.log".into());
+        let e = src.digest().await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(
+            e.to_string().starts_with("/nonexistent/sensor.log: "),
+            "{e}"
+        );
+        let e = src.open_at(0, 1).await.err().expect("no such file");
+        assert!(e.to_string().contains("/nonexistent/sensor.log"), "{e}");
+    }
 
     #[tokio::test]
     async fn random_source_is_the_same_for_any_offset_and_read_size() {
