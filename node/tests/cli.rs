@@ -731,3 +731,58 @@ fn the_api_answers_only_its_own_host_and_origin_and_a_ping_is_a_post() {
     ));
     assert!(!a.starts_with("HTTP/1.1 405"), "{a}");
 }
+
+#[test]
+fn a_private_address_without_local_is_refused_naming_the_flag() {
+    let dir = temp("private-addrs");
+    let key = dir.join("c.key");
+    let id = bin()
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let id = String::from_utf8(id.stdout).unwrap().trim().to_string();
+    let addr = format!("/ip4/127.0.0.1/tcp/9/p2p/{id}");
+    let want = format!("{id}/feed");
+    let out_dir = dir.join("out");
+    for flag in ["--provider-addr", "--relay"] {
+        let out = bin()
+            .env_remove("LEDGERMESH_ALLOW_PRIVATE_ADDRS")
+            .args(["consume", "--key", key.to_str().unwrap(), "--want", &want])
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--out",
+                out_dir.to_str().unwrap(),
+            ])
+            .args([flag, &addr])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{flag} {addr}: not a public address"))
+                && err.contains("--local"),
+            "{flag}: {err}"
+        );
+    }
+    // With --local the same address is taken (and simply not answered).
+    let out = bin()
+        .args([
+            "consume",
+            "--local",
+            "--key",
+            key.to_str().unwrap(),
+            "--want",
+            &want,
+        ])
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ])
+        .args(["--provider-addr", &addr, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "--local is a flag of consume");
+}

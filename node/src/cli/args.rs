@@ -186,9 +186,9 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = crate::access::audit_log::DEFAULT_KEEP)]
     pub audit_keep: usize,
     /// Also dial, dial back and announce loopback, private, link-local and
-    /// documentation addresses (labs, a LAN, loopback tests). Off: only
-    /// globally routable addresses, whoever names them.
-    #[arg(long, env = "LEDGERMESH_ALLOW_PRIVATE_ADDRS")]
+    /// documentation addresses: a lab on this host or a LAN (`--local` says
+    /// the same). Off: only globally routable addresses, whoever names them.
+    #[arg(long, visible_alias = "local", env = "LEDGERMESH_ALLOW_PRIVATE_ADDRS")]
     pub allow_private_addrs: bool,
     /// The cipher of Noise's transport messages (TCP and relayed
     /// connections): `auto` uses AES-256-GCM with our own nodes when both

@@ -205,6 +205,16 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     for a in &snap.direct_addrs {
         tracing::info!("relay reachable at {a}/p2p/{}", handle.peer_id());
     }
+    if !args.node.allow_private_addrs {
+        use ledgermesh_protocol::path::scope::{ip_of, is_global};
+        if !(snap.direct_addrs.iter()).any(|a| ip_of(a).is_some_and(is_global)) {
+            tracing::warn!(
+                "none of these addresses is public: until a public one is known, every \
+                 reservation is refused (\"no public address to offer\"); on one machine or \
+                 a LAN, start the relay and every node with --local"
+            );
+        }
+    }
     wait_for_ctrl_c().await;
     if let Some(payees) = &payees {
         // What the vouchers say is ours: claim it before going.
@@ -242,6 +252,25 @@ async fn relay_payer(
 
 /// Opens the ledger and starts a node with reservations on `relays`; the
 /// address-consensus observers are the relays plus `observers`.
+/// Refuses, before anything starts, an address given with `flag` that this
+/// node would never dial: a loopback or private one without `--local`.
+fn public_or_local(flag: &str, addrs: &[Multiaddr], allow_private: bool) -> anyhow::Result<()> {
+    use ledgermesh_protocol::path::scope::{ip_of, is_global};
+    if allow_private {
+        return Ok(());
+    }
+    match addrs
+        .iter()
+        .find(|a| ip_of(a).is_some_and(|ip| !is_global(ip)))
+    {
+        Some(a) => anyhow::bail!(
+            "{flag} {a}: not a public address, and this node dials only public ones: \
+             on one machine or a LAN, start every node with --local"
+        ),
+        None => Ok(()),
+    }
+}
+
 async fn start_ledger_node(
     role: &str,
     keypair: libp2p::identity::Keypair,
@@ -253,6 +282,8 @@ async fn start_ledger_node(
     std::sync::Arc<dyn ledgermesh_ledger::Ledger>,
     Vec<Multiaddr>,
 )> {
+    public_or_local("--relay", &net.relay, node.allow_private_addrs)?;
+    public_or_local("--observer", &net.observer, node.allow_private_addrs)?;
     let peer = keypair.public().to_peer_id();
     let opened = ledger
         .open(&peer.to_string())
@@ -395,6 +426,11 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
             anyhow::bail!("--provider-addr {a}: the address must end in /p2p/<provider peer id>");
         }
     }
+    public_or_local(
+        "--provider-addr",
+        &args.provider_addr,
+        args.node.allow_private_addrs,
+    )?;
     cc.direct = args.provider_addr.clone();
     cc.relay_payer = relay_payer(&args.ledger, &args.peer).await?;
     cc.max_price_per_mib = args.max_price_per_mib;

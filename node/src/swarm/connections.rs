@@ -30,6 +30,12 @@ impl EventLoop {
             let _ = reply.send(Ok(()));
             return;
         }
+        if let Some(private) = self.private_only(&addrs) {
+            // The transport would refuse each ("Multiaddr is not supported"):
+            // say why, and what to do about it.
+            let _ = reply.send(Err(DialError::PrivateOnly(private)));
+            return;
+        }
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
             .condition(PeerCondition::Always)
@@ -39,6 +45,15 @@ impl EventLoop {
             Ok(()) => drop(self.pending_dials.insert(id, (peer, reply))),
             Err(e) => drop(reply.send(Err(e.into()))),
         }
+    }
+
+    /// The first of `addrs` when every one of them is outside the global
+    /// internet and this node keeps to it (no `--local`).
+    fn private_only(&self, addrs: &[Multiaddr]) -> Option<Multiaddr> {
+        use ledgermesh_protocol::path::scope::{ip_of, is_global};
+        let private = |a: &Multiaddr| ip_of(a).is_some_and(|ip| !is_global(ip));
+        (!self.config.allow_private_addrs && !addrs.is_empty() && addrs.iter().all(private))
+            .then(|| addrs[0].clone())
     }
 
     /// The path to `peer` through `via` is degraded: dial the peer's other

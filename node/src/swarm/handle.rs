@@ -36,6 +36,13 @@ pub enum NodeError {
     /// A relay address without `/p2p/<id>`.
     #[error("relay address {0} must end in /p2p/<relay peer id>")]
     RelayAddrWithoutPeer(Multiaddr),
+    /// Every address given is loopback, private or otherwise not globally
+    /// routable, and this node dials only global ones.
+    #[error(
+        "{0} is not a public address, and this node dials only public ones: \
+         on one machine or a LAN, start every node with --local"
+    )]
+    PrivateOnly(Multiaddr),
     /// The event loop has stopped.
     #[error("node has shut down")]
     Stopped,
@@ -48,6 +55,13 @@ pub enum DialError {
     /// Every address failed (or the swarm refused the dial).
     #[error(transparent)]
     Swarm(#[from] libp2p::swarm::DialError),
+    /// Every address given is loopback, private or otherwise not globally
+    /// routable, and this node dials only global ones.
+    #[error(
+        "{0} is not a public address, and this node dials only public ones: \
+         on one machine or a LAN, start every node with --local"
+    )]
+    PrivateOnly(Multiaddr),
     /// The event loop has stopped.
     #[error("node has shut down")]
     Stopped,

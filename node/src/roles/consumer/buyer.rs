@@ -199,6 +199,8 @@ async fn connect(
             }
         }
         match handle.dial(peer, addrs.to_vec()).await {
+            // Asking again cannot help: only a flag can.
+            Err(e @ crate::swarm::DialError::PrivateOnly(_)) => return Err(e),
             Err(e) if attempt < CONNECT_ATTEMPTS => {
                 tracing::info!(%peer, attempt, error = %e, "cannot reach the provider yet; retrying");
                 tokio::time::sleep(wait).await;
@@ -274,7 +276,11 @@ async fn buy_from(
         }
     }
     // The provider chose these addresses: dial only what our policy allows.
-    let addrs: Vec<Multiaddr> = handle.dial_candidates(&resp.addrs);
+    let mut addrs: Vec<Multiaddr> = handle.dial_candidates(&resp.addrs);
+    if addrs.is_empty() {
+        // Every address was private: the dial says so, and names the flag.
+        addrs.extend(resp.addrs.first().cloned());
+    }
     if let Err(e) = connect(&handle, peer, &addrs).await {
         handle.emit(Event::Error {
             what: "dial".into(),
