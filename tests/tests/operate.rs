@@ -829,3 +829,153 @@ fn without_ansi(text: &str) -> String {
     }
     out
 }
+
+/// The first line of `dir/NAME.log` (a process's stderr) holding every one
+/// of `needles`, once it is there.
+fn log_line(dir: &std::path::Path, name: &str, needles: &[&str]) -> String {
+    let path = dir.join(format!("{name}.log"));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            return l.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: no line with {needles:?} in its log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Without `--json`, each role tells a person what happens, one line per
+/// event, with no colour codes in a file: a relay, a provider holding a
+/// reservation on it, a consumer fetching from the provider and a stranger
+/// refused.
+#[test]
+fn without_json_each_role_says_what_happens_in_plain_lines() {
+    let dir = temp_dir("operate-human");
+    let (rkey, rid) = keygen(&dir.0, "relay");
+    let (pkey, pid) = keygen(&dir.0, "provider");
+    let (ckey, cid) = keygen(&dir.0, "consumer");
+    let (skey, _) = keygen(&dir.0, "stranger");
+    let short = |id: &str| format!("{}…{}", &id[..8], &id[id.len() - 6..]);
+    let acl = dir.0.join("acl.toml");
+    std::fs::write(
+        &acl,
+        format!("[[allow]]\npeer = \"{cid}\"\nstreams = \"*\"\n"),
+    )
+    .unwrap();
+    let listen = ["--local", "--listen", "/ip4/127.0.0.1/tcp/0"];
+    let mut relay = Proc::start(
+        "relay",
+        &dir.0,
+        &[&["relay", "--open", "--key", &rkey][..], &listen].concat(),
+    );
+    let line = log_line(&dir.0, "relay", &["relay reachable at /ip4/127.0.0.1/tcp/"]);
+    let relay_addr = line
+        .split("reachable at ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    log_line(&dir.0, "relay", &["listening on /ip4/127.0.0.1/tcp/"]);
+    let mut provider = Proc::start(
+        "provider",
+        &dir.0,
+        &[
+            &[
+                "provide",
+                "--key",
+                &pkey,
+                "--relay",
+                &relay_addr,
+                "--stream",
+                "feed=random:1M:3",
+                "--acl",
+                acl.to_str().unwrap(),
+            ][..],
+            &listen,
+        ]
+        .concat(),
+    );
+    let heard = log_line(&dir.0, "provider", &["listening on /ip4/127.0.0.1/tcp/"]);
+    let provider_addr = format!(
+        "{}/p2p/{pid}",
+        heard
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split(", ")
+            .find(|a| a.contains("/tcp/") && !a.contains("p2p-circuit"))
+            .unwrap()
+            .trim()
+    );
+    log_line(
+        &dir.0,
+        "provider",
+        &[&format!("relay {} holds our reservation", short(&rid))],
+    );
+    log_line(
+        &dir.0,
+        "relay",
+        &[&format!("reservation of {} accepted", short(&pid))],
+    );
+    let out = dir.0.join("received");
+    let fetch = |name: &str, key: &str| {
+        Proc::start(
+            name,
+            &dir.0,
+            &[
+                &[
+                    "consume",
+                    "--key",
+                    key,
+                    "--provider-addr",
+                    &provider_addr,
+                    "--want",
+                    &format!("{pid}/feed"),
+                    "--out",
+                    out.to_str().unwrap(),
+                ][..],
+                &listen,
+            ]
+            .concat(),
+        )
+    };
+    let mut consumer = fetch("consumer", &ckey);
+    assert_eq!(consumer.wait_exit(WAIT), 0);
+    log_line(
+        &dir.0,
+        "consumer",
+        &[&format!("connected to {}: direct tcp", short(&pid))],
+    );
+    log_line(
+        &dir.0,
+        "consumer",
+        &[
+            &format!("{}/feed done: 1.0 MiB in ", short(&pid)),
+            ", verified",
+        ],
+    );
+    log_line(
+        &dir.0,
+        "provider",
+        &[&format!(
+            "served feed to {}: 1.0 MiB from byte 0",
+            short(&cid)
+        )],
+    );
+    let mut stranger = fetch("stranger", &skey);
+    assert_eq!(stranger.wait_exit(WAIT), 1);
+    log_line(&dir.0, "provider", &["refused feed to ", "not_allowed"]);
+    for name in ["relay", "provider", "consumer", "stranger"] {
+        let text = std::fs::read_to_string(dir.0.join(format!("{name}.log"))).unwrap();
+        assert!(
+            !text.contains('\x1b'),
+            "{name}: no colour codes into a file"
+        );
+    }
+    provider.stop();
+    relay.stop();
+}

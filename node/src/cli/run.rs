@@ -78,7 +78,9 @@ pub(super) async fn run_devchain(args: DevchainArgs) -> anyhow::Result<i32> {
 }
 
 fn emitter_for(name: &str, json: bool) -> Emitter {
-    Emitter::new(name).with_json_stdout(json)
+    Emitter::new(name)
+        .with_json_stdout(json)
+        .with_human_log(!json)
 }
 
 /// Cancelled on the first Ctrl-C or SIGTERM. The handlers are installed

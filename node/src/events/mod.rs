@@ -2,6 +2,7 @@
 //! with `--json`. The `event` names and their fields are a contract that
 //! scripts and tests depend on: add fields, never rename them.
 
+pub mod human;
 mod stdout;
 
 use serde::Serialize;
@@ -537,6 +538,9 @@ pub struct Emitter {
     /// Print JSON lines on stdout; shared by clones so it can be turned off
     /// for a node as a whole.
     json_stdout: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Tell each event worth telling as a line in the log (a node run by a
+    /// person, without `--json`).
+    human_log: bool,
 }
 
 impl Emitter {
@@ -547,7 +551,14 @@ impl Emitter {
             tx: broadcast::channel(EVENT_CAPACITY).0,
             ops: Default::default(),
             json_stdout: Default::default(),
+            human_log: false,
         }
+    }
+
+    /// Also tells events as human lines in the log ([`human::line`]).
+    pub fn with_human_log(mut self, on: bool) -> Self {
+        self.human_log = on;
+        self
     }
 
     /// Also print every event as one JSON line on stdout. Lines go through a
@@ -570,6 +581,20 @@ impl Emitter {
     /// Publishes `event` (dropped when nobody listens).
     pub fn emit(&self, event: Event) {
         tracing::debug!(node = %self.node, ?event, "event");
+        if self.human_log {
+            match human::line(&event) {
+                Some((human::Loudness::Info, text)) => {
+                    tracing::info!(target: "ledgermesh", "{text}")
+                }
+                Some((human::Loudness::Warn, text)) => {
+                    tracing::warn!(target: "ledgermesh", "{text}")
+                }
+                Some((human::Loudness::Debug, text)) if !text.is_empty() => {
+                    tracing::debug!(target: "ledgermesh", "{text}")
+                }
+                _ => {}
+            }
+        }
         let record = Record {
             ts_ms: now_ms(),
             node: self.node.clone(),

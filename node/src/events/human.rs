@@ -1,0 +1,496 @@
+//! One line for a person per event worth telling (the log at INFO, without
+//! `--json`): what the node listens on, what it learned about itself, what
+//! relays, peers and payments did, and every refusal with its reason.
+//! Routine traffic (vouchers, pings, ledger posts) stays at DEBUG.
+
+use super::Event;
+use ledgermesh_protocol::path::{ChangeReason, PathKind, Route};
+
+/// How loud a line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loudness {
+    /// The normal course of things.
+    Info,
+    /// Something refused, lost or failed.
+    Warn,
+    /// Routine: only with `RUST_LOG=debug`.
+    Debug,
+}
+
+/// `12D3KooW…abcdef`, as `status` prints a PeerId.
+fn short(id: &str) -> String {
+    if id.len() > 16 && id.is_ascii() {
+        format!("{}…{}", &id[..8], &id[id.len() - 6..])
+    } else {
+        id.to_string()
+    }
+}
+
+fn route(r: &Option<Route>) -> String {
+    match r {
+        None => "nothing".into(),
+        Some(r) => match (r.path, r.via) {
+            (PathKind::Relayed, Some(v)) => format!(
+                "relayed via {} ({})",
+                short(&v.to_string()),
+                r.transport.as_str()
+            ),
+            (p, _) => format!("{} {}", p.as_str(), r.transport.as_str()),
+        },
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn because(reason: &Option<String>) -> String {
+    reason
+        .as_deref()
+        .map_or(String::new(), |r| format!(": {r}"))
+}
+
+/// The line for `e`, and how loud, or `None` for events told elsewhere.
+pub fn line(e: &Event) -> Option<(Loudness, String)> {
+    use Loudness::*;
+    Some(match e {
+        Event::Listening { addrs, .. } => (Info, format!("listening on {}", addrs.join(", "))),
+        Event::ReservationAccepted { relay, addr } => (
+            Info,
+            format!(
+                "relay {} holds our reservation: reachable at {addr}",
+                short(relay)
+            ),
+        ),
+        Event::ReservationRefused { relay, reason } => (
+            Warn,
+            format!("relay {} refused our reservation: {reason}", short(relay)),
+        ),
+        Event::RelayReservation {
+            peer_id,
+            outcome,
+            reason,
+            ..
+        } => (
+            if outcome == "refused" { Warn } else { Info },
+            format!(
+                "reservation of {} {outcome}{}",
+                short(peer_id),
+                because(reason)
+            ),
+        ),
+        Event::RelayCircuit {
+            src,
+            dst,
+            outcome,
+            reason,
+            bytes_to_dst,
+            bytes_to_src,
+            ..
+        } => {
+            let carried = match (bytes_to_dst, bytes_to_src) {
+                (Some(a), Some(b)) => format!(" after {} and {}", bytes(*a), bytes(*b)),
+                _ => String::new(),
+            };
+            (
+                if outcome == "refused" { Warn } else { Info },
+                format!(
+                    "circuit {} → {} {outcome}{carried}{}",
+                    short(src),
+                    short(dst),
+                    because(reason)
+                ),
+            )
+        }
+        Event::ChannelOpened {
+            payee,
+            channel,
+            deposit,
+            ..
+        } => (
+            Info,
+            format!(
+                "payment channel {} opened to {payee}: {deposit} wei locked",
+                short(channel)
+            ),
+        ),
+        Event::VoucherSent { .. } | Event::VoucherReceived { .. } => (Debug, String::new()),
+        Event::PaymentRefused {
+            peer_id,
+            reason,
+            detail,
+        } => (
+            Warn,
+            format!(
+                "payment with {} refused ({reason}): {detail}",
+                short(peer_id)
+            ),
+        ),
+        Event::RelayRefused { peer_id, reason } => (
+            Warn,
+            format!("refused to relay for {}: {reason}", short(peer_id)),
+        ),
+        Event::Claimed {
+            channel,
+            amount,
+            tx,
+            ..
+        } => (
+            Info,
+            format!(
+                "claimed {amount} wei on channel {}{}",
+                short(channel),
+                tx.as_deref()
+                    .map_or(String::new(), |t| format!(" (tx {t})"))
+            ),
+        ),
+        Event::ClaimFailed {
+            channel,
+            reason,
+            detail,
+        } => (
+            Warn,
+            format!(
+                "claim on channel {} failed ({reason}): {detail}",
+                short(channel)
+            ),
+        ),
+        Event::VoucherLost { channel, amount } => (
+            Warn,
+            format!(
+                "channel {} is gone: a voucher for {amount} wei can no longer be claimed",
+                short(channel)
+            ),
+        ),
+        Event::Shutdown { reason, ms, .. } => (Info, format!("stopped ({reason}) in {ms} ms")),
+        Event::PublicAddress {
+            addr,
+            mapping,
+            agreeing,
+            answered,
+            observers,
+            ..
+        } => match addr {
+            Some(a) => (
+                Info,
+                format!("public address {a} ({mapping}): {agreeing} of {answered} observers agree"),
+            ),
+            None => (
+                Info,
+                format!(
+                    "public address unknown: {answered} of {observers} observers answered, \
+                     {agreeing} agreeing"
+                ),
+            ),
+        },
+        Event::LedgerFollowing { from_block, .. } => (
+            Info,
+            format!("following the ledger from block {from_block}"),
+        ),
+        Event::LedgerPost { kind, .. } => (Info, format!("posted a {kind} to the ledger")),
+        Event::LedgerMessage { kind, from, .. } => {
+            (Info, format!("a {kind} from {} on the ledger", short(from)))
+        }
+        Event::Connected {
+            peer_id,
+            path,
+            transport,
+            via,
+            ..
+        } => (
+            Info,
+            format!(
+                "connected to {}: {}",
+                short(peer_id),
+                route(&Some(Route {
+                    path: *path,
+                    transport: *transport,
+                    via: via.as_deref().and_then(|v| v.parse().ok()),
+                }))
+            ),
+        ),
+        Event::Upgraded {
+            peer_id,
+            transport,
+            ms_after_relayed,
+        } => (
+            Info,
+            format!(
+                "{}: direct over {} after {ms_after_relayed} ms relayed",
+                short(peer_id),
+                transport.as_str()
+            ),
+        ),
+        Event::HolePunchFailed { peer_id, reason } => (
+            Info,
+            format!(
+                "hole punch with {} failed ({reason}); staying relayed",
+                short(peer_id)
+            ),
+        ),
+        Event::HardNat {
+            peer_id,
+            role,
+            outcome,
+            reason,
+            ..
+        } => (
+            Info,
+            format!(
+                "hard-NAT attempt with {} ({role} side): {outcome}{}",
+                short(peer_id),
+                because(reason)
+            ),
+        ),
+        // The relayed connection closing after an upgrade is the normal
+        // course: only a direct one lost is worth a line.
+        Event::Disconnected {
+            peer_id,
+            path,
+            cause,
+        } => {
+            // A close either side asked for is no news; a failure is.
+            let cause = cause
+                .as_ref()
+                .filter(|c| !c.contains("connection is closed"));
+            (
+                if *path == PathKind::Relayed {
+                    Debug
+                } else {
+                    Info
+                },
+                format!(
+                    "disconnected from {}{}",
+                    short(peer_id),
+                    because(&cause.cloned())
+                ),
+            )
+        }
+        Event::PathChanged {
+            peer_id,
+            from,
+            to,
+            reason,
+        } => (
+            // An upgrade has its own line; a path to nothing is a disconnect.
+            if *reason == ChangeReason::Upgraded || to.is_none() {
+                Debug
+            } else {
+                Info
+            },
+            format!(
+                "{}: now {} instead of {} ({})",
+                short(peer_id),
+                route(to),
+                route(from),
+                match reason {
+                    ChangeReason::Upgraded => "upgraded",
+                    ChangeReason::RelayLost => "the relay was lost",
+                    ChangeReason::DirectLost => "the direct connection was lost",
+                    ChangeReason::Reconnected => "reconnected",
+                    ChangeReason::Degraded => "the old path was degraded",
+                }
+            ),
+        ),
+        Event::PathDegraded {
+            peer_id,
+            via,
+            rtt_ms,
+            loss_pct,
+        } => (
+            Warn,
+            format!(
+                "the path to {}{} is degraded (rtt {} ms, {loss_pct} % loss): trying another",
+                short(peer_id),
+                via.as_deref()
+                    .map_or(String::new(), |v| format!(" via {}", short(v))),
+                rtt_ms.map_or("?".into(), |r| r.to_string())
+            ),
+        ),
+        Event::StreamResumed {
+            peer_id,
+            stream,
+            offset,
+            stalled_ms,
+        } => (
+            Info,
+            format!(
+                "{}/{stream} resumed at byte {offset} after {stalled_ms} ms",
+                short(peer_id)
+            ),
+        ),
+        Event::StreamOpened {
+            peer_id,
+            stream,
+            offset,
+        } => (
+            Info,
+            format!("{}/{stream} started at byte {offset}", short(peer_id)),
+        ),
+        Event::StreamDone {
+            peer_id,
+            stream,
+            bytes: n,
+            verified,
+            ms,
+            ..
+        } => (
+            Info,
+            format!(
+                "{}/{stream} done: {} in {:.1} s ({}/s){}",
+                short(peer_id),
+                bytes(*n),
+                *ms as f64 / 1000.0,
+                bytes((*n as f64 / (*ms).max(1) as f64 * 1000.0) as u64),
+                if *verified { ", verified" } else { "" }
+            ),
+        ),
+        Event::Gap {
+            peer_id,
+            stream,
+            bytes: n,
+            reason,
+            ..
+        } => (
+            Warn,
+            format!(
+                "{}/{stream}: {} skipped ({reason})",
+                short(peer_id),
+                bytes(*n)
+            ),
+        ),
+        Event::StreamServed {
+            peer_id,
+            stream,
+            offset,
+            bytes: n,
+        } => (
+            Info,
+            format!(
+                "served {stream} to {}: {} from byte {offset}",
+                short(peer_id),
+                bytes(*n)
+            ),
+        ),
+        Event::Grant {
+            peer_id,
+            stream,
+            renewed,
+            ..
+        } => (
+            Info,
+            format!(
+                "{} {stream} to {}",
+                if *renewed {
+                    "renewed the grant of"
+                } else {
+                    "granted"
+                },
+                short(peer_id)
+            ),
+        ),
+        Event::AccessRefused {
+            peer_id,
+            stream,
+            reason,
+        } => (
+            Warn,
+            format!("refused {stream} to {}: {reason}", short(peer_id)),
+        ),
+        Event::GrantExpired {
+            peer_id, stream, ..
+        } => (
+            Info,
+            format!("the grant of {stream} to {} expired", short(peer_id)),
+        ),
+        Event::AclReloaded { detail } => (Info, format!("ACL reloaded: {detail}")),
+        Event::Error {
+            what,
+            detail,
+            peer_id,
+            ..
+        } => (
+            Warn,
+            format!(
+                "{what}{}: {detail}",
+                peer_id
+                    .as_deref()
+                    .map_or(String::new(), |p| format!(" ({})", short(p)))
+            ),
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo";
+
+    #[test]
+    fn the_lines_a_person_reads() {
+        let l = |e: Event| line(&e).unwrap();
+        assert_eq!(
+            l(Event::ReservationRefused {
+                relay: P.into(),
+                reason: "no public address to offer".into()
+            }),
+            (
+                Loudness::Warn,
+                "relay 12D3KooW…CVe2Xo refused our reservation: no public address to offer"
+                    .to_string()
+            )
+        );
+        let (loud, text) = l(Event::StreamDone {
+            peer_id: P.into(),
+            stream: "feed".into(),
+            bytes: 8 << 20,
+            sha256: String::new(),
+            verified: true,
+            ms: 2000,
+            resumes: 0,
+            path: None,
+            first_byte_ts_ms: None,
+            live: None,
+        });
+        assert_eq!(loud, Loudness::Info);
+        assert_eq!(
+            text,
+            "12D3KooW…CVe2Xo/feed done: 8.0 MiB in 2.0 s (4.0 MiB/s), verified"
+        );
+        let (loud, _) = l(Event::Disconnected {
+            peer_id: P.into(),
+            path: PathKind::Relayed,
+            cause: None,
+        });
+        assert_eq!(
+            loud,
+            Loudness::Debug,
+            "the relayed path closing after an upgrade is routine"
+        );
+        let (loud, text) = l(Event::AccessRefused {
+            peer_id: P.into(),
+            stream: "feed".into(),
+            reason: "not_allowed".into(),
+        });
+        assert_eq!(
+            (loud, text.as_str()),
+            (
+                Loudness::Warn,
+                "refused feed to 12D3KooW…CVe2Xo: not_allowed"
+            )
+        );
+    }
+}
