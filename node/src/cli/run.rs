@@ -306,8 +306,10 @@ async fn start_ledger_node(
     config.hard_nat = !net.no_hole_punch && net.hard_nat == super::args::OnOff::On;
     config.hard_nat_plan =
         ledgermesh_protocol::path::hardnat::Plan::new(net.hard_nat_sockets, net.hard_nat_probes);
-    // A node that pays its relays reserves once its channel is attached.
-    config.defer_reservations = net.relay_deposit.is_some();
+    // Reservations wait for the relay's terms: a node that pays its relays
+    // reserves once its channel is attached, one that cannot pay never asks
+    // a priced relay (roles::paying).
+    config.defer_reservations = !net.relay.is_empty();
     config.emitter = Some(emitter_for(role, node.json));
     config.allow_private_addrs = node.allow_private_addrs;
     config.noise_aesgcm = node.noise_cipher.aesgcm();

@@ -75,7 +75,7 @@ pub fn line(e: &Event) -> Option<(Loudness, String)> {
         ),
         Event::ReservationRefused { relay, reason } => (
             Warn,
-            format!("relay {} refused our reservation: {reason}", short(relay)),
+            format!("no reservation on relay {}: {reason}", short(relay)),
         ),
         Event::RelayReservation {
             peer_id,
@@ -445,12 +445,11 @@ mod tests {
         assert_eq!(
             l(Event::ReservationRefused {
                 relay: P.into(),
-                reason: "no public address to offer".into()
+                reason: "Reservation refused.".into()
             }),
             (
                 Loudness::Warn,
-                "relay 12D3KooW…CVe2Xo refused our reservation: no public address to offer"
-                    .to_string()
+                "no reservation on relay 12D3KooW…CVe2Xo: Reservation refused.".to_string()
             )
         );
         let (loud, text) = l(Event::StreamDone {

@@ -57,6 +57,40 @@ pub async fn pay_relays(handle: &NodeHandle, cfg: &PayerConfig) {
     futures::future::join_all(each).await;
 }
 
+/// For a node with nothing to pay relays with: asks each relay's terms
+/// first and reserves only on those that charge nothing (or do not speak
+/// the payment protocol). A priced relay is never asked, so nobody waits
+/// for a refusal that is certain; it is told once, naming the flag.
+pub async fn check_relays(handle: &NodeHandle) {
+    let each = handle.relays().to_vec().into_iter().map(|(relay, addr)| {
+        let h = handle.clone();
+        async move {
+            // An unreachable relay is asked anyway: the reservations' own
+            // back-off takes it from there.
+            let priced = match h.dial(relay, vec![addr.clone()]).await {
+                Ok(()) => crate::protocols::pay::terms(&h, relay).await.ok().flatten(),
+                Err(_) => None,
+            };
+            match priced.filter(|t| !t.is_free()) {
+                Some(t) => h.emit(Event::ReservationRefused {
+                    relay: relay.to_string(),
+                    reason: format!(
+                        "it charges {} wei per MiB and {} per hour (deposit at least {} wei) \
+                         and this node has no --relay-deposit to pay it: not asked",
+                        t.price_per_mib, t.price_per_hour, t.min_deposit
+                    ),
+                }),
+                None => {
+                    if let Err(e) = h.reserve(relay).await {
+                        tracing::debug!(%relay, error = %e, "no reservation asked");
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(each).await;
+}
+
 /// Keeps `consent` to the peers a provider deals with (its granted buyers
 /// and ACL peers), so its relays bill it for their circuits and no others.
 pub fn consent_from_access(

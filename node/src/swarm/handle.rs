@@ -180,6 +180,8 @@ pub struct NodeHandle {
     pub(super) stream_meters: super::metered::RelayMeters,
     pub(super) payers: PayerStates,
     pub(super) relays: Vec<(PeerId, Multiaddr)>,
+    /// Reservations wait for [`NodeHandle::reserve`] (terms first).
+    pub(super) defers_reservations: bool,
     pub(super) emitter: Emitter,
     pub(super) ops: std::sync::Arc<crate::ops::Ops>,
     pub(super) signals: watch::Receiver<NetSignals>,
@@ -308,6 +310,12 @@ impl NodeHandle {
     /// The relays this node holds (or asked for) reservations on.
     pub fn relays(&self) -> &[(PeerId, Multiaddr)] {
         &self.relays
+    }
+
+    /// Whether each relay waits for [`NodeHandle::reserve`] before it is
+    /// asked for a reservation.
+    pub fn defers_reservations(&self) -> bool {
+        self.defers_reservations
     }
 
     /// The operator's view: streams counted, metrics, a relay's tables.

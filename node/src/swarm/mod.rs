@@ -151,6 +151,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     );
     reservations.drive(&mut swarm, 0, &emitter);
     let relay_list = relays.clone();
+    let defers_reservations = config.defer_reservations;
     let control = swarm.behaviour().stream.new_control();
     let (commands_tx, commands) = mpsc::channel(256);
     let (signals_tx, signals) = watch::channel(Default::default());
@@ -199,6 +200,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         ops,
         payers: Default::default(),
         relays: relay_list,
+        defers_reservations,
         tasks: tokio_util::task::TaskTracker::new(),
         cancel: tokio_util::sync::CancellationToken::new(),
         punch,

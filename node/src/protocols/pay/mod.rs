@@ -23,7 +23,7 @@ use ledgermesh_protocol::payment::wire::PayMsg;
 use libp2p::{Stream, StreamProtocol};
 
 pub use payee::{Budget, PayeeConfig, Payees};
-pub use payer::{pay, PayerConfig, Paying};
+pub use payer::{pay, terms, PayerConfig, Paying};
 
 /// The payment protocol.
 pub const PAY: StreamProtocol = StreamProtocol::new("/ledgermesh/pay/1");

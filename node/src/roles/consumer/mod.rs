@@ -168,22 +168,31 @@ pub async fn run(
     ledger: Arc<dyn Ledger>,
     config: ConsumerConfig,
 ) -> anyhow::Result<Vec<StreamOutcome>> {
-    if let Some(payer) = &config.relay_payer {
-        // Billed as a circuit's destination: for the providers we buy from.
-        let mut payer = payer.clone();
-        let consent = payer.consent.get_or_insert_with(Default::default);
-        consent.set(false, config.wants.iter().map(|w| w.peer));
-        crate::roles::paying::pay_relays(&handle, &payer).await;
-    }
-    handle.wait_relays().await?;
-    crate::observe::start(&handle, &config.observers, config.quorum).await;
-    let requester = Requester::start(
+    // Where we stand (relays, then our public address) and the ledger, side
+    // by side: neither waits for the other.
+    let settle = async {
+        if let Some(payer) = &config.relay_payer {
+            // Billed as a circuit's destination: for the providers we buy from.
+            let mut payer = payer.clone();
+            let consent = payer.consent.get_or_insert_with(Default::default);
+            consent.set(false, config.wants.iter().map(|w| w.peer));
+            crate::roles::paying::pay_relays(&handle, &payer).await;
+        } else if handle.defers_reservations() {
+            crate::roles::paying::check_relays(&handle).await;
+        }
+        handle.wait_relays().await?;
+        crate::observe::start(&handle, &config.observers, config.quorum).await;
+        anyhow::Ok(())
+    };
+    let follow = Requester::start(
         &handle,
         &ledger,
         config.data_dir.as_deref(),
         config.request_ttl,
-    )
-    .await?;
+    );
+    let (settled, requester) = tokio::join!(settle, follow);
+    settled?;
+    let requester = requester?;
     let mut by_provider: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
     for w in &config.wants {
         let streams = by_provider.entry(w.peer).or_default();

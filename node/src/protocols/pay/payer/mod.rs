@@ -81,6 +81,19 @@ impl PayerState {
     }
 }
 
+/// What `peer` charges, asked over the payment protocol and nothing
+/// agreed: `None` when it does not speak it (a stock relay: free).
+pub async fn terms(handle: &NodeHandle, peer: PeerId) -> Result<Option<Terms>, PayFailure> {
+    match hello(handle, peer, &Caps::default(), None).await {
+        Ok((mut s, offer)) => {
+            s.close().await;
+            Ok(Some(offer.terms))
+        }
+        Err(PayFailure::Unsupported(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The outcome of agreeing with a payee.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Paying {
