@@ -455,6 +455,16 @@ fn every_committed_sample_config_is_accepted_by_its_role() {
         assert_eq!(v["settings"][key]["value"], value, "{file}: {v}");
         assert_eq!(v["settings"][key]["from"], "file", "{file}");
         assert_eq!(v["settings"]["audit_keep"]["from"], "default", "{file}");
+        // The samples signal in memory: fine for one process, and said so.
+        let warned = v["warnings"].as_array().unwrap();
+        assert_eq!(
+            warned.iter().any(|w| w
+                .as_str()
+                .unwrap()
+                .contains("lives inside this one process")),
+            v["settings"]["ledger"]["value"] == "memory",
+            "{file}: {v}"
+        );
     }
 }
 

@@ -242,6 +242,23 @@ fn tokens_of(value: &figment::value::Value, origin: Origin) -> Option<Vec<String
     }
 }
 
+/// What is accepted but will not do what a person likely means.
+fn warnings(settings: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let mut out = vec![];
+    if settings
+        .get("ledger")
+        .is_some_and(|l| l["value"] == "memory")
+    {
+        out.push(
+            "ledger = \"memory\" lives inside this one process: nodes started as separate \
+             processes never hear each other through it (and `status` shows no ledger peers); \
+             use evm:RPC_URL@CONTRACT (`ledgermesh devchain` prints one)"
+                .to_string(),
+        );
+    }
+    out
+}
+
 /// `ledgermesh config check`: checks a config file (its `role` key says
 /// for which role) or a whole command line, and prints the effective
 /// settings with where each came from. Secrets are redacted.
@@ -352,14 +369,19 @@ pub fn check(file: Option<PathBuf>, command: Vec<String>, json: bool) -> anyhow:
         );
         rows.push((key, shown.join(" "), origin));
     }
+    let warnings = warnings(&settings);
     if json {
         crate::events::print_json_line(&serde_json::json!({
             "ok": true,
             "role": role,
             "settings": settings,
+            "warnings": warnings,
         }));
     } else {
         println!("ok: `ledgermesh {role}` accepts these settings");
+        for w in &warnings {
+            println!("warning: {w}");
+        }
         let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
         for (key, value, origin) in rows {
             let origin = serde_json::to_value(origin).expect("an origin serializes");

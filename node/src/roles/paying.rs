@@ -62,34 +62,50 @@ pub async fn pay_relays(handle: &NodeHandle, cfg: &PayerConfig) {
 /// the payment protocol). A priced relay is never asked, so nobody waits
 /// for a refusal that is certain; it is told once, naming the flag.
 pub async fn check_relays(handle: &NodeHandle) {
-    let each = handle.relays().to_vec().into_iter().map(|(relay, addr)| {
-        let h = handle.clone();
-        async move {
-            // An unreachable relay is asked anyway: the reservations' own
-            // back-off takes it from there.
-            let priced = match h.dial(relay, vec![addr.clone()]).await {
-                Ok(()) => crate::protocols::pay::terms(&h, relay).await.ok().flatten(),
-                Err(_) => None,
-            };
-            match priced.filter(|t| !t.is_free()) {
-                Some(t) => h.emit(Event::ReservationRefused {
-                    relay: relay.to_string(),
-                    reason: format!(
-                        "it charges {} wei per MiB and {} per hour (deposit at least {} wei) \
-                         and this node has no --relay-deposit to pay it: not asked",
-                        t.price_per_mib, t.price_per_hour, t.min_deposit
-                    ),
-                }),
-                None => {
-                    if let Err(e) = h.reserve(relay).await {
-                        tracing::debug!(%relay, error = %e, "no reservation asked");
-                    }
+    use futures::StreamExt;
+    // Asked all at once, answered in the order of preference: the first
+    // relay that charges nothing is the first asked for a reservation.
+    let mut asked: futures::stream::FuturesOrdered<_> = (handle.relays().iter().cloned())
+        .map(|(relay, addr)| {
+            let h = handle.clone();
+            async move {
+                // An unreachable or silent relay is asked anyway: the
+                // reservations' own back-off takes it from there.
+                let terms = async {
+                    h.dial(relay, vec![addr]).await.ok()?;
+                    crate::protocols::pay::terms(&h, relay).await.ok().flatten()
+                };
+                (
+                    relay,
+                    tokio::time::timeout(TERMS_WITHIN, terms)
+                        .await
+                        .ok()
+                        .flatten(),
+                )
+            }
+        })
+        .collect();
+    while let Some((relay, terms)) = asked.next().await {
+        match terms.filter(|t| !t.is_free()) {
+            Some(t) => handle.emit(Event::ReservationRefused {
+                relay: relay.to_string(),
+                reason: format!(
+                    "it charges {} wei per MiB and {} per hour (deposit at least {} wei) \
+                     and this node has no --relay-deposit to pay it: not asked",
+                    t.price_per_mib, t.price_per_hour, t.min_deposit
+                ),
+            }),
+            None => {
+                if let Err(e) = handle.reserve(relay).await {
+                    tracing::debug!(%relay, error = %e, "no reservation asked");
                 }
             }
         }
-    });
-    futures::future::join_all(each).await;
+    }
 }
+
+/// How long a relay's terms are waited for before it is asked anyway.
+const TERMS_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Keeps `consent` to the peers a provider deals with (its granted buyers
 /// and ACL peers), so its relays bill it for their circuits and no others.

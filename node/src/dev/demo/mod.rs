@@ -188,7 +188,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
             streams.push((
                 "ticks".into(),
                 Source::Live(crate::streams::live::LiveSpec::Exec(
-                    "i=0; while :; do echo \"tick $i\"; i=$((i+1)); sleep 0.01; done".into(),
+                    // Ten lines every 10 ms: the buyers' 16 KiB in about two seconds.
+                    "i=0; while :; do for _ in 0 1 2 3 4 5 6 7 8 9; do echo \"tick $i\"; \
+                     i=$((i+1)); done; sleep 0.01; done"
+                        .into(),
                 )),
             ));
         }
