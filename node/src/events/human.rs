@@ -61,8 +61,35 @@ fn because(reason: &Option<String>) -> String {
         .map_or(String::new(), |r| format!(": {r}"))
 }
 
+/// Longest line told; what a peer wrote (a refusal's reason) is cut there.
+const MAX_LINE: usize = 400;
+
 /// The line for `e`, and how loud, or `None` for events told elsewhere.
+/// Text a peer chose (reasons, details) is in it: control characters
+/// are escaped, so no peer can forge a log line or move a terminal's
+/// cursor, and the line is cut at [`MAX_LINE`] characters.
 pub fn line(e: &Event) -> Option<(Loudness, String)> {
+    let (loud, text) = raw_line(e)?;
+    let mut clean = String::with_capacity(text.len().min(MAX_LINE));
+    let mut n = 0;
+    for c in text.chars() {
+        let one = [c];
+        let shown: Vec<char> = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            one.to_vec()
+        };
+        if n + shown.len() > MAX_LINE {
+            clean.push('…');
+            break;
+        }
+        n += shown.len();
+        clean.extend(shown);
+    }
+    Some((loud, clean))
+}
+
+fn raw_line(e: &Event) -> Option<(Loudness, String)> {
     use Loudness::*;
     Some(match e {
         Event::Listening { addrs, .. } => (Info, format!("listening on {}", addrs.join(", "))),
@@ -491,5 +518,17 @@ mod tests {
                 "refused feed to 12D3KooW…CVe2Xo: not_allowed"
             )
         );
+        // A peer's words cannot forge a line or drive a terminal.
+        let (_, text) = l(Event::PaymentRefused {
+            peer_id: P.into(),
+            reason: "other".into(),
+            detail: format!(
+                "nope\n2026-12-07T00:00:00Z INFO claimed 1 ETH\x1b[2J{}",
+                "x".repeat(1000)
+            ),
+        });
+        assert!(!text.chars().any(char::is_control), "{text}");
+        assert!(text.contains("nope\\n2026"), "{text}");
+        assert!(text.chars().count() <= MAX_LINE + 1, "cut");
     }
 }
