@@ -47,6 +47,7 @@ pub async fn lying_observer(lie: Multiaddr) -> Multiaddr {
                 let forged = pb::ObserveResponse {
                     observed: lie.to_vec(),
                     dial_back: pb::DialBack::Reachable as i32,
+                    ..Default::default()
                 };
                 let _ = swarm.behaviour_mut().send_response(channel, forged);
             }

@@ -313,10 +313,12 @@ impl Service {
         let me = EasySelf {
             enabled: self.enabled,
             mapping: public.as_ref().map_or(Mapping::Unknown, |p| p.mapping),
-            quic_addr: public
-                .as_ref()
-                .and_then(|p| p.addr.as_ref())
-                .and_then(quic_socket),
+            // The QUIC verdict's address, else the main one if it is QUIC.
+            quic_addr: public.as_ref().and_then(|p| {
+                (p.quic.as_ref())
+                    .and_then(quic_socket)
+                    .or_else(|| p.addr.as_ref().and_then(quic_socket))
+            }),
             allow_private: self.allow_private,
         };
         let admitted = answer(&me, ip).and_then(|addr| Ok((addr, self.slot(&peer)?)));

@@ -47,6 +47,28 @@ impl EventLoop {
         }
     }
 
+    /// A connection to `peer` over `addr` beside those already open.
+    pub(super) fn dial_also(
+        &mut self,
+        peer: PeerId,
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), DialError>>,
+    ) {
+        if let Some(private) = self.private_only(std::slice::from_ref(&addr)) {
+            let _ = reply.send(Err(DialError::PrivateOnly(private)));
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(vec![addr])
+            .condition(PeerCondition::Always)
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => drop(self.pending_dials.insert(id, (peer, reply))),
+            Err(e) => drop(reply.send(Err(e.into()))),
+        }
+    }
+
     /// The first of `addrs` when every one of them is outside the global
     /// internet and this node keeps to it (no `--local`).
     fn private_only(&self, addrs: &[Multiaddr]) -> Option<Multiaddr> {

@@ -9,7 +9,7 @@ use super::reservations::Reservations;
 use super::NodeConfig;
 use crate::events::{Emitter, Event};
 use futures::StreamExt;
-use ledgermesh_protocol::path::{PathSet, TransportKind};
+use ledgermesh_protocol::path::{PathKind, PathSet, TransportKind};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{dcutr, relay, PeerId, Swarm};
 use std::collections::HashMap;
@@ -143,7 +143,36 @@ impl EventLoop {
                 .observe
                 .ask(peer, dial_back, reply),
             Command::WatchCloses(peer, tx) => self.watch_closes(peer, tx),
-            Command::SetPublic(view) => {
+            Command::SetPublicQuic(quic) => {
+                if let Some(p) = self.public.as_mut() {
+                    p.quic = quic;
+                }
+                for peer in self.paths.relayed_only_peers() {
+                    self.offer_hard_nat(peer);
+                }
+            }
+            Command::DialAlso { peer, addr, reply } => self.dial_also(peer, addr, reply),
+            Command::CloseQuicBeside(peer) => {
+                let conns: Vec<_> = (self.paths.iter())
+                    .filter(|(p, _)| **p == peer)
+                    .map(|(_, c)| {
+                        (
+                            c.id,
+                            c.path == PathKind::Direct && c.transport == TransportKind::Quic,
+                        )
+                    })
+                    .collect();
+                if conns.iter().any(|(_, quic)| !quic) {
+                    for (id, _) in conns.into_iter().filter(|(_, quic)| *quic) {
+                        self.swarm.close_connection(id);
+                    }
+                }
+            }
+            Command::SetPublic(mut view) => {
+                // A recheck of the main verdict keeps the QUIC one.
+                view.quic = view
+                    .quic
+                    .or(self.public.as_ref().and_then(|p| p.quic.clone()));
                 self.public = Some(view);
                 // Peers already reached only through a relay may now be
                 // worth a hard-NAT attempt.

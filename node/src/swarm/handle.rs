@@ -132,6 +132,17 @@ pub(super) enum Command {
         addrs: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<(), DialError>>,
     },
+    /// A connection over `addr` beside any already open to `peer`.
+    DialAlso {
+        peer: PeerId,
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<(), DialError>>,
+    },
+    /// Our public QUIC address, decided apart from the main verdict.
+    SetPublicQuic(Option<Multiaddr>),
+    /// Closes our direct QUIC connections to a peer that has another one
+    /// (an observer asked over QUIC, done with).
+    CloseQuicBeside(PeerId),
     Snapshot(oneshot::Sender<Snapshot>),
     WaitRelays(oneshot::Sender<()>),
     /// `relay` (deferred) may be asked for a reservation now.
@@ -406,6 +417,25 @@ impl NodeHandle {
             .unwrap_or(Err(DialError::Stopped))
     }
 
+    /// Opens a connection to `peer` over `addr` even when one is open
+    /// already (a QUIC connection beside a TCP one, to be observed on).
+    pub async fn dial_also(&self, peer: PeerId, addr: Multiaddr) -> Result<(), DialError> {
+        self.ask(|reply| Command::DialAlso { peer, addr, reply })
+            .await
+            .unwrap_or(Err(DialError::Stopped))
+    }
+
+    /// Closes the direct QUIC connections to `peer` while another
+    /// connection to it stays (the one it was reached by first).
+    pub async fn close_quic_beside(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::CloseQuicBeside(peer)).await;
+    }
+
+    /// Records the public QUIC address decided by a QUIC round.
+    pub async fn set_public_quic(&self, addr: Option<Multiaddr>) {
+        let _ = self.commands.send(Command::SetPublicQuic(addr)).await;
+    }
+
     /// The node's addresses and connections.
     pub async fn snapshot(&self) -> Result<Snapshot, NodeError> {
         self.ask(Command::Snapshot).await.ok_or(NodeError::Stopped)
@@ -469,6 +499,7 @@ impl NodeHandle {
                 .map(|a| crate::addr::socket_to_multiaddr(a, udp)),
             ip: verdict.ip,
             mapping: verdict.mapping,
+            quic: None,
         };
         let _ = self.commands.send(Command::SetPublic(view)).await;
     }

@@ -15,6 +15,9 @@ pub struct PublicView {
     pub ip: Option<IpAddr>,
     /// The NAT mapping.
     pub mapping: Mapping,
+    /// The public QUIC address, when it was decided apart from `addr` (the
+    /// observers written by TCP address and asked over QUIC as well).
+    pub quic: Option<Multiaddr>,
 }
 
 /// The addresses to advertise, best first. With a consensus verdict the
@@ -36,6 +39,12 @@ pub fn advertise(
         match public {
             Some(p) if p.mapping == Mapping::EndpointIndependent => {
                 addrs.extend(p.addr.iter().cloned());
+                addrs.extend(
+                    p.quic
+                        .iter()
+                        .filter(|q| p.addr.as_ref() != Some(*q))
+                        .cloned(),
+                );
                 for a in direct.iter().filter(|a| p.ip.is_some() && ip_of(a) == p.ip) {
                     if !addrs.contains(a) {
                         addrs.push(a.clone());
@@ -77,6 +86,7 @@ mod tests {
             addr: None,
             ip: Some("203.0.113.102".parse().unwrap()),
             mapping: Mapping::EndpointDependent,
+            quic: None,
         };
         assert_eq!(ad(Some(&edm), false), vec![circuit.clone()]);
         // Endpoint-independent NAT: the consensus address, not the private one.
@@ -85,6 +95,7 @@ mod tests {
             addr: Some(nat.clone()),
             ip: Some("203.0.113.101".parse().unwrap()),
             mapping: Mapping::EndpointIndependent,
+            quic: None,
         };
         assert_eq!(ad(Some(&eim), false), vec![nat, circuit.clone()]);
         // A public host: its own listen address on the public IP, once.
@@ -93,6 +104,7 @@ mod tests {
             addr: Some(public.clone()),
             ip: Some("203.0.113.30".parse().unwrap()),
             mapping: Mapping::EndpointIndependent,
+            quic: None,
         };
         assert_eq!(ad(Some(&host), false), vec![public, circuit.clone()]);
         // Unknown mapping: like no verdict.
@@ -100,6 +112,7 @@ mod tests {
             addr: None,
             ip: None,
             mapping: Mapping::Unknown,
+            quic: None,
         };
         assert_eq!(ad(Some(&unknown), false).len(), 3);
         // Private and documentation addresses are not advertised by default.

@@ -21,18 +21,30 @@ pub const RUNS: usize = 5;
 pub enum Transport {
     Tcp,
     Quic,
+    /// Every node listens on TCP and QUIC, and relays and observers are
+    /// written by their TCP address (as a user copies them from the log).
+    TcpWritten,
 }
 
 impl Transport {
-    pub fn listen(self, port: u16) -> String {
+    /// The `--listen` values of a node on any address.
+    pub fn listen(self, port: u16) -> Vec<String> {
+        self.listen_at("0.0.0.0", port)
+    }
+    /// The `--listen` values of a node on `ip`.
+    pub fn listen_at(self, ip: &str, port: u16) -> Vec<String> {
+        let tcp = format!("/ip4/{ip}/tcp/{port}");
+        let quic = format!("/ip4/{ip}/udp/{port}/quic-v1");
         match self {
-            Transport::Tcp => format!("/ip4/0.0.0.0/tcp/{port}"),
-            Transport::Quic => format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
+            Transport::Tcp => vec![tcp],
+            Transport::Quic => vec![quic],
+            Transport::TcpWritten => vec![tcp, quic],
         }
     }
+    /// How peers write a node's address on `ip`.
     pub fn at(self, ip: &str, port: u16) -> String {
         match self {
-            Transport::Tcp => format!("/ip4/{ip}/tcp/{port}"),
+            Transport::Tcp | Transport::TcpWritten => format!("/ip4/{ip}/tcp/{port}"),
             Transport::Quic => format!("/ip4/{ip}/udp/{port}/quic-v1"),
         }
     }
@@ -156,9 +168,11 @@ fn build(test: &str, nat1: Nat, nat2: Nat, transport: Transport, extras: Extras)
     );
     let ready = DevchainReady::wait(&mut chain, T);
     let relay_listen = transport.at(RELAY_IP, 4001);
+    let relay_listens = transport.listen_at(RELAY_IP, 4001);
     let price = relay_price.to_string();
     let relay_key = ready.keys.last().expect("devchain keys").clone();
-    let mut relay_args = vec!["relay", "--json", "--open", "--listen", &relay_listen];
+    let mut relay_args = vec!["relay", "--json", "--open", "--listen"];
+    relay_args.extend(relay_listens.iter().map(String::as_str));
     if relay_price > 0 {
         relay_args.extend([
             "--ledger",
@@ -178,12 +192,10 @@ fn build(test: &str, nat1: Nat, nat2: Nat, transport: Transport, extras: Extras)
     );
     let relay2 = second_relay.then(|| {
         let listen = transport.at(RELAY2_IP, 4001);
-        let mut p = lab.start(
-            "relay2",
-            "relay2",
-            &dir.0,
-            &["relay", "--json", "--open", "--listen", &listen],
-        );
+        let listens = transport.listen_at(RELAY2_IP, 4001);
+        let mut args = vec!["relay", "--json", "--open", "--listen"];
+        args.extend(listens.iter().map(String::as_str));
+        let mut p = lab.start("relay2", "relay2", &dir.0, &args);
         let l = p.wait_for("relay2 listening", T, |v| event_is(v, "listening"));
         let addr = format!("{listen}/p2p/{}", l["peer_id"].as_str().unwrap());
         (p, addr)
@@ -197,12 +209,10 @@ fn build(test: &str, nat1: Nat, nat2: Nat, transport: Transport, extras: Extras)
         ("obs3", "203.0.113.13"),
     ] {
         let listen = transport.at(ip, 4001);
-        let mut p = lab.start(
-            host,
-            host,
-            &dir.0,
-            &["relay", "--json", "--listen", &listen],
-        );
+        let listens = transport.listen_at(ip, 4001);
+        let mut args = vec!["relay", "--json", "--listen"];
+        args.extend(listens.iter().map(String::as_str));
+        let mut p = lab.start(host, host, &dir.0, &args);
         let l = p.wait_for("observer listening", T, |v| event_is(v, "listening"));
         observers.push(format!("{listen}/p2p/{}", l["peer_id"].as_str().unwrap()));
         observer_procs.push(p);
@@ -247,7 +257,9 @@ impl World {
         if let Some((_, a2)) = &self.relay2 {
             args.push(a2);
         }
-        args.extend(["--listen", &listen, "--stream", stream]);
+        args.push("--listen");
+        args.extend(listen.iter().map(String::as_str));
+        args.extend(["--stream", stream]);
         if relay_only {
             args.push("--relay-only");
         }
@@ -296,11 +308,11 @@ impl World {
             &self.keys[1 + i % 7],
             "--relay",
             &self.relay_addr,
-            "--listen",
-            &listen,
             "--out",
             out.to_str().unwrap(),
+            "--listen",
         ];
+        args.extend(listen.iter().map(String::as_str));
         let deposit = (1_000 * self.relay_price).to_string();
         if self.relay_price > 0 {
             args.extend(["--relay-deposit", &deposit]);

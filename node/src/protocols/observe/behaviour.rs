@@ -36,14 +36,23 @@ pub enum ObserveError {
     Stopped,
 }
 
+/// Most addresses of each kind told in one answer.
+const MAX_TOLD: usize = 4;
+
 type Reply = oneshot::Sender<Result<pb::ObserveResponse, ObserveError>>;
-type Probe = (ResponseChannel<pb::ObserveResponse>, Vec<u8>);
+/// What we tell an asker beside its address: our QUIC listen addresses, and
+/// its other connections' remote addresses.
+type Extra = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+type Probe = (ResponseChannel<pb::ObserveResponse>, Vec<u8>, Extra);
 
 /// Both sides of the observe protocol.
 pub struct Behaviour {
     inner: rr::Behaviour<ObserveCodec>,
-    /// What each direct connection's remote address is (`None`: relayed).
-    remotes: HashMap<ConnectionId, Option<Multiaddr>>,
+    /// Each connection's peer and remote address (`None`: relayed).
+    remotes: HashMap<ConnectionId, (PeerId, Option<Multiaddr>)>,
+    /// Our own QUIC listen addresses, told to askers (at most
+    /// [`MAX_TOLD`]).
+    quic_listen: Vec<Multiaddr>,
     probes: DialBacks<ConnectionId, Probe>,
     /// Probe connections answered or given up on, closed when they come up.
     closing: HashSet<ConnectionId>,
@@ -65,6 +74,7 @@ impl Behaviour {
                 rr::Config::default().with_request_timeout(Duration::from_secs(20)),
             ),
             remotes: HashMap::new(),
+            quic_listen: Vec::new(),
             probes: DialBacks::new(DialBackLimits::default()),
             closing: HashSet::new(),
             asks: HashMap::new(),
@@ -92,27 +102,41 @@ impl Behaviour {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn respond(
+    fn respond_with(
         &mut self,
         channel: ResponseChannel<pb::ObserveResponse>,
         observed: Vec<u8>,
         dial_back: pb::DialBack,
+        (quic_listen, also_observed): Extra,
     ) {
         let response = pb::ObserveResponse {
             observed,
             dial_back: dial_back as i32,
+            quic_listen,
+            also_observed,
         };
-        // The asker may have gone: nothing to do then.
         let _ = self.inner.send_response(channel, response);
     }
 
+    /// Our QUIC listen addresses, and the remote addresses of `peer`'s
+    /// direct connections to us other than `connection`.
+    fn extra_for(&self, peer: PeerId, connection: ConnectionId) -> Extra {
+        let quic = self.quic_listen.iter().map(|a| a.to_vec()).collect();
+        let also = (self.remotes.iter())
+            .filter(|(id, (p, _))| **id != connection && *p == peer)
+            .filter_map(|(_, (_, remote))| remote.as_ref().map(|a| a.to_vec()))
+            .take(MAX_TOLD)
+            .collect();
+        (quic, also)
+    }
+
     fn finish_probe(&mut self, id: ConnectionId, reachable: bool) {
-        if let Some(((channel, observed), answer)) = self.probes.finish(id, reachable) {
+        if let Some(((channel, observed, extra), answer)) = self.probes.finish(id, reachable) {
             let answer = match answer {
                 DialBackAnswer::Reachable => pb::DialBack::Reachable,
                 DialBackAnswer::Unreachable => pb::DialBack::Unreachable,
             };
-            self.respond(channel, observed, answer);
+            self.respond_with(channel, observed, answer, extra);
         }
     }
 
@@ -125,13 +149,16 @@ impl Behaviour {
         request: pb::ObserveRequest,
         channel: ResponseChannel<pb::ObserveResponse>,
     ) {
-        let Some(Some(observed)) = self.remotes.get(&connection).cloned() else {
-            return self.respond(channel, vec![], pb::DialBack::NotTried);
+        // Told to every asker, whatever else: where else to ask us, and
+        // what its other connections to us come from.
+        let extra = self.extra_for(peer, connection);
+        let Some((_, Some(observed))) = self.remotes.get(&connection).cloned() else {
+            return self.respond_with(channel, vec![], pb::DialBack::NotTried, extra);
         };
         let ip = ip_of(&observed).filter(|ip| self.allow_private || is_global(*ip));
         let Some(ip) = ip.filter(|_| request.dial_back) else {
             // Not asked, or not an address we would dial for anyone.
-            return self.respond(channel, observed.to_vec(), pb::DialBack::NotTried);
+            return self.respond_with(channel, observed.to_vec(), pb::DialBack::NotTried, extra);
         };
         let opts = DialOpts::peer_id(peer)
             .addresses(vec![observed.clone()])
@@ -139,12 +166,13 @@ impl Behaviour {
             .allocate_new_port()
             .build();
         let id = opts.connection_id();
-        match (self.probes).start(self.now_ms(), id, peer, ip, (channel, observed.to_vec())) {
+        let probe = (channel, observed.to_vec(), extra);
+        match (self.probes).start(self.now_ms(), id, peer, ip, probe) {
             Ok(()) => self.actions.push_back(ToSwarm::Dial { opts }),
             // Over a cap: too many probes, or this asker or IP too recently.
-            Err(((channel, observed), why)) => {
+            Err(((channel, observed, extra), why)) => {
                 tracing::debug!(%peer, ?why, "no dial-back");
-                self.respond(channel, observed, pb::DialBack::NotTried)
+                self.respond_with(channel, observed, pb::DialBack::NotTried, extra)
             }
         }
     }
@@ -185,7 +213,7 @@ impl Behaviour {
         }
     }
 
-    fn track(&mut self, id: ConnectionId, addrs: &[&Multiaddr], remote: &Multiaddr) {
+    fn track(&mut self, id: ConnectionId, peer: PeerId, addrs: &[&Multiaddr], remote: &Multiaddr) {
         let direct = classify(addrs.iter().copied()).0 == PathKind::Direct;
         let observed = direct.then(|| {
             remote
@@ -193,7 +221,7 @@ impl Behaviour {
                 .filter(|p| !matches!(p, Protocol::P2p(_)))
                 .collect()
         });
-        self.remotes.insert(id, observed);
+        self.remotes.insert(id, (peer, observed));
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
@@ -210,9 +238,9 @@ impl Behaviour {
             return false;
         }
         self.timer = None;
-        for (id, (channel, observed)) in self.probes.handle_timeout(self.now_ms()) {
+        for (id, (channel, observed, extra)) in self.probes.handle_timeout(self.now_ms()) {
             self.closing.insert(id);
-            self.respond(channel, observed, pb::DialBack::Unreachable);
+            self.respond_with(channel, observed, pb::DialBack::Unreachable, extra);
         }
         true
     }
@@ -229,7 +257,7 @@ impl NetworkBehaviour for Behaviour {
         local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.track(id, &[local, remote], remote);
+        self.track(id, peer, &[local, remote], remote);
         self.inner
             .handle_established_inbound_connection(id, peer, local, remote)
     }
@@ -253,7 +281,7 @@ impl NetworkBehaviour for Behaviour {
         role: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.track(id, &[addr], addr);
+        self.track(id, peer, &[addr], addr);
         self.inner
             .handle_established_outbound_connection(id, peer, addr, role, port_use)
     }
@@ -277,6 +305,14 @@ impl NetworkBehaviour for Behaviour {
                 self.remotes.remove(&e.connection_id);
                 self.closing.remove(&e.connection_id);
             }
+            FromSwarm::NewListenAddr(e) => {
+                let told = e.addr.iter().any(|p| matches!(p, Protocol::QuicV1))
+                    && ip_of(e.addr).is_some_and(|ip| self.allow_private || is_global(ip));
+                if told && self.quic_listen.len() < MAX_TOLD && !self.quic_listen.contains(e.addr) {
+                    self.quic_listen.push(e.addr.clone());
+                }
+            }
+            FromSwarm::ExpiredListenAddr(e) => self.quic_listen.retain(|a| a != e.addr),
             FromSwarm::DialFailure(e) => {
                 self.finish_probe(e.connection_id, false);
                 self.closing.remove(&e.connection_id);

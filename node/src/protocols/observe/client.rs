@@ -8,7 +8,7 @@ use crate::events::Event;
 use crate::swarm::NodeHandle;
 use ledgermesh_proto::v1 as pb;
 use ledgermesh_protocol::consensus::{
-    ConsensusPolicy, Group, Rechecks, Round, RoundAction, Verdict,
+    ConsensusPolicy, Group, Outcome, Rechecks, Round, RoundAction, Verdict,
 };
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
@@ -21,27 +21,118 @@ pub const RECHECK_EVERY: Duration = Duration::from_secs(300);
 /// How long one round waits for its observers (dial, ask, dial-back).
 const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What one observer answered.
+struct Seen {
+    addr: SocketAddr,
+    udp: bool,
+    reachable: Option<bool>,
+    /// Its QUIC listen addresses (to ask over QUIC as well).
+    quic_listen: Vec<Multiaddr>,
+}
+
 /// Dials `observer` and asks it where it sees us, with a dial-back.
-async fn ask(
-    handle: &NodeHandle,
-    observer: PeerId,
-    addr: Multiaddr,
-) -> Option<(SocketAddr, bool, Option<bool>)> {
+async fn ask(handle: &NodeHandle, observer: PeerId, addr: Multiaddr) -> Option<Seen> {
     handle.dial(observer, vec![addr]).await.ok()?;
     let resp = handle.observe(observer, true).await.ok()?;
     let observed = Multiaddr::try_from(resp.observed).ok()?;
-    let (sock, udp) = socket_of(&observed)?;
+    let (addr, udp) = socket_of(&observed)?;
     let reachable = match pb::DialBack::try_from(resp.dial_back) {
         Ok(pb::DialBack::Reachable) => Some(true),
         Ok(pb::DialBack::Unreachable) => Some(false),
         _ => None,
     };
-    Some((sock, udp, reachable))
+    let quic_listen = (resp.quic_listen.into_iter())
+        .filter_map(|b| Multiaddr::try_from(b).ok())
+        .filter(crate::addr::is_quic)
+        .take(4)
+        .collect();
+    Some(Seen {
+        addr,
+        udp,
+        reachable,
+        quic_listen,
+    })
+}
+
+/// Opens a QUIC connection to `observer` beside the one we have and asks
+/// where it sees us over UDP: the answer's own address when the request
+/// went over QUIC, else the QUIC connection's, told beside it.
+async fn ask_quic(handle: &NodeHandle, observer: PeerId, addr: Multiaddr) -> Option<SocketAddr> {
+    handle.dial_also(observer, addr).await.ok()?;
+    let resp = handle.observe(observer, false).await;
+    // Done with it: the node goes on with the connection it had.
+    handle.close_quic_beside(observer).await;
+    let resp = resp.ok()?;
+    std::iter::once(resp.observed)
+        .chain(resp.also_observed)
+        .filter_map(|b| Multiaddr::try_from(b).ok())
+        .filter_map(|a| socket_of(&a))
+        .find_map(|(sock, udp)| udp.then_some(sock))
+}
+
+/// An observer's answer as a round takes it: the address, whether over
+/// UDP, and the dial-back's result.
+type Answered = (SocketAddr, bool, Option<bool>);
+
+/// Plays `round` out: `asks` answer it until they are all in or its deadline.
+async fn play(
+    round: &mut Round,
+    epoch: Instant,
+    mut asks: tokio::task::JoinSet<(PeerId, Option<Answered>)>,
+) {
+    let now_ms = || epoch.elapsed().as_millis() as u64;
+    while let Some(deadline) = round.poll_timeout() {
+        let at = tokio::time::Instant::from_std(epoch + Duration::from_millis(deadline));
+        tokio::select! {
+            joined = asks.join_next() => match joined {
+                Some(Ok((observer, Some((addr, udp, reachable))))) => {
+                    round.on_answer(observer, addr, udp, reachable)
+                }
+                Some(Ok((observer, None))) => round.on_failure(observer),
+                // A panicked ask: the deadline settles it.
+                Some(Err(_)) | None => round.handle_timeout(deadline),
+            },
+            _ = tokio::time::sleep_until(at) => round.handle_timeout(now_ms()),
+        }
+    }
+    asks.abort_all();
+}
+
+/// Publishes a round's outcome as a `public_address` event.
+fn report(handle: &NodeHandle, outcome: &Outcome, observers: usize) {
+    let verdict = &outcome.verdict;
+    let answers = match &outcome.note {
+        Some(note) => vec![note.clone()],
+        None => outcome
+            .answers
+            .iter()
+            .map(|o| format!("{} saw {}", o.observer, o.addr))
+            .collect(),
+    };
+    handle.emit(Event::PublicAddress {
+        addr: verdict
+            .addr
+            .map(|a| socket_to_multiaddr(a, outcome.udp).to_string()),
+        ip: verdict.ip.map(|ip| ip.to_string()),
+        mapping: verdict.mapping.as_str().into(),
+        reachable: verdict.reachable,
+        observers: match outcome.note {
+            Some(_) => observers,
+            None => verdict.observers,
+        },
+        agreeing: verdict.agreeing,
+        answered: verdict.answered,
+        answers,
+    });
 }
 
 /// Asks every observer (dialing it first) what address it sees us at, with a
 /// dial-back, decides by quorum, publishes a `public_address` event and
 /// stores the verdict in the node (which then advertises accordingly).
+/// When the verdict is on TCP and we listen on QUIC too, the observers that
+/// told us their QUIC addresses are asked over QUIC as well, so a node
+/// given its observers and relays by TCP address still learns its public
+/// QUIC address (the hard-NAT path needs it).
 pub async fn check(
     handle: &NodeHandle,
     observers: &[Multiaddr],
@@ -63,55 +154,93 @@ pub async fn check(
         policy,
         ROUND_TIMEOUT.as_millis() as u64,
     );
+    // The QUIC addresses the observers told, by observer.
+    let told = std::sync::Arc::new(std::sync::Mutex::new(
+        HashMap::<PeerId, Vec<Multiaddr>>::new(),
+    ));
     let mut asks = tokio::task::JoinSet::new();
     while let Some(RoundAction::Ask { observer }) = round.poll_action() {
-        let (handle, addr) = (handle.clone(), addrs[&observer].clone());
-        asks.spawn(async move { (observer, ask(&handle, observer, addr).await) });
-    }
-    while let Some(deadline) = round.poll_timeout() {
-        let at = tokio::time::Instant::from_std(epoch + Duration::from_millis(deadline));
-        tokio::select! {
-            joined = asks.join_next() => match joined {
-                Some(Ok((observer, Some((addr, udp, reachable))))) => {
-                    round.on_answer(observer, addr, udp, reachable)
+        let (handle, addr, told) = (handle.clone(), addrs[&observer].clone(), told.clone());
+        asks.spawn(async move {
+            let seen = ask(&handle, observer, addr).await;
+            let seen = seen.map(|s| {
+                if !s.quic_listen.is_empty() {
+                    let mut t = told.lock().unwrap_or_else(|p| p.into_inner());
+                    t.insert(observer, s.quic_listen);
                 }
-                Some(Ok((observer, None))) => round.on_failure(observer),
-                // A panicked ask: the deadline settles it.
-                Some(Err(_)) | None => round.handle_timeout(deadline),
-            },
-            _ = tokio::time::sleep_until(at) => round.handle_timeout(now_ms()),
-        }
+                (s.addr, s.udp, s.reachable)
+            });
+            (observer, seen)
+        });
     }
-    asks.abort_all();
+    play(&mut round, epoch, asks).await;
     let outcome = round.outcome();
-    let verdict = outcome.verdict.clone();
-    let answers = match &outcome.note {
-        Some(note) => vec![note.clone()],
-        None => outcome
-            .answers
-            .iter()
-            .map(|o| format!("{} saw {}", o.observer, o.addr))
-            .collect(),
-    };
-    handle.emit(Event::PublicAddress {
-        addr: verdict
-            .addr
-            .map(|a| socket_to_multiaddr(a, outcome.udp).to_string()),
-        ip: verdict.ip.map(|ip| ip.to_string()),
-        mapping: verdict.mapping.as_str().into(),
-        reachable: verdict.reachable,
-        observers: match outcome.note {
-            Some(_) => observers.len(),
-            None => verdict.observers,
-        },
-        agreeing: verdict.agreeing,
-        answered: verdict.answered,
-        answers,
-    });
-    if outcome.note.is_none() {
-        handle.set_public(verdict.clone(), outcome.udp).await;
+    report(handle, &outcome, observers.len());
+    if outcome.note.is_some() {
+        return outcome.verdict;
     }
-    verdict
+    handle
+        .set_public(outcome.verdict.clone(), outcome.udp)
+        .await;
+    let told = std::mem::take(&mut *told.lock().unwrap_or_else(|p| p.into_inner()));
+    if !outcome.udp && listens_on_quic(handle).await {
+        check_quic(handle, observers, told, policy).await;
+    }
+    outcome.verdict
+}
+
+/// Whether the node has a QUIC listener.
+async fn listens_on_quic(handle: &NodeHandle) -> bool {
+    (handle.snapshot().await).is_ok_and(|s| s.direct_addrs.iter().any(crate::addr::is_quic))
+}
+
+/// The QUIC round: each observer at the QUIC address it told that shares
+/// the IP we reached it at (else its first), under the main round's policy
+/// over the observers that told one.
+async fn check_quic(
+    handle: &NodeHandle,
+    observers: &[Multiaddr],
+    told: HashMap<PeerId, Vec<Multiaddr>>,
+    policy: ConsensusPolicy,
+) {
+    use ledgermesh_protocol::path::scope::ip_of;
+    let targets: HashMap<PeerId, Multiaddr> = (observers.iter())
+        .filter_map(|a| {
+            let peer = peer_of(a)?;
+            let quic = told.get(&peer)?;
+            let best = (quic.iter().find(|q| ip_of(q) == ip_of(a))).or(quic.first())?;
+            Some((peer, best.clone()))
+        })
+        .collect();
+    // Too few told us where to ask over QUIC: no QUIC verdict to be had
+    // (the main one stands, and is told).
+    if targets.len() < policy.min_observers {
+        return;
+    }
+    let epoch = Instant::now();
+    let mut round = Round::new(
+        0,
+        handle.peer_id(),
+        targets.len(),
+        targets.iter().map(|(p, a)| (*p, Group::of(a))),
+        policy,
+        ROUND_TIMEOUT.as_millis() as u64,
+    );
+    let mut asks = tokio::task::JoinSet::new();
+    while let Some(RoundAction::Ask { observer }) = round.poll_action() {
+        let (handle, addr) = (handle.clone(), targets[&observer].clone());
+        asks.spawn(async move {
+            let seen = ask_quic(&handle, observer, addr).await;
+            (observer, seen.map(|sock| (sock, true, None)))
+        });
+    }
+    play(&mut round, epoch, asks).await;
+    let outcome = round.outcome();
+    report(handle, &outcome, targets.len());
+    if outcome.note.is_none() && outcome.udp {
+        let addr = outcome.verdict.addr.map(|a| socket_to_multiaddr(a, true));
+        handle.set_public_quic(addr).await;
+    }
 }
 
 /// Runs [`check`] again when [`Rechecks`] says so, until the node stops
