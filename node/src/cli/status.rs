@@ -100,28 +100,7 @@ fn dechunk(head: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn short(peer: &str) -> String {
-    if peer.len() > 16 {
-        format!("{}…{}", &peer[..8], &peer[peer.len() - 6..])
-    } else {
-        peer.to_string()
-    }
-}
+use crate::events::human::{bytes, short};
 
 /// A route as one phrase: `direct tcp`, `relayed via 12D3KooW…abcdef (quic)`.
 pub fn route(path: &Value, transport: &Value, via: &Value) -> String {
@@ -228,6 +207,13 @@ pub async fn resolve_peer(
     let Some((head, tail)) = given.split_once('…').or_else(|| given.split_once("...")) else {
         anyhow::bail!("{given} is not a PeerId (whole, or shortened as `status` prints it)");
     };
+    // Eight characters at least beside the `…`: the head is the same for
+    // every Ed25519 key, so the tail carries the difference.
+    if tail.len() < 4 || head.len() + tail.len() < 12 {
+        anyhow::bail!(
+            "{given}: too short to tell peers apart; give more of it, or the whole PeerId"
+        );
+    }
     let v = get_json(api, token, "/api/v1/peers").await?;
     let known: Vec<&str> = (v["peers"].as_array().into_iter().flatten())
         .filter_map(|p| p["peer_id"].as_str())
@@ -257,7 +243,14 @@ pub async fn ping(
     count: u32,
     json: bool,
 ) -> anyhow::Result<i32> {
+    let shortened = peer.parse::<libp2p::PeerId>().is_err();
     let peer = resolve_peer(api, token, peer).await?;
+    // A short form names the peer it matched in full: no impostor with the
+    // same ends passes for it unseen.
+    let named = match shortened {
+        true => peer.to_string(),
+        false => short(&peer.to_string()),
+    };
     let mut answered = 0;
     for i in 0..count.max(1) {
         if i > 0 {
@@ -271,7 +264,7 @@ pub async fn ping(
                 } else {
                     println!(
                         "pong from {} in {:.2} ms, {}{}",
-                        short(&peer.to_string()),
+                        named,
                         v["rtt_ms"].as_f64().unwrap_or(0.0),
                         route(&v["path"], &v["transport"], &v["via"]),
                         if v["path"] == "direct" {

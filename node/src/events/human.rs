@@ -17,8 +17,8 @@ pub enum Loudness {
     Debug,
 }
 
-/// `12D3KooW…abcdef`, as `status` prints a PeerId.
-fn short(id: &str) -> String {
+/// `12D3KooW…abcdef`: a PeerId shortened, as `status` and the log print it.
+pub(crate) fn short(id: &str) -> String {
     if id.len() > 16 && id.is_ascii() {
         format!("{}…{}", &id[..8], &id[id.len() - 6..])
     } else {
@@ -40,8 +40,9 @@ fn route(r: &Option<Route>) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+/// A byte count for people: `812 B`, `1.5 MiB`.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
     while v >= 1024.0 && u < UNITS.len() - 1 {
@@ -74,7 +75,7 @@ pub fn line(e: &Event) -> Option<(Loudness, String)> {
     let mut n = 0;
     for c in text.chars() {
         let one = [c];
-        let shown: Vec<char> = if c.is_control() {
+        let shown: Vec<char> = if c.is_control() || invisible(c) {
             c.escape_default().collect()
         } else {
             one.to_vec()
@@ -87,6 +88,13 @@ pub fn line(e: &Event) -> Option<(Loudness, String)> {
         clean.extend(shown);
     }
     Some((loud, clean))
+}
+
+/// Format characters that reorder or hide text (bidirectional overrides,
+/// zero-width marks, line and paragraph separators): escaped like control
+/// characters, so a line reads as it is.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
 fn raw_line(e: &Event) -> Option<(Loudness, String)> {
@@ -528,6 +536,13 @@ mod tests {
             ),
         });
         assert!(!text.chars().any(char::is_control), "{text}");
+        let (_, text) = l(Event::AclReloaded {
+            detail: "ok \u{202E}gnp.exe".into(),
+        });
+        assert!(
+            text.contains("\\u{202e}"),
+            "a bidi override is shown, not obeyed: {text}"
+        );
         assert!(text.contains("nope\\n2026"), "{text}");
         assert!(text.chars().count() <= MAX_LINE + 1, "cut");
     }

@@ -313,11 +313,12 @@ impl Service {
         let me = EasySelf {
             enabled: self.enabled,
             mapping: public.as_ref().map_or(Mapping::Unknown, |p| p.mapping),
-            // The QUIC verdict's address, else the main one if it is QUIC.
+            // The main verdict's address when it is QUIC, else the QUIC
+            // verdict decided beside a TCP one.
             quic_addr: public.as_ref().and_then(|p| {
-                (p.quic.as_ref())
+                (p.addr.as_ref())
                     .and_then(quic_socket)
-                    .or_else(|| p.addr.as_ref().and_then(quic_socket))
+                    .or_else(|| p.quic.as_ref().and_then(quic_socket))
             }),
             allow_private: self.allow_private,
         };

@@ -104,6 +104,26 @@ pub async fn check_relays(handle: &NodeHandle) {
     }
 }
 
+/// Where a node stands before it signals: its relays reserved on (paying
+/// those that charge with `payer`, or, with nothing to pay, asking only
+/// those that do not), the first round of reservations played out, then its
+/// public address by consensus of `observers`.
+pub async fn settle(
+    handle: &NodeHandle,
+    payer: Option<&PayerConfig>,
+    observers: &[libp2p::Multiaddr],
+    quorum: Option<usize>,
+) -> Result<(), crate::swarm::NodeError> {
+    match payer {
+        Some(payer) => pay_relays(handle, payer).await,
+        None if handle.defers_reservations() => check_relays(handle).await,
+        None => {}
+    }
+    handle.wait_relays().await?;
+    crate::observe::start(handle, observers, quorum).await;
+    Ok(())
+}
+
 /// How long a relay's terms are waited for before it is asked anyway.
 const TERMS_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 

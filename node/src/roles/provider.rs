@@ -201,21 +201,15 @@ pub async fn run(
     handle.spawn(serve(handle.clone(), shop, config.serve_limits));
     // Where we stand (relays, then our public address) and the ledger, side
     // by side; requests wait in the inbox until we know what to answer.
-    let settle = async {
-        if let Some(payer) = &config.relay_payer {
-            // Billed as our buyers' circuits' destination: for them only.
-            let mut payer = payer.clone();
-            let consent = payer.consent.get_or_insert_with(Default::default).clone();
-            crate::roles::paying::consent_from_access(&handle, &access, consent);
-            // A priced relay holds our reservation until our channel is attached.
-            crate::roles::paying::pay_relays(&handle, &payer).await;
-        } else if handle.defers_reservations() {
-            crate::roles::paying::check_relays(&handle).await;
-        }
-        handle.wait_relays().await?;
-        crate::observe::start(&handle, &config.observers, config.quorum).await;
-        anyhow::Ok(())
-    };
+    let payer = config.relay_payer.clone().map(|mut payer| {
+        // Billed as our buyers' circuits' destination: for them only.
+        let consent = payer.consent.get_or_insert_with(Default::default).clone();
+        crate::roles::paying::consent_from_access(&handle, &access, consent);
+        payer
+    });
+    // A priced relay holds our reservation until our channel is attached.
+    let settle =
+        crate::roles::paying::settle(&handle, payer.as_ref(), &config.observers, config.quorum);
     let follow = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref());
     let (settled, inbox) = tokio::join!(settle, follow);
     settled?;

@@ -36,6 +36,37 @@ impl EventLoop {
             let _ = reply.send(Err(DialError::PrivateOnly(private)));
             return;
         }
+        self.start_dial(peer, addrs, reply);
+    }
+
+    /// A connection to `peer` over `addr` beside those already open;
+    /// `reply` hears its id once it is up.
+    pub(super) fn dial_also(
+        &mut self,
+        peer: PeerId,
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<ConnectionId, DialError>>,
+    ) {
+        if let Some(private) = self.private_only(std::slice::from_ref(&addr)) {
+            let _ = reply.send(Err(DialError::PrivateOnly(private)));
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.start_dial(peer, vec![addr], tx);
+        tokio::spawn(async move {
+            let up = rx.await.unwrap_or(Err(DialError::Stopped));
+            let _ = reply.send(up.map(|()| id));
+        });
+    }
+
+    /// Dials `peer` at `addrs` (a connection whatever is open already);
+    /// `reply` hears when it is up or failed. Returns its id.
+    fn start_dial(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), DialError>>,
+    ) -> ConnectionId {
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
             .condition(PeerCondition::Always)
@@ -45,28 +76,7 @@ impl EventLoop {
             Ok(()) => drop(self.pending_dials.insert(id, (peer, reply))),
             Err(e) => drop(reply.send(Err(e.into()))),
         }
-    }
-
-    /// A connection to `peer` over `addr` beside those already open.
-    pub(super) fn dial_also(
-        &mut self,
-        peer: PeerId,
-        addr: Multiaddr,
-        reply: oneshot::Sender<Result<(), DialError>>,
-    ) {
-        if let Some(private) = self.private_only(std::slice::from_ref(&addr)) {
-            let _ = reply.send(Err(DialError::PrivateOnly(private)));
-            return;
-        }
-        let opts = DialOpts::peer_id(peer)
-            .addresses(vec![addr])
-            .condition(PeerCondition::Always)
-            .build();
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => drop(self.pending_dials.insert(id, (peer, reply))),
-            Err(e) => drop(reply.send(Err(e.into()))),
-        }
+        id
     }
 
     /// The first of `addrs` when every one of them is outside the global

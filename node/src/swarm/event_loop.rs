@@ -9,7 +9,7 @@ use super::reservations::Reservations;
 use super::NodeConfig;
 use crate::events::{Emitter, Event};
 use futures::StreamExt;
-use ledgermesh_protocol::path::{PathKind, PathSet, TransportKind};
+use ledgermesh_protocol::path::{PathSet, TransportKind};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{dcutr, relay, PeerId, Swarm};
 use std::collections::HashMap;
@@ -152,27 +152,14 @@ impl EventLoop {
                 }
             }
             Command::DialAlso { peer, addr, reply } => self.dial_also(peer, addr, reply),
-            Command::CloseQuicBeside(peer) => {
-                let conns: Vec<_> = (self.paths.iter())
-                    .filter(|(p, _)| **p == peer)
-                    .map(|(_, c)| {
-                        (
-                            c.id,
-                            c.path == PathKind::Direct && c.transport == TransportKind::Quic,
-                        )
-                    })
-                    .collect();
-                if conns.iter().any(|(_, quic)| !quic) {
-                    for (id, _) in conns.into_iter().filter(|(_, quic)| *quic) {
-                        self.swarm.close_connection(id);
-                    }
-                }
+            Command::CloseConnection(id) => {
+                self.swarm.close_connection(id);
             }
             Command::SetPublic(mut view) => {
-                // A recheck of the main verdict keeps the QUIC one.
-                view.quic = view
-                    .quic
-                    .or(self.public.as_ref().and_then(|p| p.quic.clone()));
+                // A recheck of the main verdict keeps the QUIC one, on
+                // the same IP only.
+                let kept = (self.public.as_ref()).filter(|p| p.ip == view.ip && p.ip.is_some());
+                view.quic = view.quic.or(kept.and_then(|p| p.quic.clone()));
                 self.public = Some(view);
                 // Peers already reached only through a relay may now be
                 // worth a hard-NAT attempt.

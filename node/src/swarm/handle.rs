@@ -132,17 +132,18 @@ pub(super) enum Command {
         addrs: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<(), DialError>>,
     },
-    /// A connection over `addr` beside any already open to `peer`.
+    /// A connection over `addr` beside any already open to `peer`; the
+    /// reply names it.
     DialAlso {
         peer: PeerId,
         addr: Multiaddr,
-        reply: oneshot::Sender<Result<(), DialError>>,
+        reply: oneshot::Sender<Result<ConnectionId, DialError>>,
     },
+    /// Closes one connection (one we opened for a purpose now served).
+    CloseConnection(ConnectionId),
     /// Our public QUIC address, decided apart from the main verdict.
     SetPublicQuic(Option<Multiaddr>),
-    /// Closes our direct QUIC connections to a peer that has another one
-    /// (an observer asked over QUIC, done with).
-    CloseQuicBeside(PeerId),
+
     Snapshot(oneshot::Sender<Snapshot>),
     WaitRelays(oneshot::Sender<()>),
     /// `relay` (deferred) may be asked for a reservation now.
@@ -418,17 +419,21 @@ impl NodeHandle {
     }
 
     /// Opens a connection to `peer` over `addr` even when one is open
-    /// already (a QUIC connection beside a TCP one, to be observed on).
-    pub async fn dial_also(&self, peer: PeerId, addr: Multiaddr) -> Result<(), DialError> {
+    /// already (a QUIC connection beside a TCP one, to be observed on);
+    /// returns its id, for [`NodeHandle::close_connection`].
+    pub async fn dial_also(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+    ) -> Result<ConnectionId, DialError> {
         self.ask(|reply| Command::DialAlso { peer, addr, reply })
             .await
             .unwrap_or(Err(DialError::Stopped))
     }
 
-    /// Closes the direct QUIC connections to `peer` while another
-    /// connection to it stays (the one it was reached by first).
-    pub async fn close_quic_beside(&self, peer: PeerId) {
-        let _ = self.commands.send(Command::CloseQuicBeside(peer)).await;
+    /// Closes the connection `id` (and nothing else).
+    pub async fn close_connection(&self, id: ConnectionId) {
+        let _ = self.commands.send(Command::CloseConnection(id)).await;
     }
 
     /// Records the public QUIC address decided by a QUIC round.

@@ -8,7 +8,7 @@ use crate::events::Event;
 use crate::swarm::NodeHandle;
 use ledgermesh_proto::v1 as pb;
 use ledgermesh_protocol::consensus::{
-    ConsensusPolicy, Group, Outcome, Rechecks, Round, RoundAction, Verdict,
+    ConsensusPolicy, Group, Mapping, Outcome, Rechecks, Round, RoundAction, Verdict,
 };
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub const RECHECK_EVERY: Duration = Duration::from_secs(300);
 
 /// How long one round waits for its observers (dial, ask, dial-back).
-const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one observer answered.
 struct Seen {
@@ -54,28 +54,12 @@ async fn ask(handle: &NodeHandle, observer: PeerId, addr: Multiaddr) -> Option<S
     })
 }
 
-/// Opens a QUIC connection to `observer` beside the one we have and asks
-/// where it sees us over UDP: the answer's own address when the request
-/// went over QUIC, else the QUIC connection's, told beside it.
-async fn ask_quic(handle: &NodeHandle, observer: PeerId, addr: Multiaddr) -> Option<SocketAddr> {
-    handle.dial_also(observer, addr).await.ok()?;
-    let resp = handle.observe(observer, false).await;
-    // Done with it: the node goes on with the connection it had.
-    handle.close_quic_beside(observer).await;
-    let resp = resp.ok()?;
-    std::iter::once(resp.observed)
-        .chain(resp.also_observed)
-        .filter_map(|b| Multiaddr::try_from(b).ok())
-        .filter_map(|a| socket_of(&a))
-        .find_map(|(sock, udp)| udp.then_some(sock))
-}
-
 /// An observer's answer as a round takes it: the address, whether over
 /// UDP, and the dial-back's result.
-type Answered = (SocketAddr, bool, Option<bool>);
+pub(super) type Answered = (SocketAddr, bool, Option<bool>);
 
 /// Plays `round` out: `asks` answer it until they are all in or its deadline.
-async fn play(
+pub(super) async fn play(
     round: &mut Round,
     epoch: Instant,
     mut asks: tokio::task::JoinSet<(PeerId, Option<Answered>)>,
@@ -99,7 +83,7 @@ async fn play(
 }
 
 /// Publishes a round's outcome as a `public_address` event.
-fn report(handle: &NodeHandle, outcome: &Outcome, observers: usize) {
+pub(super) fn report(handle: &NodeHandle, outcome: &Outcome, observers: usize) {
     let verdict = &outcome.verdict;
     let answers = match &outcome.note {
         Some(note) => vec![note.clone()],
@@ -137,6 +121,16 @@ pub async fn check(
     handle: &NodeHandle,
     observers: &[Multiaddr],
     policy: ConsensusPolicy,
+) -> Verdict {
+    check_with(handle, observers, policy, true).await
+}
+
+/// [`check`], with the QUIC round only when `with_quic`.
+async fn check_with(
+    handle: &NodeHandle,
+    observers: &[Multiaddr],
+    policy: ConsensusPolicy,
+    with_quic: bool,
 ) -> Verdict {
     let epoch = Instant::now();
     let now_ms = || epoch.elapsed().as_millis() as u64;
@@ -183,8 +177,14 @@ pub async fn check(
         .set_public(outcome.verdict.clone(), outcome.udp)
         .await;
     let told = std::mem::take(&mut *told.lock().unwrap_or_else(|p| p.into_inner()));
-    if !outcome.udp && listens_on_quic(handle).await {
-        check_quic(handle, observers, told, policy).await;
+    // Only an endpoint-independent TCP verdict needs a QUIC one beside it
+    // (the easy side of a hard-NAT attempt offers it).
+    let eim =
+        outcome.verdict.mapping == Mapping::EndpointIndependent && outcome.verdict.addr.is_some();
+    if with_quic && eim && !outcome.udp && listens_on_quic(handle).await {
+        let quic =
+            super::quic::check_quic(handle, observers, told, policy, outcome.verdict.ip).await;
+        handle.set_public_quic(quic).await;
     }
     outcome.verdict
 }
@@ -192,55 +192,6 @@ pub async fn check(
 /// Whether the node has a QUIC listener.
 async fn listens_on_quic(handle: &NodeHandle) -> bool {
     (handle.snapshot().await).is_ok_and(|s| s.direct_addrs.iter().any(crate::addr::is_quic))
-}
-
-/// The QUIC round: each observer at the QUIC address it told that shares
-/// the IP we reached it at (else its first), under the main round's policy
-/// over the observers that told one.
-async fn check_quic(
-    handle: &NodeHandle,
-    observers: &[Multiaddr],
-    told: HashMap<PeerId, Vec<Multiaddr>>,
-    policy: ConsensusPolicy,
-) {
-    use ledgermesh_protocol::path::scope::ip_of;
-    let targets: HashMap<PeerId, Multiaddr> = (observers.iter())
-        .filter_map(|a| {
-            let peer = peer_of(a)?;
-            let quic = told.get(&peer)?;
-            let best = (quic.iter().find(|q| ip_of(q) == ip_of(a))).or(quic.first())?;
-            Some((peer, best.clone()))
-        })
-        .collect();
-    // Too few told us where to ask over QUIC: no QUIC verdict to be had
-    // (the main one stands, and is told).
-    if targets.len() < policy.min_observers {
-        return;
-    }
-    let epoch = Instant::now();
-    let mut round = Round::new(
-        0,
-        handle.peer_id(),
-        targets.len(),
-        targets.iter().map(|(p, a)| (*p, Group::of(a))),
-        policy,
-        ROUND_TIMEOUT.as_millis() as u64,
-    );
-    let mut asks = tokio::task::JoinSet::new();
-    while let Some(RoundAction::Ask { observer }) = round.poll_action() {
-        let (handle, addr) = (handle.clone(), targets[&observer].clone());
-        asks.spawn(async move {
-            let seen = ask_quic(&handle, observer, addr).await;
-            (observer, seen.map(|sock| (sock, true, None)))
-        });
-    }
-    play(&mut round, epoch, asks).await;
-    let outcome = round.outcome();
-    report(handle, &outcome, targets.len());
-    if outcome.note.is_none() && outcome.udp {
-        let addr = outcome.verdict.addr.map(|a| socket_to_multiaddr(a, true));
-        handle.set_public_quic(addr).await;
-    }
 }
 
 /// Runs [`check`] again when [`Rechecks`] says so, until the node stops
@@ -257,6 +208,7 @@ fn spawn_rechecks(
         let epoch = Instant::now();
         let now_ms = || epoch.elapsed().as_millis() as u64;
         let mut schedule = Rechecks::new(now_ms(), every.as_millis() as u64);
+        let mut last_quic = Instant::now();
         let mut failures = {
             let s = signals.borrow_and_update();
             schedule.on_direct_addrs(now_ms(), s.direct_addrs.iter().map(|a| a.to_string()));
@@ -279,7 +231,13 @@ fn spawn_rechecks(
                 }
             }
             if schedule.is_due(now_ms()) {
-                check(&handle, &observers, policy).await;
+                // The QUIC round (a connection to every observer) at most
+                // once per period, however often a recheck is asked for.
+                let with_quic = last_quic.elapsed() >= every;
+                if with_quic {
+                    last_quic = Instant::now();
+                }
+                check_with(&handle, &observers, policy, with_quic).await;
                 schedule.checked(now_ms());
             }
         }

@@ -6,8 +6,11 @@
 //!                                         │ (dial_back: dials it on a fresh port, ≤5 s;
 //!                                         │  global IPs only, ≤64 at once, 1 per asker
 //!                                         │  and per IP per 30 s)
-//!   asker ◄─ObserveResponse{observed, reachable}─┘
+//!   asker ◄─ObserveResponse{observed, reachable, quic_listen, also_observed}─┘
 //! ```
+//!
+//! A TCP verdict is followed by a QUIC round ([`quic`]) over the QUIC
+//! addresses the observers told, for the hard-NAT path.
 //!
 //! [`Behaviour`] is both sides in the swarm: it answers askers and owns the
 //! capped dial-back table; [`client`] runs the rounds (the decisions are
@@ -16,6 +19,7 @@
 mod behaviour;
 pub mod client;
 mod codec;
+mod quic;
 
 pub use behaviour::{Behaviour, ObserveError};
 pub use client::{check, start, RECHECK_EVERY};

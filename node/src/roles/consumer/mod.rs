@@ -170,20 +170,14 @@ pub async fn run(
 ) -> anyhow::Result<Vec<StreamOutcome>> {
     // Where we stand (relays, then our public address) and the ledger, side
     // by side: neither waits for the other.
-    let settle = async {
-        if let Some(payer) = &config.relay_payer {
-            // Billed as a circuit's destination: for the providers we buy from.
-            let mut payer = payer.clone();
-            let consent = payer.consent.get_or_insert_with(Default::default);
-            consent.set(false, config.wants.iter().map(|w| w.peer));
-            crate::roles::paying::pay_relays(&handle, &payer).await;
-        } else if handle.defers_reservations() {
-            crate::roles::paying::check_relays(&handle).await;
-        }
-        handle.wait_relays().await?;
-        crate::observe::start(&handle, &config.observers, config.quorum).await;
-        anyhow::Ok(())
-    };
+    let payer = config.relay_payer.clone().map(|mut payer| {
+        // Billed as a circuit's destination: for the providers we buy from.
+        let consent = payer.consent.get_or_insert_with(Default::default);
+        consent.set(false, config.wants.iter().map(|w| w.peer));
+        payer
+    });
+    let settle =
+        crate::roles::paying::settle(&handle, payer.as_ref(), &config.observers, config.quorum);
     let follow = Requester::start(
         &handle,
         &ledger,
