@@ -451,3 +451,39 @@ async fn a_burst_of_stock_clients_all_get_their_reservations() {
     }
     relay.stop();
 }
+
+/// A relay started on one host without `--local` has no public address to
+/// offer and refuses every reservation; the relay protocol carries no
+/// reason, so the client says the likely one, naming the flag.
+#[test]
+fn a_relay_on_a_private_address_without_local_refuses_and_the_client_says_why() {
+    let dir = temp_dir("relay-private");
+    let (key, id) = keygen(&dir.0, "relay");
+    let listen = "/ip4/127.0.0.1/tcp/0";
+    let mut r = Proc::start_env(
+        "relay",
+        &dir.0,
+        &[
+            "relay", "--json", "--open", "--key", &key, "--listen", listen,
+        ],
+        &[("LEDGERMESH_ALLOW_PRIVATE_ADDRS", "false")],
+    );
+    let l = r.wait_for("listening", T, |v| event_is(v, "listening"));
+    let addr = format!("{}/p2p/{id}", l["addrs"][0].as_str().unwrap());
+    let (mut p, pid) = provider(&dir, &[&addr], &[]);
+    let refused = r.wait_for("the relay's refusal", T, |v| {
+        event_is(v, "relay_reservation") && v["peer_id"] == pid.as_str()
+    });
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no public address"),
+        "{refused}"
+    );
+    let told = p.wait_for("the provider told", T, |v| {
+        event_is(v, "reservation_refused")
+    });
+    let why = told["reason"].as_str().unwrap();
+    assert!(why.contains("--local"), "{told}");
+}

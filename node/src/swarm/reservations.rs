@@ -31,6 +31,20 @@ pub(super) struct Reservations {
 
 /// Whether a reservation failure (the relay client's error with its
 /// sources) is the relay saying no: policy, payment or capacity.
+/// The likely reason a relay at `addr` refuses, when its address tells:
+/// one on a loopback or private address has no public address to offer
+/// unless it was started with `--local`.
+fn likely_why(addr: &Multiaddr) -> &'static str {
+    use ledgermesh_protocol::path::scope::{ip_of, is_global};
+    match ip_of(addr) {
+        Some(ip) if !is_global(ip) => {
+            " (likely: a relay on a private address has no public address to offer \
+             unless it was started with --local)"
+        }
+        _ => "",
+    }
+}
+
 fn is_refusal(detail: &str) -> bool {
     let lower = detail.to_lowercase();
     lower.contains("refused") || lower.contains("resource limit")
@@ -155,10 +169,12 @@ impl Reservations {
             ("unreachable", "no reservation on relay")
         };
         if refused && !lost {
-            // The relay said no (policy, payment, or capacity).
+            // The relay said no (policy, payment, or capacity). The relay
+            // protocol carries no reason; where the likely one shows in the
+            // relay's address, it is said.
             emitter.emit(Event::ReservationRefused {
                 relay: relay.to_string(),
-                reason: detail.clone(),
+                reason: format!("{detail}{}", likely_why(addr)),
             });
         }
         // Each loss, and the first failure of a run: later retries go to the log.
