@@ -201,19 +201,27 @@ fn demo_delivers_every_stream_verified_and_upgrades_the_relayed_provider() {
         "{payments:?}"
     );
     // Each consumer found its public address by peer consensus (relay + 2 public providers).
+    // Its observers are written by TCP address and it listens on QUIC too:
+    // a TCP verdict, then a QUIC one from asking them over QUIC as well.
     let public = summary["public_addresses"].as_array().unwrap();
-    assert_eq!(public.len(), 2, "{public:?}");
+    let on = |prefix: &str| -> Vec<&serde_json::Value> {
+        (public.iter())
+            .filter(|p| p["addr"].as_str().is_some_and(|a| a.starts_with(prefix)))
+            .collect()
+    };
+    let (tcp, quic) = (on("/ip4/127.0.0.1/tcp/"), on("/ip4/127.0.0.1/udp/"));
+    assert_eq!(
+        (tcp.len(), quic.len(), public.len()),
+        (2, 2, 4),
+        "{public:?}"
+    );
     for p in public {
         assert_eq!(p["mapping"], "endpoint-independent", "{p}");
         assert_eq!(p["observers"], 3, "{p}");
         assert_eq!(p["agreeing"], 3, "{p}");
-        assert!(
-            p["addr"]
-                .as_str()
-                .unwrap()
-                .starts_with("/ip4/127.0.0.1/tcp/"),
-            "{p}"
-        );
+    }
+    for p in quic {
+        assert!(p["addr"].as_str().unwrap().ends_with("/quic-v1"), "{p}");
     }
     // Grants: each consumer holds one per stream it bought, nobody else any.
     let grants = summary["grants"].as_array().unwrap();
