@@ -11,5 +11,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(resp) = pb::ObserveResponse::decode(data) {
         let _ = multiaddr::Multiaddr::try_from(resp.observed);
         let _ = pb::DialBack::try_from(resp.dial_back);
+        // What an observer tells beside: its QUIC addresses, our others.
+        for a in resp.quic_listen.into_iter().chain(resp.also_observed) {
+            let _ = multiaddr::Multiaddr::try_from(a);
+        }
     }
 });
