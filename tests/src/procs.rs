@@ -264,11 +264,6 @@ impl Proc {
         Some(status.code().unwrap_or(-1))
     }
 
-    /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
-        self.child.is_some() && self.try_exit().is_none()
-    }
-
     /// SIGKILL: no clean-up, no last words (a crash or a power cut); reaped,
     /// and whatever it printed before pulled.
     pub fn kill(&mut self) {

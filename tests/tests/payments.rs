@@ -847,6 +847,16 @@ async fn attach_by_hand(
     answers.remove(0)
 }
 
+/// Bytes an honest payer, fresh, is served of 8 MiB while it pays.
+async fn honest_served(s: &Setup) -> u64 {
+    let (honest, _, hc) = payer(s, "honest").await;
+    let meter = Arc::new(AtomicU64::new(0));
+    pay(&honest, s.payee.peer_id(), pays_from(hc), meter.clone())
+        .await
+        .unwrap();
+    serve(&s.payees, honest.peer_id(), 8 * MIB, &meter, 1000).await
+}
+
 /// The payee's first credit window in these tests (`setup`).
 const WINDOW_BYTES: u64 = 2 * MIB;
 
@@ -920,14 +930,8 @@ async fn one_channel_bound_to_many_peer_ids_gets_one_window() {
         bound, 8,
         "at most 8 peers per channel, the idlest make room"
     );
-    // An honest payer is served meanwhile.
-    let (honest, _, hc) = payer(&s, "honest").await;
-    let meter = Arc::new(AtomicU64::new(0));
-    pay(&honest, s.payee.peer_id(), pays_from(hc), meter.clone())
-        .await
-        .unwrap();
-    let served = serve(&s.payees, honest.peer_id(), 8 * MIB, &meter, 1000).await;
-    assert_eq!(served, 8 * MIB);
+    // An honest payer is served meanwhile, in full.
+    assert_eq!(honest_served(&s).await, 8 * MIB);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -985,13 +989,7 @@ async fn four_thousand_throwaway_identities_on_one_channel_get_one_window() {
     assert_eq!(report.len(), 1, "one account for the channel");
     assert!(report[0].peers.len() <= 8, "at most 8 peers per channel");
     // An honest payer is served meanwhile, in full.
-    let (honest, _, hc) = payer(&s, "honest").await;
-    let meter = Arc::new(AtomicU64::new(0));
-    pay(&honest, s.payee.peer_id(), pays_from(hc), meter.clone())
-        .await
-        .unwrap();
-    let served = serve(&s.payees, honest.peer_id(), 8 * MIB, &meter, 1000).await;
-    assert_eq!(served, 8 * MIB);
+    assert_eq!(honest_served(&s).await, 8 * MIB);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

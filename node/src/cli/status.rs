@@ -132,12 +132,15 @@ pub async fn status(api: &str, token: Option<&str>, json: bool) -> anyhow::Resul
     }
     let public = match status["public"].as_object() {
         Some(p) => format!(
-            "public {} ({})",
+            "public {} ({}){}",
             p.get("addr")
                 .and_then(|a| a.as_str())
                 .or(p.get("ip").and_then(|a| a.as_str()))
                 .unwrap_or("-"),
-            p.get("mapping").and_then(|m| m.as_str()).unwrap_or("?")
+            p.get("mapping").and_then(|m| m.as_str()).unwrap_or("?"),
+            p.get("quic_addr")
+                .and_then(|a| a.as_str())
+                .map_or(String::new(), |q| format!(", QUIC {q}"))
         ),
         None => "public address: no verdict".into(),
     };

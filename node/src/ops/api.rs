@@ -418,6 +418,9 @@ async fn status(State(api): State<Api>) -> Response {
             "addr": p.addr.as_ref().map(|a| a.to_string()),
             "ip": p.ip.map(|i| i.to_string()),
             "mapping": format!("{:?}", p.mapping).to_lowercase(),
+            // The QUIC address decided beside a TCP verdict (observers
+            // written by TCP address), which hard-NAT attempts offer.
+            "quic_addr": p.quic.as_ref().map(|a| a.to_string()),
         })
     });
     Json(json!({
