@@ -15,12 +15,15 @@
 
 pub mod access;
 pub mod addr;
+pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod cursor_store;
 pub mod dev;
 pub mod events;
 pub mod identity;
 pub mod ledger_spec;
+pub mod logs;
 pub mod ops;
 pub mod protocols;
 pub mod roles;

@@ -804,3 +804,41 @@ fn a_private_address_without_local_is_refused_naming_the_flag() {
         .unwrap();
     assert!(out.status.success(), "--local is a flag of consume");
 }
+
+/// The log's INFO lines carry no IP address or port unless `--log-addrs`
+/// is given; the peer id stays either way.
+#[test]
+fn the_log_redacts_addresses_unless_log_addrs_is_given() {
+    use std::io::BufRead;
+    let listening_line = |extra: &[&str]| {
+        let mut child = bin()
+            .env_remove("RUST_LOG")
+            .args(["relay", "--local", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let line = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listening on"));
+        let _ = child.kill();
+        let _ = child.wait();
+        line.expect("the relay logs where it listens")
+    };
+    let redacted = listening_line(&[]);
+    assert!(
+        redacted.contains("/ip4/<ip>/tcp/<port>")
+            && redacted.contains("peer=12D3KooW")
+            && !redacted.contains("127.0.0.1")
+            && redacted.contains("--log-addrs"),
+        "{redacted}"
+    );
+    let shown = listening_line(&["--log-addrs"]);
+    assert!(
+        shown.contains("/ip4/127.0.0.1/tcp/") && !shown.contains("<ip>"),
+        "{shown}"
+    );
+}

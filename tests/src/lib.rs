@@ -22,7 +22,7 @@ use std::time::Duration;
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-pub use ledgermesh_node::dev::{Recorder, TempDir};
+pub use ledgermesh_node::dev::{keep_tmp, Recorder, TempDir};
 
 /// A fresh scratch directory `lm-e2e-<tag>-…`, removed on drop.
 pub fn temp_dir(tag: &str) -> TempDir {

@@ -2,8 +2,9 @@
 //! `--json` events, and always cleaned up (SIGTERM, then SIGKILL) on drop,
 //! also when a test fails.
 
+use crate::keep_tmp;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -130,9 +131,16 @@ impl Proc {
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        // Kept runs (LEDGERMESH_KEEP_TMP) also write the events beside the log.
+        let mut copy = keep_tmp()
+            .then(|| std::fs::File::create(dir.join(format!("{name}.jsonl"))).ok())
+            .flatten();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if let Some(f) = copy.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if tx.send(v).is_err() {
                         break;

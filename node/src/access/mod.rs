@@ -7,7 +7,8 @@ pub mod acl_file;
 pub mod audit_log;
 pub mod grant_log;
 
-use crate::events::{now_ms, Emitter, Event};
+use crate::clock::now_ms;
+use crate::events::{Emitter, Event};
 use audit_log::{AuditLine, AuditLog};
 use ledgermesh_protocol::access::{AccessControl, Acl, AuditKind, AuditRecord, Denial};
 use libp2p::PeerId;

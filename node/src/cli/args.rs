@@ -190,6 +190,11 @@ pub struct NodeArgs {
     /// the same). Off: only globally routable addresses, whoever names them.
     #[arg(long, visible_alias = "local", env = "LEDGERMESH_ALLOW_PRIVATE_ADDRS")]
     pub allow_private_addrs: bool,
+    /// Keep IP addresses and ports in the log's INFO, WARN and ERROR lines
+    /// (redacted to `<ip>` and `<port>` by default; peer ids always stay,
+    /// and `--json` events and DEBUG lines always carry them).
+    #[arg(long, env = "LEDGERMESH_LOG_ADDRS")]
+    pub log_addrs: bool,
     /// The cipher of Noise's transport messages (TCP and relayed
     /// connections): `auto` uses AES-256-GCM with our own nodes when both
     /// CPUs have AES instructions, ChaCha20-Poly1305 otherwise and with
@@ -241,10 +246,10 @@ impl NodeArgs {
     pub(super) fn check_api(&self) -> anyhow::Result<()> {
         if let Some(addr) = self.api {
             if self.api_token.is_none() && !addr.ip().is_loopback() {
-                anyhow::bail!("{}", crate::ops::api::ApiError::NeedsToken(addr));
+                anyhow::bail!("{}", crate::api::ApiError::NeedsToken(addr));
             }
             if self.api_token.as_ref().is_some_and(|t| t.len() < 16) {
-                anyhow::bail!("{}", crate::ops::api::ApiError::WeakToken);
+                anyhow::bail!("{}", crate::api::ApiError::WeakToken);
             }
         }
         Ok(())
@@ -253,7 +258,7 @@ impl NodeArgs {
     /// Starts the HTTP API when `--api` asks for it.
     pub(super) async fn start_api(&self, handle: &crate::swarm::NodeHandle) -> anyhow::Result<()> {
         if let Some(addr) = self.api {
-            let bound = crate::ops::api::start(
+            let bound = crate::api::start(
                 handle.clone(),
                 addr,
                 self.api_token.clone(),

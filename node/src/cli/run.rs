@@ -165,6 +165,7 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
         crate::relay::watch_allowlist(path.clone(), shared.clone());
         limits.allow = Some(shared);
     }
+    crate::logs::show_addrs(args.node.log_addrs);
     let emitter = emitter_for("relay", args.node.json);
     let payees = args
         .price
@@ -310,6 +311,7 @@ async fn start_ledger_node(
     // reserves once its channel is attached, one that cannot pay never asks
     // a priced relay (roles::paying).
     config.defer_reservations = !net.relay.is_empty();
+    crate::logs::show_addrs(node.log_addrs);
     config.emitter = Some(emitter_for(role, node.json));
     config.allow_private_addrs = node.allow_private_addrs;
     config.noise_aesgcm = node.noise_cipher.aesgcm();

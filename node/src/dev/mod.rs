@@ -10,4 +10,4 @@ pub mod net;
 pub mod recorder;
 
 pub use net::{DevNet, EmitterFactory};
-pub use recorder::{Recorder, TempDir};
+pub use recorder::{keep_tmp, Recorder, TempDir};

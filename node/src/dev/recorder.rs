@@ -102,8 +102,18 @@ impl TempDir {
     }
 }
 
+/// Whether scratch directories are kept for a look after the run
+/// (`LEDGERMESH_KEEP_TMP` set to anything but `0`).
+pub fn keep_tmp() -> bool {
+    std::env::var_os("LEDGERMESH_KEEP_TMP").is_some_and(|v| v != "0")
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if keep_tmp() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -100,7 +100,14 @@ fn invisible(c: char) -> bool {
 fn raw_line(e: &Event) -> Option<(Loudness, String)> {
     use Loudness::*;
     Some(match e {
-        Event::Listening { addrs, .. } => (Info, format!("listening on {}", addrs.join(", "))),
+        Event::Listening { addrs, .. } => {
+            let hint = if crate::logs::shows_addrs() {
+                ""
+            } else {
+                " (addresses in full with --log-addrs)"
+            };
+            (Info, format!("listening on {}{hint}", addrs.join(", ")))
+        }
         Event::ReservationAccepted { relay, addr } => (
             Info,
             format!(

@@ -6,7 +6,6 @@ pub mod human;
 mod stdout;
 
 use serde::Serialize;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 pub use ledgermesh_protocol::path::{ChangeReason, PathKind, Route, TransportKind};
@@ -483,21 +482,7 @@ pub struct Record {
     pub event: Event,
 }
 
-/// Unix time in milliseconds.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::{now_ms, now_us};
 
 /// How a live subscription went (in `stream_done`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -533,8 +518,9 @@ pub const EVENT_CAPACITY: usize = 16_384;
 pub struct Emitter {
     node: String,
     tx: broadcast::Sender<Record>,
-    /// The operator's view this node's events feed (status, metrics).
-    ops: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::ops::Ops>>>,
+    /// The listener every event is handed to as it is emitted (the
+    /// operator's view: status, metrics), attached once.
+    tap: std::sync::Arc<std::sync::OnceLock<Tapped>>,
     /// Print JSON lines on stdout; shared by clones so it can be turned off
     /// for a node as a whole.
     json_stdout: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -543,13 +529,34 @@ pub struct Emitter {
     human_log: bool,
 }
 
+/// A listener handed every event synchronously as it is emitted, before
+/// the JSON line and the subscribers (so a status read after an event sees
+/// it). It must not block.
+pub trait Tap: Send + Sync + 'static {
+    /// Takes in one event.
+    fn observe(&self, event: &Event);
+}
+
+/// An attached tap, kept also as `Any` to hand back its own type.
+#[derive(Clone)]
+struct Tapped {
+    tap: std::sync::Arc<dyn Tap>,
+    any: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Tapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tapped")
+    }
+}
+
 impl Emitter {
     /// An emitter labelling its records with `node`.
     pub fn new(node: impl Into<String>) -> Self {
         Self {
             node: node.into(),
             tx: broadcast::channel(EVENT_CAPACITY).0,
-            ops: Default::default(),
+            tap: Default::default(),
             json_stdout: Default::default(),
             human_log: false,
         }
@@ -600,8 +607,8 @@ impl Emitter {
             node: self.node.clone(),
             event,
         };
-        if let Some(ops) = self.ops.get() {
-            ops.observe(&record.event);
+        if let Some(t) = self.tap.get() {
+            t.tap.observe(&record.event);
         }
         if self.json_stdout.load(std::sync::atomic::Ordering::Relaxed) {
             stdout::global().offer(serde_json::to_string(&record).unwrap_or_default());
@@ -609,12 +616,18 @@ impl Emitter {
         let _ = self.tx.send(record);
     }
 
-    /// The operator's view fed by this emitter (and its clones): the one
-    /// attached first, else a new one for `role`.
-    pub fn ops_or_attach(&self, role: &str) -> std::sync::Arc<crate::ops::Ops> {
-        self.ops
-            .get_or_init(|| std::sync::Arc::new(crate::ops::Ops::new(role)))
-            .clone()
+    /// The tap of this emitter (and its clones): the one attached first,
+    /// else `make()`'s, attached now. `None` when a tap of another type was
+    /// attached before.
+    pub fn tap_or_attach<T: Tap>(&self, make: impl FnOnce() -> T) -> Option<std::sync::Arc<T>> {
+        let t = self.tap.get_or_init(|| {
+            let tap = std::sync::Arc::new(make());
+            Tapped {
+                tap: tap.clone(),
+                any: tap,
+            }
+        });
+        t.any.clone().downcast::<T>().ok()
     }
 
     /// A new subscriber that sees every later event.

@@ -270,16 +270,14 @@ impl Metrics {
         self.p2p.record(event);
     }
 
-    /// Records the behaviour events libp2p's metrics know.
-    pub fn record_behaviour(&self, event: &crate::swarm::BehaviourEvent) {
-        use crate::swarm::BehaviourEvent as B;
+    /// Records a behaviour's event that libp2p's metrics know (ping,
+    /// identify, DCUtR).
+    pub fn record_p2p<E>(&self, event: &E)
+    where
+        libp2p::metrics::Metrics: libp2p::metrics::Recorder<E>,
+    {
         use libp2p::metrics::Recorder;
-        match event {
-            B::Ping(e) => self.p2p.record(e),
-            B::Identify(e) => self.p2p.record(e),
-            B::Dcutr(e) => self.p2p.record(e),
-            _ => {}
-        }
+        self.p2p.record(event)
     }
 
     /// Counts what an event says.

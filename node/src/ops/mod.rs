@@ -7,7 +7,7 @@
 //! [`Ops::observe`] (counters and the relay's tables), and the node is
 //! asked for a snapshot when a page is read (connections, addresses).
 
-pub mod api;
+pub mod metered;
 pub mod metrics;
 pub mod traffic;
 
@@ -67,7 +67,18 @@ pub struct Ops {
     /// A relay's hop requests dropped because its queue was full.
     hop_dropped: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// The payee's accounts, when the node charges (relay, provider).
-    payees: std::sync::OnceLock<crate::protocols::pay::Payees>,
+    payees: std::sync::OnceLock<PayeeBook>,
+}
+
+/// Reads the payee's book: its accounts as they stand now.
+pub type PayeeBook = std::sync::Arc<
+    dyn Fn() -> Vec<ledgermesh_protocol::payment::book::AccountReport> + Send + Sync,
+>;
+
+impl crate::events::Tap for Ops {
+    fn observe(&self, event: &Event) {
+        Ops::observe(self, event)
+    }
 }
 
 impl std::fmt::Debug for Ops {
@@ -93,7 +104,7 @@ impl Ops {
     }
 
     /// The payee accounts the payments report reads.
-    pub fn report_payees(&self, payees: crate::protocols::pay::Payees) {
+    pub fn report_payees(&self, payees: PayeeBook) {
         let _ = self.payees.set(payees);
     }
 
@@ -106,7 +117,7 @@ impl Ops {
             return vec![];
         };
         let m = self.money.lock().unwrap_or_else(|p| p.into_inner());
-        (p.report().into_iter())
+        (p().into_iter())
             .map(|r| {
                 let channel = format!("0x{}", hex::encode(r.channel));
                 let claims: Vec<Value> = m
@@ -147,7 +158,7 @@ impl Ops {
                         {
                             r.reservations
                                 .entry(peer_id.clone())
-                                .or_insert_with(crate::events::now_ms);
+                                .or_insert_with(crate::clock::now_ms);
                         }
                     }
                     "refused" => {}
@@ -169,7 +180,7 @@ impl Ops {
                 match outcome.as_str() {
                     "opened" => {
                         if r.circuits.len() < MAX_TRACKED {
-                            r.circuits.insert(key, crate::events::now_ms());
+                            r.circuits.insert(key, crate::clock::now_ms());
                         }
                     }
                     "refused" => {}
@@ -228,7 +239,7 @@ impl Ops {
                 ..
             } => {
                 let mut g = self.grants.lock().unwrap_or_else(|p| p.into_inner());
-                let now = crate::events::now_ms();
+                let now = crate::clock::now_ms();
                 if g.len() >= MAX_GRANTS {
                     g.retain(|_, until| *until > now);
                 }
@@ -324,7 +335,7 @@ impl Ops {
 
     /// The grants in force, soonest to end first.
     pub fn grants_json(&self) -> Value {
-        let now = crate::events::now_ms();
+        let now = crate::clock::now_ms();
         let mut g = self.grants.lock().unwrap_or_else(|p| p.into_inner());
         g.retain(|_, until| *until > now);
         let mut v: Vec<Value> = g
@@ -404,7 +415,7 @@ mod tests {
             (p["earned_wei"].as_str(), p["claimed_wei"].as_str()),
             (Some("250"), Some("250"))
         );
-        let now = crate::events::now_ms();
+        let now = crate::clock::now_ms();
         for (stream, until) in [("live", now + 60_000), ("old", now - 1)] {
             ev(Event::Grant {
                 peer_id: "C".into(),

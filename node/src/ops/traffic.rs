@@ -148,7 +148,7 @@ impl Traffic {
                     peer,
                     stream: stream.to_string(),
                     started: now,
-                    started_ms: crate::events::now_ms(),
+                    started_ms: crate::clock::now_ms(),
                     tally: tally.clone(),
                     sample: (now, 0),
                     rate: 0.0,
@@ -286,7 +286,7 @@ impl Drop for Tracked {
 }
 
 /// A connection's stream whose bytes count into a [`Tracked`] stream.
-pub type Counted<C> = crate::swarm::metered::Metered<C>;
+pub type Counted<C> = super::metered::Metered<C>;
 
 #[cfg(test)]
 mod tests {

@@ -146,7 +146,7 @@ pub async fn run(
             // Vouchers left unclaimed by a previous run are claimed now.
             p.keep_vouchers_in(dir).await.context("keeping vouchers")?;
         }
-        handle.ops().report_payees(p.clone());
+        handle.ops().report_payees(p.book_reader());
         handle.spawn(p.clone().serve(handle.stream_control()));
     }
     let journal = match &config.data_dir {
@@ -157,7 +157,7 @@ pub async fn run(
     let grant_log = match &config.data_dir {
         Some(dir) => {
             let (log, live) =
-                GrantLog::open(dir, crate::events::now_ms()).context("opening the grant log")?;
+                GrantLog::open(dir, crate::clock::now_ms()).context("opening the grant log")?;
             let restored = access.update(|m, now| m.restore(now, &live));
             if restored > 0 {
                 tracing::info!(restored, "grants from before the restart restored");
@@ -222,7 +222,7 @@ pub async fn run(
     let mut limiter = SenderLimiter::new(config.answer_limits);
     while let Some((opened, _, handled)) = inbox.recv().await {
         let is_request = matches!(opened.signal, Signal::Request(_));
-        if is_request && !limiter.allow(crate::events::now_ms(), opened.sender) {
+        if is_request && !limiter.allow(crate::clock::now_ms(), opened.sender) {
             handle.emit(Event::Error {
                 what: "service_request".into(),
                 detail: "answer rate for this sender exceeded; not answered".into(),

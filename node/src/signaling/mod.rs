@@ -4,8 +4,9 @@
 pub mod journal;
 pub mod requests;
 
+use crate::clock::now_ms;
 use crate::cursor_store::{CursorStore, Saved};
-use crate::events::{now_ms, Event};
+use crate::events::Event;
 use crate::swarm::NodeHandle;
 use futures::StreamExt;
 use ledgermesh_ledger::{Cursor, Ledger, LedgerError};

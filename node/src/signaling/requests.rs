@@ -4,7 +4,8 @@
 //! it answers. Renewals go through the same path as first requests.
 
 use super::{follow_own_inbox, post_prepared, seal_to};
-use crate::events::{now_ms, Event};
+use crate::clock::now_ms;
+use crate::events::Event;
 use crate::swarm::NodeHandle;
 use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::signaling::{Outbox, OutboxError};

@@ -60,7 +60,7 @@ fn transport(
     wire: &Wire,
     handshakes: super::noise::Handshakes,
     relay: relay::client::Transport,
-    meters: super::metered::RelayMeters,
+    meters: crate::ops::metered::RelayMeters,
     punch: super::punch::PunchHandle,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
@@ -94,7 +94,7 @@ fn transport(
                 libp2p::core::ConnectedPoint::Dialer { address, .. } => address,
                 libp2p::core::ConnectedPoint::Listener { local_addr, .. } => local_addr,
             };
-            super::metered::Metered::new(conn, meters.for_addr(addr))
+            crate::ops::metered::Metered::new(conn, meters.for_addr(addr))
         })
         .upgrade(Version::V1Lazy)
         .authenticate(
@@ -111,7 +111,7 @@ fn transport(
 /// What the transports report to the rest of the node.
 pub(super) struct TransportHooks {
     /// Bytes through each relay's circuits.
-    pub(super) meters: super::metered::RelayMeters,
+    pub(super) meters: crate::ops::metered::RelayMeters,
     /// The hard-NAT sprays and probes.
     pub(super) punch: super::punch::PunchHandle,
     /// Each Noise handshake's cipher.

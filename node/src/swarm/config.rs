@@ -110,7 +110,7 @@ impl RelayLimits {
     pub fn listed(&self, peer: &libp2p::PeerId) -> bool {
         self.allow.as_ref().is_some_and(|acl| {
             let acl = acl.read().unwrap_or_else(|p| p.into_inner());
-            acl.allowed_until(crate::events::now_ms(), peer, "relay")
+            acl.allowed_until(crate::clock::now_ms(), peer, "relay")
                 .is_some()
         })
     }

@@ -196,8 +196,11 @@ impl EventLoop {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         self.ops.metrics.record_swarm(&event);
-        if let SwarmEvent::Behaviour(b) = &event {
-            self.ops.metrics.record_behaviour(b);
+        match &event {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.ops.metrics.record_p2p(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.ops.metrics.record_p2p(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.ops.metrics.record_p2p(e),
+            _ => {}
         }
         match event {
             SwarmEvent::NewListenAddr {

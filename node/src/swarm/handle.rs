@@ -188,8 +188,8 @@ pub struct NodeHandle {
     pub(super) keypair: Keypair,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) control: libp2p_stream::Control,
-    pub(super) meters: super::metered::RelayMeters,
-    pub(super) stream_meters: super::metered::RelayMeters,
+    pub(super) meters: crate::ops::metered::RelayMeters,
+    pub(super) stream_meters: crate::ops::metered::RelayMeters,
     pub(super) payers: PayerStates,
     pub(super) relays: Vec<(PeerId, Multiaddr)>,
     /// Reservations wait for [`NodeHandle::reserve`] (terms first).

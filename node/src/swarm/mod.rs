@@ -23,7 +23,6 @@ mod event_loop;
 mod handle;
 pub mod inbound;
 mod listeners;
-pub mod metered;
 pub mod mux;
 pub mod noise;
 pub mod punch;
@@ -90,7 +89,9 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         .clone()
         .unwrap_or_else(|| crate::events::Emitter::new(config.name.clone()));
     // Attached before the first event, so every event is counted.
-    let ops = emitter.ops_or_attach(&config.name);
+    let ops = emitter
+        .tap_or_attach(|| crate::ops::Ops::new(&config.name))
+        .expect("an emitter's tap is the operator's view");
     // The relay server's state is shared by its swarm side and its streams.
     let relay = config.relay_server.as_ref().map(|limits| {
         let shared = relay_server::behaviour::State::new(limits.book());
@@ -116,7 +117,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     let stream_accepting = stream_inbox.accepting();
     stream_accepting.store(false, std::sync::atomic::Ordering::Relaxed);
     let stream_drops = stream_inbox.dropped();
-    let meters = metered::RelayMeters::default();
+    let meters = crate::ops::metered::RelayMeters::default();
     let punch = punch::PunchHandle::default();
     let handshakes = noise::Handshakes::default();
     let mut swarm = behaviour::build(
@@ -213,7 +214,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     };
     handle.spawn(hard_nat_service.run(handle.clone(), hard_nat_rx));
     if let Some(pay) = relay.as_ref().and_then(|(l, _, _)| l.pay.clone()) {
-        handle.ops().report_payees(pay.payees.clone());
+        handle.ops().report_payees(pay.payees.book_reader());
         handle.spawn(pay.payees.serve(handle.control.clone()));
     }
     if let Some((limits, shared, reporter)) = relay {

@@ -1,7 +1,7 @@
 //! The cost of sealing and opening ledger envelopes.
 
 use super::round;
-use crate::events::now_ms;
+use crate::clock::now_ms;
 use anyhow::Context;
 use libp2p::identity::Keypair;
 use libp2p::Multiaddr;

@@ -107,7 +107,7 @@ async fn follow_all(
                 // From the first byte: joining is not following.
                 let since_first = f
                     .first_byte_ts_ms
-                    .map(|t| crate::events::now_ms().saturating_sub(t))
+                    .map(|t| crate::clock::now_ms().saturating_sub(t))
                     .unwrap_or(0)
                     .max(1);
                 out.push(Followed {

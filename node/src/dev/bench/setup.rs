@@ -1,9 +1,10 @@
 //! Connection set-up: milestones from "consumer wants a stream" to first byte.
 
 use super::nodes::node;
+use crate::clock::now_ms;
 use crate::consumer::{self, ConsumerConfig, Want};
 use crate::dev::DevNet;
-use crate::events::{now_ms, Event, Record};
+use crate::events::{Event, Record};
 use crate::provider::ProviderConfig;
 use crate::source::Source;
 use crate::swarm::NodeHandle;

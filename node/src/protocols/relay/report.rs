@@ -2,7 +2,8 @@
 //! `relay_circuit` event and, with an audit log, one line per decision.
 
 use crate::access::audit_log::{AuditLine, AuditLog};
-use crate::events::{now_ms, Emitter, Event};
+use crate::clock::now_ms;
+use crate::events::{Emitter, Event};
 use ledgermesh_protocol::relay::Status;
 use libp2p::PeerId;
 use std::sync::Arc;

@@ -186,7 +186,7 @@ impl Server {
             Ok((r, addrs)) => {
                 let limit = self.limits.circuit_limit(&peer, &peer);
                 let grant = ReservationGrant {
-                    expire_unix_s: crate::events::now_ms() / 1000
+                    expire_unix_s: crate::clock::now_ms() / 1000
                         + self.limits.reservation_ttl.as_secs(),
                     addrs: addrs.iter().map(|a| a.to_vec()).collect(),
                     limit,

@@ -489,7 +489,7 @@ pub async fn fetch_to(
             tracked.progress(offset, total);
             let mut pending = rest;
             if !pending.is_empty() {
-                first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
+                first_byte_ts_ms.get_or_insert_with(crate::clock::now_ms);
             }
             loop {
                 // File writes are never raced against anything, so a resume
@@ -533,7 +533,7 @@ pub async fn fetch_to(
                         Some(_) => AttemptEnd::Broken(format!("stream ended early at {offset}")),
                     });
                 }
-                first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
+                first_byte_ts_ms.get_or_insert_with(crate::clock::now_ms);
                 pending.extend_from_slice(&buf[..n]);
             }
         }

@@ -69,7 +69,7 @@ pub async fn exchange(
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             if !pending.is_empty() {
-                first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
+                first_byte_ts_ms.get_or_insert_with(crate::clock::now_ms);
                 sink.write(&pending).await?;
                 sink.flush().await?;
                 hasher.update(&pending);

@@ -3,7 +3,8 @@
 
 use super::{BuyError, ConsumerConfig, StreamOutcome};
 use crate::access::audit_log::AuditLine;
-use crate::events::{now_ms, Event};
+use crate::clock::now_ms;
+use crate::events::Event;
 use crate::signaling::requests::RequestError;
 use crate::signaling::requests::Requester;
 use crate::streams::live::fetch::fetch_live;

@@ -238,6 +238,12 @@ impl Payees {
         self.lock().book.report()
     }
 
+    /// [`Payees::report`] for the operator's view, which knows no payees.
+    pub fn book_reader(&self) -> crate::ops::PayeeBook {
+        let payees = self.clone();
+        std::sync::Arc::new(move || payees.report())
+    }
+
     /// The bytes billed to `peer`'s channel so far (every peer bound to it).
     pub fn billed_bytes(&self, peer: &PeerId) -> Option<u64> {
         let st = self.lock();

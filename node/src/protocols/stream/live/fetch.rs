@@ -270,7 +270,7 @@ pub async fn fetch_live(
                     }
                     stats.from_offset.get_or_insert(chunk.offset + skip as u64);
                     stats.to_offset = chunk.offset + (skip + data.len()) as u64;
-                    first_byte_ts_ms.get_or_insert_with(crate::events::now_ms);
+                    first_byte_ts_ms.get_or_insert_with(crate::clock::now_ms);
                     sink.write(data).await?;
                     sink.flush().await?;
                     hasher.update(data);
@@ -280,7 +280,7 @@ pub async fn fetch_live(
                     );
                     stats.bytes += data.len() as u64;
                     stats.chunks += 1;
-                    stats.lag(crate::events::now_us().saturating_sub(chunk.ts_us));
+                    stats.lag(crate::clock::now_us().saturating_sub(chunk.ts_us));
                     if deliver_until.is_some_and(|u| stats.bytes >= u) {
                         return Ok(Outcome::Stopped);
                     }

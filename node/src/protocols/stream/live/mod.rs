@@ -150,7 +150,7 @@ impl LiveFeed {
             offset,
             data,
             false,
-            crate::events::now_us(),
+            crate::clock::now_us(),
         );
         let item = Item {
             offset,
@@ -174,7 +174,7 @@ impl LiveFeed {
             offset,
             vec![],
             true,
-            crate::events::now_us(),
+            crate::clock::now_us(),
         );
         ring.end(Arc::new(Item {
             offset,

@@ -33,7 +33,7 @@ impl RelayMeters {
     }
 
     /// The counter for a circuit at `addr` (`…/p2p/<relay>/p2p-circuit…`).
-    pub(super) fn for_addr(&self, addr: &Multiaddr) -> Arc<AtomicU64> {
+    pub(crate) fn for_addr(&self, addr: &Multiaddr) -> Arc<AtomicU64> {
         match relay_of(addr) {
             Some(r) => self.of(r),
             None => self.others.clone(),
@@ -65,7 +65,7 @@ pub struct Metered<C> {
 
 impl<C> Metered<C> {
     /// Counts both directions into `count`.
-    pub(super) fn new(inner: C, count: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(inner: C, count: Arc<AtomicU64>) -> Self {
         Self::split(inner, count.clone(), count)
     }
 

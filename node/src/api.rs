@@ -3,7 +3,7 @@
 //! by default; any other address needs a bearer token, and a token, once
 //! set, is required on every route.
 
-use super::metrics::Now;
+use crate::ops::metrics::Now;
 use crate::swarm::{NodeHandle, Snapshot};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -244,7 +244,7 @@ async fn dashboard() -> Response {
             ),
             (header::X_FRAME_OPTIONS, "DENY"),
         ],
-        include_str!("dashboard.html"),
+        include_str!("ops/dashboard.html"),
     )
         .into_response()
 }
