@@ -19,7 +19,7 @@ mod round;
 mod tests;
 
 pub use dial_back::{DialBackAnswer, DialBackLimits, DialBacks, NoProbe};
-pub use round::{Group, Outcome, Rechecks, Round, RoundAction};
+pub use round::{Group, Outcome, RecheckDue, Rechecks, Round, RoundAction};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -11,6 +11,7 @@ use libp2p_identity::PeerId;
 use multiaddr::{Multiaddr, Protocol};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// The transport and IP family an observer is asked over. Mappings differ
 /// per transport and per family, so each group is decided on its own, and an
@@ -87,29 +88,29 @@ pub struct Round {
     configured: usize,
     answers: HashMap<PeerId, Answer>,
     groups: HashMap<PeerId, Group>,
-    deadline_ms: u64,
+    deadline: Instant,
     actions: VecDeque<RoundAction>,
 }
 
 impl Round {
     /// Starts a round over `observers` (ourselves and duplicates skipped),
-    /// giving up on silent ones at `now_ms + timeout_ms`. `configured` is how
+    /// giving up on silent ones at `now + timeout`. `configured` is how
     /// many observers the operator named: fewer than the policy's minimum
     /// asks nobody, since too few cannot outvote a liar.
     pub fn new(
-        now_ms: u64,
+        now: Instant,
         local: PeerId,
         configured: usize,
         observers: impl IntoIterator<Item = (PeerId, Group)>,
         policy: ConsensusPolicy,
-        timeout_ms: u64,
+        timeout: Duration,
     ) -> Self {
         let mut round = Self {
             policy,
             configured,
             answers: HashMap::new(),
             groups: HashMap::new(),
-            deadline_ms: now_ms.saturating_add(timeout_ms),
+            deadline: now + timeout,
             actions: VecDeque::new(),
         };
         if configured < policy.min_observers {
@@ -123,11 +124,6 @@ impl Round {
             }
         }
         round
-    }
-
-    /// The next action.
-    pub fn poll_action(&mut self) -> Option<RoundAction> {
-        self.actions.pop_front()
     }
 
     /// `observer` saw us at `addr` (over UDP when `udp`); `reachable` is its
@@ -157,22 +153,6 @@ impl Round {
     pub fn on_failure(&mut self, observer: PeerId) {
         if let Some(a @ Answer::Waiting) = self.answers.get_mut(&observer) {
             *a = Answer::Failed;
-        }
-    }
-
-    /// When the round gives up on silent observers.
-    pub fn poll_timeout(&self) -> Option<u64> {
-        (!self.is_done()).then_some(self.deadline_ms)
-    }
-
-    /// Gives up on observers still silent at `now_ms`, if the deadline passed.
-    pub fn handle_timeout(&mut self, now_ms: u64) {
-        if now_ms >= self.deadline_ms {
-            for a in self.answers.values_mut() {
-                if matches!(a, Answer::Waiting) {
-                    *a = Answer::Failed;
-                }
-            }
         }
     }
 
@@ -235,55 +215,111 @@ impl Round {
     }
 }
 
-/// When the next round is due.
+impl crate::Machine for Round {
+    type Action = RoundAction;
+
+    fn poll_action(&mut self) -> Option<RoundAction> {
+        self.actions.pop_front()
+    }
+
+    /// When the round gives up on silent observers.
+    fn poll_timeout(&self) -> Option<Instant> {
+        (!self.is_done()).then_some(self.deadline)
+    }
+
+    /// Gives up on observers still silent at `now`, if the deadline passed.
+    fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.deadline {
+            for a in self.answers.values_mut() {
+                if matches!(a, Answer::Waiting) {
+                    *a = Answer::Failed;
+                }
+            }
+        }
+    }
+}
+
+/// A round is due ([`Rechecks`]' action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecheckDue {
+    /// Also ask over QUIC: at most once per period, however often a
+    /// recheck is asked for (it opens a connection to every observer).
+    pub with_quic: bool,
+}
+
+/// When the next round is due: every period, and at once after a failed
+/// hole punch or a change of the node's direct addresses. While a round
+/// runs (from its [`RecheckDue`] to [`Rechecks::checked`]) nothing more
+/// is due.
 #[derive(Debug, Clone)]
 pub struct Rechecks {
-    every_ms: u64,
-    due_ms: u64,
+    every: Duration,
+    due: Instant,
+    running: bool,
+    last_quic: Instant,
     direct: Option<Vec<String>>,
+    actions: VecDeque<RecheckDue>,
 }
 
 impl Rechecks {
-    /// The first recheck is due `every_ms` after `now_ms` (the first round
-    /// is the caller's).
-    pub fn new(now_ms: u64, every_ms: u64) -> Self {
+    /// The first recheck is due `every` after `now` (the first round, with
+    /// QUIC, is the caller's).
+    pub fn new(now: Instant, every: Duration) -> Self {
         Self {
-            every_ms,
-            due_ms: now_ms.saturating_add(every_ms),
+            every,
+            due: now + every,
+            running: false,
+            last_quic: now,
             direct: None,
+            actions: VecDeque::new(),
         }
     }
 
     /// A hole punch failed: the mapping we believe in may be wrong.
-    pub fn on_hole_punch_failed(&mut self, now_ms: u64) {
-        self.due_ms = self.due_ms.min(now_ms);
+    pub fn on_hole_punch_failed(&mut self, now: Instant) {
+        self.due = self.due.min(now);
     }
 
     /// The node's direct addresses are now `addrs`: a change (after the
     /// first report) means the network changed.
-    pub fn on_direct_addrs(&mut self, now_ms: u64, addrs: impl IntoIterator<Item = String>) {
-        let mut now: Vec<String> = addrs.into_iter().collect();
-        now.sort();
-        now.dedup();
+    pub fn on_direct_addrs(&mut self, now: Instant, addrs: impl IntoIterator<Item = String>) {
+        let mut seen: Vec<String> = addrs.into_iter().collect();
+        seen.sort();
+        seen.dedup();
         match &self.direct {
-            Some(known) if *known != now => self.due_ms = self.due_ms.min(now_ms),
+            Some(known) if *known != seen => self.due = self.due.min(now),
             _ => {}
         }
-        self.direct = Some(now);
+        self.direct = Some(seen);
     }
 
-    /// When the next round is due.
-    pub fn poll_timeout(&self) -> u64 {
-        self.due_ms
+    /// The round [`RecheckDue`] asked for finished at `now`.
+    pub fn checked(&mut self, now: Instant) {
+        self.running = false;
+        self.due = now + self.every;
+    }
+}
+
+impl crate::Machine for Rechecks {
+    type Action = RecheckDue;
+
+    fn poll_action(&mut self) -> Option<RecheckDue> {
+        self.actions.pop_front()
     }
 
-    /// Whether a round is due at `now_ms`.
-    pub fn is_due(&self, now_ms: u64) -> bool {
-        now_ms >= self.due_ms
+    fn poll_timeout(&self) -> Option<Instant> {
+        (!self.running).then_some(self.due)
     }
 
-    /// A round finished at `now_ms`.
-    pub fn checked(&mut self, now_ms: u64) {
-        self.due_ms = now_ms.saturating_add(self.every_ms);
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.running || now < self.due {
+            return;
+        }
+        self.running = true;
+        let with_quic = now.duration_since(self.last_quic) >= self.every;
+        if with_quic {
+            self.last_quic = now;
+        }
+        self.actions.push_back(RecheckDue { with_quic });
     }
 }

@@ -203,7 +203,15 @@ fn reachability_needs_a_quorum_of_dial_backs() {
 
 mod round_and_rechecks {
     use super::super::*;
+    use crate::Machine;
     use libp2p_identity::PeerId;
+    use std::time::{Duration, Instant};
+
+    /// `ms` after this test run's start, on the virtual clock.
+    fn t(ms: u64) -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now) + Duration::from_millis(ms)
+    }
 
     fn peers(n: usize) -> Vec<PeerId> {
         let mut v: Vec<PeerId> = (0..n).map(|_| PeerId::random()).collect();
@@ -238,12 +246,12 @@ mod round_and_rechecks {
         all.push(me);
         all.push(obs[0]);
         let mut round = Round::new(
-            1_000,
+            t(1_000),
             me,
             4,
             over(TCP4, &all),
             ConsensusPolicy::default(),
-            20_000,
+            Duration::from_millis(20_000),
         );
         let asked = asks(&mut round);
         assert_eq!(asked.len(), 4, "ourselves and the duplicate are skipped");
@@ -260,10 +268,10 @@ mod round_and_rechecks {
         );
         round.on_answer(obs[2], honest, false, None);
         assert!(!round.is_done());
-        assert_eq!(round.poll_timeout(), Some(21_000));
-        round.handle_timeout(20_999);
+        assert_eq!(round.poll_timeout(), Some(t(21_000)));
+        round.handle_timeout(t(20_999));
         assert!(!round.is_done(), "not before the deadline");
-        round.handle_timeout(21_000);
+        round.handle_timeout(t(21_000));
         assert!(round.is_done());
         assert_eq!(round.poll_timeout(), None);
         let out = round.outcome();
@@ -282,7 +290,14 @@ mod round_and_rechecks {
         let obs = peers(4);
         let mut groups = over(UDP4, &obs[..3]);
         groups.extend(over(TCP4, &obs[3..]));
-        let mut round = Round::new(0, me, 4, groups, ConsensusPolicy::default(), 10);
+        let mut round = Round::new(
+            t(0),
+            me,
+            4,
+            groups,
+            ConsensusPolicy::default(),
+            Duration::from_millis(10),
+        );
         asks(&mut round);
         let quic: std::net::SocketAddr = "198.51.100.7:5000".parse().unwrap();
         for o in &obs[..3] {
@@ -303,7 +318,14 @@ mod round_and_rechecks {
         // failures; the honest TCP answers decide (quorum 2 of 3).
         let me = PeerId::random();
         let obs = peers(4);
-        let mut round = Round::new(0, me, 4, over(TCP4, &obs), ConsensusPolicy::default(), 10);
+        let mut round = Round::new(
+            t(0),
+            me,
+            4,
+            over(TCP4, &obs),
+            ConsensusPolicy::default(),
+            Duration::from_millis(10),
+        );
         asks(&mut round);
         let honest: std::net::SocketAddr = "198.51.100.7:4001".parse().unwrap();
         round.on_answer(obs[0], honest, false, None);
@@ -318,12 +340,12 @@ mod round_and_rechecks {
         );
         assert_eq!(out.verdict.addr, Some(honest));
         let mut round = Round::new(
-            0,
+            t(0),
             me,
             3,
             over(TCP4, &obs[..3]),
             ConsensusPolicy::default(),
-            10,
+            Duration::from_millis(10),
         );
         asks(&mut round);
         round.on_answer(obs[0], honest, false, None);
@@ -343,7 +365,14 @@ mod round_and_rechecks {
         };
         let mut groups = over(TCP4, &obs[..1]);
         groups.extend(over(v6, &obs[1..]));
-        let mut round = Round::new(0, me, 4, groups, ConsensusPolicy::default(), 10);
+        let mut round = Round::new(
+            t(0),
+            me,
+            4,
+            groups,
+            ConsensusPolicy::default(),
+            Duration::from_millis(10),
+        );
         asks(&mut round);
         let six: std::net::SocketAddr = "[2001:db8::5]:4001".parse().unwrap();
         round.on_answer(obs[0], "203.0.113.5:4001".parse().unwrap(), false, None);
@@ -374,12 +403,12 @@ mod round_and_rechecks {
     #[test]
     fn too_few_observers_asks_nobody_and_says_why() {
         let mut round = Round::new(
-            0,
+            t(0),
             PeerId::random(),
             2,
             over(TCP4, &peers(2)),
             ConsensusPolicy::default(),
-            10,
+            Duration::from_millis(10),
         );
         assert!(asks(&mut round).is_empty());
         assert!(round.is_done());
@@ -392,12 +421,12 @@ mod round_and_rechecks {
     fn failures_finish_the_round_without_a_verdict() {
         let obs = peers(3);
         let mut round = Round::new(
-            0,
+            t(0),
             PeerId::random(),
             3,
             over(TCP4, &obs),
             ConsensusPolicy::default(),
-            10,
+            Duration::from_millis(10),
         );
         asks(&mut round);
         for o in &obs {
@@ -409,25 +438,42 @@ mod round_and_rechecks {
 
     #[test]
     fn rechecks_come_early_on_failed_punches_and_address_changes() {
-        let mut r = Rechecks::new(0, 300_000);
-        assert!(!r.is_due(299_999));
-        assert!(r.is_due(300_000));
-        r.on_direct_addrs(10, ["/ip4/10.0.0.2/tcp/1".to_string()]);
-        assert!(!r.is_due(10), "the first report is no change");
+        let mut r = Rechecks::new(t(0), Duration::from_secs(300));
+        let due = |r: &mut Rechecks, at: u64| {
+            r.handle_timeout(t(at));
+            r.poll_action()
+        };
+        assert_eq!(r.poll_timeout(), Some(t(300_000)));
+        assert_eq!(due(&mut r, 299_999), None);
+        r.on_direct_addrs(t(10), ["/ip4/10.0.0.2/tcp/1".to_string()]);
+        assert_eq!(due(&mut r, 10), None, "the first report is no change");
         r.on_direct_addrs(
-            20,
+            t(20),
             [
                 "/ip4/10.0.0.2/tcp/1".to_string(),
                 "/ip4/10.0.0.2/tcp/1".to_string(),
             ],
         );
-        assert!(!r.is_due(20), "same set");
-        r.on_direct_addrs(30, ["/ip4/10.0.0.9/tcp/1".to_string()]);
-        assert!(r.is_due(30));
-        r.checked(40);
-        assert_eq!(r.poll_timeout(), 300_040);
-        r.on_hole_punch_failed(50);
-        assert!(r.is_due(50));
+        assert_eq!(due(&mut r, 20), None, "same set");
+        r.on_direct_addrs(t(30), ["/ip4/10.0.0.9/tcp/1".to_string()]);
+        assert_eq!(
+            due(&mut r, 30),
+            Some(RecheckDue { with_quic: false }),
+            "early: no QUIC round before its period"
+        );
+        assert_eq!(r.poll_timeout(), None, "nothing more is due while it runs");
+        r.on_hole_punch_failed(t(35));
+        assert_eq!(due(&mut r, 35), None);
+        r.checked(t(40));
+        assert_eq!(r.poll_timeout(), Some(t(300_040)));
+        r.on_hole_punch_failed(t(50));
+        assert_eq!(due(&mut r, 50), Some(RecheckDue { with_quic: false }));
+        r.checked(t(60));
+        assert_eq!(
+            due(&mut r, 300_060),
+            Some(RecheckDue { with_quic: true }),
+            "a period after the first round, QUIC is asked again"
+        );
     }
 
     #[test]
@@ -486,5 +532,161 @@ mod round_and_rechecks {
             t.start(0, 3, d, ip("1.1.1.1"), ()),
             Err(((), NoProbe::Busy))
         );
+    }
+}
+
+/// A round played against its observers on the two-party harness: the
+/// observers are one machine standing for the crowd, answering each ask
+/// after their own think time (or never).
+mod on_the_harness {
+    use super::super::*;
+    use crate::harness::{Link, Pair};
+    use crate::Machine;
+    use libp2p_identity::PeerId;
+    use std::collections::{HashMap, VecDeque};
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    /// How one observer behaves.
+    #[derive(Clone, Copy)]
+    enum Says {
+        Sees(&'static str, Duration),
+        Fails(Duration),
+        Silent,
+    }
+
+    /// The observers: each ask is answered after the observer's delay.
+    struct Crowd {
+        says: HashMap<PeerId, Says>,
+        due: Vec<(Instant, PeerId, Option<SocketAddr>)>,
+        out: VecDeque<(PeerId, Option<SocketAddr>)>,
+    }
+
+    impl Crowd {
+        fn asked(&mut self, observer: PeerId, now: Instant) {
+            match self.says[&observer] {
+                Says::Sees(addr, after) => {
+                    self.due
+                        .push((now + after, observer, Some(addr.parse().unwrap())))
+                }
+                Says::Fails(after) => self.due.push((now + after, observer, None)),
+                Says::Silent => {}
+            }
+        }
+    }
+
+    impl Machine for Crowd {
+        type Action = (PeerId, Option<SocketAddr>);
+        fn poll_action(&mut self) -> Option<Self::Action> {
+            self.out.pop_front()
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.due.iter().map(|(t, _, _)| *t).min()
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            let (ready, later) = self.due.drain(..).partition(|(t, _, _)| *t <= now);
+            self.due = later;
+            let ready: Vec<_> = ready;
+            self.out.extend(ready.into_iter().map(|(_, o, a)| (o, a)));
+        }
+    }
+
+    struct Wire;
+
+    impl Link for Wire {
+        type A = Round;
+        type B = Crowd;
+        type AtoB = PeerId;
+        type BtoA = (PeerId, Option<SocketAddr>);
+        fn a_sends(
+            &mut self,
+            RoundAction::Ask { observer }: RoundAction,
+            _: Instant,
+        ) -> Option<PeerId> {
+            Some(observer)
+        }
+        fn b_sends(&mut self, answer: Self::BtoA, _: Instant) -> Option<Self::BtoA> {
+            Some(answer)
+        }
+        fn b_takes(&mut self, crowd: &mut Crowd, observer: PeerId, now: Instant) {
+            crowd.asked(observer, now);
+        }
+        fn a_takes(&mut self, round: &mut Round, (observer, seen): Self::BtoA, _: Instant) {
+            match seen {
+                Some(addr) => round.on_answer(observer, addr, false, Some(false)),
+                None => round.on_failure(observer),
+            }
+        }
+    }
+
+    fn play(says: &[Says], rtt: Duration) -> Pair<Wire> {
+        let t0 = Instant::now();
+        let observers: Vec<PeerId> = says.iter().map(|_| PeerId::random()).collect();
+        let group = Group {
+            udp: false,
+            v6: Some(false),
+        };
+        let round = Round::new(
+            t0,
+            PeerId::random(),
+            says.len(),
+            observers.iter().map(|o| (*o, group)),
+            ConsensusPolicy::default(),
+            Duration::from_secs(10),
+        );
+        let crowd = Crowd {
+            says: observers
+                .iter()
+                .copied()
+                .zip(says.iter().copied())
+                .collect(),
+            due: vec![],
+            out: VecDeque::new(),
+        };
+        let mut pair = Pair::new(round, crowd, Wire, rtt / 2, t0);
+        assert!(pair.run_for(Duration::from_secs(60)), "the round ends");
+        pair
+    }
+
+    const HONEST: &str = "198.51.100.7:4001";
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_silent_observer_holds_the_round_to_its_deadline_and_a_liar_is_outvoted() {
+        let p = play(
+            &[
+                Says::Sees(HONEST, ms(5)),
+                Says::Sees(HONEST, ms(300)),
+                Says::Sees(HONEST, ms(40)),
+                Says::Sees(HONEST, ms(2)),
+                Says::Sees("203.0.113.66:1", ms(1)),
+                Says::Silent,
+            ],
+            ms(100),
+        );
+        assert_eq!(p.elapsed(), Duration::from_secs(10), "up to the deadline");
+        let out = p.a.outcome();
+        // A quorum is two thirds of the six asked: the four honest answers.
+        assert_eq!(out.verdict.addr, Some(HONEST.parse().unwrap()));
+        assert_eq!((out.verdict.observers, out.verdict.answered), (6, 5));
+    }
+
+    #[test]
+    fn a_round_whose_observers_all_answer_ends_with_the_slowest() {
+        let p = play(
+            &[
+                Says::Sees(HONEST, ms(5)),
+                Says::Sees(HONEST, ms(700)),
+                Says::Fails(ms(20)),
+                Says::Sees(HONEST, ms(60)),
+            ],
+            ms(80),
+        );
+        assert_eq!(p.elapsed(), ms(780), "the slowest answer's round trip");
+        let out = p.a.outcome();
+        assert_eq!(out.verdict.addr, Some(HONEST.parse().unwrap()));
+        assert_eq!((out.verdict.observers, out.verdict.answered), (4, 3));
     }
 }

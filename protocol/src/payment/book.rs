@@ -618,42 +618,6 @@ impl Book {
         }
     }
 
-    /// The next thing to do.
-    pub fn poll_action(&mut self) -> Option<BookAction> {
-        self.actions.pop_front()
-    }
-
-    /// When [`Book::handle_timeout`] next has work.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.accounts
-            .values()
-            .filter_map(|a| a.deadline(&self.cfg))
-            .min()
-    }
-
-    /// Time passed: cut payers past the grace, freeze channels about to
-    /// close, read channels with money at stake again, forget idle ones.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let cfg = self.cfg;
-        let mut reads = vec![];
-        let mut acts = vec![];
-        for (c, a) in self.accounts.iter_mut() {
-            acts.push((*c, a.tick(now)));
-            if a.read_due(&cfg, now) {
-                a.reading = true;
-                a.last_read = Some(now);
-                reads.push(*c);
-            }
-        }
-        for (c, act) in acts {
-            self.apply(c, act);
-        }
-        for channel in reads {
-            self.actions.push_back(BookAction::ReadChannel { channel });
-        }
-        self.evict(now, false);
-    }
-
     /// Forgets peers and accounts idle past the limit (all settled ones
     /// when `make_room`); unclaimed value is claimed before it goes.
     fn evict(&mut self, now: Instant, make_room: bool) {
@@ -734,6 +698,46 @@ impl Book {
     /// How many accounts and bound peers are held.
     pub fn sizes(&self) -> (usize, usize) {
         (self.accounts.len(), self.peers.len())
+    }
+}
+
+impl crate::Machine for Book {
+    type Action = BookAction;
+
+    /// The next thing to do.
+    fn poll_action(&mut self) -> Option<BookAction> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Machine::handle_timeout`](crate::Machine::handle_timeout) next has work.
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.accounts
+            .values()
+            .filter_map(|a| a.deadline(&self.cfg))
+            .min()
+    }
+
+    /// Time passed: cut payers past the grace, freeze channels about to
+    /// close, read channels with money at stake again, forget idle ones.
+    fn handle_timeout(&mut self, now: Instant) {
+        let cfg = self.cfg;
+        let mut reads = vec![];
+        let mut acts = vec![];
+        for (c, a) in self.accounts.iter_mut() {
+            acts.push((*c, a.tick(now)));
+            if a.read_due(&cfg, now) {
+                a.reading = true;
+                a.last_read = Some(now);
+                reads.push(*c);
+            }
+        }
+        for (c, act) in acts {
+            self.apply(c, act);
+        }
+        for channel in reads {
+            self.actions.push_back(BookAction::ReadChannel { channel });
+        }
+        self.evict(now, false);
     }
 }
 

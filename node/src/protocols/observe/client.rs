@@ -8,8 +8,9 @@ use crate::events::Event;
 use crate::swarm::NodeHandle;
 use ledgermesh_proto::v1 as pb;
 use ledgermesh_protocol::consensus::{
-    ConsensusPolicy, Group, Mapping, Outcome, Rechecks, Round, RoundAction, Verdict,
+    ConsensusPolicy, Group, Mapping, Outcome, RecheckDue, Rechecks, Round, RoundAction, Verdict,
 };
+use ledgermesh_protocol::Machine;
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,12 +62,9 @@ pub(super) type Answered = (SocketAddr, bool, Option<bool>);
 /// Plays `round` out: `asks` answer it until they are all in or its deadline.
 pub(super) async fn play(
     round: &mut Round,
-    epoch: Instant,
     mut asks: tokio::task::JoinSet<(PeerId, Option<Answered>)>,
 ) {
-    let now_ms = || epoch.elapsed().as_millis() as u64;
     while let Some(deadline) = round.poll_timeout() {
-        let at = tokio::time::Instant::from_std(epoch + Duration::from_millis(deadline));
         tokio::select! {
             joined = asks.join_next() => match joined {
                 Some(Ok((observer, Some((addr, udp, reachable))))) => {
@@ -76,7 +74,7 @@ pub(super) async fn play(
                 // A panicked ask: the deadline settles it.
                 Some(Err(_)) | None => round.handle_timeout(deadline),
             },
-            _ = tokio::time::sleep_until(at) => round.handle_timeout(now_ms()),
+            _ = tokio::time::sleep_until(deadline.into()) => round.handle_timeout(Instant::now()),
         }
     }
     asks.abort_all();
@@ -132,21 +130,19 @@ async fn check_with(
     policy: ConsensusPolicy,
     with_quic: bool,
 ) -> Verdict {
-    let epoch = Instant::now();
-    let now_ms = || epoch.elapsed().as_millis() as u64;
     let addrs: HashMap<PeerId, Multiaddr> = observers
         .iter()
         .filter_map(|a| Some((peer_of(a)?, a.clone())))
         .collect();
     let mut round = Round::new(
-        now_ms(),
+        Instant::now(),
         handle.peer_id(),
         observers.len(),
         observers
             .iter()
             .filter_map(|a| Some((peer_of(a)?, Group::of(a)))),
         policy,
-        ROUND_TIMEOUT.as_millis() as u64,
+        ROUND_TIMEOUT,
     );
     // The QUIC addresses the observers told, by observer.
     let told = std::sync::Arc::new(std::sync::Mutex::new(
@@ -167,7 +163,7 @@ async fn check_with(
             (observer, seen)
         });
     }
-    play(&mut round, epoch, asks).await;
+    play(&mut round, asks).await;
     let outcome = round.outcome();
     report(handle, &outcome, observers.len());
     if outcome.note.is_some() {
@@ -205,17 +201,14 @@ fn spawn_rechecks(
 ) {
     handle.clone().spawn(async move {
         let mut signals = handle.signals();
-        let epoch = Instant::now();
-        let now_ms = || epoch.elapsed().as_millis() as u64;
-        let mut schedule = Rechecks::new(now_ms(), every.as_millis() as u64);
-        let mut last_quic = Instant::now();
+        let mut schedule = Rechecks::new(Instant::now(), every);
         let mut failures = {
             let s = signals.borrow_and_update();
-            schedule.on_direct_addrs(now_ms(), s.direct_addrs.iter().map(|a| a.to_string()));
+            schedule.on_direct_addrs(Instant::now(), s.direct_addrs.iter().map(|a| a.to_string()));
             s.hole_punch_failures
         };
         loop {
-            let at = epoch + Duration::from_millis(schedule.poll_timeout());
+            let at = (schedule.poll_timeout()).unwrap_or_else(|| Instant::now() + every);
             tokio::select! {
                 _ = tokio::time::sleep_until(at.into()) => {}
                 changed = signals.changed() => {
@@ -225,20 +218,16 @@ fn spawn_rechecks(
                     let s = signals.borrow_and_update();
                     if s.hole_punch_failures != failures {
                         failures = s.hole_punch_failures;
-                        schedule.on_hole_punch_failed(now_ms());
+                        schedule.on_hole_punch_failed(Instant::now());
                     }
-                    schedule.on_direct_addrs(now_ms(), s.direct_addrs.iter().map(|a| a.to_string()));
+                    let addrs = s.direct_addrs.iter().map(|a| a.to_string());
+                    schedule.on_direct_addrs(Instant::now(), addrs);
                 }
             }
-            if schedule.is_due(now_ms()) {
-                // The QUIC round (a connection to every observer) at most
-                // once per period, however often a recheck is asked for.
-                let with_quic = last_quic.elapsed() >= every;
-                if with_quic {
-                    last_quic = Instant::now();
-                }
+            schedule.handle_timeout(Instant::now());
+            while let Some(RecheckDue { with_quic }) = schedule.poll_action() {
                 check_with(&handle, &observers, policy, with_quic).await;
-                schedule.checked(now_ms());
+                schedule.checked(Instant::now());
             }
         }
     });

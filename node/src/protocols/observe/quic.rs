@@ -6,6 +6,7 @@ use super::client::{play, report, ROUND_TIMEOUT};
 use crate::addr::{peer_of, socket_of, socket_to_multiaddr};
 use crate::swarm::NodeHandle;
 use ledgermesh_protocol::consensus::{ConsensusPolicy, Group, Mapping, Round, RoundAction};
+use ledgermesh_protocol::Machine;
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,14 +56,13 @@ pub(super) async fn check_quic(
     if targets.len() < policy.min_observers {
         return None;
     }
-    let epoch = Instant::now();
     let mut round = Round::new(
-        0,
+        Instant::now(),
         handle.peer_id(),
         targets.len(),
         targets.iter().map(|(p, a)| (*p, Group::of(a))),
         policy,
-        ROUND_TIMEOUT.as_millis() as u64,
+        ROUND_TIMEOUT,
     );
     let mut asks = tokio::task::JoinSet::new();
     while let Some(RoundAction::Ask { observer }) = round.poll_action() {
@@ -72,7 +72,7 @@ pub(super) async fn check_quic(
             (observer, seen.map(|sock| (sock, true, None)))
         });
     }
-    play(&mut round, epoch, asks).await;
+    play(&mut round, asks).await;
     let outcome = round.outcome();
     report(handle, &outcome, targets.len());
     let v = &outcome.verdict;

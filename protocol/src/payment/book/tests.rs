@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::payment::{Leeway, Payer, MIB};
+use crate::Machine;
 
 const PRICE: Wei = 1_000_000; // per MiB
 const MB: u64 = 1 << 20;
@@ -453,4 +454,209 @@ fn a_destination_pays_only_for_the_sources_it_consented_to() {
     assert!(b.consents_to(&dst, &stranger));
     b.consent(&dst, true, false, &[]);
     assert!(!b.consents_to(&dst, &stranger));
+}
+
+/// The payee's book and a payer across a link with a delay, on the
+/// two-party harness: bytes and invoices go one way, vouchers the other,
+/// claims land on a pretend chain at once.
+mod on_the_harness {
+    use super::*;
+    use crate::harness::{Link, Pair};
+    use std::collections::VecDeque;
+
+    /// Serves one peer a piece every tick, as far as the book has room.
+    struct Seller {
+        book: Book,
+        peer: PeerId,
+        piece: u64,
+        every: Duration,
+        until: Instant,
+        next: Option<Instant>,
+        served: u64,
+        paused_ticks: u32,
+        claimed: Wei,
+        cut: bool,
+        out: VecDeque<ToBuyer>,
+    }
+
+    enum ToBuyer {
+        Data(u64),
+        Invoice(Wei),
+        Ack(Wei),
+    }
+
+    impl Machine for Seller {
+        type Action = ToBuyer;
+        fn poll_action(&mut self) -> Option<ToBuyer> {
+            while let Some(a) = self.book.poll_action() {
+                match a {
+                    BookAction::Send {
+                        msg: PayMsg::Invoice { owed, .. },
+                        ..
+                    } => self.out.push_back(ToBuyer::Invoice(owed)),
+                    BookAction::Claim { voucher, .. } => {
+                        self.claimed = voucher.cumulative;
+                        self.book.claimed(CH, Ok(voucher.cumulative));
+                    }
+                    BookAction::Event(BookEvent::Cut { .. }) => self.cut = true,
+                    _ => {}
+                }
+            }
+            self.out.pop_front()
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            [self.next, self.book.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            if self.book.poll_timeout().is_some_and(|t| t <= now) {
+                self.book.handle_timeout(now);
+            }
+            if self.next.is_none_or(|t| t > now) {
+                return;
+            }
+            self.next = (now + self.every < self.until).then(|| now + self.every);
+            match self.book.room(&self.peer) {
+                Room::Bytes(n) => {
+                    let n = n.min(self.piece);
+                    self.book.served(&self.peer, n, now);
+                    self.served += n;
+                    self.out.push_back(ToBuyer::Data(n));
+                }
+                Room::Paused => self.paused_ticks += 1,
+                Room::Cut => self.next = None,
+            }
+            if self.next.is_none() {
+                self.book.invoice_now(&self.peer);
+            }
+        }
+    }
+
+    /// Pays every invoice it agrees with, until it has paid `stop_at`.
+    struct Buyer {
+        payer: Payer,
+        stop_at: Wei,
+        received: u64,
+        signed: Wei,
+        out: VecDeque<Wei>,
+    }
+
+    impl Machine for Buyer {
+        type Action = Wei;
+        fn poll_action(&mut self) -> Option<Wei> {
+            self.out.pop_front()
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn handle_timeout(&mut self, _: Instant) {}
+    }
+
+    struct Wire;
+
+    impl Link for Wire {
+        type A = Seller;
+        type B = Buyer;
+        type AtoB = ToBuyer;
+        type BtoA = Wei;
+        fn a_sends(&mut self, m: ToBuyer, _: Instant) -> Option<ToBuyer> {
+            Some(m)
+        }
+        fn b_sends(&mut self, voucher: Wei, _: Instant) -> Option<Wei> {
+            Some(voucher)
+        }
+        fn b_takes(&mut self, b: &mut Buyer, m: ToBuyer, _: Instant) {
+            match m {
+                ToBuyer::Data(n) => {
+                    b.payer.metered(n);
+                    b.received += n;
+                }
+                ToBuyer::Invoice(owed) => {
+                    if let Ok(Some(c)) = b.payer.invoice(owed) {
+                        if c <= b.stop_at {
+                            b.signed = b.signed.max(c);
+                            b.out.push_back(c);
+                        }
+                    }
+                }
+                ToBuyer::Ack(paid) => b.payer.acked(paid),
+            }
+        }
+        fn a_takes(&mut self, a: &mut Seller, c: Wei, now: Instant) {
+            if let Ok((paid, _)) = a.book.voucher(&a.peer, CH, v(c), now) {
+                a.out.push_back(ToBuyer::Ack(paid));
+            }
+        }
+    }
+
+    /// 64 KiB every 10 ms (6.25 MiB/s) for 20 s across a 60 ms one-way link.
+    fn trade(stop_at: Wei) -> Pair<Wire> {
+        let t0 = Instant::now();
+        let deposit = 1_000 * PRICE;
+        let peer = PeerId::random();
+        let mut book = Book::new(cfg());
+        let ack = book
+            .attach(peer, CH, view(deposit, 0), None, 0, t0)
+            .unwrap();
+        let mut payer = Payer::new(cfg().terms, Leeway::default(), deposit);
+        payer.attached(ack.paid, ack.owed - ack.paid);
+        let seller = Seller {
+            book,
+            peer,
+            piece: 64 << 10,
+            every: Duration::from_millis(10),
+            until: t0 + Duration::from_secs(20),
+            next: Some(t0),
+            served: 0,
+            paused_ticks: 0,
+            claimed: 0,
+            cut: false,
+            out: VecDeque::new(),
+        };
+        let buyer = Buyer {
+            payer,
+            stop_at,
+            received: 0,
+            signed: 0,
+            out: VecDeque::new(),
+        };
+        let mut pair = Pair::new(seller, buyer, Wire, Duration::from_millis(60), t0);
+        pair.run_for(Duration::from_secs(120));
+        pair.a.book.claim_all();
+        while pair.a.poll_action().is_some() {}
+        pair
+    }
+
+    #[test]
+    fn an_honest_payer_is_never_paused_and_every_byte_is_claimed() {
+        let p = trade(Wei::MAX);
+        let (s, b) = (&p.a, &p.b);
+        assert_eq!(s.served, 2_000 * (64 << 10), "a piece every tick for 20 s");
+        assert_eq!(s.paused_ticks, 0, "the credit window covers the round trip");
+        assert_eq!(b.received, s.served);
+        let owed = u128::from(s.served) * PRICE / MIB;
+        assert_eq!(s.claimed, owed, "claimed to the wei");
+        assert!(!s.cut);
+    }
+
+    #[test]
+    fn a_payer_that_stops_paying_gets_one_window_then_is_cut() {
+        let stop_at = 16 * PRICE;
+        let p = trade(stop_at);
+        let (s, b) = (&p.a, &p.b);
+        assert!(b.signed <= stop_at && b.signed > stop_at - 4 * PRICE);
+        let unpaid = u128::from(s.served) * PRICE / MIB - b.signed;
+        assert!(
+            unpaid <= cfg().policy.max,
+            "served {} MiB unpaid, more than the largest window",
+            unpaid / PRICE
+        );
+        assert!(
+            s.paused_ticks > 0 && s.cut,
+            "paused, then cut after the grace"
+        );
+        assert_eq!(s.claimed, b.signed, "what it paid is claimed");
+    }
 }

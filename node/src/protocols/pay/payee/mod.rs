@@ -16,6 +16,7 @@ use ledgermesh_ledger::payments::{PaymentChannels, SignedVoucher};
 use ledgermesh_protocol::payment::book::{BookAction, BookEvent, ChannelId, Voucher};
 use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
 use ledgermesh_protocol::payment::{Book, BookConfig, CreditPolicy, Terms, Wei};
+use ledgermesh_protocol::Machine;
 use libp2p::PeerId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -11,6 +11,7 @@ use ledgermesh_ledger::payments::SignedVoucher;
 use ledgermesh_protocol::payment::book::{AttachRefusal, Voucher};
 use ledgermesh_protocol::payment::wire::{PayMsg, RefusalCode};
 use ledgermesh_protocol::payment::{VoucherRefusal, Wei};
+use ledgermesh_protocol::Machine;
 use libp2p::PeerId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
