@@ -168,7 +168,9 @@ fn the_top_level_modules_form_layers_but_for_the_one_named_circle() {
 fn the_circle_finder_finds_a_circle() {
     let mut g: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (a, b) in [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("d", "e")] {
-        g.entry(a.into()).or_default().insert(b.into(), String::new());
+        g.entry(a.into())
+            .or_default()
+            .insert(b.into(), String::new());
         g.entry(b.into()).or_default();
     }
     let found = circles(&g);

@@ -3,7 +3,7 @@
 //! relays, peers and payments did, and every refusal with its reason.
 //! Routine traffic (vouchers, pings, ledger posts) stays at DEBUG.
 
-use super::Event;
+use super::{CircuitOutcome, Event, ReservationOutcome};
 use ledgermesh_protocol::path::{ChangeReason, PathKind, Route};
 
 /// How loud a line is.
@@ -125,7 +125,11 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
             reason,
             ..
         } => (
-            if outcome == "refused" { Warn } else { Info },
+            if *outcome == ReservationOutcome::Refused {
+                Warn
+            } else {
+                Info
+            },
             format!(
                 "reservation of {} {outcome}{}",
                 short(peer_id),
@@ -146,7 +150,11 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
                 _ => String::new(),
             };
             (
-                if outcome == "refused" { Warn } else { Info },
+                if *outcome == CircuitOutcome::Refused {
+                    Warn
+                } else {
+                    Info
+                },
                 format!(
                     "circuit {} → {} {outcome}{carried}{}",
                     short(src),

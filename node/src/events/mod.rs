@@ -10,6 +10,85 @@ use tokio::sync::broadcast;
 
 pub use ledgermesh_protocol::path::{ChangeReason, PathKind, Route, TransportKind};
 
+/// Declares an event field's closed set of values: serialised as the
+/// snake-case strings the contract names, and readable as them.
+macro_rules! outcomes {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $v:ident => $s:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $s)] $v),+
+        }
+
+        impl $name {
+            /// The name the JSON event carries.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$v => $s),+
+                }
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+outcomes! {
+    /// What became of a reservation on a relay (`relay_reservation`).
+    ReservationOutcome {
+        /// Taken.
+        Accepted => "accepted",
+        /// Taken again before it ran out.
+        Renewed => "renewed",
+        /// Refused (`reason`, `status` say why).
+        Refused => "refused",
+        /// The holder's connection closed.
+        Closed => "closed",
+        /// Not renewed in time.
+        TimedOut => "timed_out",
+    }
+}
+
+outcomes! {
+    /// What became of a circuit through a relay (`relay_circuit`).
+    CircuitOutcome {
+        /// Carrying.
+        Opened => "opened",
+        /// Refused (`reason`, `status` say why).
+        Refused => "refused",
+        /// Ended (with what it carried).
+        Closed => "closed",
+    }
+}
+
+outcomes! {
+    /// How a hard-NAT attempt ended (`hard_nat`).
+    HardNatOutcome {
+        /// A direct connection came up.
+        Direct => "direct",
+        /// Tried, and no direct connection came.
+        Failed => "failed",
+        /// Not tried (`reason` says why).
+        Declined => "declined",
+    }
+}
+
 /// One event. Serialized with an `event` tag in snake case.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -42,7 +121,7 @@ pub enum Event {
         /// The reserving peer.
         peer_id: String,
         /// What happened.
-        outcome: String,
+        outcome: ReservationOutcome,
         /// Why, for a refusal.
         reason: Option<String>,
         /// The circuit relay v2 status a refusal was answered with
@@ -57,7 +136,7 @@ pub enum Event {
         /// The peer it asked to reach.
         dst: String,
         /// What happened.
-        outcome: String,
+        outcome: CircuitOutcome,
         /// Why, for a refusal or a close with an error.
         reason: Option<String>,
         /// The circuit relay v2 status a refusal was answered with
@@ -271,7 +350,7 @@ pub enum Event {
         /// `hard` or `easy`.
         role: &'static str,
         /// `direct`, `failed` or `declined`.
-        outcome: &'static str,
+        outcome: HardNatOutcome,
         /// Why it was declined or failed.
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
@@ -662,4 +741,41 @@ pub fn flush_stdout() {
 /// Lines dropped so far because the stdout queue was full.
 pub fn dropped_stdout_lines() -> u64 {
     (stdout::global().dropped).load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_outcomes_serialise_to_the_contract_strings() {
+        let e = Event::RelayReservation {
+            peer_id: "P".into(),
+            outcome: ReservationOutcome::TimedOut,
+            reason: None,
+            status: None,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"], "relay_reservation");
+        assert_eq!(v["outcome"], "timed_out");
+        for (o, s) in [
+            (CircuitOutcome::Opened, "opened"),
+            (CircuitOutcome::Refused, "refused"),
+            (CircuitOutcome::Closed, "closed"),
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), s);
+            assert!(o == s && format!("{o}") == s);
+        }
+        for (o, s) in [
+            (HardNatOutcome::Direct, "direct"),
+            (HardNatOutcome::Failed, "failed"),
+            (HardNatOutcome::Declined, "declined"),
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), s);
+        }
+        assert_eq!(
+            serde_json::to_value(ReservationOutcome::Renewed).unwrap(),
+            "renewed"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! streams) are read from the node when scraped.
 
 use super::traffic::Dir;
-use crate::events::Event;
+use crate::events::{CircuitOutcome, Event, ReservationOutcome};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -301,7 +301,7 @@ impl Metrics {
             }
             Event::HardNat { role, outcome, .. } => {
                 self.hard_nat
-                    .get_or_create(&l(&[("role", role), ("outcome", outcome)]))
+                    .get_or_create(&l(&[("role", role), ("outcome", outcome.as_str())]))
                     .inc();
             }
             Event::PathChanged { reason, .. } => {
@@ -313,16 +313,16 @@ impl Metrics {
             }
             Event::RelayReservation { outcome, .. } => {
                 self.relay_reservation_events
-                    .get_or_create(&l(&[("outcome", bounded(outcome))]))
+                    .get_or_create(&l(&[("outcome", outcome.as_str())]))
                     .inc();
-                match outcome.as_str() {
-                    "accepted" => {
+                match outcome {
+                    ReservationOutcome::Accepted => {
                         self.relay_reservations.inc();
                     }
-                    "closed" | "timed_out" => {
+                    ReservationOutcome::Closed | ReservationOutcome::TimedOut => {
                         self.relay_reservations.dec();
                     }
-                    _ => {}
+                    ReservationOutcome::Renewed | ReservationOutcome::Refused => {}
                 }
             }
             Event::RelayCircuit {
@@ -332,17 +332,13 @@ impl Metrics {
                 ..
             } => {
                 self.relay_circuits
-                    .get_or_create(&l(&[("outcome", bounded(outcome))]))
+                    .get_or_create(&l(&[("outcome", outcome.as_str())]))
                     .inc();
-                match outcome.as_str() {
-                    "opened" => {
-                        self.relay_circuits_active.inc();
-                    }
-                    "refused" => {}
-                    _ => {
-                        self.relay_circuits_active.dec();
-                    }
-                }
+                match outcome {
+                    CircuitOutcome::Opened => self.relay_circuits_active.inc(),
+                    CircuitOutcome::Refused => 0,
+                    CircuitOutcome::Closed => self.relay_circuits_active.dec(),
+                };
                 for (dir, b) in [("to_dst", bytes_to_dst), ("to_src", bytes_to_src)] {
                     if let Some(b) = b {
                         self.relay_circuit_bytes
@@ -529,7 +525,7 @@ mod tests {
         m.observe(&Event::HardNat {
             peer_id: "p".into(),
             role: "hard",
-            outcome: "direct",
+            outcome: crate::events::HardNatOutcome::Direct,
             reason: None,
             sockets: 256,
             probes: 2048,

@@ -11,7 +11,7 @@ pub mod metered;
 pub mod metrics;
 pub mod traffic;
 
-use crate::events::Event;
+use crate::events::{CircuitOutcome, Event, ReservationOutcome};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -151,8 +151,8 @@ impl Ops {
                 peer_id, outcome, ..
             } => {
                 let mut r = self.relay.lock().unwrap_or_else(|p| p.into_inner());
-                match outcome.as_str() {
-                    "accepted" | "renewed" => {
+                match outcome {
+                    ReservationOutcome::Accepted | ReservationOutcome::Renewed => {
                         if r.reservations.len() < MAX_TRACKED
                             || r.reservations.contains_key(peer_id)
                         {
@@ -161,8 +161,8 @@ impl Ops {
                                 .or_insert_with(crate::clock::now_ms);
                         }
                     }
-                    "refused" => {}
-                    _ => {
+                    ReservationOutcome::Refused => {}
+                    ReservationOutcome::Closed | ReservationOutcome::TimedOut => {
                         r.reservations.remove(peer_id);
                     }
                 }
@@ -177,14 +177,14 @@ impl Ops {
             } => {
                 let mut r = self.relay.lock().unwrap_or_else(|p| p.into_inner());
                 let key = (src.clone(), dst.clone());
-                match outcome.as_str() {
-                    "opened" => {
+                match outcome {
+                    CircuitOutcome::Opened => {
                         if r.circuits.len() < MAX_TRACKED {
                             r.circuits.insert(key, crate::clock::now_ms());
                         }
                     }
-                    "refused" => {}
-                    _ => {
+                    CircuitOutcome::Refused => {}
+                    CircuitOutcome::Closed => {
                         r.circuits.remove(&key);
                         r.circuits_closed += 1;
                         r.bytes_carried += bytes_to_dst.unwrap_or(0) + bytes_to_src.unwrap_or(0);
@@ -357,14 +357,14 @@ mod tests {
         let ev = |e: Event| ops.observe(&e);
         ev(Event::RelayReservation {
             peer_id: "P".into(),
-            outcome: "accepted".into(),
+            outcome: ReservationOutcome::Accepted,
             reason: None,
             status: None,
         });
         ev(Event::RelayCircuit {
             src: "C".into(),
             dst: "P".into(),
-            outcome: "opened".into(),
+            outcome: CircuitOutcome::Opened,
             reason: None,
             status: None,
             bytes_to_dst: None,
@@ -376,7 +376,7 @@ mod tests {
         ev(Event::RelayCircuit {
             src: "C".into(),
             dst: "P".into(),
-            outcome: "closed".into(),
+            outcome: CircuitOutcome::Closed,
             reason: None,
             status: None,
             bytes_to_dst: Some(100),
@@ -384,7 +384,7 @@ mod tests {
         });
         ev(Event::RelayReservation {
             peer_id: "P".into(),
-            outcome: "timed_out".into(),
+            outcome: ReservationOutcome::TimedOut,
             reason: None,
             status: None,
         });

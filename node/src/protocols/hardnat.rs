@@ -7,7 +7,7 @@
 //! it each peer it reaches only through a relay); the other side answers.
 //! Each attempt ends in one `hard_nat` event on each side.
 
-use crate::events::Event;
+use crate::events::{Event, HardNatOutcome};
 use crate::swarm::quic::quic_socket;
 use crate::swarm::NodeHandle;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -165,11 +165,11 @@ impl Service {
         result: Result<Tally, (Ended, Tally)>,
     ) {
         let (outcome, reason, tally) = match result {
-            Ok(t) => ("direct", None, t),
-            Err((Ended::Declined(r), t)) => ("declined", Some(r), t),
-            Err((Ended::Failed(r), t)) => ("failed", Some(r), t),
+            Ok(t) => (HardNatOutcome::Direct, None, t),
+            Err((Ended::Declined(r), t)) => (HardNatOutcome::Declined, Some(r), t),
+            Err((Ended::Failed(r), t)) => (HardNatOutcome::Failed, Some(r), t),
         };
-        tracing::info!(%peer, role = role.as_str(), outcome, ?reason, "hard-NAT attempt ended");
+        tracing::info!(%peer, role = role.as_str(), %outcome, ?reason, "hard-NAT attempt ended");
         handle.emit(Event::HardNat {
             peer_id: peer.to_string(),
             role: role.as_str(),

@@ -151,7 +151,8 @@ impl NetworkBehaviour for Behaviour {
                     st.book.unreserve(&c.peer_id)
                 };
                 if ended {
-                    self.reporter.reservation(c.peer_id, "closed");
+                    self.reporter
+                        .reservation(c.peer_id, crate::events::ReservationOutcome::Closed);
                 }
             }
             FromSwarm::ExternalAddrConfirmed(a) => {

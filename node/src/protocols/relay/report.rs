@@ -3,7 +3,7 @@
 
 use crate::access::audit_log::{AuditLine, AuditLog};
 use crate::clock::now_ms;
-use crate::events::{Emitter, Event};
+use crate::events::{CircuitOutcome, Emitter, Event, ReservationOutcome};
 use ledgermesh_protocol::relay::Status;
 use libp2p::PeerId;
 use std::sync::Arc;
@@ -29,21 +29,21 @@ impl Reporter {
     }
 
     /// A reservation `accepted`, `renewed`, `closed` or `timed_out`.
-    pub(crate) fn reservation(&self, peer: PeerId, outcome: &str) {
+    pub(crate) fn reservation(&self, peer: PeerId, outcome: ReservationOutcome) {
         let kind = match outcome {
-            "accepted" => "reservation",
-            "renewed" => "reservation_renew",
+            ReservationOutcome::Accepted => "reservation",
+            ReservationOutcome::Renewed => "reservation_renew",
             _ => "reservation_end",
         };
         self.send(Pending {
             ts_ms: now_ms(),
             kind,
             peer: peer.to_string(),
-            reason: (kind == "reservation_end").then(|| outcome.to_string()),
+            reason: (kind == "reservation_end").then(|| outcome.as_str().to_string()),
             detail: None,
             event: Event::RelayReservation {
                 peer_id: peer.to_string(),
-                outcome: outcome.into(),
+                outcome,
                 reason: None,
                 status: None,
             },
@@ -60,23 +60,29 @@ impl Reporter {
             detail: Some(status.name().into()),
             event: Event::RelayReservation {
                 peer_id: peer.to_string(),
-                outcome: "refused".into(),
+                outcome: ReservationOutcome::Refused,
                 reason: Some(reason),
                 status: Some(status.name().into()),
             },
         });
     }
 
-    fn circuit(&self, src: PeerId, dst: PeerId, outcome: &str, f: impl FnOnce(&mut Event)) {
+    fn circuit(
+        &self,
+        src: PeerId,
+        dst: PeerId,
+        outcome: CircuitOutcome,
+        f: impl FnOnce(&mut Event),
+    ) {
         let kind = match outcome {
-            "opened" => "circuit_open",
-            "refused" => "circuit_refused",
-            _ => "circuit_close",
+            CircuitOutcome::Opened => "circuit_open",
+            CircuitOutcome::Refused => "circuit_refused",
+            CircuitOutcome::Closed => "circuit_close",
         };
         let mut event = Event::RelayCircuit {
             src: src.to_string(),
             dst: dst.to_string(),
-            outcome: outcome.into(),
+            outcome,
             reason: None,
             status: None,
             bytes_to_dst: None,
@@ -117,7 +123,7 @@ impl Reporter {
 
     /// A circuit opened.
     pub(crate) fn circuit_opened(&self, src: PeerId, dst: PeerId, note: Option<&str>) {
-        self.circuit(src, dst, "opened", |e| {
+        self.circuit(src, dst, CircuitOutcome::Opened, |e| {
             if let (Event::RelayCircuit { reason, .. }, Some(n)) = (e, note) {
                 *reason = Some(n.into());
             }
@@ -126,7 +132,7 @@ impl Reporter {
 
     /// A circuit refused, with the status it was answered with.
     pub(crate) fn circuit_refused(&self, src: PeerId, dst: PeerId, status: Status, why: String) {
-        self.circuit(src, dst, "refused", |e| {
+        self.circuit(src, dst, CircuitOutcome::Refused, |e| {
             if let Event::RelayCircuit {
                 reason, status: s, ..
             } = e
@@ -139,7 +145,7 @@ impl Reporter {
 
     /// A circuit closed, with what it carried.
     pub(crate) fn circuit_closed(&self, src: PeerId, dst: PeerId, carried: Carried) {
-        self.circuit(src, dst, "closed", |e| {
+        self.circuit(src, dst, CircuitOutcome::Closed, |e| {
             if let Event::RelayCircuit {
                 reason,
                 bytes_to_dst,

@@ -116,7 +116,8 @@ impl Server {
             gone
         };
         for p in gone {
-            self.reporter.reservation(p, "timed_out");
+            self.reporter
+                .reservation(p, crate::events::ReservationOutcome::TimedOut);
         }
     }
 
@@ -191,8 +192,13 @@ impl Server {
                     addrs: addrs.iter().map(|a| a.to_vec()).collect(),
                     limit,
                 };
-                self.reporter
-                    .reservation(peer, if r.renewed { "renewed" } else { "accepted" });
+                self.reporter.reservation(
+                    peer,
+                    match r.renewed {
+                        true => crate::events::ReservationOutcome::Renewed,
+                        false => crate::events::ReservationOutcome::Accepted,
+                    },
+                );
                 if let Err(e) = send(&mut stream, &wire::reserve_answer(Ok(&grant))).await {
                     tracing::debug!(%peer, error = %e, "reservation answer not delivered");
                 }
