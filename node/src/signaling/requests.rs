@@ -4,16 +4,16 @@
 //! it answers. Renewals go through the same path as first requests.
 
 use super::{follow_own_inbox, post_prepared, seal_to};
-use crate::clock::now_ms;
 use crate::events::Event;
 use crate::swarm::NodeHandle;
 use ledgermesh_ledger::Ledger;
-use ledgermesh_protocol::signaling::{Outbox, OutboxError};
+use ledgermesh_protocol::signaling::{Done, Outbox, OutboxError, Settled};
+use ledgermesh_protocol::Machine;
 use ledgermesh_protocol::{ServiceRequest, ServiceResponse, Signal};
 use libp2p::PeerId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Why a request got no response.
@@ -49,13 +49,48 @@ impl RequestError {
     }
 }
 
-type Waiters = HashMap<[u8; 16], oneshot::Sender<ServiceResponse>>;
+/// Each waiting request's answer: its response, or how it settled without one.
+type Waiters = HashMap<[u8; 16], oneshot::Sender<Result<ServiceResponse, Settled>>>;
+
+/// How long posting a request may take beyond its wait (a chain's receipt).
+const POST_ALLOWANCE: Duration = Duration::from_secs(60);
 
 struct Inner {
     handle: NodeHandle,
     ledger: Arc<dyn Ledger>,
     ttl: Duration,
+    /// The outbox (every deadline) and the waiters it settles.
     state: Mutex<(Outbox, Waiters)>,
+    /// Wakes the router when a deadline may have moved earlier.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Inner {
+    fn with<T>(&self, f: impl FnOnce(&mut Outbox, &mut Waiters) -> T) -> T {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (outbox, waiters) = &mut *st;
+        let out = f(outbox, waiters);
+        // Whatever the outbox settled without a response goes to its waiter.
+        while let Some(Done { nonce, how, .. }) = outbox.poll_action() {
+            if let Some(w) = waiters.remove(&nonce) {
+                let _ = w.send(Err(how));
+            }
+        }
+        out
+    }
+}
+
+/// Forgets a request whose caller stopped waiting (dropped or done).
+struct Forget<'a>(&'a Inner, [u8; 16]);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        let nonce = self.1;
+        self.0.with(|outbox, waiters| {
+            outbox.cancel(&nonce);
+            waiters.remove(&nonce);
+        });
+    }
 }
 
 /// Posts requests and awaits their responses; clones share the inbox.
@@ -65,7 +100,8 @@ pub struct Requester {
 }
 
 impl Requester {
-    /// Follows this node's inbox (cursor under `data_dir`) and routes responses.
+    /// Follows this node's inbox (cursor under `data_dir`) and routes
+    /// responses; the outbox's deadlines fire on the same task.
     pub async fn start(
         handle: &NodeHandle,
         ledger: &Arc<dyn Ledger>,
@@ -78,28 +114,52 @@ impl Requester {
             ledger: ledger.clone(),
             ttl,
             state: Mutex::new((Outbox::new(), HashMap::new())),
+            wake: Default::default(),
         });
         let weak = Arc::downgrade(&inner);
+        let wake = inner.wake.clone();
+        // The router holds the requester only while it handles something:
+        // once every clone is dropped, it ends at its next wake-up.
         handle.spawn(async move {
-            while let Some((opened, _, handled)) = inbox.recv().await {
-                handled.done();
+            loop {
+                let Some(next) = weak.upgrade().map(|i| i.with(|o, _| o.poll_timeout())) else {
+                    return;
+                };
+                let sleep = async {
+                    match next {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let opened = tokio::select! {
+                    got = inbox.recv() => match got {
+                        Some((opened, _, handled)) => {
+                            handled.done();
+                            opened
+                        }
+                        None => return,
+                    },
+                    _ = sleep => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        inner.with(|o, _| o.handle_timeout(Instant::now()));
+                        continue;
+                    }
+                    _ = wake.notified() => continue,
+                };
                 let Some(inner) = weak.upgrade() else { return };
                 let Signal::Response(resp) = opened.signal else {
                     continue;
                 };
-                let waiter = {
-                    let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-                    let (outbox, waiters) = &mut *st;
-                    outbox.handle_timeout(now_ms());
-                    if outbox.handle_response(now_ms(), &opened.sender, &resp.request_nonce) {
-                        waiters.remove(&resp.request_nonce)
-                    } else {
-                        None
-                    }
-                };
+                let nonce = resp.request_nonce;
+                let waiter = inner.with(|outbox, waiters| {
+                    outbox
+                        .handle_response(Instant::now(), &opened.sender, &nonce)
+                        .then(|| waiters.remove(&nonce))
+                        .flatten()
+                });
                 match waiter {
                     Some(w) => {
-                        let _ = w.send(resp);
+                        let _ = w.send(Ok(resp));
                     }
                     None => {
                         tracing::info!(from = %opened.sender, "response to no request of ours; ignored")
@@ -110,31 +170,28 @@ impl Requester {
         Ok(Self { inner })
     }
 
-    /// Posts `request` to `peer` and waits up to `timeout` for its response.
+    /// Posts `request` to `peer` and waits up to `timeout` after it is
+    /// posted for its response (posting itself may take up to a minute more
+    /// on a chain). The outbox holds both deadlines.
     pub async fn request(
         &self,
         peer: PeerId,
         request: ServiceRequest,
         timeout: Duration,
     ) -> Result<ServiceResponse, RequestError> {
-        let inner = &self.inner;
+        let inner = &*self.inner;
         let signal = Signal::Request(request);
         let sealed = seal_to(&inner.handle, peer, &signal, inner.ttl)?;
         let nonce = sealed.nonce;
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            // Posting may take a while on a chain; the waiter's own timeout
-            // starts after it, so the outbox allows for both.
-            let deadline = now_ms() + 2 * timeout.as_millis() as u64 + 60_000;
-            st.0.register(nonce, peer, deadline)?;
-            st.1.insert(nonce, tx);
-        }
-        let settle = |inner: &Inner| {
-            let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.0.cancel(&nonce);
-            st.1.remove(&nonce);
-        };
+        let (tx, mut rx) = oneshot::channel();
+        inner.with(|outbox, waiters| {
+            let post_within = timeout + POST_ALLOWANCE;
+            outbox.register(nonce, peer, Instant::now(), post_within, timeout)?;
+            waiters.insert(nonce, tx);
+            Ok::<_, OutboxError>(())
+        })?;
+        let _forget = Forget(inner, nonce);
+        inner.wake.notify_one();
         // The response can come before the request's own receipt (the
         // provider read it from the pending pool): whichever is first. The
         // post goes on to its receipt either way, and reports it.
@@ -142,10 +199,9 @@ impl Requester {
         let mut posting = inner.handle.spawn(async move {
             post_prepared(&handle, ledger.as_ref(), peer, signal.kind(), sealed).await
         });
-        let mut rx = rx;
-        let posted = tokio::select! {
+        let answer = tokio::select! {
             biased;
-            early = &mut rx => Some(early),
+            early = &mut rx => early,
             posted = &mut posting => {
                 let failed = match posted {
                     Ok(Some(Ok(()))) => None,
@@ -153,7 +209,7 @@ impl Requester {
                     Ok(None) | Err(_) => Some(RequestError::Closed),
                 };
                 if let Some(e) = failed {
-                    settle(inner);
+                    inner.with(|outbox, _| outbox.handle_post_failed(&nonce));
                     inner.handle.emit(Event::Error {
                         what: "ledger".into(),
                         detail: e.to_string(),
@@ -162,18 +218,15 @@ impl Requester {
                     });
                     return Err(e);
                 }
-                None
+                inner.with(|outbox, _| outbox.handle_posted(&nonce, Instant::now()));
+                inner.wake.notify_one();
+                rx.await
             }
         };
-        let r = match posted {
-            Some(early) => Ok(early),
-            None => tokio::time::timeout(timeout, rx).await,
-        };
-        settle(inner);
-        match r {
+        match answer {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(_)) => Err(RequestError::Closed),
-            Err(_) => Err(RequestError::Timeout(timeout)),
+            Ok(Err(Settled::TimedOut { .. })) => Err(RequestError::Timeout(timeout)),
+            Ok(Err(_)) | Err(_) => Err(RequestError::Closed),
         }
     }
 }

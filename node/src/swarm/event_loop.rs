@@ -87,6 +87,7 @@ impl EventLoop {
     /// Closes every connection (so peers see a clean close and our
     /// reservations end), waiting at most 2 s for them to go.
     async fn close_all(&mut self) {
+        self.reservations.stop();
         let peers: std::collections::HashSet<PeerId> =
             self.swarm.connected_peers().copied().collect();
         for peer in peers {

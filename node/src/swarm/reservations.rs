@@ -130,6 +130,15 @@ impl Reservations {
         self.wake();
     }
 
+    /// The node is stopping: its reservations end with its connections,
+    /// which is neither a loss nor a failure to report.
+    pub(super) fn stop(&mut self) {
+        self.listeners.clear();
+        for (_, state) in self.relays.values_mut() {
+            *state = State::Idle;
+        }
+    }
+
     /// The circuit listener `id` closed with `detail`: the reservation it
     /// asked for failed, or the one it held was lost.
     pub(super) fn listener_closed(

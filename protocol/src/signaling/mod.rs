@@ -9,5 +9,5 @@ pub mod progress;
 
 pub use inbox::{requested_names, response, MAX_NAMES_PER_REQUEST};
 pub use limiter::{RateLimits, SenderLimiter};
-pub use outbox::{Outbox, OutboxError, MAX_PENDING};
+pub use outbox::{Done, Outbox, OutboxError, Settled, MAX_PENDING};
 pub use progress::Progress;
