@@ -47,15 +47,7 @@ pub struct RelayLimits {
     pub pay: Option<RelayPay>,
 }
 
-/// Which end of a circuit a priced relay bills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Bill {
-    /// The reservation holder (the peer reachable only through the relay).
-    #[default]
-    Destination,
-    /// The peer that dials the circuit.
-    Source,
-}
+pub use ledgermesh_protocol::relay::gate::Bill;
 
 /// A priced relay's payees and billing.
 #[derive(Clone)]

@@ -19,6 +19,7 @@
 pub mod book;
 pub mod payee;
 pub mod payer;
+pub mod wait;
 pub mod wire;
 
 pub use book::{Book, BookAction, BookConfig, BookEvent};

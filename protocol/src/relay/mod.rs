@@ -3,6 +3,7 @@
 //! end. The node's relay server speaks circuit relay v2 on the wire
 //! ([`wire`]) and asks a [`Book`] before each step.
 
+pub mod gate;
 pub mod wire;
 
 use crate::relay_caps::IpCaps;

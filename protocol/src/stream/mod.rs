@@ -5,5 +5,6 @@
 
 pub mod client;
 pub mod fair;
+pub mod priced;
 pub mod server;
 pub mod slots;

@@ -7,9 +7,10 @@ use super::pump::{End, Pump};
 use super::report::{Carried, Reporter};
 use super::STOP;
 use crate::protocols::pay::Budget;
-use crate::swarm::{Bill, RelayLimits};
+use crate::swarm::RelayLimits;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ledgermesh_protocol::payment::wire::RefusalCode;
+use ledgermesh_protocol::relay::gate::{gate, Gate};
 use ledgermesh_protocol::relay::wire::{self, HopRequest, ReservationGrant, WireError};
 use ledgermesh_protocol::relay::{CircuitId, CircuitLimit, Refusal, Status};
 use libp2p::{PeerId, Stream};
@@ -224,30 +225,24 @@ impl Server {
         let mut limit = self.limits.circuit_limit(&src, &dst);
         let mut unbilled = None;
         if let Some(pay) = &self.limits.pay {
-            let (billed, status) = match pay.bill {
-                Bill::Destination => (dst, Status::NoReservation),
-                Bill::Source => (src, Status::PermissionDenied),
-            };
-            if !pay.payees.is_paying(&billed) {
-                let reason = format!("{billed}, who pays for this circuit, has no paid-up channel");
-                pay.payees.refuse(&billed, RefusalCode::NoChannel, &reason);
-                self.reporter.refused_for_payment(billed, &reason);
-                self.reporter.circuit_refused(src, dst, status, reason);
-                let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
-                return;
-            }
-            // A destination pays only for the sources it consented to; any
-            // other source gets what the relay gives for free.
-            let consented = match pay.bill {
-                Bill::Source => true,
-                Bill::Destination => pay.payees.consents_to(&dst, &src),
-            };
-            if consented {
-                budget = pay.payees.budget(&billed);
-                billed_peer = Some(billed);
-            } else {
-                limit = self.limits.free_circuit_limit(&src, &dst);
-                unbilled = Some("unbilled: the destination did not consent to pay for this source");
+            match gate(pay.bill, src, dst, &pay.payees) {
+                Gate::Refused(refusal) => {
+                    let (billed, status) = (refusal.billed(), refusal.status());
+                    let reason = refusal.to_string();
+                    pay.payees.refuse(&billed, RefusalCode::NoChannel, &reason);
+                    self.reporter.refused_for_payment(billed, &reason);
+                    self.reporter.circuit_refused(src, dst, status, reason);
+                    let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
+                    return;
+                }
+                Gate::Billed { billed } => {
+                    budget = pay.payees.budget(&billed);
+                    billed_peer = Some(billed);
+                }
+                Gate::Unbilled => {
+                    limit = self.limits.free_circuit_limit(&src, &dst);
+                    unbilled = Some(Gate::UNBILLED);
+                }
             }
         }
         let booked = {

@@ -15,6 +15,7 @@ use futures::AsyncWriteExt;
 use ledgermesh_protocol::access::Denial;
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
 use ledgermesh_protocol::stream::fair::FairConfig;
+use ledgermesh_protocol::stream::priced;
 use ledgermesh_protocol::stream::server::{decide, LiveWindow, ServeDecision, StreamKind};
 use ledgermesh_protocol::stream::slots::{Admit, SlotLimits, Slots};
 use libp2p::PeerId;
@@ -308,16 +309,7 @@ async fn serve_one(
             if payees.wait_paying(&peer, PAY_WAIT).await {
                 payees.budget(&peer)
             } else {
-                let t = payees.terms();
-                decision = ServeDecision::Refuse(ledgermesh_protocol::StreamRejection {
-                    name: req.name.clone(),
-                    reason: ledgermesh_protocol::RejectReason::Unpaid,
-                    detail: format!(
-                        "priced at {} wei per MiB (minimum deposit {}): attach a paid-up channel over /ledgermesh/pay/1",
-                        t.price_per_mib, t.min_deposit
-                    ),
-                    earliest: None,
-                });
+                decision = ServeDecision::Refuse(priced::unpaid(&req.name, &payees.terms()));
                 None
             }
         }

@@ -137,12 +137,11 @@ impl Buyer {
             let stream = stream.clone();
             Box::pin(async move {
                 if reason == ledgermesh_protocol::RejectReason::Unpaid {
-                    let cfg = (buyer.config.stream_payer.clone())
-                        .ok_or_else(|| BuyError::Payment("no --deposit to pay from".into()))?;
+                    let cfg = (buyer.config.stream_payer.clone()).ok_or(BuyError::NoDeposit)?;
                     let meter = buyer.handle.stream_meter(peer);
                     crate::protocols::pay::pay(&buyer.handle, peer, cfg, meter)
                         .await
-                        .map_err(|e| BuyError::Payment(e.to_string()))?;
+                        .map_err(|e| BuyError::Payment(Arc::new(e)))?;
                     return Ok(());
                 }
                 if !buyer.config.renew {
@@ -269,7 +268,7 @@ async fn buy_from(
             for name in accepted {
                 let why = match reason {
                     "price_too_high" => BuyError::PriceTooHigh { price, max },
-                    _ => BuyError::Payment("a priced stream and no --deposit to pay from".into()),
+                    _ => BuyError::NoDeposit,
                 };
                 out.push(fail(&name, why, reason));
             }
@@ -315,17 +314,15 @@ async fn buy_from(
             Err(crate::protocols::pay::payer::PayFailure::Terms(
                 ledgermesh_protocol::payment::TermsRefusal::PriceTooHigh { price, max },
             )) => Err(BuyError::PriceTooHigh { price, max }),
-            Err(e) => Err(BuyError::Payment(e.to_string())),
+            Err(e) => Err(BuyError::Payment(Arc::new(e))),
         };
         if let Err(why) = paid {
             let reason = match &why {
                 BuyError::PriceTooHigh { .. } => "price_too_high",
                 _ => "payment",
             };
-            let text = why.to_string();
-            out.push(fail(&accepted[0], why, reason));
-            for name in &accepted[1..] {
-                out.push(fail(name, BuyError::Payment(text.clone()), reason));
+            for name in &accepted {
+                out.push(fail(name, why.clone(), reason));
             }
             return out;
         }

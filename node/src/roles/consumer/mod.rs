@@ -130,10 +130,12 @@ pub enum BuyError {
         /// Our limit.
         max: u128,
     },
-    /// A priced stream, and we could not pay (no `--deposit`, or the
-    /// payment protocol failed).
+    /// A priced stream, and nothing to pay from (no `--deposit`).
+    #[error("cannot pay for it: a priced stream and no --deposit to pay from")]
+    NoDeposit,
+    /// A priced stream, and the payment protocol failed.
     #[error("cannot pay for it: {0}")]
-    Payment(String),
+    Payment(Arc<crate::protocols::pay::payer::PayFailure>),
 }
 
 impl BuyError {

@@ -127,6 +127,10 @@ pub const MAX_MTU: u16 = 65_527;
 /// Ethernet's; only where the path's MTU is that large).
 pub const MTU_CEILING: u16 = 8_952;
 
+/// The largest datagram a spray's endpoint takes: a hard-NAT path crosses
+/// the internet, where Ethernet's MTU is the rule.
+const SPRAY_PAYLOAD: u16 = 1_452;
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -227,6 +231,8 @@ pub struct Transport {
     listeners: Vec<Listener>,
     /// Client-only endpoints (v4, v6) for port-reusing dials no listener serves.
     dialers: [Option<quinn::Endpoint>; 2],
+    /// The largest datagram our endpoints take (see [`Config::mtu_ceiling`]).
+    mtu_ceiling: u16,
     waker: Option<Waker>,
 }
 
@@ -288,6 +294,7 @@ impl Transport {
             },
             listeners: Vec::new(),
             dialers: [None, None],
+            mtu_ceiling: ceiling,
             waker: None,
         })
     }
@@ -623,11 +630,16 @@ impl libp2p::core::Transport for Transport {
         let client = self.client.clone();
         if opts.port_use == PortUse::New {
             // Bound and sent when first polled (so a caller can pace many).
-            let endpoint_config = self.endpoint_config.clone();
+            // A fresh port is a spray's: a lean endpoint (see LeanRuntime)
+            // taking datagrams of Ethernet's size at most.
+            let mut endpoint_config = self.endpoint_config.clone();
+            endpoint_config
+                .max_udp_payload_size(SPRAY_PAYLOAD.min(self.mtu_ceiling))
+                .expect("within quinn's range");
             return Ok(async move {
                 let socket = bind_any(remote)?;
-                let endpoint =
-                    quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(udp::Runtime64k))?;
+                let lean = Arc::new(udp::LeanRuntime);
+                let endpoint = quinn::Endpoint::new(endpoint_config, None, socket, lean)?;
                 let connecting = endpoint.connect_with(client, remote, "l")?;
                 finish(connecting, deadline, ceiling).await
             }

@@ -81,6 +81,7 @@ impl Runtime for Runtime64k {
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         Ok(Arc::new(Split {
             inner: quinn::TokioRuntime.wrap_udp_socket(socket)?,
+            lean: false,
         }))
     }
 
@@ -89,9 +90,43 @@ impl Runtime for Runtime64k {
     }
 }
 
+/// [`Runtime64k`] for the sockets of a hard-NAT spray: hundreds at once,
+/// each carrying one handshake (and one winner a connection), so each
+/// receives one datagram at a time (no GRO batches). quinn sizes an
+/// endpoint's receive buffer as the payload ceiling × the socket's receive
+/// segments × 32; at 8,952 bytes and GRO's 64 segments that is 18 MiB,
+/// zeroed, per socket: a spray of 4 × 256 sockets spent seconds of both
+/// cores zeroing 18 GiB and left the node's own sockets unread meanwhile
+/// (its relay connection timed out).
+#[derive(Debug)]
+pub(super) struct LeanRuntime;
+
+impl Runtime for LeanRuntime {
+    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        Runtime64k.new_timer(at)
+    }
+
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        Runtime64k.spawn(future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        Ok(Arc::new(Split {
+            inner: quinn::TokioRuntime.wrap_udp_socket(socket)?,
+            lean: true,
+        }))
+    }
+
+    fn now(&self) -> Instant {
+        Runtime64k.now()
+    }
+}
+
 #[derive(Debug)]
 struct Split {
     inner: Arc<dyn AsyncUdpSocket>,
+    /// One datagram per receive (see [`LeanRuntime`]).
+    lean: bool,
 }
 
 /// The pieces `t` goes out as: itself when the kernel takes it in one
@@ -145,7 +180,11 @@ impl AsyncUdpSocket for Split {
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
+        if self.lean {
+            1
+        } else {
+            self.inner.max_receive_segments()
+        }
     }
 
     fn may_fragment(&self) -> bool {

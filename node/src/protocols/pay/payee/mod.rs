@@ -14,6 +14,7 @@ pub use ledgermesh_protocol::payment::book::Room;
 use crate::events::{Emitter, Event};
 use ledgermesh_ledger::payments::{PaymentChannels, SignedVoucher};
 use ledgermesh_protocol::payment::book::{BookAction, BookEvent, ChannelId, Voucher};
+use ledgermesh_protocol::payment::wait::{PayVerdict, PayWait};
 use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
 use ledgermesh_protocol::payment::{Book, BookConfig, CreditPolicy, Terms, Wei};
 use ledgermesh_protocol::Machine;
@@ -213,17 +214,25 @@ impl Payees {
         self.lock().book.is_paying(peer)
     }
 
-    /// Waits up to `wait` for `peer` to attach a channel (a reservation can
-    /// arrive before the payer's attach does).
+    /// Waits for `peer` to attach a channel (a request can arrive before
+    /// the payer's attach does), as long as its [`PayWait`] allows: true
+    /// once it pays.
     pub async fn wait_paying(&self, peer: &PeerId, wait: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + wait;
+        let mut gate = PayWait::new(Instant::now(), wait);
         loop {
-            let notified = self.inner.attached.notified();
-            if self.is_paying(peer) {
-                return true;
+            let attached = self.inner.attached.notified();
+            let now = Instant::now();
+            gate.handle_paying(self.is_paying(peer), now);
+            if gate.poll_timeout().is_some_and(|t| t <= now) {
+                gate.handle_timeout(now);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.is_paying(peer);
+            match (gate.poll_action(), gate.poll_timeout()) {
+                (Some(verdict), _) => return verdict == PayVerdict::Paid,
+                (None, Some(at)) => tokio::select! {
+                    _ = attached => {}
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                },
+                (None, None) => return false,
             }
         }
     }
@@ -291,5 +300,14 @@ fn refusal(code: RefusalCode, reason: &str) -> PayMsg {
     PayMsg::Refuse {
         code,
         reason: reason.into(),
+    }
+}
+
+impl ledgermesh_protocol::relay::gate::Payers for Payees {
+    fn is_paying(&self, peer: &PeerId) -> bool {
+        Payees::is_paying(self, peer)
+    }
+    fn consents_to(&self, dst: &PeerId, src: &PeerId) -> bool {
+        Payees::consents_to(self, dst, src)
     }
 }

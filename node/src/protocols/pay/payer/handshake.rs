@@ -2,7 +2,7 @@
 //! the payee offered before), then the attach, after which our machine
 //! knows where we stand on the channel.
 
-use super::{io, PayFailure, PayStream, PayerConfig, PayerState, HANDSHAKE, PAY};
+use super::{io, PayFailure, PayStream, PayerConfig, PayerState, StreamFault, HANDSHAKE, PAY};
 use crate::swarm::{CloseWatch, NodeHandle};
 use ledgermesh_ledger::payments::{ChannelId, PayError, SignedVoucher};
 use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
@@ -16,9 +16,9 @@ const TERMS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn answer_within(s: &mut PayStream, wait: std::time::Duration) -> Result<PayMsg, PayFailure> {
     match tokio::time::timeout(wait, s.recv()).await {
-        Err(_) => Err(io("no answer in time")),
+        Err(_) => Err(io(StreamFault::Silent)),
         Ok(Err(e)) => Err(io(e)),
-        Ok(Ok(None)) => Err(io("the payee closed the stream")),
+        Ok(Ok(None)) => Err(io(StreamFault::Closed)),
         Ok(Ok(Some(PayMsg::Refuse { code, reason }))) => Err(PayFailure::Refused { code, reason }),
         Ok(Ok(Some(m))) => Ok(m),
     }
@@ -54,7 +54,12 @@ pub(super) async fn hello(
     s.send(&PayMsg::Hello).await.map_err(io)?;
     let offer = match answer_within(&mut s, TERMS_WAIT).await? {
         PayMsg::Terms(o) => o,
-        other => return Err(io(format!("expected terms, got {other:?}"))),
+        other => {
+            return Err(io(StreamFault::Unexpected {
+                expected: "terms",
+                got: format!("{other:?}"),
+            }))
+        }
     };
     if offer.terms.is_free() {
         return Ok((s, offer));
@@ -94,7 +99,7 @@ pub(super) async fn attach(
         .map_err(io)?;
     let answer = tokio::select! {
         a = answer_within(s, HANDSHAKE) => a,
-        () = closed(closes) => Err(io("a connection to the payee closed")),
+        () = closed(closes) => Err(io(StreamFault::ConnectionClosed)),
     };
     let (paid, owed, voucher) = match answer? {
         PayMsg::Ack {
@@ -103,7 +108,12 @@ pub(super) async fn attach(
             voucher,
             ..
         } => (paid, owed, voucher),
-        other => return Err(io(format!("expected an ack, got {other:?}"))),
+        other => {
+            return Err(io(StreamFault::Unexpected {
+                expected: "an ack",
+                got: format!("{other:?}"),
+            }))
+        }
     };
     let me = chans.account().ok_or(PayError::NoAccount)?;
     let proven = voucher.is_some_and(|signature| {

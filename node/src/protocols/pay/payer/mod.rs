@@ -133,7 +133,39 @@ pub enum PayFailure {
     Ledger(#[from] PayError),
     /// The stream.
     #[error("{0}")]
-    Io(String),
+    Io(#[from] StreamFault),
+}
+
+/// What broke on the payment stream: a fault worth a new stream
+/// ([`handshake::on_the_stream`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamFault {
+    /// The payee said nothing in time.
+    #[error("no answer in time")]
+    Silent,
+    /// The payee closed the stream.
+    #[error("the payee closed the stream")]
+    Closed,
+    /// A connection to the payee closed under the stream.
+    #[error("a connection to the payee closed")]
+    ConnectionClosed,
+    /// Another message than the one the step waits for.
+    #[error("expected {expected}, got {got}")]
+    Unexpected {
+        /// What the step waits for.
+        expected: &'static str,
+        /// What came.
+        got: String,
+    },
+    /// The stream could not be opened.
+    #[error(transparent)]
+    Open(#[from] libp2p_stream::OpenStreamError),
+    /// Reading a message failed.
+    #[error(transparent)]
+    Recv(#[from] crate::protocols::pay::PayIoError),
+    /// Sending a message failed.
+    #[error(transparent)]
+    Send(#[from] std::io::Error),
 }
 
 impl PayFailure {
@@ -147,8 +179,8 @@ impl PayFailure {
     }
 }
 
-fn io(e: impl std::fmt::Display) -> PayFailure {
-    PayFailure::Io(e.to_string())
+fn io(e: impl Into<StreamFault>) -> PayFailure {
+    PayFailure::Io(e.into())
 }
 
 /// Agrees terms with `peer` (connected) and, if it charges, attaches a
