@@ -10,7 +10,7 @@ async fn main() {
     ledgermesh_node::bench::cpus::pin_from_env();
     raise_open_files();
     tracing_subscriber::fmt()
-        .with_writer(ledgermesh_node::logs::RedactingStderr)
+        .with_writer(ledgermesh_node::logs::RedactingStderr::stderr())
         .with_ansi(colour())
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
             EnvFilter::new("warn,yamux=error,ledgermesh_node=info,ledgermesh=info")

@@ -206,7 +206,8 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     args.node.start_api(&handle).await?;
     let snap = handle.wait_listening().await?;
     for a in &snap.direct_addrs {
-        tracing::info!("relay reachable at {a}/p2p/{}", handle.peer_id());
+        // The line an operator copies: a relay is public by design.
+        tracing::info!(target: crate::logs::PUBLIC, "relay reachable at {a}/p2p/{}", handle.peer_id());
     }
     if !args.node.allow_private_addrs {
         use ledgermesh_protocol::path::scope::{ip_of, is_global};

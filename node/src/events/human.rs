@@ -101,10 +101,16 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
     use Loudness::*;
     Some(match e {
         Event::Listening { addrs, .. } => {
-            let hint = if crate::logs::shows_addrs() {
-                ""
-            } else {
+            // Said only where the log will hide something (loopback and
+            // unspecified addresses stay, so a lab's line can be copied).
+            let hidden = !crate::logs::shows_addrs()
+                && addrs
+                    .iter()
+                    .any(|a| matches!(crate::logs::redact(a), std::borrow::Cow::Owned(_)));
+            let hint = if hidden {
                 " (addresses in full with --log-addrs)"
+            } else {
+                ""
             };
             (Info, format!("listening on {}{hint}", addrs.join(", ")))
         }
@@ -492,6 +498,22 @@ mod tests {
     #[test]
     fn the_lines_a_person_reads() {
         let l = |e: Event| line(&e).unwrap();
+        let listening = |addr: &str| {
+            l(Event::Listening {
+                peer_id: "12D3KooWPeer".into(),
+                addrs: vec![addr.into()],
+            })
+            .1
+        };
+        assert_eq!(
+            listening("/ip4/127.0.0.1/tcp/4001"),
+            "listening on /ip4/127.0.0.1/tcp/4001"
+        );
+        assert_eq!(
+            listening("/ip4/203.0.113.9/tcp/4001"),
+            "listening on /ip4/203.0.113.9/tcp/4001 (addresses in full with --log-addrs)",
+            "the line is redacted by the writer; the hint says how to see it"
+        );
         assert_eq!(
             l(Event::ReservationRefused {
                 relay: P.into(),

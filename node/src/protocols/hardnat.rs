@@ -15,6 +15,8 @@ use ledgermesh_protocol::consensus::Mapping;
 use ledgermesh_protocol::path::hardnat::{
     self, answer, probe_ports_at, Decline, EasySelf, Limiter, Message, Plan, Role, PROTOCOL,
 };
+use ledgermesh_protocol::path::offers::{Finish, Offered, Offers, Step};
+use ledgermesh_protocol::Machine;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use std::net::{IpAddr, SocketAddr};
@@ -28,10 +30,6 @@ pub const QUEUE: usize = 64;
 const MAX_STREAMS: usize = 16;
 /// The longest wait for the peer's next message.
 const STEP: Duration = Duration::from_secs(5);
-/// Offers made when the stream breaks before the sockets open.
-const OFFER_TRIES: u32 = 3;
-/// Between two such offers.
-const RETRY_AFTER: Duration = Duration::from_millis(250);
 
 /// A peer to offer an attempt to, and our public IP (from consensus).
 #[derive(Debug, Clone, Copy)]
@@ -103,20 +101,6 @@ impl Service {
         Ok(Slot(self.limiter.clone()))
     }
 
-    /// A slot for an attempt with `peer`, waiting up to an attempt's length
-    /// while every slot is taken (attempts end within that time).
-    async fn wait_slot(&self, peer: &PeerId) -> Result<Slot, Decline> {
-        let give_up = Instant::now() + Duration::from_millis(hardnat::ATTEMPT_MS);
-        loop {
-            match self.slot(peer) {
-                Err(Decline::Busy) if Instant::now() < give_up => {
-                    tokio::time::sleep(RETRY_AFTER).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Serves the protocol and makes the offers the event loop sends, until
     /// the node stops.
     pub async fn run(self, handle: NodeHandle, mut offers: mpsc::Receiver<Offer>) {
@@ -185,40 +169,56 @@ impl Service {
         });
     }
 
-    /// The endpoint-dependent side.
+    /// The endpoint-dependent side: carries out its [`Offers`] sequence.
     async fn hard(&self, handle: NodeHandle, Offer { peer, ip }: Offer) {
         let start = Instant::now();
-        let _slot = match self.wait_slot(&peer).await {
-            Ok(s) => s,
-            Err(Decline::Cooldown) => return, // tried with this peer recently
-            Err(d) => {
-                let busy = Err((Ended::Declined(d.as_str().into()), Tally::default()));
-                return self.report(&handle, peer, Role::Hard, start, busy);
-            }
-        };
-        let mut tries = 0;
-        let result = loop {
-            tries += 1;
-            let mut tally = Tally::default();
-            match self.hard_inner(&handle, peer, ip, &mut tally).await {
-                Ok(()) => break Ok(tally),
-                // The stream broke before anything was sent toward the peer
-                // (the relayed connection it went over was replaced, say):
-                // offer again on whatever relayed connection is left.
-                Err(Ended::Failed(why)) if tally.sockets == 0 && tries < OFFER_TRIES => {
-                    tracing::debug!(%peer, %why, "hard-NAT offer failed early; again");
-                    tokio::time::sleep(RETRY_AFTER).await;
+        let mut seq = Offers::new(start);
+        let mut _slot = None;
+        let mut last = Err((Ended::Failed("no offer made".into()), Tally::default()));
+        loop {
+            let Some(step) = seq.poll_action() else {
+                let Some(at) = seq.poll_timeout() else {
+                    return; // every sequence ends in `Done`
+                };
+                tokio::time::sleep_until(at.into()).await;
+                seq.handle_timeout(Instant::now());
+                continue;
+            };
+            match step {
+                Step::TakeSlot => {
+                    let taken = self.slot(&peer).map(|s| _slot = Some(s));
+                    seq.handle_slot(taken, Instant::now());
                 }
-                // The peer runs enough attempts already: ask again a little later.
-                Err(Ended::Declined(why))
-                    if why == Decline::Busy.as_str() && tries < OFFER_TRIES =>
-                {
-                    tokio::time::sleep(RETRY_AFTER * 4).await;
+                Step::Offer => {
+                    let mut tally = Tally::default();
+                    let r = self.hard_inner(&handle, peer, ip, &mut tally).await;
+                    let how = match &r {
+                        Ok(()) => Offered::Direct,
+                        Err(Ended::Failed(why)) if tally.sockets == 0 => {
+                            tracing::debug!(%peer, %why, "hard-NAT offer lost before the sockets opened");
+                            Offered::LostEarly
+                        }
+                        Err(Ended::Declined(why)) if why == Decline::Busy.as_str() => {
+                            Offered::PeerBusy
+                        }
+                        Err(_) => Offered::Ended,
+                    };
+                    last = match r {
+                        Ok(()) => Ok(tally),
+                        Err(e) => Err((e, tally)),
+                    };
+                    seq.handle_offer(how, Instant::now());
                 }
-                Err(e) => break Err((e, tally)),
+                Step::Done(Finish::Quiet) => return,
+                Step::Done(Finish::Declined(d)) => {
+                    let declined = Err((Ended::Declined(d.as_str().into()), Tally::default()));
+                    return self.report(&handle, peer, Role::Hard, start, declined);
+                }
+                Step::Done(Finish::Direct | Finish::Ended) => {
+                    return self.report(&handle, peer, Role::Hard, start, last);
+                }
             }
-        };
-        self.report(&handle, peer, Role::Hard, start, result);
+        }
     }
 
     async fn hard_inner(

@@ -63,6 +63,25 @@ struct Inner {
     state: Mutex<(Outbox, Waiters)>,
     /// Wakes the router when a deadline may have moved earlier.
     wake: Arc<tokio::sync::Notify>,
+    /// The router stopped (the inbox follower ended, the node stopped):
+    /// nothing can be answered any more.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Held by the router: when it ends, however it ends, every waiting
+/// request is told `Closed` and later ones are refused at once (the
+/// outbox's deadlines would never fire).
+struct RouterGone(std::sync::Weak<Inner>);
+
+impl Drop for RouterGone {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner
+                .closed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            inner.with(|_, waiters| waiters.clear());
+        }
+    }
 }
 
 impl Inner {
@@ -115,12 +134,15 @@ impl Requester {
             ttl,
             state: Mutex::new((Outbox::new(), HashMap::new())),
             wake: Default::default(),
+            closed: Default::default(),
         });
         let weak = Arc::downgrade(&inner);
         let wake = inner.wake.clone();
         // The router holds the requester only while it handles something:
         // once every clone is dropped, it ends at its next wake-up.
+        let gone = RouterGone(weak.clone());
         handle.spawn(async move {
+            let _gone = gone;
             loop {
                 let Some(next) = weak.upgrade().map(|i| i.with(|o, _| o.poll_timeout())) else {
                     return;
@@ -180,15 +202,22 @@ impl Requester {
         timeout: Duration,
     ) -> Result<ServiceResponse, RequestError> {
         let inner = &*self.inner;
+        if inner.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(RequestError::Closed);
+        }
         let signal = Signal::Request(request);
         let sealed = seal_to(&inner.handle, peer, &signal, inner.ttl)?;
         let nonce = sealed.nonce;
         let (tx, mut rx) = oneshot::channel();
         inner.with(|outbox, waiters| {
+            // Checked under the lock the router's end clears the waiters in.
+            if inner.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(RequestError::Closed);
+            }
             let post_within = timeout + POST_ALLOWANCE;
             outbox.register(nonce, peer, Instant::now(), post_within, timeout)?;
             waiters.insert(nonce, tx);
-            Ok::<_, OutboxError>(())
+            Ok(())
         })?;
         let _forget = Forget(inner, nonce);
         inner.wake.notify_one();

@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 mod advertise;
 pub mod hardnat;
 pub mod health;
+pub mod offers;
 pub mod relays;
 pub mod scope;
 #[cfg(test)]

@@ -182,10 +182,10 @@ impl crate::Machine for Outbox {
 
     /// Requests whose deadline passed are settled as timed out.
     fn handle_timeout(&mut self, now: Instant) {
-        while let Some((deadline, nonce)) = self.by_deadline.first().copied() {
-            if deadline > now {
+        while self.by_deadline.first().is_some_and(|(d, _)| *d <= now) {
+            let Some((_, nonce)) = self.by_deadline.pop_first() else {
                 break;
-            }
+            };
             let posted = self.pending.get(&nonce).is_some_and(|p| p.posted);
             self.settle(&nonce, Settled::TimedOut { posted });
         }

@@ -111,10 +111,21 @@ impl Runtime for LeanRuntime {
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        Ok(Arc::new(Split {
-            inner: quinn::TokioRuntime.wrap_udp_socket(socket)?,
-            lean: true,
-        }))
+        // quinn-udp switches GRO on as it wraps the socket; off again, the
+        // kernel hands over one datagram per receive, which is what the
+        // one-segment buffers hold (a merged batch would be cut short).
+        let same = socket.try_clone()?;
+        let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+        #[cfg(target_os = "linux")]
+        {
+            use nix::sys::socket::{setsockopt, sockopt::UdpGroSegment};
+            // Where the kernel has no GRO, quinn-udp could not switch it on either.
+            if let Err(e) = setsockopt(&same, UdpGroSegment, &false) {
+                tracing::trace!(error = %e, "UDP GRO not switched off");
+            }
+        }
+        drop(same);
+        Ok(Arc::new(Split { inner, lean: true }))
     }
 
     fn now(&self) -> Instant {
@@ -286,6 +297,31 @@ mod tests {
             let n = rx.recv(&mut buf).expect("datagram {i} arrives");
             assert_eq!(n, segment);
             assert!(buf[..n].iter().all(|b| *b == i), "datagram {i} in order");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_spray_socket_takes_one_datagram_per_receive() {
+        use nix::sys::socket::{getsockopt, sockopt::UdpGroSegment};
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let same = socket.try_clone().unwrap();
+        let full = Runtime64k
+            .wrap_udp_socket(socket.try_clone().unwrap())
+            .unwrap();
+        let gro_on = getsockopt(&same, UdpGroSegment).unwrap_or(false);
+        let lean = LeanRuntime.wrap_udp_socket(socket).unwrap();
+        assert!(
+            !getsockopt(&same, UdpGroSegment).unwrap_or(false),
+            "GRO off"
+        );
+        assert_eq!(lean.max_receive_segments(), 1);
+        if gro_on {
+            assert!(
+                full.max_receive_segments() > 1,
+                "the full runtime keeps GRO"
+            );
         }
     }
 }

@@ -222,7 +222,7 @@ impl Payees {
         loop {
             let attached = self.inner.attached.notified();
             let now = Instant::now();
-            gate.handle_paying(self.is_paying(peer), now);
+            gate.handle_paying(self.is_paying(peer));
             if gate.poll_timeout().is_some_and(|t| t <= now) {
                 gate.handle_timeout(now);
             }
