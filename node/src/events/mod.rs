@@ -599,7 +599,7 @@ pub struct Emitter {
     tx: broadcast::Sender<Record>,
     /// The listener every event is handed to as it is emitted (the
     /// operator's view: status, metrics), attached once.
-    tap: std::sync::Arc<std::sync::OnceLock<Tapped>>,
+    tap: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn Tap>>>,
     /// Print JSON lines on stdout; shared by clones so it can be turned off
     /// for a node as a whole.
     json_stdout: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -611,22 +611,9 @@ pub struct Emitter {
 /// A listener handed every event synchronously as it is emitted, before
 /// the JSON line and the subscribers (so a status read after an event sees
 /// it). It must not block.
-pub trait Tap: Send + Sync + 'static {
+pub trait Tap: std::any::Any + Send + Sync + std::fmt::Debug {
     /// Takes in one event.
     fn observe(&self, event: &Event);
-}
-
-/// An attached tap, kept also as `Any` to hand back its own type.
-#[derive(Clone)]
-struct Tapped {
-    tap: std::sync::Arc<dyn Tap>,
-    any: std::sync::Arc<dyn std::any::Any + Send + Sync>,
-}
-
-impl std::fmt::Debug for Tapped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Tapped")
-    }
 }
 
 impl Emitter {
@@ -687,7 +674,7 @@ impl Emitter {
             event,
         };
         if let Some(t) = self.tap.get() {
-            t.tap.observe(&record.event);
+            t.observe(&record.event);
         }
         if self.json_stdout.load(std::sync::atomic::Ordering::Relaxed) {
             stdout::global().offer(serde_json::to_string(&record).unwrap_or_default());
@@ -699,14 +686,9 @@ impl Emitter {
     /// else `make()`'s, attached now. `None` when a tap of another type was
     /// attached before.
     pub fn tap_or_attach<T: Tap>(&self, make: impl FnOnce() -> T) -> Option<std::sync::Arc<T>> {
-        let t = self.tap.get_or_init(|| {
-            let tap = std::sync::Arc::new(make());
-            Tapped {
-                tap: tap.clone(),
-                any: tap,
-            }
-        });
-        t.any.clone().downcast::<T>().ok()
+        let tap = self.tap.get_or_init(|| std::sync::Arc::new(make())).clone();
+        let any: std::sync::Arc<dyn std::any::Any + Send + Sync> = tap;
+        any.downcast::<T>().ok()
     }
 
     /// A new subscriber that sees every later event.

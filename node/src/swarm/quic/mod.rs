@@ -310,7 +310,7 @@ impl Transport {
             self.endpoint_config.clone(),
             server,
             socket,
-            Arc::new(udp::Runtime64k),
+            Arc::new(udp::Runtime64k::FULL),
         )?)
     }
 
@@ -630,7 +630,7 @@ impl libp2p::core::Transport for Transport {
         let client = self.client.clone();
         if opts.port_use == PortUse::New {
             // Bound and sent when first polled (so a caller can pace many).
-            // A fresh port is a spray's: a lean endpoint (see LeanRuntime)
+            // A fresh port is a spray's: a lean endpoint (see Runtime64k)
             // taking datagrams of Ethernet's size at most.
             let mut endpoint_config = self.endpoint_config.clone();
             endpoint_config
@@ -638,7 +638,7 @@ impl libp2p::core::Transport for Transport {
                 .expect("within quinn's range");
             return Ok(async move {
                 let socket = bind_any(remote)?;
-                let lean = Arc::new(udp::LeanRuntime);
+                let lean = Arc::new(udp::Runtime64k::LEAN);
                 let endpoint = quinn::Endpoint::new(endpoint_config, None, socket, lean)?;
                 let connecting = endpoint.connect_with(client, remote, "l")?;
                 finish(connecting, deadline, ceiling).await

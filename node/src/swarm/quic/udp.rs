@@ -66,8 +66,26 @@ pub(super) fn enlarge_buffers(s: &socket2::Socket) {
 }
 
 /// [`quinn::TokioRuntime`] whose sockets split oversized GSO batches.
+///
+/// A `lean` runtime is for the sockets of a hard-NAT spray: hundreds at
+/// once, each carrying one handshake (and one winner a connection), so each
+/// receives one datagram at a time (no GRO batches). quinn sizes an
+/// endpoint's receive buffer as the payload ceiling × the socket's receive
+/// segments × 32; at 8,952 bytes and GRO's 64 segments that is 18 MiB,
+/// zeroed, per socket: a spray of 4 × 256 sockets spent seconds of both
+/// cores zeroing 18 GiB and left the node's own sockets unread meanwhile
+/// (its relay connection timed out).
 #[derive(Debug)]
-pub(super) struct Runtime64k;
+pub(super) struct Runtime64k {
+    lean: bool,
+}
+
+impl Runtime64k {
+    /// For listeners and port-reusing dials.
+    pub(super) const FULL: Runtime64k = Runtime64k { lean: false };
+    /// For a spray's fresh sockets.
+    pub(super) const LEAN: Runtime64k = Runtime64k { lean: true };
+}
 
 impl Runtime for Runtime64k {
     fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
@@ -79,38 +97,10 @@ impl Runtime for Runtime64k {
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        Ok(Arc::new(Split {
-            inner: quinn::TokioRuntime.wrap_udp_socket(socket)?,
-            lean: false,
-        }))
-    }
-
-    fn now(&self) -> Instant {
-        quinn::TokioRuntime.now()
-    }
-}
-
-/// [`Runtime64k`] for the sockets of a hard-NAT spray: hundreds at once,
-/// each carrying one handshake (and one winner a connection), so each
-/// receives one datagram at a time (no GRO batches). quinn sizes an
-/// endpoint's receive buffer as the payload ceiling × the socket's receive
-/// segments × 32; at 8,952 bytes and GRO's 64 segments that is 18 MiB,
-/// zeroed, per socket: a spray of 4 × 256 sockets spent seconds of both
-/// cores zeroing 18 GiB and left the node's own sockets unread meanwhile
-/// (its relay connection timed out).
-#[derive(Debug)]
-pub(super) struct LeanRuntime;
-
-impl Runtime for LeanRuntime {
-    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
-        Runtime64k.new_timer(at)
-    }
-
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        Runtime64k.spawn(future)
-    }
-
-    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        if !self.lean {
+            let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+            return Ok(Arc::new(Split { inner, lean: false }));
+        }
         // quinn-udp switches GRO on as it wraps the socket; off again, the
         // kernel hands over one datagram per receive, which is what the
         // one-segment buffers hold (a merged batch would be cut short).
@@ -129,14 +119,14 @@ impl Runtime for LeanRuntime {
     }
 
     fn now(&self) -> Instant {
-        Runtime64k.now()
+        quinn::TokioRuntime.now()
     }
 }
 
 #[derive(Debug)]
 struct Split {
     inner: Arc<dyn AsyncUdpSocket>,
-    /// One datagram per receive (see [`LeanRuntime`]).
+    /// One datagram per receive (see [`Runtime64k`]).
     lean: bool,
 }
 
@@ -267,7 +257,7 @@ mod tests {
         rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = Runtime64k.wrap_udp_socket(tx).unwrap();
+        let tx = Runtime64k::FULL.wrap_udp_socket(tx).unwrap();
         if tx.max_transmit_segments() < 10 {
             eprintln!("skipped: this kernel has no UDP GSO");
             return;
@@ -307,11 +297,11 @@ mod tests {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let same = socket.try_clone().unwrap();
-        let full = Runtime64k
+        let full = Runtime64k::FULL
             .wrap_udp_socket(socket.try_clone().unwrap())
             .unwrap();
         let gro_on = getsockopt(&same, UdpGroSegment).unwrap_or(false);
-        let lean = LeanRuntime.wrap_udp_socket(socket).unwrap();
+        let lean = Runtime64k::LEAN.wrap_udp_socket(socket).unwrap();
         assert!(
             !getsockopt(&same, UdpGroSegment).unwrap_or(false),
             "GRO off"
