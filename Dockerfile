@@ -11,7 +11,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p ledgermesh-node \
+RUN cargo build --release --locked -p ledgermesh \
     && strip target/release/ledgermesh
 
 # anvil, at the version the test suite pins (scripts/tools-package.json).

@@ -6,5 +6,5 @@
 # The set-up phase over a real chain needs anvil (scripts/setup.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p ledgermesh-node >&2
+cargo build --release --locked -p ledgermesh >&2
 RUST_LOG="${RUST_LOG:-error}" exec target/release/ledgermesh bench "$@"

@@ -9,17 +9,16 @@
 //!
 //! [`swarm`] owns the swarm in one event loop; [`provider`], [`consumer`] and
 //! [`relay`] are the roles; [`streams`] is the data-stream protocol;
-//! [`signaling`] posts and reads sealed envelopes; [`demo`] runs a whole
-//! network in one process.
+//! [`signaling`] posts and reads sealed envelopes. The demo, the benchmark
+//! and the development chain are in `ledgermesh-dev`; the command line is
+//! the `ledgermesh` binary's own crate.
 #![warn(missing_docs)]
 
 pub mod access;
 pub mod addr;
 pub mod api;
-pub mod cli;
 pub mod clock;
 pub mod cursor_store;
-pub mod dev;
 pub mod events;
 pub mod identity;
 pub mod ledger_spec;
@@ -27,9 +26,9 @@ pub mod logs;
 pub mod ops;
 pub mod protocols;
 pub mod roles;
+pub mod scratch;
 pub mod signaling;
 pub mod swarm;
-pub use dev::{bench, demo, devchain};
 pub use protocols::observe;
 pub use protocols::stream as streams;
 pub use protocols::stream::source;

@@ -8,9 +8,9 @@ pub mod natlab;
 pub mod procs;
 pub mod throwaway;
 
+use ledgermesh_dev::{DevNet, EmitterFactory};
 use ledgermesh_ledger::{Ledger, MemoryLedger};
 use ledgermesh_node::consumer::{ConsumerConfig, StreamOutcome, Want};
-use ledgermesh_node::dev::{DevNet, EmitterFactory};
 use ledgermesh_node::events::Emitter;
 use ledgermesh_node::provider::ProviderConfig;
 use ledgermesh_node::source::Source;
@@ -22,7 +22,7 @@ use std::time::Duration;
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-pub use ledgermesh_node::dev::{keep_tmp, Recorder, TempDir};
+pub use ledgermesh_dev::{keep_tmp, Recorder, TempDir};
 
 /// A fresh scratch directory `lm-e2e-<tag>-…`, removed on drop.
 pub fn temp_dir(tag: &str) -> TempDir {

@@ -21,7 +21,7 @@ pub fn bin_path() -> PathBuf {
     let bin = dir.join("ledgermesh");
     assert!(
         bin.is_file(),
-        "{} not built: run `cargo build -p ledgermesh-node` (nextest --workspace builds it) or set LEDGERMESH_BIN",
+        "{} not built: run `cargo build -p ledgermesh` (nextest --workspace builds it) or set LEDGERMESH_BIN",
         bin.display()
     );
     bin

@@ -331,7 +331,7 @@ async fn a_stdout_nobody_reads_never_stalls_the_node() {
     let relay_id = ledgermesh_node::addr::peer_of(&relay).unwrap();
     // From here on nobody reads the relay's stdout. Peers come and go, each
     // an event or two on the relay; far more than the pipe holds.
-    let dev = ledgermesh_node::dev::DevNet::new(ledgermesh_node::dev::DevNet::plain());
+    let dev = ledgermesh_dev::DevNet::new(ledgermesh_dev::DevNet::plain());
     for i in 0..60 {
         let n = dev
             .spawn(dev.config(&format!("visitor-{i}")))

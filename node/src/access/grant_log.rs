@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn grants_survive_a_reopen_latest_end_wins_and_ended_ones_go() {
-        let dir = crate::dev::TempDir::new("lm-grants").unwrap();
+        let dir = crate::scratch::TempDir::new("lm-grants").unwrap();
         let (p, q) = (PeerId::random(), PeerId::random());
         let (log, live) = GrantLog::open(dir.path(), 1_000).unwrap();
         assert!(live.is_empty());

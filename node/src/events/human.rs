@@ -18,7 +18,7 @@ pub enum Loudness {
 }
 
 /// `12D3KooW…abcdef`: a PeerId shortened, as `status` and the log print it.
-pub(crate) fn short(id: &str) -> String {
+pub fn short(id: &str) -> String {
     if id.len() > 16 && id.is_ascii() {
         format!("{}…{}", &id[..8], &id[id.len() - 6..])
     } else {
@@ -41,7 +41,7 @@ fn route(r: &Option<Route>) -> String {
 }
 
 /// A byte count for people: `812 B`, `1.5 MiB`.
-pub(crate) fn bytes(n: u64) -> String {
+pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn the_latest_voucher_of_each_channel_survives_a_reopen() {
-        let dir = crate::dev::TempDir::new("lm-vouchers").unwrap();
+        let dir = crate::scratch::TempDir::new("lm-vouchers").unwrap();
         let payer = PeerId::random();
         let v = |channel: u8, cumulative: u128| SignedVoucher {
             channel: [channel; 32],
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn only_higher_vouchers_are_written_and_the_file_stays_one_line_per_channel() {
-        let dir = crate::dev::TempDir::new("lm-vouchers-compact").unwrap();
+        let dir = crate::scratch::TempDir::new("lm-vouchers-compact").unwrap();
         let payer = PeerId::random();
         let (store, _) = VoucherStore::open(dir.path()).unwrap();
         for c in 1..=1_000u128 {

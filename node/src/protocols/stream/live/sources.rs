@@ -351,7 +351,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tail_source_never_opens_through_a_symbolic_link() {
-        let dir = crate::dev::TempDir::new("lm-nofollow").unwrap();
+        let dir = crate::scratch::TempDir::new("lm-nofollow").unwrap();
         let real = dir.path().join("real.log");
         std::fs::write(&real, b"x").unwrap();
         let link = dir.path().join("link.log");
@@ -376,7 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tail_source_follows_appends_and_truncation() {
-        let dir = crate::dev::TempDir::new("lm-tail").unwrap();
+        let dir = crate::scratch::TempDir::new("lm-tail").unwrap();
         let path = dir.0.join("log");
         std::fs::write(&path, b"old lines are not sent\n").unwrap();
         let (o, stop) = opts(false);
