@@ -29,6 +29,7 @@ pub mod roles;
 pub mod scratch;
 pub mod signaling;
 pub mod swarm;
+pub mod tasks;
 pub use protocols::observe;
 pub use protocols::stream as streams;
 pub use protocols::stream::source;

@@ -7,6 +7,8 @@
 //! drivers hold `swarm::NodeHandle`; the swarm composes the protocols'
 //! behaviours). It goes when the drivers take the narrow network face.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -15,17 +17,6 @@ const KNOWN: &[&str] = &["protocols", "swarm"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).expect("read src") {
-        let p = e.expect("entry").path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
 }
 
 /// The top-level module a path under `src/` belongs to.
@@ -43,16 +34,8 @@ fn graph() -> BTreeMap<String, BTreeMap<String, String>> {
         .expect("src")
         .map(|e| module_of(Path::new(&e.expect("entry").file_name())))
         .collect();
-    let mut files = vec![];
-    rust_files(&root, &mut files);
     let mut edges: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for f in files {
-        let rel = f.strip_prefix(&root).expect("under src").to_path_buf();
-        if rel.file_name().is_some_and(|n| n == "tests.rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&f).expect("read");
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    for (rel, code) in common::non_test_code(&root) {
         let from = module_of(&rel);
         for (i, _) in code.match_indices("crate::") {
             let name: String = code[i + 7..]

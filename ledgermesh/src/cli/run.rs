@@ -158,13 +158,16 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     }
     limits.reservations_per_ip = args.max_reservations_per_ip;
     limits.circuits_per_ip = args.max_circuits_per_ip;
-    if let Some(path) = &args.allow {
-        let acl = ledgermesh_node::access::acl_file::load(path)
-            .with_context(|| format!("reading the relay allowlist {}", path.display()))?;
-        let shared = std::sync::Arc::new(std::sync::RwLock::new(acl));
-        ledgermesh_node::relay::watch_allowlist(path.clone(), shared.clone());
-        limits.allow = Some(shared);
-    }
+    let allow = match &args.allow {
+        Some(path) => {
+            let acl = ledgermesh_node::access::acl_file::load(path)
+                .with_context(|| format!("reading the relay allowlist {}", path.display()))?;
+            let shared = std::sync::Arc::new(std::sync::RwLock::new(acl));
+            limits.allow = Some(shared.clone());
+            Some((path.clone(), shared))
+        }
+        None => None,
+    };
     ledgermesh_node::logs::show_addrs(args.node.log_addrs);
     let emitter = emitter_for("relay", args.node.json);
     let payees = args
@@ -203,6 +206,9 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     config.limits = args.node.caps();
     args.node.check_api()?;
     let handle = spawn(config, keypair).await.context("starting the relay")?;
+    if let Some((path, shared)) = allow {
+        ledgermesh_node::relay::watch_allowlist(handle.tasks(), path, shared);
+    }
     args.node.start_api(&handle).await?;
     let snap = handle.wait_listening().await?;
     for a in &snap.direct_addrs {
@@ -471,7 +477,7 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
         Some(Until::Bytes(b)) => cc.live.until_bytes = Some(b),
         Some(Until::Time(t)) => {
             let stop = stop.clone();
-            tokio::spawn(async move {
+            handle.spawn(async move {
                 tokio::time::sleep(t).await;
                 stop.cancel();
             });

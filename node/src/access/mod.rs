@@ -28,6 +28,8 @@ struct Inner {
     wake_expiry: Arc<Notify>,
     audit: Option<AuditLog>,
     emitter: Emitter,
+    /// The expiry task and the ACL file's watcher: they end with this.
+    tasks: crate::tasks::StopOnDrop,
 }
 
 /// A provider's access state; clones share it.
@@ -53,10 +55,11 @@ impl Access {
                 wake_expiry: Arc::new(Notify::new()),
                 audit,
                 emitter,
+                tasks: Default::default(),
             }),
         };
         let weak = Arc::downgrade(&access.inner);
-        tokio::spawn(expire_grants(weak));
+        access.inner.tasks.spawn(expire_grants(weak));
         access
     }
 
@@ -167,7 +170,7 @@ impl Access {
     /// is reported and the ACL in force stays.
     pub fn watch_acl_file(&self, path: PathBuf) {
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             let mut seen = acl_file::fingerprint(&path);
             let mut hup =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();

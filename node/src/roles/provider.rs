@@ -112,21 +112,13 @@ pub async fn run(
     ledger: Arc<dyn Ledger>,
     config: ProviderConfig,
 ) -> anyhow::Result<()> {
-    let stop = tokio_util::sync::CancellationToken::new();
-    {
-        // Live sources stop with the node.
-        let (handle, stop) = (handle.clone(), stop.clone());
-        tokio::spawn(async move {
-            handle.stopping().await;
-            stop.cancel();
-        });
-    }
     let live = crate::streams::live::LiveOptions {
         key: handle.keypair().clone(),
         buffer: config.live_buffer,
         exec_once: config.exec_once,
         emitter: handle.emitter().clone(),
-        stop,
+        // Live sources stop with the node.
+        tasks: handle.tasks().clone(),
         fault_flip: config.fault_flip_live_byte,
     };
     let catalog = Arc::new(Catalog::build(config.streams.clone(), Some(&live)).await?);

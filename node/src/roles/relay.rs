@@ -38,13 +38,14 @@ pub async fn dial_addr(handle: &NodeHandle) -> Result<Multiaddr, NodeError> {
 }
 
 /// Re-reads the relay's allowlist when the file changes (checked every
-/// second); a bad file is reported and the old list stays.
+/// second), as one of `tasks`; a bad file is reported and the old list stays.
 pub fn watch_allowlist(
+    tasks: &crate::tasks::Tasks,
     path: std::path::PathBuf,
     acl: std::sync::Arc<std::sync::RwLock<ledgermesh_protocol::access::Acl>>,
 ) {
     use crate::access::acl_file::{fingerprint, load};
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut seen = fingerprint(&path);
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {

@@ -11,6 +11,25 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
+/// Who waits for a dial, and what they hear once the peer is up (by this
+/// connection or another) or the dial failed.
+pub(super) enum DialReply {
+    /// That the peer is up.
+    Up(oneshot::Sender<Result<(), DialError>>),
+    /// The id of the connection dialed.
+    WithId(oneshot::Sender<Result<ConnectionId, DialError>>),
+}
+
+impl DialReply {
+    fn send(self, id: ConnectionId, result: Result<(), DialError>) {
+        // Whoever asked may have gone: nothing to tell then.
+        match self {
+            Self::Up(tx) => drop(tx.send(result)),
+            Self::WithId(tx) => drop(tx.send(result.map(|()| id))),
+        }
+    }
+}
+
 impl EventLoop {
     pub(super) fn dial(
         &mut self,
@@ -36,7 +55,7 @@ impl EventLoop {
             let _ = reply.send(Err(DialError::PrivateOnly(private)));
             return;
         }
-        self.start_dial(peer, addrs, reply);
+        self.start_dial(peer, addrs, DialReply::Up(reply));
     }
 
     /// A connection to `peer` over `addr` beside those already open;
@@ -51,22 +70,12 @@ impl EventLoop {
             let _ = reply.send(Err(DialError::PrivateOnly(private)));
             return;
         }
-        let (tx, rx) = oneshot::channel();
-        let id = self.start_dial(peer, vec![addr], tx);
-        tokio::spawn(async move {
-            let up = rx.await.unwrap_or(Err(DialError::Stopped));
-            let _ = reply.send(up.map(|()| id));
-        });
+        self.start_dial(peer, vec![addr], DialReply::WithId(reply));
     }
 
     /// Dials `peer` at `addrs` (a connection whatever is open already);
     /// `reply` hears when it is up or failed. Returns its id.
-    fn start_dial(
-        &mut self,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        reply: oneshot::Sender<Result<(), DialError>>,
-    ) -> ConnectionId {
+    fn start_dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, reply: DialReply) {
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
             .condition(PeerCondition::Always)
@@ -74,9 +83,8 @@ impl EventLoop {
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => drop(self.pending_dials.insert(id, (peer, reply))),
-            Err(e) => drop(reply.send(Err(e.into()))),
+            Err(e) => reply.send(id, Err(e.into())),
         }
-        id
     }
 
     /// The first of `addrs` when every one of them is outside the global
@@ -131,7 +139,7 @@ impl EventLoop {
                 true => Ok(()),
                 false => Err(error.into()),
             };
-            let _ = reply.send(result);
+            reply.send(id, result);
         }
     }
 
@@ -190,7 +198,7 @@ impl EventLoop {
             .collect();
         for id in ids {
             if let Some((_, reply)) = self.pending_dials.remove(&id) {
-                let _ = reply.send(Ok(()));
+                reply.send(id, Ok(()));
             }
         }
     }

@@ -3,7 +3,7 @@
 //! protocol crate's `PathSet`; the observe protocol is its own behaviour.
 
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::handle::{Command, ConnInfo, DialError, NetSignals, PublicView, Snapshot};
+use super::handle::{Command, ConnInfo, NetSignals, PublicView, Snapshot};
 use super::listeners::Listeners;
 use super::reservations::Reservations;
 use super::NodeConfig;
@@ -26,8 +26,7 @@ pub(super) struct EventLoop {
     pub(super) listeners: Listeners,
     pub(super) reservations: Reservations,
     pub(super) paths: PathSet<ConnectionId>,
-    pub(super) pending_dials:
-        HashMap<ConnectionId, (PeerId, oneshot::Sender<Result<(), DialError>>)>,
+    pub(super) pending_dials: HashMap<ConnectionId, (PeerId, super::connections::DialReply)>,
     pub(super) close_watchers: HashMap<PeerId, Vec<mpsc::Sender<()>>>,
     /// The addresses each peer was last dialed at (for re-routes).
     pub(super) dial_addrs: HashMap<PeerId, Vec<libp2p::Multiaddr>>,
@@ -67,11 +66,8 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 cmd = self.commands.recv() => match cmd {
                     None => break,
-                    Some(Command::Shutdown(done)) => {
+                    Some(Command::Shutdown) => {
                         self.close_all().await;
-                        if let Some(done) = done {
-                            let _ = done.send(());
-                        }
                         break;
                     }
                     Some(cmd) => self.on_command(cmd),
@@ -179,7 +175,7 @@ impl EventLoop {
                 }
             }
             Command::WaitDirect(peer, reply) => self.wait_direct(peer, reply),
-            Command::Shutdown(_) => {}
+            Command::Shutdown => {}
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }

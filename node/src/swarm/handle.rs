@@ -12,8 +12,6 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Addresses of one peer dialed at once, at most.
 pub const MAX_DIAL_CANDIDATES: usize = 16;
@@ -156,8 +154,8 @@ pub(super) enum Command {
     },
     WatchCloses(PeerId, mpsc::Sender<()>),
     SetPublic(PublicView),
-    /// Close every connection, then stop; the reply says it is done.
-    Shutdown(Option<oneshot::Sender<()>>),
+    /// Close every connection, then stop (the loop task ends).
+    Shutdown,
     /// Close every connection to a peer (and so any reservation on it).
     Disconnect(PeerId),
     /// Dial `peer` at `addr` from a fresh port (a registered spray, see
@@ -197,8 +195,9 @@ pub struct NodeHandle {
     pub(super) emitter: Emitter,
     pub(super) ops: std::sync::Arc<crate::ops::Ops>,
     pub(super) signals: watch::Receiver<NetSignals>,
-    pub(super) tasks: TaskTracker,
-    pub(super) cancel: CancellationToken,
+    pub(super) tasks: crate::tasks::Tasks,
+    /// The event loop alone: it outlives the node's tasks at shutdown.
+    pub(super) event_loop: crate::tasks::Tasks,
     pub(super) allow_private: bool,
     pub(super) punch: super::punch::PunchHandle,
     pub(super) stream_inbox: std::sync::Arc<std::sync::Mutex<Option<StreamInbox>>>,
@@ -517,9 +516,7 @@ impl NodeHandle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let cancel = self.cancel.clone();
-        self.tasks
-            .spawn(async move { cancel.run_until_cancelled(task).await })
+        self.tasks.spawn(task)
     }
 
     /// Runs `task` as one of the node's own without cancelling it at
@@ -530,12 +527,17 @@ impl NodeHandle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.tasks.spawn(task)
+        self.tasks.spawn_tracked(task)
+    }
+
+    /// The node's own tasks, for a part that spawns its own.
+    pub fn tasks(&self) -> &crate::tasks::Tasks {
+        &self.tasks
     }
 
     /// Resolves when the node starts shutting down.
     pub async fn stopping(&self) {
-        self.cancel.cancelled().await
+        self.tasks.stopping().await
     }
 
     /// Stops the node ([`NodeHandle::shutdown_because`] "requested").
@@ -550,24 +552,13 @@ impl NodeHandle {
     /// Call it from outside the node's own tasks.
     pub async fn shutdown_because(&self, reason: &str) {
         let started = std::time::Instant::now();
-        self.cancel.cancel();
-        self.tasks.close();
-        let left = match tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await {
-            Ok(()) => 0,
-            Err(_) => self.tasks.len(),
-        };
+        let left = self.tasks.stop(Duration::from_secs(5)).await;
         if left > 0 {
             tracing::warn!(left, "node tasks still running after 5 s");
         }
-        let (done, closed) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Shutdown(Some(done)))
-            .await
-            .is_ok()
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(3), closed).await;
-        }
+        // The loop closes every connection and ends; give it 3 s.
+        let _ = self.commands.send(Command::Shutdown).await;
+        self.event_loop.stop(Duration::from_secs(3)).await;
         self.emit(Event::Shutdown {
             reason: reason.into(),
             ms: started.elapsed().as_millis() as u64,

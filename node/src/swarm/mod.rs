@@ -187,7 +187,10 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         epoch: Instant::now(),
     };
     let span = tracing::info_span!("node", name = %event_loop.config.name, peer = %peer_id);
-    tokio::spawn(event_loop.run().instrument(span));
+    // The event loop is not one of the node's tasks: shutdown stops those
+    // first and then tells the loop (Command::Shutdown) to close up.
+    let event_loop_task = crate::tasks::Tasks::new();
+    event_loop_task.spawn_tracked(event_loop.run().instrument(span));
     let handle = NodeHandle {
         peer_id,
         keypair,
@@ -202,8 +205,8 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         payers: Default::default(),
         relays: relay_list,
         defers_reservations,
-        tasks: tokio_util::task::TaskTracker::new(),
-        cancel: tokio_util::sync::CancellationToken::new(),
+        tasks: crate::tasks::Tasks::new(),
+        event_loop: event_loop_task,
         punch,
         stream_inbox: std::sync::Arc::new(std::sync::Mutex::new(Some(handle::StreamInbox {
             incoming: stream_incoming,
@@ -226,7 +229,6 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
             control: handle.control.clone(),
             local: peer_id,
             tasks: handle.tasks.clone(),
-            cancel: handle.cancel.clone(),
             handshakes: relay_server::server::handshake_permits(),
         }
         .start()

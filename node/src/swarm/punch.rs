@@ -60,14 +60,12 @@ struct Spray {
 struct Shared {
     sprays: HashMap<SocketAddr, Spray>,
     probes: VecDeque<(SocketAddr, PeerId)>,
-    /// Connections that answered a probe inside its window.
-    caught: VecDeque<(Output, SocketAddr)>,
 }
 
 #[derive(Default)]
 struct Inner {
     state: Mutex<Shared>,
-    /// Probes or caught connections wait for the transport's poll: the
+    /// Probes wait for the transport's poll: the
     /// swarm polls the transport all the time, and only then is the lock
     /// taken.
     work: AtomicBool,
@@ -126,6 +124,11 @@ pub struct Punch {
     probe_life: Duration,
     /// The QUIC listeners and one of their addresses (for caught connections).
     listeners: HashMap<ListenerId, Multiaddr>,
+    /// Probes in flight, each for at most `probe_life`: polled with the
+    /// transport (at most a queue's worth per batch), so no task of their own.
+    probing: FuturesUnordered<BoxFuture<'static, Option<(Output, SocketAddr)>>>,
+    /// Connections that answered a probe inside its window.
+    caught: VecDeque<(Output, SocketAddr)>,
 }
 
 impl Punch {
@@ -136,6 +139,8 @@ impl Punch {
             handle,
             probe_life: Duration::from_millis(Plan::default().probe_life_ms),
             listeners: HashMap::new(),
+            probing: FuturesUnordered::new(),
+            caught: VecDeque::new(),
         }
     }
 
@@ -188,13 +193,15 @@ impl Punch {
                 continue; // no QUIC listener, or already punching there
             };
             let life = self.probe_life;
-            let handle = self.handle.clone();
-            tokio::spawn(async move {
-                if let Ok(Ok(out)) = tokio::time::timeout(life, dial).await {
-                    handle.lock().caught.push_back((out, target));
-                    handle.wake();
+            self.probing.push(
+                async move {
+                    match tokio::time::timeout(life, dial).await {
+                        Ok(Ok(out)) => Some((out, target)),
+                        _ => None,
+                    }
                 }
-            });
+                .boxed(),
+            );
         }
     }
 }
@@ -239,19 +246,23 @@ impl Transport for Punch {
         this.handle.inner.waker.register(cx.waker());
         if this.handle.inner.work.swap(false, Ordering::AcqRel) {
             this.start_probes();
-            let caught = this.handle.lock().caught.pop_front();
-            if let Some((out, from)) = caught {
-                // More may wait: look again on the next poll.
-                this.handle.inner.work.store(true, Ordering::Release);
-                cx.waker().wake_by_ref();
-                if let Some((id, local)) = this.listeners.iter().next() {
-                    return Poll::Ready(TransportEvent::Incoming {
-                        listener_id: *id,
-                        upgrade: futures::future::ready(Ok(out)).boxed(),
-                        local_addr: local.clone(),
-                        send_back_addr: socket_to_multiaddr(from, true),
-                    });
-                }
+        }
+        // Polled after new probes joined, so each has its wake-up set.
+        while let Poll::Ready(Some(answered)) = this.probing.poll_next_unpin(cx) {
+            if let Some(caught) = answered {
+                this.caught.push_back(caught);
+            }
+        }
+        if let Some((out, from)) = this.caught.pop_front() {
+            // More may wait: look again on the next poll.
+            cx.waker().wake_by_ref();
+            if let Some((id, local)) = this.listeners.iter().next() {
+                return Poll::Ready(TransportEvent::Incoming {
+                    listener_id: *id,
+                    upgrade: futures::future::ready(Ok(out)).boxed(),
+                    local_addr: local.clone(),
+                    send_back_addr: socket_to_multiaddr(from, true),
+                });
             }
         }
         match Pin::new(&mut this.inner).poll(cx) {

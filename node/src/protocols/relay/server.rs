@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Longest wait for a request, or for the destination to answer.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -42,8 +40,7 @@ pub(crate) struct Server {
     pub(crate) reporter: Reporter,
     pub(crate) control: libp2p_stream::Control,
     pub(crate) local: PeerId,
-    pub(crate) tasks: TaskTracker,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: crate::tasks::Tasks,
     pub(crate) handshakes: Arc<Semaphore>,
 }
 
@@ -70,8 +67,7 @@ impl Server {
     pub(crate) fn start(mut self) -> Result<(), &'static str> {
         let incoming = (self.incoming.take()).ok_or("the relay has no hop queue")?;
         let me = Arc::new(self);
-        let (tasks, cancel) = (me.tasks.clone(), me.cancel.clone());
-        tasks.spawn(async move { cancel.run_until_cancelled(me.run(incoming)).await });
+        me.tasks.clone().spawn(me.run(incoming));
         Ok(())
     }
 
@@ -90,10 +86,7 @@ impl Server {
                         continue;
                     };
                     let me = self.clone();
-                    let cancel = self.cancel.clone();
-                    self.tasks.spawn(async move {
-                        cancel.run_until_cancelled(me.hop(peer, stream, permit)).await
-                    });
+                    self.tasks.spawn(async move { me.hop(peer, stream, permit).await });
                 }
                 _ = sweep.tick() => self.sweep(),
             }

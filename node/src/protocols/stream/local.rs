@@ -16,6 +16,9 @@ pub const MAX_CLIENTS: usize = 64;
 pub struct Fanout {
     tx: broadcast::Sender<Arc<Vec<u8>>>,
     addr: SocketAddr,
+    /// The accept loop stops when the last clone goes; each client's writer
+    /// then sees the channel close and shuts its socket down.
+    tasks: Arc<crate::tasks::StopOnDrop>,
 }
 
 impl PartialEq for Fanout {
@@ -33,10 +36,12 @@ impl Fanout {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, _) = broadcast::channel(BACKLOG);
-        let fanout = Self { tx, addr };
+        let tasks = Arc::new(crate::tasks::StopOnDrop::new());
+        let clients = (**tasks).clone();
+        let fanout = Self { tx, addr, tasks };
         let tx = fanout.tx.clone();
         let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
-        tokio::spawn(async move {
+        fanout.tasks.spawn(async move {
             loop {
                 let Ok((mut sock, peer)) = listener.accept().await else {
                     continue;
@@ -46,7 +51,7 @@ impl Fanout {
                     continue;
                 };
                 let mut rx = tx.subscribe();
-                tokio::spawn(async move {
+                clients.spawn_tracked(async move {
                     let _permit = permit;
                     let _ = sock.set_nodelay(true);
                     loop {

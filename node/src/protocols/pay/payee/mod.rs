@@ -67,6 +67,9 @@ struct Inner {
     claiming: tokio::sync::Mutex<()>,
     /// Where accepted vouchers are kept until claimed.
     store: Mutex<Option<Arc<super::store::VoucherStore>>>,
+    /// Claims, channel reads and pay sessions (they hold `Payees` clones,
+    /// so these end first; then the book goes and this stops).
+    tasks: crate::tasks::StopOnDrop,
 }
 
 /// The accounts of paying peers; clones share them.
@@ -112,6 +115,7 @@ impl Payees {
                 emitter,
                 claiming: tokio::sync::Mutex::new(()),
                 store: Mutex::new(None),
+                tasks: Default::default(),
             }),
         })
     }
@@ -132,7 +136,8 @@ impl Payees {
     fn spawn_claims(&self, claims: Vec<(ChannelId, Voucher)>) {
         for (channel, voucher) in claims {
             let me = self.clone();
-            tokio::spawn(async move { me.claim(channel, voucher).await });
+            // A claim runs to its end (its voucher stays on disk until then).
+            (self.inner.tasks).spawn_tracked(async move { me.claim(channel, voucher).await });
         }
     }
 
@@ -166,7 +171,7 @@ impl Payees {
                 BookAction::Claim { channel, voucher } => claims.push((channel, voucher)),
                 BookAction::ReadChannel { channel } => {
                     let me = self.clone();
-                    tokio::spawn(async move { me.read_channel(channel).await });
+                    (self.inner.tasks).spawn(async move { me.read_channel(channel).await });
                 }
                 BookAction::Event(e) => self.emit_event(e),
             }

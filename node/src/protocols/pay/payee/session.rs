@@ -63,7 +63,7 @@ impl Payees {
                     let mut s = PayStream::new(stream);
                     if !self.lock().book.stream_opened(peer, Instant::now()) {
                         tracing::debug!(%peer, "too many pay streams from one peer; closed");
-                        tokio::spawn(async move {
+                        self.inner.tasks.spawn(async move {
                             let m = refusal(RefusalCode::Other, "too many pay streams");
                             let _ = s.send(&m).await;
                             s.close().await;
@@ -71,7 +71,7 @@ impl Payees {
                         continue;
                     }
                     let me = self.clone();
-                    tokio::spawn(async move {
+                    self.inner.tasks.spawn(async move {
                         let _permit = permit;
                         me.session(peer, s).await;
                     });

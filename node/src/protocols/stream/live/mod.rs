@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 /// The default ring size of each live stream (`--live-buffer`).
 pub const DEFAULT_BUFFER: u64 = 16 << 20;
@@ -48,8 +47,8 @@ pub struct LiveOptions {
     pub exec_once: bool,
     /// Where source troubles are reported.
     pub emitter: Emitter,
-    /// Stops every source.
-    pub stop: CancellationToken,
+    /// Where the sources run: they stop when these do (the node's tasks).
+    pub tasks: crate::tasks::Tasks,
     /// Tests only: the first chunk sent that holds this offset goes out
     /// with that byte flipped after signing (what a tampering forwarder
     /// would do), once per feed.
@@ -113,7 +112,7 @@ impl LiveFeed {
     pub fn start(name: &str, spec: LiveSpec, opts: &LiveOptions) -> Arc<Self> {
         let feed = Self::new(name, opts.key.clone(), opts.buffer);
         *feed.fault_flip.lock().unwrap_or_else(|p| p.into_inner()) = opts.fault_flip;
-        tokio::spawn(sources::run(feed.clone(), spec, opts.clone()));
+        (opts.tasks).spawn(sources::run(feed.clone(), spec, opts.clone()));
         feed
     }
 

@@ -70,13 +70,10 @@ const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// How often a tailed file is looked at when nothing new was read.
 const TAIL_POLL: Duration = Duration::from_millis(100);
 
-/// Reads `spec` into `feed` until the source ends for good or the provider stops.
+/// Reads `spec` into `feed` until the source ends for good (or its tasks
+/// stop, which drops this: a command's process group is killed with it).
 pub(super) async fn run(feed: Arc<LiveFeed>, spec: LiveSpec, opts: LiveOptions) {
-    let stop = opts.stop.clone();
-    tokio::select! {
-        () = read_source(&feed, &spec, &opts) => {}
-        () = stop.cancelled() => {}
-    }
+    read_source(&feed, &spec, &opts).await
 }
 
 fn report(opts: &LiveOptions, feed: &LiveFeed, detail: String) {
@@ -217,29 +214,46 @@ async fn run_command(feed: &LiveFeed, cmd: &str) -> io::Result<std::process::Exi
         .spawn()?;
     let group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
     let mut stdout = child.stdout.take().expect("piped");
-    if let Some(stderr) = child.stderr.take() {
-        let name = feed.name().to_string();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr.take(u64::MAX));
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let read = (&mut lines).take(4096).read_until(b'\n', &mut line).await;
-                match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let text = String::from_utf8_lossy(&line);
-                        tracing::info!(stream = %name, "stderr: {}", text.trim_end());
-                    }
-                }
-            }
-        });
+    let stderr = log_stderr(child.stderr.take(), feed.name());
+    let work = async {
+        let pumped = pump(feed, &mut stdout).await;
+        let status = child.wait().await;
+        drop(group);
+        pumped?;
+        status
+    };
+    tokio::pin!(stderr, work);
+    let mut logging = true;
+    let status = loop {
+        tokio::select! {
+            status = &mut work => break status,
+            () = &mut stderr, if logging => logging = false,
+        }
+    };
+    // What the command wrote last, unless something it left holds the pipe.
+    if logging {
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), stderr).await;
     }
-    let pumped = pump(feed, &mut stdout).await;
-    let status = child.wait().await;
-    drop(group);
-    pumped?;
     status
+}
+
+/// A command's stderr to the log, line by line, each cut at 4 KiB, until it
+/// closes.
+async fn log_stderr(stderr: Option<tokio::process::ChildStderr>, name: &str) {
+    let Some(stderr) = stderr else { return };
+    let mut lines = tokio::io::BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut lines).take(4096).read_until(b'\n', &mut line).await;
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(stream = %name, "stderr: {}", text.trim_end());
+            }
+        }
+    }
 }
 
 /// Opens `path` to read, never through a symbolic link.
@@ -297,16 +311,16 @@ async fn tail(feed: &LiveFeed, path: &std::path::Path) -> io::Result<std::conver
 mod tests {
     use super::super::{LiveFeed, LiveOptions, Next};
     use super::*;
-    use tokio_util::sync::CancellationToken;
+    use crate::tasks::StopOnDrop;
 
-    fn opts(exec_once: bool) -> (LiveOptions, CancellationToken) {
-        let stop = CancellationToken::new();
+    fn opts(exec_once: bool) -> (LiveOptions, StopOnDrop) {
+        let stop = StopOnDrop::new();
         let opts = LiveOptions {
             key: libp2p::identity::Keypair::generate_ed25519(),
             buffer: 1 << 20,
             exec_once,
             emitter: crate::events::Emitter::new("test"),
-            stop: stop.clone(),
+            tasks: (*stop).clone(),
             fault_flip: None,
         };
         (opts, stop)
@@ -341,7 +355,7 @@ mod tests {
         let (got, ended) = read_feed(&feed, 8).await;
         assert_eq!(&got[..8], b"run\nrun\n");
         assert!(!ended);
-        stop.cancel();
+        drop(stop);
         let (o, _stop) = opts(true);
         let feed = LiveFeed::start("t", LiveSpec::Exec("printf 'a\\nb\\n'".into()), &o);
         let (got, ended) = read_feed(&feed, 1 << 20).await;
@@ -400,7 +414,7 @@ mod tests {
         append(b"two\n");
         let (got, _) = read_feed(&feed, 8).await;
         assert_eq!(got, b"one\ntwo\n");
-        stop.cancel();
+        drop(stop);
     }
 
     #[tokio::test]
@@ -419,6 +433,6 @@ mod tests {
         let feed = LiveFeed::start("q", LiveSpec::Tcp(addr.to_string()), &o);
         let (got, _) = read_feed(&feed, 13).await;
         assert_eq!(got, b"first\nsecond\n");
-        stop.cancel();
+        drop(stop);
     }
 }
