@@ -34,7 +34,6 @@ const LONG: &[&str] = &[
     "node/src/protocols/stream/client.rs::fetch_to",
     "node/src/protocols/stream/live/fetch.rs::fetch_live",
     "node/src/protocols/stream/send.rs::exchange",
-    "node/src/protocols/stream/server.rs::serve_one",
     "node/src/roles/consumer/buyer.rs::buy_from",
     "node/src/roles/provider.rs::run",
     "node/src/signaling/mod.rs::follow_inbox",
@@ -56,7 +55,6 @@ const BIG_DRIVERS: &[&str] = &[
     "stream/client.rs",
     "stream/live/fetch.rs",
     "stream/live/sources.rs",
-    "stream/server.rs",
 ];
 
 /// The longest protocol driver allowed, in lines of non-test code.
