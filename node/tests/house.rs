@@ -34,7 +34,6 @@ const LONG: &[&str] = &[
     "node/src/protocols/stream/client.rs::fetch_to",
     "node/src/protocols/stream/live/fetch.rs::fetch_live",
     "node/src/protocols/stream/send.rs::exchange",
-    "node/src/roles/consumer/buyer.rs::buy_from",
     "node/src/roles/provider.rs::run",
     "node/src/signaling/mod.rs::follow_inbox",
     "node/src/swarm/event_loop.rs::on_swarm_event",

@@ -17,6 +17,7 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 
 mod advertise;
+pub mod connect;
 pub mod hardnat;
 pub mod health;
 pub mod offers;

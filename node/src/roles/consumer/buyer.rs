@@ -11,10 +11,11 @@ use crate::streams::live::fetch::fetch_live;
 use crate::streams::{fetch_to, Output, Renew};
 use crate::swarm::NodeHandle;
 use ledgermesh_protocol::access::{AuditKind, AuditRecord};
+use ledgermesh_protocol::stream::priced::{buyer_gate, check_attached};
 use ledgermesh_protocol::{ServiceRequest, ServiceResponse};
 use libp2p::{Multiaddr, PeerId};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 use tokio::task::JoinSet;
 
 /// What every per-provider task shares.
@@ -170,50 +171,144 @@ impl Buyer {
     }
 }
 
-/// Head start of direct addresses over relay circuits when connecting.
-const DIRECT_HEAD_START: Duration = Duration::from_millis(500);
-
-/// Connects to `peer`: its direct addresses first, and if none answers within
-/// [`DIRECT_HEAD_START`], every address at once (relay circuits included), so
-/// a reachable provider is never reached through a relay by accident of timing
-/// and an unreachable one costs only the head start.
+/// Connects to `peer` as the connect policy says
+/// (`ledgermesh_protocol::path::connect`): its direct addresses first, for a
+/// head start, then every address, in a few rounds backing off.
 async fn connect(
     handle: &NodeHandle,
     peer: PeerId,
     addrs: &[Multiaddr],
 ) -> Result<(), crate::swarm::DialError> {
-    let direct: Vec<Multiaddr> = addrs
-        .iter()
+    use futures::future::{BoxFuture, FutureExt};
+    use ledgermesh_protocol::path::connect::{Addrs, Connect, ConnectAction, Dialed};
+    use ledgermesh_protocol::Machine;
+    let direct: Vec<Multiaddr> = (addrs.iter())
         .filter(|a| !crate::addr::is_circuit(a))
         .cloned()
         .collect();
-    // A provider that is restarting (or re-reserving on its relay) is
-    // unreachable for a moment: a few attempts, backing off, before giving up.
-    let mut wait = Duration::from_millis(500);
-    let mut attempt = 1;
+    let mut policy = Connect::new(Instant::now(), !direct.is_empty());
+    let mut dialing: Option<(Addrs, BoxFuture<'_, _>)> = None;
+    let mut last = crate::swarm::DialError::Stopped;
     loop {
-        if !direct.is_empty() {
-            let first = tokio::time::timeout(DIRECT_HEAD_START, handle.dial(peer, direct.clone()));
-            if let Ok(Ok(())) = first.await {
-                return Ok(());
+        while let Some(action) = policy.poll_action() {
+            match action {
+                ConnectAction::Dial(which) => {
+                    let to = match which {
+                        Addrs::Direct => direct.clone(),
+                        Addrs::All => addrs.to_vec(),
+                    };
+                    dialing = Some((which, handle.dial(peer, to).boxed()));
+                }
+                ConnectAction::Connected => return Ok(()),
+                ConnectAction::GaveUp => return Err(last),
             }
         }
-        match handle.dial(peer, addrs.to_vec()).await {
-            // Asking again cannot help: only a flag can.
-            Err(e @ crate::swarm::DialError::PrivateOnly(_)) => return Err(e),
-            Err(e) if attempt < CONNECT_ATTEMPTS => {
-                tracing::info!(%peer, attempt, error = %e, "cannot reach the provider yet; retrying");
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-                attempt += 1;
+        let wake = policy.poll_timeout();
+        let timer = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
             }
-            result => return result,
+        };
+        let dial = async {
+            match dialing.as_mut() {
+                Some((which, d)) => (*which, d.await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            (which, result) = dial => {
+                dialing = None;
+                let how = match result {
+                    Ok(()) => Dialed::Up,
+                    // Asking again cannot help: only a flag can.
+                    Err(e @ crate::swarm::DialError::PrivateOnly(_)) => {
+                        last = e;
+                        Dialed::FailedForGood
+                    }
+                    Err(e) => {
+                        if which == Addrs::All {
+                            tracing::info!(%peer, round = policy.round(), error = %e, "cannot reach the provider yet");
+                        }
+                        last = e;
+                        Dialed::Failed
+                    }
+                };
+                policy.handle_dialed(Instant::now(), which, how);
+            }
+            () = timer => policy.handle_timeout(Instant::now()),
         }
     }
 }
 
-/// Rounds of dialing a provider before giving up (0.5 + 1 + 2 + 4 s apart).
-const CONNECT_ATTEMPTS: u32 = 5;
+/// The wanted streams the response accepted, and an outcome (with its
+/// event) for each it refused or left out.
+fn sort_response(
+    handle: &NodeHandle,
+    peer: PeerId,
+    resp: &ServiceResponse,
+    wanted: Vec<String>,
+) -> (Vec<String>, Vec<StreamOutcome>) {
+    let mut accepted = Vec::new();
+    let mut out = Vec::new();
+    for name in wanted {
+        if resp.accepted.iter().any(|i| i.name == name) {
+            accepted.push(name);
+        } else if let Some(r) = resp.rejected.iter().find(|r| r.name == name) {
+            out.push(refused(handle, peer, name, BuyError::Refused(r.clone())));
+        } else {
+            out.push(refused(handle, peer, name, BuyError::NotMentioned));
+        }
+    }
+    (accepted, out)
+}
+
+/// A stream not bought, and the event that says why.
+fn refused(handle: &NodeHandle, peer: PeerId, stream: String, why: BuyError) -> StreamOutcome {
+    handle.emit(Event::Error {
+        what: "stream_rejected".into(),
+        detail: format!("{stream}: {why}"),
+        reason: why.reason().map(Into::into),
+        peer_id: Some(peer.to_string()),
+    });
+    StreamOutcome {
+        peer,
+        stream,
+        result: Err(why),
+    }
+}
+
+/// Every one of `streams` ended with the same error.
+fn all_failed(
+    handle: &NodeHandle,
+    peer: PeerId,
+    streams: Vec<String>,
+    why: BuyError,
+) -> Vec<StreamOutcome> {
+    (streams.into_iter())
+        .map(|name| refused(handle, peer, name, why.clone()))
+        .collect()
+}
+
+/// Attaches a channel to a priced seller and checks the terms it gave.
+async fn pay_for(
+    handle: &NodeHandle,
+    peer: PeerId,
+    cfg: crate::protocols::pay::PayerConfig,
+    max: u128,
+) -> Result<(), BuyError> {
+    use crate::protocols::pay::payer::PayFailure;
+    use crate::protocols::pay::{pay, Paying};
+    use ledgermesh_protocol::payment::TermsRefusal;
+    match pay(handle, peer, cfg, handle.stream_meter(peer)).await {
+        Ok(Paying::Attached { terms, .. }) => Ok(check_attached(terms.price_per_mib, max)?),
+        Ok(_) => Ok(()),
+        Err(PayFailure::Terms(TermsRefusal::PriceTooHigh { price, max })) => {
+            Err(BuyError::PriceTooHigh { price, max })
+        }
+        Err(e) => Err(BuyError::Payment(Arc::new(e))),
+    }
+}
 
 /// Connects to one provider and receives every accepted stream in parallel.
 async fn buy_from(
@@ -223,58 +318,21 @@ async fn buy_from(
     wanted: Vec<String>,
 ) -> Vec<StreamOutcome> {
     let handle = buyer.handle.clone();
-    let mut out = Vec::new();
-    let fail = |stream: &str, why: BuyError, reason: &str| {
-        handle.emit(Event::Error {
-            what: "stream_rejected".into(),
-            detail: format!("{stream}: {why}"),
-            reason: Some(reason.into()),
-            peer_id: Some(peer.to_string()),
-        });
-        StreamOutcome {
-            peer,
-            stream: stream.into(),
-            result: Err(why),
-        }
-    };
-    let mut accepted = Vec::new();
-    for name in &wanted {
-        if resp.accepted.iter().any(|i| &i.name == name) {
-            accepted.push(name.clone());
-        } else if let Some(r) = resp.rejected.iter().find(|r| &r.name == name) {
-            out.push(fail(name, BuyError::Refused(r.clone()), r.reason.as_str()));
-        } else {
-            out.push(fail(name, BuyError::NotMentioned, "missing"));
-        }
-    }
+    let (accepted, mut out) = sort_response(&handle, peer, &resp, wanted);
     if accepted.is_empty() {
         return out;
     }
-    // Priced: within our limit, and only with a deposit to pay from.
-    let price = resp.price_per_mib;
+    // Priced: within our limit, and only with a deposit to pay from; refused
+    // here, before any byte or channel.
     let max = buyer.config.max_price_per_mib;
     let payer = buyer.config.stream_payer.clone();
-    if price > 0 {
-        // Refused here, before any byte or channel: above our limit, or
-        // nothing to pay from.
-        let reason = if price > max {
-            Some("price_too_high")
-        } else if payer.is_none() {
-            Some("no_deposit")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            for name in accepted {
-                let why = match reason {
-                    "price_too_high" => BuyError::PriceTooHigh { price, max },
-                    _ => BuyError::NoDeposit,
-                };
-                out.push(fail(&name, why, reason));
-            }
+    let priced = match buyer_gate(resp.price_per_mib, max, payer.is_some()) {
+        Ok(priced) => priced,
+        Err(why) => {
+            out.extend(all_failed(&handle, peer, accepted, why.into()));
             return out;
         }
-    }
+    };
     // The provider chose these addresses: dial only what our policy allows.
     let mut addrs: Vec<Multiaddr> = handle.dial_candidates(&resp.addrs);
     if addrs.is_empty() {
@@ -292,129 +350,31 @@ async fn buy_from(
             peer_id: Some(peer.to_string()),
         });
         let e = Arc::new(e);
-        for name in accepted {
-            out.push(StreamOutcome {
-                peer,
-                stream: name,
-                result: Err(BuyError::Connect(e.clone())),
-            });
-        }
+        out.extend(accepted.into_iter().map(|name| StreamOutcome {
+            peer,
+            stream: name,
+            result: Err(BuyError::Connect(e.clone())),
+        }));
         return out;
     }
-    if let (true, Some(cfg)) = (price > 0, payer) {
-        use crate::protocols::pay::{pay, Paying};
-        let paid = match pay(&handle, peer, cfg, handle.stream_meter(peer)).await {
-            Ok(Paying::Attached { terms, .. }) if terms.price_per_mib > max => {
-                Err(BuyError::PriceTooHigh {
-                    price: terms.price_per_mib,
-                    max,
-                })
-            }
-            Ok(_) => Ok(()),
-            Err(crate::protocols::pay::payer::PayFailure::Terms(
-                ledgermesh_protocol::payment::TermsRefusal::PriceTooHigh { price, max },
-            )) => Err(BuyError::PriceTooHigh { price, max }),
-            Err(e) => Err(BuyError::Payment(Arc::new(e))),
-        };
-        if let Err(why) = paid {
-            let reason = match &why {
-                BuyError::PriceTooHigh { .. } => "price_too_high",
-                _ => "payment",
-            };
-            for name in &accepted {
-                out.push(fail(name, why.clone(), reason));
-            }
+    if let (true, Some(cfg)) = (priced, payer) {
+        if let Err(why) = pay_for(&handle, peer, cfg, max).await {
+            out.extend(all_failed(&handle, peer, accepted, why));
             return out;
         }
     }
-    let priced = price > 0;
     let mut fetches = JoinSet::new();
     for name in accepted {
-        let handle = handle.clone();
-        let addrs = addrs.clone();
-        let buyer = buyer.clone();
-        let live = resp
-            .accepted
-            .iter()
-            .any(|i| i.name == name && i.live.is_some());
-        fetches.spawn(async move {
-            let config = &buyer.config;
-            let renew = (config.renew || priced).then(|| buyer.renewal(peer, &name));
-            let out = match &config.listen_local {
-                Some(f) => Output::Local(f.clone()),
-                None => Output::for_stream(&config.out_dir, &peer, &name),
-            };
-            let follow = || {
-                let out = out.clone();
-                let (handle, addrs, name, renew) = (&handle, &addrs, &name, renew.as_deref());
-                async move {
-                    fetch_live(
-                        handle,
-                        peer,
-                        addrs,
-                        name,
-                        &out,
-                        &config.fetch,
-                        &config.live,
-                        renew,
-                    )
-                    .await
-                }
-            };
-            let r = if config.send {
-                crate::streams::send::exchange(&handle, peer, &name, &out, &config.fetch).await
-            } else if live {
-                follow().await
-            } else {
-                match fetch_to(
-                    &handle,
-                    peer,
-                    &addrs,
-                    &name,
-                    &out,
-                    &config.fetch,
-                    renew.as_deref(),
-                )
-                .await
-                {
-                    // Found live only at its header (a provider reached
-                    // without the ledger, whose response would have said).
-                    Err(crate::streams::StreamError::Live) => follow().await,
-                    r => r,
-                }
-            };
-            match &r {
-                Ok(f) => handle.emit(Event::StreamDone {
-                    peer_id: peer.to_string(),
-                    stream: name.clone(),
-                    bytes: f.bytes,
-                    sha256: hex::encode(f.sha256),
-                    verified: f.verified,
-                    ms: f.elapsed.as_millis() as u64,
-                    resumes: f.resumes,
-                    path: Some(f.path.display().to_string()),
-                    first_byte_ts_ms: f.first_byte_ts_ms,
-                    live: f.live.clone(),
-                }),
-                Err(crate::streams::StreamError::OutputClosed) => {
-                    tracing::info!(%peer, stream = %name, "the output was closed; stopping");
-                }
-                Err(e) => handle.emit(Event::Error {
-                    what: "stream".into(),
-                    detail: format!("{name}: {e}"),
-                    reason: match &e {
-                        crate::streams::StreamError::Rejected(r) => Some(r.reason.as_str().into()),
-                        _ => None,
-                    },
-                    peer_id: Some(peer.to_string()),
-                }),
-            }
-            StreamOutcome {
-                peer,
-                stream: name,
-                result: r.map_err(|e| BuyError::Stream(Arc::new(e))),
-            }
-        });
+        let live = (resp.accepted.iter()).any(|i| i.name == name && i.live.is_some());
+        let job = Fetch {
+            buyer: buyer.clone(),
+            peer,
+            addrs: addrs.clone(),
+            name,
+            live,
+            priced,
+        };
+        fetches.spawn(job.run());
     }
     while let Some(r) = fetches.join_next().await {
         match r {
@@ -423,4 +383,96 @@ async fn buy_from(
         }
     }
     out
+}
+
+/// One accepted stream to receive.
+struct Fetch {
+    buyer: Arc<Buyer>,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    name: String,
+    /// The response said it is live.
+    live: bool,
+    priced: bool,
+}
+
+impl Fetch {
+    async fn run(self) -> StreamOutcome {
+        let Fetch {
+            buyer,
+            peer,
+            addrs,
+            name,
+            live,
+            priced,
+        } = self;
+        let (handle, config) = (&buyer.handle, &buyer.config);
+        let renew = (config.renew || priced).then(|| buyer.renewal(peer, &name));
+        let renew = renew.as_deref();
+        let out = match &config.listen_local {
+            Some(f) => Output::Local(f.clone()),
+            None => Output::for_stream(&config.out_dir, &peer, &name),
+        };
+        let follow = || {
+            let out = out.clone();
+            let (addrs, name) = (&addrs, &name);
+            async move {
+                let (fetch, live) = (&config.fetch, &config.live);
+                fetch_live(handle, peer, addrs, name, &out, fetch, live, renew).await
+            }
+        };
+        let r = if config.send {
+            crate::streams::send::exchange(handle, peer, &name, &out, &config.fetch).await
+        } else if live {
+            follow().await
+        } else {
+            match fetch_to(handle, peer, &addrs, &name, &out, &config.fetch, renew).await {
+                // Found live only at its header (a provider reached without
+                // the ledger, whose response would have said).
+                Err(crate::streams::StreamError::Live) => follow().await,
+                r => r,
+            }
+        };
+        report(handle, peer, &name, &r);
+        StreamOutcome {
+            peer,
+            stream: name,
+            result: r.map_err(|e| BuyError::Stream(Arc::new(e))),
+        }
+    }
+}
+
+/// The event for a received stream, or for why it was not.
+fn report(
+    handle: &NodeHandle,
+    peer: PeerId,
+    name: &str,
+    r: &Result<crate::streams::Fetched, crate::streams::StreamError>,
+) {
+    match r {
+        Ok(f) => handle.emit(Event::StreamDone {
+            peer_id: peer.to_string(),
+            stream: name.to_string(),
+            bytes: f.bytes,
+            sha256: hex::encode(f.sha256),
+            verified: f.verified,
+            ms: f.elapsed.as_millis() as u64,
+            resumes: f.resumes,
+            path: Some(f.path.display().to_string()),
+            first_byte_ts_ms: f.first_byte_ts_ms,
+            live: f.live.clone(),
+        }),
+        Err(crate::streams::StreamError::OutputClosed) => {
+            tracing::info!(%peer, stream = %name, "the output was closed; stopping");
+        }
+        Err(e) => handle.emit(Event::Error {
+            what: "stream".into(),
+            detail: format!("{name}: {e}"),
+            reason: match &e {
+                crate::streams::StreamError::Rejected(r) => Some(r.reason.as_str().into()),
+                _ => None,
+            },
+            peer_id: Some(peer.to_string()),
+        }),
+    }
 }

@@ -138,7 +138,34 @@ pub enum BuyError {
     Payment(Arc<crate::protocols::pay::payer::PayFailure>),
 }
 
+impl From<ledgermesh_protocol::stream::priced::BuyerRefusal> for BuyError {
+    fn from(r: ledgermesh_protocol::stream::priced::BuyerRefusal) -> Self {
+        use ledgermesh_protocol::stream::priced::BuyerRefusal;
+        match r {
+            BuyerRefusal::PriceTooHigh { price, max } => BuyError::PriceTooHigh { price, max },
+            BuyerRefusal::NoDeposit => BuyError::NoDeposit,
+        }
+    }
+}
+
 impl BuyError {
+    /// The `reason` field of the event that reports it, where it has one.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            BuyError::Request(e) => Some(e.reason()),
+            BuyError::Refused(r) => Some(r.reason.as_str()),
+            BuyError::NotMentioned => Some("missing"),
+            BuyError::Stream(e) => match &**e {
+                crate::streams::StreamError::Rejected(r) => Some(r.reason.as_str()),
+                _ => None,
+            },
+            BuyError::PriceTooHigh { .. } => Some("price_too_high"),
+            BuyError::NoDeposit => Some("no_deposit"),
+            BuyError::Payment(_) => Some("payment"),
+            BuyError::Connect(_) | BuyError::Missing => None,
+        }
+    }
+
     /// Our output went away (a closed pipe): the end the user chose, not a
     /// failure.
     pub fn output_closed(&self) -> bool {
