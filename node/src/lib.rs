@@ -23,6 +23,7 @@ pub mod events;
 pub mod identity;
 pub mod ledger_spec;
 pub mod logs;
+pub mod net;
 pub mod ops;
 pub mod protocols;
 pub mod roles;

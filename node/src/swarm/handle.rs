@@ -2,10 +2,12 @@
 //! the event loop over a bounded channel with oneshot replies.
 
 use crate::events::{Emitter, Event};
+pub use crate::net::{
+    CloseWatch, ConnInfo, DialError, NetSignals, NodeError, PublicView, Snapshot, StreamInbox,
+};
 use crate::protocols::observe::ObserveError;
 use ledgermesh_proto::v1::ObserveResponse;
 use ledgermesh_protocol::consensus::Verdict;
-use ledgermesh_protocol::path::Conn;
 use libp2p::swarm::ConnectionId;
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use std::future::Future;
@@ -15,114 +17,6 @@ use tokio::task::JoinHandle;
 
 /// Addresses of one peer dialed at once, at most.
 pub const MAX_DIAL_CANDIDATES: usize = 16;
-
-/// Errors starting or talking to a node.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// The transport could not be built.
-    #[error("building the swarm failed: {0}")]
-    Build(String),
-    /// No listen address could be opened.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: Multiaddr,
-        /// Why.
-        source: libp2p::TransportError<std::io::Error>,
-    },
-    /// A relay address without `/p2p/<id>`.
-    #[error("relay address {0} must end in /p2p/<relay peer id>")]
-    RelayAddrWithoutPeer(Multiaddr),
-    /// Every address given is loopback, private or otherwise not globally
-    /// routable, and this node dials only global ones.
-    #[error(
-        "{0} is not a public address, and this node dials only public ones: \
-         on one machine or a LAN, start every node with --local"
-    )]
-    PrivateOnly(Multiaddr),
-    /// The event loop has stopped.
-    #[error("node has shut down")]
-    Stopped,
-}
-
-/// Why a dial failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DialError {
-    /// Every address failed (or the swarm refused the dial).
-    #[error(transparent)]
-    Swarm(#[from] libp2p::swarm::DialError),
-    /// Every address given is loopback, private or otherwise not globally
-    /// routable, and this node dials only global ones.
-    #[error(
-        "{0} is not a public address, and this node dials only public ones: \
-         on one machine or a LAN, start every node with --local"
-    )]
-    PrivateOnly(Multiaddr),
-    /// The event loop has stopped.
-    #[error("node has shut down")]
-    Stopped,
-}
-
-/// One live connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// Remote peer.
-    pub peer: PeerId,
-    /// Path, transport, relay, remote address and age.
-    pub conn: Conn<ConnectionId>,
-    /// What seals it, for a Noise connection (TCP, or any relayed one: the
-    /// session inside the circuit); `None` for direct QUIC (TLS 1.3).
-    pub noise_cipher: Option<super::noise::TransportCipher>,
-}
-
-/// What a node knows about itself right now.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Direct listen addresses (loopback and interfaces).
-    pub direct_addrs: Vec<Multiaddr>,
-    /// Relay circuit addresses with an accepted reservation, ending in `/p2p/<self>`.
-    pub circuit_addrs: Vec<Multiaddr>,
-    /// Live connections.
-    pub connections: Vec<ConnInfo>,
-    /// The address-consensus verdict, once one was reached: the accepted
-    /// public address (only with endpoint-independent mapping) and the mapping.
-    pub public: Option<PublicView>,
-}
-
-pub use ledgermesh_protocol::path::PublicView;
-
-/// Changes of the node's network that other tasks act on (a `watch`: a slow
-/// reader sees the latest value, it never misses a change or lags).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetSignals {
-    /// The direct listen addresses.
-    pub direct_addrs: Vec<Multiaddr>,
-    /// Hole punches that failed so far.
-    pub hole_punch_failures: u64,
-}
-
-/// Wakes when a connection to one peer closes (see [`NodeHandle::watch_closes`]).
-#[derive(Debug)]
-pub struct CloseWatch(mpsc::Receiver<()>);
-
-impl CloseWatch {
-    /// A watch fed by hand (tests): each `()` sent is one close.
-    #[cfg(test)]
-    pub(crate) fn by_hand() -> (mpsc::Sender<()>, CloseWatch) {
-        let (tx, rx) = mpsc::channel(4);
-        (tx, CloseWatch(rx))
-    }
-
-    /// Resolves at the next close (closes since the last call count once);
-    /// never, once the node stopped.
-    pub async fn closed(&mut self) {
-        if self.0.recv().await.is_none() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
 
 pub(super) enum Command {
     Dial {
@@ -202,34 +96,6 @@ pub struct NodeHandle {
     pub(super) punch: super::punch::PunchHandle,
     pub(super) stream_inbox: std::sync::Arc<std::sync::Mutex<Option<StreamInbox>>>,
     pub(super) fair_in: std::sync::Arc<crate::streams::fair::FairGate>,
-}
-
-/// The node's inbound data streams, for its one stream server: while held,
-/// `/ledgermesh/stream/1` is offered to peers and their streams queue here
-/// (bounded); once dropped, the protocol is refused again.
-pub struct StreamInbox {
-    pub(super) incoming: super::inbound::Incoming,
-    pub(super) accepting: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    pub(super) dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl StreamInbox {
-    /// The next inbound stream; `None` once the node has stopped.
-    pub async fn next(&mut self) -> Option<(PeerId, libp2p::Stream)> {
-        self.incoming.recv().await
-    }
-
-    /// Streams dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl Drop for StreamInbox {
-    fn drop(&mut self) {
-        self.accepting
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -492,7 +358,7 @@ impl NodeHandle {
             .send(Command::WatchCloses(peer, tx))
             .await
             .map_err(|_| NodeError::Stopped)?;
-        Ok(CloseWatch(rx))
+        Ok(CloseWatch::new(rx))
     }
 
     /// Records an address-consensus verdict.

@@ -30,8 +30,7 @@ use tokio::sync::mpsc;
 /// Streams one handler holds before the behaviour takes them.
 const PER_CONNECTION: usize = 32;
 
-/// The receiving end: `(peer, stream)` for every inbound stream taken.
-pub type Incoming = mpsc::Receiver<(PeerId, Stream)>;
+pub use crate::net::Incoming;
 
 /// Accepts `protocol` on every connection into a queue of `capacity`.
 pub struct Inbound {

@@ -20,6 +20,7 @@ mod behaviour;
 mod config;
 mod connections;
 mod event_loop;
+mod faces;
 mod handle;
 pub mod inbound;
 mod listeners;

@@ -14,10 +14,12 @@
 //! [`behaviour`] is the swarm side (keep-alive, peer IPs, public addresses).
 
 pub mod behaviour;
+pub mod limits;
 mod pump;
 pub(crate) mod report;
 pub(crate) mod server;
 
+pub use limits::{RelayLimits, RelayPay};
 use libp2p::StreamProtocol;
 
 /// The hop protocol: peers ask the relay for reservations and circuits.

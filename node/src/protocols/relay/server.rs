@@ -7,7 +7,7 @@ use super::pump::{End, Pump};
 use super::report::{Carried, Reporter};
 use super::STOP;
 use crate::protocols::pay::Budget;
-use crate::swarm::RelayLimits;
+use super::RelayLimits;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ledgermesh_protocol::payment::wire::RefusalCode;
 use ledgermesh_protocol::relay::gate::{gate, Gate};

@@ -5,7 +5,7 @@
 
 use super::{read_frame, StreamError, CHUNK, STREAM_PROTOCOL};
 use crate::events::Event;
-use crate::swarm::NodeHandle;
+use crate::protocols::stream::StreamNet;
 use futures::future::BoxFuture;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use ledgermesh_protocol::framing::{FrameError, StreamHeader, StreamRequest};
@@ -96,7 +96,7 @@ impl FetchPolicy {
 
 /// Waits out a back-off, then dials `peer` again (a resume needs a path).
 pub(crate) async fn redial_after(
-    handle: &NodeHandle,
+    handle: &impl StreamNet,
     peer: PeerId,
     addrs: &[Multiaddr],
     after_ms: u64,
@@ -112,7 +112,7 @@ pub(crate) async fn redial_after(
 pub(crate) struct PathWatch(crate::swarm::CloseWatch);
 
 impl PathWatch {
-    pub(crate) async fn new(handle: &NodeHandle, peer: PeerId) -> Result<Self, StreamError> {
+    pub(crate) async fn new(handle: &impl StreamNet, peer: PeerId) -> Result<Self, StreamError> {
         let watch = handle.watch_closes(peer).await.map_err(|e| {
             StreamError::Io(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
@@ -154,7 +154,7 @@ async fn finish(file: &mut Option<Sink>, output: &Output) -> Result<(), StreamEr
 
 /// Says that a stream broken at `at` delivers again from `offset`.
 pub(crate) fn report_resumed(
-    handle: &NodeHandle,
+    handle: &impl StreamNet,
     peer: PeerId,
     name: &str,
     offset: u64,
@@ -355,7 +355,7 @@ pub fn output_path(out_dir: &Path, peer: &PeerId, name: &str) -> PathBuf {
 /// Receives stream `name` from `peer` into `out_dir`, resuming from its offset
 /// whenever the stream breaks, re-dialing `addrs` when disconnected.
 pub async fn fetch(
-    handle: &NodeHandle,
+    handle: &impl StreamNet,
     peer: PeerId,
     addrs: &[Multiaddr],
     name: &str,
@@ -371,7 +371,7 @@ pub async fn fetch(
 /// the bytes received so far stay in the file and a `grant_expired` event
 /// says how many.
 pub async fn fetch_with(
-    handle: &NodeHandle,
+    handle: &impl StreamNet,
     peer: PeerId,
     addrs: &[Multiaddr],
     name: &str,
@@ -389,7 +389,7 @@ pub async fn fetch_with(
 
 /// [`fetch_with`] into any [`Output`].
 pub async fn fetch_to(
-    handle: &NodeHandle,
+    handle: &impl StreamNet,
     peer: PeerId,
     addrs: &[Multiaddr],
     name: &str,

@@ -20,6 +20,19 @@ pub use catalog::Catalog;
 pub use client::{fetch, fetch_to, fetch_with, output_path, FetchPolicy, Fetched, Output, Renew};
 pub use server::{serve, ServeLimits, Shop};
 
+/// What the stream protocol asks of the node beyond [`Net`]: the share of
+/// its receiving, the bytes each seller sent it, and its inbound streams.
+pub trait StreamNet: Net {
+    /// The share of this node's receiving between the streams it fetches.
+    fn fair_in(&self) -> &std::sync::Arc<fair::FairGate>;
+    /// Stream bytes received from `peer` (what a priced provider bills).
+    fn stream_meter(&self, peer: libp2p::PeerId) -> std::sync::Arc<std::sync::atomic::AtomicU64>;
+    /// The node's inbound data streams, for its one stream server (`None`
+    /// when already taken).
+    fn take_stream_inbox(&self) -> Option<crate::net::StreamInbox>;
+}
+
+use crate::net::Net;
 use futures::AsyncReadExt;
 use ledgermesh_protocol::framing::{split_frame, FrameError, MAX_FRAME};
 use ledgermesh_protocol::StreamRejection;

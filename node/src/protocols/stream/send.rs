@@ -4,7 +4,7 @@
 use super::client::{open, FetchPolicy, Fetched, Output, Sink};
 use super::{read_frame, StreamError};
 use crate::events::Event;
-use crate::swarm::NodeHandle;
+use crate::protocols::stream::StreamNet;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
 use libp2p::PeerId;
@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt as _;
 /// Sends stdin to stream `name` of `peer` and writes what comes back to
 /// `out`, until both directions are done.
 pub async fn exchange(
-    handle: &NodeHandle,
+    handle: &impl StreamNet,
     peer: PeerId,
     name: &str,
     out: &Output,

@@ -10,7 +10,7 @@ use crate::protocols::stream::client::{
     attempt_end, failed, redial_after, renew_with, report_resumed, FetchPolicy, Fetched, Output,
     Renew, Sink,
 };
-use crate::swarm::NodeHandle;
+use crate::protocols::stream::StreamNet;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use ledgermesh_protocol::framing::{FrameError, StreamHeader, StreamRequest};
 use ledgermesh_protocol::live::{split_live_frame, Accepted, Chunk, Follower};
@@ -124,7 +124,7 @@ enum Outcome {
 /// Follows live stream `name` of `peer` into `out` (see the module docs).
 #[allow(clippy::too_many_arguments)]
 pub async fn fetch_live(
-    handle: &NodeHandle,
+    handle: &impl StreamNet,
     peer: PeerId,
     addrs: &[Multiaddr],
     name: &str,

@@ -13,7 +13,7 @@ use super::{Catalog, StreamError, STREAM_PROTOCOL};
 use crate::access::Access;
 use crate::events::Event;
 use crate::protocols::pay::Payees;
-use crate::swarm::NodeHandle;
+use crate::protocols::stream::StreamNet;
 use futures::AsyncWriteExt;
 use ledgermesh_protocol::stream::fair::FairConfig;
 use ledgermesh_protocol::stream::slots::{Admit, SlotLimits, Slots};
@@ -84,7 +84,7 @@ const PAY_WAIT: Duration = Duration::from_secs(5);
 /// allows, until the node stops. A slot is taken before any task is
 /// spawned: over the caps a stream is refused `busy` (itself bounded) or
 /// dropped unanswered.
-pub async fn serve(handle: NodeHandle, shop: Shop, limits: ServeLimits) {
+pub async fn serve(handle: impl StreamNet, shop: Shop, limits: ServeLimits) {
     let Some(mut incoming) = handle.take_stream_inbox() else {
         handle.emit(Event::error(
             "stream",

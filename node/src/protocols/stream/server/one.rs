@@ -11,7 +11,7 @@ use crate::protocols::stream::fair::FairGate;
 use crate::protocols::stream::live::LiveFeed;
 use crate::protocols::stream::source::Source;
 use crate::protocols::stream::{read_frame, StreamError, REQUEST_TIMEOUT};
-use crate::swarm::NodeHandle;
+use crate::protocols::stream::StreamNet;
 use futures::AsyncWriteExt;
 use ledgermesh_protocol::access::Denial;
 use ledgermesh_protocol::framing::{StreamHeader, StreamRequest};
@@ -74,7 +74,7 @@ impl<'a> Asked<'a> {
 }
 
 pub(super) async fn serve_one(
-    handle: &NodeHandle,
+    handle: &impl StreamNet,
     shop: &Shop,
     peer: PeerId,
     mut stream: libp2p::Stream,
@@ -187,7 +187,7 @@ fn reason_of(ended: &Result<Ended, StreamError>) -> &'static str {
 
 /// Closes the stream as its end says, and tells the operator.
 async fn finish(
-    handle: &NodeHandle,
+    handle: &impl StreamNet,
     peer: PeerId,
     name: String,
     offset: u64,
