@@ -60,6 +60,26 @@ pub fn socket_to_multiaddr(a: SocketAddr, udp: bool) -> Multiaddr {
     m
 }
 
+/// The UDP socket address of `/ip4|ip6/IP/udp/PORT/quic-v1[/p2p/ID]`.
+pub fn quic_socket(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut it = addr.iter();
+    let ip: IpAddr = match it.next()? {
+        Protocol::Ip4(a) => a.into(),
+        Protocol::Ip6(a) => a.into(),
+        _ => return None,
+    };
+    let Protocol::Udp(port) = it.next()? else {
+        return None;
+    };
+    let Protocol::QuicV1 = it.next()? else {
+        return None;
+    };
+    match it.next() {
+        None | Some(Protocol::P2p(_)) if it.next().is_none() => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,7 +158,6 @@ pub struct Snapshot {
     pub public: Option<PublicView>,
 }
 
-
 /// Changes of the node's network that other tasks act on (a `watch`: a slow
 /// reader sees the latest value, it never misses a change or lags).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -222,4 +221,3 @@ impl Drop for StreamInbox {
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
-

@@ -7,9 +7,9 @@
 //! it each peer it reaches only through a relay); the other side answers.
 //! Each attempt ends in one `hard_nat` event on each side.
 
+use crate::addr::quic_socket;
 use crate::events::{Event, HardNatOutcome};
-use crate::swarm::quic::quic_socket;
-use crate::swarm::NodeHandle;
+use crate::net::{Net, NodeError};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use ledgermesh_protocol::consensus::Mapping;
 use ledgermesh_protocol::path::hardnat::{
@@ -23,6 +23,41 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
+
+/// How a spray went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SprayReport {
+    /// Sockets opened (each sent QUIC Initials toward the target).
+    pub sockets: u16,
+}
+
+/// What a hard-NAT attempt asks of the node beyond [`Net`]: the QUIC
+/// transport's sprays and probes, and word of a direct connection.
+pub trait HardNatNet: Net {
+    /// The next fresh-port dial toward `addr` sprays `plan.sockets`
+    /// sockets; `None` when too many sprays are already waiting.
+    fn spray(
+        &self,
+        addr: SocketAddr,
+        plan: Plan,
+    ) -> Option<tokio::sync::oneshot::Receiver<SprayReport>>;
+    /// Queues one probe packet from the QUIC listen socket to each target
+    /// (`peer` is who we expect there); returns how many were queued.
+    fn probe(&self, targets: impl IntoIterator<Item = SocketAddr>, peer: PeerId) -> usize;
+    /// Dials `peer` at `addr` from a fresh port (from many, with a spray
+    /// registered for `addr`).
+    fn dial_fresh(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+    ) -> impl std::future::Future<Output = Result<(), NodeError>> + Send;
+    /// The remote address of a direct connection to `peer` once one is up
+    /// (at once if one is); `None` when the node has stopped.
+    fn wait_direct(
+        &self,
+        peer: PeerId,
+    ) -> impl std::future::Future<Output = Option<tokio::sync::oneshot::Receiver<Multiaddr>>> + Send;
+}
 
 /// Offers waiting for the service, at most (more are dropped: enough run).
 pub const QUEUE: usize = 64;
@@ -103,7 +138,7 @@ impl Service {
 
     /// Serves the protocol and makes the offers the event loop sends, until
     /// the node stops.
-    pub async fn run(self, handle: NodeHandle, mut offers: mpsc::Receiver<Offer>) {
+    pub async fn run(self, handle: impl HardNatNet, mut offers: mpsc::Receiver<Offer>) {
         let mut control = handle.stream_control();
         let mut incoming = match control.accept(StreamProtocol::new(PROTOCOL)) {
             Ok(i) => i,
@@ -142,7 +177,7 @@ impl Service {
 
     fn report(
         &self,
-        handle: &NodeHandle,
+        handle: &impl HardNatNet,
         peer: PeerId,
         role: Role,
         start: Instant,
@@ -170,7 +205,7 @@ impl Service {
     }
 
     /// The endpoint-dependent side: carries out its [`Offers`] sequence.
-    async fn hard(&self, handle: NodeHandle, Offer { peer, ip }: Offer) {
+    async fn hard(&self, handle: impl HardNatNet, Offer { peer, ip }: Offer) {
         let start = Instant::now();
         let mut seq = Offers::new(start);
         let mut _slot = None;
@@ -223,7 +258,7 @@ impl Service {
 
     async fn hard_inner(
         &self,
-        handle: &NodeHandle,
+        handle: &impl HardNatNet,
         peer: PeerId,
         ip: IpAddr,
         tally: &mut Tally,
@@ -254,7 +289,7 @@ impl Service {
             return Err(failed("the peer's address may not be dialed"));
         }
         tally.probes = probes.min(hardnat::MAX_PROBES);
-        let report = (handle.punch())
+        let report = handle
             .spray(addr, self.plan)
             .ok_or_else(|| failed("too many sprays waiting"))?;
         let direct = handle
@@ -294,7 +329,7 @@ impl Service {
     }
 
     /// The endpoint-independent side.
-    async fn easy(&self, handle: NodeHandle, peer: PeerId, stream: libp2p::Stream) {
+    async fn easy(&self, handle: impl HardNatNet, peer: PeerId, stream: libp2p::Stream) {
         let start = Instant::now();
         let mut tally = Tally::default();
         let mut s = Wire(stream);
@@ -344,7 +379,7 @@ impl Service {
 
     async fn easy_inner(
         &self,
-        handle: &NodeHandle,
+        handle: &impl HardNatNet,
         peer: PeerId,
         ip: IpAddr,
         addr: SocketAddr,
@@ -377,7 +412,7 @@ impl Service {
                 break;
             }
             let targets = wave.iter().map(|&p| SocketAddr::new(ip, p));
-            tally.probes += handle.punch().probe(targets, peer) as u16;
+            tally.probes += handle.probe(targets, peer) as u16;
         }
         let ms = waves.elapsed().as_millis() as u32;
         let probed = Message::Probed {

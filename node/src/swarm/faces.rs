@@ -61,3 +61,62 @@ impl crate::protocols::stream::StreamNet for NodeHandle {
         NodeHandle::take_stream_inbox(self)
     }
 }
+
+impl crate::protocols::pay::PayNet for NodeHandle {
+    fn payer_state(
+        &self,
+        peer: PeerId,
+    ) -> Arc<tokio::sync::Mutex<Option<crate::protocols::pay::payer::PayerState>>> {
+        NodeHandle::payer_state(self, peer)
+    }
+}
+
+impl crate::protocols::observe::ObserveNet for NodeHandle {
+    async fn observe(
+        &self,
+        peer: PeerId,
+        dial_back: bool,
+    ) -> Result<ledgermesh_proto::v1::ObserveResponse, crate::protocols::observe::ObserveError>
+    {
+        NodeHandle::observe(self, peer, dial_back).await
+    }
+    async fn dial_also(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+    ) -> Result<libp2p::swarm::ConnectionId, DialError> {
+        NodeHandle::dial_also(self, peer, addr).await
+    }
+    async fn close_connection(&self, id: libp2p::swarm::ConnectionId) {
+        NodeHandle::close_connection(self, id).await
+    }
+    async fn set_public(&self, verdict: ledgermesh_protocol::consensus::Verdict, udp: bool) {
+        NodeHandle::set_public(self, verdict, udp).await
+    }
+    async fn set_public_quic(&self, addr: Option<Multiaddr>) {
+        NodeHandle::set_public_quic(self, addr).await
+    }
+}
+
+impl crate::protocols::hardnat::HardNatNet for NodeHandle {
+    fn spray(
+        &self,
+        addr: std::net::SocketAddr,
+        plan: ledgermesh_protocol::path::hardnat::Plan,
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::protocols::hardnat::SprayReport>> {
+        self.punch.spray(addr, plan)
+    }
+    fn probe(
+        &self,
+        targets: impl IntoIterator<Item = std::net::SocketAddr>,
+        peer: PeerId,
+    ) -> usize {
+        self.punch.probe(targets, peer)
+    }
+    async fn dial_fresh(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NodeError> {
+        NodeHandle::dial_fresh(self, peer, addr).await
+    }
+    async fn wait_direct(&self, peer: PeerId) -> Option<tokio::sync::oneshot::Receiver<Multiaddr>> {
+        NodeHandle::wait_direct(self, peer).await
+    }
+}

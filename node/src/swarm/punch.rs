@@ -44,12 +44,7 @@ const MAX_SPRAYS: usize = 16;
 /// Probe targets queued at most.
 const MAX_QUEUED_PROBES: usize = 2 * ledgermesh_protocol::path::hardnat::MAX_PROBES as usize;
 
-/// How a spray went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SprayReport {
-    /// Sockets opened (each sent QUIC Initials toward the target).
-    pub sockets: u16,
-}
+pub use crate::protocols::hardnat::SprayReport;
 
 struct Spray {
     plan: Plan,

@@ -3,9 +3,9 @@
 //! punch, after the direct addresses change). The decisions are the
 //! protocol crate's `Round` and `Rechecks`; this file carries them out.
 
+use super::ObserveNet;
 use crate::addr::{peer_of, socket_of, socket_to_multiaddr};
 use crate::events::Event;
-use crate::swarm::NodeHandle;
 use ledgermesh_proto::v1 as pb;
 use ledgermesh_protocol::consensus::{
     ConsensusPolicy, Group, Mapping, Outcome, RecheckDue, Rechecks, Round, RoundAction, Verdict,
@@ -32,7 +32,7 @@ struct Seen {
 }
 
 /// Dials `observer` and asks it where it sees us, with a dial-back.
-async fn ask(handle: &NodeHandle, observer: PeerId, addr: Multiaddr) -> Option<Seen> {
+async fn ask(handle: &impl ObserveNet, observer: PeerId, addr: Multiaddr) -> Option<Seen> {
     handle.dial(observer, vec![addr]).await.ok()?;
     let resp = handle.observe(observer, true).await.ok()?;
     let observed = Multiaddr::try_from(resp.observed).ok()?;
@@ -81,7 +81,7 @@ pub(super) async fn play(
 }
 
 /// Publishes a round's outcome as a `public_address` event.
-pub(super) fn report(handle: &NodeHandle, outcome: &Outcome, observers: usize) {
+pub(super) fn report(handle: &impl ObserveNet, outcome: &Outcome, observers: usize) {
     let verdict = &outcome.verdict;
     let answers = match &outcome.note {
         Some(note) => vec![note.clone()],
@@ -116,7 +116,7 @@ pub(super) fn report(handle: &NodeHandle, outcome: &Outcome, observers: usize) {
 /// given its observers and relays by TCP address still learns its public
 /// QUIC address (the hard-NAT path needs it).
 pub async fn check(
-    handle: &NodeHandle,
+    handle: &impl ObserveNet,
     observers: &[Multiaddr],
     policy: ConsensusPolicy,
 ) -> Verdict {
@@ -125,7 +125,7 @@ pub async fn check(
 
 /// [`check`], with the QUIC round only when `with_quic`.
 async fn check_with(
-    handle: &NodeHandle,
+    handle: &impl ObserveNet,
     observers: &[Multiaddr],
     policy: ConsensusPolicy,
     with_quic: bool,
@@ -186,7 +186,7 @@ async fn check_with(
 }
 
 /// Whether the node has a QUIC listener.
-async fn listens_on_quic(handle: &NodeHandle) -> bool {
+async fn listens_on_quic(handle: &impl ObserveNet) -> bool {
     (handle.snapshot().await).is_ok_and(|s| s.direct_addrs.iter().any(crate::addr::is_quic))
 }
 
@@ -194,7 +194,7 @@ async fn listens_on_quic(handle: &NodeHandle) -> bool {
 /// (the first check is the caller's). Driven by the swarm's signals, never
 /// by the telemetry bus.
 fn spawn_rechecks(
-    handle: NodeHandle,
+    handle: impl ObserveNet,
     observers: Vec<Multiaddr>,
     policy: ConsensusPolicy,
     every: Duration,
@@ -234,7 +234,7 @@ fn spawn_rechecks(
 }
 
 /// The first consensus round, then the re-checks; no-op without observers.
-pub async fn start(handle: &NodeHandle, observers: &[Multiaddr], quorum: Option<usize>) {
+pub async fn start(handle: &impl ObserveNet, observers: &[Multiaddr], quorum: Option<usize>) {
     if observers.is_empty() {
         return;
     }

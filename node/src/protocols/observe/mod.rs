@@ -24,3 +24,37 @@ mod quic;
 pub use behaviour::{Behaviour, ObserveError};
 pub use client::{check, start, RECHECK_EVERY};
 pub use codec::{ObserveCodec, OBSERVE_PROTOCOL};
+
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId};
+use std::future::Future;
+
+/// What address consensus asks of the node beyond [`crate::net::Net`]:
+/// observations, extra connections to observe on, and where to record the
+/// verdicts.
+pub trait ObserveNet: crate::net::Net {
+    /// Asks a connected `peer` which address it sees us at (and to dial
+    /// it back).
+    fn observe(
+        &self,
+        peer: PeerId,
+        dial_back: bool,
+    ) -> impl Future<Output = Result<ledgermesh_proto::v1::ObserveResponse, ObserveError>> + Send;
+    /// Opens a connection to `peer` over `addr` even when one is open
+    /// already; returns its id.
+    fn dial_also(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+    ) -> impl Future<Output = Result<ConnectionId, crate::net::DialError>> + Send;
+    /// Closes the connection `id` (and nothing else).
+    fn close_connection(&self, id: ConnectionId) -> impl Future<Output = ()> + Send;
+    /// Records an address-consensus verdict.
+    fn set_public(
+        &self,
+        verdict: ledgermesh_protocol::consensus::Verdict,
+        udp: bool,
+    ) -> impl Future<Output = ()> + Send;
+    /// Records the public QUIC address decided by a QUIC round.
+    fn set_public_quic(&self, addr: Option<Multiaddr>) -> impl Future<Output = ()> + Send;
+}

@@ -3,8 +3,8 @@
 //! easy side of a hard-NAT attempt offers.
 
 use super::client::{play, report, ROUND_TIMEOUT};
+use super::ObserveNet;
 use crate::addr::{peer_of, socket_of, socket_to_multiaddr};
-use crate::swarm::NodeHandle;
 use ledgermesh_protocol::consensus::{ConsensusPolicy, Group, Mapping, Round, RoundAction};
 use ledgermesh_protocol::Machine;
 use libp2p::{Multiaddr, PeerId};
@@ -15,7 +15,11 @@ use std::time::Instant;
 /// Opens a QUIC connection to `observer` beside the one we have and asks
 /// where it sees us over UDP: the answer's own address when the request
 /// went over QUIC, else the QUIC connection's, told beside it.
-async fn ask_quic(handle: &NodeHandle, observer: PeerId, addr: Multiaddr) -> Option<SocketAddr> {
+async fn ask_quic(
+    handle: &impl ObserveNet,
+    observer: PeerId,
+    addr: Multiaddr,
+) -> Option<SocketAddr> {
     let id = handle.dial_also(observer, addr).await.ok()?;
     let resp = handle.observe(observer, false).await;
     // Done with it: the node goes on with the connection it had.
@@ -33,7 +37,7 @@ async fn ask_quic(handle: &NodeHandle, observer: PeerId, addr: Multiaddr) -> Opt
 /// with the quorum of the main round over every configured observer, and
 /// kept only on the main verdict's IP. `None`: no QUIC verdict.
 pub(super) async fn check_quic(
-    handle: &NodeHandle,
+    handle: &impl ObserveNet,
     observers: &[Multiaddr],
     told: HashMap<PeerId, Vec<Multiaddr>>,
     policy: ConsensusPolicy,

@@ -25,6 +25,17 @@ use libp2p::{Stream, StreamProtocol};
 pub use payee::{Budget, PayeeConfig, Payees};
 pub use payer::{pay, terms, PayerConfig, Paying};
 
+/// What the payment protocol asks of the node beyond [`crate::net::Net`]:
+/// our account with each payee, kept across its pay sessions (a payer that
+/// reconnects goes on from what it measured and signed).
+pub trait PayNet: crate::net::Net {
+    /// Our account with payee `peer`.
+    fn payer_state(
+        &self,
+        peer: libp2p::PeerId,
+    ) -> std::sync::Arc<tokio::sync::Mutex<Option<payer::PayerState>>>;
+}
+
 /// The payment protocol.
 pub const PAY: StreamProtocol = StreamProtocol::new("/ledgermesh/pay/1");
 
@@ -108,7 +119,7 @@ pub(crate) fn hex_id(id: &[u8; 32]) -> String {
 /// Sends `msgs` to `peer` on a fresh pay stream, one at a time, and
 /// returns the answer to each (for tests and tools).
 pub async fn exchange(
-    handle: &crate::swarm::NodeHandle,
+    handle: &impl crate::net::Net,
     peer: libp2p::PeerId,
     msgs: Vec<PayMsg>,
 ) -> anyhow::Result<Vec<PayMsg>> {

@@ -19,8 +19,8 @@ mod pump;
 pub(crate) mod report;
 pub(crate) mod server;
 
-pub use limits::{RelayLimits, RelayPay};
 use libp2p::StreamProtocol;
+pub use limits::{RelayLimits, RelayPay};
 
 /// The hop protocol: peers ask the relay for reservations and circuits.
 pub const HOP: StreamProtocol = StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");

@@ -5,9 +5,9 @@
 use super::behaviour::Shared;
 use super::pump::{End, Pump};
 use super::report::{Carried, Reporter};
+use super::RelayLimits;
 use super::STOP;
 use crate::protocols::pay::Budget;
-use super::RelayLimits;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ledgermesh_protocol::payment::wire::RefusalCode;
 use ledgermesh_protocol::relay::gate::{gate, Gate};
@@ -34,7 +34,7 @@ const SWEEP: Duration = Duration::from_secs(10);
 /// The relay server: its state, policy, and how it reaches the swarm.
 pub(crate) struct Server {
     /// The hop streams, from the swarm's bounded inbound queue.
-    pub(crate) incoming: Option<crate::swarm::inbound::Incoming>,
+    pub(crate) incoming: Option<crate::net::Incoming>,
     pub(crate) shared: Shared,
     pub(crate) limits: RelayLimits,
     pub(crate) reporter: Reporter,
@@ -75,7 +75,7 @@ impl Server {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn run(self: Arc<Self>, mut incoming: crate::swarm::inbound::Incoming) {
+    async fn run(self: Arc<Self>, mut incoming: crate::net::Incoming) {
         let mut sweep = tokio::time::interval(SWEEP);
         loop {
             tokio::select! {

@@ -109,7 +109,7 @@ pub(crate) async fn redial_after(
 
 /// Notices when a connection to one peer closes (from the swarm's per-peer
 /// close watch, not the telemetry bus: a slow reader cannot fake a close).
-pub(crate) struct PathWatch(crate::swarm::CloseWatch);
+pub(crate) struct PathWatch(crate::net::CloseWatch);
 
 impl PathWatch {
     pub(crate) async fn new(handle: &impl StreamNet, peer: PeerId) -> Result<Self, StreamError> {
@@ -605,7 +605,7 @@ mod tests {
         // Many times: an unbiased select would pick the close about half
         // the time and drop bytes that had already arrived.
         for _ in 0..32 {
-            let (closes, watch) = crate::swarm::CloseWatch::by_hand();
+            let (closes, watch) = crate::net::CloseWatch::by_hand();
             let mut watch = PathWatch(watch);
             closes.send(()).await.unwrap();
             let stall = Duration::from_secs(30);

@@ -33,7 +33,6 @@ use if_watch::IfEvent;
 use libp2p::core::transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent};
 use libp2p::core::Endpoint;
 use libp2p::identity::Keypair;
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use rand::Rng;
 use std::collections::HashMap;
@@ -395,25 +394,7 @@ async fn finish(
     Ok((peer, Connection::new(conn, ceiling)))
 }
 
-/// The UDP socket address of `/ip4|ip6/IP/udp/PORT/quic-v1[/p2p/ID]`.
-pub fn quic_socket(addr: &Multiaddr) -> Option<SocketAddr> {
-    let mut it = addr.iter();
-    let ip: IpAddr = match it.next()? {
-        Protocol::Ip4(a) => a.into(),
-        Protocol::Ip6(a) => a.into(),
-        _ => return None,
-    };
-    let Protocol::Udp(port) = it.next()? else {
-        return None;
-    };
-    let Protocol::QuicV1 = it.next()? else {
-        return None;
-    };
-    match it.next() {
-        None | Some(Protocol::P2p(_)) if it.next().is_none() => Some(SocketAddr::new(ip, port)),
-        _ => None,
-    }
-}
+pub use crate::addr::quic_socket;
 
 fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
@@ -697,6 +678,7 @@ mod tests {
     use futures::{AsyncReadExt, AsyncWriteExt};
     use libp2p::core::muxing::{StreamMuxer, StreamMuxerExt};
     use libp2p::core::Transport as _;
+    use libp2p::multiaddr::Protocol;
     use sha2::{Digest, Sha256};
 
     const REUSE: DialOpts = DialOpts {

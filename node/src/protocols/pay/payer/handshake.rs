@@ -3,7 +3,8 @@
 //! knows where we stand on the channel.
 
 use super::{io, PayFailure, PayStream, PayerConfig, PayerState, StreamFault, HANDSHAKE, PAY};
-use crate::swarm::{CloseWatch, NodeHandle};
+use crate::net::CloseWatch;
+use crate::protocols::pay::PayNet;
 use ledgermesh_ledger::payments::{ChannelId, PayError, SignedVoucher};
 use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
 use ledgermesh_protocol::payment::{Caps, Wei};
@@ -36,7 +37,7 @@ pub(super) async fn closed(w: &mut Option<CloseWatch>) {
 /// Opens a pay stream and asks for terms; checks them against our caps and
 /// what the payee offered before in this run.
 pub(super) async fn hello(
-    handle: &NodeHandle,
+    handle: &impl PayNet,
     peer: PeerId,
     caps: &Caps,
     before: Option<Offer>,
@@ -84,7 +85,7 @@ pub(super) async fn hello(
 /// the payee proves it holds (a voucher we signed), else what the chain
 /// says was claimed or what we signed ourselves in this run.
 pub(super) async fn attach(
-    handle: &NodeHandle,
+    handle: &impl PayNet,
     s: &mut PayStream,
     cfg: &PayerConfig,
     channel: ChannelId,

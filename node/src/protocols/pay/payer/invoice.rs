@@ -6,6 +6,7 @@ use super::hex_id;
 use super::session::{End, Session};
 use super::PayStream;
 use crate::events::Event;
+use crate::protocols::pay::PayNet;
 use ledgermesh_protocol::payment::wire::{PayMsg, RefusalCode};
 use ledgermesh_protocol::payment::PayerRefusal;
 use std::sync::atomic::Ordering;
@@ -30,7 +31,7 @@ pub(super) struct Pending {
     moved: Instant,
 }
 
-impl Session {
+impl<N: PayNet> Session<N> {
     /// Pays `owed` if our meter agrees; `Some` when the session ends.
     pub(super) async fn invoice(&mut self, s: &mut PayStream, owed: u128) -> Option<End> {
         let cfg = &self.cfg;

@@ -15,7 +15,7 @@ use handshake::{attach, hello};
 
 use super::{hex_id, PayStream, HANDSHAKE, PAY};
 use crate::events::Event;
-use crate::swarm::NodeHandle;
+use crate::protocols::pay::PayNet;
 use ledgermesh_ledger::payments::{ChannelId, PayError, PaymentChannels};
 use ledgermesh_protocol::payment::wire::{Offer, RefusalCode};
 use ledgermesh_protocol::payment::{Caps, Leeway, Payer, Terms, TermsRefusal, Wei};
@@ -83,7 +83,7 @@ impl PayerState {
 
 /// What `peer` charges, asked over the payment protocol and nothing
 /// agreed: `None` when it does not speak it (a stock relay: free).
-pub async fn terms(handle: &NodeHandle, peer: PeerId) -> Result<Option<Terms>, PayFailure> {
+pub async fn terms(handle: &impl PayNet, peer: PeerId) -> Result<Option<Terms>, PayFailure> {
     match hello(handle, peer, &Caps::default(), None).await {
         Ok((mut s, offer)) => {
             s.close().await;
@@ -187,7 +187,7 @@ fn io(e: impl Into<StreamFault>) -> PayFailure {
 /// channel and pays its invoices from then on, as one of the node's tasks,
 /// while `meter` (bytes it carried for us, by our count) agrees.
 pub async fn pay(
-    handle: &NodeHandle,
+    handle: &impl PayNet,
     peer: PeerId,
     cfg: PayerConfig,
     meter: Arc<AtomicU64>,

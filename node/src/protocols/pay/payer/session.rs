@@ -7,7 +7,8 @@ use super::handshake::closed;
 pub(super) use super::invoice::Pending;
 use super::{attach, hello, ConsentSet, PayStream, PayerConfig, PayerState};
 use crate::events::Event;
-use crate::swarm::{CloseWatch, NodeHandle};
+use crate::net::CloseWatch;
+use crate::protocols::pay::PayNet;
 use ledgermesh_ledger::payments::ChannelId;
 use ledgermesh_protocol::payment::wire::{Offer, PayMsg, RefusalCode};
 use libp2p::PeerId;
@@ -30,8 +31,8 @@ pub(super) enum End {
     Done,
 }
 
-pub(super) struct Session {
-    pub(super) h: NodeHandle,
+pub(super) struct Session<N> {
+    pub(super) h: N,
     pub(super) peer: PeerId,
     pub(super) cfg: PayerConfig,
     pub(super) channel: ChannelId,
@@ -59,7 +60,7 @@ async fn consent_changed(c: &mut Option<watch::Receiver<ConsentSet>>) {
     }
 }
 
-impl Session {
+impl<N: PayNet> Session<N> {
     /// Tells the payee the consent set now.
     async fn send_consent(&mut self, s: &mut PayStream) -> bool {
         let Some(rx) = self.consent.as_mut() else {
