@@ -118,6 +118,6 @@ impl DevNet {
         node: &NodeHandle,
         cc: ConsumerConfig,
     ) -> anyhow::Result<Vec<StreamOutcome>> {
-        consumer::run(node.clone(), self.ledger_for(node), cc).await
+        Ok(consumer::run(node.clone(), self.ledger_for(node), cc).await?)
     }
 }

@@ -35,7 +35,6 @@ const LONG: &[&str] = &[
     "node/src/protocols/stream/live/fetch.rs::fetch_live",
     "node/src/protocols/stream/send.rs::exchange",
     "node/src/roles/provider.rs::run",
-    "node/src/signaling/mod.rs::follow_inbox",
     "node/src/swarm/event_loop.rs::on_swarm_event",
     "node/src/swarm/mod.rs::spawn",
     "node/src/swarm/quic/mod.rs::poll",

@@ -14,7 +14,6 @@ use crate::signaling::{follow_own_inbox, post_prepared, seal_to, DEFAULT_TTL};
 use crate::source::Source;
 use crate::streams::{serve, Catalog};
 use crate::swarm::NodeHandle;
-use anyhow::Context as _;
 use ledgermesh_ledger::Ledger;
 use ledgermesh_protocol::access::DEFAULT_MAX_GRANT_SECS;
 use ledgermesh_protocol::envelope::Opened;
@@ -105,13 +104,57 @@ pub fn advertised_addrs(
     )
 }
 
+/// Why a provider could not start, or could not answer one request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// A stream's source could not be opened.
+    #[error(transparent)]
+    Catalog(std::io::Error),
+    /// The ACL file could not be read.
+    #[error(transparent)]
+    Acl(#[from] crate::access::acl_file::AclFileError),
+    /// The data directory could not be used.
+    #[error("{what}: {error}")]
+    Disk {
+        /// What was being done.
+        what: &'static str,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+    /// The node stopped.
+    #[error(transparent)]
+    Node(#[from] crate::net::NodeError),
+    /// Sealing, posting or following on the ledger failed.
+    #[error(transparent)]
+    Signaling(#[from] crate::signaling::SignalingError),
+}
+
+impl ProviderError {
+    fn disk(what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |error| ProviderError::Disk { what, error }
+    }
+}
+
+impl From<ledgermesh_protocol::SealError> for ProviderError {
+    fn from(e: ledgermesh_protocol::SealError) -> Self {
+        ProviderError::Signaling(e.into())
+    }
+}
+
+impl From<ledgermesh_ledger::LedgerError> for ProviderError {
+    fn from(e: ledgermesh_ledger::LedgerError) -> Self {
+        ProviderError::Signaling(e.into())
+    }
+}
+
 /// Runs the provider until the node stops. Returns early only on a setup
 /// error (an unreadable source, a bad ACL file).
 pub async fn run(
     handle: NodeHandle,
     ledger: Arc<dyn Ledger>,
     config: ProviderConfig,
-) -> anyhow::Result<()> {
+) -> Result<(), ProviderError> {
     let live = crate::streams::live::LiveOptions {
         key: handle.keypair().clone(),
         buffer: config.live_buffer,
@@ -121,7 +164,8 @@ pub async fn run(
         tasks: handle.tasks().clone(),
         fault_flip: config.fault_flip_live_byte,
     };
-    let catalog = Arc::new(Catalog::build(config.streams.clone(), Some(&live)).await?);
+    let catalog = Catalog::build(config.streams.clone(), Some(&live)).await;
+    let catalog = Arc::new(catalog.map_err(ProviderError::Catalog)?);
     let access = Access::new(
         config.max_grant_secs,
         config.audit.clone(),
@@ -136,20 +180,22 @@ pub async fn run(
     if let Some(p) = &payees {
         if let Some(dir) = &config.data_dir {
             // Vouchers left unclaimed by a previous run are claimed now.
-            p.keep_vouchers_in(dir).await.context("keeping vouchers")?;
+            (p.keep_vouchers_in(dir).await).map_err(ProviderError::disk("keeping vouchers"))?;
         }
         handle.ops().report_payees(p.book_reader());
         handle.spawn(p.clone().serve(handle.stream_control()));
     }
     let journal = match &config.data_dir {
-        Some(dir) => Some(AnswerJournal::open(dir).context("opening the answer journal")?),
+        Some(dir) => Some(
+            AnswerJournal::open(dir).map_err(ProviderError::disk("opening the answer journal"))?,
+        ),
         None => None,
     };
     // Grants sold before a restart are honoured after it.
     let grant_log = match &config.data_dir {
         Some(dir) => {
-            let (log, live) =
-                GrantLog::open(dir, crate::clock::now_ms()).context("opening the grant log")?;
+            let (log, live) = GrantLog::open(dir, crate::clock::now_ms())
+                .map_err(ProviderError::disk("opening the grant log"))?;
             let restored = access.update(|m, now| m.restore(now, &live));
             if restored > 0 {
                 tracing::info!(restored, "grants from before the restart restored");
@@ -253,7 +299,7 @@ pub async fn run(
             if let Err(e) = answered.await.map(|()| handled.done()) {
                 handle.emit(Event::Error {
                     what: "ledger".into(),
-                    detail: format!("cannot answer request: {e:#}"),
+                    detail: format!("cannot answer request: {e}"),
                     reason: None,
                     peer_id: Some(peer.to_string()),
                 });
@@ -308,7 +354,7 @@ async fn answer(
     config: &ProviderConfig,
     disk: &Durable,
     opened: Opened,
-) -> anyhow::Result<()> {
+) -> Result<(), ProviderError> {
     let (journal, grant_log) = (disk.journal.as_ref(), disk.grants.as_ref());
     let Signal::Request(req) = opened.signal else {
         tracing::debug!(from = %opened.sender, "ignoring non-request message on stdin");
@@ -322,9 +368,9 @@ async fn answer(
         response.price_per_mib = config.price.as_ref().map_or(0, |p| p.terms().price_per_mib);
     }
     if let Some(log) = grant_log.cloned() {
-        tokio::task::spawn_blocking(move || log.append(&grants))
-            .await?
-            .context("writing the grant log")?;
+        let written = tokio::task::spawn_blocking(move || log.append(&grants)).await;
+        (written.unwrap_or_else(|e| Err(std::io::Error::other(e))))
+            .map_err(ProviderError::disk("writing the grant log"))?;
     }
     let (to, nonce) = (opened.sender, opened.nonce);
     let kind = "service_response";
@@ -346,7 +392,8 @@ async fn answer(
             let signal = Signal::Response(response);
             let sealed = seal_to(handle, to, &signal, config.response_ttl)?;
             if let Some(j) = journal {
-                j.intend(&to, &nonce, &sealed.bytes)?;
+                (j.intend(&to, &nonce, &sealed.bytes))
+                    .map_err(ProviderError::disk("writing the answer journal"))?;
             }
             sealed
         }
@@ -355,7 +402,7 @@ async fn answer(
     post_prepared(handle, ledger, to, kind, sealed).await?;
     failpoint("answer:after_post");
     if let Some(j) = journal {
-        j.posted(&to, &nonce)?;
+        (j.posted(&to, &nonce)).map_err(ProviderError::disk("writing the answer journal"))?;
     }
     Ok(())
 }

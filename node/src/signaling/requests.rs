@@ -126,7 +126,7 @@ impl Requester {
         ledger: &Arc<dyn Ledger>,
         data_dir: Option<&std::path::Path>,
         ttl: Duration,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, super::SignalingError> {
         let mut inbox = follow_own_inbox(handle, ledger, data_dir).await?;
         let inner = Arc::new(Inner {
             handle: handle.clone(),

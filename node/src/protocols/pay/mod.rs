@@ -116,28 +116,50 @@ pub(crate) fn hex_id(id: &[u8; 32]) -> String {
     format!("0x{}", hex::encode(id))
 }
 
+/// Why an [`exchange`] of pay messages failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// The pay stream could not be opened.
+    #[error("cannot open a pay stream: {0}")]
+    Open(String),
+    /// Sending failed.
+    #[error("pay stream: {}", super::plain_io(.0))]
+    Send(#[from] std::io::Error),
+    /// Reading failed.
+    #[error(transparent)]
+    Recv(#[from] PayIoError),
+    /// No answer in time.
+    #[error("no answer in time")]
+    NoAnswer,
+    /// The payee closed the stream.
+    #[error("the stream ended")]
+    Ended,
+}
+
 /// Sends `msgs` to `peer` on a fresh pay stream, one at a time, and
 /// returns the answer to each (for tests and tools).
 pub async fn exchange(
     handle: &impl crate::net::Net,
     peer: libp2p::PeerId,
     msgs: Vec<PayMsg>,
-) -> anyhow::Result<Vec<PayMsg>> {
-    let stream = handle.stream_control().open_stream(peer, PAY).await?;
+) -> Result<Vec<PayMsg>, ExchangeError> {
+    let stream = (handle.stream_control().open_stream(peer, PAY).await)
+        .map_err(|e| ExchangeError::Open(e.to_string()))?;
     exchange_on(stream, msgs).await
 }
 
 /// [`exchange`] on a pay stream already open (from any swarm: tests drive
 /// throwaway identities this way).
-pub async fn exchange_on(stream: Stream, msgs: Vec<PayMsg>) -> anyhow::Result<Vec<PayMsg>> {
+pub async fn exchange_on(stream: Stream, msgs: Vec<PayMsg>) -> Result<Vec<PayMsg>, ExchangeError> {
     let mut s = PayStream::new(stream);
     let mut out = vec![];
     for m in msgs {
         s.send(&m).await?;
         let answer = tokio::time::timeout(HANDSHAKE, s.recv())
             .await
-            .map_err(|_| anyhow::anyhow!("no answer in time"))??
-            .ok_or_else(|| anyhow::anyhow!("the stream ended"))?;
+            .map_err(|_| ExchangeError::NoAnswer)??
+            .ok_or(ExchangeError::Ended)?;
         out.push(answer);
     }
     s.close().await;

@@ -191,12 +191,27 @@ impl StreamOutcome {
     }
 }
 
+/// Why a consumer could not start buying.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// The node stopped.
+    #[error(transparent)]
+    Node(#[from] crate::net::NodeError),
+    /// Following our ledger inbox failed.
+    #[error(transparent)]
+    Signaling(#[from] crate::signaling::SignalingError),
+    /// A buyer's task ended by a panic.
+    #[error("a buyer's task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Buys every wanted stream; returns one outcome per want (in the order given).
 pub async fn run(
     handle: NodeHandle,
     ledger: Arc<dyn Ledger>,
     config: ConsumerConfig,
-) -> anyhow::Result<Vec<StreamOutcome>> {
+) -> Result<Vec<StreamOutcome>, ConsumerError> {
     // Where we stand (relays, then our public address) and the ledger, side
     // by side: neither waits for the other.
     let payer = config.relay_payer.clone().map(|mut payer| {

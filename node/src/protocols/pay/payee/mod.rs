@@ -47,6 +47,11 @@ impl std::fmt::Debug for PayeeConfig {
     }
 }
 
+/// A priced node's channels have no key to receive with.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("a priced node needs a ledger key (--ledger-key)")]
+pub struct NoLedgerKey;
+
 /// The book and what the driver keeps beside it.
 struct State {
     book: Book,
@@ -88,11 +93,8 @@ impl std::fmt::Debug for Payees {
 
 impl Payees {
     /// Accounts for `cfg`'s terms, reporting to `emitter`.
-    pub fn new(cfg: PayeeConfig, emitter: Emitter) -> anyhow::Result<Self> {
-        let me = cfg
-            .channels
-            .account()
-            .ok_or_else(|| anyhow::anyhow!("a priced node needs a ledger key (--ledger-key)"))?;
+    pub fn new(cfg: PayeeConfig, emitter: Emitter) -> Result<Self, NoLedgerKey> {
+        let me = cfg.channels.account().ok_or(NoLedgerKey)?;
         let domain = cfg.channels.domain();
         let offer = Offer {
             terms: cfg.terms,
