@@ -7,6 +7,8 @@
 pub mod fetch;
 pub mod serve;
 pub mod sources;
+mod stats;
+mod subscription;
 
 pub use sources::{LiveSpec, LiveSpecError};
 
