@@ -30,7 +30,6 @@ const LONG: &[&str] = &[
     "node/src/protocols/pay/payee/session.rs::session",
     "node/src/protocols/pay/payer/invoice.rs::invoice",
     "node/src/protocols/pay/payer/mod.rs::pay",
-    "node/src/protocols/relay/server.rs::connect",
     "node/src/protocols/stream/send.rs::exchange",
     "node/src/roles/provider.rs::run",
     "node/src/swarm/event_loop.rs::on_swarm_event",
@@ -47,7 +46,6 @@ const BIG_DRIVERS: &[&str] = &[
     "observe/behaviour.rs",
     "pay/payee/mod.rs",
     "pay/payer/mod.rs",
-    "relay/server.rs",
     "stream/live/sources.rs",
 ];
 

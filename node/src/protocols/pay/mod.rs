@@ -22,7 +22,7 @@ use ledgermesh_protocol::framing::{split_frame, FrameError, MAX_FRAME};
 use ledgermesh_protocol::payment::wire::PayMsg;
 use libp2p::{Stream, StreamProtocol};
 
-pub use payee::{Budget, PayeeConfig, Payees};
+pub use payee::{Budget, CircuitPay, PayeeConfig, Payees};
 pub use payer::{pay, terms, PayerConfig, Paying};
 
 /// What the payment protocol asks of the node beyond [`crate::net::Net`]:

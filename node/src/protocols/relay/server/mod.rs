@@ -2,19 +2,16 @@
 //! answers a reservation, or opens the stop stream to a circuit's
 //! destination and then carries the circuit's bytes both ways.
 
+mod circuit;
+
 use super::behaviour::Shared;
-use super::pump::{End, Pump};
-use super::report::{Carried, Reporter};
+use super::report::Reporter;
 use super::RelayLimits;
-use super::STOP;
-use crate::protocols::pay::Budget;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ledgermesh_protocol::payment::wire::RefusalCode;
-use ledgermesh_protocol::relay::gate::{gate, Gate};
 use ledgermesh_protocol::relay::wire::{self, HopRequest, ReservationGrant, WireError};
-use ledgermesh_protocol::relay::{CircuitId, CircuitLimit, Refusal, Status};
+use ledgermesh_protocol::relay::{Refusal, Status};
 use libp2p::{PeerId, Stream};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -47,19 +44,6 @@ pub(crate) struct Server {
 /// The permits for hop requests in progress.
 pub(crate) fn handshake_permits() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(MAX_HANDSHAKES))
-}
-
-/// Gives a circuit's slot back however its task ends.
-struct Slot<'a> {
-    shared: &'a Shared,
-    id: CircuitId,
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        let mut st = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        st.book.circuit_closed(self.id);
-    }
 }
 
 impl Server {
@@ -204,165 +188,6 @@ impl Server {
                 let _ = send(&mut stream, &wire::reserve_answer(Err(status))).await;
             }
         }
-    }
-
-    async fn connect(
-        &self,
-        src: PeerId,
-        dst: PeerId,
-        mut stream: Stream,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let mut budget = None;
-        let mut billed_peer = None;
-        let mut limit = self.limits.circuit_limit(&src, &dst);
-        let mut unbilled = None;
-        if let Some(pay) = &self.limits.pay {
-            match gate(pay.bill, src, dst, &pay.payees) {
-                Gate::Refused(refusal) => {
-                    let (billed, status) = (refusal.billed(), refusal.status());
-                    let reason = refusal.to_string();
-                    pay.payees.refuse(&billed, RefusalCode::NoChannel, &reason);
-                    self.reporter.refused_for_payment(billed, &reason);
-                    self.reporter.circuit_refused(src, dst, status, reason);
-                    let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
-                    return;
-                }
-                Gate::Billed { billed } => {
-                    budget = pay.payees.budget(&billed);
-                    billed_peer = Some(billed);
-                }
-                Gate::Unbilled => {
-                    limit = self.limits.free_circuit_limit(&src, &dst);
-                    unbilled = Some(Gate::UNBILLED);
-                }
-            }
-        }
-        let booked = {
-            let mut st = self.state();
-            let ip = st.ip_of(&src);
-            st.book.connect(src, ip, dst, Instant::now())
-        };
-        let id = match booked {
-            Ok(id) => id,
-            Err(refusal) => {
-                let status = refusal.circuit_status();
-                self.reporter
-                    .circuit_refused(src, dst, status, refusal.to_string());
-                let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
-                return;
-            }
-        };
-        let _slot = Slot {
-            shared: &self.shared,
-            id,
-        };
-        let far = match tokio::time::timeout(HANDSHAKE, self.stop(src, dst, &limit)).await {
-            Ok(Ok(far)) => far,
-            Ok(Err(why)) => return self.failed(src, dst, stream, why).await,
-            Err(_) => {
-                let why = "the destination did not answer in time".to_string();
-                return self.failed(src, dst, stream, why).await;
-            }
-        };
-        if let Err(e) = send(&mut stream, &wire::connect_answer(Ok(&limit))).await {
-            tracing::debug!(%src, error = %e, "circuit answer not delivered");
-            return;
-        }
-        drop(permit);
-        self.reporter.circuit_opened(src, dst, unbilled);
-        let (to_dst, to_src) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let reason = match tokio::time::timeout(
-            limit.duration,
-            bridge(
-                stream,
-                far,
-                limit.bytes,
-                (to_dst.clone(), to_src.clone()),
-                budget,
-            ),
-        )
-        .await
-        {
-            Ok(reason) => reason,
-            Err(_) => Some(format!(
-                "duration limit ({} s) reached",
-                limit.duration.as_secs()
-            )),
-        };
-        if let (Some(pay), Some(billed)) = (&self.limits.pay, billed_peer) {
-            // The circuit is over: ask for what it still owes.
-            pay.payees.invoice_now(&billed);
-        }
-        self.reporter.circuit_closed(
-            src,
-            dst,
-            Carried {
-                to_dst: to_dst.load(Ordering::Relaxed),
-                to_src: to_src.load(Ordering::Relaxed),
-                reason,
-            },
-        );
-    }
-
-    async fn failed(&self, src: PeerId, dst: PeerId, mut stream: Stream, why: String) {
-        let status = Status::ConnectionFailed;
-        self.reporter.circuit_refused(src, dst, status, why);
-        let _ = send(&mut stream, &wire::connect_answer(Err(status))).await;
-    }
-
-    /// Tells `dst` that `src` is calling; its stream once it accepts.
-    async fn stop(&self, src: PeerId, dst: PeerId, limit: &CircuitLimit) -> Result<Stream, String> {
-        let mut far = (self.control.clone())
-            .open_stream(dst, STOP)
-            .await
-            .map_err(|e| format!("no stop stream to the destination: {e}"))?;
-        send(&mut far, &wire::stop_connect(&src, limit))
-            .await
-            .map_err(|e| format!("stop request not delivered: {e}"))?;
-        let body = read_msg(&mut far)
-            .await
-            .map_err(|e| format!("no answer from the destination: {e}"))?
-            .map_err(|e| format!("the destination's answer: {e}"))?;
-        match wire::decode_stop_status(&body) {
-            Ok(100) => Ok(far),
-            Ok(code) => Err(format!("the destination refused (status {code})")),
-            Err(e) => Err(format!("the destination's answer: {e}")),
-        }
-    }
-}
-
-/// Carries bytes both ways until both ends finish, a direction reaches
-/// `cap`, or an end fails; why it stopped, when not a clean finish.
-async fn bridge(
-    a: Stream,
-    b: Stream,
-    cap: u64,
-    (to_b, to_a): (Arc<AtomicU64>, Arc<AtomicU64>),
-    budget: Option<Budget>,
-) -> Option<String> {
-    use futures::future::{select, Either};
-    let (ar, aw) = a.split();
-    let (br, bw) = b.split();
-    let up = Pump::new(ar, bw, cap, to_b).billed(budget.clone());
-    let down = Pump::new(br, aw, cap, to_a).billed(budget);
-    let why = |r: std::io::Result<End>| match r {
-        Ok(End::Eof) => None,
-        Ok(End::Limit) => Some(format!("data limit ({cap} bytes per direction) reached")),
-        Ok(End::Unpaid) => Some("unpaid: the billed peer was cut".to_string()),
-        Err(e) => Some(format!("stream error: {e}")),
-    };
-    let (first, other) = match select(up, down).await {
-        Either::Left((r, other)) => (r, Either::Left(other)),
-        Either::Right((r, other)) => (r, Either::Right(other)),
-    };
-    if let Some(reason) = why(first) {
-        return Some(reason);
-    }
-    // One side finished; the other may still be sending.
-    match other {
-        Either::Left(down) => why(down.await),
-        Either::Right(up) => why(up.await),
     }
 }
 
