@@ -27,10 +27,6 @@ const LONG: &[&str] = &[
     "node/src/ops/metrics.rs::new",
     "node/src/ops/metrics.rs::observe",
     "node/src/ops/mod.rs::observe",
-    "node/src/protocols/pay/payee/session.rs::session",
-    "node/src/protocols/pay/payer/invoice.rs::invoice",
-    "node/src/protocols/pay/payer/mod.rs::pay",
-    "node/src/protocols/stream/send.rs::exchange",
     "node/src/roles/provider.rs::run",
     "node/src/swarm/event_loop.rs::on_swarm_event",
     "node/src/swarm/mod.rs::spawn",
@@ -45,7 +41,6 @@ const BIG_DRIVERS: &[&str] = &[
     "hardnat.rs",
     "observe/behaviour.rs",
     "pay/payee/mod.rs",
-    "pay/payer/mod.rs",
     "stream/live/sources.rs",
 ];
 

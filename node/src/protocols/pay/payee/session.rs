@@ -117,39 +117,7 @@ impl Payees {
                     break;
                 }
             };
-            let answer = match msg {
-                PayMsg::Hello => Some(PayMsg::Terms(self.inner.offer)),
-                PayMsg::Attach { channel, binding } => {
-                    let a = self.attach(peer, channel, binding).await;
-                    attached |= matches!(a, PayMsg::Ack { .. });
-                    Some(a)
-                }
-                PayMsg::Voucher {
-                    channel,
-                    cumulative,
-                    signature,
-                } => Some(self.voucher(peer, channel, cumulative, signature).await),
-                PayMsg::Consent {
-                    replace,
-                    any,
-                    peers,
-                } => {
-                    let taken = self.lock().book.consent(&peer, replace, any, &peers);
-                    (!taken).then(|| refusal(RefusalCode::NoChannel, "attach a channel first"))
-                }
-                PayMsg::Refuse { code, reason } => {
-                    self.inner.emitter.emit(Event::PaymentRefused {
-                        peer_id: peer.to_string(),
-                        reason: code.as_str().into(),
-                        detail: format!("the payer refused: {reason}"),
-                    });
-                    None
-                }
-                other => Some(refusal(
-                    RefusalCode::Malformed,
-                    &format!("unexpected {other:?} from a payer"),
-                )),
-            };
+            let answer = self.answer(peer, msg, &mut attached).await;
             if let Some(a) = answer {
                 if let PayMsg::Refuse { code, reason } = &a {
                     self.inner.emitter.emit(Event::PaymentRefused {
@@ -171,6 +139,44 @@ impl Payees {
             }
         }
         s.close().await;
+    }
+
+    /// What a payer's message is answered with (`None`: nothing);
+    /// `attached` once a channel is.
+    async fn answer(&self, peer: PeerId, msg: PayMsg, attached: &mut bool) -> Option<PayMsg> {
+        match msg {
+            PayMsg::Hello => Some(PayMsg::Terms(self.inner.offer)),
+            PayMsg::Attach { channel, binding } => {
+                let a = self.attach(peer, channel, binding).await;
+                *attached |= matches!(a, PayMsg::Ack { .. });
+                Some(a)
+            }
+            PayMsg::Voucher {
+                channel,
+                cumulative,
+                signature,
+            } => Some(self.voucher(peer, channel, cumulative, signature).await),
+            PayMsg::Consent {
+                replace,
+                any,
+                peers,
+            } => {
+                let taken = self.lock().book.consent(&peer, replace, any, &peers);
+                (!taken).then(|| refusal(RefusalCode::NoChannel, "attach a channel first"))
+            }
+            PayMsg::Refuse { code, reason } => {
+                self.inner.emitter.emit(Event::PaymentRefused {
+                    peer_id: peer.to_string(),
+                    reason: code.as_str().into(),
+                    detail: format!("the payer refused: {reason}"),
+                });
+                None
+            }
+            other => Some(refusal(
+                RefusalCode::Malformed,
+                &format!("unexpected {other:?} from a payer"),
+            )),
+        }
     }
 
     async fn attach(&self, peer: PeerId, channel: [u8; 32], binding: [u8; 65]) -> PayMsg {

@@ -5,12 +5,14 @@
 //! stream goes away (a DCUtR upgrade, a relay that died).
 
 mod consent;
+mod fund;
 mod handshake;
 mod invoice;
 mod session;
 
 pub use consent::{Consent, ConsentSet};
 
+use fund::Funded;
 use handshake::{attach, hello};
 
 use super::{hex_id, PayStream, HANDSHAKE, PAY};
@@ -197,74 +199,16 @@ pub async fn pay(
     let mut closes = handle.watch_closes(peer).await.ok();
     let state = handle.payer_state(peer);
     let before = state.lock().await.as_ref().map(|st| st.offer);
-    let mut tries = 0;
-    let (mut s, offer) = loop {
-        match hello(handle, peer, &cfg.caps, before).await {
-            Err(e) if handshake::on_the_stream(&e) && tries + 1 < handshake::OPEN_TRIES => {
-                tries += 1;
-                tracing::debug!(%peer, error = %e, "opening the pay stream again");
-                tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
-            }
-            Err(PayFailure::Terms(e)) => {
-                // Said where the user looks, before anything is signed.
-                handle.emit(Event::PaymentRefused {
-                    peer_id: peer.to_string(),
-                    reason: e.as_str().into(),
-                    detail: e.to_string(),
-                });
-                return Err(e.into());
-            }
-            r => break r?,
-        }
-    };
+    let (mut s, offer) = greet(handle, peer, &cfg.caps, before).await?;
     if offer.terms.is_free() {
         s.close().await;
         return Ok(Paying::Free);
     }
-    let chans = &cfg.channels;
-    let domain = chans.domain();
-    if domain.chain_id != offer.chain_id || domain.contract.0 .0 != offer.contract {
-        return Err(PayFailure::OtherLedger(
-            offer.chain_id,
-            hex::encode(offer.contract),
-        ));
-    }
-    let me = chans.account().ok_or(PayError::NoAccount)?;
-    let payee = alloy::primitives::Address::from(offer.payee);
-    // Reuse an open channel to this payee (the fullest), top it up to the
-    // minimum, or open one: never beyond --max-deposit.
-    let mine = chans.channels_of(me).await?;
-    let reuse = (mine.into_iter())
-        .filter(|c| c.payer == me && c.payee == payee && c.closes_at.is_none())
-        .max_by_key(|c| c.deposit - c.claimed);
-    let min = offer.terms.min_deposit;
-    let too_much = || TermsRefusal::DepositTooHigh {
-        min_deposit: min,
-        max: cfg.caps.max_deposit.unwrap_or(Wei::MAX),
-    };
-    let (channel, mut deposit, claimed) = match reuse {
-        Some(c) if c.deposit >= min => (c.id, c.deposit, c.claimed),
-        Some(c) => {
-            let add = cfg
-                .caps
-                .top_up(c.deposit, min, cfg.deposit)
-                .ok_or_else(too_much)?;
-            chans.top_up(c.id, add).await?;
-            (c.id, c.deposit + add, c.claimed)
-        }
-        None => {
-            let amount = cfg.caps.top_up(0, min, cfg.deposit).ok_or_else(too_much)?;
-            let (id, cost) = chans.open(payee, amount).await?;
-            handle.emit(Event::ChannelOpened {
-                payee: payee.to_string(),
-                channel: hex_id(&id),
-                deposit: amount.to_string(),
-                tx: cost.tx,
-                gas_used: cost.gas_used,
-            });
-            (id, amount, 0)
-        }
-    };
+    let Funded {
+        channel,
+        mut deposit,
+        claimed,
+    } = fund::fund(handle, &cfg, &offer).await?;
     let mut guard = state.lock().await;
     let fresh = || PayerState {
         channel,
@@ -281,7 +225,7 @@ pub async fn pay(
     // before attaching, so the payee reads the new deposit.
     if deposit.saturating_sub(st.machine.signed()) < cfg.deposit / 2 {
         if let Some(add) = cfg.caps.top_up(deposit, 0, cfg.deposit) {
-            chans.top_up(channel, add).await?;
+            cfg.channels.top_up(channel, add).await?;
             deposit += add;
         }
     }
@@ -300,7 +244,7 @@ pub async fn pay(
     }
     drop(guard);
     let terms = offer.terms;
-    let cfg_consent = cfg.consent.as_ref().map(Consent::subscribe);
+    let consent = cfg.consent.as_ref().map(Consent::subscribe);
     let run = session::Session {
         h: handle.clone(),
         peer,
@@ -310,9 +254,39 @@ pub async fn pay(
         meter,
         offer,
         closes,
-        consent: cfg_consent,
+        consent,
         pending: None,
     };
     handle.spawn(run.run(s));
     Ok(Paying::Attached { channel, terms })
+}
+
+/// Opens a pay stream and hears the payee's terms (again, a few times,
+/// while the stream itself fails); terms over our caps are said where the
+/// user looks, before anything is signed.
+async fn greet(
+    handle: &impl PayNet,
+    peer: PeerId,
+    caps: &Caps,
+    before: Option<Offer>,
+) -> Result<(PayStream, Offer), PayFailure> {
+    let mut tries = 0;
+    loop {
+        match hello(handle, peer, caps, before).await {
+            Err(e) if handshake::on_the_stream(&e) && tries + 1 < handshake::OPEN_TRIES => {
+                tries += 1;
+                tracing::debug!(%peer, error = %e, "opening the pay stream again");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
+            }
+            Err(PayFailure::Terms(e)) => {
+                handle.emit(Event::PaymentRefused {
+                    peer_id: peer.to_string(),
+                    reason: e.as_str().into(),
+                    detail: e.to_string(),
+                });
+                return Err(e.into());
+            }
+            r => return r,
+        }
+    }
 }
