@@ -31,8 +31,6 @@ const LONG: &[&str] = &[
     "node/src/swarm/event_loop.rs::on_swarm_event",
     "node/src/swarm/mod.rs::spawn",
     "node/src/swarm/quic/mod.rs::poll",
-    "protocol/src/payment/book.rs::attach",
-    "protocol/src/stream/server.rs::decide",
 ];
 
 /// Protocol drivers still over [`MAX_DRIVER_LINES`] (paths under

@@ -551,15 +551,24 @@ async fn a_reorg_while_the_provider_is_down_is_read_again_on_restart() {
     let answered = first.wait_for("the first request", T, |v| {
         event_is(v, "ledger_message") && v["kind"] == "service_request"
     });
-    first.stop();
-    let cursor_files: Vec<_> = walk(&dir.0.join("provider-data"));
-    assert!(
-        cursor_files.iter().any(|f| {
-            let text = std::fs::read_to_string(f).unwrap_or_default();
+    // The cursor is saved once the request is handled, just after its
+    // answer: waited for (no event says it), then the provider stops.
+    let saved_with_hash = || {
+        walk(&dir.0.join("provider-data")).into_iter().any(|f| {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
             f.extension().is_some_and(|e| e == "cursor") && text.split(':').count() == 3
-        }),
-        "the cursor is saved with its block's hash: {cursor_files:?}"
+        })
+    };
+    let deadline = std::time::Instant::now() + T;
+    while !saved_with_hash() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        saved_with_hash(),
+        "the cursor is saved with its block's hash: {:?}",
+        walk(&dir.0.join("provider-data"))
     );
+    first.stop();
     // Away: the chain drops the first request's block and mines another
     // request in its place.
     let reverted: serde_json::Value = rpc

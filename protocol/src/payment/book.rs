@@ -327,54 +327,8 @@ impl Book {
         unix_now: u64,
         now: Instant,
     ) -> Result<AttachAck, AttachRefusal> {
-        let min = self.cfg.terms.min_deposit;
-        if view.deposit < min {
-            return Err(AttachRefusal::DepositTooLow {
-                deposit: view.deposit,
-                min,
-            });
-        }
-        if view.closes_within(unix_now, self.cfg.close_margin) {
-            return Err(AttachRefusal::Closing);
-        }
-        // Pay where you owe: a peer that owes on another channel is not
-        // served on this one until it pays there.
-        let owed_elsewhere = (self.channel_of(&peer).filter(|c| *c != channel))
-            .and_then(|old| self.accounts.get(&old))
-            .map_or(0, |a| a.machine.unpaid());
-        if owed_elsewhere > 0 {
-            return Err(AttachRefusal::OwesElsewhere {
-                owed: owed_elsewhere,
-            });
-        }
-        if let Some(a) = self.accounts.get(&channel) {
-            let full = a.peers.len() >= self.cfg.max_peers_per_channel;
-            if full && !a.peers.contains(&peer) {
-                // The peer idle longest, with no pay stream open, makes
-                // room (they all share one account: nothing is forgiven);
-                // with every one of them active, the newcomer is refused.
-                let peers = &self.peers;
-                let idle = (a.peers.iter())
-                    .filter(|p| peers.get(p).is_none_or(|b| b.streams == 0))
-                    .min_by_key(|p| peers.get(p).map(|b| b.last))
-                    .copied();
-                let Some(old) = idle else {
-                    return Err(AttachRefusal::TooManyPeers {
-                        max: self.cfg.max_peers_per_channel,
-                    });
-                };
-                self.unbind(&old, &channel);
-            }
-        } else {
-            if self.accounts.len() >= self.cfg.max_accounts {
-                self.evict(now, true);
-            }
-            if self.accounts.len() >= self.cfg.max_accounts {
-                return Err(AttachRefusal::TooManyAccounts);
-            }
-            let a = Account::new(&self.cfg, &view, held, now);
-            self.accounts.insert(channel, a);
-        }
+        self.may_bind(peer, channel, &view, unix_now)?;
+        self.make_room(peer, channel, &view, held, now)?;
         let from = self.channel_of(&peer).filter(|c| *c != channel);
         if let Some(old) = from {
             if let Some(a) = self.accounts.get_mut(&old) {
@@ -404,6 +358,78 @@ impl Book {
             self.actions.push_back(BookAction::Send { peer, msg });
         }
         Ok(ack)
+    }
+
+    /// Whether `channel` (read as `view`) may carry `peer`: deposit enough,
+    /// not closing, and nothing owed by `peer` on another channel (pay where
+    /// you owe: it is not served on this one until it pays there).
+    fn may_bind(
+        &self,
+        peer: PeerId,
+        channel: ChannelId,
+        view: &ChannelView,
+        unix_now: u64,
+    ) -> Result<(), AttachRefusal> {
+        let min = self.cfg.terms.min_deposit;
+        if view.deposit < min {
+            return Err(AttachRefusal::DepositTooLow {
+                deposit: view.deposit,
+                min,
+            });
+        }
+        if view.closes_within(unix_now, self.cfg.close_margin) {
+            return Err(AttachRefusal::Closing);
+        }
+        let owed_elsewhere = (self.channel_of(&peer).filter(|c| *c != channel))
+            .and_then(|old| self.accounts.get(&old))
+            .map_or(0, |a| a.machine.unpaid());
+        if owed_elsewhere > 0 {
+            return Err(AttachRefusal::OwesElsewhere {
+                owed: owed_elsewhere,
+            });
+        }
+        Ok(())
+    }
+
+    /// Room for `peer` on `channel`: a place among its account's peers (the
+    /// one idle longest, with no pay stream open, gives its place up: they
+    /// all share one account, so nothing is forgiven; with every one of
+    /// them active the newcomer is refused), or a new account (the least
+    /// useful one evicted when the book is full).
+    fn make_room(
+        &mut self,
+        peer: PeerId,
+        channel: ChannelId,
+        view: &ChannelView,
+        held: Option<Voucher>,
+        now: Instant,
+    ) -> Result<(), AttachRefusal> {
+        let Some(a) = self.accounts.get(&channel) else {
+            if self.accounts.len() >= self.cfg.max_accounts {
+                self.evict(now, true);
+            }
+            if self.accounts.len() >= self.cfg.max_accounts {
+                return Err(AttachRefusal::TooManyAccounts);
+            }
+            let a = Account::new(&self.cfg, view, held, now);
+            self.accounts.insert(channel, a);
+            return Ok(());
+        };
+        if a.peers.len() < self.cfg.max_peers_per_channel || a.peers.contains(&peer) {
+            return Ok(());
+        }
+        let peers = &self.peers;
+        let idle = (a.peers.iter())
+            .filter(|p| peers.get(p).is_none_or(|b| b.streams == 0))
+            .min_by_key(|p| peers.get(p).map(|b| b.last))
+            .copied();
+        let Some(old) = idle else {
+            return Err(AttachRefusal::TooManyPeers {
+                max: self.cfg.max_peers_per_channel,
+            });
+        };
+        self.unbind(&old, &channel);
+        Ok(())
     }
 
     /// A voucher from `peer` whose signature was checked against

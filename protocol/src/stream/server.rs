@@ -59,32 +59,56 @@ pub fn decide(
     have_permit: bool,
     kind: StreamKind,
 ) -> ServeDecision {
-    let refuse_at = |access: &mut AccessControl,
-                     reason: RejectReason,
-                     detail: String,
-                     earliest: Option<u64>| {
-        access.refused(now_ms, peer, &req.name, reason);
-        ServeDecision::Refuse(StreamRejection {
-            name: req.name.clone(),
-            reason,
-            detail,
-            earliest,
-        })
+    let checked = match access.check(now_ms, &peer, &req.name) {
+        Err(d) => Err(Refused(d.reason(), d.detail().into(), None)),
+        Ok(Allowed { until_ms }) => match info {
+            None => Err(Refused(
+                RejectReason::UnknownStream,
+                format!("no stream named {:?}", req.name),
+                None,
+            )),
+            Some(info) => serve_from(req, info, have_permit, kind).map(|o| (info, o, until_ms)),
+        },
     };
-    let refuse = |access: &mut AccessControl, reason: RejectReason, detail: String| {
-        refuse_at(access, reason, detail, None)
-    };
-    let Allowed { until_ms } = match access.check(now_ms, &peer, &req.name) {
-        Ok(a) => a,
-        Err(d) => return refuse(access, d.reason(), d.detail().into()),
-    };
-    let Some(info) = info else {
-        return refuse(
-            access,
-            RejectReason::UnknownStream,
-            format!("no stream named {:?}", req.name),
-        );
-    };
+    match checked {
+        Ok((info, offset, until_ms)) => {
+            access.serve_started(now_ms, peer, &req.name, offset);
+            ServeDecision::Serve {
+                info: info.clone(),
+                offset,
+                until_ms,
+            }
+        }
+        Err(Refused(reason, detail, earliest)) => {
+            access.refused(now_ms, peer, &req.name, reason);
+            ServeDecision::Refuse(StreamRejection {
+                name: req.name.clone(),
+                reason,
+                detail,
+                earliest,
+            })
+        }
+    }
+}
+
+/// A refusal: its reason, what the peer is told, and (a live stream) the
+/// earliest offset held.
+struct Refused(RejectReason, String, Option<u64>);
+
+impl Refused {
+    fn new(reason: RejectReason, detail: String) -> Self {
+        Self(reason, detail, None)
+    }
+}
+
+/// Where a stream the peer may fetch is served from, or why it is not:
+/// the direction, a free slot, and the offset.
+fn serve_from(
+    req: &StreamRequest,
+    info: &StreamInfo,
+    have_permit: bool,
+    kind: StreamKind,
+) -> Result<u64, Refused> {
     let inbound = kind == StreamKind::Inbound;
     if req.send != inbound {
         let detail = if inbound {
@@ -92,61 +116,57 @@ pub fn decide(
         } else {
             format!("{} only sends: open it without sending", req.name)
         };
-        return refuse(access, RejectReason::Direction, detail);
+        return Err(Refused::new(RejectReason::Direction, detail));
     }
     if !have_permit {
-        return refuse(
-            access,
+        return Err(Refused::new(
             RejectReason::Busy,
             "provider is serving its maximum number of streams (in total or to you)".into(),
-        );
+        ));
     }
-    if let Some(len) = info.length {
-        if req.offset > len {
-            return refuse(
-                access,
-                RejectReason::BadOffset,
-                format!("offset {} is past the end ({len})", req.offset),
-            );
-        }
+    if let Some(len) = info.length.filter(|len| req.offset > *len) {
+        let detail = format!("offset {} is past the end ({len})", req.offset);
+        return Err(Refused::new(RejectReason::BadOffset, detail));
     }
-    let mut offset = req.offset;
-    if let StreamKind::Live(w) = kind {
-        if req.live_edge {
-            offset = w.edge;
-        } else if offset < w.earliest {
-            let (reason, detail) = if w.cut_slow {
-                (
-                    RejectReason::TooSlow,
-                    format!(
-                        "you fell behind the live buffer and were cut; offset {offset} is gone, the earliest held is {}",
-                        w.earliest
-                    ),
-                )
-            } else {
-                (
-                    RejectReason::Gone,
-                    format!(
-                        "offset {offset} has left the live buffer; the earliest held is {}",
-                        w.earliest
-                    ),
-                )
-            };
-            return refuse_at(access, reason, detail, Some(w.earliest));
-        } else if offset > w.edge {
-            return refuse(
-                access,
-                RejectReason::BadOffset,
-                format!("offset {offset} is past the live edge ({})", w.edge),
-            );
-        }
+    match kind {
+        StreamKind::Live(w) => live_offset(req, w),
+        _ => Ok(req.offset),
     }
-    access.serve_started(now_ms, peer, &req.name, offset);
-    ServeDecision::Serve {
-        info: info.clone(),
-        offset,
-        until_ms,
+}
+
+/// A live stream is served from its edge when asked, else from an offset
+/// it still holds: an older one is refused `gone` (`too_slow` for a peer
+/// just cut for falling behind), with the earliest offset held.
+fn live_offset(req: &StreamRequest, w: LiveWindow) -> Result<u64, Refused> {
+    let offset = req.offset;
+    if req.live_edge {
+        return Ok(w.edge);
     }
+    if offset < w.earliest {
+        let (reason, detail) = if w.cut_slow {
+            (
+                RejectReason::TooSlow,
+                format!(
+                    "you fell behind the live buffer and were cut; offset {offset} is gone, the earliest held is {}",
+                    w.earliest
+                ),
+            )
+        } else {
+            (
+                RejectReason::Gone,
+                format!(
+                    "offset {offset} has left the live buffer; the earliest held is {}",
+                    w.earliest
+                ),
+            )
+        };
+        return Err(Refused(reason, detail, Some(w.earliest)));
+    }
+    if offset > w.edge {
+        let detail = format!("offset {offset} is past the live edge ({})", w.edge);
+        return Err(Refused::new(RejectReason::BadOffset, detail));
+    }
+    Ok(offset)
 }
 
 #[cfg(test)]
