@@ -27,9 +27,7 @@ const LONG: &[&str] = &[
     "node/src/ops/metrics.rs::new",
     "node/src/ops/metrics.rs::observe",
     "node/src/ops/mod.rs::observe",
-    "node/src/roles/provider.rs::run",
     "node/src/swarm/event_loop.rs::on_swarm_event",
-    "node/src/swarm/mod.rs::spawn",
     "node/src/swarm/quic/mod.rs::poll",
 ];
 

@@ -155,26 +155,7 @@ pub async fn run(
     ledger: Arc<dyn Ledger>,
     config: ProviderConfig,
 ) -> Result<(), ProviderError> {
-    let live = crate::streams::live::LiveOptions {
-        key: handle.keypair().clone(),
-        buffer: config.live_buffer,
-        exec_once: config.exec_once,
-        emitter: handle.emitter().clone(),
-        // Live sources stop with the node.
-        tasks: handle.tasks().clone(),
-        fault_flip: config.fault_flip_live_byte,
-    };
-    let catalog = Catalog::build(config.streams.clone(), Some(&live)).await;
-    let catalog = Arc::new(catalog.map_err(ProviderError::Catalog)?);
-    let access = Access::new(
-        config.max_grant_secs,
-        config.audit.clone(),
-        handle.emitter().clone(),
-    );
-    if let Some(path) = &config.acl {
-        access.load_acl_file(path)?;
-        access.watch_acl_file(path.clone());
-    }
+    let (catalog, access) = open_shop(&handle, &config).await?;
     // Priced streams: the buyers' accounts, paid over /ledgermesh/pay/1.
     let payees = config.price.clone();
     if let Some(p) = &payees {
@@ -185,50 +166,7 @@ pub async fn run(
         handle.ops().report_payees(p.book_reader());
         handle.spawn(p.clone().serve(handle.stream_control()));
     }
-    let journal = match &config.data_dir {
-        Some(dir) => Some(
-            AnswerJournal::open(dir).map_err(ProviderError::disk("opening the answer journal"))?,
-        ),
-        None => None,
-    };
-    // Grants sold before a restart are honoured after it.
-    let grant_log = match &config.data_dir {
-        Some(dir) => {
-            let (log, live) = GrantLog::open(dir, crate::clock::now_ms())
-                .map_err(ProviderError::disk("opening the grant log"))?;
-            let restored = access.update(|m, now| m.restore(now, &live));
-            if restored > 0 {
-                tracing::info!(restored, "grants from before the restart restored");
-            }
-            Some(log)
-        }
-        None => None,
-    };
-    if journal.is_some() || grant_log.is_some() {
-        // Hourly: old journal entries go (each answer leaves one file), and
-        // the grant log is compacted to the live grants.
-        let (j, g, access) = (journal.clone(), grant_log.clone(), access.clone());
-        handle.spawn(async move {
-            let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
-            hourly.tick().await; // both were tidied on opening
-            loop {
-                hourly.tick().await;
-                let live = access.record(|m, now| m.live_grants(now));
-                let (j, g) = (j.clone(), g.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    if let Some(j) = j {
-                        j.prune();
-                    }
-                    if let Some(g) = g {
-                        if let Err(e) = g.compact(&live) {
-                            tracing::warn!(error = %e, "grant log compaction failed");
-                        }
-                    }
-                })
-                .await;
-            }
-        });
-    }
+    let disk = open_disk(&handle, &config, &access)?;
     // Streams are served from here on: before the relays and the address
     // round, so a buyer reaching us early is never told we lack the protocol.
     let shop = crate::streams::Shop {
@@ -251,68 +189,168 @@ pub async fn run(
     let follow = follow_own_inbox(&handle, &ledger, config.data_dir.as_deref());
     let (settled, inbox) = tokio::join!(settle, follow);
     settled?;
-    let mut inbox = inbox?;
-    // Answers in flight are bounded: past the bound the inbox waits, which
-    // slows the follower, not memory.
-    let answering = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ANSWERS));
-    // Each answer is a ledger post at our cost: per sender, a burst and then
-    // a rate; the rest go unanswered (and are said so).
-    let mut limiter = SenderLimiter::new(config.answer_limits);
-    while let Some((opened, _, handled)) = inbox.recv().await {
-        let is_request = matches!(opened.signal, Signal::Request(_));
-        if is_request && !limiter.allow(crate::clock::now_ms(), opened.sender) {
-            handle.emit(Event::Error {
-                what: "service_request".into(),
-                detail: "answer rate for this sender exceeded; not answered".into(),
-                reason: Some("rate_limited".into()),
-                peer_id: Some(opened.sender.to_string()),
-            });
-            handled.done(); // deliberately unanswered
-            continue;
-        }
-        let Ok(permit) = answering.clone().acquire_owned().await else {
-            break;
-        };
-        let handle = handle.clone();
-        let ledger = ledger.clone();
-        let catalog = catalog.clone();
-        let access = access.clone();
-        let config = config.clone();
-        let disk = Durable {
-            journal: journal.clone(),
-            grants: grant_log.clone(),
-        };
-        handle.clone().spawn(async move {
-            let _permit = permit;
-            let peer = opened.sender;
-            let answered = answer(
-                &handle,
-                ledger.as_ref(),
-                &catalog,
-                &access,
-                &config,
-                &disk,
-                opened,
-            );
-            // The cursor passes this request only once it is answered; a
-            // failed (or cancelled) answer is read again after a restart.
-            if let Err(e) = answered.await.map(|()| handled.done()) {
-                handle.emit(Event::Error {
-                    what: "ledger".into(),
-                    detail: format!("cannot answer request: {e}"),
-                    reason: None,
-                    peer_id: Some(peer.to_string()),
-                });
-            }
-        });
-    }
+    let desk = Desk {
+        handle,
+        ledger,
+        catalog,
+        access,
+        config,
+        disk,
+    };
+    desk.answer_all(inbox?).await;
     Ok(())
 }
 
+/// The streams (live sources started, as the node's tasks) and who may
+/// fetch them (grants, and the ACL file, watched).
+async fn open_shop(
+    handle: &NodeHandle,
+    config: &ProviderConfig,
+) -> Result<(Arc<Catalog>, Access), ProviderError> {
+    let live = crate::streams::live::LiveOptions {
+        key: handle.keypair().clone(),
+        buffer: config.live_buffer,
+        exec_once: config.exec_once,
+        emitter: handle.emitter().clone(),
+        // Live sources stop with the node.
+        tasks: handle.tasks().clone(),
+        fault_flip: config.fault_flip_live_byte,
+    };
+    let catalog = Catalog::build(config.streams.clone(), Some(&live)).await;
+    let catalog = Arc::new(catalog.map_err(ProviderError::Catalog)?);
+    let access = Access::new(
+        config.max_grant_secs,
+        config.audit.clone(),
+        handle.emitter().clone(),
+    );
+    if let Some(path) = &config.acl {
+        access.load_acl_file(path)?;
+        access.watch_acl_file(path.clone());
+    }
+    Ok((catalog, access))
+}
+
+/// The answer journal and the grant log (with a data directory): grants
+/// sold before a restart are honoured after it; both are tidied hourly.
+fn open_disk(
+    handle: &NodeHandle,
+    config: &ProviderConfig,
+    access: &Access,
+) -> Result<Durable, ProviderError> {
+    let Some(dir) = &config.data_dir else {
+        return Ok(Durable::default());
+    };
+    let journal =
+        AnswerJournal::open(dir).map_err(ProviderError::disk("opening the answer journal"))?;
+    let (grants, live) = GrantLog::open(dir, crate::clock::now_ms())
+        .map_err(ProviderError::disk("opening the grant log"))?;
+    let restored = access.update(|m, now| m.restore(now, &live));
+    if restored > 0 {
+        tracing::info!(restored, "grants from before the restart restored");
+    }
+    let disk = Durable {
+        journal: Some(journal),
+        grants: Some(grants),
+    };
+    handle.spawn(tidy_hourly(disk.clone(), access.clone()));
+    Ok(disk)
+}
+
+/// Hourly: old journal entries go (each answer leaves one file), and the
+/// grant log is compacted to the live grants.
+async fn tidy_hourly(disk: Durable, access: Access) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    hourly.tick().await; // both were tidied on opening
+    loop {
+        hourly.tick().await;
+        let live = access.record(|m, now| m.live_grants(now));
+        let disk = disk.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(j) = disk.journal {
+                j.prune();
+            }
+            if let Some(g) = disk.grants {
+                if let Err(e) = g.compact(&live) {
+                    tracing::warn!(error = %e, "grant log compaction failed");
+                }
+            }
+        })
+        .await;
+    }
+}
+
 /// What a provider keeps on disk (with a data directory).
+#[derive(Clone, Default)]
 struct Durable {
     journal: Option<AnswerJournal>,
     grants: Option<GrantLog>,
+}
+
+/// Where service requests are answered.
+struct Desk {
+    handle: NodeHandle,
+    ledger: Arc<dyn Ledger>,
+    catalog: Arc<Catalog>,
+    access: Access,
+    config: ProviderConfig,
+    disk: Durable,
+}
+
+impl Desk {
+    /// Answers every request in `inbox`, each in a task of its own, until
+    /// the inbox ends. Answers in flight are bounded: past the bound the
+    /// inbox waits, which slows the follower, not memory. Each answer is a
+    /// ledger post at our cost: per sender, a burst and then a rate; the
+    /// rest go unanswered (and are said so).
+    async fn answer_all(self, mut inbox: tokio::sync::mpsc::Receiver<crate::signaling::Inbound>) {
+        let me = Arc::new(self);
+        let answering = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ANSWERS));
+        let mut limiter = SenderLimiter::new(me.config.answer_limits);
+        while let Some((opened, _, handled)) = inbox.recv().await {
+            let is_request = matches!(opened.signal, Signal::Request(_));
+            if is_request && !limiter.allow(crate::clock::now_ms(), opened.sender) {
+                me.handle.emit(Event::Error {
+                    what: "service_request".into(),
+                    detail: "answer rate for this sender exceeded; not answered".into(),
+                    reason: Some("rate_limited".into()),
+                    peer_id: Some(opened.sender.to_string()),
+                });
+                handled.done(); // deliberately unanswered
+                continue;
+            }
+            let Ok(permit) = answering.clone().acquire_owned().await else {
+                break;
+            };
+            let desk = me.clone();
+            me.handle.spawn(async move {
+                let _permit = permit;
+                desk.answer_one(opened, handled).await
+            });
+        }
+    }
+
+    /// Answers one message; the cursor passes it only once it is answered
+    /// (a failed or cancelled answer is read again after a restart).
+    async fn answer_one(&self, opened: Opened, handled: crate::signaling::Ack) {
+        let peer = opened.sender;
+        let answered = answer(
+            &self.handle,
+            self.ledger.as_ref(),
+            &self.catalog,
+            &self.access,
+            &self.config,
+            &self.disk,
+            opened,
+        );
+        if let Err(e) = answered.await.map(|()| handled.done()) {
+            self.handle.emit(Event::Error {
+                what: "ledger".into(),
+                detail: format!("cannot answer request: {e}"),
+                reason: None,
+                peer_id: Some(peer.to_string()),
+            });
+        }
+    }
 }
 
 /// Service requests answered at once (each seals and posts one response).

@@ -43,7 +43,63 @@ pub(super) struct EventLoop {
     pub(super) epoch: Instant,
 }
 
+/// What the event loop is made of, built by `swarm::spawn`.
+pub(super) struct Parts {
+    pub(super) swarm: Swarm<super::slim::Slim<Behaviour>>,
+    pub(super) config: NodeConfig,
+    pub(super) emitter: Emitter,
+    pub(super) ops: std::sync::Arc<crate::ops::Ops>,
+    pub(super) listeners: Listeners,
+    pub(super) reservations: Reservations,
+    pub(super) hard_nat: Option<mpsc::Sender<crate::protocols::hardnat::Offer>>,
+    pub(super) handshakes: super::noise::Handshakes,
+}
+
+/// A running event loop: its task, and the ends the handle holds.
+pub(super) struct Running {
+    /// The loop alone: it outlives the node's tasks at shutdown, which stops
+    /// those first and then tells the loop (Command::Shutdown) to close up.
+    pub(super) task: crate::tasks::Tasks,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) signals: watch::Receiver<NetSignals>,
+}
+
 impl EventLoop {
+    /// Starts the loop of node `peer_id` on its own task.
+    pub(super) fn start(parts: Parts, peer_id: libp2p::PeerId) -> Running {
+        let (commands_tx, commands) = mpsc::channel(256);
+        let (signals_tx, signals) = watch::channel(Default::default());
+        let config = parts.config;
+        let me = EventLoop {
+            swarm: parts.swarm,
+            paths: ledgermesh_protocol::path::PathSet::new(config.close_relayed_after_upgrade),
+            config,
+            emitter: parts.emitter,
+            ops: parts.ops,
+            commands,
+            signals: signals_tx,
+            listeners: parts.listeners,
+            reservations: parts.reservations,
+            pending_dials: Default::default(),
+            close_watchers: Default::default(),
+            dial_addrs: Default::default(),
+            public: None,
+            hard_nat: parts.hard_nat,
+            direct_waiters: Default::default(),
+            handshakes: parts.handshakes,
+            noise_ciphers: Default::default(),
+            epoch: Instant::now(),
+        };
+        let span = tracing::info_span!("node", name = %me.config.name, peer = %peer_id);
+        let task = crate::tasks::Tasks::new();
+        task.spawn_tracked(tracing::Instrument::instrument(me.run(), span));
+        Running {
+            task,
+            commands: commands_tx,
+            signals,
+        }
+    }
+
     /// Milliseconds on the node's clock (what the sans-IO machines take).
     pub(super) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64

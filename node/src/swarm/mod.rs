@@ -45,10 +45,9 @@ pub use ledgermesh_protocol::path::{classify, PathKind, TransportKind};
 use crate::protocols::hardnat;
 use crate::protocols::relay as relay_server;
 use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
 
-use std::time::Instant;
-use tokio::sync::{mpsc, watch};
-use tracing::Instrument;
+use tokio::sync::mpsc;
 
 /// Hop streams a relay queues before its server takes them (the server
 /// then bounds the handshakes it runs at once).
@@ -79,45 +78,17 @@ pub fn aes_in_hardware() -> bool {
 /// reservations, and spawns the event loop.
 pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, NodeError> {
     let peer_id = keypair.public().to_peer_id();
-    let mut relays = vec![];
-    for r in &config.relays {
-        let relay = crate::addr::peer_of(r).ok_or(NodeError::RelayAddrWithoutPeer(r.clone()))?;
-        relays.push((relay, r.clone()));
-    }
+    let relays = relays_of(&config)?;
     let allow_private = config.allow_private_addrs;
-    let emitter = config
-        .emitter
-        .clone()
-        .unwrap_or_else(|| crate::events::Emitter::new(config.name.clone()));
-    // Attached before the first event, so every event is counted.
-    let ops = emitter
-        .tap_or_attach(|| crate::ops::Ops::new(&config.name))
-        .expect("an emitter's tap is the operator's view");
-    // The relay server's state is shared by its swarm side and its streams.
-    let relay = config.relay_server.as_ref().map(|limits| {
-        let shared = relay_server::behaviour::State::new(limits.book());
-        let reporter = relay_server::report::Reporter::new(emitter.clone(), config.audit.clone());
-        (limits.clone(), shared, reporter)
-    });
-    let relay_behaviour = (relay.as_ref()).map(|(_, shared, reporter)| {
-        relay_server::behaviour::Behaviour::new(shared.clone(), reporter.clone())
-    });
-    // A relay takes hop streams through its own bounded queue (see inbound.rs).
-    let (hop_inbox, hop_incoming) = match relay {
-        Some(_) => {
-            let (b, rx) = inbound::Inbound::new(relay_server::HOP, HOP_QUEUE);
-            ops.count_hop_drops_in(b.dropped());
-            (Some(b), Some(rx))
+    let (emitter, ops) = emitter_and_ops(&config);
+    let (relay, relay_behaviour, hop_inbox, hop_incoming) = match &config.relay_server {
+        Some(limits) => {
+            let (parts, behaviour, inbox, incoming) = relay_parts(limits, &config, &emitter, &ops);
+            (Some(parts), Some(behaviour), Some(inbox), Some(incoming))
         }
-        None => (None, None),
+        None => (None, None, None, None),
     };
-    // Data streams through a bounded queue too; offered once a stream
-    // server takes them (NodeHandle::take_stream_inbox).
-    let (stream_inbox, stream_incoming) =
-        inbound::Inbound::new(crate::protocols::stream::STREAM_PROTOCOL, STREAM_QUEUE);
-    let stream_accepting = stream_inbox.accepting();
-    stream_accepting.store(false, std::sync::atomic::Ordering::Relaxed);
-    let stream_drops = stream_inbox.dropped();
+    let (stream_inbox, stream_taken) = stream_queue();
     let meters = crate::ops::metered::RelayMeters::default();
     let punch = punch::PunchHandle::default();
     let handshakes = noise::Handshakes::default();
@@ -133,6 +104,150 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
             handshakes: handshakes.clone(),
         },
     )?;
+    let listeners = listen(&mut swarm, &config)?;
+    let mut reservations = reservations::Reservations::new(
+        &relays,
+        config.max_reservations,
+        config.defer_reservations,
+    );
+    reservations.drive(&mut swarm, 0, &emitter);
+    let relay_list = relays.clone();
+    let defers_reservations = config.defer_reservations;
+    let control = swarm.behaviour().stream.new_control();
+    let (hard_nat_offers, hard_nat_rx, hard_nat_service) = hard_nat(&config);
+    let running = event_loop::EventLoop::start(
+        event_loop::Parts {
+            swarm,
+            config,
+            emitter: emitter.clone(),
+            ops: ops.clone(),
+            listeners,
+            reservations,
+            hard_nat: hard_nat_offers,
+            handshakes,
+        },
+        peer_id,
+    );
+    let handle = NodeHandle {
+        peer_id,
+        keypair,
+        commands: running.commands,
+        control,
+        emitter,
+        signals: running.signals,
+        allow_private,
+        meters,
+        stream_meters: Default::default(),
+        ops,
+        payers: Default::default(),
+        relays: relay_list,
+        defers_reservations,
+        tasks: crate::tasks::Tasks::new(),
+        event_loop: running.task,
+        punch,
+        stream_inbox: std::sync::Arc::new(std::sync::Mutex::new(Some(stream_taken))),
+        fair_in: crate::streams::fair::FairGate::new(Default::default()),
+    };
+    handle.spawn(hard_nat_service.run(handle.clone(), hard_nat_rx));
+    if let Some((limits, shared, reporter)) = relay {
+        start_relay(&handle, limits, shared, reporter, hop_incoming)?;
+    }
+    Ok(handle)
+}
+
+/// The relays of `config`, each with its peer id.
+fn relays_of(config: &NodeConfig) -> Result<Vec<(PeerId, Multiaddr)>, NodeError> {
+    (config.relays.iter())
+        .map(|r| match crate::addr::peer_of(r) {
+            Some(relay) => Ok((relay, r.clone())),
+            None => Err(NodeError::RelayAddrWithoutPeer(r.clone())),
+        })
+        .collect()
+}
+
+/// The node's emitter (the one given, else its own) and the operator's
+/// view, attached before the first event, so every event is counted.
+fn emitter_and_ops(
+    config: &NodeConfig,
+) -> (crate::events::Emitter, std::sync::Arc<crate::ops::Ops>) {
+    let emitter = (config.emitter.clone())
+        .unwrap_or_else(|| crate::events::Emitter::new(config.name.clone()));
+    let ops = emitter
+        .tap_or_attach(|| crate::ops::Ops::new(&config.name))
+        .expect("an emitter's tap is the operator's view");
+    (emitter, ops)
+}
+
+/// Data streams through a bounded queue; offered once a stream server
+/// takes them (NodeHandle::take_stream_inbox).
+fn stream_queue() -> (inbound::Inbound, StreamInbox) {
+    let (inbox, incoming) =
+        inbound::Inbound::new(crate::protocols::stream::STREAM_PROTOCOL, STREAM_QUEUE);
+    let accepting = inbox.accepting();
+    accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let dropped = inbox.dropped();
+    let taken = StreamInbox {
+        incoming,
+        accepting,
+        dropped,
+    };
+    (inbox, taken)
+}
+
+/// Hard-NAT attempts: offered (when our mapping is endpoint-dependent)
+/// only with QUIC listening; answered by every node (declined when off).
+fn hard_nat(
+    config: &NodeConfig,
+) -> (
+    Option<mpsc::Sender<hardnat::Offer>>,
+    mpsc::Receiver<hardnat::Offer>,
+    hardnat::Service,
+) {
+    let quic = config.listen.iter().any(crate::addr::is_quic);
+    let on = config.hard_nat && quic;
+    let (tx, rx) = mpsc::channel(hardnat::QUEUE);
+    let service = hardnat::Service::new(on, config.hard_nat_plan, config.allow_private_addrs);
+    (on.then_some(tx), rx, service)
+}
+
+/// A relay server's limits, the state its swarm side and its streams
+/// share, and its reporter; its swarm side; and its own bounded queue of
+/// hop streams (see inbound.rs).
+type RelayParts = (
+    RelayLimits,
+    relay_server::behaviour::Shared,
+    relay_server::report::Reporter,
+);
+
+fn relay_parts(
+    limits: &RelayLimits,
+    config: &NodeConfig,
+    emitter: &crate::events::Emitter,
+    ops: &crate::ops::Ops,
+) -> (
+    RelayParts,
+    relay_server::behaviour::Behaviour,
+    inbound::Inbound,
+    crate::net::Incoming,
+) {
+    let shared = relay_server::behaviour::State::new(limits.book());
+    let reporter = relay_server::report::Reporter::new(emitter.clone(), config.audit.clone());
+    let behaviour = relay_server::behaviour::Behaviour::new(shared.clone(), reporter.clone());
+    let (inbox, incoming) = inbound::Inbound::new(relay_server::HOP, HOP_QUEUE);
+    ops.count_hop_drops_in(inbox.dropped());
+    (
+        (limits.clone(), shared, reporter),
+        behaviour,
+        inbox,
+        incoming,
+    )
+}
+
+/// Opens every listener of `config` and adds its external addresses.
+fn listen(
+    swarm: &mut libp2p::Swarm<slim::Slim<Behaviour>>,
+    config: &NodeConfig,
+) -> Result<listeners::Listeners, NodeError> {
     let mut listeners = listeners::Listeners::default();
     for addr in &config.listen {
         let id = swarm
@@ -146,94 +261,32 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
     }
-    let mut reservations = reservations::Reservations::new(
-        &relays,
-        config.max_reservations,
-        config.defer_reservations,
-    );
-    reservations.drive(&mut swarm, 0, &emitter);
-    let relay_list = relays.clone();
-    let defers_reservations = config.defer_reservations;
-    let control = swarm.behaviour().stream.new_control();
-    let (commands_tx, commands) = mpsc::channel(256);
-    let (signals_tx, signals) = watch::channel(Default::default());
-    // Hard-NAT attempts: offered (when our mapping is endpoint-dependent)
-    // only with QUIC listening; answered by every node (declined when off).
-    let quic = config.listen.iter().any(crate::addr::is_quic);
-    let offer_hard_nat = config.hard_nat && quic;
-    let (hard_nat_tx, hard_nat_rx) = mpsc::channel(hardnat::QUEUE);
-    let hard_nat_service = hardnat::Service::new(
-        config.hard_nat && quic,
-        config.hard_nat_plan,
-        config.allow_private_addrs,
-    );
-    let event_loop = event_loop::EventLoop {
-        swarm,
-        paths: ledgermesh_protocol::path::PathSet::new(config.close_relayed_after_upgrade),
-        config,
-        emitter: emitter.clone(),
-        ops: ops.clone(),
-        commands,
-        signals: signals_tx,
-        listeners,
-        reservations,
-        pending_dials: Default::default(),
-        close_watchers: Default::default(),
-        dial_addrs: Default::default(),
-        public: None,
-        hard_nat: offer_hard_nat.then_some(hard_nat_tx),
-        direct_waiters: Default::default(),
-        handshakes,
-        noise_ciphers: Default::default(),
-        epoch: Instant::now(),
-    };
-    let span = tracing::info_span!("node", name = %event_loop.config.name, peer = %peer_id);
-    // The event loop is not one of the node's tasks: shutdown stops those
-    // first and then tells the loop (Command::Shutdown) to close up.
-    let event_loop_task = crate::tasks::Tasks::new();
-    event_loop_task.spawn_tracked(event_loop.run().instrument(span));
-    let handle = NodeHandle {
-        peer_id,
-        keypair,
-        commands: commands_tx,
-        control,
-        emitter,
-        signals,
-        allow_private,
-        meters,
-        stream_meters: Default::default(),
-        ops,
-        payers: Default::default(),
-        relays: relay_list,
-        defers_reservations,
-        tasks: crate::tasks::Tasks::new(),
-        event_loop: event_loop_task,
-        punch,
-        stream_inbox: std::sync::Arc::new(std::sync::Mutex::new(Some(handle::StreamInbox {
-            incoming: stream_incoming,
-            accepting: stream_accepting,
-            dropped: stream_drops,
-        }))),
-        fair_in: crate::streams::fair::FairGate::new(Default::default()),
-    };
-    handle.spawn(hard_nat_service.run(handle.clone(), hard_nat_rx));
-    if let Some(pay) = relay.as_ref().and_then(|(l, _, _)| l.pay.clone()) {
+    Ok(listeners)
+}
+
+/// The relay server's streams, as the node's tasks (and, priced, its
+/// payees' pay streams).
+fn start_relay(
+    handle: &NodeHandle,
+    limits: RelayLimits,
+    shared: relay_server::behaviour::Shared,
+    reporter: relay_server::report::Reporter,
+    hop_incoming: Option<crate::net::Incoming>,
+) -> Result<(), NodeError> {
+    if let Some(pay) = limits.pay.clone() {
         handle.ops().report_payees(pay.payees.book_reader());
         handle.spawn(pay.payees.serve(handle.control.clone()));
     }
-    if let Some((limits, shared, reporter)) = relay {
-        relay_server::server::Server {
-            incoming: hop_incoming,
-            shared,
-            limits,
-            reporter,
-            control: handle.control.clone(),
-            local: peer_id,
-            tasks: handle.tasks.clone(),
-            handshakes: relay_server::server::handshake_permits(),
-        }
-        .start()
-        .map_err(|e| NodeError::Build(format!("relay server: {e}")))?;
+    relay_server::server::Server {
+        incoming: hop_incoming,
+        shared,
+        limits,
+        reporter,
+        control: handle.control.clone(),
+        local: handle.peer_id,
+        tasks: handle.tasks.clone(),
+        handshakes: relay_server::server::handshake_permits(),
     }
-    Ok(handle)
+    .start()
+    .map_err(|e| NodeError::Build(format!("relay server: {e}")))
 }
