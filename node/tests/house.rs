@@ -34,7 +34,6 @@ const LONG: &[&str] = &[
 /// Protocol drivers still over [`MAX_DRIVER_LINES`] (paths under
 /// `node/src/protocols`), to be split.
 const BIG_DRIVERS: &[&str] = &[
-    "hardnat.rs",
     "observe/behaviour.rs",
     "pay/payee/mod.rs",
     "stream/live/sources.rs",
