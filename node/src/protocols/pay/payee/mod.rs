@@ -6,9 +6,12 @@
 
 mod budget;
 mod chain;
+mod circuit;
+mod driver;
 mod session;
 
 pub use budget::Budget;
+pub use circuit::CircuitPay;
 pub use ledgermesh_protocol::payment::book::Room;
 
 use crate::events::{Emitter, Event};
@@ -126,91 +129,6 @@ impl Payees {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the book, then carries out what it asked for (claims in
-    /// tasks of their own).
-    fn with_book<T>(&self, f: impl FnOnce(&mut Book) -> T) -> T {
-        let (out, claims) = self.step(f);
-        self.spawn_claims(claims);
-        out
-    }
-
-    /// Each claim in a task of its own (they wait in line for the chain).
-    fn spawn_claims(&self, claims: Vec<(ChannelId, Voucher)>) {
-        for (channel, voucher) in claims {
-            let me = self.clone();
-            // A claim runs to its end (its voucher stays on disk until then).
-            (self.inner.tasks).spawn_tracked(async move { me.claim(channel, voucher).await });
-        }
-    }
-
-    /// Runs `f` on the book and carries out what it asked for, but the
-    /// claims, which it returns.
-    fn step<T>(&self, f: impl FnOnce(&mut Book) -> T) -> (T, Vec<(ChannelId, Voucher)>) {
-        let (out, actions) = {
-            let mut st = self.lock();
-            let out = f(&mut st.book);
-            let actions: Vec<BookAction> = std::iter::from_fn(|| st.book.poll_action()).collect();
-            (out, actions)
-        };
-        (out, self.carry_out(actions))
-    }
-
-    fn carry_out(&self, actions: Vec<BookAction>) -> Vec<(ChannelId, Voucher)> {
-        let mut claims = vec![];
-        for act in actions {
-            match act {
-                BookAction::Send { peer, msg } => {
-                    let tx = self.lock().tx.get(&peer).cloned();
-                    if let Some(tx) = tx {
-                        let _ = tx.try_send(msg);
-                    }
-                }
-                BookAction::Wake { channel } => {
-                    let wakers = self.lock().wakers.remove(&channel).unwrap_or_default();
-                    wakers.into_iter().for_each(Waker::wake);
-                    self.inner.attached.notify_waiters();
-                }
-                BookAction::Claim { channel, voucher } => claims.push((channel, voucher)),
-                BookAction::ReadChannel { channel } => {
-                    let me = self.clone();
-                    (self.inner.tasks).spawn(async move { me.read_channel(channel).await });
-                }
-                BookAction::Event(e) => self.emit_event(e),
-            }
-        }
-        claims
-    }
-
-    fn emit_event(&self, e: BookEvent) {
-        let ev = match e {
-            BookEvent::Cut {
-                channel,
-                peers,
-                why,
-            } => {
-                tracing::info!(channel = %super::hex_id(&channel), why, "payers cut");
-                for p in peers {
-                    self.inner.emitter.emit(Event::PaymentRefused {
-                        peer_id: p.to_string(),
-                        reason: RefusalCode::Unpaid.as_str().into(),
-                        detail: format!("{why}: service cut"),
-                    });
-                }
-                return;
-            }
-            BookEvent::ClaimFailed { channel, reason } => Event::ClaimFailed {
-                channel: super::hex_id(&channel),
-                reason: reason.as_str().into(),
-                detail: format!("{reason:?}"),
-            },
-            BookEvent::VoucherLost { channel, amount } => Event::VoucherLost {
-                channel: super::hex_id(&channel),
-                amount: amount.to_string(),
-            },
-        };
-        self.inner.emitter.emit(ev);
-    }
-
     /// The terms offered.
     pub fn terms(&self) -> Terms {
         self.inner.cfg.terms
@@ -307,55 +225,5 @@ fn refusal(code: RefusalCode, reason: &str) -> PayMsg {
     PayMsg::Refuse {
         code,
         reason: reason.into(),
-    }
-}
-
-/// How a circuit through a priced relay runs, decided on one look at the
-/// book (the gate and the budget together: an account cannot go between).
-pub enum CircuitPay {
-    /// Billed to `billed`'s channel, metered by `budget`.
-    Billed {
-        /// Whose channel pays.
-        billed: PeerId,
-        /// What it has paid for.
-        budget: Budget,
-    },
-    /// Carried free, at the free limits.
-    Unbilled,
-    /// Refused.
-    Refused(ledgermesh_protocol::relay::gate::GateRefusal),
-}
-
-impl Payees {
-    /// The circuit payment gate for a circuit from `src` to `dst`, billed
-    /// as `bill` says, and the billed peer's budget, under one lock.
-    pub fn circuit_pay(
-        &self,
-        bill: ledgermesh_protocol::relay::gate::Bill,
-        src: PeerId,
-        dst: PeerId,
-    ) -> CircuitPay {
-        use ledgermesh_protocol::relay::gate::{gate, Gate, GateRefusal};
-        let st = self.lock();
-        match gate(bill, src, dst, &st.book) {
-            Gate::Billed { billed } if st.book.channel_of(&billed).is_some() => {
-                let budget = Budget::new(self.clone(), billed);
-                CircuitPay::Billed { billed, budget }
-            }
-            // Paying by the gate's look, yet bound to no channel: refused,
-            // never carried unmetered.
-            Gate::Billed { billed } => CircuitPay::Refused(GateRefusal::Unpaid { billed, bill }),
-            Gate::Unbilled => CircuitPay::Unbilled,
-            Gate::Refused(refusal) => CircuitPay::Refused(refusal),
-        }
-    }
-}
-
-impl ledgermesh_protocol::relay::gate::Payers for Payees {
-    fn is_paying(&self, peer: &PeerId) -> bool {
-        Payees::is_paying(self, peer)
-    }
-    fn consents_to(&self, dst: &PeerId, src: &PeerId) -> bool {
-        Payees::consents_to(self, dst, src)
     }
 }

@@ -4,6 +4,7 @@
 //! stays subscribed (`fetch`). The decisions (ring, signatures, placement)
 //! are `ledgermesh_protocol::live`.
 
+mod exec;
 pub mod fetch;
 pub mod serve;
 pub mod sources;

@@ -1,6 +1,7 @@
 //! Where live bytes come from: a command's stdout, a TCP connection, the
 //! provider's stdin, a growing file. Each is read once, into its feed.
 
+use super::exec::run_command;
 use super::{LiveFeed, LiveOptions};
 use crate::events::Event;
 use futures::FutureExt;
@@ -9,7 +10,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 /// A live source (`provide --stream NAME=SOURCE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +152,7 @@ async fn read_source(feed: &Arc<LiveFeed>, spec: &LiveSpec, opts: &LiveOptions) 
 /// Reads `r` into `feed` until it ends. Each chunk is what one read gave
 /// plus whatever is ready at once (up to [`MAX_CHUNK`]): a chatty source
 /// makes fewer, larger chunks (fewer signatures) without waiting for more.
-async fn pump<R: AsyncRead + Unpin>(feed: &LiveFeed, r: &mut R) -> io::Result<()> {
+pub(super) async fn pump<R: AsyncRead + Unpin>(feed: &LiveFeed, r: &mut R) -> io::Result<()> {
     let mut buf = vec![0u8; MAX_CHUNK];
     loop {
         let mut n = r.read(&mut buf).await?;
@@ -176,82 +177,6 @@ async fn pump<R: AsyncRead + Unpin>(feed: &LiveFeed, r: &mut R) -> io::Result<()
         feed.push(buf[..n].to_vec());
         if eof {
             return Ok(());
-        }
-    }
-}
-
-/// Kills a command's whole process group when dropped (the provider
-/// stopping, or the command's stdout closing first).
-struct Group(Option<i32>);
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            use nix::sys::signal::{killpg, Signal};
-            let _ = killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Runs `sh -c cmd` in its own process group, its stdout into `feed`, its
-/// stderr to the log (line by line, each cut at 4 KiB); returns how it exited.
-async fn run_command(feed: &LiveFeed, cmd: &str) -> io::Result<std::process::ExitStatus> {
-    let mut sh = tokio::process::Command::new("sh");
-    // The node's own secrets (the API token, the ledger key) stay with it.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LEDGERMESH_") {
-            sh.env_remove(&k);
-        }
-    }
-    let mut child = sh
-        .arg("-c")
-        .arg(cmd)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()?;
-    let group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
-    let mut stdout = child.stdout.take().expect("piped");
-    let stderr = log_stderr(child.stderr.take(), feed.name());
-    let work = async {
-        let pumped = pump(feed, &mut stdout).await;
-        let status = child.wait().await;
-        drop(group);
-        pumped?;
-        status
-    };
-    tokio::pin!(stderr, work);
-    let mut logging = true;
-    let status = loop {
-        tokio::select! {
-            status = &mut work => break status,
-            () = &mut stderr, if logging => logging = false,
-        }
-    };
-    // What the command wrote last, unless something it left holds the pipe.
-    if logging {
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), stderr).await;
-    }
-    status
-}
-
-/// A command's stderr to the log, line by line, each cut at 4 KiB, until it
-/// closes.
-async fn log_stderr(stderr: Option<tokio::process::ChildStderr>, name: &str) {
-    let Some(stderr) = stderr else { return };
-    let mut lines = tokio::io::BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let read = (&mut lines).take(4096).read_until(b'\n', &mut line).await;
-        match read {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                tracing::info!(stream = %name, "stderr: {}", text.trim_end());
-            }
         }
     }
 }
