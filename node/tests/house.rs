@@ -24,11 +24,6 @@ const LONG: &[&str] = &[
     "ledgermesh/src/cli/run.rs::run_consume",
     "ledgermesh/src/cli/run.rs::run_relay",
     "node/src/events/human.rs::raw_line",
-    "node/src/ops/metrics.rs::new",
-    "node/src/ops/metrics.rs::observe",
-    "node/src/ops/mod.rs::observe",
-    "node/src/swarm/event_loop.rs::on_swarm_event",
-    "node/src/swarm/quic/mod.rs::poll",
 ];
 
 /// Protocol drivers still over [`MAX_DRIVER_LINES`] (paths under

@@ -117,151 +117,160 @@ impl Metrics {
             cumulative: Default::default(),
             stream_seen: Default::default(),
         };
-        let r = registry;
+        m.register_network(registry);
+        m.register_ledger_and_money(registry);
+        m.registry = root;
+        m
+    }
+
+    /// Connections, paths, reservations, a relay's circuits and streams.
+    fn register_network(&self, r: &mut Registry) {
         r.register(
             "connections",
             "Open connections, by path (direct, relayed) and transport",
-            m.connections.clone(),
+            self.connections.clone(),
         );
         r.register(
             "connections_opened",
             "Connections established, by path and transport",
-            m.connections_opened.clone(),
+            self.connections_opened.clone(),
         );
         r.register(
             "hole_punches",
             "Hole punches (DCUtR), by outcome (upgraded, failed)",
-            m.hole_punches.clone(),
+            self.hole_punches.clone(),
         );
         r.register(
             "hard_nat_attempts",
             "Hard-NAT attempts, by role (hard, easy) and outcome (direct, failed, declined)",
-            m.hard_nat.clone(),
+            self.hard_nat.clone(),
         );
         r.register(
             "path_changes",
             "Changes of the route to a peer, by reason",
-            m.path_changes.clone(),
+            self.path_changes.clone(),
         );
         r.register(
             "reservations_held",
             "Our reservations on relays (circuit addresses we can be reached at)",
-            m.reservations_held.clone(),
+            self.reservations_held.clone(),
         );
         r.register(
             "relay_reservations",
             "Relay role: reservations other peers hold on us now",
-            m.relay_reservations.clone(),
+            self.relay_reservations.clone(),
         );
         r.register(
             "relay_reservation_events",
             "Relay role: reservations accepted, renewed, refused, closed, timed out",
-            m.relay_reservation_events.clone(),
+            self.relay_reservation_events.clone(),
         );
         r.register(
             "relay_circuits",
             "Relay role: circuits by outcome (opened, refused, closed, ...)",
-            m.relay_circuits.clone(),
+            self.relay_circuits.clone(),
         );
         r.register(
             "relay_circuits_active",
             "Relay role: circuits open now",
-            m.relay_circuits_active.clone(),
+            self.relay_circuits_active.clone(),
         );
         r.register_with_unit(
             "relay_circuit",
             "Relay role: bytes carried by closed circuits, by direction",
             prometheus_client::registry::Unit::Bytes,
-            m.relay_circuit_bytes.clone(),
+            self.relay_circuit_bytes.clone(),
         );
         r.register(
             "relay_hop_requests_dropped",
             "Relay role: hop requests dropped because the queue was full",
-            m.relay_hop_dropped.clone(),
+            self.relay_hop_dropped.clone(),
         );
         r.register(
             "streams_active",
             "Data streams running now, by direction (in, out)",
-            m.streams_active.clone(),
+            self.streams_active.clone(),
         );
         r.register_with_unit(
             "stream",
             "Data stream bytes, by direction and stream name",
             prometheus_client::registry::Unit::Bytes,
-            m.stream_bytes.clone(),
+            self.stream_bytes.clone(),
         );
+    }
+
+    /// The ledger, errors, grants and payments.
+    fn register_ledger_and_money(&self, r: &mut Registry) {
         r.register(
             "ledger_posts",
             "Envelopes posted on the ledger, by kind",
-            m.ledger_posts.clone(),
+            self.ledger_posts.clone(),
         );
         r.register(
             "ledger_gas",
             "Gas used by our ledger posts",
-            m.ledger_gas.clone(),
+            self.ledger_gas.clone(),
         );
         r.register(
             "ledger_messages",
             "Messages read from our ledger topic",
-            m.ledger_messages.clone(),
+            self.ledger_messages.clone(),
         );
         r.register(
             "envelope_rejections",
             "Ledger envelopes rejected, by reason",
-            m.envelope_rejections.clone(),
+            self.envelope_rejections.clone(),
         );
         r.register(
             "errors",
             "Errors reported (the node kept running), by part and reason",
-            m.errors.clone(),
+            self.errors.clone(),
         );
         r.register(
             "grants",
             "Grants issued (provider) or received (consumer), by renewed",
-            m.grants.clone(),
+            self.grants.clone(),
         );
         r.register(
             "access_refusals",
             "Streams refused to a peer, by reason",
-            m.refusals.clone(),
+            self.refusals.clone(),
         );
         r.register(
             "payment_channels_opened",
             "Payment channels we opened as payer",
-            m.channels_opened.clone(),
+            self.channels_opened.clone(),
         );
         r.register(
             "vouchers",
             "Vouchers, by direction (sent, received)",
-            m.vouchers.clone(),
+            self.vouchers.clone(),
         );
         r.register(
             "voucher_wei",
             "What vouchers added, in wei, by direction (sent, received)",
-            m.voucher_wei.clone(),
+            self.voucher_wei.clone(),
         );
         r.register(
             "claims",
             "On-chain claims of vouchers we made as payee",
-            m.claims.clone(),
+            self.claims.clone(),
         );
         r.register(
             "claimed_wei",
             "Wei claimed on chain as payee",
-            m.claimed_wei.clone(),
+            self.claimed_wei.clone(),
         );
         r.register(
             "payment_refusals",
             "Payments refused (an invoice over our meter, a bad voucher...), by reason",
-            m.payment_refusals.clone(),
+            self.payment_refusals.clone(),
         );
         r.register(
             "claims_failed",
             "Claims that brought nothing, by reason (nothing_to_claim, no_such_channel, reverted, rpc)",
-            m.claims_failed.clone(),
+            self.claims_failed.clone(),
         );
-        m.registry = root;
-        m
     }
 
     /// Records a swarm event in libp2p's metrics.
@@ -282,6 +291,14 @@ impl Metrics {
 
     /// Counts what an event says.
     pub fn observe(&self, event: &Event) {
+        self.observe_paths(event);
+        self.observe_relay(event);
+        self.observe_ledger_and_access(event);
+        self.observe_money(event);
+    }
+
+    /// Connections, hole punches and path changes.
+    fn observe_paths(&self, event: &Event) {
         match event {
             Event::Connected {
                 path, transport, ..
@@ -311,6 +328,13 @@ impl Metrics {
                     .get_or_create(&l(&[("reason", reason)]))
                     .inc();
             }
+            _ => {}
+        }
+    }
+
+    /// A relay's reservations and circuits.
+    fn observe_relay(&self, event: &Event) {
+        match event {
             Event::RelayReservation { outcome, .. } => {
                 self.relay_reservation_events
                     .get_or_create(&l(&[("outcome", outcome.as_str())]))
@@ -347,6 +371,13 @@ impl Metrics {
                     }
                 }
             }
+            _ => {}
+        }
+    }
+
+    /// Ledger posts and messages, errors, grants and refusals.
+    fn observe_ledger_and_access(&self, event: &Event) {
+        match event {
             Event::LedgerPost { kind, gas_used, .. } => {
                 self.ledger_posts
                     .get_or_create(&l(&[("kind", bounded(kind))]))
@@ -379,6 +410,13 @@ impl Metrics {
                     .get_or_create(&l(&[("reason", bounded(reason))]))
                     .inc();
             }
+            _ => {}
+        }
+    }
+
+    /// Channels, vouchers, claims and payment refusals.
+    fn observe_money(&self, event: &Event) {
+        match event {
             Event::ChannelOpened { .. } => {
                 self.channels_opened.inc();
             }

@@ -146,6 +146,13 @@ impl Ops {
     /// Takes in one event the node emitted.
     pub fn observe(&self, event: &Event) {
         self.metrics.observe(event);
+        self.observe_relay(event);
+        self.observe_money(event);
+        self.observe_grants(event);
+    }
+
+    /// A relay's reservations and circuits.
+    fn observe_relay(&self, event: &Event) {
         match event {
             Event::RelayReservation {
                 peer_id, outcome, ..
@@ -191,6 +198,13 @@ impl Ops {
                     }
                 }
             }
+            _ => {}
+        }
+    }
+
+    /// Vouchers sent and received, and claims.
+    fn observe_money(&self, event: &Event) {
+        match event {
             Event::VoucherReceived {
                 payer,
                 channel,
@@ -232,6 +246,13 @@ impl Ops {
                     c.push_back(json!({"amount_wei": amount, "tx": tx, "gas_used": gas_used}));
                 }
             }
+            _ => {}
+        }
+    }
+
+    /// Grants held by buyers.
+    fn observe_grants(&self, event: &Event) {
+        match event {
             Event::Grant {
                 peer_id,
                 stream,

@@ -259,28 +259,7 @@ impl EventLoop {
             SwarmEvent::NewListenAddr {
                 listener_id,
                 address,
-            } => {
-                let announceable = ledgermesh_protocol::path::scope::dialable(
-                    &address,
-                    self.config.allow_private_addrs,
-                );
-                if self.config.relay_server.is_some()
-                    && !crate::addr::is_circuit(&address)
-                    && announceable
-                {
-                    // A relay is public by definition: its listen addresses are
-                    // what it puts in reservations.
-                    self.swarm.add_external_address(address.clone());
-                }
-                self.listeners.new_addr(listener_id, address);
-                self.emitter.emit(Event::Listening {
-                    peer_id: self.swarm.local_peer_id().to_string(),
-                    addrs: self.listeners.addrs.iter().map(|a| a.to_string()).collect(),
-                });
-                let snap = self.snapshot();
-                self.listeners.wake(|| snap);
-                self.publish_addrs();
-            }
+            } => self.on_new_listen_addr(listener_id, address),
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listeners.expired(&address);
                 self.publish_addrs();
@@ -327,6 +306,29 @@ impl EventLoop {
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
             _ => {}
         }
+    }
+
+    fn on_new_listen_addr(
+        &mut self,
+        listener_id: libp2p::core::transport::ListenerId,
+        address: libp2p::Multiaddr,
+    ) {
+        let announceable =
+            ledgermesh_protocol::path::scope::dialable(&address, self.config.allow_private_addrs);
+        if self.config.relay_server.is_some() && !crate::addr::is_circuit(&address) && announceable
+        {
+            // A relay is public by definition: its listen addresses are
+            // what it puts in reservations.
+            self.swarm.add_external_address(address.clone());
+        }
+        self.listeners.new_addr(listener_id, address);
+        self.emitter.emit(Event::Listening {
+            peer_id: self.swarm.local_peer_id().to_string(),
+            addrs: self.listeners.addrs.iter().map(|a| a.to_string()).collect(),
+        });
+        let snap = self.snapshot();
+        self.listeners.wake(|| snap);
+        self.publish_addrs();
     }
 
     fn on_behaviour_event(&mut self, ev: BehaviourEvent) {

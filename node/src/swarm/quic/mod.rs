@@ -429,6 +429,47 @@ fn accepting(endpoint: &quinn::Endpoint) -> BoxFuture<'static, Option<quinn::Inc
 }
 
 impl Listener {
+    /// An interface of our address family that came up or went down (a
+    /// listener on the unspecified address), as the swarm hears of it.
+    fn poll_interfaces(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Upgrade, QuicError>> {
+        let listener_id = self.id;
+        let Some(watch) = &mut self.watch else {
+            return Poll::Pending;
+        };
+        while let Poll::Ready(Some(event)) = watch.poll_next_unpin(cx) {
+            let at = |net: &if_watch::IpNet| {
+                socket_to_multiaddr(SocketAddr::new(net.addr(), self.local.port()), true)
+            };
+            match event {
+                Ok(IfEvent::Up(net)) if net.addr().is_ipv4() == self.local.is_ipv4() => {
+                    let listen_addr = at(&net);
+                    return Poll::Ready(TransportEvent::NewAddress {
+                        listener_id,
+                        listen_addr,
+                    });
+                }
+                Ok(IfEvent::Down(net)) if net.addr().is_ipv4() == self.local.is_ipv4() => {
+                    let listen_addr = at(&net);
+                    return Poll::Ready(TransportEvent::AddressExpired {
+                        listener_id,
+                        listen_addr,
+                    });
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    return Poll::Ready(TransportEvent::ListenerError {
+                        listener_id,
+                        error: error.into(),
+                    })
+                }
+            }
+        }
+        Poll::Pending
+    }
+
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
@@ -449,38 +490,8 @@ impl Listener {
                 listen_addr,
             });
         }
-        if let Some(watch) = &mut self.watch {
-            while let Poll::Ready(Some(event)) = watch.poll_next_unpin(cx) {
-                match event {
-                    Ok(IfEvent::Up(net)) if net.addr().is_ipv4() == self.local.is_ipv4() => {
-                        let listen_addr = socket_to_multiaddr(
-                            SocketAddr::new(net.addr(), self.local.port()),
-                            true,
-                        );
-                        return Poll::Ready(TransportEvent::NewAddress {
-                            listener_id,
-                            listen_addr,
-                        });
-                    }
-                    Ok(IfEvent::Down(net)) if net.addr().is_ipv4() == self.local.is_ipv4() => {
-                        let listen_addr = socket_to_multiaddr(
-                            SocketAddr::new(net.addr(), self.local.port()),
-                            true,
-                        );
-                        return Poll::Ready(TransportEvent::AddressExpired {
-                            listener_id,
-                            listen_addr,
-                        });
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        return Poll::Ready(TransportEvent::ListenerError {
-                            listener_id,
-                            error: error.into(),
-                        })
-                    }
-                }
-            }
+        if let Poll::Ready(event) = self.poll_interfaces(cx) {
+            return Poll::Ready(event);
         }
         loop {
             let Poll::Ready(next) = self.accept.poll_unpin(cx) else {
