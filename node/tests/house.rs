@@ -23,7 +23,6 @@ const LONG: &[&str] = &[
     "ledgermesh/src/cli/mod.rs::run",
     "ledgermesh/src/cli/run.rs::run_consume",
     "ledgermesh/src/cli/run.rs::run_relay",
-    "node/src/events/human.rs::raw_line",
 ];
 
 /// Protocol drivers still over [`MAX_DRIVER_LINES`] (paths under

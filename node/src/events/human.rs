@@ -98,6 +98,17 @@ fn invisible(c: char) -> bool {
 }
 
 fn raw_line(e: &Event) -> Option<(Loudness, String)> {
+    relay_line(e)
+        .or_else(|| money_line(e))
+        .or_else(|| ledger_line(e))
+        .or_else(|| path_line(e))
+        .or_else(|| route_line(e))
+        .or_else(|| stream_line(e))
+        .or_else(|| access_line(e))
+}
+
+/// Listening, reservations, a relay's reservations and circuits.
+fn relay_line(e: &Event) -> Option<(Loudness, String)> {
     use Loudness::*;
     Some(match e {
         Event::Listening { addrs, .. } => {
@@ -169,6 +180,14 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
                 ),
             )
         }
+        _ => return None,
+    })
+}
+
+/// Channels, vouchers, payment refusals and claims.
+fn money_line(e: &Event) -> Option<(Loudness, String)> {
+    use Loudness::*;
+    Some(match e {
         Event::ChannelOpened {
             payee,
             channel,
@@ -229,6 +248,14 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
                 short(channel)
             ),
         ),
+        _ => return None,
+    })
+}
+
+/// Stopping, the public address and the ledger.
+fn ledger_line(e: &Event) -> Option<(Loudness, String)> {
+    use Loudness::*;
+    Some(match e {
         Event::Shutdown { reason, ms, .. } => (Info, format!("stopped ({reason}) in {ms} ms")),
         Event::PublicAddress {
             addr,
@@ -258,6 +285,14 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
         Event::LedgerMessage { kind, from, .. } => {
             (Info, format!("a {kind} from {} on the ledger", short(from)))
         }
+        _ => return None,
+    })
+}
+
+/// Connections, upgrades and hard NAT.
+fn path_line(e: &Event) -> Option<(Loudness, String)> {
+    use Loudness::*;
+    Some(match e {
         Event::Connected {
             peer_id,
             path,
@@ -311,6 +346,14 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
         ),
         // The relayed connection closing after an upgrade is the normal
         // course: only a direct one lost is worth a line.
+        _ => return None,
+    })
+}
+
+/// Disconnections and changes of the route to a peer.
+fn route_line(e: &Event) -> Option<(Loudness, String)> {
+    use Loudness::*;
+    Some(match e {
         Event::Disconnected {
             peer_id,
             path,
@@ -374,6 +417,14 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
                 rtt_ms.map_or("?".into(), |r| r.to_string())
             ),
         ),
+        _ => return None,
+    })
+}
+
+/// Streams opened, resumed, done and served.
+fn stream_line(e: &Event) -> Option<(Loudness, String)> {
+    use Loudness::*;
+    Some(match e {
         Event::StreamResumed {
             peer_id,
             stream,
@@ -439,6 +490,14 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
                 bytes(*n)
             ),
         ),
+        _ => return None,
+    })
+}
+
+/// Grants, refusals, the ACL and errors.
+fn access_line(e: &Event) -> Option<(Loudness, String)> {
+    use Loudness::*;
+    Some(match e {
         Event::Grant {
             peer_id,
             stream,
