@@ -98,6 +98,89 @@ struct FollowState {
 }
 
 impl FollowState {
+    /// The chain's head; a new head is checked for a reorg first (only a
+    /// new head can come with one: an idle poll costs one request, not a
+    /// hash check too).
+    async fn head(&mut self) -> Result<u64, String> {
+        let opts = &self.ledger.options;
+        let latest = self.ledger.provider.get_block_by_number(Default::default());
+        let (number, hash) = timed(opts.rpc_timeout, latest).await.and_then(|b| {
+            b.map(|b| (b.header.number, b.header.hash))
+                .ok_or_else(|| "the endpoint has no latest block".to_string())
+        })?;
+        if self.last_head != Some(hash) {
+            match self.check_reorg().await {
+                Ok(()) => self.last_head = Some(hash),
+                Err(e) => tracing::debug!(error = %e, "reorg check failed; trying again"),
+            }
+        }
+        Ok(number)
+    }
+
+    /// The next range of confirmed blocks below `head`, read (`None`: none
+    /// yet, after waiting for a new head; new heads carry no transactions).
+    /// A failed read halves the range: it may have been too wide for the
+    /// endpoint.
+    async fn read_next(&mut self, head: u64) -> Option<Result<(u64, Vec<LedgerMessage>), String>> {
+        let opts = &self.ledger.options;
+        let safe = head.saturating_sub(opts.confirmations.saturating_sub(1));
+        if self.next_block > safe {
+            let every = opts.poll_interval;
+            self.nudges.wait(every).await;
+            return None;
+        }
+        let to = safe.min(self.next_block.saturating_add(self.range - 1));
+        let read = self
+            .ledger
+            .read_range(self.topic, self.next_block, to, self.after);
+        Some(match read.await {
+            Ok(msgs) => Ok((to, msgs)),
+            Err(e) => {
+                self.range = (self.range / 2).max(1);
+                Err(e)
+            }
+        })
+    }
+
+    /// Blocks read through `to`, with `msgs`: buffered, the range adapted,
+    /// and the blocks with messages and the last one remembered, so a reorg
+    /// is undone to the newest block that still stands, repeating nothing
+    /// before it.
+    async fn took(&mut self, to: u64, msgs: Vec<LedgerMessage>) {
+        let opts = &self.ledger.options;
+        self.backoff = opts.poll_interval;
+        self.range = if msgs.len() > MAX_BUFFERED {
+            (self.range / 2).max(1)
+        } else {
+            self.range
+                .saturating_mul(2)
+                .min(opts.max_block_range.max(1))
+        };
+        let mut blocks: Vec<u64> = msgs.iter().map(|m| m.cursor.block).collect();
+        blocks.push(to);
+        blocks.dedup();
+        self.buffer.extend(msgs);
+        self.next_block = to + 1;
+        for b in blocks {
+            if let Ok(Some(hash)) = self.ledger.block_hash(b).await {
+                self.read_through.push_back((b, hash));
+            }
+        }
+        while self.read_through.len() > REMEMBERED_BLOCKS {
+            self.read_through.pop_front();
+        }
+    }
+
+    /// Waits out the back-off (doubling it) after failure `e`; the error
+    /// to report.
+    async fn back_off(&mut self, e: String) -> LedgerError {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.ledger.options.max_backoff);
+        let err = LedgerError::Unavailable(format!("{e} (retrying in {wait:?})"));
+        tokio::time::sleep(wait).await;
+        err
+    }
+
     /// Checks the newest block read through against the chain; after a
     /// reorg, rewinds to just past the last block that still matches (the
     /// messages of the replaced blocks are read again; envelopes seen
@@ -208,81 +291,19 @@ impl Ledger for EvmLedger {
                     st.after = m.cursor;
                     return Some((Ok(m), st));
                 }
-                let opts = &st.ledger.options;
-                let latest = st.ledger.provider.get_block_by_number(Default::default());
-                let head = timed(opts.rpc_timeout, latest).await.and_then(|b| {
-                    b.map(|b| (b.header.number, b.header.hash))
-                        .ok_or_else(|| "the endpoint has no latest block".to_string())
-                });
-                // Only a new head can come with a reorg: an idle poll costs
-                // one request, not a hash check too.
-                let head = match head {
-                    Ok((number, hash)) if st.last_head != Some(hash) => {
-                        match st.check_reorg().await {
-                            Ok(()) => st.last_head = Some(hash),
-                            Err(e) => {
-                                tracing::debug!(error = %e, "reorg check failed; trying again")
-                            }
-                        }
-                        Ok(number)
-                    }
-                    Ok((number, _)) => Ok(number),
+                let read = match st.head().await {
                     Err(e) => Err(e),
+                    Ok(head) => match st.read_next(head).await {
+                        Some(read) => read,
+                        None => continue, // waited for a new head
+                    },
                 };
-                let opts = &st.ledger.options;
-                let result = match head {
-                    Err(e) => Err(e),
-                    Ok(head) => {
-                        let safe = head.saturating_sub(opts.confirmations.saturating_sub(1));
-                        if st.next_block > safe {
-                            let every = opts.poll_interval;
-                            st.nudges.wait(every).await; // new heads carry no transactions
-                            continue;
-                        }
-                        let to = safe.min(st.next_block.saturating_add(st.range - 1));
-                        let read = st.ledger.read_range(st.topic, st.next_block, to, st.after);
-                        match read.await {
-                            Ok(msgs) => Ok((to, msgs)),
-                            Err(e) => {
-                                // Maybe the range was too wide for the endpoint.
-                                st.range = (st.range / 2).max(1);
-                                Err(e)
-                            }
-                        }
-                    }
-                };
-                match result {
-                    Ok((to, msgs)) => {
-                        st.backoff = opts.poll_interval;
-                        st.range = if msgs.len() > MAX_BUFFERED {
-                            (st.range / 2).max(1)
-                        } else {
-                            st.range.saturating_mul(2).min(opts.max_block_range.max(1))
-                        };
-                        // Remember the blocks with messages and the last one
-                        // read: a reorg is then undone to the newest block
-                        // that still stands, repeating nothing before it.
-                        let mut blocks: Vec<u64> = msgs.iter().map(|m| m.cursor.block).collect();
-                        blocks.push(to);
-                        blocks.dedup();
-                        st.buffer.extend(msgs);
-                        st.next_block = to + 1;
-                        for b in blocks {
-                            if let Ok(Some(hash)) = st.ledger.block_hash(b).await {
-                                st.read_through.push_back((b, hash));
-                            }
-                        }
-                        while st.read_through.len() > REMEMBERED_BLOCKS {
-                            st.read_through.pop_front();
-                        }
-                    }
+                match read {
+                    Ok((to, msgs)) => st.took(to, msgs).await,
                     Err(e) => {
-                        // Report, wait, and re-read the same range: the cursor
-                        // check drops anything already yielded.
-                        let wait = st.backoff;
-                        st.backoff = (st.backoff * 2).min(opts.max_backoff);
-                        let err = LedgerError::Unavailable(format!("{e} (retrying in {wait:?})"));
-                        tokio::time::sleep(wait).await;
+                        // Report, wait, and re-read the same range: the
+                        // cursor check drops anything already yielded.
+                        let err = st.back_off(e).await;
                         return Some((Err(err), st));
                     }
                 }

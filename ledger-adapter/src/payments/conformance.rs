@@ -3,6 +3,7 @@
 //! function panics with a message on a violation.
 
 use super::{PayError, PaymentChannels, Wei};
+use crate::payments::ChannelId;
 use crate::BoxFuture;
 
 /// Moves the chain's clock forward by this many seconds.
@@ -37,7 +38,20 @@ pub async fn vouchers_pay_the_payee_and_nothing_else(
         payer.open(payer_addr, 5).await.unwrap_err(),
         PayError::BadPayee
     );
+    claims_take_the_highest_voucher_once(payer, payee, stranger, id).await;
+    let other = forged_vouchers_claim_nothing(payer, payee, stranger, id).await;
+    deposits_cap_claims_and_only_the_payer_tops_up(payer, payee, stranger, id, other).await;
+}
 
+/// Only the payee claims, and each voucher above what was claimed claims
+/// its difference once.
+async fn claims_take_the_highest_voucher_once(
+    payer: &dyn PaymentChannels,
+    payee: &dyn PaymentChannels,
+    stranger: &dyn PaymentChannels,
+    id: ChannelId,
+) {
+    let payer_addr = payer.account().expect("payer key");
     let v300 = payer.sign(id, 300).expect("sign");
     payee
         .verify(&v300, payer_addr)
@@ -62,6 +76,20 @@ pub async fn vouchers_pay_the_payee_and_nothing_else(
             Err(PayError::NothingToClaim { .. })
         ),
         "a lower voucher claims nothing"
+    );
+}
+
+/// A voucher signed by someone else, bumped, malleated, or for another
+/// channel claims nothing.
+async fn forged_vouchers_claim_nothing(
+    payer: &dyn PaymentChannels,
+    payee: &dyn PaymentChannels,
+    stranger: &dyn PaymentChannels,
+    id: ChannelId,
+) -> ChannelId {
+    let (payee_addr, payer_addr) = (
+        payee.account().expect("payee key"),
+        payer.account().expect("payer key"),
     );
     // Forged: signed by someone else, or the payer's signature on another
     // amount.
@@ -91,6 +119,19 @@ pub async fn vouchers_pay_the_payee_and_nothing_else(
         payee.claim(foreign).await.unwrap_err(),
         PayError::BadSignature
     );
+    other
+}
+
+/// A voucher over the deposit is capped at it; only the payer tops up, and
+/// the payee then claims the rest.
+async fn deposits_cap_claims_and_only_the_payer_tops_up(
+    payer: &dyn PaymentChannels,
+    payee: &dyn PaymentChannels,
+    stranger: &dyn PaymentChannels,
+    id: ChannelId,
+    other: ChannelId,
+) {
+    let payee_addr = payee.account().expect("payee key");
     // Over the deposit: capped at it.
     let v5000 = payer.sign(id, 5_000).unwrap();
     let (got, _) = payee.claim(v5000).await.unwrap();
