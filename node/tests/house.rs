@@ -18,9 +18,6 @@ use std::collections::BTreeSet;
 const LONG: &[&str] = &[
     "ledgermesh/src/cli/config.rs::check",
     "ledgermesh/src/cli/config.rs::layer",
-    "ledgermesh/src/cli/mod.rs::run",
-    "ledgermesh/src/cli/run.rs::run_consume",
-    "ledgermesh/src/cli/run.rs::run_relay",
 ];
 
 /// Protocol drivers still over [`MAX_DRIVER_LINES`] (paths under

@@ -150,19 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         install_signal_handlers();
     }
     match cli.command {
-        Command::Keygen { out, force, json } => {
-            let kp = generate_key_file(&out, force)?;
-            let peer = kp.public().to_peer_id();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"peer_id": peer.to_string(), "path": out})
-                );
-            } else {
-                println!("{peer}");
-            }
-            Ok(0)
-        }
+        Command::Keygen { out, force, json } => keygen(&out, force, json),
         Command::Relay(args) => run_relay(args).await,
         Command::Provide(args) => run_provide(args).await,
         Command::Consume(args) => run_consume(args).await,
@@ -191,7 +179,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             noise_cipher,
             quic_mtu_ceiling,
         } => {
-            let v = ledgermesh_dev::bench::run(ledgermesh_dev::bench::BenchOptions {
+            let options = ledgermesh_dev::bench::BenchOptions {
                 quick,
                 only,
                 bytes,
@@ -199,14 +187,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 cpus,
                 noise_aesgcm: noise_cipher.aesgcm(),
                 quic_mtu_ceiling,
-            })
-            .await?;
-            if json {
-                ledgermesh_node::events::print_json_line(&v);
-            } else {
-                ledgermesh_dev::bench::print_table(&v);
-            }
-            Ok(0)
+            };
+            bench(options, json).await
         }
         Command::Channels(args) => channels::run(args).await,
         Command::Status {
@@ -230,30 +212,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             rpc,
             ledger_key,
             json,
-        }) => {
-            let key = ledgermesh_node::ledger_spec::ledger_key(ledger_key.as_deref())?
-                .context("no deploying key: pass --ledger-key FILE or set LEDGERMESH_LEDGER_KEY")?;
-            let signer = ledgermesh_ledger::evm::parse_key(&key)?;
-            let contract = ledgermesh_ledger::EvmLedger::deploy(&rpc, signer).await?;
-            let spec = format!("evm:{rpc}@{contract}");
-            // The board deployed its payment contract with itself.
-            let payments = ledgermesh_ledger::payments::EvmPayments::connect(&spec, None)
-                .await
-                .context("finding the board's payment contract")?
-                .contract();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "contract": contract.to_string(),
-                        "payments": payments.to_string(),
-                        "spec": spec,
-                    })
-                );
-            } else {
-                println!("{contract}");
-            }
-            Ok(0)
-        }
+        }) => deploy(&rpc, ledger_key.as_deref(), json).await,
     }
+}
+
+/// `ledgermesh keygen`: a new identity key in `out` (mode 0600).
+fn keygen(out: &std::path::Path, force: bool, json: bool) -> anyhow::Result<i32> {
+    let kp = generate_key_file(out, force)?;
+    let peer = kp.public().to_peer_id();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"peer_id": peer.to_string(), "path": out})
+        );
+    } else {
+        println!("{peer}");
+    }
+    Ok(0)
+}
+
+/// `ledgermesh bench`: the figures as a table, or one JSON object.
+async fn bench(options: ledgermesh_dev::bench::BenchOptions, json: bool) -> anyhow::Result<i32> {
+    let v = ledgermesh_dev::bench::run(options).await?;
+    if json {
+        ledgermesh_node::events::print_json_line(&v);
+    } else {
+        ledgermesh_dev::bench::print_table(&v);
+    }
+    Ok(0)
+}
+
+/// `ledgermesh ledger deploy`: the board (and, with it, its payment
+/// contract) on the chain at `rpc`.
+async fn deploy(
+    rpc: &str,
+    ledger_key: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let key = ledgermesh_node::ledger_spec::ledger_key(ledger_key)?
+        .context("no deploying key: pass --ledger-key FILE or set LEDGERMESH_LEDGER_KEY")?;
+    let signer = ledgermesh_ledger::evm::parse_key(&key)?;
+    let contract = ledgermesh_ledger::EvmLedger::deploy(rpc, signer).await?;
+    let spec = format!("evm:{rpc}@{contract}");
+    // The board deployed its payment contract with itself.
+    let payments = ledgermesh_ledger::payments::EvmPayments::connect(&spec, None)
+        .await
+        .context("finding the board's payment contract")?
+        .contract();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "contract": contract.to_string(),
+                "payments": payments.to_string(),
+                "spec": spec,
+            })
+        );
+    } else {
+        println!("{contract}");
+    }
+    Ok(0)
 }

@@ -133,11 +133,18 @@ async fn wait_for_ctrl_c() {
     tracing::info!("interrupted; shutting down");
 }
 
-pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
-    let keypair = load_or_ephemeral(args.node.key.as_deref())?;
-    let mut config = NodeConfig::new("relay");
-    config.listen = args.listen;
-    config.external = args.external;
+/// The relay's limits from its flags, and its allowlist (the file, and
+/// the list its reload replaces) when it has one.
+#[allow(clippy::type_complexity)]
+fn relay_limits(
+    args: &RelayArgs,
+) -> anyhow::Result<(
+    RelayLimits,
+    Option<(
+        std::path::PathBuf,
+        std::sync::Arc<std::sync::RwLock<ledgermesh_protocol::access::Acl>>,
+    )>,
+)> {
     let mut limits = if args.open {
         RelayLimits::lifted()
     } else {
@@ -168,6 +175,15 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    Ok((limits, allow))
+}
+
+pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
+    let keypair = load_or_ephemeral(args.node.key.as_deref())?;
+    let mut config = NodeConfig::new("relay");
+    let (mut limits, allow) = relay_limits(&args)?;
+    config.listen = args.listen;
+    config.external = args.external;
     ledgermesh_node::logs::show_addrs(args.node.log_addrs);
     let emitter = emitter_for("relay", args.node.json);
     let payees = args
@@ -386,7 +402,9 @@ pub(super) async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
+/// The consumer's flags that only make sense together; `--events FILE`
+/// opened. Whether the stream goes to standard output (`--out -`).
+fn check_consume_args(args: &mut ConsumeArgs) -> anyhow::Result<bool> {
     let out_is_stdout = args.out.as_deref() == Some(std::path::Path::new("-"));
     if out_is_stdout && args.want.len() != 1 {
         anyhow::bail!(
@@ -413,10 +431,96 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
     } else if out_is_stdout && args.node.json {
         anyhow::bail!("--out - takes standard output for the stream's bytes: send the JSON events to a file with --events FILE");
     }
+    Ok(out_is_stdout)
+}
+
+/// The payer of priced streams that `--deposit` asks for.
+async fn stream_payer(
+    args: &ConsumeArgs,
+) -> anyhow::Result<Option<ledgermesh_node::protocols::pay::PayerConfig>> {
+    Ok(match args.deposit {
+        None => None,
+        Some(deposit) => {
+            let key = ledgermesh_node::ledger_spec::ledger_key(args.ledger.ledger_key.as_deref())?
+                .context("--deposit needs --ledger-key FILE (the paying account)")?;
+            let channels =
+                ledgermesh_node::ledger_spec::open_payments(&args.ledger.ledger, Some(&key))
+                    .await
+                    .context("--deposit: opening the payment channels")?;
+            Some(ledgermesh_node::protocols::pay::PayerConfig {
+                channels,
+                deposit,
+                leeway: Default::default(),
+                caps: ledgermesh_protocol::payment::Caps {
+                    max_price_per_mib: Some(args.max_price_per_mib),
+                    max_deposit: args.peer.max_deposit,
+                    max_spend: args.peer.max_spend,
+                },
+                consent: None,
+            })
+        }
+    })
+}
+
+/// Says how each wanted stream went (a line each on a terminal, events
+/// with `--json`); whether all of them did.
+fn report_outcomes(
+    handle: &ledgermesh_node::swarm::NodeHandle,
+    outcomes: &[consumer::StreamOutcome],
+    args: &ConsumeArgs,
+    out_is_stdout: bool,
+) -> bool {
+    let mut ok = true;
+    for o in outcomes {
+        match &o.result {
+            Ok(f) if f.verified || args.send => {
+                if !args.node.json && !out_is_stdout {
+                    println!(
+                        "ok   {}/{}  {} bytes  sha256 {}",
+                        o.peer,
+                        o.stream,
+                        f.bytes,
+                        hex::encode(f.sha256)
+                    );
+                }
+            }
+            Ok(f) => {
+                ok = false;
+                handle.emit(Event::error(
+                    "verify",
+                    format!(
+                        "{}/{}: sha256 {} does not match the provider's",
+                        o.peer,
+                        o.stream,
+                        hex::encode(f.sha256)
+                    ),
+                ));
+                if !args.node.json && !out_is_stdout {
+                    println!(
+                        "BAD  {}/{}  {} bytes  sha256 mismatch",
+                        o.peer, o.stream, f.bytes
+                    );
+                }
+            }
+            // `| head` took what it wanted and left: done, as `cat` would be.
+            Err(e) if e.output_closed() => {}
+            Err(e) => {
+                ok = false;
+                if !args.node.json {
+                    eprintln!("FAIL {}/{}  {e}", o.peer, o.stream);
+                }
+            }
+        }
+    }
+    ok
+}
+
+pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
+    let out_is_stdout = check_consume_args(&mut args)?;
     let keypair = load_or_ephemeral(args.node.key.as_deref())?;
     let (handle, ledger, observers) =
         start_ledger_node("consumer", keypair, &args.node, &args.ledger, &args.peer).await?;
-    let mut cc = ConsumerConfig::new(args.want, args.out.clone().unwrap_or_default());
+    let mut cc = ConsumerConfig::new(args.want.clone(), args.out.clone().unwrap_or_default());
     if let Some(addr) = args.listen_local {
         let fanout = ledgermesh_node::streams::local::Fanout::listen(addr)
             .await
@@ -447,28 +551,7 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
     cc.direct = args.provider_addr.clone();
     cc.relay_payer = relay_payer(&args.ledger, &args.peer).await?;
     cc.max_price_per_mib = args.max_price_per_mib;
-    cc.stream_payer = match args.deposit {
-        None => None,
-        Some(deposit) => {
-            let key = ledgermesh_node::ledger_spec::ledger_key(args.ledger.ledger_key.as_deref())?
-                .context("--deposit needs --ledger-key FILE (the paying account)")?;
-            let channels =
-                ledgermesh_node::ledger_spec::open_payments(&args.ledger.ledger, Some(&key))
-                    .await
-                    .context("--deposit: opening the payment channels")?;
-            Some(ledgermesh_node::protocols::pay::PayerConfig {
-                channels,
-                deposit,
-                leeway: Default::default(),
-                caps: ledgermesh_protocol::payment::Caps {
-                    max_price_per_mib: Some(args.max_price_per_mib),
-                    max_deposit: args.peer.max_deposit,
-                    max_spend: args.peer.max_spend,
-                },
-                consent: None,
-            })
-        }
-    };
+    cc.stream_payer = stream_payer(&args).await?;
     cc.send = args.send;
     cc.live.from = args.from;
     cc.live.skip_ahead = args.skip_ahead;
@@ -508,49 +591,7 @@ pub(super) async fn run_consume(mut args: ConsumeArgs) -> anyhow::Result<i32> {
     if let Some(bars) = bars {
         bars.stop().await;
     }
-    let to_stdout = out_is_stdout;
-    let mut ok = true;
-    for o in &outcomes {
-        match &o.result {
-            Ok(f) if f.verified || args.send => {
-                if !args.node.json && !to_stdout {
-                    println!(
-                        "ok   {}/{}  {} bytes  sha256 {}",
-                        o.peer,
-                        o.stream,
-                        f.bytes,
-                        hex::encode(f.sha256)
-                    );
-                }
-            }
-            Ok(f) => {
-                ok = false;
-                handle.emit(Event::error(
-                    "verify",
-                    format!(
-                        "{}/{}: sha256 {} does not match the provider's",
-                        o.peer,
-                        o.stream,
-                        hex::encode(f.sha256)
-                    ),
-                ));
-                if !args.node.json && !to_stdout {
-                    println!(
-                        "BAD  {}/{}  {} bytes  sha256 mismatch",
-                        o.peer, o.stream, f.bytes
-                    );
-                }
-            }
-            // `| head` took what it wanted and left: done, as `cat` would be.
-            Err(e) if e.output_closed() => {}
-            Err(e) => {
-                ok = false;
-                if !args.node.json {
-                    eprintln!("FAIL {}/{}  {e}", o.peer, o.stream);
-                }
-            }
-        }
-    }
+    let ok = report_outcomes(&handle, &outcomes, &args, out_is_stdout);
     handle.shutdown_because("finished").await;
     Ok(if ok { 0 } else { 1 })
 }
