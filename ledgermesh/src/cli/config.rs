@@ -62,6 +62,52 @@ pub struct Layered {
     pub origins: BTreeMap<String, Origin>,
 }
 
+/// The settings of the config file (if any) and of the `LEDGERMESH_`
+/// variables clap does not read itself, by key, with where each came from.
+fn read_settings(
+    config: Option<&std::path::Path>,
+    args: &BTreeMap<String, &clap::Arg>,
+    file_name: &str,
+) -> anyhow::Result<(Figment, BTreeMap<String, figment::value::Value>)> {
+    let mut figment = Figment::new();
+    if let Some(path) = config {
+        check_readable(path)?;
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    // Environment variables clap reads itself (`env = …` on the flag) stay
+    // clap's; the others join here.
+    let env_keys: Vec<&str> = args
+        .iter()
+        .filter(|(k, a)| a.get_env().is_none() && !ENV_NOT_FLAGS.contains(&k.as_str()))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    figment = figment.merge(Env::prefixed("LEDGERMESH_").only(&env_keys));
+    let settings: BTreeMap<String, figment::value::Value> = figment
+        .extract()
+        .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
+    Ok((figment, settings))
+}
+
+/// A lenient first parse of a role's command line: what it gives, and
+/// where the config file is (required values may come from the file).
+/// `None` for a command that is no role, or a line even this refuses.
+fn parse_leniently(argv: &[OsString]) -> Option<(&'static str, clap::Command, clap::ArgMatches)> {
+    let role = argv
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|a| ROLES.iter().find(|(r, _)| *r == a))
+        .map(|(r, _)| *r)?;
+    let lenient = crate::cli::Cli::command().mut_subcommand(role, |s| {
+        s.mut_args(|a| {
+            a.required(false)
+                .required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
+        })
+    });
+    let matches = lenient.clone().try_get_matches_from(argv).ok()?;
+    let (_, sub_matches) = matches.subcommand()?;
+    Some((role, lenient, sub_matches.clone()))
+}
+
 /// Folds `--config FILE` (or `$LEDGERMESH_CONFIG`) and the `LEDGERMESH_…`
 /// environment into `argv`. A command line that does not parse is handed
 /// back as it is, for clap to report.
@@ -71,26 +117,7 @@ pub fn layer(argv: Vec<OsString>) -> anyhow::Result<Layered> {
         role: None,
         origins: BTreeMap::new(),
     };
-    let Some(role) = argv
-        .get(1)
-        .and_then(|a| a.to_str())
-        .and_then(|a| ROLES.iter().find(|(r, _)| *r == a))
-        .map(|(r, _)| *r)
-    else {
-        return Ok(unchanged(argv));
-    };
-    // A lenient first parse: what the command line gives, and where the
-    // config file is. Required values may come from the file.
-    let lenient = crate::cli::Cli::command().mut_subcommand(role, |s| {
-        s.mut_args(|a| {
-            a.required(false)
-                .required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
-        })
-    });
-    let Ok(matches) = lenient.clone().try_get_matches_from(&argv) else {
-        return Ok(unchanged(argv));
-    };
-    let Some((_, sub_matches)) = matches.subcommand() else {
+    let Some((role, lenient, sub_matches)) = parse_leniently(&argv) else {
         return Ok(unchanged(argv));
     };
     let config = sub_matches.get_one::<PathBuf>("config").cloned();
@@ -110,39 +137,14 @@ pub fn layer(argv: Vec<OsString>) -> anyhow::Result<Layered> {
         .filter_map(|a| a.get_long().map(|l| (l.replace('-', "_"), a)))
         .filter(|(k, _)| k != "help")
         .collect();
-    let mut figment = Figment::new();
-    if let Some(path) = &config {
-        check_readable(path)?;
-        figment = figment.merge(Toml::file_exact(path));
-    }
-    // Environment variables clap reads itself (`env = …` on the flag) stay
-    // clap's; the others join here.
-    let env_keys: Vec<&str> = args
-        .iter()
-        .filter(|(k, a)| a.get_env().is_none() && !ENV_NOT_FLAGS.contains(&k.as_str()))
-        .map(|(k, _)| k.as_str())
-        .collect();
-    figment = figment.merge(Env::prefixed("LEDGERMESH_").only(&env_keys));
     let file_name = config
         .as_deref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let settings: BTreeMap<String, figment::value::Value> = figment
-        .extract()
-        .map_err(|e| anyhow::anyhow!("{file_name}: {e}"))?;
+    let (figment, settings) = read_settings(config.as_deref(), &args, &file_name)?;
     // A file for another role is the first thing to say.
-    if let Some(named) = settings.get("role").filter(|_| config.is_some()) {
-        let named = named.as_str().unwrap_or_default();
-        let fits = ROLES
-            .iter()
-            .find(|(r, _)| *r == role)
-            .is_some_and(|(_, names)| names.contains(&named));
-        if !fits {
-            anyhow::bail!(
-                "{file_name}: key `role`: this file is for `{named}`, not `ledgermesh {role}` \
-                 (remove the key or run the role it names)"
-            );
-        }
+    if config.is_some() {
+        check_role_key(&settings, role, &file_name)?;
     }
     for (key, value) in settings {
         let from_env = figment
@@ -171,42 +173,79 @@ pub fn layer(argv: Vec<OsString>) -> anyhow::Result<Layered> {
         ) {
             continue;
         }
-        let long = arg.get_long().expect("keyed by long name");
         let tokens = tokens_of(&value, origin).ok_or_else(|| {
             anyhow::anyhow!("{place}: expected a string, number, boolean or an array of them")
         })?;
-        let flag_only = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
-        if flag_only {
-            let on = match tokens.as_slice() {
-                [t] if ["true", "1", "yes", "on"].contains(&t.as_str()) => true,
-                [t] if ["false", "0", "no", "off"].contains(&t.as_str()) => false,
-                _ => anyhow::bail!("{place}: expected true or false"),
-            };
-            if on {
-                out.argv.push(format!("--{long}").into());
-            }
-        } else {
-            let many = matches!(arg.get_action(), ArgAction::Append);
-            if tokens.len() != 1 && !many {
-                anyhow::bail!("{place}: takes one value, not {}", tokens.len());
-            }
-            for t in &tokens {
-                // The value alone, through the flag's own parser.
-                lenient
-                    .clone()
-                    .try_get_matches_from(["ledgermesh", role, &format!("--{long}={t}")])
-                    .map_err(|e| {
-                        let msg = e.to_string();
-                        let msg = msg.trim().trim_start_matches("error: ");
-                        let msg = msg.lines().next().unwrap_or_default().to_string();
-                        anyhow::anyhow!("{place}: {msg}")
-                    })?;
-                out.argv.push(format!("--{long}={t}").into());
-            }
-        }
+        out.argv
+            .extend(as_flags(&lenient, role, arg, &place, &tokens)?);
         out.origins.insert(key, origin);
     }
     Ok(out)
+}
+
+/// A file's `role` key must name the role it is run as.
+fn check_role_key(
+    settings: &BTreeMap<String, figment::value::Value>,
+    role: &str,
+    file_name: &str,
+) -> anyhow::Result<()> {
+    let Some(named) = settings.get("role") else {
+        return Ok(());
+    };
+    let named = named.as_str().unwrap_or_default();
+    let fits = (ROLES.iter())
+        .find(|(r, _)| *r == role)
+        .is_some_and(|(_, names)| names.contains(&named));
+    if !fits {
+        anyhow::bail!(
+            "{file_name}: key `role`: this file is for `{named}`, not `ledgermesh {role}` \
+             (remove the key or run the role it names)"
+        );
+    }
+    Ok(())
+}
+
+/// The flags a key's value `tokens` (at `place`) stands for: a switch, or
+/// each value through the flag's own parser.
+fn as_flags(
+    lenient: &clap::Command,
+    role: &str,
+    arg: &clap::Arg,
+    place: &str,
+    tokens: &[String],
+) -> anyhow::Result<Vec<OsString>> {
+    let mut flags: Vec<OsString> = vec![];
+    let long = arg.get_long().expect("keyed by long name");
+    let flag_only = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
+    if flag_only {
+        let on = match tokens {
+            [t] if ["true", "1", "yes", "on"].contains(&t.as_str()) => true,
+            [t] if ["false", "0", "no", "off"].contains(&t.as_str()) => false,
+            _ => anyhow::bail!("{place}: expected true or false"),
+        };
+        if on {
+            flags.push(format!("--{long}").into());
+        }
+    } else {
+        let many = matches!(arg.get_action(), ArgAction::Append);
+        if tokens.len() != 1 && !many {
+            anyhow::bail!("{place}: takes one value, not {}", tokens.len());
+        }
+        for t in tokens {
+            // The value alone, through the flag's own parser.
+            lenient
+                .clone()
+                .try_get_matches_from(["ledgermesh", role, &format!("--{long}={t}")])
+                .map_err(|e| {
+                    let msg = e.to_string();
+                    let msg = msg.trim().trim_start_matches("error: ");
+                    let msg = msg.lines().next().unwrap_or_default().to_string();
+                    anyhow::anyhow!("{place}: {msg}")
+                })?;
+            flags.push(format!("--{long}={t}").into());
+        }
+    }
+    Ok(flags)
 }
 
 /// A config file must exist and be readable; say so before figment does
@@ -259,10 +298,10 @@ fn warnings(settings: &serde_json::Map<String, serde_json::Value>) -> Vec<String
     out
 }
 
-/// `ledgermesh config check`: checks a config file (its `role` key says
-/// for which role) or a whole command line, and prints the effective
-/// settings with where each came from. Secrets are redacted.
-pub fn check(file: Option<PathBuf>, command: Vec<String>, json: bool) -> anyhow::Result<i32> {
+/// The command line `config check` checks: the role a file names with
+/// `--config FILE`, or the command given after `--` (with the file, when
+/// given too).
+fn check_argv(file: Option<PathBuf>, command: Vec<String>) -> anyhow::Result<Vec<OsString>> {
     let mut argv: Vec<OsString> = vec!["ledgermesh".into()];
     if command.is_empty() {
         let file = file.context("give a config file, or a command line after `--`")?;
@@ -306,33 +345,20 @@ pub fn check(file: Option<PathBuf>, command: Vec<String>, json: bool) -> anyhow:
             argv.push(file.into_os_string());
         }
     }
-    let layered = layer(argv)?;
-    let Some(role) = layered.role else {
-        // A command without a config file (devchain, keygen, …): its
-        // command line is checked as clap parses it.
-        let matches = crate::cli::Cli::command()
-            .try_get_matches_from(&layered.argv)
-            .map_err(|e| {
-                anyhow::anyhow!("{}", e.to_string().trim_start_matches("error: ").trim())
-            })?;
-        let name = matches.subcommand_name().unwrap_or_default().to_string();
-        if json {
-            ledgermesh_node::events::print_json_line(&serde_json::json!({
-                "ok": true,
-                "role": name,
-                "settings": {},
-            }));
-        } else {
-            println!("ok: `ledgermesh {name}` accepts this command line (it takes no config file)");
-        }
-        return Ok(0);
-    };
-    let matches = crate::cli::Cli::command()
-        .try_get_matches_from(&layered.argv)
-        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_start_matches("error: ").trim()))?;
-    let (_, sub_matches) = matches.subcommand().expect("a role was parsed");
-    let cmd = crate::cli::Cli::command();
-    let sub = cmd.find_subcommand(role).expect("a role");
+    Ok(argv)
+}
+
+/// Each setting of `sub` as parsed, with where it came from: as JSON, and
+/// as rows to print. Secrets are shown redacted.
+#[allow(clippy::type_complexity)]
+fn settings_of(
+    sub: &clap::Command,
+    sub_matches: &clap::ArgMatches,
+    layered: &Layered,
+) -> (
+    serde_json::Map<String, serde_json::Value>,
+    Vec<(String, String, Origin)>,
+) {
     let mut settings = serde_json::Map::new();
     let mut rows = Vec::new();
     for arg in sub.get_arguments() {
@@ -369,6 +395,41 @@ pub fn check(file: Option<PathBuf>, command: Vec<String>, json: bool) -> anyhow:
         );
         rows.push((key, shown.join(" "), origin));
     }
+    (settings, rows)
+}
+
+/// `ledgermesh config check`: checks a config file (its `role` key says
+/// for which role) or a whole command line, and prints the effective
+/// settings with where each came from. Secrets are redacted.
+pub fn check(file: Option<PathBuf>, command: Vec<String>, json: bool) -> anyhow::Result<i32> {
+    let layered = layer(check_argv(file, command)?)?;
+    let Some(role) = layered.role else {
+        // A command without a config file (devchain, keygen, …): its
+        // command line is checked as clap parses it.
+        let matches = crate::cli::Cli::command()
+            .try_get_matches_from(&layered.argv)
+            .map_err(|e| {
+                anyhow::anyhow!("{}", e.to_string().trim_start_matches("error: ").trim())
+            })?;
+        let name = matches.subcommand_name().unwrap_or_default().to_string();
+        if json {
+            ledgermesh_node::events::print_json_line(&serde_json::json!({
+                "ok": true,
+                "role": name,
+                "settings": {},
+            }));
+        } else {
+            println!("ok: `ledgermesh {name}` accepts this command line (it takes no config file)");
+        }
+        return Ok(0);
+    };
+    let matches = crate::cli::Cli::command()
+        .try_get_matches_from(&layered.argv)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_start_matches("error: ").trim()))?;
+    let (_, sub_matches) = matches.subcommand().expect("a role was parsed");
+    let cmd = crate::cli::Cli::command();
+    let sub = cmd.find_subcommand(role).expect("a role");
+    let (settings, rows) = settings_of(sub, sub_matches, &layered);
     let warnings = warnings(&settings);
     if json {
         ledgermesh_node::events::print_json_line(&serde_json::json!({
