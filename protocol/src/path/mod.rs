@@ -21,6 +21,7 @@ pub mod connect;
 pub mod hardnat;
 pub mod health;
 pub mod offers;
+pub mod probing;
 pub mod relays;
 pub mod scope;
 #[cfg(test)]

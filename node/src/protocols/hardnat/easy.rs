@@ -2,6 +2,10 @@
 //! where to spray, and probes the ports the hard side's NAT may map to.
 
 use super::*;
+use ledgermesh_protocol::path::probing::{ProbeAction, Probing};
+
+/// How long the report to the hard side may take to send.
+const REPORT_WITHIN: Duration = Duration::from_millis(500);
 
 impl Service {
     /// The endpoint-independent side.
@@ -77,36 +81,35 @@ impl Service {
             .await
             .ok_or_else(|| failed("stopping"))?;
         let ports = probe_ports_at(&self.salt, ip, self.plan.probes);
-        let waves = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_millis(self.plan.wave_interval_ms));
-        for wave in ports.chunks(self.plan.wave.max(1).into()) {
-            tick.tick().await;
-            if let Ok(remote) = direct.try_recv() {
-                // Up already: the peer's socket met an earlier wave.
-                tally.remote = Some(remote);
-                tally.up_at = Some(Instant::now());
-                break;
+        let mut probing = Probing::new(Instant::now(), ports, &self.plan);
+        loop {
+            while let Some(action) = probing.poll_action() {
+                match action {
+                    ProbeAction::Probe(ports) => {
+                        let targets = ports.into_iter().map(|p| SocketAddr::new(ip, p));
+                        tally.probes += handle.probe(targets, peer) as u16;
+                    }
+                    ProbeAction::Report { ms } => {
+                        let probes = tally.probes;
+                        let probed = s.send(Message::Probed { probes, ms });
+                        let _ = tokio::time::timeout(REPORT_WITHIN, probed).await;
+                    }
+                    ProbeAction::Done { direct: true } => return Ok(()),
+                    ProbeAction::Done { direct: false } => {
+                        return Err(failed("no direct connection came in time"))
+                    }
+                }
             }
-            let targets = wave.iter().map(|&p| SocketAddr::new(ip, p));
-            tally.probes += handle.probe(targets, peer) as u16;
-        }
-        let ms = waves.elapsed().as_millis() as u32;
-        let probed = Message::Probed {
-            probes: tally.probes,
-            ms,
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(500), s.send(probed)).await;
-        if tally.remote.is_some() {
-            return Ok(());
-        }
-        let deadline = Duration::from_millis(hardnat::ATTEMPT_MS);
-        match tokio::time::timeout(deadline, direct).await {
-            Ok(Ok(remote)) => {
-                tally.remote = Some(remote);
-                tally.up_at = Some(Instant::now());
-                Ok(())
+            let at = probing.poll_timeout().unwrap_or_else(Instant::now);
+            tokio::select! {
+                up = &mut direct => {
+                    let remote = up.map_err(|_| failed("stopping"))?;
+                    tally.remote = Some(remote);
+                    tally.up_at = Some(Instant::now());
+                    probing.handle_direct(Instant::now());
+                }
+                () = tokio::time::sleep_until(at.into()) => probing.handle_timeout(Instant::now()),
             }
-            _ => Err(failed("no direct connection came in time")),
         }
     }
 }
