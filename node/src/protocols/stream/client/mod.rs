@@ -131,11 +131,17 @@ pub async fn fetch_with(
     renew: Option<&Renew>,
 ) -> Result<Fetched, StreamError> {
     // The name becomes a file name: only names that cannot leave `out_dir`.
-    if !crate::source::valid_stream_name(name) {
-        return Err(FrameError::Malformed(format!("{name:?} is not a valid stream name")).into());
-    }
+    check_name(name)?;
     let output = Output::for_stream(out_dir, &peer, name);
     fetch_to(handle, peer, addrs, name, &output, policy, renew).await
+}
+
+/// A stream name we ask for: one that cannot leave an output directory.
+pub(crate) fn check_name(name: &str) -> Result<(), StreamError> {
+    match crate::source::valid_stream_name(name) {
+        true => Ok(()),
+        false => Err(FrameError::Malformed(format!("{name:?} is not a valid stream name")).into()),
+    }
 }
 
 /// [`fetch_with`] into any [`Output`].
@@ -148,9 +154,7 @@ pub async fn fetch_to(
     policy: &FetchPolicy,
     renew: Option<&Renew>,
 ) -> Result<Fetched, StreamError> {
-    if !crate::source::valid_stream_name(name) {
-        return Err(FrameError::Malformed(format!("{name:?} is not a valid stream name")).into());
-    }
+    check_name(name)?;
     let started = Instant::now();
     let mut state = FetchState::new(policy.retry_policy(renew.is_some()));
     let mut resumes = 0u32;

@@ -66,10 +66,7 @@ impl<'a> Subscription<'a> {
         policy: &FetchPolicy,
         live: &LivePolicy,
     ) -> Result<Self, StreamError> {
-        if !crate::source::valid_stream_name(name) {
-            let bad = format!("{name:?} is not a valid stream name");
-            return Err(FrameError::Malformed(bad).into());
-        }
+        crate::protocols::stream::client::check_name(name)?;
         let key = ledgermesh_protocol::keys::public_key_of(&peer).map_err(|e| {
             let why = format!("cannot verify chunks of {peer}: {e}");
             StreamError::Protocol(FrameError::Malformed(why))
