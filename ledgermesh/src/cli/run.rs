@@ -143,6 +143,7 @@ fn relay_limits(
     Option<(
         std::path::PathBuf,
         std::sync::Arc<std::sync::RwLock<ledgermesh_protocol::access::Acl>>,
+        ledgermesh_node::access::acl_file::Fingerprint,
     )>,
 )> {
     let mut limits = if args.open {
@@ -167,11 +168,13 @@ fn relay_limits(
     limits.circuits_per_ip = args.max_circuits_per_ip;
     let allow = match &args.allow {
         Some(path) => {
+            // Taken before the read: an edit from now on is read again.
+            let seen = ledgermesh_node::access::acl_file::fingerprint(path);
             let acl = ledgermesh_node::access::acl_file::load(path)
                 .with_context(|| format!("reading the relay allowlist {}", path.display()))?;
             let shared = std::sync::Arc::new(std::sync::RwLock::new(acl));
             limits.allow = Some(shared.clone());
-            Some((path.clone(), shared))
+            Some((path.clone(), shared, seen))
         }
         None => None,
     };
@@ -222,8 +225,8 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     config.limits = args.node.caps();
     args.node.check_api()?;
     let handle = spawn(config, keypair).await.context("starting the relay")?;
-    if let Some((path, shared)) = allow {
-        ledgermesh_node::relay::watch_allowlist(handle.tasks(), path, shared);
+    if let Some((path, shared, seen)) = allow {
+        ledgermesh_node::relay::watch_allowlist(handle.tasks(), path, shared, seen);
     }
     args.node.start_api(&handle).await?;
     let snap = handle.wait_listening().await?;

@@ -167,8 +167,12 @@ pub fn load(path: &Path) -> Result<Acl, AclFileError> {
     parse(&text, &label)
 }
 
+/// What says a file changed: its modification time, length and inode
+/// (`None` while it cannot be read).
+pub type Fingerprint = Option<(std::time::SystemTime, u64, u64)>;
+
 /// What identifies a version of the file: a change in any part means reload.
-pub fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+pub fn fingerprint(path: &Path) -> Fingerprint {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), m.ino()))

@@ -37,16 +37,18 @@ pub async fn dial_addr(handle: &NodeHandle) -> Result<Multiaddr, NodeError> {
     Ok(pick.with(libp2p::multiaddr::Protocol::P2p(handle.peer_id())))
 }
 
-/// Re-reads the relay's allowlist when the file changes (checked every
-/// second), as one of `tasks`; a bad file is reported and the old list stays.
+/// Re-reads the relay's allowlist when the file changes from what `seen`
+/// (taken when it was first read) says (checked every second), as one of
+/// `tasks`; a bad file is reported and the old list stays.
 pub fn watch_allowlist(
     tasks: &crate::tasks::Tasks,
     path: std::path::PathBuf,
     acl: std::sync::Arc<std::sync::RwLock<ledgermesh_protocol::access::Acl>>,
+    seen: crate::access::acl_file::Fingerprint,
 ) {
     use crate::access::acl_file::{fingerprint, load};
     tasks.spawn(async move {
-        let mut seen = fingerprint(&path);
+        let mut seen = seen;
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tick.tick().await;

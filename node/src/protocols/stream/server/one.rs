@@ -152,7 +152,13 @@ async fn admit(
     };
     // A priced stream is served to a buyer with a paid-up channel only.
     let budget = match &shop.payees {
-        Some(payees) if payees.wait_paying(&peer, PAY_WAIT).await => payees.budget(&peer),
+        // Its budget is taken at once: an account gone since the wait is
+        // refused, never served unmetered (a budget whose account goes
+        // later finds no room and stops the stream).
+        Some(payees) if payees.wait_paying(&peer, PAY_WAIT).await => match payees.budget(&peer) {
+            Some(budget) => Some(budget),
+            None => return Err(priced::unpaid(asked.name(), &payees.terms())),
+        },
         Some(payees) => return Err(priced::unpaid(asked.name(), &payees.terms())),
         None => None,
     };
