@@ -133,19 +133,16 @@ async fn wait_for_ctrl_c() {
     tracing::info!("interrupted; shutting down");
 }
 
-/// The relay's limits from its flags, and its allowlist (the file, and
-/// the list its reload replaces) when it has one.
-#[allow(clippy::type_complexity)]
-fn relay_limits(
-    args: &RelayArgs,
-) -> anyhow::Result<(
-    RelayLimits,
-    Option<(
-        std::path::PathBuf,
-        std::sync::Arc<std::sync::RwLock<ledgermesh_protocol::access::Acl>>,
-        ledgermesh_node::access::acl_file::Fingerprint,
-    )>,
-)> {
+/// A relay's allowlist: the file, the list its reloads replace, and the
+/// file's fingerprint when it was read.
+struct Allowlist {
+    path: std::path::PathBuf,
+    acl: std::sync::Arc<std::sync::RwLock<ledgermesh_protocol::access::Acl>>,
+    seen: ledgermesh_node::access::acl_file::Fingerprint,
+}
+
+/// The relay's limits from its flags, and its allowlist when it has one.
+fn relay_limits(args: &RelayArgs) -> anyhow::Result<(RelayLimits, Option<Allowlist>)> {
     let mut limits = if args.open {
         RelayLimits::lifted()
     } else {
@@ -172,9 +169,13 @@ fn relay_limits(
             let seen = ledgermesh_node::access::acl_file::fingerprint(path);
             let acl = ledgermesh_node::access::acl_file::load(path)
                 .with_context(|| format!("reading the relay allowlist {}", path.display()))?;
-            let shared = std::sync::Arc::new(std::sync::RwLock::new(acl));
-            limits.allow = Some(shared.clone());
-            Some((path.clone(), shared, seen))
+            let acl = std::sync::Arc::new(std::sync::RwLock::new(acl));
+            limits.allow = Some(acl.clone());
+            Some(Allowlist {
+                path: path.clone(),
+                acl,
+                seen,
+            })
         }
         None => None,
     };
@@ -225,8 +226,8 @@ pub(super) async fn run_relay(args: RelayArgs) -> anyhow::Result<i32> {
     config.limits = args.node.caps();
     args.node.check_api()?;
     let handle = spawn(config, keypair).await.context("starting the relay")?;
-    if let Some((path, shared, seen)) = allow {
-        ledgermesh_node::relay::watch_allowlist(handle.tasks(), path, shared, seen);
+    if let Some(a) = allow {
+        ledgermesh_node::relay::watch_allowlist(handle.tasks(), a.path, a.acl, a.seen);
     }
     args.node.start_api(&handle).await?;
     let snap = handle.wait_listening().await?;

@@ -130,8 +130,6 @@ pub async fn fetch_with(
     policy: &FetchPolicy,
     renew: Option<&Renew>,
 ) -> Result<Fetched, StreamError> {
-    // The name becomes a file name: only names that cannot leave `out_dir`.
-    check_name(name)?;
     let output = Output::for_stream(out_dir, &peer, name);
     fetch_to(handle, peer, addrs, name, &output, policy, renew).await
 }
@@ -154,6 +152,8 @@ pub async fn fetch_to(
     policy: &FetchPolicy,
     renew: Option<&Renew>,
 ) -> Result<Fetched, StreamError> {
+    // The name becomes a file name: only names that cannot leave the
+    // output directory (checked before the path is used).
     check_name(name)?;
     let started = Instant::now();
     let mut state = FetchState::new(policy.retry_policy(renew.is_some()));
