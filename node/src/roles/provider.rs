@@ -308,7 +308,7 @@ impl Desk {
         let mut limiter = SenderLimiter::new(me.config.answer_limits);
         while let Some((opened, _, handled)) = inbox.recv().await {
             let is_request = matches!(opened.signal, Signal::Request(_));
-            if is_request && !limiter.allow(crate::clock::now_ms(), opened.sender) {
+            if is_request && !limiter.allow(std::time::Instant::now(), opened.sender) {
                 me.handle.emit(Event::Error {
                     what: "service_request".into(),
                     detail: "answer rate for this sender exceeded; not answered".into(),

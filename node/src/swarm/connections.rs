@@ -9,6 +9,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Who waits for a dial, and what they hear once the peer is up (by this
@@ -131,8 +132,8 @@ impl EventLoop {
     ) {
         tracing::debug!(?peer, %error, "outgoing connection failed");
         if let Some(peer) = peer.filter(|p| self.reservations.is_pending(p)) {
-            let now_ms = self.epoch.elapsed().as_millis() as u64;
-            (self.reservations).failed(peer, error.to_string(), now_ms, &self.emitter);
+            let now = Instant::now();
+            (self.reservations).failed(peer, error.to_string(), now, &self.emitter);
         }
         if let Some((peer, reply)) = self.pending_dials.remove(&id) {
             let result = match self.paths.is_connected(&peer) {
@@ -180,10 +181,14 @@ impl EventLoop {
             dialer: endpoint.is_dialer(),
             remote_addr: remote.to_string(),
         });
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
         let remote = remote.clone();
-        self.paths
-            .on_established(now_ms, peer, id, (path, transport, via), remote.clone());
+        self.paths.on_established(
+            Instant::now(),
+            peer,
+            id,
+            (path, transport, via),
+            remote.clone(),
+        );
         match path {
             PathKind::Relayed => self.offer_hard_nat(peer),
             PathKind::Direct => {
@@ -236,8 +241,7 @@ impl EventLoop {
     }
 
     pub(super) fn on_closed(&mut self, peer: PeerId, id: ConnectionId, cause: Option<String>) {
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
-        let closed = self.paths.on_closed(now_ms, peer, id);
+        let closed = self.paths.on_closed(Instant::now(), peer, id);
         if !self.paths.is_connected(&peer) {
             self.noise_ciphers.remove(&peer);
         }

@@ -40,7 +40,6 @@ pub(super) struct EventLoop {
     pub(super) handshakes: super::noise::Handshakes,
     /// The Noise cipher of each connected peer's TCP and relayed connections.
     pub(super) noise_ciphers: HashMap<PeerId, super::noise::TransportCipher>,
-    pub(super) epoch: Instant,
 }
 
 /// What the event loop is made of, built by `swarm::spawn`.
@@ -88,7 +87,6 @@ impl EventLoop {
             direct_waiters: Default::default(),
             handshakes: parts.handshakes,
             noise_ciphers: Default::default(),
-            epoch: Instant::now(),
         };
         let span = tracing::info_span!("node", name = %me.config.name, peer = %peer_id);
         let task = crate::tasks::Tasks::new();
@@ -100,17 +98,13 @@ impl EventLoop {
         }
     }
 
-    /// Milliseconds on the node's clock (what the sans-IO machines take).
-    pub(super) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
     pub(super) async fn run(mut self) {
         loop {
             // The relay plan's next back-off to end, if it waits on one.
-            let wake = self.reservations.next_wake_ms().map(|ms| {
-                tokio::time::Instant::from_std(self.epoch + std::time::Duration::from_millis(ms))
-            });
+            let wake = self
+                .reservations
+                .next_wake()
+                .map(tokio::time::Instant::from_std);
             let relay_timer = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -130,8 +124,7 @@ impl EventLoop {
                 },
             }
             self.carry_out_path_actions();
-            let now_ms = self.now_ms();
-            (self.reservations).drive(&mut self.swarm, now_ms, &self.emitter);
+            (self.reservations).drive(&mut self.swarm, Instant::now(), &self.emitter);
         }
         tracing::debug!("event loop stopped");
     }
@@ -178,8 +171,7 @@ impl EventLoop {
             Command::Snapshot(reply) => drop(reply.send(self.snapshot())),
             Command::WaitRelays(reply) => self.reservations.wait(reply),
             Command::Reserve(relay) => {
-                let now_ms = self.now_ms();
-                self.reservations.allow(relay, now_ms);
+                self.reservations.allow(relay, Instant::now());
             }
             Command::WaitListening(reply) => {
                 self.listeners.wait(reply);
@@ -281,8 +273,8 @@ impl EventLoop {
                     Err(e) => with_sources(&e),
                     Ok(()) => "reservation listener closed".into(),
                 };
-                let now_ms = self.now_ms();
-                (self.reservations).listener_closed(listener_id, detail, now_ms, &self.emitter);
+                let now = Instant::now();
+                (self.reservations).listener_closed(listener_id, detail, now, &self.emitter);
                 self.publish_addrs();
             }
             SwarmEvent::ListenerError { error, .. } => tracing::warn!(%error, "listener error"),
@@ -346,9 +338,8 @@ impl EventLoop {
                 connection,
                 result,
             }) => {
-                let now_ms = self.now_ms();
                 let rtt = result.ok().map(|d| d.as_secs_f64() * 1000.0);
-                self.paths.on_ping(now_ms, peer, connection, rtt);
+                self.paths.on_ping(Instant::now(), peer, connection, rtt);
             }
             BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,

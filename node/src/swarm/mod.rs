@@ -110,7 +110,7 @@ pub async fn spawn(config: NodeConfig, keypair: Keypair) -> Result<NodeHandle, N
         config.max_reservations,
         config.defer_reservations,
     );
-    reservations.drive(&mut swarm, 0, &emitter);
+    reservations.drive(&mut swarm, std::time::Instant::now(), &emitter);
     let relay_list = relays.clone();
     let defers_reservations = config.defer_reservations;
     let control = swarm.behaviour().stream.new_control();

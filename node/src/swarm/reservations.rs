@@ -5,10 +5,12 @@
 
 use crate::events::{Emitter, Event};
 use ledgermesh_protocol::path::relays::{RelayAction, RelayPlan};
+use ledgermesh_protocol::Machine;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use std::collections::HashMap;
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 #[derive(Debug)]
@@ -69,10 +71,10 @@ impl Reservations {
     pub(super) fn drive<B: libp2p::swarm::NetworkBehaviour>(
         &mut self,
         swarm: &mut libp2p::Swarm<B>,
-        now_ms: u64,
+        now: Instant,
         emitter: &Emitter,
     ) {
-        self.plan.on_tick(now_ms);
+        self.plan.handle_timeout(now);
         while let Some(RelayAction::Reserve(relay)) = self.plan.poll_action() {
             let Some((addr, state)) = self.relays.get_mut(&relay) else {
                 continue;
@@ -83,20 +85,20 @@ impl Reservations {
                 Ok(id) => {
                     self.listeners.insert(id, relay);
                 }
-                Err(e) => self.failed(relay, e.to_string(), now_ms, emitter),
+                Err(e) => self.failed(relay, e.to_string(), now, emitter),
             }
         }
         self.wake();
     }
 
-    /// When the plan next wants to look again (ms on the node's clock).
-    pub(super) fn next_wake_ms(&self) -> Option<u64> {
-        self.plan.next_wake_ms()
+    /// When the plan next wants to look again.
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        self.plan.poll_timeout()
     }
 
     /// A deferred relay may be asked now (its channel is attached).
-    pub(super) fn allow(&mut self, relay: PeerId, now_ms: u64) {
-        self.plan.allow(relay, now_ms);
+    pub(super) fn allow(&mut self, relay: PeerId, now: Instant) {
+        self.plan.allow(relay, now);
     }
 
     /// Whether `peer` is a relay we are asking.
@@ -145,17 +147,23 @@ impl Reservations {
         &mut self,
         id: ListenerId,
         detail: String,
-        now_ms: u64,
+        now: Instant,
         emitter: &Emitter,
     ) {
         if let Some(relay) = self.listeners.remove(&id) {
-            self.failed(relay, detail, now_ms, emitter);
+            self.failed(relay, detail, now, emitter);
         }
     }
 
     /// `relay` refused, could not be reached, or dropped our reservation
     /// (counted once: the dial error and the listener's close both say so).
-    pub(super) fn failed(&mut self, relay: PeerId, detail: String, now_ms: u64, emitter: &Emitter) {
+    pub(super) fn failed(
+        &mut self,
+        relay: PeerId,
+        detail: String,
+        now: Instant,
+        emitter: &Emitter,
+    ) {
         let Some((addr, state)) = self.relays.get_mut(&relay) else {
             return;
         };
@@ -168,9 +176,9 @@ impl Reservations {
         let n = self.failures.entry(relay).or_default();
         *n += 1;
         if lost {
-            self.plan.on_lost(relay, now_ms);
+            self.plan.on_lost(relay, now);
         } else {
-            self.plan.on_failed(relay, refused, now_ms);
+            self.plan.on_failed(relay, refused, now);
         }
         let (reason, what) = if lost {
             ("reservation_lost", "lost the reservation on relay")

@@ -7,19 +7,21 @@
 //! are capped: in total at once, and to one per asker and one per target IP
 //! per interval. An ask over a cap is answered at once without a dial-back.
 
+use crate::Machine;
 use libp2p_identity::PeerId;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// The bounds of the dial-back table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DialBackLimits {
     /// Probes in flight at once.
     pub max_concurrent: usize,
-    /// Each probe's time to connect, ms.
-    pub timeout_ms: u64,
-    /// One probe per asker and per target IP in this long, ms.
-    pub interval_ms: u64,
+    /// Each probe's time to connect.
+    pub timeout: Duration,
+    /// One probe per asker and per target IP in this long.
+    pub interval: Duration,
     /// Askers and IPs remembered for the interval; past it, no probe.
     pub max_tracked: usize,
 }
@@ -28,8 +30,8 @@ impl Default for DialBackLimits {
     fn default() -> Self {
         Self {
             max_concurrent: 64,
-            timeout_ms: 5_000,
-            interval_ms: 30_000,
+            timeout: Duration::from_secs(5),
+            interval: Duration::from_secs(30),
             max_tracked: 4_096,
         }
     }
@@ -47,8 +49,8 @@ pub enum NoProbe {
 /// Recent probes by key, oldest first, for the per-interval limit.
 #[derive(Debug)]
 struct Recent<K> {
-    at: HashMap<K, u64>,
-    order: VecDeque<(u64, K)>,
+    at: HashMap<K, Instant>,
+    order: VecDeque<(Instant, K)>,
 }
 
 impl<K: Copy + Eq + std::hash::Hash> Recent<K> {
@@ -60,7 +62,7 @@ impl<K: Copy + Eq + std::hash::Hash> Recent<K> {
     }
 
     /// Forgets what happened at or before `t`.
-    fn forget_through(&mut self, t: u64) {
+    fn forget_through(&mut self, t: Instant) {
         while let Some(&(when, key)) = self.order.front() {
             if when > t {
                 break;
@@ -76,7 +78,7 @@ impl<K: Copy + Eq + std::hash::Hash> Recent<K> {
         self.at.contains_key(key)
     }
 
-    fn insert(&mut self, now: u64, key: K) {
+    fn insert(&mut self, now: Instant, key: K) {
         self.at.insert(key, now);
         self.order.push_back((now, key));
     }
@@ -94,7 +96,7 @@ pub enum DialBackAnswer {
 #[derive(Debug)]
 struct Probe<C, R> {
     id: C,
-    deadline_ms: u64,
+    deadline: Instant,
     reply: R,
 }
 
@@ -106,6 +108,8 @@ pub struct DialBacks<C, R> {
     limits: DialBackLimits,
     peers: Recent<PeerId>,
     ips: Recent<IpAddr>,
+    /// Probes that timed out, to be answered unreachable.
+    late: VecDeque<(C, R)>,
 }
 
 impl<C: Copy + Eq, R> DialBacks<C, R> {
@@ -116,6 +120,7 @@ impl<C: Copy + Eq, R> DialBacks<C, R> {
             limits,
             peers: Recent::new(),
             ips: Recent::new(),
+            late: VecDeque::new(),
         }
     }
 
@@ -123,13 +128,13 @@ impl<C: Copy + Eq, R> DialBacks<C, R> {
     /// reason, when a cap forbids it (answer without a dial-back).
     pub fn start(
         &mut self,
-        now_ms: u64,
+        now: Instant,
         id: C,
         peer: PeerId,
         ip: IpAddr,
         reply: R,
     ) -> Result<(), (R, NoProbe)> {
-        if let Some(t) = now_ms.checked_sub(self.limits.interval_ms) {
+        if let Some(t) = now.checked_sub(self.limits.interval) {
             self.peers.forget_through(t);
             self.ips.forget_through(t);
         }
@@ -142,12 +147,12 @@ impl<C: Copy + Eq, R> DialBacks<C, R> {
         if self.peers.contains(&peer) || self.ips.contains(&ip) {
             return Err((reply, NoProbe::TooSoon));
         }
-        self.peers.insert(now_ms, peer);
-        self.ips.insert(now_ms, ip);
-        // Deadlines grow with `now_ms`, so the queue stays ordered by them.
+        self.peers.insert(now, peer);
+        self.ips.insert(now, ip);
+        // Deadlines grow with `now`, so the queue stays ordered by them.
         self.probes.push_back(Probe {
             id,
-            deadline_ms: now_ms.saturating_add(self.limits.timeout_ms),
+            deadline: now + self.limits.timeout,
             reply,
         });
         Ok(())
@@ -170,21 +175,6 @@ impl<C: Copy + Eq, R> DialBacks<C, R> {
         Some((probe.reply, answer))
     }
 
-    /// Probes that timed out by `now_ms`: answer each as unreachable.
-    pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<(C, R)> {
-        let mut late = vec![];
-        while self.probes.front().is_some_and(|p| p.deadline_ms <= now_ms) {
-            let p = self.probes.pop_front().expect("front exists");
-            late.push((p.id, p.reply));
-        }
-        late
-    }
-
-    /// When the oldest probe times out.
-    pub fn poll_timeout(&self) -> Option<u64> {
-        self.probes.front().map(|p| p.deadline_ms)
-    }
-
     /// Probes in flight.
     pub fn len(&self) -> usize {
         self.probes.len()
@@ -193,5 +183,27 @@ impl<C: Copy + Eq, R> DialBacks<C, R> {
     /// Whether no probe is in flight.
     pub fn is_empty(&self) -> bool {
         self.probes.is_empty()
+    }
+}
+
+/// Its actions are the probes that timed out: `(probe id, reply)`, each to
+/// be answered unreachable.
+impl<C: Copy + Eq, R> Machine for DialBacks<C, R> {
+    type Action = (C, R);
+
+    fn poll_action(&mut self) -> Option<(C, R)> {
+        self.late.pop_front()
+    }
+
+    /// When the oldest probe times out.
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.probes.front().map(|p| p.deadline)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while self.probes.front().is_some_and(|p| p.deadline <= now) {
+            let p = self.probes.pop_front().expect("front exists");
+            self.late.push_back((p.id, p.reply));
+        }
     }
 }

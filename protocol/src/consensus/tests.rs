@@ -484,52 +484,56 @@ mod round_and_rechecks {
             PeerId::random(),
             PeerId::random(),
         );
+        let t0 = t;
         let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
         let mut t: DialBacks<u32, &str> = DialBacks::new(DialBackLimits {
             max_concurrent: 2,
-            timeout_ms: 5_000,
-            interval_ms: 30_000,
+            timeout: Duration::from_secs(5),
+            interval: Duration::from_secs(30),
             max_tracked: 100,
         });
-        assert!(t.start(0, 1, a, ip("8.8.8.8"), "a").is_ok());
+        assert!(t.start(t0(0), 1, a, ip("8.8.8.8"), "a").is_ok());
         assert_eq!(
-            t.start(1, 2, a, ip("8.8.4.4"), "a again"),
+            t.start(t0(1), 2, a, ip("8.8.4.4"), "a again"),
             Err(("a again", NoProbe::TooSoon))
         );
         assert_eq!(
-            t.start(1, 2, b, ip("8.8.8.8"), "same ip"),
+            t.start(t0(1), 2, b, ip("8.8.8.8"), "same ip"),
             Err(("same ip", NoProbe::TooSoon)),
             "one probe per target IP: many peer ids on one host cannot multiply probes"
         );
-        assert!(t.start(2, 3, b, ip("1.1.1.1"), "b").is_ok());
+        assert!(t.start(t0(2), 3, b, ip("1.1.1.1"), "b").is_ok());
         assert_eq!(
-            t.start(3, 4, c, ip("9.9.9.9"), "c"),
+            t.start(t0(3), 4, c, ip("9.9.9.9"), "c"),
             Err(("c", NoProbe::Busy)),
             "table full"
         );
         assert!(t.is_probe(3) && !t.is_probe(4));
         assert_eq!(t.finish(3, true), Some(("b", DialBackAnswer::Reachable)));
         assert_eq!(t.finish(3, true), None, "answered once");
-        assert_eq!(t.poll_timeout(), Some(5_000));
-        assert!(t.handle_timeout(4_999).is_empty());
-        assert_eq!(t.handle_timeout(5_000), vec![(1, "a")]);
+        assert_eq!(t.poll_timeout(), Some(t0(5_000)));
+        t.handle_timeout(t0(4_999));
+        assert_eq!(t.poll_action(), None);
+        t.handle_timeout(t0(5_000));
+        assert_eq!(t.poll_action(), Some((1, "a")));
+        assert_eq!(t.poll_action(), None);
         assert!(t.is_empty());
         // Finished or not, `a` waits out the interval.
         assert_eq!(
-            t.start(29_999, 5, a, ip("8.8.8.8"), "a"),
+            t.start(t0(29_999), 5, a, ip("8.8.8.8"), "a"),
             Err(("a", NoProbe::TooSoon))
         );
-        assert!(t.start(30_000, 5, a, ip("8.8.8.8"), "a").is_ok());
+        assert!(t.start(t0(30_000), 5, a, ip("8.8.8.8"), "a").is_ok());
         // The memory of recent askers is bounded: past it, no probe at all.
         let mut t: DialBacks<u32, ()> = DialBacks::new(DialBackLimits {
             max_concurrent: 100,
             max_tracked: 2,
             ..Default::default()
         });
-        assert!(t.start(0, 1, a, ip("8.8.8.8"), ()).is_ok());
-        assert!(t.start(0, 2, b, ip("8.8.4.4"), ()).is_ok());
+        assert!(t.start(t0(0), 1, a, ip("8.8.8.8"), ()).is_ok());
+        assert!(t.start(t0(0), 2, b, ip("8.8.4.4"), ()).is_ok());
         assert_eq!(
-            t.start(0, 3, d, ip("1.1.1.1"), ()),
+            t.start(t0(0), 3, d, ip("1.1.1.1"), ()),
             Err(((), NoProbe::Busy))
         );
     }

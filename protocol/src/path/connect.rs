@@ -171,52 +171,112 @@ impl Machine for Connect {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::{Link, Pair};
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
-    /// Plays a provider that answers a dial of `addrs` in round `round`
-    /// after `answer(round, addrs)` (or never); returns the actions with the
-    /// virtual time they were taken at, from the start.
-    fn play(
-        has_direct: bool,
-        answer: impl Fn(u32, Addrs) -> Option<(Duration, Dialed)>,
-    ) -> Vec<(Duration, ConnectAction)> {
-        let t0 = Instant::now();
-        let mut m = Connect::new(t0, has_direct);
-        let mut now = t0;
-        let mut dialing: Option<(Instant, Addrs, Dialed)> = None;
-        let mut log = vec![];
-        for _ in 0..100 {
-            while let Some(a) = m.poll_action() {
-                log.push((now - t0, a));
-                match a {
-                    ConnectAction::Dial(addrs) => {
-                        dialing =
-                            answer(m.round(), addrs).map(|(after, how)| (now + after, addrs, how))
-                    }
-                    ConnectAction::Connected | ConnectAction::GaveUp => return log,
-                }
+    /// The network as the buyer's dials meet it, on the two-party harness:
+    /// a dial of `addrs` in round `round` ends after `answer(round, addrs)`
+    /// (or never); a new dial drops the one still running.
+    /// How the network answers a dial: after how long, and how.
+    type Answer = Box<dyn Fn(u32, Addrs) -> Option<(Duration, Dialed)>>;
+
+    struct Network {
+        answer: Answer,
+        round: u32,
+        last: Option<Addrs>,
+        running: Option<(Instant, Addrs, Dialed)>,
+        ended: Option<(Addrs, Dialed)>,
+    }
+
+    impl Network {
+        /// A dial starts: a direct one opens a round, and so does a dial
+        /// of every address that no direct one went before.
+        fn dial(&mut self, addrs: Addrs, now: Instant) {
+            if addrs == Addrs::Direct || self.last != Some(Addrs::Direct) {
+                self.round += 1;
             }
-            let timer = m.poll_timeout();
-            let ends = dialing.map(|(at, ..)| at);
-            match (timer, ends) {
-                (Some(t), Some(e)) if t < e => {
-                    now = t;
-                    m.handle_timeout(now);
+            self.last = Some(addrs);
+            self.running =
+                (self.answer)(self.round, addrs).map(|(after, how)| (now + after, addrs, how));
+        }
+    }
+
+    impl Machine for Network {
+        type Action = (Addrs, Dialed);
+        fn poll_action(&mut self) -> Option<(Addrs, Dialed)> {
+            self.ended.take()
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.running.map(|(at, ..)| at)
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            if let Some((at, addrs, how)) = self.running {
+                if at <= now {
+                    self.running = None;
+                    self.ended = Some((addrs, how));
                 }
-                (_, Some(_)) => {
-                    let (at, addrs, how) = dialing.take().expect("a dial");
-                    now = at;
-                    m.handle_dialed(now, addrs, how);
-                }
-                (Some(t), None) => {
-                    now = t;
-                    m.handle_timeout(now);
-                }
-                (None, None) => panic!("stuck: {log:?}"),
             }
         }
-        panic!("no end: {log:?}")
+    }
+
+    /// Records the buyer's actions with their time from the start.
+    struct Log {
+        t0: Instant,
+        actions: Vec<(Duration, ConnectAction)>,
+        over: bool,
+    }
+
+    impl Link for Log {
+        type A = Connect;
+        type B = Network;
+        type AtoB = Addrs;
+        type BtoA = (Addrs, Dialed);
+        fn a_sends(&mut self, action: ConnectAction, now: Instant) -> Option<Addrs> {
+            self.actions.push((now - self.t0, action));
+            match action {
+                ConnectAction::Dial(addrs) => Some(addrs),
+                ConnectAction::Connected | ConnectAction::GaveUp => {
+                    self.over = true;
+                    None
+                }
+            }
+        }
+        fn b_sends(&mut self, ended: (Addrs, Dialed), _: Instant) -> Option<(Addrs, Dialed)> {
+            Some(ended)
+        }
+        fn b_takes(&mut self, net: &mut Network, addrs: Addrs, now: Instant) {
+            net.dial(addrs, now);
+        }
+        fn a_takes(&mut self, m: &mut Connect, (addrs, how): (Addrs, Dialed), now: Instant) {
+            m.handle_dialed(now, addrs, how);
+        }
+    }
+
+    /// Plays the buyer against a network that answers as `answer` says
+    /// (dials and their ends take no extra time on the link); the actions
+    /// with the virtual time they were taken at, from the start.
+    fn play(
+        has_direct: bool,
+        answer: impl Fn(u32, Addrs) -> Option<(Duration, Dialed)> + 'static,
+    ) -> Vec<(Duration, ConnectAction)> {
+        let t0 = Instant::now();
+        let net = Network {
+            answer: Box::new(answer),
+            round: 0,
+            last: None,
+            running: None,
+            ended: None,
+        };
+        let log = Log {
+            t0,
+            actions: vec![],
+            over: false,
+        };
+        let mut pair = Pair::new(Connect::new(t0, has_direct), net, log, Duration::ZERO, t0);
+        let over = pair.run_until_done(Duration::from_secs(60), |p| p.link.over);
+        assert!(over, "no end: {:?}", pair.link.actions);
+        pair.link.actions
     }
 
     use ConnectAction::*;

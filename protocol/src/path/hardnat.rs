@@ -33,6 +33,7 @@
 use crate::consensus::Mapping;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 /// The protocol on the relayed connection.
 pub const PROTOCOL: &str = "/ledgermesh/hardnat/1";
@@ -50,9 +51,9 @@ pub const FIRST_PORT: u16 = 1024;
 /// Ports a random-port NAT picks from.
 pub const PORT_SPACE: u32 = 65536 - FIRST_PORT as u32;
 /// Longest a whole attempt may take, from offer to direct path.
-pub const ATTEMPT_MS: u64 = 10_000;
+pub const ATTEMPT: Duration = Duration::from_secs(10);
 /// Between two attempts with the same peer.
-pub const PEER_COOLDOWN_MS: u64 = 60_000;
+pub const PEER_COOLDOWN: Duration = Duration::from_secs(60);
 /// Attempts at once (both roles together).
 pub const MAX_CONCURRENT: usize = 4;
 /// Peers whose last attempt is remembered (for the cooldown).
@@ -284,11 +285,11 @@ pub fn probe_ports_at(salt: &[u8; 32], ip: IpAddr, m: u16) -> Vec<u16> {
     probe_ports(&mut rand::rngs::StdRng::from_seed(probe_seed(salt, ip)), m)
 }
 
-/// Attempts at once and per peer, on the node's clock (milliseconds).
+/// Attempts at once and per peer.
 #[derive(Debug, Default)]
 pub struct Limiter<K> {
     running: usize,
-    last: HashMap<K, u64>,
+    last: HashMap<K, Instant>,
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
@@ -302,9 +303,9 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
 
     /// Takes a slot for an attempt with `peer`, or says why not. Every
     /// `Ok` must be matched by [`Limiter::finish`].
-    pub fn start(&mut self, now_ms: u64, peer: &K) -> Result<(), Decline> {
+    pub fn start(&mut self, now: Instant, peer: &K) -> Result<(), Decline> {
         if let Some(&at) = self.last.get(peer) {
-            if now_ms.saturating_sub(at) < PEER_COOLDOWN_MS {
+            if now.saturating_duration_since(at) < PEER_COOLDOWN {
                 return Err(Decline::Cooldown);
             }
         }
@@ -313,13 +314,13 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
         }
         if self.last.len() >= MAX_REMEMBERED {
             self.last
-                .retain(|_, at| now_ms.saturating_sub(*at) < PEER_COOLDOWN_MS);
+                .retain(|_, at| now.saturating_duration_since(*at) < PEER_COOLDOWN);
             if self.last.len() >= MAX_REMEMBERED {
                 return Err(Decline::Busy);
             }
         }
         self.running += 1;
-        self.last.insert(peer.clone(), now_ms);
+        self.last.insert(peer.clone(), now);
         Ok(())
     }
 
@@ -502,6 +503,12 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    /// `ms` into the test.
+    fn at(ms: u64) -> Instant {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now) + Duration::from_millis(ms)
+    }
+
     #[test]
     fn the_probability_matches_the_birthday_bound() {
         let p = success_probability(256, 1024);
@@ -623,20 +630,23 @@ mod tests {
     #[test]
     fn attempts_are_limited_at_once_and_per_peer_on_virtual_time() {
         let mut l = Limiter::new();
-        assert_eq!(l.start(0, &1u32), Ok(()));
-        assert_eq!(l.start(10, &1u32), Err(Decline::Cooldown));
+        assert_eq!(l.start(at(0), &1u32), Ok(()));
+        assert_eq!(l.start(at(10), &1u32), Err(Decline::Cooldown));
         for p in 2..=MAX_CONCURRENT as u32 {
-            assert_eq!(l.start(10, &p), Ok(()));
+            assert_eq!(l.start(at(10), &p), Ok(()));
         }
-        assert_eq!(l.start(10, &99u32), Err(Decline::Busy));
+        assert_eq!(l.start(at(10), &99u32), Err(Decline::Busy));
         l.finish();
-        assert_eq!(l.start(20, &99u32), Ok(()));
+        assert_eq!(l.start(at(20), &99u32), Ok(()));
         assert_eq!(l.running(), MAX_CONCURRENT);
         for _ in 0..MAX_CONCURRENT {
             l.finish();
         }
-        assert_eq!(l.start(PEER_COOLDOWN_MS - 1, &1u32), Err(Decline::Cooldown));
-        assert_eq!(l.start(PEER_COOLDOWN_MS, &1u32), Ok(()));
+        assert_eq!(
+            l.start(at(0) + PEER_COOLDOWN - Duration::from_millis(1), &1u32),
+            Err(Decline::Cooldown)
+        );
+        assert_eq!(l.start(at(0) + PEER_COOLDOWN, &1u32), Ok(()));
         l.finish();
         l.finish();
         assert_eq!(l.running(), 0);
@@ -646,12 +656,12 @@ mod tests {
     fn the_remembered_peers_are_bounded() {
         let mut l = Limiter::new();
         for p in 0..MAX_REMEMBERED as u32 {
-            l.start(0, &p).unwrap();
+            l.start(at(0), &p).unwrap();
             l.finish();
         }
-        assert_eq!(l.start(1, &u32::MAX), Err(Decline::Busy));
+        assert_eq!(l.start(at(1), &u32::MAX), Err(Decline::Busy));
         // Once their cooldowns end they are forgotten.
-        assert_eq!(l.start(PEER_COOLDOWN_MS, &u32::MAX), Ok(()));
+        assert_eq!(l.start(at(0) + PEER_COOLDOWN, &u32::MAX), Ok(()));
         assert_eq!(l.last.len(), 1);
     }
 

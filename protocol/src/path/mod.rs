@@ -15,6 +15,7 @@ use libp2p_identity::PeerId;
 use multiaddr::{Multiaddr, Protocol};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 mod advertise;
 pub mod connect;
@@ -33,8 +34,8 @@ pub use health::{Health, Rating};
 /// Red ratings in a row after which the relayed path carrying a peer's
 /// traffic is degraded and another one is sought.
 pub const DEGRADE_STREAK: u32 = 3;
-/// Time between two re-routes away from a peer's paths (no flapping), ms.
-pub const REROUTE_COOLDOWN_MS: u64 = 30_000;
+/// Time between two re-routes away from a peer's paths (no flapping).
+pub const REROUTE_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// Whether a connection is direct or goes through a relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -166,8 +167,8 @@ pub struct Conn<C> {
     pub via: Option<PeerId>,
     /// The remote address (for an inbound connection: where it came from).
     pub remote: Multiaddr,
-    /// When it was established (ms on the caller's clock).
-    pub since_ms: u64,
+    /// When it was established.
+    pub since: Instant,
     /// A relayed connection already reported as replaced by a direct one.
     pub upgraded: bool,
     /// Its pings: round trip, loss, rating.
@@ -237,19 +238,19 @@ pub enum Action<C> {
 /// How soon after a relayed connection closed a direct one still counts as
 /// its upgrade: the remote, upgrading first, closes the relayed connection,
 /// and that close can reach us a moment before the direct connection does.
-pub const UPGRADE_RACE_MS: u64 = 2_000;
+pub const UPGRADE_RACE: Duration = Duration::from_secs(2);
 
-/// Most peers remembered for [`UPGRADE_RACE_MS`] after a relayed close.
+/// Most peers remembered for [`UPGRADE_RACE`] after a relayed close.
 const MAX_RECENT_RELAYED: usize = 4096;
 
 /// Per-peer connection sets (see the module docs).
 #[derive(Debug)]
 pub struct PathSet<C> {
     peers: HashMap<PeerId, Vec<Conn<C>>>,
-    /// No re-route away from a peer's paths before this time (ms).
-    reroute_after: HashMap<PeerId, u64>,
+    /// No re-route away from a peer's paths before this time.
+    reroute_after: HashMap<PeerId, Instant>,
     /// Peers whose last relayed connection closed un-upgraded: (since, closed at).
-    recent_relayed: HashMap<PeerId, (u64, u64)>,
+    recent_relayed: HashMap<PeerId, (Instant, Instant)>,
     /// The route each peer's traffic took last (`None` once it had none).
     routes: HashMap<PeerId, Option<Route>>,
     close_relayed_after_upgrade: bool,
@@ -273,14 +274,14 @@ impl<C: Copy + Eq> PathSet<C> {
     /// A connection to `peer` is up.
     pub fn on_established(
         &mut self,
-        now_ms: u64,
+        now: Instant,
         peer: PeerId,
         id: C,
         addrs: (PathKind, TransportKind, Option<PeerId>),
         remote: Multiaddr,
     ) {
         let (path, transport, via) = addrs;
-        self.on_established_inner(now_ms, peer, id, (path, transport, via), remote);
+        self.on_established_inner(now, peer, id, (path, transport, via), remote);
         // A path up beside a degraded one takes the traffic: the degraded
         // ones close (their streams resume on the new path).
         let degraded: Vec<C> = (self.peers.get(&peer).into_iter().flatten())
@@ -297,8 +298,8 @@ impl<C: Copy + Eq> PathSet<C> {
     /// A ping on connection `id` to `peer` came back after `rtt_ms`, or
     /// (`None`) failed. A relayed path carrying the peer's traffic that is
     /// red [`DEGRADE_STREAK`] times in a row is degraded (at most one
-    /// re-route per peer per [`REROUTE_COOLDOWN_MS`]).
-    pub fn on_ping(&mut self, now_ms: u64, peer: PeerId, id: C, rtt_ms: Option<f64>) {
+    /// re-route per peer per [`REROUTE_COOLDOWN`]).
+    pub fn on_ping(&mut self, now: Instant, peer: PeerId, id: C, rtt_ms: Option<f64>) {
         let best = self.best(&peer).map(|c| c.id);
         let Some(conn) = (self.peers.get_mut(&peer).into_iter().flatten()).find(|c| c.id == id)
         else {
@@ -309,7 +310,7 @@ impl<C: Copy + Eq> PathSet<C> {
             // It recovered before another path came up: keep it.
             conn.degraded = false;
         }
-        let due = self.reroute_after.get(&peer).is_none_or(|t| now_ms >= *t);
+        let due = self.reroute_after.get(&peer).is_none_or(|t| now >= *t);
         if conn.path == PathKind::Relayed
             && !conn.degraded
             && best == Some(id)
@@ -328,15 +329,14 @@ impl<C: Copy + Eq> PathSet<C> {
                 let peers = &self.peers;
                 self.reroute_after.retain(|p, _| peers.contains_key(p));
             }
-            self.reroute_after
-                .insert(peer, now_ms + REROUTE_COOLDOWN_MS);
+            self.reroute_after.insert(peer, now + REROUTE_COOLDOWN);
             self.actions.push_back(action);
         }
     }
 
     fn on_established_inner(
         &mut self,
-        now_ms: u64,
+        now: Instant,
         peer: PeerId,
         id: C,
         (path, transport, via): (PathKind, TransportKind, Option<PeerId>),
@@ -349,7 +349,7 @@ impl<C: Copy + Eq> PathSet<C> {
             transport,
             via,
             remote,
-            since_ms: now_ms,
+            since: now,
             upgraded: false,
             health: Health::default(),
             degraded: false,
@@ -360,19 +360,19 @@ impl<C: Copy + Eq> PathSet<C> {
         let recent = self
             .recent_relayed
             .remove(&peer)
-            .filter(|(_, closed)| now_ms.saturating_sub(*closed) <= UPGRADE_RACE_MS)
+            .filter(|(_, closed)| now.saturating_duration_since(*closed) <= UPGRADE_RACE)
             .map(|(since, _)| since);
         let oldest = conns
             .iter()
             .filter(|c| c.path == PathKind::Relayed && !c.upgraded)
-            .map(|c| c.since_ms)
+            .map(|c| c.since)
             .min()
             .or(recent);
         let Some(oldest) = oldest else { return };
         self.actions.push_back(Action::Upgraded {
             peer,
             transport,
-            ms_after_relayed: now_ms.saturating_sub(oldest),
+            ms_after_relayed: millis(now.saturating_duration_since(oldest)),
         });
         for c in conns
             .iter_mut()
@@ -387,7 +387,7 @@ impl<C: Copy + Eq> PathSet<C> {
 
     /// A connection closed; returns what was known of it (`None` for one the
     /// set never saw, such as a dial-back probe).
-    pub fn on_closed(&mut self, now_ms: u64, peer: PeerId, id: C) -> Option<Conn<C>> {
+    pub fn on_closed(&mut self, now: Instant, peer: PeerId, id: C) -> Option<Conn<C>> {
         let conns = self.peers.get_mut(&peer)?;
         let pos = conns.iter().position(|c| c.id == id)?;
         let conn = conns.remove(pos);
@@ -395,11 +395,12 @@ impl<C: Copy + Eq> PathSet<C> {
         if conn.path == PathKind::Relayed && !conn.upgraded {
             // The remote may have closed it because it upgraded first.
             if self.recent_relayed.len() >= MAX_RECENT_RELAYED {
-                self.recent_relayed
-                    .retain(|_, (_, closed)| now_ms.saturating_sub(*closed) <= UPGRADE_RACE_MS);
+                self.recent_relayed.retain(|_, (_, closed)| {
+                    now.saturating_duration_since(*closed) <= UPGRADE_RACE
+                });
             }
             if self.recent_relayed.len() < MAX_RECENT_RELAYED {
-                self.recent_relayed.insert(peer, (conn.since_ms, now_ms));
+                self.recent_relayed.insert(peer, (conn.since, now));
             }
         }
         if remaining == 0 {
@@ -498,7 +499,7 @@ impl<C: Copy + Eq> PathSet<C> {
     pub fn best(&self, peer: &PeerId) -> Option<&Conn<C>> {
         let conns = self.peers.get(peer)?;
         let oldest =
-            |f: &dyn Fn(&Conn<C>) -> bool| conns.iter().filter(|c| f(c)).min_by_key(|c| c.since_ms);
+            |f: &dyn Fn(&Conn<C>) -> bool| conns.iter().filter(|c| f(c)).min_by_key(|c| c.since);
         oldest(&|c| c.path == PathKind::Direct)
             .or_else(|| oldest(&|c| !c.degraded))
             .or_else(|| oldest(&|_| true))
@@ -510,4 +511,9 @@ impl<C: Copy + Eq> PathSet<C> {
             .iter()
             .flat_map(|(p, cs)| cs.iter().map(move |c| (p, c)))
     }
+}
+
+/// A duration in whole milliseconds (what events report), saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -13,7 +13,7 @@
 //!      └──anything else, or out of offers──► Done(Ended)
 //! ```
 
-use super::hardnat::{Decline, ATTEMPT_MS};
+use super::hardnat::{Decline, ATTEMPT};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,7 @@ impl Offers {
         if self.done {
             return;
         }
-        let give_up = self.started + Duration::from_millis(ATTEMPT_MS);
+        let give_up = self.started + ATTEMPT;
         match taken {
             Ok(()) => {
                 self.holding = true;
@@ -301,10 +301,7 @@ mod tests {
         let w = run(Duration::from_secs(3600), 0, 0, Offered::Direct);
         let (last, at) = *w.steps.last().unwrap();
         assert_eq!(last, Step::Done(Finish::Declined(Decline::Busy)));
-        assert!(
-            at <= ms(ATTEMPT_MS) && at + RETRY_AFTER > ms(ATTEMPT_MS),
-            "{at:?}"
-        );
+        assert!(at <= ATTEMPT && at + RETRY_AFTER > ATTEMPT, "{at:?}");
     }
 
     #[test]

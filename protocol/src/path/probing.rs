@@ -13,7 +13,7 @@
 //! report (`Probed`, with how many probes it queued) and says when the
 //! direct connection is up.
 
-use super::hardnat::{Plan, ATTEMPT_MS};
+use super::hardnat::{Plan, ATTEMPT};
 use crate::Machine;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -131,7 +131,7 @@ impl Machine for Probing {
                     };
                 } else {
                     self.report(now);
-                    let until = now + Duration::from_millis(ATTEMPT_MS);
+                    let until = now + ATTEMPT;
                     self.state = State::Waiting { until };
                 }
             }
@@ -230,10 +230,130 @@ mod tests {
         let log = run(256, plan(128, 25), None);
         let report = (MS(25), ProbeAction::Report { ms: 25 });
         assert_eq!(log[2], report);
-        let end = MS(25) + MS(ATTEMPT_MS);
+        let end = MS(25) + ATTEMPT;
         assert_eq!(
             log.last(),
             Some(&(end, ProbeAction::Done { direct: false }))
         );
+    }
+
+    /// The probing against the hard side on the two-party harness: the
+    /// hard side's NAT has mapped `mapped` ports; the first probe to hit
+    /// one makes the direct connection, which the easy side learns of one
+    /// link delay later. Probes already sent meanwhile still arrive.
+    mod on_the_harness {
+        use super::*;
+        use crate::harness::{Link, Pair};
+        use std::collections::HashSet;
+
+        enum ToHard {
+            Probes(Vec<u16>),
+            Report(u32),
+        }
+
+        /// The hard side: which probes reached it, and the report.
+        struct Hard {
+            mapped: HashSet<u16>,
+            probes_seen: usize,
+            hit_at: Option<Instant>,
+            reported: Option<u32>,
+            up: bool,
+        }
+
+        impl Machine for Hard {
+            /// The direct connection is up.
+            type Action = ();
+            fn poll_action(&mut self) -> Option<()> {
+                std::mem::take(&mut self.up).then_some(())
+            }
+            fn poll_timeout(&self) -> Option<Instant> {
+                None
+            }
+            fn handle_timeout(&mut self, _: Instant) {}
+        }
+
+        #[derive(Default)]
+        struct Wire {
+            done: Option<(Instant, bool)>,
+        }
+
+        impl Link for Wire {
+            type A = Probing;
+            type B = Hard;
+            type AtoB = ToHard;
+            type BtoA = ();
+            fn a_sends(&mut self, action: ProbeAction, now: Instant) -> Option<ToHard> {
+                match action {
+                    ProbeAction::Probe(ports) => Some(ToHard::Probes(ports)),
+                    ProbeAction::Report { ms } => Some(ToHard::Report(ms)),
+                    ProbeAction::Done { direct } => {
+                        self.done = Some((now, direct));
+                        None
+                    }
+                }
+            }
+            fn b_sends(&mut self, (): (), _: Instant) -> Option<()> {
+                Some(())
+            }
+            fn b_takes(&mut self, hard: &mut Hard, msg: ToHard, now: Instant) {
+                match msg {
+                    ToHard::Probes(ports) => {
+                        hard.probes_seen += ports.len();
+                        let hit = ports.iter().any(|p| hard.mapped.contains(p));
+                        if hit && hard.hit_at.is_none() {
+                            hard.hit_at = Some(now);
+                            hard.up = true;
+                        }
+                    }
+                    ToHard::Report(ms) => hard.reported = Some(ms),
+                }
+            }
+            fn a_takes(&mut self, easy: &mut Probing, (): (), now: Instant) {
+                easy.handle_direct(now);
+            }
+        }
+
+        /// 1024 probe ports in waves of 128 every 25 ms, 40 ms each way.
+        fn attempt(mapped: &[u16]) -> Pair<Wire> {
+            let t0 = Instant::now();
+            let ports: Vec<u16> = (0..1024).map(|p| 10_000 + p).collect();
+            let easy = Probing::new(t0, ports, &plan(128, 25));
+            let hard = Hard {
+                mapped: mapped.iter().copied().collect(),
+                probes_seen: 0,
+                hit_at: None,
+                reported: None,
+                up: false,
+            };
+            let mut pair = Pair::new(easy, hard, Wire::default(), MS(40), t0);
+            assert!(pair.run_for(Duration::from_secs(60)), "the attempt ends");
+            pair
+        }
+
+        #[test]
+        fn a_hit_in_the_second_wave_stops_the_waves_one_round_trip_later() {
+            // Port 10_200 goes in the second wave (25 ms), reaches the hard
+            // side at 65 ms; the easy side hears of the connection at
+            // 105 ms, after the waves of 0, 25, 50, 75 and 100 ms.
+            let pair = attempt(&[10_200, 10_900]);
+            let t0 = pair.now() - pair.elapsed();
+            let (done_at, direct) = pair.link.done.expect("done");
+            assert!(direct);
+            assert_eq!(done_at - t0, MS(105));
+            assert_eq!(pair.b.hit_at.map(|t| t - t0), Some(MS(65)));
+            assert_eq!(pair.b.probes_seen, 5 * 128, "no wave after the news");
+            assert_eq!(pair.b.reported, Some(105));
+        }
+
+        #[test]
+        fn no_hit_sends_every_probe_reports_and_ends_without_a_direct_path() {
+            let pair = attempt(&[]);
+            let t0 = pair.now() - pair.elapsed();
+            let (done_at, direct) = pair.link.done.expect("done");
+            assert!(!direct);
+            assert_eq!(pair.b.probes_seen, 1024);
+            assert_eq!(pair.b.reported, Some(175), "eight waves, 25 ms apart");
+            assert_eq!(done_at - t0, MS(175) + ATTEMPT);
+        }
     }
 }

@@ -12,16 +12,18 @@
 //!                        └──failed──► Waiting(250 ms, 500 ms, … 30 s; refused: 60 s) ──► Pending
 //! ```
 
+use crate::Machine;
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 /// First back-off after a failure; it doubles per failure in a row.
-pub const FIRST_BACKOFF_MS: u64 = 250;
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest back-off after failures.
-pub const MAX_BACKOFF_MS: u64 = 30_000;
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Back-off after the relay refused.
-pub const REFUSED_BACKOFF_MS: u64 = 60_000;
+pub const REFUSED_BACKOFF: Duration = Duration::from_secs(60);
 /// Back-off after a held reservation was lost (the relay restarting, say).
-pub const LOST_BACKOFF_MS: u64 = 1_000;
+pub const LOST_BACKOFF: Duration = Duration::from_secs(1);
 /// Failures in a row after which a relay no longer holds up
 /// [`RelayPlan::settled`] (the first ones are quick: a busy relay can drop
 /// a hop stream).
@@ -34,7 +36,7 @@ enum State {
     Pending,
     Held,
     Waiting {
-        until_ms: u64,
+        until: Instant,
     },
 }
 
@@ -89,7 +91,7 @@ impl<R: Copy + Eq> RelayPlan<R> {
 
     /// A deferred relay may be asked now (its payment is in place); a
     /// refusal or back-off before is forgotten.
-    pub fn allow(&mut self, id: R, now_ms: u64) {
+    pub fn allow(&mut self, id: R, now: Instant) {
         if let Some(r) = self.get(id) {
             r.allowed = true;
             r.refused = false;
@@ -97,7 +99,7 @@ impl<R: Copy + Eq> RelayPlan<R> {
                 r.state = State::Standby;
             }
         }
-        self.fill(now_ms);
+        self.fill(now);
     }
 
     /// `id` accepted (or renewed) our reservation.
@@ -110,41 +112,34 @@ impl<R: Copy + Eq> RelayPlan<R> {
     }
 
     /// Asking `id` failed (`refused`: the relay said no).
-    pub fn on_failed(&mut self, id: R, refused: bool, now_ms: u64) {
+    pub fn on_failed(&mut self, id: R, refused: bool, now: Instant) {
         if let Some(r) = self.get(id) {
             r.failures = r.failures.saturating_add(1);
             r.refused = refused;
             let wait = if refused {
-                REFUSED_BACKOFF_MS
+                REFUSED_BACKOFF
             } else {
-                (FIRST_BACKOFF_MS << (r.failures - 1).min(16)).min(MAX_BACKOFF_MS)
+                (FIRST_BACKOFF * (1 << (r.failures - 1).min(16))).min(MAX_BACKOFF)
             };
-            r.state = State::Waiting {
-                until_ms: now_ms + wait,
-            };
+            r.state = State::Waiting { until: now + wait };
         }
-        self.fill(now_ms);
+        self.fill(now);
     }
 
     /// A held reservation on `id` ended (the relay went away).
-    pub fn on_lost(&mut self, id: R, now_ms: u64) {
+    pub fn on_lost(&mut self, id: R, now: Instant) {
         if let Some(r) = self.get(id) {
             r.state = State::Waiting {
-                until_ms: now_ms + LOST_BACKOFF_MS,
+                until: now + LOST_BACKOFF,
             };
             r.failures = 0;
         }
-        self.fill(now_ms);
-    }
-
-    /// Time passed: relays whose back-off is over may be asked again.
-    pub fn on_tick(&mut self, now_ms: u64) {
-        self.fill(now_ms);
+        self.fill(now);
     }
 
     /// Asks relays, in order of preference, while fewer than the target are
     /// held or pending: a standby one, or one whose back-off is over.
-    fn fill(&mut self, now_ms: u64) {
+    fn fill(&mut self, now: Instant) {
         let active = |rs: &[Relay<R>]| {
             rs.iter()
                 .filter(|r| matches!(r.state, State::Pending | State::Held))
@@ -155,7 +150,7 @@ impl<R: Copy + Eq> RelayPlan<R> {
                 r.allowed
                     && match r.state {
                         State::Standby => true,
-                        State::Waiting { until_ms } => until_ms <= now_ms,
+                        State::Waiting { until } => until <= now,
                         _ => false,
                     }
             });
@@ -165,14 +160,9 @@ impl<R: Copy + Eq> RelayPlan<R> {
         }
     }
 
-    /// The next action to carry out.
-    pub fn poll_action(&mut self) -> Option<RelayAction<R>> {
-        self.actions.pop_front()
-    }
-
-    /// When to call [`Self::on_tick`] next: the end of the earliest
-    /// back-off, while fewer than the target are held or pending.
-    pub fn next_wake_ms(&self) -> Option<u64> {
+    /// The end of the earliest back-off, while fewer than the target are
+    /// held or pending.
+    fn next_wake(&self) -> Option<Instant> {
         let active = (self.relays.iter())
             .filter(|r| matches!(r.state, State::Pending | State::Held))
             .count();
@@ -182,7 +172,7 @@ impl<R: Copy + Eq> RelayPlan<R> {
         (self.relays.iter())
             .filter(|r| r.allowed)
             .filter_map(|r| match r.state {
-                State::Waiting { until_ms } => Some(until_ms),
+                State::Waiting { until } => Some(until),
                 _ => None,
             })
             .min()
@@ -217,9 +207,38 @@ impl<R: Copy + Eq> RelayPlan<R> {
     }
 }
 
+impl<R: Copy + Eq> Machine for RelayPlan<R> {
+    type Action = RelayAction<R>;
+
+    fn poll_action(&mut self) -> Option<RelayAction<R>> {
+        self.actions.pop_front()
+    }
+
+    /// When a back-off ends while fewer than the target are held or pending.
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_wake()
+    }
+
+    /// Relays whose back-off is over (and standby ones, while below the
+    /// target) are asked.
+    fn handle_timeout(&mut self, now: Instant) {
+        self.fill(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ms` after the test's start.
+    fn at(ms: u64) -> Instant {
+        start() + Duration::from_millis(ms)
+    }
+
+    fn start() -> Instant {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now)
+    }
 
     fn drain(p: &mut RelayPlan<u8>) -> Vec<u8> {
         std::iter::from_fn(|| p.poll_action())
@@ -230,89 +249,92 @@ mod tests {
     #[test]
     fn holds_the_target_and_replaces_a_dead_relay_with_the_next() {
         let mut p = RelayPlan::new([1u8, 2, 3], 2, false);
-        p.on_tick(0);
+        p.handle_timeout(at(0));
         assert_eq!(drain(&mut p), [1, 2], "the first two, in order");
         p.on_accepted(1);
         p.on_accepted(2);
         assert!(p.settled());
-        assert_eq!(p.next_wake_ms(), None, "at the target: nothing to wake for");
+        assert_eq!(p.poll_timeout(), None, "at the target: nothing to wake for");
         // Relay 1 dies: relay 3 takes its place at once.
-        p.on_lost(1, 10_000);
+        p.on_lost(1, at(10_000));
         assert_eq!(drain(&mut p), [3]);
         p.on_accepted(3);
         assert_eq!(p.held().collect::<Vec<_>>(), [2, 3]);
         // Back at the target, relay 1 is not asked even after its back-off.
-        p.on_tick(60_000);
+        p.handle_timeout(at(60_000));
         assert!(drain(&mut p).is_empty());
         // Relay 2 fails too: relay 1's back-off is over, so it is asked.
-        p.on_lost(2, 61_000);
+        p.on_lost(2, at(61_000));
         assert_eq!(drain(&mut p), [1]);
     }
 
     #[test]
     fn a_relay_that_comes_back_is_asked_again_with_back_off() {
         let mut p = RelayPlan::new([7u8], 2, false);
-        p.on_tick(0);
+        p.handle_timeout(at(0));
         assert_eq!(drain(&mut p), [7]);
         p.on_accepted(7);
-        p.on_lost(7, 1_000);
+        p.on_lost(7, at(1_000));
         assert!(drain(&mut p).is_empty(), "waits out the back-off");
-        assert_eq!(p.next_wake_ms(), Some(1_000 + LOST_BACKOFF_MS));
-        p.on_tick(2_000);
+        assert_eq!(p.poll_timeout(), Some(at(1_000) + LOST_BACKOFF));
+        p.handle_timeout(at(2_000));
         assert_eq!(drain(&mut p), [7]);
         // Still down: 250 ms, 500 ms, 1 s, … capped at 30 s.
         let mut now = 2_000;
         let mut waits = vec![];
         for _ in 0..10 {
-            p.on_failed(7, false, now);
-            let wake = p.next_wake_ms().unwrap();
-            waits.push(wake - now);
-            now = wake;
-            p.on_tick(now);
+            p.on_failed(7, false, at(now));
+            let wake = p.poll_timeout().unwrap();
+            waits.push(wake - at(now));
+            now = (wake - start()).as_millis() as u64;
+            p.handle_timeout(wake);
             assert_eq!(drain(&mut p), [7]);
         }
-        assert_eq!(waits[..4], [250, 500, 1_000, 2_000]);
-        assert_eq!(*waits.last().unwrap(), MAX_BACKOFF_MS);
+        assert_eq!(
+            waits[..4],
+            [250, 500, 1_000, 2_000].map(Duration::from_millis)
+        );
+        assert_eq!(*waits.last().unwrap(), MAX_BACKOFF);
         // Back: held, and the failures forgotten.
         p.on_accepted(7);
         assert!(p.is_held(7));
-        p.on_failed(7, false, now);
-        assert_eq!(p.next_wake_ms(), Some(now + FIRST_BACKOFF_MS));
+        p.on_failed(7, false, at(now));
+        assert_eq!(p.poll_timeout(), Some(at(now) + FIRST_BACKOFF));
     }
 
     #[test]
     fn settled_after_a_refusal_or_the_quick_retries() {
         let mut p = RelayPlan::new([1u8, 2], 2, false);
-        p.on_tick(0);
+        p.handle_timeout(at(0));
         drain(&mut p);
         assert!(!p.settled());
-        p.on_failed(1, true, 0);
-        assert_eq!(p.next_wake_ms(), Some(REFUSED_BACKOFF_MS));
+        p.on_failed(1, true, at(0));
+        assert_eq!(p.poll_timeout(), Some(at(0) + REFUSED_BACKOFF));
         assert!(!p.settled(), "relay 2 is still being asked");
         // Relay 2's quick retries (all within relay 1's minute).
         let mut now = 0;
         for i in 0..SETTLE_FAILURES {
             assert!(!p.settled(), "after {i} failures");
-            p.on_failed(2, false, now);
+            p.on_failed(2, false, at(now));
             now += 5_000;
-            p.on_tick(now);
+            p.handle_timeout(at(now));
             assert_eq!(drain(&mut p), [2]);
         }
-        p.on_failed(2, false, now);
+        p.on_failed(2, false, at(now));
         assert!(p.settled());
     }
 
     #[test]
     fn deferred_relays_wait_until_allowed() {
         let mut p = RelayPlan::new([1u8, 2], 2, true);
-        p.on_tick(0);
+        p.handle_timeout(at(0));
         assert!(drain(&mut p).is_empty());
         assert!(p.settled(), "nothing asked yet");
-        p.allow(2, 5);
+        p.allow(2, at(5));
         assert_eq!(drain(&mut p), [2]);
         // Refused (not paid yet), then allowed again once paid: asked at once.
-        p.on_failed(2, true, 10);
-        p.allow(2, 20);
+        p.on_failed(2, true, at(10));
+        p.allow(2, at(20));
         assert_eq!(drain(&mut p), [2]);
     }
 }

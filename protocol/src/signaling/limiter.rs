@@ -6,6 +6,7 @@
 
 use libp2p_identity::PeerId;
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// The limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,7 @@ const TOKEN: u64 = 60_000;
 struct Bucket {
     /// Tokens, in units of 1/60,000 (a minute of ms: refills are exact).
     units: u64,
-    at_ms: u64,
+    at: Instant,
 }
 
 /// Token buckets by sender.
@@ -59,17 +60,18 @@ impl SenderLimiter {
         u64::from(self.limits.burst.max(1)) * TOKEN
     }
 
-    fn refilled(&self, b: Bucket, now_ms: u64) -> u64 {
-        let gained = now_ms.saturating_sub(b.at_ms) * u64::from(self.limits.per_minute);
+    fn refilled(&self, b: Bucket, now: Instant) -> u64 {
+        let ms = u64::try_from(now.saturating_duration_since(b.at).as_millis()).unwrap_or(u64::MAX);
+        let gained = ms.saturating_mul(u64::from(self.limits.per_minute));
         (b.units + gained).min(self.full())
     }
 
     /// Whether `sender` may be answered now (takes a token if so).
-    pub fn allow(&mut self, now_ms: u64, sender: PeerId) -> bool {
+    pub fn allow(&mut self, now: Instant, sender: PeerId) -> bool {
         if !self.buckets.contains_key(&sender) && self.buckets.len() >= self.limits.max_tracked {
             let full = self.full();
             let idle: Vec<PeerId> = (self.buckets.iter())
-                .filter(|(_, b)| self.refilled(**b, now_ms) >= full)
+                .filter(|(_, b)| self.refilled(**b, now) >= full)
                 .map(|(p, _)| *p)
                 .collect();
             for p in idle {
@@ -77,7 +79,7 @@ impl SenderLimiter {
             }
             if self.buckets.len() >= self.limits.max_tracked {
                 let oldest = (self.buckets.iter())
-                    .min_by_key(|(_, b)| b.at_ms)
+                    .min_by_key(|(_, b)| b.at)
                     .map(|(p, _)| *p);
                 if let Some(p) = oldest {
                     self.buckets.remove(&p);
@@ -86,16 +88,15 @@ impl SenderLimiter {
         }
         let start = Bucket {
             units: self.full(),
-            at_ms: now_ms,
+            at: now,
         };
         let b = self.buckets.get(&sender).copied().unwrap_or(start);
-        let units = self.refilled(b, now_ms);
+        let units = self.refilled(b, now);
         let (units, ok) = match units.checked_sub(TOKEN) {
             Some(left) => (left, true),
             None => (units, false),
         };
-        let at_ms = now_ms;
-        self.buckets.insert(sender, Bucket { units, at_ms });
+        self.buckets.insert(sender, Bucket { units, at: now });
         ok
     }
 
@@ -108,6 +109,12 @@ impl SenderLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// `ms` after `t0`.
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
 
     #[test]
     fn a_flooding_sender_gets_its_burst_then_its_rate_and_others_are_unaffected() {
@@ -117,12 +124,13 @@ mod tests {
             max_tracked: 100,
         });
         let (flood, other) = (PeerId::random(), PeerId::random());
-        let got = (0..50).filter(|_| l.allow(0, flood)).count();
+        let t0 = Instant::now();
+        let got = (0..50).filter(|_| l.allow(t0, flood)).count();
         assert_eq!(got, 3, "the burst, then nothing at once");
-        assert!(l.allow(0, other), "another sender has its own bucket");
-        assert!(!l.allow(9_999, flood), "one answer per 10 s");
-        assert!(l.allow(10_000, flood));
-        assert!(!l.allow(10_001, flood));
+        assert!(l.allow(t0, other), "another sender has its own bucket");
+        assert!(!l.allow(at(t0, 9_999), flood), "one answer per 10 s");
+        assert!(l.allow(at(t0, 10_000), flood));
+        assert!(!l.allow(at(t0, 10_001), flood));
     }
 
     #[test]
@@ -132,8 +140,12 @@ mod tests {
             per_minute: 60,
             max_tracked: 10,
         });
+        let t0 = Instant::now();
         for i in 0..1_000u64 {
-            assert!(l.allow(i, PeerId::random()), "a new sender is answered");
+            assert!(
+                l.allow(at(t0, i), PeerId::random()),
+                "a new sender is answered"
+            );
             assert!(l.tracked() <= 10);
         }
     }

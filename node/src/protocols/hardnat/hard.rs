@@ -108,7 +108,7 @@ impl Service {
         })
         .await
         .map_err(|e| failed(&e))?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(hardnat::ATTEMPT_MS);
+        let deadline = tokio::time::Instant::now() + hardnat::ATTEMPT;
         let direct = tokio::time::timeout_at(deadline, direct).await;
         tally.up_at = Some(Instant::now());
         // The peer's `Probed`, if it came: a direct connection may already

@@ -103,7 +103,6 @@ pub struct Service {
     limiter: Arc<Mutex<Limiter<PeerId>>>,
     /// The secret behind each IP's probe ports (`hardnat::probe_seed`).
     salt: [u8; 32],
-    epoch: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -128,14 +127,12 @@ impl Service {
             allow_private,
             limiter: Arc::new(Mutex::new(Limiter::new())),
             salt: rand::random(),
-            epoch: Instant::now(),
         }
     }
 
     fn slot(&self, peer: &PeerId) -> Result<Slot, Decline> {
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
         let mut l = lock(&self.limiter);
-        l.start(now_ms, peer)?;
+        l.start(Instant::now(), peer)?;
         Ok(Slot(self.limiter.clone()))
     }
 

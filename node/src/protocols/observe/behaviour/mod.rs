@@ -6,6 +6,7 @@ use ledgermesh_proto::v1 as pb;
 use ledgermesh_protocol::consensus::{DialBackAnswer, DialBackLimits, DialBacks};
 use ledgermesh_protocol::path::scope::{ip_of, is_global};
 use ledgermesh_protocol::path::{classify, PathKind};
+use ledgermesh_protocol::Machine;
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
 use libp2p::multiaddr::Protocol;
@@ -59,8 +60,7 @@ pub struct Behaviour {
     asks: HashMap<OutboundRequestId, Reply>,
     allow_private: bool,
     actions: VecDeque<ToSwarm<Infallible, THandlerInEvent<Self>>>,
-    epoch: Instant,
-    timer: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
+    timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 mod network;
@@ -82,7 +82,6 @@ impl Behaviour {
             asks: HashMap::new(),
             allow_private,
             actions: VecDeque::new(),
-            epoch: Instant::now(),
             timer: None,
         }
     }
@@ -98,10 +97,6 @@ impl Behaviour {
     /// Whether `id` is a dial-back probe (not a connection anyone asked for).
     pub fn is_probe(&self, id: ConnectionId) -> bool {
         self.closing.contains(&id) || self.probes.is_probe(id)
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
     }
 
     fn respond_with(
@@ -169,7 +164,7 @@ impl Behaviour {
             .build();
         let id = opts.connection_id();
         let probe = (channel, observed.to_vec(), extra);
-        match (self.probes).start(self.now_ms(), id, peer, ip, probe) {
+        match (self.probes).start(Instant::now(), id, peer, ip, probe) {
             Ok(()) => self.actions.push_back(ToSwarm::Dial { opts }),
             // Over a cap: too many probes, or this asker or IP too recently.
             Err(((channel, observed, extra), why)) => {
@@ -232,15 +227,16 @@ impl Behaviour {
             return false;
         };
         if self.timer.as_ref().is_none_or(|(d, _)| *d != deadline) {
-            let at = self.epoch + Duration::from_millis(deadline);
-            self.timer = Some((deadline, Box::pin(tokio::time::sleep_until(at.into()))));
+            let sleep = tokio::time::sleep_until(deadline.into());
+            self.timer = Some((deadline, Box::pin(sleep)));
         }
         let (_, sleep) = self.timer.as_mut().expect("set above");
         if sleep.as_mut().poll(cx).is_pending() {
             return false;
         }
         self.timer = None;
-        for (id, (channel, observed, extra)) in self.probes.handle_timeout(self.now_ms()) {
+        self.probes.handle_timeout(Instant::now());
+        while let Some((id, (channel, observed, extra))) = self.probes.poll_action() {
             self.closing.insert(id);
             self.respond_with(channel, observed, pb::DialBack::Unreachable, extra);
         }
