@@ -107,7 +107,10 @@ impl DevNet {
         let h = node.clone();
         node.spawn(async move {
             if let Err(e) = provider::run(h.clone(), ledger, pc).await {
-                h.emit(Event::error("provider", format!("{e:#}")));
+                h.emit(Event::error(
+                    ledgermesh_node::events::ErrorPart::Provider,
+                    format!("{e:#}"),
+                ));
             }
         })
     }

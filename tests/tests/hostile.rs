@@ -417,7 +417,7 @@ async fn a_sender_flooding_requests_gets_its_burst_and_others_are_still_answered
         .events
         .wait_for("the refusal to answer", |e| {
             matches!(e, Event::Error { reason: Some(r), peer_id: Some(p), .. }
-                if r == "rate_limited" && *p == flooder.handle.peer_id().to_string())
+                if *r == "rate_limited" && *p == flooder.handle.peer_id().to_string())
         })
         .await;
     // Another sender is answered as usual.

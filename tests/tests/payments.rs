@@ -207,13 +207,13 @@ async fn an_inflated_invoice_is_refused_and_the_payee_cuts_the_payer() {
     payer_events
         .wait_for(
             "the payer refuses",
-            |e| matches!(e, Event::PaymentRefused { reason, .. } if reason == "overbilled"),
+            |e| matches!(e, Event::PaymentRefused { reason, .. } if *reason == "overbilled"),
         )
         .await;
     s.payee_events
         .wait_for("the payee cuts", |e| {
             matches!(e, Event::PaymentRefused { reason, detail, .. }
-                if reason == "unpaid" && detail.contains("cut"))
+                if *reason == "unpaid" && detail.contains("cut"))
         })
         .await;
     assert_eq!(s.chain.balance(s.payee_key), 0, "nothing was paid");
@@ -665,14 +665,14 @@ async fn a_buyer_that_stops_paying_is_cut_and_resumes_from_its_offset_once_it_pa
         // Out of money: it cannot top up its nearly used-up channel.
         seen.wait_for(
             "the buyer cannot top up",
-            |e| matches!(e, Event::PaymentRefused { reason, .. } if reason == "top_up_failed"),
+            |e| matches!(e, Event::PaymentRefused { reason, .. } if *reason == "top_up_failed"),
         )
         .await;
         // The provider pauses it at the deposit, then cuts it.
         provider_events
             .wait_for(
                 "the provider cuts it",
-                |e| matches!(e, Event::PaymentRefused { reason, .. } if reason == "unpaid"),
+                |e| matches!(e, Event::PaymentRefused { reason, .. } if *reason == "unpaid"),
             )
             .await;
         // Money arrives; asked again, it tops up, attaches and is served.
@@ -728,7 +728,7 @@ async fn a_relay_that_bills_more_than_it_carried_is_dropped() {
     events
         .wait_for(
             "the inflated invoice refused",
-            |e| matches!(e, Event::PaymentRefused { reason, .. } if reason == "overbilled"),
+            |e| matches!(e, Event::PaymentRefused { reason, .. } if *reason == "overbilled"),
         )
         .await;
     events
@@ -1417,7 +1417,7 @@ async fn a_payee_that_switches_its_terms_mid_run_is_refused_before_anything_is_s
         "no channel opened or topped up"
     );
     let refused = events.matching(
-        |e| matches!(e, Event::PaymentRefused { reason, .. } if reason == "terms_changed"),
+        |e| matches!(e, Event::PaymentRefused { reason, .. } if *reason == "terms_changed"),
     );
     assert_eq!(refused.len(), 1, "said once: {refused:?}");
 }

@@ -13,7 +13,7 @@ use ledgermesh_protocol::{RejectReason, ServiceRequest, Signal, Topic};
 const MIB: u64 = 1 << 20;
 
 fn is_error(e: &Event, what_: &str, reason_: &str) -> bool {
-    matches!(e, Event::Error { what, reason: Some(reason), .. } if what == what_ && reason == reason_)
+    matches!(e, Event::Error { what, reason: Some(reason), .. } if what == what_ && *reason == reason_)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -491,7 +491,7 @@ fn report_outcomes(
             Ok(f) => {
                 ok = false;
                 handle.emit(Event::error(
-                    "verify",
+                    ledgermesh_node::events::ErrorPart::Verify,
                     format!(
                         "{}/{}: sha256 {} does not match the provider's",
                         o.peer,

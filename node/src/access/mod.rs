@@ -113,7 +113,9 @@ impl Access {
         if let Some(log) = &self.inner.audit {
             if let Err(e) = log.append(&AuditLine::of(rec, &node)) {
                 tracing::warn!(error = %e, "audit log write failed");
-                self.inner.emitter.emit(Event::error("audit", e));
+                self.inner
+                    .emitter
+                    .emit(Event::error(crate::events::ErrorPart::Audit, e));
             }
         }
         if let Some(ev) = event_of(rec) {
@@ -235,12 +237,12 @@ fn event_of(rec: &AuditRecord) -> Option<Event> {
             detail: rec.detail.clone().unwrap_or_default(),
         },
         AuditKind::AclError => Event::Error {
-            what: "acl".into(),
+            what: crate::events::ErrorPart::Acl,
             detail: format!(
                 "{}; the previous ACL stays in force",
                 rec.detail.as_deref().unwrap_or("invalid ACL")
             ),
-            reason: Some("invalid_acl".into()),
+            reason: Some("invalid_acl"),
             peer_id: None,
         },
         AuditKind::ServeStart | AuditKind::ServeEnd => return None,

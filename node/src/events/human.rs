@@ -625,7 +625,7 @@ mod tests {
         // A peer's words cannot forge a line or drive a terminal.
         let (_, text) = l(Event::PaymentRefused {
             peer_id: P.into(),
-            reason: "other".into(),
+            reason: "other",
             detail: format!(
                 "nope\n2026-12-07T00:00:00Z INFO claimed 1 ETH\x1b[2J{}",
                 "x".repeat(1000)

@@ -50,6 +50,46 @@ macro_rules! outcomes {
 }
 
 outcomes! {
+    /// Which part of the node an `error` event is about (its `what`).
+    ErrorPart {
+        /// The access-control list.
+        Acl => "acl",
+        /// The audit log.
+        Audit => "audit",
+        /// The ledger cursor kept across restarts.
+        Cursor => "cursor",
+        /// Dialing a peer.
+        Dial => "dial",
+        /// A ledger envelope that did not open.
+        Envelope => "envelope",
+        /// The ledger endpoint.
+        Ledger => "ledger",
+        /// A listener.
+        Listen => "listen",
+        /// A live chunk that did not verify.
+        LiveChunk => "live_chunk",
+        /// A live stream's source.
+        LiveSource => "live_source",
+        /// The provider role stopped on an error (in-process networks).
+        Provider => "provider",
+        /// A relay reservation.
+        Relay => "relay",
+        /// A service request on the ledger.
+        ServiceRequest => "service_request",
+        /// A service response on the ledger.
+        ServiceResponse => "service_response",
+        /// Serving or fetching a stream.
+        Stream => "stream",
+        /// A stream the provider refused.
+        StreamRejected => "stream_rejected",
+        /// A fetched stream whose hash is not the provider's.
+        Verify => "verify",
+        /// The vouchers kept for claiming.
+        Vouchers => "vouchers",
+    }
+}
+
+outcomes! {
     /// What became of a reservation on a relay (`relay_reservation`).
     ReservationOutcome {
         /// Taken.
@@ -187,8 +227,9 @@ pub enum Event {
     PaymentRefused {
         /// The other side.
         peer_id: String,
-        /// `no_channel`, `bad_voucher`, `overbilled`, `unpaid`, ...
-        reason: String,
+        /// `no_channel`, `bad_voucher`, `overbilled`, `unpaid`, ...: the
+        /// name of a typed cause (its `as_str`), never free text.
+        reason: &'static str,
         /// Details for people.
         detail: String,
     },
@@ -525,12 +566,13 @@ pub enum Event {
     /// Something went wrong; the node keeps running.
     Error {
         /// Which part (`envelope`, `relay`, `dial`, `stream`, `stream_rejected`, `ledger`, ...).
-        what: String,
+        what: ErrorPart,
         /// Human-readable detail.
         detail: String,
-        /// Machine-readable reason, where there is one.
+        /// Machine-readable reason, where there is one: the name of a
+        /// typed cause (its `as_str`), never free text.
         #[serde(skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
+        reason: Option<&'static str>,
         /// The peer concerned, where there is one.
         #[serde(skip_serializing_if = "Option::is_none")]
         peer_id: Option<String>,
@@ -539,9 +581,9 @@ pub enum Event {
 
 impl Event {
     /// Shorthand for an [`Event::Error`].
-    pub fn error(what: &str, detail: impl ToString) -> Self {
+    pub fn error(what: ErrorPart, detail: impl ToString) -> Self {
         Event::Error {
-            what: what.into(),
+            what,
             detail: detail.to_string(),
             reason: None,
             peer_id: None,

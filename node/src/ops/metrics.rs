@@ -391,13 +391,13 @@ impl Metrics {
             }
             Event::Error { what, reason, .. } => {
                 let reason = reason.as_deref().unwrap_or("none");
-                if what == "envelope" {
+                if *what == crate::events::ErrorPart::Envelope {
                     self.envelope_rejections
                         .get_or_create(&l(&[("reason", bounded(reason))]))
                         .inc();
                 }
                 self.errors
-                    .get_or_create(&l(&[("what", bounded(what)), ("reason", bounded(reason))]))
+                    .get_or_create(&l(&[("what", what.as_str()), ("reason", bounded(reason))]))
                     .inc();
             }
             Event::Grant { renewed, .. } => {
@@ -555,9 +555,9 @@ mod tests {
             });
         }
         m.observe(&Event::Error {
-            what: "envelope".into(),
+            what: crate::events::ErrorPart::Envelope,
             detail: "x".into(),
-            reason: Some("replay".into()),
+            reason: Some("replay"),
             peer_id: None,
         });
         m.observe(&Event::HardNat {

@@ -44,7 +44,7 @@ pub async fn pay_relays(handle: &NodeHandle, cfg: &PayerConfig) {
                     tracing::warn!(%relay, error = %e, "cannot pay relay");
                     h.emit(Event::PaymentRefused {
                         peer_id: relay.to_string(),
-                        reason: "relay_payment".into(),
+                        reason: "relay_payment",
                         detail: e,
                     });
                 }

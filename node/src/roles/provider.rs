@@ -310,9 +310,9 @@ impl Desk {
             let is_request = matches!(opened.signal, Signal::Request(_));
             if is_request && !limiter.allow(std::time::Instant::now(), opened.sender) {
                 me.handle.emit(Event::Error {
-                    what: "service_request".into(),
+                    what: crate::events::ErrorPart::ServiceRequest,
                     detail: "answer rate for this sender exceeded; not answered".into(),
-                    reason: Some("rate_limited".into()),
+                    reason: Some("rate_limited"),
                     peer_id: Some(opened.sender.to_string()),
                 });
                 handled.done(); // deliberately unanswered
@@ -344,7 +344,7 @@ impl Desk {
         );
         if let Err(e) = answered.await.map(|()| handled.done()) {
             self.handle.emit(Event::Error {
-                what: "ledger".into(),
+                what: crate::events::ErrorPart::Ledger,
                 detail: format!("cannot answer request: {e}"),
                 reason: None,
                 peer_id: Some(peer.to_string()),

@@ -36,7 +36,7 @@ async fn save_cursor(handle: &NodeHandle, store: Option<&CursorStore>, at: At) {
     let saved = tokio::task::spawn_blocking(move || store.save(saved)).await;
     if let Err(e) = saved.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
         handle.emit(Event::error(
-            "cursor",
+            crate::events::ErrorPart::Cursor,
             format!("cannot save the ledger cursor: {e}"),
         ));
     }
@@ -207,9 +207,9 @@ impl Follower {
             Err(e) => {
                 self.failing = true;
                 self.handle.emit(Event::Error {
-                    what: "ledger".into(),
+                    what: crate::events::ErrorPart::Ledger,
                     detail: format!("following {} failed: {e}", self.ledger.describe()),
-                    reason: Some("unavailable".into()),
+                    reason: Some("unavailable"),
                     peer_id: None,
                 });
                 return Go::On;
@@ -238,9 +238,9 @@ impl Follower {
             Err(e) => {
                 tracing::info!(account = %msg.sender, error = %e, "rejected envelope");
                 self.handle.emit(Event::Error {
-                    what: "envelope".into(),
+                    what: crate::events::ErrorPart::Envelope,
                     detail: format!("message from ledger account {} rejected: {e}", msg.sender),
-                    reason: Some(e.reason().into()),
+                    reason: Some(e.reason()),
                     peer_id: None,
                 });
                 ack.done(); // nothing more to do with it

@@ -106,9 +106,9 @@ async fn post_with_retry(
         match ledger.post(topic.0, payload.clone()).await {
             Err(LedgerError::Unavailable(e)) if attempt < POST_ATTEMPTS => {
                 handle.emit(Event::Error {
-                    what: "ledger".into(),
+                    what: crate::events::ErrorPart::Ledger,
                     detail: format!("post failed, retrying in {wait:?}: {e}"),
-                    reason: Some("unavailable".into()),
+                    reason: Some("unavailable"),
                     peer_id: None,
                 });
                 tokio::time::sleep(wait).await;

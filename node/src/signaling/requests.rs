@@ -240,7 +240,7 @@ impl Requester {
                 if let Some(e) = failed {
                     inner.with(|outbox, _| outbox.handle_post_failed(&nonce));
                     inner.handle.emit(Event::Error {
-                        what: "ledger".into(),
+                        what: crate::events::ErrorPart::Ledger,
                         detail: e.to_string(),
                         reason: None,
                         peer_id: Some(peer.to_string()),

@@ -263,7 +263,7 @@ impl EventLoop {
             } => {
                 if self.listeners.closed(listener_id, &addresses) {
                     self.emitter.emit(Event::error(
-                        "listen",
+                        crate::events::ErrorPart::Listen,
                         format!("a listener closed before reporting an address: {reason:?}"),
                     ));
                     let snap = self.snapshot();

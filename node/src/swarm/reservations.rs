@@ -197,9 +197,9 @@ impl Reservations {
         // Each loss, and the first failure of a run: later retries go to the log.
         if lost || *n == 1 {
             emitter.emit(Event::Error {
-                what: "relay".into(),
+                what: crate::events::ErrorPart::Relay,
                 detail: format!("{what} {addr}: {detail}; asking again with back-off"),
-                reason: Some(reason.into()),
+                reason: Some(reason),
                 peer_id: Some(relay.to_string()),
             });
         } else {

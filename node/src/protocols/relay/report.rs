@@ -203,7 +203,7 @@ impl AuditWriter {
             });
         if let Err(e) = spawned {
             emitter.emit(Event::error(
-                "audit",
+                crate::events::ErrorPart::Audit,
                 format!("no audit writer thread: {e}"),
             ));
         }
@@ -235,7 +235,7 @@ fn write_line(log: &AuditLog, emitter: &Emitter, p: Pending) {
     };
     if let Err(e) = log.append(&line) {
         tracing::warn!(error = %e, "audit log write failed");
-        emitter.emit(Event::error("audit", e));
+        emitter.emit(Event::error(crate::events::ErrorPart::Audit, e));
     }
     emitter.emit(p.event);
 }

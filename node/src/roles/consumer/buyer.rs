@@ -30,7 +30,8 @@ impl Buyer {
     fn audit(&self, rec: AuditRecord) {
         if let Some(log) = &self.config.audit {
             if let Err(e) = log.append(&AuditLine::of(&rec, self.handle.emitter().node())) {
-                self.handle.emit(Event::error("audit", e));
+                self.handle
+                    .emit(Event::error(crate::events::ErrorPart::Audit, e));
             }
         }
     }
@@ -69,9 +70,9 @@ impl Buyer {
                 Ok(r) => r,
                 Err(e) => {
                     self.handle.emit(Event::Error {
-                        what: "service_response".into(),
+                        what: crate::events::ErrorPart::ServiceResponse,
                         detail: e.to_string(),
-                        reason: Some(e.reason().into()),
+                        reason: Some(e.reason()),
                         peer_id: Some(peer.to_string()),
                     });
                     let e = Arc::new(e);
@@ -266,9 +267,9 @@ fn sort_response(
 /// A stream not bought, and the event that says why.
 fn refused(handle: &NodeHandle, peer: PeerId, stream: String, why: BuyError) -> StreamOutcome {
     handle.emit(Event::Error {
-        what: "stream_rejected".into(),
+        what: crate::events::ErrorPart::StreamRejected,
         detail: format!("{stream}: {why}"),
-        reason: why.reason().map(Into::into),
+        reason: why.reason(),
         peer_id: Some(peer.to_string()),
     });
     StreamOutcome {
@@ -341,7 +342,7 @@ async fn buy_from(
     }
     if let Err(e) = connect(&handle, peer, &addrs).await {
         handle.emit(Event::Error {
-            what: "dial".into(),
+            what: crate::events::ErrorPart::Dial,
             detail: format!(
                 "cannot reach provider at any of {} addresses: {e}",
                 addrs.len()
@@ -466,10 +467,10 @@ fn report(
             tracing::info!(%peer, stream = %name, "the output was closed; stopping");
         }
         Err(e) => handle.emit(Event::Error {
-            what: "stream".into(),
+            what: crate::events::ErrorPart::Stream,
             detail: format!("{name}: {e}"),
             reason: match &e {
-                crate::streams::StreamError::Rejected(r) => Some(r.reason.as_str().into()),
+                crate::streams::StreamError::Rejected(r) => Some(r.reason.as_str()),
                 _ => None,
             },
             peer_id: Some(peer.to_string()),

@@ -71,7 +71,7 @@ impl Payees {
                 for p in peers {
                     self.inner.emitter.emit(Event::PaymentRefused {
                         peer_id: p.to_string(),
-                        reason: RefusalCode::Unpaid.as_str().into(),
+                        reason: RefusalCode::Unpaid.as_str(),
                         detail: format!("{why}: service cut"),
                     });
                 }

@@ -122,7 +122,7 @@ impl Payees {
                 if let PayMsg::Refuse { code, reason } = &a {
                     self.inner.emitter.emit(Event::PaymentRefused {
                         peer_id: peer.to_string(),
-                        reason: code.as_str().into(),
+                        reason: code.as_str(),
                         detail: reason.clone(),
                     });
                 }
@@ -167,7 +167,7 @@ impl Payees {
             PayMsg::Refuse { code, reason } => {
                 self.inner.emitter.emit(Event::PaymentRefused {
                     peer_id: peer.to_string(),
-                    reason: code.as_str().into(),
+                    reason: code.as_str(),
                     detail: format!("the payer refused: {reason}"),
                 });
                 None
@@ -287,7 +287,7 @@ impl Payees {
             let written = tokio::task::spawn_blocking(move || store.append(&peer, &v)).await;
             if let Err(e) = written.map_err(std::io::Error::other).and_then(|r| r) {
                 self.inner.emitter.emit(Event::error(
-                    "vouchers",
+                    crate::events::ErrorPart::Vouchers,
                     format!("cannot keep a voucher: {e}"),
                 ));
             }

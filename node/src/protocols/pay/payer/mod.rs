@@ -281,7 +281,7 @@ async fn greet(
             Err(PayFailure::Terms(e)) => {
                 handle.emit(Event::PaymentRefused {
                     peer_id: peer.to_string(),
-                    reason: e.as_str().into(),
+                    reason: e.as_str(),
                     detail: e.to_string(),
                 });
                 return Err(e.into());

@@ -136,10 +136,10 @@ impl<N: PayNet> Session<N> {
         None
     }
 
-    pub(super) fn refused(&self, reason: &str, detail: String) {
+    pub(super) fn refused(&self, reason: &'static str, detail: String) {
         self.h.emit(Event::PaymentRefused {
             peer_id: self.peer.to_string(),
-            reason: reason.into(),
+            reason,
             detail,
         });
     }

@@ -80,7 +80,7 @@ pub(super) async fn run(feed: Arc<LiveFeed>, spec: LiveSpec, opts: LiveOptions) 
 fn report(opts: &LiveOptions, feed: &LiveFeed, detail: String) {
     tracing::info!(stream = feed.name(), "{detail}");
     opts.emitter.emit(Event::Error {
-        what: "live_source".into(),
+        what: crate::events::ErrorPart::LiveSource,
         detail: format!("{}: {detail}", feed.name()),
         reason: None,
         peer_id: None,

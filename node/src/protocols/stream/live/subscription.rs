@@ -233,9 +233,9 @@ impl<'a> Subscription<'a> {
                     // Never written: reported with its offset, and the
                     // subscription starts again from ours.
                     handle.emit(Event::Error {
-                        what: "live_chunk".into(),
+                        what: crate::events::ErrorPart::LiveChunk,
                         detail: format!("{}: {e}; nothing of it was written", self.name),
-                        reason: Some("bad_chunk".into()),
+                        reason: Some("bad_chunk"),
                         peer_id: Some(self.peer.to_string()),
                     });
                     return Ok(Some(Outcome::End(AttemptEnd::Broken(e.to_string()))));

@@ -87,7 +87,7 @@ const PAY_WAIT: Duration = Duration::from_secs(5);
 pub async fn serve(handle: impl StreamNet, shop: Shop, limits: ServeLimits) {
     let Some(mut incoming) = handle.take_stream_inbox() else {
         handle.emit(Event::error(
-            "stream",
+            crate::events::ErrorPart::Stream,
             format!("cannot accept streams: {STREAM_PROTOCOL} is already served"),
         ));
         return;
@@ -138,7 +138,7 @@ pub async fn serve(handle: impl StreamNet, shop: Shop, limits: ServeLimits) {
                 if let Err(e) = served.await {
                     tracing::info!(%peer, error = %e, "stream ended early");
                     handle.emit(Event::Error {
-                        what: "stream".into(),
+                        what: crate::events::ErrorPart::Stream,
                         detail: e.to_string(),
                         reason: None,
                         peer_id: Some(peer.to_string()),

@@ -218,11 +218,11 @@ async fn finish(
         Ended::TooSlow { earliest } => {
             tracing::info!(%peer, stream = %name, sent, earliest, "fell behind the live buffer; cut");
             handle.emit(Event::Error {
-                what: "stream".into(),
+                what: crate::events::ErrorPart::Stream,
                 detail: format!(
                     "{name}: the buyer fell behind the live buffer (it now starts at {earliest}) and was cut"
                 ),
-                reason: Some("too_slow".into()),
+                reason: Some("too_slow"),
                 peer_id: Some(peer.to_string()),
             });
             // A reset, not a clean end: the buyer hears `too_slow` when it
