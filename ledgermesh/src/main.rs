@@ -2,8 +2,7 @@
 
 mod cli;
 
-use clap::Parser;
-use cli::{run, Cli};
+use cli::run;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -18,15 +17,16 @@ async fn main() {
             EnvFilter::new("warn,yamux=error,ledgermesh_node=info,ledgermesh=info")
         }))
         .init();
-    // The config file and LEDGERMESH_… variables become flags first.
-    let layered = match crate::cli::config::layer(std::env::args_os().collect()) {
-        Ok(l) => l,
+    // The command line, with a role's config file and LEDGERMESH_… variables.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match crate::cli::config::load(&argv) {
+        Ok(loaded) => loaded.cli,
+        Err(crate::cli::config::LoadError::Clap(e)) => e.exit(),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             std::process::exit(2);
         }
     };
-    let cli = Cli::parse_from(layered.argv);
     let code = match run(cli).await {
         Ok(code) => code,
         Err(e) => {

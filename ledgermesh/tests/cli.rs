@@ -476,6 +476,112 @@ fn every_committed_sample_config_is_accepted_by_its_role() {
     }
 }
 
+/// `config sample ROLE`'s output.
+fn sample(role: &str) -> String {
+    let out = bin().args(["config", "sample", role]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_committed_samples_are_what_config_sample_writes() {
+    for (file, role) in [
+        ("config/relay.toml", "relay"),
+        ("config/provider.toml", "provide"),
+        ("config/consumer.toml", "consume"),
+    ] {
+        let committed = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(
+            committed == sample(role),
+            "{file} is not what `ledgermesh config sample {role}` writes: \
+             regenerate it with `ledgermesh config sample {role} > {file}`"
+        );
+    }
+}
+
+#[test]
+fn every_key_a_sample_shows_commented_is_accepted_when_uncommented() {
+    let dir = temp("config-uncommented");
+    let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+    for role in ["relay", "provide", "consume", "nc", "echo"] {
+        let text = sample(role);
+        let setting = |l: &str| {
+            let l = l.trim_start_matches("# ");
+            l.split_once(" = ")
+                .filter(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                .map(|(k, _)| k.to_string())
+        };
+        let mut keys = vec![];
+        let uncommented: String = text
+            .lines()
+            .map(|l| match setting(l) {
+                Some(k) if k != "role" => {
+                    keys.push(k);
+                    format!("{}\n", l.trim_start_matches("# "))
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert!(keys.len() > 20, "{role}: {keys:?}");
+        let path = dir.join(format!("{role}.toml"));
+        std::fs::write(&path, uncommented).unwrap();
+        let f = path.to_str().unwrap();
+        let target = format!("{peer}/s");
+        let args: Vec<&str> = match role {
+            // nc's stream is no key: it goes on the command line.
+            "nc" => vec![f, "--", "nc", &target],
+            _ => vec![f],
+        };
+        let (code, v, err) = config_check(&args, &[]);
+        assert_eq!(code, 0, "{role}: {err}");
+        for k in &keys {
+            assert_eq!(v["settings"][k]["from"], "file", "{role}: {k}: {v}");
+        }
+    }
+}
+
+#[test]
+fn file_values_fill_the_typed_settings_and_what_a_role_needs_is_checked_after_the_file() {
+    let dir = temp("config-typed");
+    let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+    // A want and an out from the file are what consume needs; sizes and a
+    // price beyond TOML's integers read as typed.
+    let file = dir.join("c.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "role = \"consume\"\nwant = \"{peer}/a\"\nout = \"o\"\nmax_bytes = \"2G\"\n\
+             max_price_per_mib = \"100000000000000000000000\"\nuntil = \"90s\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, v, err) = config_check(&[file.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let s = &v["settings"];
+    assert_eq!(s["want"]["value"], serde_json::json!([format!("{peer}/a")]));
+    assert_eq!(s["max_bytes"]["value"], "2G");
+    assert_eq!(s["max_price_per_mib"]["value"], "100000000000000000000000");
+    assert_eq!(s["until"]["value"], "90000ms");
+    // Without `out` (or `listen_local`) it is refused, naming both.
+    std::fs::write(&file, format!("role = \"consume\"\nwant = \"{peer}/a\"\n")).unwrap();
+    let (code, _, err) = config_check(&[file.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--out") && err.contains("listen_local"),
+        "{err}"
+    );
+    // A file's `allow` beside a flag's `--open`: one or the other.
+    let relay = dir.join("r.toml");
+    std::fs::write(&relay, "role = \"relay\"\nallow = \"allow.toml\"\n").unwrap();
+    let (code, _, err) = config_check(&[relay.to_str().unwrap(), "--", "relay", "--open"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("exclude each other"), "{err}");
+}
+
 #[test]
 fn config_layers_go_file_then_environment_then_flags() {
     let dir = temp("config-layers");

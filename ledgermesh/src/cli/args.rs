@@ -45,6 +45,14 @@ pub enum ConfigCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Print a config file for ROLE with every key under its flag's help:
+    /// the common ones set, the rest commented out at their defaults. The
+    /// samples in `config/` are these.
+    Sample {
+        /// relay, provide, consume, nc or echo.
+        #[arg(value_parser = ["relay", "provide", "provider", "consume", "consumer", "nc", "echo"])]
+        role: String,
+    },
 }
 
 /// `ledgermesh devchain`.
@@ -82,16 +90,18 @@ pub struct DevchainArgs {
 }
 
 /// Options of roles that use the ledger.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct LedgerArgs {
     /// Ledger: `memory` (this process only) or `evm:RPC_URL@CONTRACT_ADDRESS`.
     #[arg(long, env = "LEDGERMESH_LEDGER", default_value = "memory")]
+    #[serde(with = "super::conf::one")]
     pub ledger: String,
     /// File holding the ledger account key (hex); else $LEDGERMESH_LEDGER_KEY.
     #[arg(long)]
     pub ledger_key: Option<PathBuf>,
     /// Blocks a ledger message needs before it is read (EVM).
     #[arg(long, default_value_t = 1)]
+    #[serde(with = "super::conf::one")]
     pub confirmations: u64,
     /// Also read our messages from the endpoint's pending block, as soon as
     /// they are submitted (EVM): a request or response is handled about a
@@ -104,6 +114,7 @@ pub struct LedgerArgs {
     /// caught up, in ms (EVM): lower on your own node, higher on a public
     /// endpoint with a request budget.
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[serde(with = "super::conf::one")]
     pub poll_ms: u64,
     /// Websocket wake-ups from the ledger endpoint (EVM): `auto` (the RPC
     /// URL's ws:// or wss:// twin, as anvil and many endpoints serve both on
@@ -112,6 +123,7 @@ pub struct LedgerArgs {
     /// read at once; they still poll underneath, at least every 2 s. An
     /// endpoint without websockets leaves them polling at --poll-ms.
     #[arg(long, default_value = "auto", value_name = "auto|off|URL")]
+    #[serde(with = "super::conf::one")]
     pub ledger_ws: String,
     /// Where the node keeps its ledger cursor and answer journal across
     /// restarts (default with `--key`: `.ledgermesh/nodes/<peer id>`).
@@ -164,7 +176,7 @@ impl LedgerArgs {
 }
 
 /// Options every node role has.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct NodeArgs {
     /// Read settings from this TOML file: every flag has a key (its long
     /// name with `_` for `-`); `LEDGERMESH_…` variables and flags override it.
@@ -181,9 +193,11 @@ pub struct NodeArgs {
     pub audit_log: Option<PathBuf>,
     /// Rotate the audit log when it reaches this size (K/M/G suffixes allowed).
     #[arg(long, default_value = "16M", value_parser = parse_bytes)]
+    #[serde(with = "super::conf::size")]
     pub audit_max_bytes: u64,
     /// Rotated audit files kept (FILE.1 … FILE.N).
     #[arg(long, default_value_t = ledgermesh_node::access::audit_log::DEFAULT_KEEP)]
+    #[serde(with = "super::conf::one")]
     pub audit_keep: usize,
     /// Also dial, dial back and announce loopback, private, link-local and
     /// documentation addresses: a lab on this host or a LAN (`--local` says
@@ -200,6 +214,7 @@ pub struct NodeArgs {
     /// CPUs have AES instructions, ChaCha20-Poly1305 otherwise and with
     /// every other libp2p peer; `chachapoly` always uses ChaCha20-Poly1305.
     #[arg(long, value_enum, default_value_t = NoiseCipher::Auto)]
+    #[serde(with = "super::conf::choice")]
     pub noise_cipher: NoiseCipher,
     /// The largest UDP payload QUIC's MTU discovery tries, and what peers
     /// may send us (1200–65527). Paths with a larger MTU than Ethernet's
@@ -208,22 +223,27 @@ pub struct NodeArgs {
     /// quinn's stock ceiling.
     #[arg(long, default_value_t = ledgermesh_node::swarm::quic::MTU_CEILING,
           value_parser = clap::value_parser!(u16).range(ledgermesh_node::swarm::quic::MIN_MTU as i64..=ledgermesh_node::swarm::quic::MAX_MTU as i64))]
+    #[serde(with = "super::conf::one")]
     pub quic_mtu_ceiling: u16,
     /// Established connections, all peers together; more are denied.
     #[arg(long, default_value_t = ConnectionCaps::default().max_connections)]
+    #[serde(with = "super::conf::one")]
     pub max_connections: u32,
     /// Established connections to one peer; more are denied.
     #[arg(long, default_value_t = ConnectionCaps::default().max_connections_per_peer)]
+    #[serde(with = "super::conf::one")]
     pub max_connections_per_peer: u32,
     /// Deny new connections while the process uses more memory than this
     /// (K/M/G suffixes allowed; default: 90 % of the machine's memory).
     #[arg(long, value_parser = parse_bytes)]
+    #[serde(with = "super::conf::opt_size")]
     pub max_memory: Option<u64>,
     /// Serve the HTTP API (`/api/v1/status`, `/api/v1/peers`,
     /// `/api/v1/streams`, `/metrics`) on this address, e.g. `127.0.0.1:7001`
     /// (port 0 picks one, told in an `api_listening` event). An address
     /// other than loopback needs `--api-token`.
     #[arg(long, value_name = "ADDR")]
+    #[serde(with = "super::conf::opt")]
     pub api: Option<std::net::SocketAddr>,
     /// The bearer token the API requires (at least 16 characters); needed
     /// for an API on an address other than loopback.
@@ -233,11 +253,13 @@ pub struct NodeArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
+    #[serde(with = "super::conf::opt")]
     pub api_token: Option<String>,
     /// A host name the API answers to besides IP addresses and `localhost`
     /// (repeatable): any other `Host` or `Origin` is refused, so a web page
     /// cannot reach the API by making its own name resolve to this address.
     #[arg(long, value_name = "NAME")]
+    #[serde(with = "super::conf::many")]
     pub api_host: Vec<String>,
 }
 
@@ -309,24 +331,29 @@ impl NodeArgs {
 }
 
 /// `ledgermesh relay`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct RelayArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub node: NodeArgs,
     /// Addresses to listen on.
     #[arg(long, num_args = 1.., default_values = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"])]
+    #[serde(with = "super::conf::many")]
     pub listen: Vec<Multiaddr>,
     /// Extra public addresses to announce (e.g. behind a port forward).
     #[arg(long, num_args = 1..)]
+    #[serde(with = "super::conf::many")]
     pub external: Vec<Multiaddr>,
     /// Longest life of one circuit, in seconds (default: 120, or 3600 with
     /// `--open` / `--allow`, for the listed peers).
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub max_circuit_secs: Option<u64>,
     /// Bytes one circuit may carry in each direction (default: 128 KiB, or
     /// 1 TiB with `--open` / `--allow`, for the listed peers).
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub max_circuit_bytes: Option<u64>,
     /// Serve every peer with lifted circuit limits (an open relay). Without
     /// it, circuits are stock-sized (2 minutes, 128 KiB per direction)
@@ -341,20 +368,25 @@ pub struct RelayArgs {
     pub allow: Option<PathBuf>,
     /// Reservations the peers behind one IP address may hold at once.
     #[arg(long, default_value_t = ledgermesh_node::swarm::DEFAULT_RESERVATIONS_PER_IP)]
+    #[serde(with = "super::conf::one")]
     pub max_reservations_per_ip: usize,
     /// Circuits the peers behind one IP address may hold at once.
     #[arg(long, default_value_t = ledgermesh_node::swarm::DEFAULT_CIRCUITS_PER_IP)]
+    #[serde(with = "super::conf::one")]
     pub max_circuits_per_ip: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub pay_ledger: PayLedgerArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub price: PriceArgs,
     /// Who pays for a circuit on a priced relay: the reservation holder
     /// (`destination`, the peer reachable only through the relay) or the
     /// peer that dials (`source`).
     #[arg(long, value_enum, default_value_t = BillArg::Destination)]
+    #[serde(with = "super::conf::choice")]
     pub bill: BillArg,
 }
 
@@ -368,7 +400,7 @@ pub enum BillArg {
 }
 
 /// Where a priced relay is paid (providers use their `--ledger`).
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct PayLedgerArgs {
     /// Ledger whose payment channels pay us: `evm:RPC_URL@CONTRACT_ADDRESS`
     /// (the board's spec; its payment contract is found from it).
@@ -378,6 +410,7 @@ pub struct PayLedgerArgs {
         value_name = "SPEC",
         env = "LEDGERMESH_LEDGER"
     )]
+    #[serde(with = "super::conf::opt")]
     pub ledger: Option<String>,
     /// File holding the ledger account key that receives payment.
     #[arg(long = "ledger-key", id = "pay_ledger_key", value_name = "FILE")]
@@ -389,31 +422,38 @@ pub struct PayLedgerArgs {
 }
 
 /// Prices of a payee (a priced relay or provider).
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct PriceArgs {
     /// Price of each MiB carried or served, in wei (0: free).
     #[arg(long, default_value_t = 0)]
+    #[serde(with = "super::conf::one")]
     pub price_per_mib: u128,
     /// Price of each hour of a reservation, in wei (relays).
     #[arg(long, default_value_t = 0)]
+    #[serde(with = "super::conf::one")]
     pub price_per_hour: u128,
     /// Bytes free before billing starts.
     #[arg(long, default_value_t = 0)]
+    #[serde(with = "super::conf::one")]
     pub free_bytes: u64,
     /// Smallest channel deposit accepted, in wei.
     #[arg(long, default_value_t = 0)]
+    #[serde(with = "super::conf::one")]
     pub min_deposit: u128,
     /// The first credit window, in MiB worth (what we risk on a new payer).
     #[arg(long, default_value_t = 4)]
+    #[serde(with = "super::conf::one")]
     pub credit_mib: u128,
     /// The largest credit window, in MiB worth.
     #[arg(long, default_value_t = 256)]
+    #[serde(with = "super::conf::one")]
     pub max_credit_mib: u128,
     /// Claim a payer's vouchers once they owe this many wei unclaimed
     /// (default: 64 MiB worth, and at least 0.005 ETH, so that a claim's gas
     /// is at most 1 % of it at 1 gwei); all are claimed on shutdown, and at
     /// once from a closing channel.
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub claim_at: Option<u128>,
 }
 
@@ -467,46 +507,56 @@ impl PriceArgs {
 }
 
 /// Network options of the provider and consumer roles.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct PeerArgs {
     /// Relays to hold reservations on (`.../p2p/<relay id>`), in order of
     /// preference: the first `--reservations` that accept are held; a dead
     /// one is replaced by the next and asked again with back-off.
     #[arg(long, num_args = 1..)]
+    #[serde(with = "super::conf::many")]
     pub relay: Vec<Multiaddr>,
     /// Reservations held at once.
     #[arg(long, default_value_t = ledgermesh_node::swarm::DEFAULT_RESERVATIONS)]
+    #[serde(with = "super::conf::one")]
     pub reservations: usize,
     /// Seconds between pings on each connection: round trips and lost pings
     /// rate each path; a relayed path red three times in a row is re-routed.
     #[arg(long, default_value_t = 5)]
+    #[serde(with = "super::conf::one")]
     pub ping_secs: u64,
     /// Extra address-consensus observers (`.../p2p/<id>`); the relays observe too.
     #[arg(long, num_args = 1..)]
+    #[serde(with = "super::conf::many")]
     pub observer: Vec<Multiaddr>,
     /// Observers that must agree on the public address (default ⌈2K/3⌉ of K observers).
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub quorum: Option<usize>,
     /// Addresses to listen on.
     #[arg(long, num_args = 1.., default_values = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"])]
+    #[serde(with = "super::conf::many")]
     pub listen: Vec<Multiaddr>,
     /// Pay priced relays from the ledger account (`--ledger-key`): lock this
     /// many wei in a channel to each (reusing an open one), and top up by as
     /// much when it runs out. Without it, a priced relay refuses us.
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub relay_deposit: Option<u128>,
     /// The most we pay a relay per MiB, in wei; a relay priced above it is
     /// not paid (`price_too_high`) before any channel is opened.
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub max_relay_price_per_mib: Option<u128>,
     /// The most we lock in one payment channel, in wei (opening and every
     /// top-up); a payee asking a larger minimum deposit is refused
     /// (`deposit_too_high`).
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub max_deposit: Option<u128>,
     /// The most we pay one payee (a relay, a provider) in one run, in wei;
     /// an invoice beyond it is refused (`spend_cap`).
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub max_spend: Option<u128>,
     /// Stay on relayed paths: take no part in hole punching (DCUtR). For
     /// measuring relays, or where a direct path is unwanted.
@@ -518,15 +568,18 @@ pub struct PeerArgs {
     /// Needs QUIC and an address-consensus verdict on each side; off with
     /// `--no-hole-punch` too.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
+    #[serde(with = "super::conf::choice")]
     pub hard_nat: OnOff,
     /// Sockets a hard-NAT attempt opens on the hard side (N, at most 512).
     #[arg(long, default_value_t = ledgermesh_protocol::path::hardnat::DEFAULT_SOCKETS,
           value_parser = clap::value_parser!(u16).range(1..=512))]
+    #[serde(with = "super::conf::one")]
     pub hard_nat_sockets: u16,
     /// Probes a hard-NAT attempt sends from the easy side (M, at most 4096;
     /// one UDP packet each): success ≈ 1 − e^(−N·M/64512).
     #[arg(long, default_value_t = ledgermesh_protocol::path::hardnat::DEFAULT_PROBES,
           value_parser = clap::value_parser!(u16).range(1..=4096))]
+    #[serde(with = "super::conf::one")]
     pub hard_nat_probes: u16,
 }
 
@@ -556,57 +609,70 @@ pub enum OnOff {
 }
 
 /// `ledgermesh provide`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct ProvideArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub ledger: LedgerArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub peer: PeerArgs,
     /// Streams to sell: NAME=file:PATH, NAME=random:BYTES[:SEED], NAME=paced:BYTES:RATE[:SEED] (paced random bytes) or NAME=zero:BYTES; live ones, read once and fanned out: NAME=exec:COMMAND (its stdout; restarted when it exits), NAME=tcp:HOST:PORT, NAME=stdin:, NAME=tail:PATH; NAME=echo: sends back what a buyer sends.
     #[arg(long, num_args = 1..)]
+    #[serde(with = "super::conf::many")]
     pub stream: Vec<String>,
     /// Advertise only relay circuits (behind a NAT; DCUtR finds the direct path).
     #[arg(long)]
     pub relay_only: bool,
     /// Longest grant a service request can hire, in seconds.
     #[arg(long, default_value_t = ledgermesh_protocol::access::DEFAULT_MAX_GRANT_SECS)]
+    #[serde(with = "super::conf::one")]
     pub max_grant_secs: u64,
     /// ACL file (TOML; see scripts/acl.sample.toml): peers allowed without a ledger request. Re-read when it changes and on SIGHUP.
     #[arg(long)]
     pub acl: Option<PathBuf>,
     /// Streams served at once, all buyers together (over it: `busy`).
     #[arg(long, default_value_t = SlotLimits::default().max_streams)]
+    #[serde(with = "super::conf::one")]
     pub max_streams: usize,
     /// Streams served at once to one buyer (over it: `busy`).
     #[arg(long, default_value_t = SlotLimits::default().max_per_peer)]
+    #[serde(with = "super::conf::one")]
     pub max_streams_per_peer: usize,
     /// End a stream whose buyer takes nothing for this many seconds.
     #[arg(long, default_value_t = ServeLimits::default().write_stall.as_secs())]
+    #[serde(with = "super::conf::one")]
     pub write_stall_secs: u64,
     /// The most an `inbox:` stream's file may hold (K/M/G suffixes allowed):
     /// a sender is refused once it is full.
     #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    #[serde(with = "super::conf::size")]
     pub inbox_max_bytes: u64,
     /// Service requests of one sender answered at once (each answer is a
     /// ledger post at our cost) before the per-minute rate applies.
     #[arg(long, default_value_t = RateLimits::default().burst)]
+    #[serde(with = "super::conf::one")]
     pub answer_burst: u32,
     /// Service requests of one sender answered per minute after the burst.
     #[arg(long, default_value_t = RateLimits::default().per_minute)]
+    #[serde(with = "super::conf::one")]
     pub answers_per_minute: u32,
     /// Sell the streams: prices and credit (paid to the `--ledger-key`
     /// account through the board's payment channels).
     #[command(flatten)]
+    #[serde(flatten)]
     pub price: PriceArgs,
     /// Bytes of each live stream kept for buyers that join at an offset
     /// or fall behind (K/M/G suffixes allowed); a buyer a whole buffer
     /// behind is cut (`too_slow`).
     #[arg(long, default_value = "16M", value_parser = parse_bytes)]
+    #[serde(with = "super::conf::size")]
     pub live_buffer: u64,
     /// An `exec:` command that exits ends its stream (buyers get the end)
     /// instead of being restarted.
@@ -615,13 +681,15 @@ pub struct ProvideArgs {
     /// Fault injection for tests: the first chunk sent that holds this
     /// offset of a live stream has that byte flipped after signing.
     #[arg(long, hide = true)]
+    #[serde(with = "super::conf::opt")]
     pub fault_flip_live_byte: Option<u64>,
 }
 
 /// `ledgermesh nc`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct NcArgs {
     /// The stream, as PEERID/STREAM.
+    #[serde(with = "super::conf::one")]
     pub target: Want,
     /// Send standard input to the stream (an echo or other inbound stream)
     /// and print what comes back.
@@ -629,36 +697,45 @@ pub struct NcArgs {
     pub send: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub ledger: LedgerArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub peer: PeerArgs,
     /// Reach the provider at this address (`.../p2p/<id>`) without a ledger request; its ACL must allow us.
     #[arg(long, num_args = 1..)]
+    #[serde(with = "super::conf::many")]
     pub provider_addr: Vec<Multiaddr>,
     /// Write the JSON events to FILE (standard output carries the stream).
     #[arg(long)]
     pub events: Option<PathBuf>,
     /// Where to join a live stream: `live` or an offset still held.
     #[arg(long, default_value = "live")]
+    #[serde(with = "super::conf::one")]
     pub from: ledgermesh_node::streams::live::fetch::From,
     /// Stop after this many bytes or this long (see `consume --until`).
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub until: Option<Until>,
     /// Skip to the live edge instead of being cut when falling behind.
     #[arg(long)]
     pub skip_ahead: bool,
     /// Seconds to wait for the provider's service response.
     #[arg(long, default_value_t = 60)]
+    #[serde(with = "super::conf::one")]
     pub response_timeout: u64,
     /// The most we pay per MiB, in wei (0: free streams only).
     #[arg(long, default_value_t = 0)]
+    #[serde(with = "super::conf::one")]
     pub max_price_per_mib: u128,
     /// Pay for a priced stream from the `--ledger-key` account (wei per channel).
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub deposit: Option<u128>,
 }
 
@@ -689,19 +766,23 @@ impl NcArgs {
 }
 
 /// `ledgermesh consume`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct ConsumeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub node: NodeArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub ledger: LedgerArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
+    #[serde(flatten)]
     pub peer: PeerArgs,
     /// Streams to buy, as PEERID/STREAM.
     #[arg(long, num_args = 1.., required = true)]
+    #[serde(with = "super::conf::many")]
     pub want: Vec<Want>,
     /// Directory to write streams to (`OUT/<peer id>/<stream>`; a live
     /// stream is appended to), or `-` for standard output (one stream
@@ -713,6 +794,7 @@ pub struct ConsumeArgs {
     /// `local_listening` event), each from when it connects, instead of
     /// writing it out.
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub listen_local: Option<std::net::SocketAddr>,
     /// Write the JSON events to FILE instead of standard output.
     #[arg(long)]
@@ -720,11 +802,13 @@ pub struct ConsumeArgs {
     /// Where to join a live stream: `live` (its live edge) or an offset the
     /// provider still holds (else refused `gone`).
     #[arg(long, default_value = "live")]
+    #[serde(with = "super::conf::one")]
     pub from: ledgermesh_node::streams::live::fetch::From,
     /// Stop live streams after this many bytes each (`64K`, `1M`) or after
     /// this long (`500ms`, `30s`, `5min`, `2h`). Without it a live stream is
     /// followed until Ctrl-C or until its source ends.
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub until: Option<Until>,
     /// A live stream this consumer falls behind skips to the live edge (a
     /// `gap` event says how much) instead of being cut (`too_slow`).
@@ -736,29 +820,35 @@ pub struct ConsumeArgs {
     pub send: bool,
     /// Seconds to wait for each provider's service response.
     #[arg(long, default_value_t = 60)]
+    #[serde(with = "super::conf::one")]
     pub response_timeout: u64,
     /// Seconds of access to hire with each request (the provider caps it).
     #[arg(long, default_value_t = 3600)]
+    #[serde(with = "super::conf::one")]
     pub hire_secs: u64,
     /// When a grant runs out mid-stream, post a new request and resume from the offset.
     #[arg(long)]
     pub renew: bool,
     /// Fetch from this provider address (`.../p2p/<id>`) without a ledger request; the provider's ACL must allow us.
     #[arg(long, num_args = 1..)]
+    #[serde(with = "super::conf::many")]
     pub provider_addr: Vec<Multiaddr>,
     /// Bytes accepted of a stream of unknown length (a live feed) before the
     /// fetch stops (K/M/G suffixes allowed); a stream of declared length is
     /// held to that length.
     #[arg(long, default_value = "16G", value_parser = parse_bytes)]
+    #[serde(with = "super::conf::size")]
     pub max_bytes: u64,
     /// The most we pay per MiB of a stream, in wei; a stream priced above it
     /// is refused (`price_too_high`). 0 (the default): free streams only.
     #[arg(long, default_value_t = 0)]
+    #[serde(with = "super::conf::one")]
     pub max_price_per_mib: u128,
     /// Pay for priced streams from the ledger account (`--ledger-key`): lock
     /// this many wei in a channel to each provider (reusing an open one), and
     /// top up by as much when it runs out.
     #[arg(long)]
+    #[serde(with = "super::conf::opt")]
     pub deposit: Option<u128>,
 }
 
@@ -774,6 +864,15 @@ pub struct DemoArgs {
     /// Keep the received files here instead of a temporary directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Until {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Until::Bytes(n) => f.write_str(&super::conf::size_text(*n)),
+            Until::Time(t) => write!(f, "{}ms", t.as_millis()),
+        }
+    }
 }
 
 /// `--until`: a byte count or a duration.
@@ -814,7 +913,7 @@ impl std::str::FromStr for Until {
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    ledgermesh_node::source::parse_size(s).ok_or_else(|| format!("{s:?} is not a size like 8M"))
+    super::conf::size_of(s)
 }
 
 /// `ledgermesh channels`.

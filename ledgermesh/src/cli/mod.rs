@@ -3,6 +3,7 @@
 
 mod args;
 mod channels;
+mod conf;
 pub mod config;
 mod progress;
 mod run;
@@ -65,7 +66,8 @@ pub enum Command {
     /// withdraw what is left once the delay has passed.
     Channels(ChannelsArgs),
     /// Config files: `config check FILE` validates one and prints the
-    /// effective settings (secrets redacted).
+    /// effective settings (secrets redacted); `config sample ROLE` writes
+    /// one with every key.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// How a running node (started with `--api`) reaches each peer: its
@@ -203,11 +205,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             count,
             json,
         } => status::ping(&api, api_token.as_deref(), &peer, count, json).await,
-        Command::Config(ConfigCommand::Check {
-            file,
-            json,
-            command,
-        }) => config::check(file, command, json),
+        Command::Config(c) => config::run(c),
         Command::Ledger(LedgerCommand::Deploy {
             rpc,
             ledger_key,

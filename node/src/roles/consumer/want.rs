@@ -33,6 +33,12 @@ pub struct Want {
     pub stream: String,
 }
 
+impl std::fmt::Display for Want {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.peer, self.stream)
+    }
+}
+
 impl FromStr for Want {
     type Err = WantError;
 

@@ -24,6 +24,15 @@ pub enum From {
     Offset(u64),
 }
 
+impl std::fmt::Display for From {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            From::Live => f.write_str("live"),
+            From::Offset(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 impl std::str::FromStr for From {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
