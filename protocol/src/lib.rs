@@ -26,7 +26,11 @@
 //!
 //! One time type inside the machines: [`Instant`], handed in, never read.
 //! The wall clock (Unix milliseconds) is data at the edge: timestamps in
-//! envelopes, grants and ledger entries, compared as values. Because no
+//! envelopes, grants and ledger entries, compared as values. That is why
+//! [`access::AccessControl`] runs on Unix milliseconds: every deadline it
+//! holds is a grant's or an ACL entry's wall-clock end (signed into a
+//! ledger message, kept in the grant log across restarts, dated in the ACL
+//! file), and its timers are those ends. Because no
 //! machine reads a clock, a test runs it on virtual time:
 //! [`harness::Pair`] joins two machines by a link with a delay and
 //! advances time straight to the next delivery or deadline.
