@@ -28,6 +28,20 @@ pub enum LedgerCommand {
     },
 }
 
+/// `ledgermesh vpn ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum VpnCommand {
+    /// Print PEER_ID's address in the mesh: `fda2:12b9:3212::/48` and 80
+    /// bits of a hash of the PeerId, the same on every node (no registry).
+    Address {
+        /// The peer.
+        peer: libp2p::PeerId,
+        /// Print `{"peer_id": ..., "address": ...}` instead of the bare address.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `ledgermesh config ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ConfigCommand {
@@ -870,7 +884,17 @@ impl std::fmt::Display for Until {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Until::Bytes(n) => f.write_str(&super::conf::size_text(*n)),
-            Until::Time(t) => write!(f, "{}ms", t.as_millis()),
+            // The largest unit that says it exactly, as a person would.
+            Until::Time(t) => {
+                let ms = t.as_millis();
+                match ms {
+                    0 => f.write_str("0ms"),
+                    _ if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000),
+                    _ if ms % 60_000 == 0 => write!(f, "{}min", ms / 60_000),
+                    _ if ms % 1_000 == 0 => write!(f, "{}s", ms / 1_000),
+                    _ => write!(f, "{ms}ms"),
+                }
+            }
         }
     }
 }
@@ -892,11 +916,15 @@ impl std::str::FromStr for Until {
         let time = if let Some(n) = s.strip_suffix("ms") {
             num(n).map(std::time::Duration::from_millis)
         } else if let Some(n) = s.strip_suffix("min") {
-            num(n).map(|n| std::time::Duration::from_secs(n * 60))
+            num(n)
+                .and_then(|n| n.checked_mul(60))
+                .map(std::time::Duration::from_secs)
         } else if let Some(n) = s.strip_suffix('s') {
             num(n).map(std::time::Duration::from_secs)
         } else if let Some(n) = s.strip_suffix('h') {
-            num(n).map(|n| std::time::Duration::from_secs(n * 3600))
+            num(n)
+                .and_then(|n| n.checked_mul(3600))
+                .map(std::time::Duration::from_secs)
         } else {
             None
         };

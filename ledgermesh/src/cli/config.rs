@@ -262,7 +262,9 @@ fn with_layer(command: Command, layer: figment::value::Dict) -> anyhow::Result<C
         Figment::from(Serialized::defaults(typed))
             .merge(Serialized::defaults(layer))
             .extract()
-            .map_err(|e| anyhow::anyhow!("the settings do not fit together: {e}"))
+            .map_err(|e| {
+                anyhow::anyhow!("the settings cannot be read back (a path that is not UTF-8?): {e}")
+            })
     }
     if layer.is_empty() {
         return Ok(command);
@@ -341,6 +343,12 @@ fn checked(
     let many = matches!(arg.get_action(), ArgAction::Append);
     if tokens.len() != 1 && !many {
         anyhow::bail!("{place}: takes one value, not {}", tokens.len());
+    }
+    // An empty list would be what no command line can say (`--listen`
+    // takes at least one address): no listener at all, silently.
+    let least = arg.get_num_args().map_or(1, |r| r.min_values());
+    if tokens.len() < least {
+        anyhow::bail!("{place}: takes at least {least} value(s), not none");
     }
     for t in tokens {
         // The value alone, through the flag's own parser.
@@ -461,7 +469,7 @@ fn check_argv(file: Option<PathBuf>, command: Vec<String>) -> anyhow::Result<Vec
 }
 
 /// A role's typed settings as JSON, by key (flattened groups inline).
-fn typed_settings(command: &Command) -> serde_json::Map<String, serde_json::Value> {
+fn typed_settings(command: &Command) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     let value = match command {
         Command::Relay(a) => serde_json::to_value(a),
         Command::Provide(a) | Command::Echo(a) => serde_json::to_value(a),
@@ -469,22 +477,22 @@ fn typed_settings(command: &Command) -> serde_json::Map<String, serde_json::Valu
         Command::Nc(a) => serde_json::to_value(a),
         _ => Ok(serde_json::Value::Null),
     };
-    match value.expect("settings serialize") {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
+    match value.context("the settings cannot be shown (a path that is not UTF-8?)")? {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Ok(serde_json::Map::new()),
     }
 }
 
 /// One row of `config check`: a key, its value as typed, where it came from.
 type Row = (String, String, Origin);
 
+/// The settings by key as `config check --json` prints them.
+type Settings = serde_json::Map<String, serde_json::Value>;
+
 /// Each setting of the loaded role, from its typed settings, with where it
 /// came from: as JSON, and as rows to print. Secrets are shown redacted.
-fn settings_of(
-    loaded: &Loaded,
-    role: &str,
-) -> (serde_json::Map<String, serde_json::Value>, Vec<Row>) {
-    let typed = typed_settings(&loaded.cli.command);
+fn settings_of(loaded: &Loaded, role: &str) -> anyhow::Result<(Settings, Vec<Row>)> {
+    let typed = typed_settings(&loaded.cli.command)?;
     let cmd = Cli::command();
     let sub = cmd.find_subcommand(role).expect("a role");
     let sub_matches = loaded.matches.as_ref().expect("a role's matches");
@@ -531,7 +539,7 @@ fn settings_of(
         );
         rows.push((key, shown.join(" "), origin));
     }
-    (settings, rows)
+    Ok((settings, rows))
 }
 
 /// `ledgermesh config …`.
@@ -574,7 +582,7 @@ pub fn check(file: Option<PathBuf>, command: Vec<String>, json: bool) -> anyhow:
         }
         return Ok(0);
     };
-    let (settings, rows) = settings_of(&loaded, role);
+    let (settings, rows) = settings_of(&loaded, role)?;
     let warnings = warnings(&settings);
     if json {
         ledgermesh_node::events::print_json_line(&serde_json::json!({
@@ -729,7 +737,7 @@ pub fn sample(role: &str) -> anyhow::Result<String> {
     let matches = parse_leniently(&argv)
         .and_then(|(_, _, m)| m.ok())
         .context("the role's defaults parse")?;
-    let defaults = typed_settings(&Cli::from_arg_matches(&matches)?.command);
+    let defaults = typed_settings(&Cli::from_arg_matches(&matches)?.command)?;
     let cmd = Cli::command();
     let sub = cmd.find_subcommand(role).expect("a role");
     let file = format!("{}.toml", names.last().expect("a name"));

@@ -152,7 +152,10 @@ impl<C: Copy + Eq, R> DialBacks<C, R> {
         // Deadlines grow with `now`, so the queue stays ordered by them.
         self.probes.push_back(Probe {
             id,
-            deadline: now + self.limits.timeout,
+            // A timeout too long to add is as good as none.
+            deadline: now
+                .checked_add(self.limits.timeout)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
             reply,
         });
         Ok(())

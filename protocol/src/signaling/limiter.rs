@@ -6,7 +6,7 @@
 
 use libp2p_identity::PeerId;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +60,16 @@ impl SenderLimiter {
         u64::from(self.limits.burst.max(1)) * TOKEN
     }
 
-    fn refilled(&self, b: Bucket, now: Instant) -> u64 {
+    /// The bucket's tokens at `now`, and the instant they are counted to:
+    /// whole milliseconds only, so the part of a millisecond not yet
+    /// counted is kept for the next look.
+    fn refilled(&self, b: Bucket, now: Instant) -> Bucket {
         let ms = u64::try_from(now.saturating_duration_since(b.at).as_millis()).unwrap_or(u64::MAX);
         let gained = ms.saturating_mul(u64::from(self.limits.per_minute));
-        (b.units + gained).min(self.full())
+        Bucket {
+            units: b.units.saturating_add(gained).min(self.full()),
+            at: b.at.checked_add(Duration::from_millis(ms)).unwrap_or(now),
+        }
     }
 
     /// Whether `sender` may be answered now (takes a token if so).
@@ -71,7 +77,7 @@ impl SenderLimiter {
         if !self.buckets.contains_key(&sender) && self.buckets.len() >= self.limits.max_tracked {
             let full = self.full();
             let idle: Vec<PeerId> = (self.buckets.iter())
-                .filter(|(_, b)| self.refilled(**b, now) >= full)
+                .filter(|(_, b)| self.refilled(**b, now).units >= full)
                 .map(|(p, _)| *p)
                 .collect();
             for p in idle {
@@ -91,12 +97,12 @@ impl SenderLimiter {
             at: now,
         };
         let b = self.buckets.get(&sender).copied().unwrap_or(start);
-        let units = self.refilled(b, now);
+        let Bucket { units, at } = self.refilled(b, now);
         let (units, ok) = match units.checked_sub(TOKEN) {
             Some(left) => (left, true),
             None => (units, false),
         };
-        self.buckets.insert(sender, Bucket { units, at: now });
+        self.buckets.insert(sender, Bucket { units, at });
         ok
     }
 
@@ -109,7 +115,6 @@ impl SenderLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// `ms` after `t0`.
     fn at(t0: Instant, ms: u64) -> Instant {
@@ -131,6 +136,18 @@ mod tests {
         assert!(!l.allow(at(t0, 9_999), flood), "one answer per 10 s");
         assert!(l.allow(at(t0, 10_000), flood));
         assert!(!l.allow(at(t0, 10_001), flood));
+        // Asks less than a millisecond apart lose no refill: 10 s of them
+        // earn the one answer 10 s earn.
+        let mut now = at(t0, 10_001);
+        let mut answered = 0;
+        for _ in 0..20_000 {
+            now += Duration::from_micros(500);
+            answered += usize::from(l.allow(now, flood));
+        }
+        assert_eq!(
+            answered, 1,
+            "one answer per 10 s, however the asks are spaced"
+        );
     }
 
     #[test]
