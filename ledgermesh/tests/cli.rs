@@ -565,7 +565,7 @@ fn file_values_fill_the_typed_settings_and_what_a_role_needs_is_checked_after_th
     assert_eq!(s["want"]["value"], serde_json::json!([format!("{peer}/a")]));
     assert_eq!(s["max_bytes"]["value"], "2G");
     assert_eq!(s["max_price_per_mib"]["value"], "100000000000000000000000");
-    assert_eq!(s["until"]["value"], "90000ms");
+    assert_eq!(s["until"]["value"], "90s");
     // Without `out` (or `listen_local`) it is refused, naming both.
     std::fs::write(&file, format!("role = \"consume\"\nwant = \"{peer}/a\"\n")).unwrap();
     let (code, _, err) = config_check(&[file.to_str().unwrap()], &[]);
@@ -574,6 +574,18 @@ fn file_values_fill_the_typed_settings_and_what_a_role_needs_is_checked_after_th
         err.contains("--out") && err.contains("listen_local"),
         "{err}"
     );
+    // An empty list is what no command line can say: refused, not "no
+    // listener at all".
+    std::fs::write(
+        &file,
+        format!("role = \"consume\"\nwant = \"{peer}/a\"\nout = \"o\"\nlisten = []\n"),
+    )
+    .unwrap();
+    let (code, _, err) = config_check(&[file.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("key `listen`: takes at least 1"), "{err}");
+    let (code, _, err) = config_check(&[file.to_str().unwrap()], &[("LEDGERMESH_LISTEN", ",")]);
+    assert_eq!(code, 2, "{err}");
     // A file's `allow` beside a flag's `--open`: one or the other.
     let relay = dir.join("r.toml");
     std::fs::write(&relay, "role = \"relay\"\nallow = \"allow.toml\"\n").unwrap();
@@ -945,4 +957,26 @@ fn the_log_keeps_loopback_addresses_whole() {
     );
     let shown = listening_line(&["--log-addrs"]);
     assert!(shown.contains("/ip4/127.0.0.1/tcp/"), "{shown}");
+}
+
+#[test]
+fn a_vpn_address_comes_from_the_peer_id_alone() {
+    let peer = "12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7";
+    let out = bin().args(["vpn", "address", peer]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "fda2:12b9:3212:88b2:7717:7a8f:aeef:43c3"
+    );
+    let out = bin()
+        .args(["vpn", "address", peer, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["peer_id"], peer);
+    assert_eq!(v["address"], "fda2:12b9:3212:88b2:7717:7a8f:aeef:43c3");
+    // Not a PeerId: refused as a bad argument.
+    let out = bin().args(["vpn", "address", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'nope'"));
 }

@@ -70,6 +70,7 @@ pub mod signal;
 pub mod signaling;
 pub mod stream;
 pub mod topic;
+pub mod vpn;
 
 pub use envelope::{seal, OpenError, OpenPolicy, Opened, Opener, SealError, Sealed};
 pub use signal::{

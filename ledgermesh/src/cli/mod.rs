@@ -65,6 +65,10 @@ pub enum Command {
     /// close one (payer; the payee may still claim for the close delay), or
     /// withdraw what is left once the delay has passed.
     Channels(ChannelsArgs),
+    /// The mesh VPN (being built): `vpn address PEER_ID` prints the
+    /// address a node's key gives it inside the tunnel.
+    #[command(subcommand)]
+    Vpn(VpnCommand),
     /// Config files: `config check FILE` validates one and prints the
     /// effective settings (secrets redacted); `config sample ROLE` writes
     /// one with every key.
@@ -206,11 +210,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             json,
         } => status::ping(&api, api_token.as_deref(), &peer, count, json).await,
         Command::Config(c) => config::run(c),
+        Command::Vpn(c) => vpn(c),
         Command::Ledger(LedgerCommand::Deploy {
             rpc,
             ledger_key,
             json,
         }) => deploy(&rpc, ledger_key.as_deref(), json).await,
+    }
+}
+
+/// `ledgermesh vpn …`.
+fn vpn(command: VpnCommand) -> anyhow::Result<i32> {
+    match command {
+        VpnCommand::Address { peer, json } => {
+            let address = ledgermesh_protocol::vpn::address_of(&peer);
+            if json {
+                ledgermesh_node::events::print_json_line(&serde_json::json!({
+                    "peer_id": peer.to_string(),
+                    "address": address.to_string(),
+                }));
+            } else {
+                println!("{address}");
+            }
+            Ok(0)
+        }
     }
 }
 
