@@ -407,6 +407,33 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         remote_addr: Option<String>,
     },
+    /// (VPN) packets dropped: `count` so far of `reason` (`malformed`,
+    /// `too_big`, `no_route`, `not_allowed`, `spoofed_source`,
+    /// `not_for_us`, `not_from_us`, `congested`) from or to `peer_id`
+    /// (absent for our own device's packets that went to no peer). Told at
+    /// the 1st, 2nd, 4th, 8th, … of each reason and peer, so a flood cannot
+    /// flood the log.
+    VpnDropped {
+        /// The peer, when one is concerned.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer_id: Option<String>,
+        /// Why.
+        reason: &'static str,
+        /// Dropped so far for this reason and peer.
+        count: u64,
+    },
+    /// (VPN) a peer's packet stream opened (`up`) or ended (`down`); `in`:
+    /// the peer opened it, `out`: we did.
+    VpnPeer {
+        /// The peer.
+        peer_id: String,
+        /// Its address in the mesh.
+        address: String,
+        /// `up` or `down`.
+        state: &'static str,
+        /// `in` or `out`.
+        direction: &'static str,
+    },
     /// A connection closed.
     Disconnected {
         /// The remote peer.

@@ -5,6 +5,7 @@ pub mod observe;
 pub mod pay;
 pub mod relay;
 pub mod stream;
+pub mod vpn;
 
 /// An I/O error as a person reads it: the muxer's internal stream label
 /// (`00000002/1: connection is closed`) left out.

@@ -38,11 +38,14 @@ pub enum Drop {
     NotForUs,
     /// From our own device, with a source address that is not ours.
     NotFromUs,
+    /// The queue to or from a peer was full (the node's, not the router's
+    /// decision: it carries packets no faster than the path takes them).
+    Congested,
 }
 
 impl Drop {
     /// Every reason, in order.
-    pub const ALL: [Drop; 7] = [
+    pub const ALL: [Drop; 8] = [
         Drop::Malformed,
         Drop::TooBig,
         Drop::NoRoute,
@@ -50,6 +53,7 @@ impl Drop {
         Drop::SpoofedSource,
         Drop::NotForUs,
         Drop::NotFromUs,
+        Drop::Congested,
     ];
 
     /// The reason's name in events and metrics.
@@ -62,6 +66,7 @@ impl Drop {
             Drop::SpoofedSource => "spoofed_source",
             Drop::NotForUs => "not_for_us",
             Drop::NotFromUs => "not_from_us",
+            Drop::Congested => "congested",
         }
     }
 }

@@ -159,6 +159,15 @@ impl Router {
         why
     }
 
+    /// A stream from `peer`: refused (and counted as its first packet
+    /// would be) unless the peer is allowed.
+    pub fn admit(&mut self, peer: &PeerId) -> Result<(), Drop> {
+        match self.peers.contains_key(peer) {
+            true => Ok(()),
+            false => Err(self.drop(Drop::NotAllowed)),
+        }
+    }
+
     /// A packet from our device: the peer to send it to.
     pub fn outbound(&mut self, packet: &[u8]) -> Result<PeerId, Drop> {
         let verdict = self.judge_outbound(packet);

@@ -1,0 +1,139 @@
+//! The streams of the tunnel: one writer per peer we send to, one reader
+//! per stream a peer opened.
+
+use super::{lock, Vpn, BATCH, MAX_INBOUND_PER_PEER, PROTOCOL, RETRY_AFTER};
+use crate::net::Net;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use ledgermesh_protocol::vpn::frame::{self, Decoder, FrameError};
+use ledgermesh_protocol::vpn::Drop;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+impl Vpn {
+    /// One peer's writer: opens the stream, then writes what is queued,
+    /// a batch at a time, until the stream fails or the node stops.
+    pub(super) async fn write_to(
+        self,
+        net: impl Net,
+        peer: PeerId,
+        mut queue: mpsc::Receiver<Vec<u8>>,
+    ) {
+        let opened = net
+            .stream_control()
+            .open_stream(peer, StreamProtocol::new(PROTOCOL))
+            .await;
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "no vpn stream to the peer");
+                let mut unreachable = lock(&self.inner.unreachable);
+                if unreachable.len() < ledgermesh_protocol::vpn::router::MAX_PEERS {
+                    unreachable.insert(peer, Instant::now() + RETRY_AFTER);
+                }
+                return;
+            }
+        };
+        Self::told_peer(&net, peer, "up", "out");
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(first) = queue.recv().await {
+            batch.clear();
+            let mut next = Some(first);
+            while let Some(packet) = next.take() {
+                // The router checked the size: this cannot be refused.
+                let _ = frame::encode(&packet, self.inner.mtu, &mut batch);
+                if batch.len() < BATCH {
+                    next = queue.try_recv().ok();
+                }
+            }
+            if let Err(e) = stream.write_all(&batch).await {
+                tracing::debug!(%peer, error = %e, "vpn stream to the peer ended");
+                break;
+            }
+        }
+        Self::told_peer(&net, peer, "down", "out");
+    }
+
+    /// A stream from `peer`: read if the router allows the peer.
+    pub(super) fn accepted(
+        &self,
+        net: &impl Net,
+        peer: PeerId,
+        stream: Stream,
+        to: mpsc::Sender<Vec<u8>>,
+    ) {
+        if let Err(why) = self.router().admit(&peer) {
+            return self.dropped(net, Some(peer), why);
+        }
+        let Ok(permit) = self.inner.inbound.clone().try_acquire_owned() else {
+            return self.dropped(net, Some(peer), Drop::Congested);
+        };
+        {
+            let mut reading = lock(&self.inner.reading);
+            let n = reading.entry(peer).or_default();
+            if *n >= MAX_INBOUND_PER_PEER {
+                drop(reading);
+                return self.dropped(net, Some(peer), Drop::Congested);
+            }
+            *n += 1;
+        }
+        let (me, n) = (self.clone(), net.clone());
+        net.spawn(async move {
+            let _permit = permit;
+            Self::told_peer(&n, peer, "up", "in");
+            let end = me.read_from(&n, peer, stream, to).await;
+            tracing::debug!(%peer, ?end, "vpn stream from the peer ended");
+            let mut reading = lock(&me.inner.reading);
+            if let Some(k) = reading.get_mut(&peer) {
+                *k -= 1;
+                if *k == 0 {
+                    reading.remove(&peer);
+                }
+            }
+            drop(reading);
+            Self::told_peer(&n, peer, "down", "in");
+        });
+    }
+
+    /// Reads `peer`'s frames and hands the packets the router allows to the
+    /// device, until the stream ends or breaks its framing.
+    async fn read_from(
+        &self,
+        net: &impl Net,
+        peer: PeerId,
+        mut stream: Stream,
+        to: mpsc::Sender<Vec<u8>>,
+    ) -> Result<(), FrameError> {
+        let mut decoder = Decoder::new(self.inner.mtu);
+        let mut buf = vec![0u8; BATCH];
+        loop {
+            let n = match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(n) => n,
+            };
+            decoder.push(&buf[..n]);
+            while let Some(packet) = decoder.next_packet() {
+                let packet = match packet {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let why = match e {
+                            FrameError::TooBig { .. } => Drop::TooBig,
+                            FrameError::Empty => Drop::Malformed,
+                        };
+                        self.dropped(net, Some(peer), why);
+                        return Err(e);
+                    }
+                };
+                let verdict = self.router().inbound(&peer, packet);
+                match verdict {
+                    Err(why) => self.dropped(net, Some(peer), why),
+                    Ok(()) => {
+                        if to.try_send(packet.to_vec()).is_err() {
+                            self.dropped(net, Some(peer), Drop::Congested);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The mesh VPN's packets between peers: `/ledgermesh/vpn/1`, a stream
+//! each way per peer, carrying frames (`ledgermesh_protocol::vpn::frame`)
+//! over whatever connection the node has to the peer, direct or relayed.
+//!
+//! The decisions are the router's (`ledgermesh_protocol::vpn::Router`);
+//! here they are carried out. A packet from the device goes to its peer's
+//! stream, opened on first use, and packets waiting are batched into one
+//! write. A packet from a peer's stream goes to the device once the router
+//! lets it. Every drop is counted and told (`vpn_dropped`, at the 1st,
+//! 2nd, 4th, … of each reason and peer), and the tunnel runs on.
+//!
+//! ```text
+//!   device ──► Router::outbound ──► queue (256) ──► writer: frames ──► peer
+//!   device ◄── Router::inbound  ◄── reader: Decoder ◄──────────────── peer
+//! ```
+
+use crate::events::Event;
+
+mod links;
+use crate::net::Net;
+use futures::StreamExt;
+use ledgermesh_protocol::vpn::{address_of, Drop, Router};
+use libp2p::{PeerId, StreamProtocol};
+use libp2p_stream::IncomingStreams;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
+
+/// The protocol's name.
+pub const PROTOCOL: &str = "/ledgermesh/vpn/1";
+/// Packets queued for one peer (or for the device) before more are
+/// dropped as `congested`.
+pub const QUEUE: usize = 256;
+/// Streams from peers read at once, all peers together.
+pub const MAX_INBOUND: usize = 1024;
+/// Streams from one peer read at once.
+pub const MAX_INBOUND_PER_PEER: usize = 2;
+/// After a stream to a peer could not be opened, its packets are dropped
+/// (`no_route`) this long before the next try.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Bytes of frames put in one write.
+const BATCH: usize = 64 << 10;
+
+/// The device's side of the tunnel: packets read from it, and where the
+/// packets for it go. A TUN device in the `vpn` role; channels in tests.
+pub struct Device {
+    /// Packets the device sent (to be routed to peers).
+    pub from: mpsc::Receiver<Vec<u8>>,
+    /// Packets for the device.
+    pub to: mpsc::Sender<Vec<u8>>,
+}
+
+/// The node serves the protocol already (one tunnel per node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the node carries a tunnel already ({PROTOCOL} is served)")]
+pub struct AlreadyServed;
+
+/// The tunnel's packet carrier (see the module docs).
+#[derive(Clone)]
+pub struct Vpn {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    router: Mutex<Router>,
+    mtu: usize,
+    /// The queue to each peer's writer.
+    links: Mutex<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
+    /// Peers no stream could be opened to, until when.
+    unreachable: Mutex<HashMap<PeerId, Instant>>,
+    /// Drops by peer and reason, for telling at powers of two.
+    told: Mutex<HashMap<(Option<PeerId>, Drop), u64>>,
+    inbound: Arc<Semaphore>,
+    /// Streams being read, by peer.
+    reading: Mutex<HashMap<PeerId, usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Vpn {
+    /// Carries packets of at most `mtu` bytes as `router` decides.
+    pub fn new(router: Router, mtu: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                router: Mutex::new(router),
+                mtu,
+                links: Mutex::new(HashMap::new()),
+                unreachable: Mutex::new(HashMap::new()),
+                told: Mutex::new(HashMap::new()),
+                inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
+                reading: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The router, to allow or forbid peers while the tunnel runs.
+    pub fn router(&self) -> MutexGuard<'_, Router> {
+        lock(&self.inner.router)
+    }
+
+    /// Serves the protocol (from now on: a peer's stream is accepted once
+    /// this returns) and carries the device's packets, in a task of the
+    /// node's, until the device closes or the node stops.
+    pub fn start(self, net: impl Net, device: Device) -> Result<(), AlreadyServed> {
+        let incoming = net
+            .stream_control()
+            .accept(StreamProtocol::new(PROTOCOL))
+            .map_err(|_| AlreadyServed)?;
+        net.spawn(self.run(net.clone(), incoming, device));
+        Ok(())
+    }
+
+    async fn run(self, net: impl Net, mut incoming: IncomingStreams, device: Device) {
+        let Device { mut from, to } = device;
+        loop {
+            tokio::select! {
+                next = incoming.next() => {
+                    let Some((peer, stream)) = next else { break };
+                    self.accepted(&net, peer, stream, to.clone());
+                }
+                packet = from.recv() => {
+                    let Some(packet) = packet else { break };
+                    self.outbound(&net, packet);
+                }
+                () = net.stopping() => break,
+            }
+        }
+    }
+
+    /// Counts a drop and tells the 1st, 2nd, 4th, … of each reason and peer.
+    fn dropped(&self, net: &impl Net, peer: Option<PeerId>, why: Drop) {
+        let count = {
+            let mut told = lock(&self.inner.told);
+            if told.len() >= 4 * ledgermesh_protocol::vpn::router::MAX_PEERS {
+                told.clear();
+            }
+            let n = told.entry((peer, why)).or_default();
+            *n += 1;
+            *n
+        };
+        if count.is_power_of_two() {
+            tracing::info!(peer = ?peer, reason = why.as_str(), count, "vpn packets dropped");
+            net.emit(Event::VpnDropped {
+                peer_id: peer.map(|p| p.to_string()),
+                reason: why.as_str(),
+                count,
+            });
+        }
+    }
+
+    fn told_peer(net: &impl Net, peer: PeerId, state: &'static str, direction: &'static str) {
+        net.emit(Event::VpnPeer {
+            peer_id: peer.to_string(),
+            address: address_of(&peer).to_string(),
+            state,
+            direction,
+        });
+    }
+
+    /// A packet from the device: onto its peer's queue.
+    fn outbound(&self, net: &impl Net, packet: Vec<u8>) {
+        let peer = match self.router().outbound(&packet) {
+            Ok(peer) => peer,
+            Err(why) => return self.dropped(net, None, why),
+        };
+        let now = Instant::now();
+        {
+            let mut unreachable = lock(&self.inner.unreachable);
+            unreachable.retain(|_, until| *until > now);
+            if unreachable.contains_key(&peer) {
+                return self.dropped(net, Some(peer), Drop::NoRoute);
+            }
+        }
+        let queue = {
+            let mut links = lock(&self.inner.links);
+            links.retain(|_, q| !q.is_closed());
+            links
+                .entry(peer)
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(QUEUE);
+                    net.spawn(self.clone().write_to(net.clone(), peer, rx));
+                    tx
+                })
+                .clone()
+        };
+        if queue.try_send(packet).is_err() {
+            self.dropped(net, Some(peer), Drop::Congested);
+        }
+    }
+}
