@@ -507,7 +507,7 @@ fn the_committed_samples_are_what_config_sample_writes() {
 fn every_key_a_sample_shows_commented_is_accepted_when_uncommented() {
     let dir = temp("config-uncommented");
     let peer = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
-    for role in ["relay", "provide", "consume", "nc", "echo"] {
+    for role in ["relay", "provide", "consume", "nc", "echo", "vpn"] {
         let text = sample(role);
         let setting = |l: &str| {
             let l = l.trim_start_matches("# ");

@@ -177,3 +177,83 @@ async fn a_stranger_a_spoofer_and_a_broken_framer_are_dropped_and_the_tunnel_run
         })
         .await;
 }
+
+/// `ping -6` from `host` of `lab` to `addr`: how many of `count` came back.
+fn ping6(lab: &ledgermesh_e2e::natlab::Lab, host: &str, addr: &str, count: u32) -> u32 {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns(host), "ping", "-6", "-n", "-q"])
+        .args(["-c", &count.to_string(), "-i", "0.2", "-W", "5", addr])
+        .output()
+        .expect("run ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "3 packets transmitted, 3 received, 0% packet loss, time 402ms"
+    text.split(", ")
+        .find_map(|part| part.strip_suffix(" received"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts `ledgermesh vpn` on `host` with `args` and waits for its device.
+fn vpn_on(
+    lab: &ledgermesh_e2e::natlab::Lab,
+    host: &str,
+    dir: &std::path::Path,
+    key: &str,
+    args: &[&str],
+) -> ledgermesh_e2e::procs::Proc {
+    let mut all = vec![
+        "vpn",
+        "--json",
+        "--key",
+        key,
+        "--listen",
+        "/ip4/0.0.0.0/udp/4001/quic-v1",
+        "/ip4/0.0.0.0/tcp/4001",
+    ];
+    all.extend_from_slice(args);
+    let mut p = lab.start(host, host, dir, &all);
+    let up = p.wait_for("vpn_up", Duration::from_secs(30), |v| {
+        ledgermesh_e2e::procs::event_is(v, "vpn_up")
+    });
+    assert_eq!(up["tun"], "ledgermesh0", "{up}");
+    p
+}
+
+#[test]
+fn natlab_vpn_hosts_ping_by_key_derived_address_and_a_stranger_gets_nothing() {
+    use ledgermesh_e2e::natlab::{Lab, Nat};
+    use ledgermesh_e2e::procs::{event_is, keygen};
+    let Some(lab) = Lab::up("vpn-ping", Nat::Eim, Nat::Eim) else {
+        return;
+    };
+    let dir = temp_dir("vpn-lab");
+    let (ka, ida) = keygen(dir.path(), "a");
+    let (kb, idb) = keygen(dir.path(), "b");
+    let (kc, idc) = keygen(dir.path(), "c");
+    let addr_of = |id: &str| address_of(&id.parse().unwrap()).to_string();
+    let b_at = format!("/ip4/203.0.113.11/udp/4001/quic-v1/p2p/{idb}");
+    // b (on obs1) allows a only; a (on pub) and c (on obs2) both reach b.
+    let mut b = vpn_on(&lab, "obs1", dir.path(), &kb, &["--peer", &ida]);
+    let mut a = vpn_on(&lab, "pub", dir.path(), &ka, &["--peer-addr", &b_at]);
+    let mut c = vpn_on(&lab, "obs2", dir.path(), &kc, &["--peer-addr", &b_at]);
+    assert_eq!(
+        a.wait_for("a's address", T, |v| event_is(v, "vpn_up"))["address"],
+        addr_of(&ida)
+    );
+    // Both ways, through each side's TUN device and the tunnel.
+    assert_eq!(ping6(&lab, "pub", &addr_of(&idb), 5), 5, "a → b");
+    assert_eq!(ping6(&lab, "obs1", &addr_of(&ida), 5), 5, "b → a");
+    b.wait_for("a's stream", T, |v| {
+        event_is(v, "vpn_peer") && v["peer_id"] == ida && v["state"] == "up"
+    });
+    // c is connected to b, but b never allowed it: nothing comes back.
+    assert_eq!(ping6(&lab, "obs2", &addr_of(&idb), 2), 0, "c → b");
+    b.wait_for("c refused", T, |v| {
+        event_is(v, "vpn_dropped") && v["peer_id"] == idc && v["reason"] == "not_allowed"
+    });
+    for p in [&mut a, &mut b, &mut c] {
+        p.stop();
+    }
+}
+
+const T: Duration = Duration::from_secs(30);

@@ -28,6 +28,51 @@ pub enum LedgerCommand {
     },
 }
 
+/// `ledgermesh vpn`: the role, or one of its subcommands.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct VpnArgs {
+    /// A subcommand instead of running the tunnel.
+    #[command(subcommand)]
+    pub command: Option<VpnCommand>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: Box<VpnRunArgs>,
+}
+
+/// The tunnel's flags.
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
+pub struct VpnRunArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    #[serde(flatten)]
+    pub node: NodeArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    #[serde(flatten)]
+    pub peer: PeerArgs,
+    /// A peer allowed through the tunnel, by PeerId (repeatable): its
+    /// packets reach this node's address and ours reach its.
+    #[arg(long = "peer", value_name = "PEER_ID", num_args = 1..)]
+    #[serde(rename = "peer", with = "super::conf::many")]
+    pub peers: Vec<libp2p::PeerId>,
+    /// A peer to reach at this address (`…/p2p/<id>`, repeatable), kept
+    /// connected, and allowed.
+    #[arg(long, num_args = 1..)]
+    #[serde(with = "super::conf::many")]
+    pub peer_addr: Vec<Multiaddr>,
+    /// The TUN device's MTU: the largest packet carried. The default fits
+    /// one QUIC datagram on a 1,500-byte path.
+    #[arg(long, default_value_t = ledgermesh_node::roles::vpn::DEFAULT_MTU,
+          value_parser = clap::value_parser!(u16).range(1280..=9000))]
+    #[serde(with = "super::conf::one")]
+    pub mtu: u16,
+    /// The TUN device's name.
+    #[arg(long, default_value = ledgermesh_node::roles::vpn::DEFAULT_TUN)]
+    #[serde(with = "super::conf::one")]
+    pub tun_name: String,
+}
+
 /// `ledgermesh vpn ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum VpnCommand {
@@ -63,8 +108,8 @@ pub enum ConfigCommand {
     /// the common ones set, the rest commented out at their defaults. The
     /// samples in `config/` are these.
     Sample {
-        /// relay, provide, consume, nc or echo.
-        #[arg(value_parser = ["relay", "provide", "provider", "consume", "consumer", "nc", "echo"])]
+        /// relay, provide, consume, nc, echo or vpn.
+        #[arg(value_parser = ["relay", "provide", "provider", "consume", "consumer", "nc", "echo", "vpn"])]
         role: String,
     },
 }

@@ -16,7 +16,7 @@
 //! struct, and `config sample` writes a documented file from its defaults
 //! and the flags' help.
 
-use super::{Cli, Command};
+use super::{Cli, Command, VpnArgs};
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches};
@@ -36,6 +36,7 @@ const ROLES: &[(&str, &[&str])] = &[
     ("consume", &["consume", "consumer"]),
     ("nc", &["nc"]),
     ("echo", &["echo"]),
+    ("vpn", &["vpn"]),
 ];
 
 /// Environment variables that are not a flag's value: the ledger key
@@ -275,6 +276,10 @@ fn with_layer(command: Command, layer: figment::value::Dict) -> anyhow::Result<C
         Command::Echo(a) => Command::Echo(merged(a, layer)?),
         Command::Consume(a) => Command::Consume(merged(a, layer)?),
         Command::Nc(a) => Command::Nc(merged(a, layer)?),
+        Command::Vpn(a) => Command::Vpn(VpnArgs {
+            command: a.command,
+            run: Box::new(merged(*a.run, layer)?),
+        }),
         other => other,
     })
 }
@@ -435,7 +440,7 @@ fn check_argv(file: Option<PathBuf>, command: Vec<String>) -> anyhow::Result<Vec
             .with_context(|| {
                 format!(
                     "{}: no `role` key; say which role the file is for: role = \"relay\" \
-                     (or provide, consume, nc, echo)",
+                     (or provide, consume, nc, echo, vpn)",
                     file.display()
                 )
             })?;
@@ -445,7 +450,7 @@ fn check_argv(file: Option<PathBuf>, command: Vec<String>) -> anyhow::Result<Vec
             .map(|(r, _)| *r)
             .with_context(|| {
                 format!(
-                    "{}: key `role`: `{role}` is not a role (relay, provide, consume, nc, echo)",
+                    "{}: key `role`: `{role}` is not a role (relay, provide, consume, nc, echo, vpn)",
                     file.display()
                 )
             })?;
@@ -475,6 +480,7 @@ fn typed_settings(command: &Command) -> anyhow::Result<serde_json::Map<String, s
         Command::Provide(a) | Command::Echo(a) => serde_json::to_value(a),
         Command::Consume(a) => serde_json::to_value(a),
         Command::Nc(a) => serde_json::to_value(a),
+        Command::Vpn(a) => serde_json::to_value(&a.run),
         _ => Ok(serde_json::Value::Null),
     };
     match value.context("the settings cannot be shown (a path that is not UTF-8?)")? {
@@ -684,6 +690,14 @@ const SAMPLE_EXAMPLES: &[(&str, &str)] = &[
     ("quorum", "3"),
     ("relay_deposit", r#""10000000000000000""#),
     ("stream", r#"["ticks=exec:date +%s", "sample=random:8M:7"]"#),
+    (
+        "peer",
+        r#"["12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7"]"#,
+    ),
+    (
+        "peer_addr",
+        r#"["/ip4/203.0.113.30/udp/4001/quic-v1/p2p/12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7"]"#,
+    ),
 ];
 
 /// A value from the typed settings as TOML: a number as a number where
@@ -729,7 +743,9 @@ pub fn sample(role: &str) -> anyhow::Result<String> {
     let (role, names) = ROLES
         .iter()
         .find(|(r, names)| *r == role || names.contains(&role))
-        .with_context(|| format!("{role:?} is not a role (relay, provide, consume, nc, echo)"))?;
+        .with_context(|| {
+            format!("{role:?} is not a role (relay, provide, consume, nc, echo, vpn)")
+        })?;
     let mut argv: Vec<OsString> = vec!["ledgermesh".into(), (*role).into()];
     if *role == "nc" {
         argv.push("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/sample".into());

@@ -65,10 +65,10 @@ pub enum Command {
     /// close one (payer; the payee may still claim for the close delay), or
     /// withdraw what is left once the delay has passed.
     Channels(ChannelsArgs),
-    /// The mesh VPN (being built): `vpn address PEER_ID` prints the
-    /// address a node's key gives it inside the tunnel.
-    #[command(subcommand)]
-    Vpn(VpnCommand),
+    /// The mesh VPN: a TUN device with this node's address (from its key)
+    /// whose packets go to allowed peers over the node's connections
+    /// (Linux, CAP_NET_ADMIN). `vpn address PEER_ID` prints a peer's address.
+    Vpn(VpnArgs),
     /// Config files: `config check FILE` validates one and prints the
     /// effective settings (secrets redacted); `config sample ROLE` writes
     /// one with every key.
@@ -210,7 +210,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             json,
         } => status::ping(&api, api_token.as_deref(), &peer, count, json).await,
         Command::Config(c) => config::run(c),
-        Command::Vpn(c) => vpn(c),
+        Command::Vpn(args) => vpn(args).await,
         Command::Ledger(LedgerCommand::Deploy {
             rpc,
             ledger_key,
@@ -220,9 +220,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// `ledgermesh vpn …`.
-fn vpn(command: VpnCommand) -> anyhow::Result<i32> {
-    match command {
-        VpnCommand::Address { peer, json } => {
+async fn vpn(args: VpnArgs) -> anyhow::Result<i32> {
+    match args.command {
+        Some(VpnCommand::Address { peer, json }) => {
             let address = ledgermesh_protocol::vpn::address_of(&peer);
             if json {
                 ledgermesh_node::events::print_json_line(&serde_json::json!({
@@ -234,6 +234,7 @@ fn vpn(command: VpnCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        None => run_vpn(*args.run).await,
     }
 }
 

@@ -312,8 +312,6 @@ async fn start_ledger_node(
     std::sync::Arc<dyn ledgermesh_ledger::Ledger>,
     Vec<Multiaddr>,
 )> {
-    public_or_local("--relay", &net.relay, node.allow_private_addrs)?;
-    public_or_local("--observer", &net.observer, node.allow_private_addrs)?;
     let peer = keypair.public().to_peer_id();
     let opened = ledger
         .open(&peer.to_string())
@@ -325,6 +323,19 @@ async fn start_ledger_node(
         .chain(net.observer.iter())
         .cloned()
         .collect();
+    let handle = start_node(role, keypair, node, net).await?;
+    Ok((handle, opened, observers))
+}
+
+/// Starts the node of `role` (and its API, when asked for).
+async fn start_node(
+    role: &str,
+    keypair: libp2p::identity::Keypair,
+    node: &NodeArgs,
+    net: &PeerArgs,
+) -> anyhow::Result<ledgermesh_node::swarm::NodeHandle> {
+    public_or_local("--relay", &net.relay, node.allow_private_addrs)?;
+    public_or_local("--observer", &net.observer, node.allow_private_addrs)?;
     let mut config = NodeConfig::new(role);
     config.listen = net.listen.clone();
     config.relays = net.relay.clone();
@@ -349,7 +360,32 @@ async fn start_ledger_node(
         .await
         .with_context(|| format!("starting the {role} node"))?;
     node.start_api(&handle).await?;
-    Ok((handle, opened, observers))
+    Ok(handle)
+}
+
+/// `ledgermesh vpn`: the node, its TUN device and the tunnel.
+pub(super) async fn run_vpn(args: VpnRunArgs) -> anyhow::Result<i32> {
+    let keypair = load_or_ephemeral(args.node.key.as_deref())?;
+    public_or_local(
+        "--peer-addr",
+        &args.peer_addr,
+        args.node.allow_private_addrs,
+    )?;
+    let handle = start_node("vpn", keypair, &args.node, &args.peer).await?;
+    let config = ledgermesh_node::roles::vpn::VpnConfig {
+        tun_name: args.tun_name,
+        mtu: args.mtu,
+        peers: (args.peers.into_iter())
+            .map(ledgermesh_protocol::vpn::Peer::new)
+            .collect(),
+        dial: args.peer_addr,
+    };
+    let result = tokio::select! {
+        r = ledgermesh_node::roles::vpn::run(handle.clone(), config) => r.map_err(anyhow::Error::from),
+        _ = wait_for_ctrl_c() => Ok(()),
+    };
+    handle.shutdown_because("signal").await;
+    result.map(|()| 0)
 }
 
 pub(super) async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {

@@ -407,6 +407,16 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         remote_addr: Option<String>,
     },
+    /// (VPN) the tunnel is up: the TUN device `tun` carries `address`, the
+    /// node's address in the mesh (from its key), with `mtu`.
+    VpnUp {
+        /// The node's mesh address.
+        address: String,
+        /// The device's name.
+        tun: String,
+        /// The device's MTU.
+        mtu: u16,
+    },
     /// (VPN) packets dropped: `count` so far of `reason` (`malformed`,
     /// `too_big`, `no_route`, `not_allowed`, `spoofed_source`,
     /// `not_for_us`, `not_from_us`, `congested`) from or to `peer_id`

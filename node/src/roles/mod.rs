@@ -5,3 +5,5 @@ pub mod consumer;
 pub mod paying;
 pub mod provider;
 pub mod relay;
+#[cfg(target_os = "linux")]
+pub mod vpn;

@@ -1,0 +1,143 @@
+//! The `vpn` role: a TUN device with the node's mesh address, whose
+//! packets travel to allowed peers over the node's own connections (direct
+//! after hole punching, relayed otherwise) as `protocols::vpn` carries them
+//! and the router decides.
+
+mod tun;
+
+use crate::events::Event;
+use crate::protocols::vpn::{AlreadyServed, Device, Vpn, QUEUE};
+use crate::swarm::NodeHandle;
+use ledgermesh_protocol::vpn::{address_of, Peer, Router, RouterError};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The default MTU: an IPv6 packet of this size fits one QUIC datagram on
+/// a 1,500-byte path (1,452 bytes of UDP payload over IPv6, less a short
+/// header with an 8-byte connection id, the AEAD tag and the frame's own
+/// header), with room to spare.
+pub const DEFAULT_MTU: u16 = 1400;
+/// The default device name.
+pub const DEFAULT_TUN: &str = "ledgermesh0";
+/// How often a peer given by address is dialed again while not connected.
+const REDIAL: Duration = Duration::from_secs(5);
+
+/// What the role needs.
+#[derive(Debug, Clone)]
+pub struct VpnConfig {
+    /// The TUN device's name.
+    pub tun_name: String,
+    /// Its MTU.
+    pub mtu: u16,
+    /// The peers allowed (their own addresses, and their `allowed_ips`).
+    pub peers: Vec<Peer>,
+    /// Peers to reach at these addresses (`…/p2p/<id>`), kept connected.
+    pub dial: Vec<Multiaddr>,
+}
+
+/// Why the role could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VpnError {
+    /// The device could not be made for want of the right.
+    #[error(
+        "cannot create the TUN device {name}: {source}. It needs CAP_NET_ADMIN: run as root, \
+         or give the binary the capability (setcap cap_net_admin+ep BINARY)"
+    )]
+    NoPermission {
+        /// The device's name.
+        name: String,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// The device could not be made or set up.
+    #[error("cannot set up the TUN device {name}: {source}")]
+    Device {
+        /// The device's name.
+        name: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A peer could not be allowed.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// The node carries a tunnel already.
+    #[error(transparent)]
+    AlreadyServed(#[from] AlreadyServed),
+    /// A `--peer-addr` without `/p2p/<id>`.
+    #[error("{0}: a peer's address must end in /p2p/<peer id>")]
+    NoPeerId(Multiaddr),
+}
+
+/// The peer an address names (its last `/p2p/`).
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().fold(None, |found, p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => found,
+    })
+}
+
+/// Runs the role until the node stops.
+pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> {
+    let me = handle.peer_id();
+    let address = address_of(&me);
+    let mtu = config.mtu;
+    let mut router = Router::new(&me, &[], usize::from(mtu));
+    let mut dial = vec![];
+    for addr in &config.dial {
+        let peer = peer_of(addr).ok_or_else(|| VpnError::NoPeerId(addr.clone()))?;
+        if !router.is_allowed(&peer) {
+            router.allow(Peer::new(peer))?;
+        }
+        dial.push((peer, addr.clone()));
+    }
+    for peer in config.peers {
+        router.allow(peer)?;
+    }
+    let dev = tun::open(&config.tun_name, mtu, address).map_err(|source| {
+        let name = config.tun_name.clone();
+        match source.kind() {
+            std::io::ErrorKind::PermissionDenied => VpnError::NoPermission { name, source },
+            _ => VpnError::Device { name, source },
+        }
+    })?;
+    let tun_name = dev.name().unwrap_or(config.tun_name);
+    let dev = Arc::new(dev);
+    let (to_tunnel, from) = mpsc::channel(QUEUE);
+    let (to, from_tunnel) = mpsc::channel(QUEUE);
+    Vpn::new(router, usize::from(mtu)).start(handle.clone(), Device { from, to })?;
+    handle.spawn(tun::read(dev.clone(), mtu, to_tunnel));
+    handle.spawn(tun::write(dev, from_tunnel));
+    tracing::info!(%address, tun = %tun_name, "vpn up");
+    handle.emit(Event::VpnUp {
+        address: address.to_string(),
+        tun: tun_name,
+        mtu,
+    });
+    keep_connected(&handle, &dial).await;
+    Ok(())
+}
+
+/// Dials each `(peer, address)` that is not connected, every few seconds,
+/// until the node stops.
+async fn keep_connected(handle: &NodeHandle, dial: &[(PeerId, Multiaddr)]) {
+    loop {
+        for (peer, addr) in dial {
+            let connected = handle
+                .snapshot()
+                .await
+                .is_ok_and(|s| s.connections.iter().any(|c| c.peer == *peer));
+            if !connected {
+                if let Err(e) = handle.dial(*peer, vec![addr.clone()]).await {
+                    tracing::debug!(%peer, error = %e, "vpn peer not reached yet");
+                }
+            }
+        }
+        tokio::select! {
+            () = handle.stopping() => return,
+            () = tokio::time::sleep(REDIAL) => {}
+        }
+    }
+}
