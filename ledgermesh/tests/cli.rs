@@ -980,3 +980,28 @@ fn a_vpn_address_comes_from_the_peer_id_alone() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'nope'"));
 }
+
+#[test]
+fn vpn_without_cap_net_admin_says_what_it_needs() {
+    // A user without the capability: nobody, through setpriv (util-linux).
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let root = nix::unistd::Uid::effective().is_root();
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !root || !setpriv.exists() {
+        assert!(!ci, "this test needs root and setpriv under CI=true");
+        eprintln!("SKIP vpn_without_cap_net_admin_says_what_it_needs: needs root and setpriv");
+        return;
+    }
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ledgermesh"))
+        .args(["vpn", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot create the TUN device ledgermesh0: it needs CAP_NET_ADMIN"),
+        "{err}"
+    );
+}

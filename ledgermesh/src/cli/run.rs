@@ -384,7 +384,8 @@ pub(super) async fn run_vpn(args: VpnRunArgs) -> anyhow::Result<i32> {
         r = ledgermesh_node::roles::vpn::run(handle.clone(), config) => r.map_err(anyhow::Error::from),
         _ = wait_for_ctrl_c() => Ok(()),
     };
-    handle.shutdown_because("signal").await;
+    let why = if result.is_ok() { "signal" } else { "error" };
+    handle.shutdown_because(why).await;
     result.map(|()| 0)
 }
 

@@ -43,8 +43,8 @@ pub struct VpnConfig {
 pub enum VpnError {
     /// The device could not be made for want of the right.
     #[error(
-        "cannot create the TUN device {name}: {source}. It needs CAP_NET_ADMIN: run as root, \
-         or give the binary the capability (setcap cap_net_admin+ep BINARY)"
+        "cannot create the TUN device {name}: it needs CAP_NET_ADMIN (run as root, or give \
+         the binary the capability: setcap cap_net_admin+ep BINARY)"
     )]
     NoPermission {
         /// The device's name.
@@ -53,7 +53,7 @@ pub enum VpnError {
         source: std::io::Error,
     },
     /// The device could not be made or set up.
-    #[error("cannot set up the TUN device {name}: {source}")]
+    #[error("cannot set up the TUN device {name}")]
     Device {
         /// The device's name.
         name: String,
