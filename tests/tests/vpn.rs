@@ -256,4 +256,70 @@ fn natlab_vpn_hosts_ping_by_key_derived_address_and_a_stranger_gets_nothing() {
     }
 }
 
+#[test]
+fn natlab_vpn_hosts_behind_two_nats_meet_through_a_relay_and_ping_both_ways() {
+    use ledgermesh_e2e::natlab::{Lab, Nat};
+    use ledgermesh_e2e::procs::{event_is, keygen};
+    let Some(lab) = Lab::up("vpn-nat", Nat::Eim, Nat::Eim) else {
+        return;
+    };
+    let dir = temp_dir("vpn-nat");
+    let mut relay = lab.start(
+        "relay",
+        "relay",
+        dir.path(),
+        &[
+            "relay",
+            "--json",
+            "--listen",
+            "/ip4/203.0.113.10/udp/4001/quic-v1",
+        ],
+    );
+    let listening = relay.wait_for("relay listening", T, |v| event_is(v, "listening"));
+    let relay_at = format!(
+        "/ip4/203.0.113.10/udp/4001/quic-v1/p2p/{}",
+        listening["peer_id"].as_str().unwrap()
+    );
+    let (ka, ida) = keygen(dir.path(), "a");
+    let (kb, idb) = keygen(dir.path(), "b");
+    let addr_of = |id: &str| address_of(&id.parse().unwrap()).to_string();
+    // b, behind one NAT, holds a reservation on the relay and allows a.
+    let mut b = vpn_on(
+        &lab,
+        "h2",
+        dir.path(),
+        &kb,
+        &["--relay", &relay_at, "--peer", &ida],
+    );
+    b.wait_for("b's reservation", T, |v| {
+        event_is(v, "reservation_accepted")
+    });
+    // a, behind the other, knows only b's PeerId and the relay.
+    let b_via_relay = format!("{relay_at}/p2p-circuit/p2p/{idb}");
+    let mut a = vpn_on(
+        &lab,
+        "h1",
+        dir.path(),
+        &ka,
+        &["--relay", &relay_at, "--peer-addr", &b_via_relay],
+    );
+    let first = a.wait_for("a reaches b", T, |v| {
+        event_is(v, "connected") && v["peer_id"] == idb
+    });
+    assert_eq!(first["path"], "relayed", "{first}");
+    // Through the relay while the nodes punch through, then direct: the
+    // tunnel's stream moves to the direct path with the traffic. Pings sent
+    // while the path changes may be lost (as on any path change), so the
+    // first round only needs one answer, and the second all of them.
+    assert!(ping6(&lab, "h1", &addr_of(&idb), 10) > 0, "a → b at all");
+    a.wait_for("a's path to b upgraded", T, |v| {
+        event_is(v, "upgraded") && v["peer_id"] == idb
+    });
+    assert_eq!(ping6(&lab, "h1", &addr_of(&idb), 5), 5, "a → b, direct");
+    assert_eq!(ping6(&lab, "h2", &addr_of(&ida), 5), 5, "b → a, direct");
+    for p in [&mut a, &mut b, &mut relay] {
+        p.stop();
+    }
+}
+
 const T: Duration = Duration::from_secs(30);

@@ -379,6 +379,11 @@ pub(super) async fn run_vpn(args: VpnRunArgs) -> anyhow::Result<i32> {
             .map(ledgermesh_protocol::vpn::Peer::new)
             .collect(),
         dial: args.peer_addr,
+        observers: (args.peer.relay.iter())
+            .chain(args.peer.observer.iter())
+            .cloned()
+            .collect(),
+        quorum: args.peer.quorum,
     };
     let result = tokio::select! {
         r = ledgermesh_node::roles::vpn::run(handle.clone(), config) => r.map_err(anyhow::Error::from),

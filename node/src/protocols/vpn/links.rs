@@ -12,27 +12,18 @@ use tokio::sync::mpsc;
 
 impl Vpn {
     /// One peer's writer: opens the stream, then writes what is queued,
-    /// a batch at a time, until the stream fails or the node stops.
+    /// a batch at a time, until the stream fails twice in a row or the node
+    /// stops. A stream that breaks (its path went: a relayed connection
+    /// closed after the upgrade to direct, a relay died) is opened again at
+    /// once on whatever connection is there now, and the batch goes again.
     pub(super) async fn write_to(
         self,
         net: impl Net,
         peer: PeerId,
         mut queue: mpsc::Receiver<Vec<u8>>,
     ) {
-        let opened = net
-            .stream_control()
-            .open_stream(peer, StreamProtocol::new(PROTOCOL))
-            .await;
-        let mut stream = match opened {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "no vpn stream to the peer");
-                let mut unreachable = lock(&self.inner.unreachable);
-                if unreachable.len() < ledgermesh_protocol::vpn::router::MAX_PEERS {
-                    unreachable.insert(peer, Instant::now() + RETRY_AFTER);
-                }
-                return;
-            }
+        let Some(mut stream) = self.open(&net, peer).await else {
+            return;
         };
         Self::told_peer(&net, peer, "up", "out");
         let mut batch = Vec::with_capacity(BATCH);
@@ -46,12 +37,40 @@ impl Vpn {
                     next = queue.try_recv().ok();
                 }
             }
+            if stream.write_all(&batch).await.is_ok() {
+                continue;
+            }
+            tracing::debug!(%peer, "vpn stream to the peer broke; opening another");
+            match self.open(&net, peer).await {
+                Some(s) => stream = s,
+                None => break,
+            }
             if let Err(e) = stream.write_all(&batch).await {
                 tracing::debug!(%peer, error = %e, "vpn stream to the peer ended");
                 break;
             }
         }
         Self::told_peer(&net, peer, "down", "out");
+    }
+
+    /// A new stream to `peer`; `None` (and its packets dropped for a while)
+    /// where none can be opened.
+    async fn open(&self, net: &impl Net, peer: PeerId) -> Option<Stream> {
+        let opened = net
+            .stream_control()
+            .open_stream(peer, StreamProtocol::new(PROTOCOL))
+            .await;
+        match opened {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "no vpn stream to the peer");
+                let mut unreachable = lock(&self.inner.unreachable);
+                if unreachable.len() < ledgermesh_protocol::vpn::router::MAX_PEERS {
+                    unreachable.insert(peer, Instant::now() + RETRY_AFTER);
+                }
+                None
+            }
+        }
     }
 
     /// A stream from `peer`: read if the router allows the peer.

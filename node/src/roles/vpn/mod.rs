@@ -36,6 +36,10 @@ pub struct VpnConfig {
     pub peers: Vec<Peer>,
     /// Peers to reach at these addresses (`…/p2p/<id>`), kept connected.
     pub dial: Vec<Multiaddr>,
+    /// Whom to ask for our public address (the relays, and `--observer`s).
+    pub observers: Vec<Multiaddr>,
+    /// Agreeing observers needed (default: a majority).
+    pub quorum: Option<usize>,
 }
 
 /// Why the role could not start.
@@ -110,6 +114,15 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
     Vpn::new(router, usize::from(mtu)).start(handle.clone(), Device { from, to })?;
     handle.spawn(tun::read(dev.clone(), mtu, to_tunnel));
     handle.spawn(tun::write(dev, from_tunnel));
+    // Reservations on free relays (this role pays none yet), then our
+    // public address, so that peers behind NATs meet through a relay and
+    // punch through to a direct path.
+    let (h, observers, quorum) = (handle.clone(), config.observers, config.quorum);
+    handle.spawn(async move {
+        if let Err(e) = crate::roles::paying::settle(&h, None, &observers, quorum).await {
+            tracing::debug!(error = %e, "vpn node stopping before it settled");
+        }
+    });
     tracing::info!(%address, tun = %tun_name, "vpn up");
     handle.emit(Event::VpnUp {
         address: address.to_string(),
