@@ -121,11 +121,15 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 
 /// Whether `ip` says nothing of where anybody is: loopback and the
 /// unspecified address are the same on every machine (a lab on one host
-/// keeps its addresses in the log).
+/// keeps its addresses in the log), and a mesh address is a hash of a
+/// PeerId, which the log keeps anyway.
 fn says_nothing(ip: &str) -> bool {
     let ip = ip.split('%').next().unwrap_or_default();
-    ip.parse::<std::net::IpAddr>()
-        .is_ok_and(|a| a.is_loopback() || a.is_unspecified())
+    ip.parse::<std::net::IpAddr>().is_ok_and(|a| {
+        a.is_loopback()
+            || a.is_unspecified()
+            || matches!(a, std::net::IpAddr::V6(v6) if ledgermesh_protocol::vpn::is_mesh(&v6))
+    })
 }
 
 /// What to write at byte `i` of `text`, when an address starts there: the
@@ -291,6 +295,10 @@ mod tests {
                 "version 1.2.3.4.5 at 10:30:15, ratio 0.8:1".into(),
             ),
             ("café 192.0.2.1 — ok".into(), "café <ip> — ok".into()),
+            (
+                "vpn up: fda2:12b9:3212:88b2:7717:7a8f:aeef:43c3 on ledgermesh0, via 2001:db8::7".into(),
+                "vpn up: fda2:12b9:3212:88b2:7717:7a8f:aeef:43c3 on ledgermesh0, via <ip>".into(),
+            ),
             (
                 "answered from 203.0.113.7. Then [fe80::1%2]:9000 and 2001:db8::1: gone".into(),
                 "answered from <ip>. Then [<ip>]:<port> and <ip>: gone".into(),

@@ -105,6 +105,48 @@ fn raw_line(e: &Event) -> Option<(Loudness, String)> {
         .or_else(|| route_line(e))
         .or_else(|| stream_line(e))
         .or_else(|| access_line(e))
+        .or_else(|| vpn_line(e))
+}
+
+/// The tunnel: up, its peers' streams, what it dropped.
+fn vpn_line(e: &Event) -> Option<(Loudness, String)> {
+    use Loudness::*;
+    Some(match e {
+        Event::VpnUp { address, tun, mtu } => {
+            (Info, format!("vpn up: {address} on {tun} (mtu {mtu})"))
+        }
+        Event::VpnPeer {
+            peer_id,
+            address,
+            state,
+            direction,
+        } => (
+            Info,
+            format!(
+                "vpn: {} ({address}) {state} ({})",
+                short(peer_id),
+                if *direction == "in" {
+                    "it opened"
+                } else {
+                    "we opened"
+                }
+            ),
+        ),
+        Event::VpnDropped {
+            peer_id,
+            reason,
+            count,
+        } => (
+            Warn,
+            format!(
+                "vpn: dropped {count} packet(s) {} ({reason})",
+                peer_id
+                    .as_deref()
+                    .map_or("from this host".to_string(), |p| format!("of {}", short(p)))
+            ),
+        ),
+        _ => return None,
+    })
 }
 
 /// Listening, reservations, a relay's reservations and circuits.

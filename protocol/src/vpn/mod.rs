@@ -38,6 +38,11 @@ pub enum Drop {
     NotForUs,
     /// From our own device, with a source address that is not ours.
     NotFromUs,
+    /// The host's own link chatter on the device (router solicitations,
+    /// multicast listener reports: from a link-local or unspecified
+    /// address, or to a multicast one): never for the mesh, counted but
+    /// not told.
+    Local,
     /// The queue to or from a peer was full (the node's, not the router's
     /// decision: it carries packets no faster than the path takes them).
     Congested,
@@ -45,7 +50,7 @@ pub enum Drop {
 
 impl Drop {
     /// Every reason, in order.
-    pub const ALL: [Drop; 8] = [
+    pub const ALL: [Drop; 9] = [
         Drop::Malformed,
         Drop::TooBig,
         Drop::NoRoute,
@@ -53,6 +58,7 @@ impl Drop {
         Drop::SpoofedSource,
         Drop::NotForUs,
         Drop::NotFromUs,
+        Drop::Local,
         Drop::Congested,
     ];
 
@@ -66,6 +72,7 @@ impl Drop {
             Drop::SpoofedSource => "spoofed_source",
             Drop::NotForUs => "not_for_us",
             Drop::NotFromUs => "not_from_us",
+            Drop::Local => "local",
             Drop::Congested => "congested",
         }
     }

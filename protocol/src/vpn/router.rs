@@ -179,6 +179,9 @@ impl Router {
             return Err(Drop::TooBig);
         }
         let h = header(packet)?;
+        if is_link_chatter(&h) {
+            return Err(Drop::Local);
+        }
         if !self.own.contains(&h.src) {
             return Err(Drop::NotFromUs);
         }
@@ -213,6 +216,20 @@ impl Router {
     pub fn dropped(&self) -> impl Iterator<Item = (Drop, u64)> + '_ {
         self.dropped.iter().map(|(d, n)| (*d, *n))
     }
+}
+
+/// A packet the host sends on every link (from a link-local or
+/// unspecified address, or to a multicast one): not for any peer.
+fn is_link_chatter(h: &super::packet::Header) -> bool {
+    let local_src = match h.src {
+        IpAddr::V6(a) => a.is_unspecified() || a.is_unicast_link_local(),
+        IpAddr::V4(a) => a.is_unspecified() || a.is_link_local(),
+    };
+    let multicast = match h.dst {
+        IpAddr::V6(a) => a.is_multicast(),
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+    };
+    local_src || multicast
 }
 
 #[cfg(test)]
@@ -284,6 +301,17 @@ mod tests {
             r.inbound(&a, &build::v6(v6(&a), v6(&me), 1300)),
             Err(Drop::TooBig)
         );
+        // The host's own link chatter (a router solicitation) is no peer's.
+        let fe80: Ipv6Addr = "fe80::1".parse().unwrap();
+        let all_routers: Ipv6Addr = "ff02::2".parse().unwrap();
+        assert_eq!(
+            r.outbound(&build::v6(fe80, all_routers, 8)),
+            Err(Drop::Local)
+        );
+        assert_eq!(
+            r.outbound(&build::v6(v6(&me), all_routers, 8)),
+            Err(Drop::Local)
+        );
         // Our device sending from an address not ours is refused too.
         assert_eq!(
             r.outbound(&build::v6(v6(&a), v6(&a), 1)),
@@ -299,6 +327,7 @@ mod tests {
                 (Drop::SpoofedSource, 1),
                 (Drop::NotForUs, 1),
                 (Drop::NotFromUs, 1),
+                (Drop::Local, 2),
             ]
         );
     }

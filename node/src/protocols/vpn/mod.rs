@@ -141,8 +141,8 @@ impl Vpn {
             *n += 1;
             *n
         };
-        if count.is_power_of_two() {
-            tracing::info!(peer = ?peer, reason = why.as_str(), count, "vpn packets dropped");
+        if count.is_power_of_two() && why != Drop::Local {
+            tracing::debug!(peer = ?peer, reason = why.as_str(), count, "vpn packets dropped");
             net.emit(Event::VpnDropped {
                 peer_id: peer.map(|p| p.to_string()),
                 reason: why.as_str(),

@@ -123,7 +123,7 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
             tracing::debug!(error = %e, "vpn node stopping before it settled");
         }
     });
-    tracing::info!(%address, tun = %tun_name, "vpn up");
+    tracing::debug!(%address, tun = %tun_name, "vpn up");
     handle.emit(Event::VpnUp {
         address: address.to_string(),
         tun: tun_name,
