@@ -178,10 +178,12 @@ async fn a_stranger_a_spoofer_and_a_broken_framer_are_dropped_and_the_tunnel_run
         .await;
 }
 
-/// `ping -6` from `host` of `lab` to `addr`: how many of `count` came back.
+/// `ping` from `host` of `lab` to `addr` (IPv6 or IPv4): how many of
+/// `count` came back.
 fn ping6(lab: &ledgermesh_e2e::natlab::Lab, host: &str, addr: &str, count: u32) -> u32 {
+    let family = if addr.contains(':') { "-6" } else { "-4" };
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.ns(host), "ping", "-6", "-n", "-q"])
+        .args(["netns", "exec", &lab.ns(host), "ping", family, "-n", "-q"])
         .args(["-c", &count.to_string(), "-i", "0.2", "-W", "5", addr])
         .output()
         .expect("run ping");
@@ -298,8 +300,31 @@ fn natlab_vpn_hosts_ping_by_key_derived_address_and_a_stranger_gets_nothing() {
     let addr_of = |id: &str| address_of(&id.parse().unwrap()).to_string();
     let b_at = format!("/ip4/203.0.113.11/udp/4001/quic-v1/p2p/{idb}");
     // b (on obs1) allows a only; a (on pub) and c (on obs2) both reach b.
-    let mut b = vpn_on(&lab, "obs1", dir.path(), &kb, &["--peer", &ida]);
-    let mut a = vpn_on(&lab, "pub", dir.path(), &ka, &["--peer-addr", &b_at]);
+    // a and b also have IPv4 addresses inside the tunnel, each the other's
+    // allowed IP, as WireGuard maps them.
+    let a_is = format!("{ida}=10.7.0.1/32");
+    let b_is = format!("{idb}=10.7.0.2/32");
+    let mut b = vpn_on(
+        &lab,
+        "obs1",
+        dir.path(),
+        &kb,
+        &["--peer", &a_is, "--address-v4", "10.7.0.2/24"],
+    );
+    let mut a = vpn_on(
+        &lab,
+        "pub",
+        dir.path(),
+        &ka,
+        &[
+            "--peer-addr",
+            &b_at,
+            "--peer",
+            &b_is,
+            "--address-v4",
+            "10.7.0.1/24",
+        ],
+    );
     let mut c = vpn_on(&lab, "obs2", dir.path(), &kc, &["--peer-addr", &b_at]);
     assert_eq!(
         a.wait_for("a's address", T, |v| event_is(v, "vpn_up"))["address"],
@@ -308,6 +333,8 @@ fn natlab_vpn_hosts_ping_by_key_derived_address_and_a_stranger_gets_nothing() {
     // Both ways, through each side's TUN device and the tunnel.
     assert_eq!(ping6(&lab, "pub", &addr_of(&idb), 5), 5, "a → b");
     assert_eq!(ping6(&lab, "obs1", &addr_of(&ida), 5), 5, "b → a");
+    assert_eq!(ping6(&lab, "pub", "10.7.0.2", 5), 5, "a → b over IPv4");
+    assert_eq!(ping6(&lab, "obs1", "10.7.0.1", 5), 5, "b → a over IPv4");
     b.wait_for("a's stream", T, |v| {
         event_is(v, "vpn_peer") && v["peer_id"] == ida && v["state"] == "up"
     });

@@ -51,11 +51,18 @@ pub struct VpnRunArgs {
     #[allow(missing_docs)]
     #[serde(flatten)]
     pub peer: PeerArgs,
-    /// A peer allowed through the tunnel, by PeerId (repeatable): its
-    /// packets reach this node's address and ours reach its.
-    #[arg(long = "peer", value_name = "PEER_ID", num_args = 1..)]
+    /// A peer allowed through the tunnel (repeatable): `PEER_ID`, its own
+    /// mesh address only, or `PEER_ID=NET,NET…` with the networks it owns
+    /// besides (`=10.7.0.2/32`, as WireGuard's allowed IPs). In a config
+    /// file also `[[peer]]` tables with `id` and `allowed_ips`.
+    #[arg(long = "peer", value_name = "PEER_ID[=NET,…]", num_args = 1..)]
     #[serde(rename = "peer", with = "super::conf::many")]
-    pub peers: Vec<libp2p::PeerId>,
+    pub peers: Vec<ledgermesh_protocol::vpn::Peer>,
+    /// An IPv4 address of this node inside the tunnel, with its network
+    /// (`10.7.0.1/24`): the device gets it, and peers' packets to it are ours.
+    #[arg(long, value_name = "ADDR/LEN")]
+    #[serde(with = "super::conf::opt")]
+    pub address_v4: Option<ledgermesh_protocol::vpn::Ipv4Net>,
     /// A peer to reach at this address (`…/p2p/<id>`, repeatable), kept
     /// connected, and allowed.
     #[arg(long, num_args = 1..)]

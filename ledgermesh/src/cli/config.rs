@@ -242,7 +242,10 @@ fn layer_of(
             continue;
         }
         let tokens = tokens_of(&value, origin).ok_or_else(|| {
-            anyhow::anyhow!("{place}: expected a string, number, boolean or an array of them")
+            anyhow::anyhow!(
+                "{place}: expected a string, number, boolean or an array of them \
+                 (or, for `peer`, tables with `id` and `allowed_ips`)"
+            )
         })?;
         layer.insert(
             key.clone(),
@@ -391,9 +394,29 @@ fn tokens_of(value: &figment::value::Value, origin: Origin) -> Option<Vec<String
             _ => None,
         }
     }
+    // A `[[peer]]` table (`id`, `allowed_ips`) is the flag's `ID=NET,NET`.
+    fn table(v: &serde_json::Value) -> Option<String> {
+        let t = v.as_object()?;
+        let id = t.get("id")?.as_str()?;
+        if t.keys().any(|k| k != "id" && k != "allowed_ips") {
+            return None;
+        }
+        let nets: Vec<String> = match t.get("allowed_ips") {
+            None => vec![],
+            Some(serde_json::Value::Array(a)) => a.iter().map(scalar).collect::<Option<_>>()?,
+            Some(other) => vec![scalar(other)?],
+        };
+        Some(match nets.is_empty() {
+            true => id.to_string(),
+            false => format!("{id}={}", nets.join(",")),
+        })
+    }
     let json = serde_json::to_value(value).ok()?;
     match &json {
-        serde_json::Value::Array(items) => items.iter().map(scalar).collect(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|v| scalar(v).or_else(|| table(v)))
+            .collect(),
         // A list in one environment variable: comma-separated.
         serde_json::Value::String(s) if origin == Origin::Env && s.contains(',') => Some(
             s.split(',')
@@ -692,8 +715,9 @@ const SAMPLE_EXAMPLES: &[(&str, &str)] = &[
     ("stream", r#"["ticks=exec:date +%s", "sample=random:8M:7"]"#),
     (
         "peer",
-        r#"["12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7"]"#,
+        r#"["12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7=10.7.0.2/32"]"#,
     ),
+    ("address_v4", r#""10.7.0.1/24""#),
     (
         "peer_addr",
         r#"["/ip4/203.0.113.30/udp/4001/quic-v1/p2p/12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7"]"#,

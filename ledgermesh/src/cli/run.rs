@@ -375,9 +375,8 @@ pub(super) async fn run_vpn(args: VpnRunArgs) -> anyhow::Result<i32> {
     let config = ledgermesh_node::roles::vpn::VpnConfig {
         tun_name: args.tun_name,
         mtu: args.mtu,
-        peers: (args.peers.into_iter())
-            .map(ledgermesh_protocol::vpn::Peer::new)
-            .collect(),
+        peers: args.peers,
+        address_v4: args.address_v4,
         dial: args.peer_addr,
         observers: (args.peer.relay.iter())
             .chain(args.peer.observer.iter())

@@ -18,7 +18,8 @@ pub mod packet;
 pub mod router;
 
 pub use address::{address_of, is_mesh, PREFIX, PREFIX_LEN};
-pub use router::{Peer, Router, RouterError};
+pub use ipnet::{IpNet, Ipv4Net};
+pub use router::{Peer, PeerParseError, Router, RouterError};
 
 /// Why a packet was not carried. A closed set: each is counted and named
 /// in the `vpn_dropped` event by [`Drop::as_str`].

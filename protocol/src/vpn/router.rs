@@ -8,7 +8,7 @@
 //! peer owns and its destination is ours. Everything else is a [`Drop`],
 //! counted by reason.
 
-use super::address::address_of;
+use super::address::{address_of, is_mesh};
 use super::packet::header;
 use super::Drop;
 use ipnet::{IpNet, Ipv6Net};
@@ -41,6 +41,66 @@ impl Peer {
     }
 }
 
+/// A peer as written on a command line or in a config file: `PEER_ID`,
+/// or `PEER_ID=NET,NET…` with the networks it owns besides its own
+/// address (`12D3…=10.7.0.2/32`).
+impl std::str::FromStr for Peer {
+    type Err = PeerParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, nets) = match s.split_once('=') {
+            Some((id, nets)) => (id, Some(nets)),
+            None => (s, None),
+        };
+        let id = id
+            .trim()
+            .parse()
+            .map_err(|_| PeerParseError::Id(id.trim().to_string()))?;
+        let allowed_ips = (nets.into_iter())
+            .flat_map(|n| n.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| parse_net(n).ok_or_else(|| PeerParseError::Net(n.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if allowed_ips.len() > MAX_ALLOWED_IPS {
+            return Err(PeerParseError::TooMany);
+        }
+        Ok(Peer { id, allowed_ips })
+    }
+}
+
+/// A network, or one address as its /32 or /128.
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.id)?;
+        for (i, net) in self.allowed_ips.iter().enumerate() {
+            f.write_str(if i == 0 { "=" } else { "," })?;
+            write!(f, "{net}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a written peer is not one.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PeerParseError {
+    /// Not a PeerId.
+    #[error("{0:?} is not a PeerId")]
+    Id(String),
+    /// Not a network.
+    #[error("{0:?} is not a network (10.7.0.2/32, fd00::/64) or an address")]
+    Net(String),
+    /// More than [`MAX_ALLOWED_IPS`] networks.
+    #[error("more than {MAX_ALLOWED_IPS} networks")]
+    TooMany,
+}
+
 /// Why a peer was not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RouterError {
@@ -60,6 +120,17 @@ pub enum RouterError {
         net: IpNet,
         /// Who owns it.
         owner: PeerId,
+    },
+    /// The network lies inside the mesh's prefix, where every address is
+    /// a key's own.
+    #[error(
+        "{net} is inside the mesh's {}/{}: its addresses are keys' own",
+        super::PREFIX,
+        super::PREFIX_LEN
+    )]
+    Mesh {
+        /// The network.
+        net: IpNet,
     },
     /// The network holds one of our own addresses.
     #[error("{net} holds our own address")]
@@ -125,6 +196,13 @@ impl Router {
             if net.prefix_len() > 0 && self.own.iter().any(|a| net.contains(a)) {
                 return Err(RouterError::Ours { net });
             }
+            // Inside the mesh's prefix an address is its key's: a narrower
+            // claim would tie with (and could take) another peer's own.
+            if let IpNet::V6(v6) = net {
+                if mesh_net().contains(&v6.network()) {
+                    return Err(RouterError::Mesh { net });
+                }
+            }
             if !nets.contains(&net) {
                 nets.push(net);
             }
@@ -185,10 +263,20 @@ impl Router {
         if !self.own.contains(&h.src) {
             return Err(Drop::NotFromUs);
         }
+        // A mesh address is reached only through its own key's route,
+        // never through a broader one (an exit's ::/0).
+        let mesh = matches!(h.dst, IpAddr::V6(a) if is_mesh(&a));
         (self.routes.iter())
-            .find(|(net, _)| net.contains(&h.dst))
+            .find(|(net, _)| net.contains(&h.dst) && (!mesh || net.prefix_len() == 128))
             .map(|(_, peer)| *peer)
             .ok_or(Drop::NoRoute)
+    }
+
+    /// Who owns `addr`: the peer with the longest prefix that holds it.
+    fn owner(&self, addr: &IpAddr) -> Option<&PeerId> {
+        (self.routes.iter())
+            .find(|(net, _)| net.contains(addr))
+            .map(|(_, peer)| peer)
     }
 
     /// A packet from `from`: whether to deliver it to our device.
@@ -198,12 +286,22 @@ impl Router {
     }
 
     fn judge_inbound(&self, from: &PeerId, packet: &[u8]) -> Result<(), Drop> {
-        let nets = self.peers.get(from).ok_or(Drop::NotAllowed)?;
+        if !self.peers.contains_key(from) {
+            return Err(Drop::NotAllowed);
+        }
         if packet.len() > self.mtu {
             return Err(Drop::TooBig);
         }
         let h = header(packet)?;
-        if !nets.iter().any(|n| n.contains(&h.src)) {
+        // The source must be the sender's: its own key's address inside
+        // the mesh; elsewhere, the longest prefix holding it must be the
+        // sender's (an exit's ::/0 does not let it speak for a peer with a
+        // narrower claim); and never one of ours or one that is nobody's.
+        let owned = match h.src {
+            IpAddr::V6(a) if is_mesh(&a) => a == address_of(from),
+            src => self.owner(&src) == Some(from),
+        };
+        if !owned || self.own.contains(&h.src) || !is_source(&h.src) {
             return Err(Drop::SpoofedSource);
         }
         if !self.own.contains(&h.dst) {
@@ -215,6 +313,32 @@ impl Router {
     /// Packets dropped so far, by reason.
     pub fn dropped(&self) -> impl Iterator<Item = (Drop, u64)> + '_ {
         self.dropped.iter().map(|(d, n)| (*d, *n))
+    }
+}
+
+/// The mesh's prefix as a network.
+fn mesh_net() -> Ipv6Net {
+    Ipv6Net::new(super::PREFIX, super::PREFIX_LEN).expect("a valid prefix")
+}
+
+/// Whether `a` can be anybody's source across the tunnel: not unspecified,
+/// loopback, link-local, multicast, broadcast or an IPv4-mapped IPv6 one.
+fn is_source(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V6(v6) => {
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_unicast_link_local()
+                || v6.is_multicast()
+                || v6.to_ipv4_mapped().is_some())
+        }
+        IpAddr::V4(v4) => {
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast())
+        }
     }
 }
 
@@ -330,6 +454,83 @@ mod tests {
                 (Drop::Local, 2),
             ]
         );
+    }
+
+    #[test]
+    fn an_exit_cannot_speak_for_a_peer_nor_take_a_mesh_address() {
+        let (me, b, exit) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let my4 = Ipv4Addr::new(10, 7, 0, 1);
+        let mut r = Router::new(&me, &[my4.into()], 1280);
+        let b4 = Ipv4Addr::new(10, 7, 0, 2);
+        r.allow(Peer {
+            id: b,
+            allowed_ips: vec![net("10.7.0.2/32")],
+        })
+        .unwrap();
+        r.allow(Peer {
+            id: exit,
+            allowed_ips: vec![net("0.0.0.0/0"), net("::/0")],
+        })
+        .unwrap();
+        // The internet's packets come from the exit …
+        let web = Ipv4Addr::new(198, 51, 100, 7);
+        assert_eq!(r.inbound(&exit, &build::v4(web, my4, 10)), Ok(()));
+        // … but not as b, nor as b's or a stranger's mesh address, nor as
+        // a link-local, an IPv4-mapped or our own address.
+        let stranger = PeerId::random();
+        for src in [
+            IpAddr::from(b4),
+            v6(&b).into(),
+            v6(&stranger).into(),
+            "fe80::1".parse().unwrap(),
+            "::ffff:198.51.100.7".parse().unwrap(),
+            my4.into(),
+        ] {
+            let p = match src {
+                IpAddr::V4(s) => build::v4(s, my4, 10),
+                IpAddr::V6(s) => build::v6(s, v6(&me), 10),
+            };
+            assert_eq!(r.inbound(&exit, &p), Err(Drop::SpoofedSource), "{src}");
+        }
+        // Our packets to a mesh address the exit does not own go nowhere.
+        let to_stranger = build::v6(v6(&me), v6(&stranger), 10);
+        assert_eq!(r.outbound(&to_stranger), Err(Drop::NoRoute));
+        assert_eq!(r.outbound(&build::v6(v6(&me), v6(&b), 10)), Ok(b));
+        // Nobody may claim a network inside the mesh's prefix.
+        let inside = net(&format!("{}/64", v6(&b)));
+        assert_eq!(
+            r.allow(Peer {
+                id: stranger,
+                allowed_ips: vec![inside],
+            }),
+            Err(RouterError::Mesh {
+                net: inside.trunc()
+            })
+        );
+    }
+
+    #[test]
+    fn a_peer_is_written_as_its_id_and_its_networks() {
+        let id = PeerId::random();
+        let p: Peer = format!("{id}=10.7.0.2, 10.8.0.0/24,fd00::/64")
+            .parse()
+            .unwrap();
+        assert_eq!(p.id, id);
+        assert_eq!(
+            p.allowed_ips,
+            [net("10.7.0.2/32"), net("10.8.0.0/24"), net("fd00::/64")]
+        );
+        assert_eq!(
+            p.to_string(),
+            format!("{id}=10.7.0.2/32,10.8.0.0/24,fd00::/64")
+        );
+        assert_eq!(p.to_string().parse::<Peer>(), Ok(p));
+        assert_eq!(id.to_string().parse::<Peer>(), Ok(Peer::new(id)));
+        assert!(matches!("nope".parse::<Peer>(), Err(PeerParseError::Id(_))));
+        assert!(matches!(
+            format!("{id}=10.7.0.300/32").parse::<Peer>(),
+            Err(PeerParseError::Net(_))
+        ));
     }
 
     #[test]

@@ -10,6 +10,17 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+/// A write to a peer that does not read for this long breaks its stream.
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `batch` went onto `stream` in time.
+async fn written(stream: &mut Stream, batch: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_STALL, stream.write_all(batch)).await,
+        Ok(Ok(()))
+    )
+}
+
 impl Vpn {
     /// One peer's writer: opens the stream, then writes what is queued,
     /// a batch at a time, until the stream fails twice in a row or the node
@@ -37,7 +48,7 @@ impl Vpn {
                     next = queue.try_recv().ok();
                 }
             }
-            if stream.write_all(&batch).await.is_ok() {
+            if written(&mut stream, &batch).await {
                 continue;
             }
             tracing::debug!(%peer, "vpn stream to the peer broke; opening another");
@@ -45,8 +56,8 @@ impl Vpn {
                 Some(s) => stream = s,
                 None => break,
             }
-            if let Err(e) = stream.write_all(&batch).await {
-                tracing::debug!(%peer, error = %e, "vpn stream to the peer ended");
+            if !written(&mut stream, &batch).await {
+                tracing::debug!(%peer, "vpn stream to the peer ended");
                 break;
             }
         }
@@ -64,9 +75,13 @@ impl Vpn {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "no vpn stream to the peer");
+                let now = Instant::now();
                 let mut unreachable = lock(&self.inner.unreachable);
+                if unreachable.len() >= ledgermesh_protocol::vpn::router::MAX_PEERS {
+                    unreachable.retain(|_, until| *until > now);
+                }
                 if unreachable.len() < ledgermesh_protocol::vpn::router::MAX_PEERS {
-                    unreachable.insert(peer, Instant::now() + RETRY_AFTER);
+                    unreachable.insert(peer, now + RETRY_AFTER);
                 }
                 None
             }
@@ -81,7 +96,8 @@ impl Vpn {
         stream: Stream,
         to: mpsc::Sender<Vec<u8>>,
     ) {
-        if let Err(why) = self.router().admit(&peer) {
+        let admitted = self.router().admit(&peer);
+        if let Err(why) = admitted {
             return self.dropped(net, Some(peer), why);
         }
         let Ok(permit) = self.inner.inbound.clone().try_acquire_owned() else {

@@ -137,7 +137,10 @@ impl Vpn {
             if told.len() >= 4 * ledgermesh_protocol::vpn::router::MAX_PEERS {
                 told.clear();
             }
-            let n = told.entry((peer, why)).or_default();
+            // Strangers are counted together: a new key each time would
+            // otherwise be a new line each time.
+            let key = if why == Drop::NotAllowed { None } else { peer };
+            let n = told.entry((key, why)).or_default();
             *n += 1;
             *n
         };
@@ -162,21 +165,30 @@ impl Vpn {
 
     /// A packet from the device: onto its peer's queue.
     fn outbound(&self, net: &impl Net, packet: Vec<u8>) {
-        let peer = match self.router().outbound(&packet) {
+        let verdict = self.router().outbound(&packet);
+        let peer = match verdict {
             Ok(peer) => peer,
             Err(why) => return self.dropped(net, None, why),
         };
         let now = Instant::now();
         {
             let mut unreachable = lock(&self.inner.unreachable);
-            unreachable.retain(|_, until| *until > now);
-            if unreachable.contains_key(&peer) {
-                return self.dropped(net, Some(peer), Drop::NoRoute);
+            match unreachable.get(&peer) {
+                Some(until) if *until > now => {
+                    drop(unreachable);
+                    return self.dropped(net, Some(peer), Drop::NoRoute);
+                }
+                Some(_) => {
+                    unreachable.remove(&peer);
+                }
+                None => {}
             }
         }
         let queue = {
             let mut links = lock(&self.inner.links);
-            links.retain(|_, q| !q.is_closed());
+            if links.get(&peer).is_some_and(|q| q.is_closed()) {
+                links.remove(&peer);
+            }
             links
                 .entry(peer)
                 .or_insert_with(|| {

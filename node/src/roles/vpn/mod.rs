@@ -34,6 +34,8 @@ pub struct VpnConfig {
     pub mtu: u16,
     /// The peers allowed (their own addresses, and their `allowed_ips`).
     pub peers: Vec<Peer>,
+    /// Our IPv4 address inside the tunnel, and its network.
+    pub address_v4: Option<ledgermesh_protocol::vpn::Ipv4Net>,
     /// Peers to reach at these addresses (`…/p2p/<id>`), kept connected.
     pub dial: Vec<Multiaddr>,
     /// Whom to ask for our public address (the relays, and `--observer`s).
@@ -57,7 +59,7 @@ pub enum VpnError {
         source: std::io::Error,
     },
     /// The device could not be made or set up.
-    #[error("cannot set up the TUN device {name}")]
+    #[error("the TUN device {name} could not be set up, or failed")]
     Device {
         /// The device's name.
         name: String,
@@ -88,7 +90,8 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
     let me = handle.peer_id();
     let address = address_of(&me);
     let mtu = config.mtu;
-    let mut router = Router::new(&me, &[], usize::from(mtu));
+    let also: Vec<std::net::IpAddr> = config.address_v4.iter().map(|n| n.addr().into()).collect();
+    let mut router = Router::new(&me, &also, usize::from(mtu));
     let mut dial = vec![];
     for addr in &config.dial {
         let peer = peer_of(addr).ok_or_else(|| VpnError::NoPeerId(addr.clone()))?;
@@ -100,7 +103,7 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
     for peer in config.peers {
         router.allow(peer)?;
     }
-    let dev = tun::open(&config.tun_name, mtu, address).map_err(|source| {
+    let dev = tun::open(&config.tun_name, mtu, address, config.address_v4).map_err(|source| {
         let name = config.tun_name.clone();
         match source.kind() {
             std::io::ErrorKind::PermissionDenied => VpnError::NoPermission { name, source },
@@ -112,8 +115,8 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
     let (to_tunnel, from) = mpsc::channel(QUEUE);
     let (to, from_tunnel) = mpsc::channel(QUEUE);
     Vpn::new(router, usize::from(mtu)).start(handle.clone(), Device { from, to })?;
-    handle.spawn(tun::read(dev.clone(), mtu, to_tunnel));
-    handle.spawn(tun::write(dev, from_tunnel));
+    let reader = handle.spawn(tun::read(dev.clone(), mtu, to_tunnel));
+    let writer = handle.spawn(tun::write(dev, from_tunnel));
     // Reservations on free relays (this role pays none yet), then our
     // public address, so that peers behind NATs meet through a relay and
     // punch through to a direct path.
@@ -126,11 +129,21 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
     tracing::debug!(%address, tun = %tun_name, "vpn up");
     handle.emit(Event::VpnUp {
         address: address.to_string(),
-        tun: tun_name,
+        tun: tun_name.clone(),
         mtu,
     });
-    keep_connected(&handle, &dial).await;
-    Ok(())
+    // The role runs while its device does: a device that is gone (deleted
+    // under it) ends the role with the reason.
+    let name = tun_name.clone();
+    let gone = |r: Result<Option<std::io::Result<()>>, tokio::task::JoinError>| match r {
+        Ok(Some(Err(source))) => Err(VpnError::Device { name, source }),
+        _ => Ok(()),
+    };
+    tokio::select! {
+        () = keep_connected(&handle, &dial) => Ok(()),
+        r = reader => gone(r),
+        r = writer => gone(r),
+    }
 }
 
 /// Dials each `(peer, address)` that is not connected, every few seconds,
