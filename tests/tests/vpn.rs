@@ -304,12 +304,20 @@ fn natlab_vpn_hosts_ping_by_key_derived_address_and_a_stranger_gets_nothing() {
     // allowed IP, as WireGuard maps them.
     let a_is = format!("{ida}=10.7.0.1/32");
     let b_is = format!("{idb}=10.7.0.2/32");
+    let audit = dir.path().join("b-audit.jsonl");
     let mut b = vpn_on(
         &lab,
         "obs1",
         dir.path(),
         &kb,
-        &["--peer", &a_is, "--address-v4", "10.7.0.2/24"],
+        &[
+            "--peer",
+            &a_is,
+            "--address-v4",
+            "10.7.0.2/24",
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
     );
     let mut a = vpn_on(
         &lab,
@@ -347,6 +355,19 @@ fn natlab_vpn_hosts_ping_by_key_derived_address_and_a_stranger_gets_nothing() {
     b.wait_for("c refused", T, |v| {
         event_is(v, "vpn_dropped") && v["peer_id"] == idc && v["reason"] == "not_allowed"
     });
+    // … and written to b's audit log, once.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refusals: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "refuse" && l["peer_id"] == idc)
+        .collect();
+    assert_eq!(refusals.len(), 1, "{lines:?}");
+    assert_eq!(refusals[0]["stream"], "vpn");
+    assert_eq!(refusals[0]["reason"], "not_allowed");
     for p in [&mut a, &mut b, &mut c] {
         p.stop();
     }

@@ -383,6 +383,7 @@ pub(super) async fn run_vpn(args: VpnRunArgs) -> anyhow::Result<i32> {
             .cloned()
             .collect(),
         quorum: args.peer.quorum,
+        audit: args.node.audit()?,
     };
     let result = tokio::select! {
         r = ledgermesh_node::roles::vpn::run(handle.clone(), config) => r.map_err(anyhow::Error::from),

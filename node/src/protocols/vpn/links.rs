@@ -98,6 +98,7 @@ impl Vpn {
     ) {
         let admitted = self.router().admit(&peer);
         if let Err(why) = admitted {
+            self.audit_refusal(net, peer);
             return self.dropped(net, Some(peer), why);
         }
         let Ok(permit) = self.inner.inbound.clone().try_acquire_owned() else {

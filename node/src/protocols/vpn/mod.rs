@@ -17,12 +17,14 @@
 use crate::events::Event;
 
 mod links;
+use crate::access::audit_log::{AuditLine, AuditLog};
 use crate::net::Net;
 use futures::StreamExt;
+use ledgermesh_protocol::access::{AuditKind, AuditRecord};
 use ledgermesh_protocol::vpn::{address_of, Drop, Router};
 use libp2p::{PeerId, StreamProtocol};
 use libp2p_stream::IncomingStreams;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
@@ -74,6 +76,8 @@ struct Inner {
     inbound: Arc<Semaphore>,
     /// Streams being read, by peer.
     reading: Mutex<HashMap<PeerId, usize>>,
+    /// Where refusals are written, and the strangers written already.
+    audit: Option<(AuditLog, Mutex<HashSet<PeerId>>)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +87,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Vpn {
     /// Carries packets of at most `mtu` bytes as `router` decides.
     pub fn new(router: Router, mtu: usize) -> Self {
+        Self::audited(router, mtu, None)
+    }
+
+    /// [`Vpn::new`], with each peer refused a stream written to `audit`
+    /// (once per peer, `refuse` of stream `vpn`, reason `not_allowed`).
+    pub fn audited(router: Router, mtu: usize, audit: Option<AuditLog>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 router: Mutex::new(router),
@@ -92,6 +102,7 @@ impl Vpn {
                 told: Mutex::new(HashMap::new()),
                 inbound: Arc::new(Semaphore::new(MAX_INBOUND)),
                 reading: Mutex::new(HashMap::new()),
+                audit: audit.map(|log| (log, Mutex::new(HashSet::new()))),
             }),
         }
     }
@@ -151,6 +162,30 @@ impl Vpn {
                 reason: why.as_str(),
                 count,
             });
+        }
+    }
+
+    /// Writes `peer`'s refusal to the audit log, the first time (until the
+    /// memory of 4,096 strangers is full and starts over).
+    fn audit_refusal(&self, net: &impl Net, peer: PeerId) {
+        let Some((log, written)) = &self.inner.audit else {
+            return;
+        };
+        {
+            let mut written = lock(written);
+            if written.len() >= 4096 {
+                written.clear();
+            }
+            if !written.insert(peer) {
+                return;
+            }
+        }
+        let rec = AuditRecord::new(crate::clock::now_ms(), AuditKind::Refuse)
+            .about(peer, "vpn")
+            .reason(Drop::NotAllowed.as_str());
+        if let Err(e) = log.append(&AuditLine::of(&rec, net.emitter().node())) {
+            tracing::warn!(error = %e, "audit log write failed");
+            net.emit(Event::error(crate::events::ErrorPart::Audit, e));
         }
     }
 

@@ -42,6 +42,8 @@ pub struct VpnConfig {
     pub observers: Vec<Multiaddr>,
     /// Agreeing observers needed (default: a majority).
     pub quorum: Option<usize>,
+    /// Where peers refused are written (`--audit-log`).
+    pub audit: Option<crate::access::audit_log::AuditLog>,
 }
 
 /// Why the role could not start.
@@ -114,7 +116,8 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
     let dev = Arc::new(dev);
     let (to_tunnel, from) = mpsc::channel(QUEUE);
     let (to, from_tunnel) = mpsc::channel(QUEUE);
-    Vpn::new(router, usize::from(mtu)).start(handle.clone(), Device { from, to })?;
+    Vpn::audited(router, usize::from(mtu), config.audit)
+        .start(handle.clone(), Device { from, to })?;
     let reader = handle.spawn(tun::read(dev.clone(), mtu, to_tunnel));
     let writer = handle.spawn(tun::write(dev, from_tunnel));
     // Reservations on free relays (this role pays none yet), then our
