@@ -38,6 +38,8 @@ ensure_tools() {
     command -v nft >/dev/null || missing+=(nftables)
     command -v ethtool >/dev/null || missing+=(ethtool)
     command -v ping >/dev/null || missing+=(iputils-ping)
+    # The VPN lab tests fetch over HTTP through the tunnel.
+    command -v curl >/dev/null || missing+=(curl)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "natlab: installing ${missing[*]}" >&2
         DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null 2>&1 \

@@ -153,12 +153,15 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
 /// until the node stops.
 async fn keep_connected(handle: &NodeHandle, dial: &[(PeerId, Multiaddr)]) {
     loop {
+        // One look at the connections per round, not one per peer.
+        let connected: std::collections::HashSet<PeerId> = match dial.is_empty() {
+            true => Default::default(),
+            false => (handle.snapshot().await)
+                .map(|s| s.connections.iter().map(|c| c.peer).collect())
+                .unwrap_or_default(),
+        };
         for (peer, addr) in dial {
-            let connected = handle
-                .snapshot()
-                .await
-                .is_ok_and(|s| s.connections.iter().any(|c| c.peer == *peer));
-            if !connected {
+            if !connected.contains(peer) {
                 if let Err(e) = handle.dial(*peer, vec![addr.clone()]).await {
                     tracing::debug!(%peer, error = %e, "vpn peer not reached yet");
                 }
