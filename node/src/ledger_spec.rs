@@ -95,3 +95,69 @@ pub async fn open_payments(
         ))),
     }
 }
+
+/// The addresses of the RPC endpoint an `evm:` spec names (none for
+/// `memory`, or where its host does not resolve): a node that sends its
+/// traffic through an exit keeps these on the host's own routes.
+pub async fn rpc_addrs(spec: &str) -> Vec<std::net::IpAddr> {
+    let Some(rest) = spec.strip_prefix("evm:") else {
+        return vec![];
+    };
+    // evm:SCHEME://HOST[:PORT][/PATH]@CONTRACT
+    let url = rest.rsplit_once('@').map_or(rest, |(url, _)| url);
+    let Some((scheme, after)) = url.split_once("://") else {
+        return vec![];
+    };
+    let authority = after.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let default_port = if scheme.ends_with('s') { 443 } else { 80 };
+    let with_port = match authority.rsplit_once(':') {
+        // A port, not the inside of a bare IPv6 address.
+        Some((_, port)) if port.parse::<u16>().is_ok() && !authority.ends_with(']') => {
+            authority.to_string()
+        }
+        _ => format!("{authority}:{default_port}"),
+    };
+    match tokio::net::lookup_host(with_port).await {
+        Ok(addrs) => {
+            let mut ips: Vec<std::net::IpAddr> = addrs.map(|a| a.ip()).collect();
+            ips.sort_unstable();
+            ips.dedup();
+            ips
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "the ledger's RPC host does not resolve");
+            vec![]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_rpc_endpoints_addresses_come_from_its_spec() {
+        let c = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let at = |url: &str| format!("evm:{url}@{c}");
+        assert_eq!(
+            rpc_addrs(&at("http://203.0.113.20:8545")).await,
+            vec![ip("203.0.113.20")]
+        );
+        assert_eq!(
+            rpc_addrs(&at("https://198.51.100.7/rpc/v1")).await,
+            vec![ip("198.51.100.7")]
+        );
+        assert_eq!(
+            rpc_addrs(&at("http://[2001:db8::1]:8545")).await,
+            vec![ip("2001:db8::1")]
+        );
+        assert_eq!(
+            rpc_addrs(&at("http://[2001:db8::1]")).await,
+            vec![ip("2001:db8::1")]
+        );
+        assert!(rpc_addrs("memory").await.is_empty());
+        assert!(rpc_addrs("evm:nonsense").await.is_empty());
+    }
+}

@@ -231,15 +231,8 @@ impl Drop for Killed {
     }
 }
 
-/// Serves a 16 MiB file over HTTP on `server`'s mesh address and fetches
-/// it from `client` with curl; whether it arrived byte for byte.
-fn tcp_through_the_tunnel(
-    lab: &ledgermesh_e2e::natlab::Lab,
-    dir: &std::path::Path,
-    (server, addr): (&str, &str),
-    client: &str,
-) -> bool {
-    use std::process::{Command, Stdio};
+/// 16 MiB nobody could guess, written to `dir/www/blob`.
+fn blob_in(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
     let root = dir.join("www");
     std::fs::create_dir_all(&root).unwrap();
     let mut blob = vec![0u8; 16 << 20];
@@ -251,12 +244,25 @@ fn tcp_through_the_tunnel(
         *b = x as u8;
     }
     std::fs::write(root.join("blob"), &blob).unwrap();
-    let _server = Killed(
+    (root, blob)
+}
+
+/// An HTTP server on `host` at `addr`:8000 serving `root`, its request
+/// log (one line per request, the client's address first) in `log`.
+fn http_server(
+    lab: &ledgermesh_e2e::natlab::Lab,
+    host: &str,
+    addr: &str,
+    root: &std::path::Path,
+    log: &std::path::Path,
+) -> Killed {
+    use std::process::{Command, Stdio};
+    Killed(
         Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &lab.ns(server),
+                &lab.ns(host),
                 "python3",
                 "-m",
                 "http.server",
@@ -269,21 +275,84 @@ fn tcp_through_the_tunnel(
                 root.to_str().unwrap(),
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("start the HTTP server"),
-    );
+    )
+}
+
+/// curl on `client` for `url` into `out`, given `secs` in all (retried
+/// while the server starts: a refusal comes back at once).
+fn curl(
+    lab: &ledgermesh_e2e::natlab::Lab,
+    client: &str,
+    url: &str,
+    out: &std::path::Path,
+    secs: u32,
+) -> bool {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns(client), "curl", "-sS", "-g"])
+        .args([
+            "--max-time",
+            &secs.to_string(),
+            "--retry",
+            "30",
+            "--retry-connrefused",
+        ])
+        .args(["--retry-delay", "1", "--retry-max-time", &secs.to_string()])
+        .args(["-o", out.to_str().unwrap(), url])
+        .status()
+        .expect("run curl")
+        .success()
+}
+
+/// Serves a 16 MiB file over HTTP on `server`'s mesh address and fetches
+/// it from `client` with curl; whether it arrived byte for byte.
+fn tcp_through_the_tunnel(
+    lab: &ledgermesh_e2e::natlab::Lab,
+    dir: &std::path::Path,
+    (server, addr): (&str, &str),
+    client: &str,
+) -> bool {
+    let (root, blob) = blob_in(dir);
+    let _server = http_server(lab, server, addr, &root, &dir.join("http.log"));
     let got = dir.join("got");
     let url = format!("http://[{addr}]:8000/blob");
-    let status = Command::new("ip")
-        .args(["netns", "exec", &lab.ns(client), "curl", "-sS", "-g"])
-        // Retried while the server starts (a refusal comes back through
-        // the tunnel at once); bounded in time.
-        .args(["--max-time", "60", "--retry", "30", "--retry-connrefused"])
-        .args(["--retry-delay", "1", "-o", got.to_str().unwrap(), &url])
-        .status()
-        .expect("run curl");
-    status.success() && std::fs::read(&got).is_ok_and(|g| g == blob)
+    curl(lab, client, &url, &got, 60) && std::fs::read(&got).is_ok_and(|g| g == blob)
+}
+
+/// The addresses the HTTP server's log says requests came from.
+fn requesters(log: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    (text.lines())
+        .filter(|l| l.contains("\"GET "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Whether `host`'s namespace holds anything of ours: an nftables table,
+/// or a rule into the exit's routing table.
+fn host_holds_ours(lab: &ledgermesh_e2e::natlab::Lab, host: &str) -> String {
+    let sh = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.ns(host)])
+            .args(args)
+            .output()
+            .expect("run");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let mut left = String::new();
+    left += &sh(&["nft", "list", "tables"])
+        .lines()
+        .filter(|l| l.contains("ledgermesh"))
+        .collect::<String>();
+    for family in ["-4", "-6"] {
+        left += &sh(&["ip", family, "rule"])
+            .lines()
+            .filter(|l| l.starts_with("5209") || l.starts_with("5210"))
+            .collect::<String>();
+    }
+    left
 }
 
 #[test]
@@ -437,6 +506,287 @@ fn natlab_vpn_hosts_behind_two_nats_meet_through_a_relay_and_ping_both_ways() {
     for p in [&mut a, &mut b, &mut relay] {
         p.stop();
     }
+}
+
+#[test]
+fn natlab_vpn_exit_carries_a_nated_hosts_traffic_and_the_kill_switch_holds_it_when_the_exit_dies() {
+    use ledgermesh_e2e::natlab::{Lab, Nat};
+    use ledgermesh_e2e::procs::{event_is, keygen};
+    let Some(lab) = Lab::up("vpn-exit", Nat::Eim, Nat::Eim) else {
+        return;
+    };
+    let dir = temp_dir("vpn-exit");
+    let (kx, idx) = keygen(dir.path(), "exit");
+    let (k1, id1) = keygen(dir.path(), "c1");
+    let (k2, id2) = keygen(dir.path(), "c2");
+    // The exit, public (obs1, 203.0.113.11), allows both clients.
+    let exit_args = ["--exit", "--peer", &id1, "--peer", &id2];
+    let mut exit = vpn_on(&lab, "obs1", dir.path(), &kx, &exit_args);
+    exit.wait_for("the exit", T, |v| {
+        event_is(v, "vpn_exit") && v["state"] == "gateway"
+    });
+    // Two clients behind NATs send everything through it: h1 with the
+    // kill switch, h2 without.
+    let exit_at = format!("/ip4/203.0.113.11/udp/4001/quic-v1/p2p/{idx}");
+    let client = |host: &str, key: &str, kill: bool| {
+        let mut args = vec!["--peer-addr", &exit_at, "--exit", &idx];
+        if kill {
+            args.push("--kill-switch");
+        }
+        vpn_on(&lab, host, dir.path(), key, &args)
+    };
+    let mut c1 = client("h1", &k1, true);
+    let mut c2 = client("h2", &k2, false);
+    let up = |p: &mut ledgermesh_e2e::procs::Proc| {
+        let v = p.wait_for_next("the exit up", T, |v| {
+            event_is(v, "vpn_exit") && v["state"] == "up"
+        });
+        assert_eq!(v["peer_id"], idx, "{v}");
+        assert_eq!(v["routes"], serde_json::json!(["0.0.0.0/0", "::/0"]), "{v}");
+    };
+    up(&mut c1);
+    up(&mut c2);
+    // A server on the internet (pub, 203.0.113.30) sees the exit, not the
+    // clients' NATs (203.0.113.101 and .102), and the bytes arrive intact.
+    let (root, blob) = blob_in(dir.path());
+    let log = dir.path().join("http.log");
+    let _server = http_server(&lab, "pub", "203.0.113.30", &root, &log);
+    let url = "http://203.0.113.30:8000/blob";
+    for (host, n) in [("h1", 1), ("h2", 2)] {
+        let got = dir.path().join(format!("got-{host}"));
+        assert!(
+            curl(&lab, host, url, &got, 60),
+            "{host} fetched through the exit"
+        );
+        assert!(
+            std::fs::read(&got).is_ok_and(|g| g == blob),
+            "{host}: byte for byte"
+        );
+        assert_eq!(requesters(&log).len(), n, "{:?}", requesters(&log));
+    }
+    assert_eq!(
+        requesters(&log),
+        vec!["203.0.113.11"; 2],
+        "only the exit was seen"
+    );
+    // The exit dies (no clean-up, no goodbye): both clients lose it.
+    exit.kill();
+    for p in [&mut c1, &mut c2] {
+        p.wait_for_next("the exit down", T, |v| {
+            event_is(v, "vpn_exit") && v["state"] == "down"
+        });
+    }
+    // Without the kill switch, h2's traffic takes its own routes again
+    // (its NAT's address); with it, h1's never leaves the host.
+    let got = dir.path().join("got-direct");
+    assert!(
+        curl(&lab, "h2", url, &got, 30),
+        "h2 falls back to its own routes"
+    );
+    assert_eq!(
+        requesters(&log).last().map(String::as_str),
+        Some("203.0.113.102")
+    );
+    let seen = requesters(&log).len();
+    assert!(
+        !curl(&lab, "h1", url, &dir.path().join("got-held"), 5),
+        "h1 is held"
+    );
+    assert_eq!(
+        requesters(&log).len(),
+        seen,
+        "nothing of h1's reached the server"
+    );
+    // The exit is back (with the same key): the clients find it again and
+    // their traffic goes through it.
+    let mut exit = vpn_on(&lab, "obs1", dir.path(), &kx, &exit_args);
+    up(&mut c1);
+    let got = dir.path().join("got-again");
+    assert!(curl(&lab, "h1", url, &got, 60), "h1 through the exit again");
+    assert_eq!(
+        requesters(&log).last().map(String::as_str),
+        Some("203.0.113.11")
+    );
+    // Stopped, each leaves its host as it found it.
+    for p in [&mut c1, &mut c2, &mut exit] {
+        p.stop();
+    }
+    for host in ["h1", "h2", "obs1"] {
+        assert_eq!(
+            host_holds_ours(&lab, host),
+            "",
+            "{host} was left with rules"
+        );
+    }
+}
+
+/// Wei per MiB the priced exit charges.
+const EXIT_PRICE: u128 = 1_000_000_000_000;
+
+#[test]
+fn natlab_vpn_priced_exit_is_paid_to_the_wei_and_carries_nothing_for_an_unpaid_peer() {
+    use ledgermesh_e2e::natlab::{Lab, Nat};
+    use ledgermesh_e2e::procs::{event_is, keygen, DevchainReady};
+    let Some(lab) = Lab::up("vpn-paid", Nat::Eim, Nat::Eim) else {
+        return;
+    };
+    let dir = temp_dir("vpn-paid");
+    let keydir = dir.path().join("keys");
+    let mut chain = lab.start(
+        "chain",
+        "devchain",
+        dir.path(),
+        &[
+            "devchain",
+            "--json",
+            "--host",
+            "203.0.113.20",
+            "--port",
+            "8545",
+        ]
+        .into_iter()
+        .chain(["--dir", keydir.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+    );
+    let ready = DevchainReady::wait(&mut chain, Duration::from_secs(120));
+    let (kx, idx) = keygen(dir.path(), "exit");
+    let (k1, id1) = keygen(dir.path(), "payer");
+    let (k2, id2) = keygen(dir.path(), "freeloader");
+    let price = EXIT_PRICE.to_string();
+    let exit_key = ready.keys.last().unwrap().clone();
+    // The exit (obs1) charges per MiB, paid to the devchain's last key; it
+    // allows both clients.
+    let mut exit = vpn_on(
+        &lab,
+        "obs1",
+        dir.path(),
+        &kx,
+        &[
+            "--exit",
+            "--peer",
+            &id1,
+            "--peer",
+            &id2,
+            "--ledger",
+            &ready.spec,
+            "--ledger-key",
+            &exit_key,
+            "--price-per-mib",
+            &price,
+        ],
+    );
+    let exit_at = format!("/ip4/203.0.113.11/udp/4001/quic-v1/p2p/{idx}");
+    // One client pays from a channel; the other is allowed but pays nothing.
+    let mut payer = vpn_on(
+        &lab,
+        "h1",
+        dir.path(),
+        &k1,
+        &[
+            "--peer-addr",
+            &exit_at,
+            "--exit",
+            &idx,
+            "--ledger",
+            &ready.spec,
+            "--ledger-key",
+            &ready.keys[0],
+            "--deposit",
+            "10000000000000000",
+        ],
+    );
+    let mut free = vpn_on(
+        &lab,
+        "h2",
+        dir.path(),
+        &k2,
+        &["--peer-addr", &exit_at, "--exit", &idx],
+    );
+    for p in [&mut payer, &mut free] {
+        p.wait_for("the exit up", T, |v| {
+            event_is(v, "vpn_exit") && v["state"] == "up"
+        });
+    }
+    // The freeloader is told why, and gets nothing through.
+    let told = free.wait_for("the price told", T, |v| {
+        event_is(v, "payment_refused") && v["reason"] == "exit_payment"
+    });
+    assert!(
+        told["detail"].as_str().unwrap().contains("--deposit"),
+        "{told}"
+    );
+    let (root, blob) = blob_in(dir.path());
+    let log = dir.path().join("http.log");
+    let _server = http_server(&lab, "pub", "203.0.113.30", &root, &log);
+    let url = "http://203.0.113.30:8000/blob";
+    assert!(
+        !curl(&lab, "h2", url, &dir.path().join("got-free"), 5),
+        "unpaid: nothing"
+    );
+    exit.wait_for("the freeloader's packets dropped", T, |v| {
+        event_is(v, "vpn_dropped") && v["peer_id"] == id2 && v["reason"] == "unpaid"
+    });
+    // The payer's fetch crosses the exit, byte for byte, once its channel
+    // is open …
+    payer.wait_for("the payer's channel", T, |v| event_is(v, "channel_opened"));
+    let got = dir.path().join("got");
+    assert!(
+        curl(&lab, "h1", url, &got, 90),
+        "the payer fetched through the exit"
+    );
+    assert!(
+        std::fs::read(&got).is_ok_and(|g| g == blob),
+        "byte for byte"
+    );
+    assert_eq!(
+        requesters(&log),
+        vec!["203.0.113.11"],
+        "only the payer, by the exit"
+    );
+    // … and once the traffic pauses, everything the exit metered is
+    // invoiced and paid, priced to the wei.
+    let full = exit.wait_for("a voucher for every byte metered", T, |v| {
+        let bytes = v["bytes"].as_u64().unwrap_or(0);
+        event_is(v, "voucher_received")
+            && v["payer"] == id1
+            && bytes >= blob.len() as u64
+            && v["cumulative"] == (u128::from(bytes) * EXIT_PRICE / (1 << 20)).to_string()
+    });
+    let bytes = full["bytes"].as_u64().unwrap();
+    // Headers and acknowledgements of 16 MiB of TCP at this MTU: a few %.
+    assert!(
+        bytes < blob.len() as u64 * 115 / 100,
+        "{bytes} bytes metered"
+    );
+    let paid = full["cumulative"].as_str().unwrap().to_string();
+    assert!(
+        payer
+            .matching(|v| event_is(v, "voucher_sent"))
+            .iter()
+            .any(|v| v["cumulative"] == paid),
+        "the payer signed {paid}"
+    );
+    // Stopped, the exit claims on chain what its last voucher says.
+    payer.stop();
+    exit.terminate();
+    assert_eq!(exit.wait_exit(Duration::from_secs(60)), 0);
+    let last: u128 = exit
+        .matching(|v| event_is(v, "voucher_received"))
+        .iter()
+        .map(|v| v["cumulative"].as_str().unwrap().parse::<u128>().unwrap())
+        .max()
+        .unwrap();
+    let claimed: u128 = exit
+        .matching(|v| event_is(v, "claimed"))
+        .iter()
+        .map(|v| v["amount"].as_str().unwrap().parse::<u128>().unwrap())
+        .sum();
+    assert_eq!(claimed, last, "claimed on chain what the vouchers say");
+    assert!(last >= paid.parse::<u128>().unwrap());
+    println!(
+        "NATLAB vpn priced exit: {bytes} bytes metered for 16 MiB, paid and claimed {claimed} wei"
+    );
+    free.stop();
 }
 
 const T: Duration = Duration::from_secs(30);

@@ -78,6 +78,51 @@ pub struct VpnRunArgs {
     #[arg(long, default_value = ledgermesh_node::roles::vpn::DEFAULT_TUN)]
     #[serde(with = "super::conf::one")]
     pub tun_name: String,
+    /// `--exit` alone (or `gateway`): be an exit, forwarding the allowed
+    /// peers' traffic to this host's network behind its address (an
+    /// nftables masquerade, removed when the node stops). `--exit PEER_ID`:
+    /// send this host's traffic (`--exit-routes`) through that exit.
+    #[arg(long, value_name = "PEER_ID", num_args = 0..=1,
+          default_missing_value = ledgermesh_node::roles::vpn::ExitFlag::GATEWAY)]
+    #[serde(with = "super::conf::opt")]
+    pub exit: Option<ledgermesh_node::roles::vpn::ExitFlag>,
+    /// With `--exit PEER_ID`: the networks sent through the exit
+    /// (repeatable; default everything, `0.0.0.0/0` and `::/0`). The
+    /// host's more specific routes (its LAN) stay its own.
+    #[arg(long, value_name = "CIDR", num_args = 1..)]
+    #[serde(with = "super::conf::many")]
+    pub exit_routes: Vec<ledgermesh_protocol::vpn::IpNet>,
+    /// With `--exit PEER_ID`: no packet leaves this host outside the tunnel
+    /// (but the node's own), whether or not the exit is reachable
+    /// (nftables, removed when the node stops). Without it, traffic takes
+    /// the host's own routes while the exit is unreachable.
+    #[arg(long)]
+    pub kill_switch: bool,
+    /// With `--exit` (a gateway): let peers reach this host's private
+    /// networks too (its LAN). Off: only public addresses.
+    #[arg(long)]
+    pub exit_lan: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    #[serde(flatten)]
+    pub pay_ledger: PayLedgerArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    #[serde(flatten)]
+    pub price: PriceArgs,
+    /// With `--exit PEER_ID`: pay a priced exit from the ledger account
+    /// (`--ledger-key`): lock this many wei in a channel to it (reusing an
+    /// open one), and top up by as much when it runs out. Without it, a
+    /// priced exit drops what this node sends through it.
+    #[arg(long)]
+    #[serde(with = "super::conf::opt")]
+    pub deposit: Option<u128>,
+    /// With `--exit PEER_ID`: the most we pay the exit per MiB, in wei; an
+    /// exit priced above it is not paid (`price_too_high`) before any
+    /// channel is opened.
+    #[arg(long)]
+    #[serde(with = "super::conf::opt")]
+    pub max_price_per_mib: Option<u128>,
 }
 
 /// `ledgermesh vpn ...`.

@@ -303,8 +303,54 @@ fn check_together(command: &Command) -> anyhow::Result<()> {
             "--open (key `open`) and --allow (key `allow`) exclude each other: \
              open lifts the limits for everyone, allow for the peers it lists"
         ),
+        Command::Vpn(a) => check_exit(&a.run),
         _ => Ok(()),
     }
+}
+
+/// The exit's flags that need `--exit PEER_ID`, and the one that needs
+/// `--exit` alone.
+fn check_exit(a: &super::VpnRunArgs) -> anyhow::Result<()> {
+    use ledgermesh_node::roles::vpn::ExitFlag;
+    let via = matches!(a.exit, Some(ExitFlag::Via(_)));
+    let client_only = [
+        ("--kill-switch (key `kill_switch`)", a.kill_switch),
+        (
+            "--exit-routes (key `exit_routes`)",
+            !a.exit_routes.is_empty(),
+        ),
+    ];
+    for (flag, given) in client_only {
+        if given && !via {
+            anyhow::bail!("{flag} needs --exit PEER_ID: the exit to send traffic through");
+        }
+    }
+    let client_pays = [
+        ("--deposit (key `deposit`)", a.deposit.is_some()),
+        (
+            "--max-price-per-mib (key `max_price_per_mib`)",
+            a.max_price_per_mib.is_some(),
+        ),
+    ];
+    for (flag, given) in client_pays {
+        if given && !via {
+            anyhow::bail!("{flag} needs --exit PEER_ID: it pays the exit traffic goes through");
+        }
+    }
+    if a.price.price_per_hour > 0 {
+        anyhow::bail!("--price-per-hour (key `price_per_hour`): an exit charges per MiB only");
+    }
+    if a.price.priced() && a.exit != Some(ExitFlag::Gateway) {
+        anyhow::bail!(
+            "--price-per-mib (key `price_per_mib`) needs --exit alone: it prices this exit"
+        );
+    }
+    if a.exit_lan && a.exit != Some(ExitFlag::Gateway) {
+        anyhow::bail!(
+            "--exit-lan (key `exit_lan`) needs --exit alone: it opens this exit's LAN to its peers"
+        );
+    }
+    Ok(())
 }
 
 /// A file's `role` key must name the role it is run as.
@@ -718,6 +764,12 @@ const SAMPLE_EXAMPLES: &[(&str, &str)] = &[
         r#"["12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7=10.7.0.2/32"]"#,
     ),
     ("address_v4", r#""10.7.0.1/24""#),
+    (
+        "exit",
+        r#""12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7""#,
+    ),
+    ("exit_routes", r#"["0.0.0.0/0", "::/0"]"#),
+    ("max_price_per_mib", r#""1000000000000""#),
     (
         "peer_addr",
         r#"["/ip4/203.0.113.30/udp/4001/quic-v1/p2p/12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7"]"#,

@@ -363,6 +363,27 @@ async fn start_node(
     Ok(handle)
 }
 
+/// The exit's part, from its flags (checked together already).
+fn exit_of(
+    flag: &Option<ledgermesh_node::roles::vpn::ExitFlag>,
+    routes: Vec<ledgermesh_protocol::vpn::IpNet>,
+    kill_switch: bool,
+    lan: bool,
+) -> Option<ledgermesh_node::roles::vpn::Exit> {
+    use ledgermesh_node::roles::vpn::{Exit, ExitFlag};
+    Some(match (*flag)? {
+        ExitFlag::Gateway => Exit::Gateway { lan },
+        ExitFlag::Via(peer) => Exit::Via {
+            peer,
+            routes: match routes.is_empty() {
+                true => vec!["0.0.0.0/0".parse().ok()?, "::/0".parse().ok()?],
+                false => routes,
+            },
+            kill_switch,
+        },
+    })
+}
+
 /// `ledgermesh vpn`: the node, its TUN device and the tunnel.
 pub(super) async fn run_vpn(args: VpnRunArgs) -> anyhow::Result<i32> {
     let keypair = load_or_ephemeral(args.node.key.as_deref())?;
@@ -371,7 +392,9 @@ pub(super) async fn run_vpn(args: VpnRunArgs) -> anyhow::Result<i32> {
         &args.peer_addr,
         args.node.allow_private_addrs,
     )?;
+    let me = keypair.public().to_peer_id();
     let handle = start_node("vpn", keypair, &args.node, &args.peer).await?;
+    let payees = exit_payees(&args, &handle, me).await?;
     let config = ledgermesh_node::roles::vpn::VpnConfig {
         tun_name: args.tun_name,
         mtu: args.mtu,
@@ -384,14 +407,90 @@ pub(super) async fn run_vpn(args: VpnRunArgs) -> anyhow::Result<i32> {
             .collect(),
         quorum: args.peer.quorum,
         audit: args.node.audit()?,
+        exit: exit_of(
+            &args.exit,
+            args.exit_routes,
+            args.kill_switch,
+            args.exit_lan,
+        ),
+        payees: payees.clone(),
+        payer: exit_payer(
+            &args.pay_ledger,
+            args.deposit,
+            args.max_price_per_mib,
+            &args.peer,
+        )
+        .await?,
+        own_hosts: match &args.pay_ledger.ledger {
+            Some(spec) => ledgermesh_node::ledger_spec::rpc_addrs(spec).await,
+            None => vec![],
+        },
     };
     let result = tokio::select! {
         r = ledgermesh_node::roles::vpn::run(handle.clone(), config) => r.map_err(anyhow::Error::from),
         _ = wait_for_ctrl_c() => Ok(()),
     };
+    if let Some(payees) = &payees {
+        // What the vouchers say is ours: claim it before going.
+        payees.claim_all().await;
+    }
     let why = if result.is_ok() { "signal" } else { "error" };
     handle.shutdown_because(why).await;
     result.map(|()| 0)
+}
+
+/// A priced exit's accounts (`--price-per-mib`), its unclaimed vouchers
+/// kept where `--data-dir` (or the key's default) says.
+async fn exit_payees(
+    args: &VpnRunArgs,
+    handle: &ledgermesh_node::swarm::NodeHandle,
+    me: libp2p::PeerId,
+) -> anyhow::Result<Option<ledgermesh_node::protocols::pay::Payees>> {
+    let payees = (args.price)
+        .payees(
+            args.pay_ledger.ledger.as_deref(),
+            args.pay_ledger.ledger_key.as_deref(),
+            handle.emitter(),
+        )
+        .await
+        .context("setting up the exit's payments")?;
+    if let Some(payees) = &payees {
+        if let Some(dir) = given_or_default_dir(args.pay_ledger.data_dir.as_ref(), &args.node, me) {
+            (payees.keep_vouchers_in(&dir).await)
+                .with_context(|| format!("keeping vouchers in {}", dir.display()))?;
+        }
+    }
+    Ok(payees)
+}
+
+/// How a client pays its exit (`--deposit`).
+async fn exit_payer(
+    ledger: &super::args::PayLedgerArgs,
+    deposit: Option<u128>,
+    max_price_per_mib: Option<u128>,
+    peer: &super::args::PeerArgs,
+) -> anyhow::Result<Option<ledgermesh_node::protocols::pay::PayerConfig>> {
+    let Some(deposit) = deposit else {
+        return Ok(None);
+    };
+    let spec = (ledger.ledger.as_deref())
+        .context("--deposit needs --ledger evm:RPC_URL@CONTRACT (where the channel is)")?;
+    let key = ledgermesh_node::ledger_spec::ledger_key(ledger.ledger_key.as_deref())?
+        .context("--deposit needs --ledger-key FILE (the paying account)")?;
+    let channels = ledgermesh_node::ledger_spec::open_payments(spec, Some(&key))
+        .await
+        .context("--deposit: opening the payment channels")?;
+    Ok(Some(ledgermesh_node::protocols::pay::PayerConfig {
+        channels,
+        deposit,
+        leeway: Default::default(),
+        caps: ledgermesh_protocol::payment::Caps {
+            max_price_per_mib,
+            max_deposit: peer.max_deposit,
+            max_spend: peer.max_spend,
+        },
+        consent: None,
+    }))
 }
 
 pub(super) async fn run_provide(args: ProvideArgs) -> anyhow::Result<i32> {

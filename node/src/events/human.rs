@@ -132,6 +132,33 @@ fn vpn_line(e: &Event) -> Option<(Loudness, String)> {
                 }
             ),
         ),
+        Event::VpnExit {
+            peer_id,
+            state,
+            routes,
+            kill_switch,
+        } => (
+            if *state == "down" { Warn } else { Info },
+            match *state {
+                "gateway" => "vpn: this node is an exit for its peers".to_string(),
+                "up" => format!(
+                    "vpn: exit {} up: {} through the tunnel{}",
+                    short(peer_id),
+                    routes.join(", "),
+                    if *kill_switch { " (kill switch on)" } else { "" }
+                ),
+                _ if *kill_switch => format!(
+                    "vpn: exit {} down: {} held in the tunnel (kill switch: nothing leaves outside it)",
+                    short(peer_id),
+                    routes.join(", ")
+                ),
+                _ => format!(
+                    "vpn: exit {} down: {} back to the host's own routes",
+                    short(peer_id),
+                    routes.join(", ")
+                ),
+            },
+        ),
         Event::VpnDropped {
             peer_id,
             reason,

@@ -419,7 +419,8 @@ pub enum Event {
     },
     /// (VPN) packets dropped: `count` so far of `reason` (`malformed`,
     /// `too_big`, `no_route`, `not_allowed`, `spoofed_source`,
-    /// `not_for_us`, `not_from_us`, `congested`) from or to `peer_id`
+    /// `not_for_us`, `not_from_us`, `congested`, `private_destination`)
+    /// from or to `peer_id`
     /// (absent for our own device's packets that went to no peer). Told at
     /// the 1st, 2nd, 4th, 8th, … of each reason and peer, so a flood cannot
     /// flood the log.
@@ -431,6 +432,21 @@ pub enum Event {
         reason: &'static str,
         /// Dropped so far for this reason and peer.
         count: u64,
+    },
+    /// (VPN) an exit: `gateway` when this node became one (it forwards its
+    /// peers' traffic behind its own address); otherwise the exit this
+    /// node sends `routes` through, `up` once it is reached and the routes
+    /// go into the tunnel, `down` when it is lost (the routes go back to
+    /// the host's own, unless `kill_switch` holds them).
+    VpnExit {
+        /// The exit (ourselves for `gateway`).
+        peer_id: String,
+        /// `gateway`, `up` or `down`.
+        state: &'static str,
+        /// The networks sent through the exit (none for `gateway`).
+        routes: Vec<String>,
+        /// Whether packets outside the tunnel are stopped.
+        kill_switch: bool,
     },
     /// (VPN) a peer's packet stream opened (`up`) or ended (`down`); `in`:
     /// the peer opened it, `out`: we did.

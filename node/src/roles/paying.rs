@@ -145,3 +145,38 @@ pub fn consent_from_access(
         }
     });
 }
+
+/// Pays the exit `exit` for what crosses it (`meter`, the tunnel's count)
+/// from `payer`'s channel; with nothing to pay with, asks its terms and
+/// says once, naming the flag, that a priced exit drops what we send.
+pub async fn pay_exit(
+    handle: &NodeHandle,
+    exit: libp2p::PeerId,
+    payer: Option<PayerConfig>,
+    meter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let refused = |detail: String| {
+        tracing::warn!(%exit, %detail, "the exit is not paid");
+        handle.emit(Event::PaymentRefused {
+            peer_id: exit.to_string(),
+            reason: "exit_payment",
+            detail,
+        });
+    };
+    let Some(cfg) = payer else {
+        match crate::protocols::pay::terms(handle, exit).await {
+            Ok(Some(t)) if !t.is_free() => refused(format!(
+                "it charges {} wei per MiB (deposit at least {} wei) and this node has no \
+                 --deposit to pay it: what goes through it is dropped",
+                t.price_per_mib, t.min_deposit
+            )),
+            _ => {}
+        }
+        return;
+    };
+    match pay(handle, exit, cfg, meter).await {
+        Ok(Paying::Free) => tracing::debug!(%exit, "the exit is free"),
+        Ok(Paying::Attached { .. }) => tracing::info!(%exit, "paying the exit"),
+        Err(e) => refused(e.to_string()),
+    }
+}

@@ -17,9 +17,9 @@ pub mod frame;
 pub mod packet;
 pub mod router;
 
-pub use address::{address_of, is_mesh, PREFIX, PREFIX_LEN};
+pub use address::{address_of, address_v4_of, is_mesh, PREFIX, PREFIX_LEN, V4_NET, V4_NET_LEN};
 pub use ipnet::{IpNet, Ipv4Net};
-pub use router::{Peer, PeerParseError, Router, RouterError};
+pub use router::{ExitPolicy, Peer, PeerParseError, Router, RouterError};
 
 /// Why a packet was not carried. A closed set: each is counted and named
 /// in the `vpn_dropped` event by [`Drop::as_str`].
@@ -47,11 +47,17 @@ pub enum Drop {
     /// The queue to or from a peer was full (the node's, not the router's
     /// decision: it carries packets no faster than the path takes them).
     Congested,
+    /// From a peer, through an exit, to a private network the exit does
+    /// not open to its peers (its own LAN).
+    PrivateDestination,
+    /// Through a priced exit, for a peer with no paid room: no channel
+    /// attached, or its credit spent until it pays.
+    Unpaid,
 }
 
 impl Drop {
     /// Every reason, in order.
-    pub const ALL: [Drop; 9] = [
+    pub const ALL: [Drop; 11] = [
         Drop::Malformed,
         Drop::TooBig,
         Drop::NoRoute,
@@ -61,6 +67,8 @@ impl Drop {
         Drop::NotFromUs,
         Drop::Local,
         Drop::Congested,
+        Drop::PrivateDestination,
+        Drop::Unpaid,
     ];
 
     /// The reason's name in events and metrics.
@@ -75,6 +83,8 @@ impl Drop {
             Drop::NotFromUs => "not_from_us",
             Drop::Local => "local",
             Drop::Congested => "congested",
+            Drop::PrivateDestination => "private_destination",
+            Drop::Unpaid => "unpaid",
         }
     }
 }

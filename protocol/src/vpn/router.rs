@@ -7,6 +7,14 @@
 //! peer is delivered only if that peer is allowed, its source is one the
 //! peer owns and its destination is ours. Everything else is a [`Drop`],
 //! counted by reason.
+//!
+//! A router that serves as an exit ([`Router::serve_exit`]) also carries
+//! its peers' packets to the world outside the mesh (the host forwards
+//! them, behind its NAT) and the answers back: a peer's packet from its
+//! own address to a public one is delivered to our device, and a packet
+//! from a public address to a peer's is sent to that peer. Never to or
+//! from the mesh's own addresses, never one peer to another through us,
+//! and to private networks (the exit's own LAN) only where allowed.
 
 use super::address::{address_of, is_mesh};
 use super::packet::header;
@@ -150,6 +158,17 @@ pub struct Router {
     routes: Vec<(IpNet, PeerId)>,
     peers: HashMap<PeerId, Vec<IpNet>>,
     dropped: BTreeMap<Drop, u64>,
+    /// Whether we forward peers' packets outside the mesh, and whether to
+    /// private networks too.
+    exit: Option<ExitPolicy>,
+}
+
+/// What an exit forwards (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitPolicy {
+    /// Whether peers may reach private networks (RFC 1918, shared address
+    /// space, unique local IPv6) through us: the exit's own LAN.
+    pub lan: bool,
 }
 
 impl Router {
@@ -168,7 +187,14 @@ impl Router {
             routes: vec![],
             peers: HashMap::new(),
             dropped: BTreeMap::new(),
+            exit: None,
         }
+    }
+
+    /// From now on, forward peers' packets outside the mesh as `policy`
+    /// says (see the module docs).
+    pub fn serve_exit(&mut self, policy: ExitPolicy) {
+        self.exit = Some(policy);
     }
 
     /// Our addresses, the key-derived one first.
@@ -227,6 +253,17 @@ impl Router {
         self.peers.contains_key(peer)
     }
 
+    /// The peers allowed, each with the networks it owns besides its own
+    /// address.
+    pub fn peers(&self) -> Vec<Peer> {
+        (self.peers.iter())
+            .map(|(id, nets)| Peer {
+                id: *id,
+                allowed_ips: nets[1..].to_vec(),
+            })
+            .collect()
+    }
+
     /// The networks `peer` owns (its own address first).
     pub fn networks(&self, peer: &PeerId) -> Option<&[IpNet]> {
         self.peers.get(peer).map(Vec::as_slice)
@@ -260,7 +297,7 @@ impl Router {
         if is_link_chatter(&h) {
             return Err(Drop::Local);
         }
-        if !self.own.contains(&h.src) {
+        if !self.own.contains(&h.src) && !self.is_answer(&h.src) {
             return Err(Drop::NotFromUs);
         }
         // A mesh address is reached only through its own key's route,
@@ -270,6 +307,33 @@ impl Router {
             .find(|(net, _)| net.contains(&h.dst) && (!mesh || net.prefix_len() == 128))
             .map(|(_, peer)| *peer)
             .ok_or(Drop::NoRoute)
+    }
+
+    /// Whether an exit may send a packet from `src` (not ours) to a peer:
+    /// an answer from outside the mesh that no peer owns.
+    fn is_answer(&self, src: &IpAddr) -> bool {
+        let outside = match src {
+            IpAddr::V6(a) => !is_mesh(a),
+            IpAddr::V4(_) => true,
+        };
+        self.exit.is_some() && outside && is_source(src) && self.owner(src).is_none()
+    }
+
+    /// Whether an exit forwards a peer's packet to `dst` (not ours): a
+    /// public address outside the mesh that no peer owns, or a private
+    /// one where the policy allows.
+    fn may_forward(&self, dst: &IpAddr) -> Result<(), Drop> {
+        let Some(policy) = self.exit else {
+            return Err(Drop::NotForUs);
+        };
+        let mesh = matches!(dst, IpAddr::V6(a) if is_mesh(a));
+        if mesh || !is_source(dst) || self.owner(dst).is_some() {
+            return Err(Drop::NotForUs);
+        }
+        if is_private(dst) && !policy.lan {
+            return Err(Drop::PrivateDestination);
+        }
+        Ok(())
     }
 
     /// Who owns `addr`: the peer with the longest prefix that holds it.
@@ -305,7 +369,7 @@ impl Router {
             return Err(Drop::SpoofedSource);
         }
         if !self.own.contains(&h.dst) {
-            return Err(Drop::NotForUs);
+            return self.may_forward(&h.dst);
         }
         Ok(())
     }
@@ -339,6 +403,18 @@ fn is_source(a: &IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_broadcast())
         }
+    }
+}
+
+/// Whether `a` is in a private network: RFC 1918, shared address space
+/// (RFC 6598: the tunnel's own IPv4 addresses), or unique local IPv6.
+fn is_private(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => (v6.octets()[0] & 0xfe) == 0xfc,
     }
 }
 
@@ -578,5 +654,62 @@ mod tests {
         );
         r.allow(Peer::new(a))
             .expect("a known peer may be allowed again");
+    }
+
+    #[test]
+    fn an_exit_forwards_its_peers_to_the_world_and_nothing_else() {
+        use crate::vpn::address_v4_of;
+        let (me, c, d) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let (c4, d4) = (address_v4_of(&c), address_v4_of(&d));
+        let web = Ipv4Addr::new(198, 51, 100, 7);
+        let web6: Ipv6Addr = "2001:db8::7".parse().unwrap();
+        let mut r = Router::new(&me, &[address_v4_of(&me).into()], 1280);
+        for (p, v4) in [(c, c4), (d, d4)] {
+            let allowed_ips = vec![IpNet::from(IpAddr::V4(v4))];
+            r.allow(Peer { id: p, allowed_ips }).unwrap();
+        }
+        // Not an exit: the world is not ours to reach or answer for.
+        let out = build::v4(c4, web, 20);
+        assert_eq!(r.inbound(&c, &out), Err(Drop::NotForUs));
+        let back = build::v4(web, c4, 20);
+        assert_eq!(r.outbound(&back), Err(Drop::NotFromUs));
+        r.serve_exit(ExitPolicy { lan: false });
+        // A peer's own addresses to public ones, and the answers back.
+        assert_eq!(r.inbound(&c, &out), Ok(()));
+        assert_eq!(r.inbound(&c, &build::v6(v6(&c), web6, 20)), Ok(()));
+        assert_eq!(r.outbound(&back), Ok(c));
+        assert_eq!(r.outbound(&build::v6(web6, v6(&c), 20)), Ok(c));
+        // Not for another: its source must be its own, as always …
+        assert_eq!(
+            r.inbound(&c, &build::v4(d4, web, 20)),
+            Err(Drop::SpoofedSource)
+        );
+        // … and no peer reaches another through the exit, by either
+        // address, nor answers as one.
+        assert_eq!(r.inbound(&c, &build::v4(c4, d4, 20)), Err(Drop::NotForUs));
+        let to_mesh = build::v6(v6(&c), address_of(&PeerId::random()), 20);
+        assert_eq!(r.inbound(&c, &to_mesh), Err(Drop::NotForUs));
+        assert_eq!(r.outbound(&build::v4(d4, c4, 20)), Err(Drop::NotFromUs));
+        let from_mesh = build::v6(address_of(&PeerId::random()), v6(&c), 20);
+        assert_eq!(r.outbound(&from_mesh), Err(Drop::NotFromUs));
+        // Nowhere a host cannot be.
+        let multicast = build::v4(c4, Ipv4Addr::new(224, 0, 0, 1), 20);
+        assert_eq!(r.inbound(&c, &multicast), Err(Drop::NotForUs));
+        let loopback = build::v4(c4, Ipv4Addr::LOCALHOST, 20);
+        assert_eq!(r.inbound(&c, &loopback), Err(Drop::NotForUs));
+        // The exit's own LAN only where it says so.
+        for lan in ["10.1.2.3", "192.168.1.1", "172.16.0.9", "100.64.0.1"] {
+            let p = build::v4(c4, lan.parse().unwrap(), 20);
+            assert_eq!(r.inbound(&c, &p), Err(Drop::PrivateDestination), "{lan}");
+        }
+        let ula = build::v6(v6(&c), "fd00::1".parse().unwrap(), 20);
+        assert_eq!(r.inbound(&c, &ula), Err(Drop::PrivateDestination));
+        r.serve_exit(ExitPolicy { lan: true });
+        let lan = build::v4(c4, Ipv4Addr::new(192, 168, 1, 1), 20);
+        assert_eq!(r.inbound(&c, &lan), Ok(()));
+        // A stranger gets nothing through an exit either.
+        let stranger = PeerId::random();
+        let theirs = build::v6(v6(&stranger), web6, 20);
+        assert_eq!(r.inbound(&stranger, &theirs), Err(Drop::NotAllowed));
     }
 }

@@ -1,7 +1,7 @@
 //! The streams of the tunnel: one writer per peer we send to, one reader
 //! per stream a peer opened.
 
-use super::{lock, Vpn, BATCH, MAX_INBOUND_PER_PEER, PROTOCOL, RETRY_AFTER};
+use super::{lock, Vpn, Way, BATCH, MAX_INBOUND_PER_PEER, PROTOCOL, RETRY_AFTER};
 use crate::net::Net;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use ledgermesh_protocol::vpn::frame::{self, Decoder, FrameError};
@@ -161,13 +161,13 @@ impl Vpn {
                     }
                 };
                 let verdict = self.router().inbound(&peer, packet);
-                match verdict {
+                let charge = verdict.and_then(|()| self.charge(&peer, packet, Way::In));
+                match charge {
                     Err(why) => self.dropped(net, Some(peer), why),
-                    Ok(()) => {
-                        if to.try_send(packet.to_vec()).is_err() {
-                            self.dropped(net, Some(peer), Drop::Congested);
-                        }
-                    }
+                    Ok(charge) => match to.try_send(packet.to_vec()) {
+                        Ok(()) => charge.done(),
+                        Err(_) => self.dropped(net, Some(peer), Drop::Congested),
+                    },
                 }
             }
         }

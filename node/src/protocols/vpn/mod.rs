@@ -16,15 +16,19 @@
 
 use crate::events::Event;
 
+mod billing;
 mod links;
 use crate::access::audit_log::{AuditLine, AuditLog};
 use crate::net::Net;
+use crate::protocols::pay::Payees;
+pub(crate) use billing::Way;
 use futures::StreamExt;
 use ledgermesh_protocol::access::{AuditKind, AuditRecord};
 use ledgermesh_protocol::vpn::{address_of, Drop, Router};
 use libp2p::{PeerId, StreamProtocol};
 use libp2p_stream::IncomingStreams;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
@@ -53,6 +57,22 @@ pub struct Device {
     pub to: mpsc::Sender<Vec<u8>>,
 }
 
+/// What a tunnel does besides carrying packets.
+#[derive(Default)]
+pub struct Options {
+    /// Where peers refused a stream are written (once per peer, `refuse`
+    /// of stream `vpn`, reason `not_allowed`).
+    pub audit: Option<AuditLog>,
+    /// As a priced exit: the accounts that pay for what crosses it. A
+    /// packet a peer sends out through the exit, and each answer to it,
+    /// needs room on the peer's account (else it is dropped as `unpaid`)
+    /// and is billed by its size.
+    pub payees: Option<Payees>,
+    /// Through a priced exit (the peer): the meter of what crosses it, by
+    /// the same count, against which its invoices are paid.
+    pub meter: Option<(PeerId, Arc<AtomicU64>)>,
+}
+
 /// The node serves the protocol already (one tunnel per node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the node carries a tunnel already ({PROTOCOL} is served)")]
@@ -66,6 +86,10 @@ pub struct Vpn {
 
 struct Inner {
     router: Mutex<Router>,
+    /// An exit's accounts: what crosses it is charged to its peers.
+    payees: Option<Payees>,
+    /// A client's meter of what crosses its exit (the peer): what it pays.
+    meter: Option<(PeerId, Arc<AtomicU64>)>,
     mtu: usize,
     /// The queue to each peer's writer.
     links: Mutex<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
@@ -87,15 +111,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Vpn {
     /// Carries packets of at most `mtu` bytes as `router` decides.
     pub fn new(router: Router, mtu: usize) -> Self {
-        Self::audited(router, mtu, None)
+        Self::with(router, mtu, Options::default())
     }
 
-    /// [`Vpn::new`], with each peer refused a stream written to `audit`
-    /// (once per peer, `refuse` of stream `vpn`, reason `not_allowed`).
-    pub fn audited(router: Router, mtu: usize, audit: Option<AuditLog>) -> Self {
+    /// [`Vpn::new`], doing what `options` say besides.
+    pub fn with(router: Router, mtu: usize, options: Options) -> Self {
+        let Options {
+            audit,
+            payees,
+            meter,
+        } = options;
         Self {
             inner: Arc::new(Inner {
                 router: Mutex::new(router),
+                payees,
+                meter,
                 mtu,
                 links: Mutex::new(HashMap::new()),
                 unreachable: Mutex::new(HashMap::new()),
@@ -233,8 +263,13 @@ impl Vpn {
                 })
                 .clone()
         };
-        if queue.try_send(packet).is_err() {
-            self.dropped(net, Some(peer), Drop::Congested);
+        let charge = match self.charge(&peer, &packet, Way::Out) {
+            Ok(c) => c,
+            Err(why) => return self.dropped(net, Some(peer), why),
+        };
+        match queue.try_send(packet) {
+            Ok(()) => charge.done(),
+            Err(_) => self.dropped(net, Some(peer), Drop::Congested),
         }
     }
 }

@@ -3,14 +3,22 @@
 //! after hole punching, relayed otherwise) as `protocols::vpn` carries them
 //! and the router decides.
 
+mod exit;
+pub mod host;
 mod tun;
 
+use exit::{exit_host, exit_routes, invoice_when_quiet, ExitClient};
+pub use exit::{Exit, ExitFlag};
+
 use crate::events::Event;
-use crate::protocols::vpn::{AlreadyServed, Device, Vpn, QUEUE};
+use crate::protocols::vpn::{AlreadyServed, Device, Options, Vpn, QUEUE};
 use crate::swarm::NodeHandle;
-use ledgermesh_protocol::vpn::{address_of, Peer, Router, RouterError};
+use ledgermesh_protocol::vpn::{
+    address_of, address_v4_of, Ipv4Net, Peer, Router, RouterError, V4_NET_LEN,
+};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -44,6 +52,16 @@ pub struct VpnConfig {
     pub quorum: Option<usize>,
     /// Where peers refused are written (`--audit-log`).
     pub audit: Option<crate::access::audit_log::AuditLog>,
+    /// Whether this node is an exit, or sends traffic through one.
+    pub exit: Option<Exit>,
+    /// As an exit: the accounts of the peers that pay for what crosses it
+    /// (`--price-per-mib`); none: it is free.
+    pub payees: Option<crate::protocols::pay::Payees>,
+    /// Through an exit: how to pay it, if it charges (`--deposit`).
+    pub payer: Option<crate::protocols::pay::PayerConfig>,
+    /// Through an exit: addresses the node itself talks to besides its
+    /// peers (its ledger's RPC endpoint), kept on the host's routes.
+    pub own_hosts: Vec<std::net::IpAddr>,
 }
 
 /// Why the role could not start.
@@ -77,6 +95,9 @@ pub enum VpnError {
     /// A `--peer-addr` without `/p2p/<id>`.
     #[error("{0}: a peer's address must end in /p2p/<peer id>")]
     NoPeerId(Multiaddr),
+    /// The host's routes or firewall for an exit could not be set up.
+    #[error(transparent)]
+    Host(#[from] host::HostError),
 }
 
 /// The peer an address names (its last `/p2p/`).
@@ -87,13 +108,22 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-/// Runs the role until the node stops.
-pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> {
-    let me = handle.peer_id();
-    let address = address_of(&me);
-    let mtu = config.mtu;
-    let also: Vec<std::net::IpAddr> = config.address_v4.iter().map(|n| n.addr().into()).collect();
-    let mut router = Router::new(&me, &also, usize::from(mtu));
+/// The peers to keep dialed (from `--peer-addr`).
+type Dials = Vec<(PeerId, Multiaddr)>;
+
+/// The router of `me` as `config` allows peers, the peers to dial, and our
+/// IPv4 address inside the tunnel (with an exit, a node has one: its own
+/// or the one its key gives it).
+fn router_of(
+    me: &PeerId,
+    config: &VpnConfig,
+) -> Result<(Router, Dials, Option<Ipv4Net>), VpnError> {
+    let v4 = (config.address_v4).or_else(|| {
+        let derived = Ipv4Net::new(address_v4_of(me), V4_NET_LEN).expect("a valid length");
+        config.exit.is_some().then_some(derived)
+    });
+    let also: Vec<std::net::IpAddr> = v4.iter().map(|n| n.addr().into()).collect();
+    let mut router = Router::new(me, &also, usize::from(config.mtu));
     let mut dial = vec![];
     for addr in &config.dial {
         let peer = peer_of(addr).ok_or_else(|| VpnError::NoPeerId(addr.clone()))?;
@@ -102,33 +132,47 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
         }
         dial.push((peer, addr.clone()));
     }
-    for peer in config.peers {
-        router.allow(peer)?;
+    for peer in &config.peers {
+        router.allow(peer.clone())?;
     }
-    let dev = tun::open(&config.tun_name, mtu, address, config.address_v4).map_err(|source| {
+    exit_routes(&mut router, config.exit.as_ref())?;
+    Ok((router, dial, v4))
+}
+
+/// Opens the TUN device, naming a missing right as such.
+fn open_device(
+    config: &VpnConfig,
+    address: std::net::Ipv6Addr,
+    v4: Option<Ipv4Net>,
+) -> Result<tun_rs::AsyncDevice, VpnError> {
+    tun::open(&config.tun_name, config.mtu, address, v4).map_err(|source| {
         let name = config.tun_name.clone();
         match source.kind() {
             std::io::ErrorKind::PermissionDenied => VpnError::NoPermission { name, source },
             _ => VpnError::Device { name, source },
         }
-    })?;
-    let tun_name = dev.name().unwrap_or(config.tun_name);
+    })
+}
+
+/// Runs the role until the node stops.
+pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> {
+    let me = handle.peer_id();
+    let address = address_of(&me);
+    let mtu = config.mtu;
+    let (router, dial, v4) = router_of(&me, &config)?;
+    let dev = open_device(&config, address, v4)?;
+    let tun_name = dev.name().unwrap_or(config.tun_name.clone());
+    let gateway = match config.exit {
+        Some(Exit::Gateway { .. }) => Some(host::Gateway::open(&tun_name)?),
+        _ => None,
+    };
     let dev = Arc::new(dev);
     let (to_tunnel, from) = mpsc::channel(QUEUE);
     let (to, from_tunnel) = mpsc::channel(QUEUE);
-    Vpn::audited(router, usize::from(mtu), config.audit)
-        .start(handle.clone(), Device { from, to })?;
+    let (options, client) = carrying(&handle, config, gateway.is_some());
+    Vpn::with(router, usize::from(mtu), options).start(handle.clone(), Device { from, to })?;
     let reader = handle.spawn(tun::read(dev.clone(), mtu, to_tunnel));
     let writer = handle.spawn(tun::write(dev, from_tunnel));
-    // Reservations on free relays (this role pays none yet), then our
-    // public address, so that peers behind NATs meet through a relay and
-    // punch through to a direct path.
-    let (h, observers, quorum) = (handle.clone(), config.observers, config.quorum);
-    handle.spawn(async move {
-        if let Err(e) = crate::roles::paying::settle(&h, None, &observers, quorum).await {
-            tracing::debug!(error = %e, "vpn node stopping before it settled");
-        }
-    });
     tracing::debug!(%address, tun = %tun_name, "vpn up");
     handle.emit(Event::VpnUp {
         address: address.to_string(),
@@ -142,11 +186,58 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
         Ok(Some(Err(source))) => Err(VpnError::Device { name, source }),
         _ => Ok(()),
     };
+    let exit = exit_host(&handle, client, &tun_name, gateway.is_some());
     tokio::select! {
+        r = exit => r,
         () = keep_connected(&handle, &dial) => Ok(()),
         r = reader => gone(r),
         r = writer => gone(r),
     }
+}
+
+/// What the tunnel does besides carrying packets (audit, an exit's
+/// accounts, a client's meter), and a client's exit; starts the node's
+/// settling (reservations on free relays, then our public address, so that
+/// peers behind NATs meet through a relay and punch through) and a priced
+/// exit's payment service.
+fn carrying(
+    handle: &NodeHandle,
+    config: VpnConfig,
+    gateway: bool,
+) -> (Options, Option<ExitClient>) {
+    let (h, observers, quorum) = (handle.clone(), config.observers, config.quorum);
+    handle.spawn(async move {
+        if let Err(e) = crate::roles::paying::settle(&h, None, &observers, quorum).await {
+            tracing::debug!(error = %e, "vpn node stopping before it settled");
+        }
+    });
+    let payees = config.payees.filter(|_| gateway);
+    if let Some(p) = &payees {
+        handle.ops().report_payees(p.book_reader());
+        handle.spawn(p.clone().serve(handle.stream_control()));
+        handle.spawn(invoice_when_quiet(handle.clone(), p.clone()));
+    }
+    let client = match config.exit {
+        Some(Exit::Via {
+            peer,
+            routes,
+            kill_switch,
+        }) => Some(ExitClient {
+            exit: peer,
+            routes,
+            kill_switch,
+            payer: config.payer,
+            meter: Arc::new(AtomicU64::new(0)),
+            own_hosts: config.own_hosts,
+        }),
+        _ => None,
+    };
+    let options = Options {
+        audit: config.audit,
+        payees,
+        meter: client.as_ref().map(|c| (c.exit, c.meter.clone())),
+    };
+    (options, client)
 }
 
 /// Dials each `(peer, address)` that is not connected, every few seconds,

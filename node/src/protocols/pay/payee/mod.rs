@@ -203,6 +203,25 @@ impl Payees {
         self.with_book(|b| b.invoice_now(peer));
     }
 
+    /// Invoices every account that owes more than it paid and whose bytes
+    /// have not moved since the last call (`seen`, kept by the caller): for
+    /// service with no end of its own (an exit's packets), what is owed
+    /// below half the window is asked for once the traffic pauses.
+    pub fn invoice_quiet(&self, seen: &mut HashMap<ChannelId, u64>) {
+        let report = self.report();
+        let mut quiet = vec![];
+        for a in &report {
+            let before = seen.insert(a.channel, a.bytes);
+            if before == Some(a.bytes) && a.owed > a.paid {
+                quiet.extend(a.peers.first().copied());
+            }
+        }
+        seen.retain(|ch, _| report.iter().any(|a| a.channel == *ch));
+        for peer in quiet {
+            self.invoice_now(&peer);
+        }
+    }
+
     /// Tells `peer` why it is refused (over its pay stream, if it has one).
     pub fn refuse(&self, peer: &PeerId, code: RefusalCode, reason: &str) {
         let tx = self.lock().tx.get(peer).cloned();
