@@ -626,29 +626,12 @@ const EXIT_PRICE: u128 = 1_000_000_000_000;
 #[test]
 fn natlab_vpn_priced_exit_is_paid_to_the_wei_and_carries_nothing_for_an_unpaid_peer() {
     use ledgermesh_e2e::natlab::{Lab, Nat};
-    use ledgermesh_e2e::procs::{event_is, keygen, DevchainReady};
+    use ledgermesh_e2e::procs::{event_is, keygen};
     let Some(lab) = Lab::up("vpn-paid", Nat::Eim, Nat::Eim) else {
         return;
     };
     let dir = temp_dir("vpn-paid");
-    let keydir = dir.path().join("keys");
-    let mut chain = lab.start(
-        "chain",
-        "devchain",
-        dir.path(),
-        &[
-            "devchain",
-            "--json",
-            "--host",
-            "203.0.113.20",
-            "--port",
-            "8545",
-        ]
-        .into_iter()
-        .chain(["--dir", keydir.to_str().unwrap()])
-        .collect::<Vec<_>>(),
-    );
-    let ready = DevchainReady::wait(&mut chain, Duration::from_secs(120));
+    let (_chain, ready) = lab_chain(&lab, dir.path());
     let (kx, idx) = keygen(dir.path(), "exit");
     let (k1, id1) = keygen(dir.path(), "payer");
     let (k2, id2) = keygen(dir.path(), "freeloader");
@@ -787,6 +770,116 @@ fn natlab_vpn_priced_exit_is_paid_to_the_wei_and_carries_nothing_for_an_unpaid_p
         "NATLAB vpn priced exit: {bytes} bytes metered for 16 MiB, paid and claimed {claimed} wei"
     );
     free.stop();
+}
+
+/// A devchain (anvil and SignalBoard) on the lab's `chain` host
+/// (203.0.113.20:8545), its funded keys under `dir`.
+fn lab_chain(
+    lab: &ledgermesh_e2e::natlab::Lab,
+    dir: &std::path::Path,
+) -> (
+    ledgermesh_e2e::procs::Proc,
+    ledgermesh_e2e::procs::DevchainReady,
+) {
+    let keydir = dir.join("keys");
+    let args = [
+        "devchain",
+        "--json",
+        "--host",
+        "203.0.113.20",
+        "--port",
+        "8545",
+        "--dir",
+    ];
+    let mut args: Vec<&str> = args.to_vec();
+    args.push(keydir.to_str().unwrap());
+    let mut chain = lab.start("chain", "devchain", dir, &args);
+    let ready = ledgermesh_e2e::procs::DevchainReady::wait(&mut chain, Duration::from_secs(120));
+    (chain, ready)
+}
+
+#[test]
+fn natlab_vpn_hosts_behind_two_nats_find_each_other_on_the_ledger_by_peer_id_alone() {
+    use ledgermesh_e2e::natlab::{Lab, Nat};
+    use ledgermesh_e2e::procs::{event_is, keygen};
+    let Some(lab) = Lab::up("vpn-ledger", Nat::Eim, Nat::Eim) else {
+        return;
+    };
+    let dir = temp_dir("vpn-ledger");
+    let (_chain, ready) = lab_chain(&lab, dir.path());
+    let mut relay = lab.start(
+        "relay",
+        "relay",
+        dir.path(),
+        &[
+            "relay",
+            "--json",
+            "--listen",
+            "/ip4/203.0.113.10/udp/4001/quic-v1",
+        ],
+    );
+    let listening = relay.wait_for("relay listening", T, |v| event_is(v, "listening"));
+    let relay_at = format!(
+        "/ip4/203.0.113.10/udp/4001/quic-v1/p2p/{}",
+        listening["peer_id"].as_str().unwrap()
+    );
+    let (ka, ida) = keygen(dir.path(), "a");
+    let (kb, idb) = keygen(dir.path(), "b");
+    let (kc, idc) = keygen(dir.path(), "c");
+    let addr_of = |id: &str| address_of(&id.parse().unwrap()).to_string();
+    let (spec, via) = (ready.spec.as_str(), relay_at.as_str());
+    fn on_ledger<'a>(spec: &'a str, key: &'a str, relay: &'a str) -> Vec<&'a str> {
+        vec!["--ledger", spec, "--ledger-key", key, "--relay", relay]
+    }
+    // Each behind its own NAT, each knowing the other's PeerId, the ledger
+    // and a relay: nothing else.
+    let audit = dir.path().join("b-audit.jsonl");
+    let mut b_args = on_ledger(spec, &ready.keys[1], via);
+    b_args.extend(["--peer", &ida, "--audit-log", audit.to_str().unwrap()]);
+    let mut b = vpn_on(&lab, "h2", dir.path(), &kb, &b_args);
+    let mut a_args = on_ledger(spec, &ready.keys[0], via);
+    a_args.extend(["--peer", &idb]);
+    let mut a = vpn_on(&lab, "h1", dir.path(), &ka, &a_args);
+    // A stranger (public, on the ledger too) asks b as well.
+    let mut c_args = on_ledger(spec, &ready.keys[2], via);
+    c_args.extend(["--peer", &idb]);
+    let mut c = vpn_on(&lab, "pub", dir.path(), &kc, &c_args);
+    let met = a.wait_for("a meets b", Duration::from_secs(90), |v| {
+        event_is(v, "connected") && v["peer_id"] == idb
+    });
+    println!(
+        "NATLAB vpn over the ledger: a met b {} ({})",
+        met["path"], met["transport"]
+    );
+    // Through the tunnel both ways; all of them once the path is direct.
+    assert!(ping6(&lab, "h1", &addr_of(&idb), 10) > 0, "a → b at all");
+    let direct = |v: &serde_json::Value| {
+        (event_is(v, "upgraded") || (event_is(v, "connected") && v["path"] == "direct"))
+            && v["peer_id"] == idb
+    };
+    a.wait_for("a's path to b direct", T, direct);
+    assert_eq!(ping6(&lab, "h1", &addr_of(&idb), 5), 5, "a → b, direct");
+    assert_eq!(ping6(&lab, "h2", &addr_of(&ida), 5), 5, "b → a, direct");
+    // The stranger's request was read, left unanswered and audited.
+    let refused = || {
+        (std::fs::read_to_string(&audit).unwrap_or_default().lines())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|l| l["event"] == "refuse" && l["peer_id"] == idc && l["stream"] == "vpn")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !refused() && std::time::Instant::now() < deadline {
+        // The audit log has no event to wait on but its own lines.
+        b.wait_for_next("b's next event", Duration::from_secs(5), |_| true);
+    }
+    assert!(refused(), "b audited the stranger's request");
+    assert_eq!(
+        ping6(&lab, "pub", &addr_of(&idb), 2),
+        0,
+        "the stranger gets nothing"
+    );
+    for p in [&mut a, &mut b, &mut c, &mut relay] {
+        p.stop();
+    }
 }
 
 const T: Duration = Duration::from_secs(30);

@@ -102,10 +102,12 @@ pub struct VpnRunArgs {
     /// networks too (its LAN). Off: only public addresses.
     #[arg(long)]
     pub exit_lan: bool,
+    /// The ledger (`--ledger evm:…`): peers named by `--peer` alone are
+    /// asked for their addresses there, and allowed peers' requests
+    /// answered; a priced exit is paid on its channels.
     #[command(flatten)]
-    #[allow(missing_docs)]
     #[serde(flatten)]
-    pub pay_ledger: PayLedgerArgs,
+    pub ledger: LedgerArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     #[serde(flatten)]

@@ -415,16 +415,24 @@ pub(super) async fn run_vpn(args: VpnRunArgs) -> anyhow::Result<i32> {
         ),
         payees: payees.clone(),
         payer: exit_payer(
-            &args.pay_ledger,
+            &args.ledger,
             args.deposit,
             args.max_price_per_mib,
             &args.peer,
         )
         .await?,
-        own_hosts: match &args.pay_ledger.ledger {
-            Some(spec) => ledgermesh_node::ledger_spec::rpc_addrs(spec).await,
-            None => vec![],
+        own_hosts: ledgermesh_node::ledger_spec::rpc_addrs(&args.ledger.ledger).await,
+        // A ledger in this process alone reaches nobody.
+        ledger: match args.ledger.ledger.as_str() {
+            "memory" => None,
+            _ => Some(
+                args.ledger
+                    .open(&me.to_string())
+                    .await
+                    .context("opening the ledger")?,
+            ),
         },
+        data_dir: data_dir(&args.ledger, &args.node, me),
     };
     let result = tokio::select! {
         r = ledgermesh_node::roles::vpn::run(handle.clone(), config) => r.map_err(anyhow::Error::from),
@@ -448,14 +456,14 @@ async fn exit_payees(
 ) -> anyhow::Result<Option<ledgermesh_node::protocols::pay::Payees>> {
     let payees = (args.price)
         .payees(
-            args.pay_ledger.ledger.as_deref(),
-            args.pay_ledger.ledger_key.as_deref(),
+            Some(&args.ledger.ledger),
+            args.ledger.ledger_key.as_deref(),
             handle.emitter(),
         )
         .await
         .context("setting up the exit's payments")?;
     if let Some(payees) = &payees {
-        if let Some(dir) = given_or_default_dir(args.pay_ledger.data_dir.as_ref(), &args.node, me) {
+        if let Some(dir) = data_dir(&args.ledger, &args.node, me) {
             (payees.keep_vouchers_in(&dir).await)
                 .with_context(|| format!("keeping vouchers in {}", dir.display()))?;
         }
@@ -465,7 +473,7 @@ async fn exit_payees(
 
 /// How a client pays its exit (`--deposit`).
 async fn exit_payer(
-    ledger: &super::args::PayLedgerArgs,
+    ledger: &super::args::LedgerArgs,
     deposit: Option<u128>,
     max_price_per_mib: Option<u128>,
     peer: &super::args::PeerArgs,
@@ -473,8 +481,7 @@ async fn exit_payer(
     let Some(deposit) = deposit else {
         return Ok(None);
     };
-    let spec = (ledger.ledger.as_deref())
-        .context("--deposit needs --ledger evm:RPC_URL@CONTRACT (where the channel is)")?;
+    let spec = &ledger.ledger;
     let key = ledgermesh_node::ledger_spec::ledger_key(ledger.ledger_key.as_deref())?
         .context("--deposit needs --ledger-key FILE (the paying account)")?;
     let channels = ledgermesh_node::ledger_spec::open_payments(spec, Some(&key))

@@ -112,6 +112,28 @@ impl Drop for Forget<'_> {
     }
 }
 
+/// Hands a request in our inbox to the answerer (`requests`, if any: done
+/// at once when it is busy or gone, the sender asks again); anything else
+/// is done here and returned, for the router.
+fn pass_on(
+    (opened, at, handled): super::Inbound,
+    requests: Option<&tokio::sync::mpsc::Sender<super::Inbound>>,
+) -> Option<ledgermesh_protocol::Opened> {
+    match (requests, &opened.signal) {
+        (Some(to), Signal::Request(_)) => {
+            if let Err(e) = to.try_send((opened, at, handled)) {
+                tracing::debug!("a request passed over (the answerer is busy or gone)");
+                e.into_inner().2.done();
+            }
+            None
+        }
+        _ => {
+            handled.done();
+            Some(opened)
+        }
+    }
+}
+
 /// Posts requests and awaits their responses; clones share the inbox.
 #[derive(Clone)]
 pub struct Requester {
@@ -126,6 +148,20 @@ impl Requester {
         ledger: &Arc<dyn Ledger>,
         data_dir: Option<&std::path::Path>,
         ttl: Duration,
+    ) -> Result<Self, super::SignalingError> {
+        Self::start_answering(handle, ledger, data_dir, ttl, None).await
+    }
+
+    /// [`Requester::start`] for a node that also answers: the requests in
+    /// the inbox go to `requests` (with their [`Ack`](super::Ack), done
+    /// once answered); past its bound, a request is passed over (and its
+    /// sender asks again).
+    pub async fn start_answering(
+        handle: &NodeHandle,
+        ledger: &Arc<dyn Ledger>,
+        data_dir: Option<&std::path::Path>,
+        ttl: Duration,
+        requests: Option<tokio::sync::mpsc::Sender<super::Inbound>>,
     ) -> Result<Self, super::SignalingError> {
         let mut inbox = follow_own_inbox(handle, ledger, data_dir).await?;
         let inner = Arc::new(Inner {
@@ -155,10 +191,10 @@ impl Requester {
                 };
                 let opened = tokio::select! {
                     got = inbox.recv() => match got {
-                        Some((opened, _, handled)) => {
-                            handled.done();
-                            opened
-                        }
+                        Some(inbound) => match pass_on(inbound, requests.as_ref()) {
+                            Some(opened) => opened,
+                            None => continue,
+                        },
                         None => return,
                     },
                     _ = sleep => {

@@ -197,7 +197,7 @@ impl Vpn {
 
     /// Writes `peer`'s refusal to the audit log, the first time (until the
     /// memory of 4,096 strangers is full and starts over).
-    fn audit_refusal(&self, net: &impl Net, peer: PeerId) {
+    pub fn audit_refusal(&self, net: &impl Net, peer: PeerId) {
         let Some((log, written)) = &self.inner.audit else {
             return;
         };

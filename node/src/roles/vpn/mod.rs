@@ -5,6 +5,7 @@
 
 mod exit;
 pub mod host;
+mod signal;
 mod tun;
 
 use exit::{exit_host, exit_routes, invoice_when_quiet, ExitClient};
@@ -34,7 +35,7 @@ pub const DEFAULT_TUN: &str = "ledgermesh0";
 const REDIAL: Duration = Duration::from_secs(5);
 
 /// What the role needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct VpnConfig {
     /// The TUN device's name.
     pub tun_name: String,
@@ -62,6 +63,11 @@ pub struct VpnConfig {
     /// Through an exit: addresses the node itself talks to besides its
     /// peers (its ledger's RPC endpoint), kept on the host's routes.
     pub own_hosts: Vec<std::net::IpAddr>,
+    /// The ledger on which peers named by PeerId alone are asked for their
+    /// addresses, and allowed peers' requests answered (see `signal`).
+    pub ledger: Option<Arc<dyn ledgermesh_ledger::Ledger>>,
+    /// Where the ledger cursor is kept across restarts.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Why the role could not start.
@@ -169,8 +175,25 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
     let dev = Arc::new(dev);
     let (to_tunnel, from) = mpsc::channel(QUEUE);
     let (to, from_tunnel) = mpsc::channel(QUEUE);
+    let settle = Settle {
+        observers: config.observers.clone(),
+        quorum: config.quorum,
+        ledger: config.ledger.clone(),
+        data_dir: config.data_dir.clone(),
+        // An exit's clients come to it; others ask each peer named by its
+        // PeerId alone.
+        ask: match gateway {
+            Some(_) => vec![],
+            None => (router.peers().into_iter())
+                .map(|p| p.id)
+                .filter(|p| !dial.iter().any(|(d, _)| d == p))
+                .collect(),
+        },
+    };
     let (options, client) = carrying(&handle, config, gateway.is_some());
-    Vpn::with(router, usize::from(mtu), options).start(handle.clone(), Device { from, to })?;
+    let vpn = Vpn::with(router, usize::from(mtu), options);
+    vpn.clone().start(handle.clone(), Device { from, to })?;
+    handle.spawn(settle.run(handle.clone(), vpn));
     let reader = handle.spawn(tun::read(dev.clone(), mtu, to_tunnel));
     let writer = handle.spawn(tun::write(dev, from_tunnel));
     tracing::debug!(%address, tun = %tun_name, "vpn up");
@@ -196,21 +219,13 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
 }
 
 /// What the tunnel does besides carrying packets (audit, an exit's
-/// accounts, a client's meter), and a client's exit; starts the node's
-/// settling (reservations on free relays, then our public address, so that
-/// peers behind NATs meet through a relay and punch through) and a priced
+/// accounts, a client's meter), and a client's exit; starts a priced
 /// exit's payment service.
 fn carrying(
     handle: &NodeHandle,
     config: VpnConfig,
     gateway: bool,
 ) -> (Options, Option<ExitClient>) {
-    let (h, observers, quorum) = (handle.clone(), config.observers, config.quorum);
-    handle.spawn(async move {
-        if let Err(e) = crate::roles::paying::settle(&h, None, &observers, quorum).await {
-            tracing::debug!(error = %e, "vpn node stopping before it settled");
-        }
-    });
     let payees = config.payees.filter(|_| gateway);
     if let Some(p) = &payees {
         handle.ops().report_payees(p.book_reader());
@@ -238,6 +253,46 @@ fn carrying(
         meter: client.as_ref().map(|c| (c.exit, c.meter.clone())),
     };
     (options, client)
+}
+
+/// Where the node stands before it signals, and whom it asks.
+struct Settle {
+    observers: Vec<Multiaddr>,
+    quorum: Option<usize>,
+    ledger: Option<Arc<dyn ledgermesh_ledger::Ledger>>,
+    data_dir: Option<std::path::PathBuf>,
+    /// Peers to reach through the ledger.
+    ask: Vec<PeerId>,
+}
+
+impl Settle {
+    /// Reservations on free relays (this role pays none), then our public
+    /// address, so that peers behind NATs meet through a relay and punch
+    /// through to a direct path; then, with a ledger, answers allowed peers'
+    /// requests and asks each peer named by its PeerId alone.
+    async fn run(self, handle: NodeHandle, vpn: Vpn) {
+        let settled =
+            crate::roles::paying::settle(&handle, None, &self.observers, self.quorum).await;
+        if let Err(e) = settled {
+            tracing::debug!(error = %e, "vpn node stopping before it settled");
+            return;
+        }
+        let Some(ledger) = self.ledger else {
+            return;
+        };
+        let dir = self.data_dir.as_deref();
+        let signaling = match signal::Signaling::start(&handle, ledger, dir, vpn).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "vpn: the ledger cannot be followed");
+                handle.emit(Event::error(crate::events::ErrorPart::Ledger, e));
+                return;
+            }
+        };
+        for peer in self.ask {
+            handle.spawn(signaling.clone().keep_reached(peer));
+        }
+    }
 }
 
 /// Dials each `(peer, address)` that is not connected, every few seconds,
