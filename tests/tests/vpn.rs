@@ -330,8 +330,8 @@ fn requesters(log: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-/// Whether `host`'s namespace holds anything of ours: an nftables table,
-/// or a rule into the exit's routing table.
+/// What of ours `host`'s namespace still holds: an nftables table, a
+/// rule at our preferences, a route in the exit's table, forwarding left on.
 fn host_holds_ours(lab: &ledgermesh_e2e::natlab::Lab, host: &str) -> String {
     let sh = |args: &[&str]| {
         let out = std::process::Command::new("ip")
@@ -341,18 +341,60 @@ fn host_holds_ours(lab: &ledgermesh_e2e::natlab::Lab, host: &str) -> String {
             .expect("run");
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    let mut left = String::new();
-    left += &sh(&["nft", "list", "tables"])
-        .lines()
+    let mut left: Vec<String> = (sh(&["nft", "list", "tables"]).lines())
         .filter(|l| l.contains("ledgermesh"))
-        .collect::<String>();
+        .map(String::from)
+        .collect();
     for family in ["-4", "-6"] {
-        left += &sh(&["ip", family, "rule"])
-            .lines()
-            .filter(|l| l.starts_with("5209") || l.starts_with("5210"))
-            .collect::<String>();
+        let rules = sh(&["ip", family, "rule"]);
+        left.extend(
+            rules
+                .lines()
+                .filter(|l| l.starts_with("530"))
+                .map(String::from),
+        );
+        let routes = sh(&["ip", family, "route", "show", "table", "19533"]);
+        left.extend(routes.lines().map(String::from));
     }
-    left
+    let forwarding = sh(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
+    if forwarding.trim() != "0" {
+        left.push(format!("ip_forward {}", forwarding.trim()));
+    }
+    left.join("\n")
+}
+
+/// Counts, on `host`, the packets that come from `from` (an nftables
+/// counter of the test's own), and reads the count.
+fn count_from(lab: &ledgermesh_e2e::natlab::Lab, host: &str, from: &str) -> impl Fn() -> u64 {
+    let ns = lab.ns(host);
+    let table = format!("count_{}", from.replace('.', "_"));
+    let script = format!(
+        "table inet {table} {{\n chain count {{\n type filter hook input priority -300; \
+         policy accept;\n ip saddr {from} counter\n }}\n}}\n"
+    );
+    let mut nft = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    use std::io::Write;
+    (nft.stdin.take().unwrap())
+        .write_all(script.as_bytes())
+        .unwrap();
+    let ok = nft.wait().expect("nft ends");
+    assert!(ok.success(), "the counter is set up");
+    move || {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "list", "table", "inet", &table])
+            .output()
+            .expect("run nft");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split("packets ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("a counter")
+    }
 }
 
 #[test]
@@ -569,6 +611,15 @@ fn natlab_vpn_exit_carries_a_nated_hosts_traffic_and_the_kill_switch_holds_it_wh
         vec!["203.0.113.11"; 2],
         "only the exit was seen"
     );
+    // The exit host's own services are not its clients' (no --exit-lan),
+    // though the world reaches them.
+    let own_log = dir.path().join("exit-own.log");
+    let _own = http_server(&lab, "obs1", "0.0.0.0", &root, &own_log);
+    let exit_own = "http://203.0.113.11:8000/blob";
+    let reached = curl(&lab, "pub", exit_own, &dir.path().join("got-own"), 30);
+    assert!(reached, "the world reaches the exit host's service");
+    let reached = curl(&lab, "h1", exit_own, &dir.path().join("got-own-1"), 5);
+    assert!(!reached, "a client does not");
     // The exit dies (no clean-up, no goodbye): both clients lose it.
     exit.kill();
     for p in [&mut c1, &mut c2] {
@@ -577,7 +628,11 @@ fn natlab_vpn_exit_carries_a_nated_hosts_traffic_and_the_kill_switch_holds_it_wh
         });
     }
     // Without the kill switch, h2's traffic takes its own routes again
-    // (its NAT's address); with it, h1's never leaves the host.
+    // (its NAT's address); with it, nothing of h1's leaves the host: no
+    // packet from its NAT's address reaches the server's host, whether
+    // TCP, a ping or UDP.
+    let leaked = count_from(&lab, "pub", "203.0.113.101");
+    let fell_back = count_from(&lab, "pub", "203.0.113.102");
     let got = dir.path().join("got-direct");
     assert!(
         curl(&lab, "h2", url, &got, 30),
@@ -591,6 +646,21 @@ fn natlab_vpn_exit_carries_a_nated_hosts_traffic_and_the_kill_switch_holds_it_wh
     assert!(
         !curl(&lab, "h1", url, &dir.path().join("got-held"), 5),
         "h1 is held"
+    );
+    assert_eq!(
+        ping6(&lab, "h1", "203.0.113.30", 2),
+        0,
+        "h1's pings are held"
+    );
+    // Refused at once by the kill switch, or sent: the counter says.
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns("h1"), "python3", "-c"])
+        .arg("import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('203.0.113.30', 53))")
+        .status();
+    assert_eq!(leaked(), 0, "no packet of h1's left by its own NAT");
+    assert!(
+        fell_back() > 0,
+        "the counter counts: h2's packets came by its NAT"
     );
     assert_eq!(
         requesters(&log).len(),

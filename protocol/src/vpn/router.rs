@@ -164,11 +164,22 @@ pub struct Router {
 }
 
 /// What an exit forwards (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExitPolicy {
     /// Whether peers may reach private networks (RFC 1918, shared address
-    /// space, unique local IPv6) through us: the exit's own LAN.
+    /// space, unique local IPv6, NAT64 and the IPv6 tunnels' prefixes) and
+    /// `local` through us, and be answered from them: the exit's own LAN.
     pub lan: bool,
+    /// The exit host's directly connected networks (its LAN, whatever its
+    /// addresses: a LAN with public IPv6 prefixes too).
+    pub local: Vec<IpNet>,
+}
+
+impl ExitPolicy {
+    /// Whether `a` is the exit's LAN, closed to its peers.
+    fn closed(&self, a: &IpAddr) -> bool {
+        !self.lan && (is_private(a) || self.local.iter().any(|n| n.contains(a)))
+    }
 }
 
 impl Router {
@@ -316,21 +327,22 @@ impl Router {
             IpAddr::V6(a) => !is_mesh(a),
             IpAddr::V4(_) => true,
         };
-        self.exit.is_some() && outside && is_source(src) && self.owner(src).is_none()
+        let open = self.exit.as_ref().is_some_and(|p| !p.closed(src));
+        open && outside && is_source(src) && self.owner(src).is_none()
     }
 
     /// Whether an exit forwards a peer's packet to `dst` (not ours): a
     /// public address outside the mesh that no peer owns, or a private
     /// one where the policy allows.
     fn may_forward(&self, dst: &IpAddr) -> Result<(), Drop> {
-        let Some(policy) = self.exit else {
+        let Some(policy) = &self.exit else {
             return Err(Drop::NotForUs);
         };
         let mesh = matches!(dst, IpAddr::V6(a) if is_mesh(a));
         if mesh || !is_source(dst) || self.owner(dst).is_some() {
             return Err(Drop::NotForUs);
         }
-        if is_private(dst) && !policy.lan {
+        if policy.closed(dst) {
             return Err(Drop::PrivateDestination);
         }
         Ok(())
@@ -407,14 +419,22 @@ fn is_source(a: &IpAddr) -> bool {
 }
 
 /// Whether `a` is in a private network: RFC 1918, shared address space
-/// (RFC 6598: the tunnel's own IPv4 addresses), or unique local IPv6.
+/// (RFC 6598: the tunnel's own IPv4 addresses), or unique local IPv6; or
+/// may stand for one: NAT64's `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4's
+/// `2002::/16` and Teredo's `2001::/32` carry IPv4 addresses inside.
 fn is_private(a: &IpAddr) -> bool {
     match a {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             v4.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64)
         }
-        IpAddr::V6(v6) => (v6.octets()[0] & 0xfe) == 0xfc,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            (s[0] & 0xfe00) == 0xfc00
+                || (s[0] == 0x64 && s[1] == 0xff9b && (s[2] == 0 || s[2] == 1))
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && s[1] == 0)
+        }
     }
 }
 
@@ -673,7 +693,7 @@ mod tests {
         assert_eq!(r.inbound(&c, &out), Err(Drop::NotForUs));
         let back = build::v4(web, c4, 20);
         assert_eq!(r.outbound(&back), Err(Drop::NotFromUs));
-        r.serve_exit(ExitPolicy { lan: false });
+        r.serve_exit(ExitPolicy::default());
         // A peer's own addresses to public ones, and the answers back.
         assert_eq!(r.inbound(&c, &out), Ok(()));
         assert_eq!(r.inbound(&c, &build::v6(v6(&c), web6, 20)), Ok(()));
@@ -702,9 +722,34 @@ mod tests {
             let p = build::v4(c4, lan.parse().unwrap(), 20);
             assert_eq!(r.inbound(&c, &p), Err(Drop::PrivateDestination), "{lan}");
         }
-        let ula = build::v6(v6(&c), "fd00::1".parse().unwrap(), 20);
-        assert_eq!(r.inbound(&c, &ula), Err(Drop::PrivateDestination));
-        r.serve_exit(ExitPolicy { lan: true });
+        for closed in [
+            "fd00::1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "2001:0:4136::1",
+        ] {
+            let p = build::v6(v6(&c), closed.parse().unwrap(), 20);
+            assert_eq!(r.inbound(&c, &p), Err(Drop::PrivateDestination), "{closed}");
+        }
+        // The exit's own LAN, whatever its addresses, neither reached nor
+        // answering.
+        let lan6: Ipv6Addr = "2001:db8:7::5".parse().unwrap();
+        r.serve_exit(ExitPolicy {
+            lan: false,
+            local: vec![net("2001:db8:7::/64")],
+        });
+        let to_lan = build::v6(v6(&c), lan6, 20);
+        assert_eq!(r.inbound(&c, &to_lan), Err(Drop::PrivateDestination));
+        assert_eq!(
+            r.outbound(&build::v6(lan6, v6(&c), 20)),
+            Err(Drop::NotFromUs)
+        );
+        let from_private = build::v4(Ipv4Addr::new(10, 0, 0, 9), c4, 20);
+        assert_eq!(r.outbound(&from_private), Err(Drop::NotFromUs));
+        r.serve_exit(ExitPolicy {
+            lan: true,
+            local: vec![],
+        });
         let lan = build::v4(c4, Ipv4Addr::new(192, 168, 1, 1), 20);
         assert_eq!(r.inbound(&c, &lan), Ok(()));
         // A stranger gets nothing through an exit either.

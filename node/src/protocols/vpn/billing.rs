@@ -1,51 +1,46 @@
-//! What crossing an exit costs a packet: a client counts it on its meter
-//! (what it pays against); an exit needs room for it on the peer's account
-//! and bills it once the packet is handed on.
+//! What crossing an exit costs a packet. A priced exit bills everything it
+//! carries for a peer (out to the world and back, and to the exit host
+//! itself: no address of the exit's is a free way through); it needs room
+//! for each packet on the peer's account and bills it once the packet is
+//! handed on. A client counts everything it exchanges with its exit on its
+//! meter, which is what it pays against: what it sent once it went, what
+//! it received as it came.
 
 use super::Vpn;
 use crate::protocols::pay::Budget;
 use ledgermesh_protocol::payment::book::Room;
-use ledgermesh_protocol::vpn::packet::header;
-use ledgermesh_protocol::vpn::{is_mesh, Drop};
+use ledgermesh_protocol::vpn::Drop;
 use libp2p::PeerId;
-use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 impl Vpn {
-    /// What crossing an exit costs `packet`, sent to `peer` or received
-    /// from it as `way` says: a client counts it on its meter at once; an
-    /// exit needs room for it on the peer's account (`unpaid` without),
-    /// billed once the packet is handed on ([`Charge::done`]). Only packets
-    /// whose far end is outside: through a client's exit, those from or to
-    /// no mesh address; at an exit, those it forwards (from or to none of
-    /// its own addresses).
+    /// What `packet`, sent to `peer` or received from it as `way` says,
+    /// costs (see the module docs); `unpaid` at a priced exit where the
+    /// peer's account has no room for it.
     pub(super) fn charge(&self, peer: &PeerId, packet: &[u8], way: Way) -> Result<Charge, Drop> {
-        let (meter, payees) = (&self.inner.meter, &self.inner.payees);
-        if meter.is_none() && payees.is_none() {
-            return Ok(Charge(None));
-        }
-        // The router read this header already: it cannot fail here.
-        let Ok(h) = header(packet) else {
-            return Ok(Charge(None));
-        };
         let size = packet.len() as u64;
-        if let Some((exit, meter)) = meter {
-            let far = if way == Way::In { h.src } else { h.dst };
-            if exit == peer && !matches!(far, IpAddr::V6(a) if is_mesh(&a)) {
-                meter.fetch_add(size, Ordering::Relaxed);
+        let mut charge = Charge::default();
+        if let Some((exit, meter)) = &self.inner.meter {
+            if exit == peer {
+                match way {
+                    Way::In => {
+                        meter.fetch_add(size, Ordering::Relaxed);
+                    }
+                    Way::Out => charge.meter = Some((meter.clone(), size)),
+                }
             }
         }
-        let Some(payees) = payees else {
-            return Ok(Charge(None));
+        let Some(payees) = &self.inner.payees else {
+            return Ok(charge);
         };
-        let world = if way == Way::In { h.dst } else { h.src };
-        if self.router().own().contains(&world) {
-            return Ok(Charge(None));
-        }
         let budget = payees.budget(peer).ok_or(Drop::Unpaid)?;
         let waker = futures::task::noop_waker_ref();
         match budget.poll_room(&mut std::task::Context::from_waker(waker)) {
-            Room::Bytes(room) if room >= size => Ok(Charge(Some((budget, size)))),
+            Room::Bytes(room) if room >= size => {
+                charge.bill = Some((budget, size));
+                Ok(charge)
+            }
             _ => Err(Drop::Unpaid),
         }
     }
@@ -60,15 +55,22 @@ pub(crate) enum Way {
     Out,
 }
 
-/// A packet's bill at an exit, paid once it is handed on.
+/// A packet's bill and count, paid once it is handed on.
 #[must_use]
-pub(crate) struct Charge(Option<(Budget, u64)>);
+#[derive(Default)]
+pub(crate) struct Charge {
+    bill: Option<(Budget, u64)>,
+    meter: Option<(Arc<AtomicU64>, u64)>,
+}
 
 impl Charge {
-    /// The packet went on: bill it.
+    /// The packet went on: bill it, count it.
     pub(crate) fn done(self) {
-        if let Some((budget, size)) = self.0 {
+        if let Some((budget, size)) = self.bill {
             budget.served(size);
+        }
+        if let Some((meter, size)) = self.meter {
+            meter.fetch_add(size, Ordering::Relaxed);
         }
     }
 }

@@ -89,22 +89,22 @@ pub(super) async fn invoice_when_quiet(handle: NodeHandle, payees: crate::protoc
 
 /// Allows the exit's networks: to an exit, each peer's IPv4 address from
 /// its key (where it has none of its own); through an exit, its routes.
-pub(super) fn exit_routes(router: &mut Router, exit: Option<&Exit>) -> Result<(), VpnError> {
+pub(super) fn exit_routes(
+    router: &mut Router,
+    exit: Option<&Exit>,
+    tun: &str,
+) -> Result<(), VpnError> {
     match exit {
         None => {}
         Some(Exit::Gateway { lan }) => {
-            router.serve_exit(ExitPolicy { lan: *lan });
-            for mut peer in router.peers() {
-                if !peer.allowed_ips.iter().any(|n| matches!(n, IpNet::V4(_))) {
-                    peer.allowed_ips
-                        .push(IpNet::from(std::net::IpAddr::V4(address_v4_of(&peer.id))));
-                    if let Err(e) = router.allow(peer) {
-                        // Two keys with one IPv4 address: the second has
-                        // its IPv6 one only (see `address_v4_of`).
-                        tracing::warn!(error = %e, "a peer's IPv4 address is taken");
-                    }
-                }
-            }
+            // The host's IPv6 LAN has global addresses; an IPv4 LAN is
+            // private space (or, on a server, the provider's subnet of
+            // other customers, not the host's LAN).
+            let local = (host::connected_networks(tun).into_iter())
+                .filter(|n| matches!(n, IpNet::V6(_)))
+                .collect();
+            router.serve_exit(ExitPolicy { lan: *lan, local });
+            give_v4(router);
         }
         Some(Exit::Via { peer, routes, .. }) => {
             let mut nets = router
@@ -119,6 +119,38 @@ pub(super) fn exit_routes(router: &mut Router, exit: Option<&Exit>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Gives each allowed peer without an IPv4 address its key's. Two keys
+/// with one address (22 bits: a key can be ground to match another's) get
+/// it neither: each keeps its IPv6 address only, and the warning names
+/// them (give them addresses with `--peer ID=ADDR/32`). Nobody takes
+/// another's IPv4 address, whatever the order peers are read in.
+fn give_v4(router: &mut Router) {
+    let mut wanting: std::collections::HashMap<std::net::Ipv4Addr, Vec<Peer>> = Default::default();
+    for peer in router.peers() {
+        if !peer.allowed_ips.iter().any(|n| matches!(n, IpNet::V4(_))) {
+            wanting
+                .entry(address_v4_of(&peer.id))
+                .or_default()
+                .push(peer);
+        }
+    }
+    for (v4, mut peers) in wanting {
+        if peers.len() > 1 {
+            let ids: Vec<String> = peers.iter().map(|p| p.id.to_string()).collect();
+            tracing::warn!(address = %v4, peers = ?ids, "keys with one IPv4 address: neither gets it");
+            continue;
+        }
+        let Some(mut peer) = peers.pop() else {
+            continue;
+        };
+        peer.allowed_ips.push(IpNet::from(std::net::IpAddr::V4(v4)));
+        if let Err(e) = router.allow(peer) {
+            // Another peer's own address (`--peer ID=ADDR/32`).
+            tracing::warn!(error = %e, "a peer's IPv4 address is taken");
+        }
+    }
 }
 
 /// A client's exit, and what it needs to follow it.

@@ -101,6 +101,9 @@ pub enum VpnError {
     /// A `--peer-addr` without `/p2p/<id>`.
     #[error("{0}: a peer's address must end in /p2p/<peer id>")]
     NoPeerId(Multiaddr),
+    /// A device name Linux or this role would not take.
+    #[error("{0:?} cannot be a device's name: 1 to 15 letters, digits, `_`, `-` or `.`")]
+    DeviceName(String),
     /// The host's routes or firewall for an exit could not be set up.
     #[error(transparent)]
     Host(#[from] host::HostError),
@@ -141,7 +144,7 @@ fn router_of(
     for peer in &config.peers {
         router.allow(peer.clone())?;
     }
-    exit_routes(&mut router, config.exit.as_ref())?;
+    exit_routes(&mut router, config.exit.as_ref(), &config.tun_name)?;
     Ok((router, dial, v4))
 }
 
@@ -165,11 +168,14 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
     let me = handle.peer_id();
     let address = address_of(&me);
     let mtu = config.mtu;
+    if !host::is_device_name(&config.tun_name) {
+        return Err(VpnError::DeviceName(config.tun_name));
+    }
     let (router, dial, v4) = router_of(&me, &config)?;
     let dev = open_device(&config, address, v4)?;
     let tun_name = dev.name().unwrap_or(config.tun_name.clone());
     let gateway = match config.exit {
-        Some(Exit::Gateway { .. }) => Some(host::Gateway::open(&tun_name)?),
+        Some(Exit::Gateway { lan }) => Some(host::Gateway::open(&tun_name, lan)?),
         _ => None,
     };
     let dev = Arc::new(dev);

@@ -204,15 +204,19 @@ impl Payees {
     }
 
     /// Invoices every account that owes more than it paid and whose bytes
-    /// have not moved since the last call (`seen`, kept by the caller): for
-    /// service with no end of its own (an exit's packets), what is owed
-    /// below half the window is asked for once the traffic pauses.
-    pub fn invoice_quiet(&self, seen: &mut HashMap<ChannelId, u64>) {
+    /// have not moved since the last call (`seen`, kept by the caller):
+    /// for service with no end of its own (an exit's packets), what is owed
+    /// below half the window is asked for once the traffic pauses; once per
+    /// pause (an account that does not pay is not asked every second).
+    pub fn invoice_quiet(&self, seen: &mut HashMap<ChannelId, (u64, bool)>) {
         let report = self.report();
         let mut quiet = vec![];
         for a in &report {
-            let before = seen.insert(a.channel, a.bytes);
-            if before == Some(a.bytes) && a.owed > a.paid {
+            let (bytes, asked) = seen.get(&a.channel).copied().unwrap_or((u64::MAX, false));
+            let still = bytes == a.bytes;
+            let ask = still && !asked && a.owed > a.paid;
+            seen.insert(a.channel, (a.bytes, still && (asked || ask)));
+            if ask {
                 quiet.extend(a.peers.first().copied());
             }
         }
