@@ -11,6 +11,7 @@ use ledgermesh_node::protocols::vpn::{Device, Vpn, PROTOCOL};
 use ledgermesh_protocol::vpn::{address_of, Peer, Router};
 use libp2p::{PeerId, StreamProtocol};
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -176,6 +177,87 @@ async fn a_stranger_a_spoofer_and_a_broken_framer_are_dropped_and_the_tunnel_run
             )
         })
         .await;
+}
+
+/// An IPv6 UDP packet from `src`:`sport` to `dst`:`dport`.
+fn udp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, payload: usize) -> Vec<u8> {
+    let mut p = packet(src, dst, payload.max(8), 0);
+    p[40..42].copy_from_slice(&sport.to_be_bytes());
+    p[42..44].copy_from_slice(&dport.to_be_bytes());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_counts_what_it_exchanges_with_its_exit_but_not_what_the_exit_makes_up() {
+    use ledgermesh_node::protocols::vpn::Options;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let net = Net::new("vpn-meter").await;
+    let (client, exit) = (net.consumer("client").await, net.consumer("exit").await);
+    let (ic, ix) = (client.handle.peer_id(), exit.handle.peer_id());
+    // The client sends everything through the exit, and meters it.
+    let mut router = Router::new(&ic, &[], MTU);
+    router
+        .allow(Peer {
+            id: ix,
+            allowed_ips: vec!["::/0".parse().unwrap()],
+        })
+        .unwrap();
+    let meter = Arc::new(AtomicU64::new(0));
+    let (send, from) = mpsc::channel(64);
+    let (to, mut recv) = mpsc::channel(64);
+    let options = Options {
+        meter: Some((ix, meter.clone())),
+        ..Default::default()
+    };
+    Vpn::with(router, MTU, options)
+        .start(client.handle.clone(), Device { from, to })
+        .unwrap();
+    connect(&client, &exit).await;
+    let (me, web): (Ipv6Addr, Ipv6Addr) = (address_of(&ic), "2001:db8::7".parse().unwrap());
+    // The exit's side: it reads what the client sends, and writes back what
+    // it likes on a stream of its own.
+    let mut incoming = exit
+        .handle
+        .stream_control()
+        .accept(StreamProtocol::new(PROTOCOL))
+        .unwrap();
+    let ours = udp6(me, 5353, web, 53, 100);
+    send.send(ours.clone()).await.unwrap();
+    let (_, mut from_client) = futures::StreamExt::next(&mut incoming).await.unwrap();
+    let mut got = vec![0u8; 2 + ours.len()];
+    futures::AsyncReadExt::read_exact(&mut from_client, &mut got)
+        .await
+        .unwrap();
+    assert_eq!(&got[2..], &ours[..]);
+    let frame = |p: &[u8]| {
+        let mut f = (p.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(p);
+        f
+    };
+    let answer = udp6(web, 53, me, 5353, 200);
+    let made_up = udp6(web, 53, me, 5354, 1000);
+    let mut to_client = exit
+        .handle
+        .stream_control()
+        .open_stream(ic, StreamProtocol::new(PROTOCOL))
+        .await
+        .unwrap();
+    let mut both = frame(&made_up);
+    both.extend(frame(&answer));
+    to_client.write_all(&both).await.unwrap();
+    // Both reach the device (the host's own stack refuses the one nobody
+    // asked for), but only what the client sent and the answer count.
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), recv.recv())
+            .await
+            .expect("delivered")
+            .unwrap();
+    }
+    assert_eq!(
+        meter.load(Ordering::Relaxed),
+        (ours.len() + answer.len()) as u64,
+        "the made-up packet is not on the client's meter"
+    );
 }
 
 /// `ping` from `host` of `lab` to `addr` (IPv6 or IPv4): how many of

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod address;
+pub mod flows;
 pub mod frame;
 pub mod packet;
 pub mod router;

@@ -2,9 +2,11 @@
 //! carries for a peer (out to the world and back, and to the exit host
 //! itself: no address of the exit's is a free way through); it needs room
 //! for each packet on the peer's account and bills it once the packet is
-//! handed on. A client counts everything it exchanges with its exit on its
-//! meter, which is what it pays against: what it sent once it went, what
-//! it received as it came.
+//! handed on. A client counts what it exchanges with its exit on its
+//! meter, which is what it pays against: what it sent once it went, and
+//! what it received as it came, if it answers a flow the client opened
+//! (`ledgermesh_protocol::vpn::flows`: an exit cannot make it count what
+//! nobody asked for).
 
 use super::Vpn;
 use crate::protocols::pay::Budget;
@@ -23,11 +25,17 @@ impl Vpn {
         let mut charge = Charge::default();
         if let Some((exit, meter)) = &self.inner.meter {
             if exit == peer {
+                let mut flows = super::lock(&self.inner.flows);
+                let now = std::time::Instant::now();
                 match way {
-                    Way::In => {
+                    Way::In if flows.answers(packet, now) => {
                         meter.fetch_add(size, Ordering::Relaxed);
                     }
-                    Way::Out => charge.meter = Some((meter.clone(), size)),
+                    Way::In => {}
+                    Way::Out => {
+                        flows.sent(packet, now);
+                        charge.meter = Some((meter.clone(), size));
+                    }
                 }
             }
         }

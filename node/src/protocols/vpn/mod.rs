@@ -90,6 +90,8 @@ struct Inner {
     payees: Option<Payees>,
     /// A client's meter of what crosses its exit (the peer): what it pays.
     meter: Option<(PeerId, Arc<AtomicU64>)>,
+    /// The flows a client opened through its exit (whose answers count).
+    flows: Mutex<ledgermesh_protocol::vpn::flows::Flows>,
     mtu: usize,
     /// The queue to each peer's writer.
     links: Mutex<HashMap<PeerId, mpsc::Sender<Vec<u8>>>>,
@@ -126,6 +128,7 @@ impl Vpn {
                 router: Mutex::new(router),
                 payees,
                 meter,
+                flows: Mutex::default(),
                 mtu,
                 links: Mutex::new(HashMap::new()),
                 unreachable: Mutex::new(HashMap::new()),
