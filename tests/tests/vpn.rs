@@ -101,6 +101,25 @@ async fn packets_cross_between_two_nodes_byte_for_byte_and_in_order() {
                 if *peer_id == ib.to_string() && *address == ab.to_string())
         })
         .await;
+    // Counted exactly: every packet, every byte, each way.
+    let bytes: usize = sent.iter().map(Vec::len).sum();
+    let (ma, mb) = (metrics_of(&a), metrics_of(&b));
+    for line in [
+        "ledgermesh_vpn_packets_total{direction=\"out\"} 300".to_string(),
+        format!("ledgermesh_vpn_bytes_total{{direction=\"out\"}} {bytes}"),
+        "ledgermesh_vpn_packets_total{direction=\"in\"} 1".to_string(),
+    ] {
+        assert!(ma.lines().any(|l| l == line), "a: {line}\n{ma}");
+    }
+    let line = "ledgermesh_vpn_packets_total{direction=\"in\"} 300";
+    assert!(mb.lines().any(|l| l == line), "b: {line}\n{mb}");
+}
+
+/// A node's metrics as a scrape shows them.
+fn metrics_of(node: &TestNode) -> String {
+    let ops = node.handle.ops();
+    ops.metrics
+        .encode(&ledgermesh_node::ops::metrics::Now::default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,6 +182,12 @@ async fn a_stranger_a_spoofer_and_a_broken_framer_are_dropped_and_the_tunnel_run
     let back = packet(ab, aa, 100, 8);
     tb.send.send(back.clone()).await.unwrap();
     assert_eq!(next(&mut ta).await, back);
+    // Every drop is counted, told or not.
+    let mb = metrics_of(&b);
+    for reason in ["not_allowed", "spoofed_source", "malformed", "too_big"] {
+        let line = format!("ledgermesh_vpn_dropped_total{{reason=\"{reason}\"}} 1");
+        assert!(mb.lines().any(|l| l == line), "{line}\n{mb}");
+    }
     // A packet of b's device to nobody allowed goes nowhere, and is told.
     tb.send.send(packet(ab, ac, 10, 9)).await.unwrap();
     b.events

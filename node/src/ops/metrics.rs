@@ -64,6 +64,8 @@ pub struct Metrics {
     claimed_wei: FloatCounter,
     payment_refusals: Family<Labels, Counter>,
     claims_failed: Family<Labels, Counter>,
+    /// The mesh VPN's.
+    pub vpn: super::vpn_metrics::VpnMetrics,
     /// Last cumulative amount per (direction, channel).
     cumulative: Mutex<HashMap<(bool, String), u128>>,
     /// Stream bytes already counted, per (direction, name).
@@ -114,11 +116,13 @@ impl Metrics {
             claimed_wei: Default::default(),
             payment_refusals: Default::default(),
             claims_failed: Default::default(),
+            vpn: Default::default(),
             cumulative: Default::default(),
             stream_seen: Default::default(),
         };
         m.register_network(registry);
         m.register_ledger_and_money(registry);
+        m.vpn.register(registry);
         m.registry = root;
         m
     }
@@ -295,6 +299,7 @@ impl Metrics {
         self.observe_relay(event);
         self.observe_ledger_and_access(event);
         self.observe_money(event);
+        self.vpn.observe(event);
     }
 
     /// Connections, hole punches and path changes.

@@ -10,6 +10,7 @@
 pub mod metered;
 pub mod metrics;
 pub mod traffic;
+pub mod vpn_metrics;
 
 use crate::events::{CircuitOutcome, Event, ReservationOutcome};
 use serde_json::{json, Value};

@@ -164,8 +164,14 @@ impl Vpn {
                 let charge = verdict.and_then(|()| self.charge(&peer, packet, Way::In));
                 match charge {
                     Err(why) => self.dropped(net, Some(peer), why),
-                    Ok(charge) => match to.try_send(packet.to_vec()) {
-                        Ok(()) => charge.done(),
+                    // Room first, then counted, then handed on: what the
+                    // device gets is never ahead of the count.
+                    Ok(charge) => match to.try_reserve() {
+                        Ok(room) => {
+                            charge.done();
+                            net.ops().metrics.vpn.carried("in", packet.len());
+                            room.send(packet.to_vec());
+                        }
                         Err(_) => self.dropped(net, Some(peer), Drop::Congested),
                     },
                 }

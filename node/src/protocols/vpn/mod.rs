@@ -176,6 +176,7 @@ impl Vpn {
 
     /// Counts a drop and tells the 1st, 2nd, 4th, … of each reason and peer.
     fn dropped(&self, net: &impl Net, peer: Option<PeerId>, why: Drop) {
+        net.ops().metrics.vpn.dropped(why.as_str());
         let count = {
             let mut told = lock(&self.inner.told);
             if told.len() >= 4 * ledgermesh_protocol::vpn::router::MAX_PEERS {
@@ -270,9 +271,13 @@ impl Vpn {
             Ok(c) => c,
             Err(why) => return self.dropped(net, Some(peer), why),
         };
-        match queue.try_send(packet) {
-            Ok(()) => charge.done(),
+        match queue.try_reserve() {
+            Ok(room) => {
+                charge.done();
+                net.ops().metrics.vpn.carried("out", packet.len());
+                room.send(packet);
+            }
             Err(_) => self.dropped(net, Some(peer), Drop::Congested),
-        }
+        };
     }
 }
