@@ -212,6 +212,7 @@ fn router(api: Api) -> Router {
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/payments", get(payments))
+        .route("/api/v1/vpn", get(vpn))
         .route(
             "/api/v1/ping/{peer}",
             axum::routing::post(ping).get(|| async {
@@ -225,7 +226,7 @@ fn router(api: Api) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such page: see /api/v1/status, /api/v1/peers, /api/v1/streams, /api/v1/payments, /metrics",
+                "no such page: see /api/v1/status, /api/v1/peers, /api/v1/streams, /api/v1/payments, /api/v1/vpn, /metrics",
             )
         })
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
@@ -505,6 +506,36 @@ async fn payments(State(api): State<Api>) -> Response {
         "totals": ops.payments_json(),
     }))
     .into_response()
+}
+
+/// The tunnel (`vpn` role): its peers with the path each takes now.
+async fn vpn(State(api): State<Api>) -> Response {
+    let Some(mut view) = api.handle.ops().vpn_report() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this node carries no tunnel (not a vpn node)",
+        );
+    };
+    let snap = match snapshot(&api).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let conns = connections(&snap);
+    for peer in view["peers"].as_array_mut().into_iter().flatten() {
+        let id = peer["peer_id"].clone();
+        let of_peer: Vec<&Value> = conns.iter().filter(|c| c["peer_id"] == id).collect();
+        let best = (of_peer.iter().find(|c| c["path"] == "direct"))
+            .or(of_peer.first())
+            .copied()
+            .cloned()
+            .unwrap_or(Value::Null);
+        peer["connected"] = json!(!of_peer.is_empty());
+        peer["path"] = best["path"].clone();
+        peer["transport"] = best["transport"].clone();
+        peer["via"] = best["via"].clone();
+        peer["rtt_ms"] = best["health"]["rtt_ms"].clone();
+    }
+    Json(view).into_response()
 }
 
 async fn streams(State(api): State<Api>) -> Response {

@@ -535,6 +535,8 @@ fn natlab_vpn_hosts_ping_by_key_derived_address_and_a_stranger_gets_nothing() {
             "10.7.0.2/24",
             "--audit-log",
             audit.to_str().unwrap(),
+            "--api",
+            "127.0.0.1:7001",
         ],
     );
     let mut a = vpn_on(
@@ -568,6 +570,45 @@ fn natlab_vpn_hosts_ping_by_key_derived_address_and_a_stranger_gets_nothing() {
     // over HTTP from b's address to a, byte for byte.
     let served = tcp_through_the_tunnel(&lab, dir.path(), ("obs1", &addr_of(&idb)), "pub");
     assert!(served, "the file crossed the tunnel intact");
+    // b's operator sees a: its address, its direct path, what was carried.
+    let status = |json: bool| {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &lab.ns("obs1")])
+            .arg(ledgermesh_e2e::procs::bin_path())
+            .args(["vpn", "status", "--api", "127.0.0.1:7001"]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run vpn status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let view: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(view["addresses"][0], addr_of(&idb), "{view}");
+    assert_eq!(view["addresses"][1], "10.7.0.2", "{view}");
+    let a_seen = (view["peers"].as_array().unwrap().iter())
+        .find(|p| p["peer_id"] == ida)
+        .cloned()
+        .expect("a is listed");
+    assert_eq!(a_seen["address"], addr_of(&ida), "{a_seen}");
+    assert_eq!(
+        a_seen["allowed_ips"],
+        serde_json::json!(["10.7.0.1/32"]),
+        "{a_seen}"
+    );
+    assert_eq!(a_seen["connected"], true, "{a_seen}");
+    assert_eq!(a_seen["path"], "direct", "{a_seen}");
+    assert!(a_seen["bytes_out"].as_u64().unwrap() > 16 << 20, "{a_seen}");
+    assert!(a_seen["packets_in"].as_u64().unwrap() > 10, "{a_seen}");
+    let table = status(false);
+    assert!(
+        table.contains("ADDRESS") && table.contains(&addr_of(&ida)),
+        "{table}"
+    );
     // c is connected to b, but b never allowed it: nothing comes back.
     assert_eq!(ping6(&lab, "obs2", &addr_of(&idb), 2), 0, "c → b");
     b.wait_for("c refused", T, |v| {

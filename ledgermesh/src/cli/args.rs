@@ -139,6 +139,20 @@ pub enum VpnCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The tunnel of a running vpn node (started with `--api`): its
+    /// addresses, device and exit, and each peer's address, path, round
+    /// trip and what was carried each way.
+    Status {
+        /// The node's API.
+        #[arg(long, env = "LEDGERMESH_API", default_value = super::status::DEFAULT_API)]
+        api: String,
+        /// The API's bearer token.
+        #[arg(long, env = "LEDGERMESH_API_TOKEN", hide_env_values = true)]
+        api_token: Option<String>,
+        /// Print the API's JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `ledgermesh config ...`.

@@ -234,6 +234,11 @@ async fn vpn(args: VpnArgs) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Some(VpnCommand::Status {
+            api,
+            api_token,
+            json,
+        }) => status::vpn_status(&api, api_token.as_deref(), json).await,
         None => run_vpn(*args.run).await,
     }
 }

@@ -196,6 +196,63 @@ pub async fn status(api: &str, token: Option<&str>, json: bool) -> anyhow::Resul
     Ok(0)
 }
 
+/// `ledgermesh vpn status`: the tunnel of a running vpn node.
+pub async fn vpn_status(api: &str, token: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    let vpn = get_json(api, token, "/api/v1/vpn").await?;
+    if json {
+        ledgermesh_node::events::print_json_line(&vpn);
+        return Ok(0);
+    }
+    let addresses: Vec<&str> = (vpn["addresses"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    let exit = match &vpn["exit"] {
+        Value::Null => String::new(),
+        e if e["gateway"] == true => "  exit for its peers".into(),
+        e => format!(
+            "  through exit {}{}",
+            short(e["peer_id"].as_str().unwrap_or("?")),
+            if e["kill_switch"] == true {
+                " (kill switch)"
+            } else {
+                ""
+            }
+        ),
+    };
+    println!(
+        "{} on {} (mtu {}){exit}",
+        addresses.join(", "),
+        vpn["tun"].as_str().unwrap_or("?"),
+        vpn["mtu"]
+    );
+    let peers = vpn["peers"].as_array().cloned().unwrap_or_default();
+    if peers.is_empty() {
+        println!("no peers allowed");
+        return Ok(0);
+    }
+    println!(
+        "{:<16} {:<40} {:<34} {:>9} {:>10} {:>10}",
+        "PEER", "ADDRESS", "PATH", "RTT", "IN", "OUT"
+    );
+    for p in peers {
+        let path = match p["connected"] == true {
+            true => route(&p["path"], &p["transport"], &p["via"]),
+            false => "not connected".into(),
+        };
+        let rtt = (p["rtt_ms"].as_f64()).map_or_else(|| "-".into(), |r| format!("{r:.1} ms"));
+        println!(
+            "{:<16} {:<40} {:<34} {:>9} {:>10} {:>10}",
+            short(p["peer_id"].as_str().unwrap_or("?")),
+            p["address"].as_str().unwrap_or("?"),
+            path,
+            rtt,
+            bytes(p["bytes_in"].as_u64().unwrap_or(0)),
+            bytes(p["bytes_out"].as_u64().unwrap_or(0)),
+        );
+    }
+    Ok(0)
+}
+
 /// A PeerId as given: whole, or shortened as `status` prints it
 /// (`12D3KooW…Spzpr`, also with `...`), matched against the node's peers;
 /// a short form that matches none or several is refused, naming them.

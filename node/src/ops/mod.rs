@@ -69,7 +69,12 @@ pub struct Ops {
     hop_dropped: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// The payee's accounts, when the node charges (relay, provider).
     payees: std::sync::OnceLock<PayeeBook>,
+    /// The tunnel's view, when the node carries one (`vpn`).
+    vpn: std::sync::OnceLock<VpnView>,
 }
+
+/// Reads the tunnel: its addresses, device, exit and peers as they stand.
+pub type VpnView = std::sync::Arc<dyn Fn() -> Value + Send + Sync>;
 
 /// Reads the payee's book: its accounts as they stand now.
 pub type PayeeBook = std::sync::Arc<
@@ -101,7 +106,18 @@ impl Ops {
             grants: Default::default(),
             hop_dropped: Default::default(),
             payees: Default::default(),
+            vpn: Default::default(),
         }
+    }
+
+    /// The tunnel's view the API reads.
+    pub fn report_vpn(&self, view: VpnView) {
+        let _ = self.vpn.set(view);
+    }
+
+    /// The tunnel as it stands, when the node carries one.
+    pub fn vpn_report(&self) -> Option<Value> {
+        self.vpn.get().map(|v| v())
     }
 
     /// The payee accounts the payments report reads.

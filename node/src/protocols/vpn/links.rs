@@ -170,6 +170,7 @@ impl Vpn {
                         Ok(room) => {
                             charge.done();
                             net.ops().metrics.vpn.carried("in", packet.len());
+                            self.count(peer, packet.len(), false);
                             room.send(packet.to_vec());
                         }
                         Err(_) => self.dropped(net, Some(peer), Drop::Congested),

@@ -18,6 +18,7 @@ use crate::events::Event;
 
 mod billing;
 mod links;
+mod report;
 use crate::access::audit_log::{AuditLine, AuditLog};
 use crate::net::Net;
 use crate::protocols::pay::Payees;
@@ -90,6 +91,8 @@ struct Inner {
     payees: Option<Payees>,
     /// A client's meter of what crosses its exit (the peer): what it pays.
     meter: Option<(PeerId, Arc<AtomicU64>)>,
+    /// What was carried with each peer.
+    stats: Mutex<HashMap<PeerId, report::PeerStats>>,
     /// The flows a client opened through its exit (whose answers count).
     flows: Mutex<ledgermesh_protocol::vpn::flows::Flows>,
     mtu: usize,
@@ -129,6 +132,7 @@ impl Vpn {
                 payees,
                 meter,
                 flows: Mutex::default(),
+                stats: Mutex::default(),
                 mtu,
                 links: Mutex::new(HashMap::new()),
                 unreachable: Mutex::new(HashMap::new()),
@@ -275,6 +279,7 @@ impl Vpn {
             Ok(room) => {
                 charge.done();
                 net.ops().metrics.vpn.carried("out", packet.len());
+                self.count(peer, packet.len(), true);
                 room.send(packet);
             }
             Err(_) => self.dropped(net, Some(peer), Drop::Congested),

@@ -153,6 +153,23 @@ fn give_v4(router: &mut Router) {
     }
 }
 
+/// The exit as `vpn status` shows it.
+pub(super) fn view(exit: Option<&Exit>) -> serde_json::Value {
+    match exit {
+        None => serde_json::Value::Null,
+        Some(Exit::Gateway { lan }) => serde_json::json!({ "gateway": true, "lan": lan }),
+        Some(Exit::Via {
+            peer,
+            routes,
+            kill_switch,
+        }) => serde_json::json!({
+            "peer_id": peer.to_string(),
+            "routes": routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "kill_switch": kill_switch,
+        }),
+    }
+}
+
 /// A client's exit, and what it needs to follow it.
 pub(super) struct ExitClient {
     pub(super) exit: PeerId,

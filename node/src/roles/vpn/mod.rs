@@ -196,9 +196,11 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
                 .collect(),
         },
     };
+    let exit_view = exit::view(config.exit.as_ref());
     let (options, client) = carrying(&handle, config, gateway.is_some());
     let vpn = Vpn::with(router, usize::from(mtu), options);
     vpn.clone().start(handle.clone(), Device { from, to })?;
+    show(&handle, vpn.clone(), tun_name.clone(), mtu, exit_view);
     handle.spawn(settle.run(handle.clone(), vpn));
     let reader = handle.spawn(tun::read(dev.clone(), mtu, to_tunnel));
     let writer = handle.spawn(tun::write(dev, from_tunnel));
@@ -222,6 +224,18 @@ pub async fn run(handle: NodeHandle, config: VpnConfig) -> Result<(), VpnError> 
         r = reader => gone(r),
         r = writer => gone(r),
     }
+}
+
+/// The tunnel as the operator sees it (`vpn status`): `vpn`'s peers,
+/// with the device, its MTU and the exit.
+fn show(handle: &NodeHandle, vpn: Vpn, tun: String, mtu: u16, exit: serde_json::Value) {
+    handle.ops().report_vpn(Arc::new(move || {
+        let mut report = vpn.report();
+        report["tun"] = tun.as_str().into();
+        report["mtu"] = mtu.into();
+        report["exit"] = exit.clone();
+        report
+    }));
 }
 
 /// What the tunnel does besides carrying packets (audit, an exit's
