@@ -283,6 +283,42 @@ async fn a_client_counts_what_it_exchanges_with_its_exit_but_not_what_the_exit_m
         (ours.len() + answer.len()) as u64,
         "the made-up packet is not on the client's meter"
     );
+    // The exit pings the client unbidden: the host's own echo reply goes
+    // (and counts: it was sent), but opens no flow, so the next ping the
+    // exit makes up counts no more than the first.
+    let echo = |src: Ipv6Addr, dst: Ipv6Addr, kind: u8| {
+        let mut p = packet(src, dst, 16, 0);
+        p[6] = 58;
+        p[40] = kind;
+        p[44..46].copy_from_slice(&7u16.to_be_bytes());
+        p
+    };
+    let before = meter.load(Ordering::Relaxed);
+    to_client
+        .write_all(&frame(&echo(web, me, 128)))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), recv.recv())
+        .await
+        .unwrap();
+    let reply = echo(me, web, 129);
+    send.send(reply.clone()).await.unwrap();
+    let mut got = vec![0u8; 2 + reply.len()];
+    futures::AsyncReadExt::read_exact(&mut from_client, &mut got)
+        .await
+        .unwrap();
+    to_client
+        .write_all(&frame(&echo(web, me, 128)))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), recv.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        meter.load(Ordering::Relaxed),
+        before + reply.len() as u64,
+        "only the reply the host sent counts, not the pings it was sent"
+    );
 }
 
 /// `ping` from `host` of `lab` to `addr` (IPv6 or IPv4): how many of
@@ -640,22 +676,7 @@ fn natlab_vpn_hosts_behind_two_nats_meet_through_a_relay_and_ping_both_ways() {
         return;
     };
     let dir = temp_dir("vpn-nat");
-    let mut relay = lab.start(
-        "relay",
-        "relay",
-        dir.path(),
-        &[
-            "relay",
-            "--json",
-            "--listen",
-            "/ip4/203.0.113.10/udp/4001/quic-v1",
-        ],
-    );
-    let listening = relay.wait_for("relay listening", T, |v| event_is(v, "listening"));
-    let relay_at = format!(
-        "/ip4/203.0.113.10/udp/4001/quic-v1/p2p/{}",
-        listening["peer_id"].as_str().unwrap()
-    );
+    let (mut relay, relay_at) = ledgermesh_e2e::natlab::world::lab_relay(&lab, dir.path());
     let (ka, ida) = keygen(dir.path(), "a");
     let (kb, idb) = keygen(dir.path(), "b");
     let addr_of = |id: &str| address_of(&id.parse().unwrap()).to_string();
@@ -849,7 +870,7 @@ fn natlab_vpn_priced_exit_is_paid_to_the_wei_and_carries_nothing_for_an_unpaid_p
         return;
     };
     let dir = temp_dir("vpn-paid");
-    let (_chain, ready) = lab_chain(&lab, dir.path());
+    let (_chain, ready) = ledgermesh_e2e::natlab::world::lab_chain(&lab, dir.path());
     let (kx, idx) = keygen(dir.path(), "exit");
     let (k1, id1) = keygen(dir.path(), "payer");
     let (k2, id2) = keygen(dir.path(), "freeloader");
@@ -990,32 +1011,6 @@ fn natlab_vpn_priced_exit_is_paid_to_the_wei_and_carries_nothing_for_an_unpaid_p
     free.stop();
 }
 
-/// A devchain (anvil and SignalBoard) on the lab's `chain` host
-/// (203.0.113.20:8545), its funded keys under `dir`.
-fn lab_chain(
-    lab: &ledgermesh_e2e::natlab::Lab,
-    dir: &std::path::Path,
-) -> (
-    ledgermesh_e2e::procs::Proc,
-    ledgermesh_e2e::procs::DevchainReady,
-) {
-    let keydir = dir.join("keys");
-    let args = [
-        "devchain",
-        "--json",
-        "--host",
-        "203.0.113.20",
-        "--port",
-        "8545",
-        "--dir",
-    ];
-    let mut args: Vec<&str> = args.to_vec();
-    args.push(keydir.to_str().unwrap());
-    let mut chain = lab.start("chain", "devchain", dir, &args);
-    let ready = ledgermesh_e2e::procs::DevchainReady::wait(&mut chain, Duration::from_secs(120));
-    (chain, ready)
-}
-
 #[test]
 fn natlab_vpn_hosts_behind_two_nats_find_each_other_on_the_ledger_by_peer_id_alone() {
     use ledgermesh_e2e::natlab::{Lab, Nat};
@@ -1024,23 +1019,8 @@ fn natlab_vpn_hosts_behind_two_nats_find_each_other_on_the_ledger_by_peer_id_alo
         return;
     };
     let dir = temp_dir("vpn-ledger");
-    let (_chain, ready) = lab_chain(&lab, dir.path());
-    let mut relay = lab.start(
-        "relay",
-        "relay",
-        dir.path(),
-        &[
-            "relay",
-            "--json",
-            "--listen",
-            "/ip4/203.0.113.10/udp/4001/quic-v1",
-        ],
-    );
-    let listening = relay.wait_for("relay listening", T, |v| event_is(v, "listening"));
-    let relay_at = format!(
-        "/ip4/203.0.113.10/udp/4001/quic-v1/p2p/{}",
-        listening["peer_id"].as_str().unwrap()
-    );
+    let (_chain, ready) = ledgermesh_e2e::natlab::world::lab_chain(&lab, dir.path());
+    let (mut relay, relay_at) = ledgermesh_e2e::natlab::world::lab_relay(&lab, dir.path());
     let (ka, ida) = keygen(dir.path(), "a");
     let (kb, idb) = keygen(dir.path(), "b");
     let (kc, idc) = keygen(dir.path(), "c");
@@ -1090,6 +1070,9 @@ fn natlab_vpn_hosts_behind_two_nats_find_each_other_on_the_ledger_by_peer_id_alo
         b.wait_for_next("b's next event", Duration::from_secs(5), |_| true);
     }
     assert!(refused(), "b audited the stranger's request");
+    // … and never answered it: the stranger never learnt where b is.
+    let met_b = c.matching(|v| event_is(v, "connected") && v["peer_id"] == idb);
+    assert!(met_b.is_empty(), "the stranger reached b: {met_b:?}");
     assert_eq!(
         ping6(&lab, "pub", &addr_of(&idb), 2),
         0,

@@ -5,8 +5,11 @@
 //!
 //! A flow is the protocol, the far address and, for TCP and UDP, both
 //! ports (ICMP echo: its identifier; anything else: the protocol and the
-//! far address). It lives while packets go out on it, and for
-//! [`FLOW_IDLE`] after the last; at most [`MAX_FLOWS`] are kept, the
+//! far address). Only a packet that opens something opens a flow: a TCP
+//! SYN, a UDP datagram, an echo request (what the host answers on its own,
+//! a reply, a reset, an error, opens none: an exit cannot make the client
+//! open flows for it by asking). It lives while packets go out on it, and
+//! for [`FLOW_IDLE`] after the last; at most [`MAX_FLOWS`] are kept, the
 //! oldest forgotten first. A packet of ours past the bound still goes: it
 //! is only its answers that count once the flow is known again.
 
@@ -39,8 +42,9 @@ pub struct Flows {
 }
 
 /// The protocol and the two "ports" of `p` (the packet's source port
-/// first), and its addresses; `None` when it is not an IP packet.
-fn flow_of(p: &[u8]) -> Option<(u8, IpAddr, IpAddr, u16, u16)> {
+/// first), its addresses, and whether it opens a flow; `None` when it is
+/// not an IP packet.
+fn flow_of(p: &[u8]) -> Option<(u8, IpAddr, IpAddr, u16, u16, bool)> {
     let (proto, src, dst, l4) = match p.first()? >> 4 {
         4 if p.len() >= 20 => {
             let ihl = usize::from(p[0] & 0x0f) * 4;
@@ -61,21 +65,31 @@ fn flow_of(p: &[u8]) -> Option<(u8, IpAddr, IpAddr, u16, u16)> {
         l4.get(i..i + 2)
             .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
     };
-    let (sport, dport) = match proto {
-        // TCP, UDP: the ports.
-        6 | 17 => (port(0), port(2)),
+    let (sport, dport, opens) = match proto {
+        // TCP: the ports; a SYN without ACK opens.
+        6 => (
+            port(0),
+            port(2),
+            l4.get(13).is_some_and(|f| f & 0x12 == 0x02),
+        ),
+        // UDP: the ports; any datagram opens.
+        17 => (port(0), port(2), true),
         // ICMP echo request / reply, ICMPv6 echo request / reply: the
-        // identifier on both sides.
-        1 | 58 if matches!(l4.first(), Some(0 | 8 | 128 | 129)) => (port(4), port(4)),
-        _ => (0, 0),
+        // identifier on both sides; a request opens.
+        1 | 58 if matches!(l4.first(), Some(0 | 8 | 128 | 129)) => {
+            (port(4), port(4), matches!(l4.first(), Some(8 | 128)))
+        }
+        // Other ICMP (errors): none opens.
+        1 | 58 => (0, 0, false),
+        _ => (0, 0, true),
     };
-    Some((proto, src, dst, sport, dport))
+    Some((proto, src, dst, sport, dport, opens))
 }
 
 impl Flows {
     /// A packet of ours went out: its flow lives on.
     pub fn sent(&mut self, packet: &[u8], now: Instant) {
-        let Some((proto, _, dst, sport, dport)) = flow_of(packet) else {
+        let Some((proto, _, dst, sport, dport, opens)) = flow_of(packet) else {
             return;
         };
         let flow = Flow {
@@ -85,6 +99,9 @@ impl Flows {
             near_port: sport,
         };
         self.expire(now);
+        if !opens && !self.last.contains_key(&flow) {
+            return;
+        }
         if self.last.len() >= MAX_FLOWS && !self.last.contains_key(&flow) {
             self.forget_oldest();
         }
@@ -100,7 +117,7 @@ impl Flows {
 
     /// Whether a packet that came in answers a flow of ours.
     pub fn answers(&self, packet: &[u8], now: Instant) -> bool {
-        let Some((proto, src, _, sport, dport)) = flow_of(packet) else {
+        let Some((proto, src, _, sport, dport, _)) = flow_of(packet) else {
             return false;
         };
         let flow = Flow {
@@ -163,6 +180,15 @@ mod tests {
         p
     }
 
+    /// A TCP SYN of ours.
+    fn syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut p = v4(6, src, sport, dst, dport);
+        p.resize(40, 0);
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
+        p[33] = 0x02;
+        p
+    }
+
     const ME: [u8; 4] = [100, 64, 0, 9];
     const WEB: [u8; 4] = [198, 51, 100, 7];
 
@@ -170,7 +196,7 @@ mod tests {
     fn only_answers_to_flows_we_opened_count() {
         let t0 = Instant::now();
         let mut f = Flows::default();
-        f.sent(&v4(6, ME, 40000, WEB, 443), t0);
+        f.sent(&syn(ME, 40000, WEB, 443), t0);
         assert!(f.answers(&v4(6, WEB, 443, ME, 40000), t0));
         // Another port, another protocol, another host: nobody asked.
         assert!(!f.answers(&v4(6, WEB, 443, ME, 40001), t0));
@@ -188,6 +214,37 @@ mod tests {
         reply[24..26].copy_from_slice(&8u16.to_be_bytes());
         assert!(!f.answers(&reply, t0), "another identifier");
         assert!(!f.answers(b"not a packet", t0));
+    }
+
+    #[test]
+    fn what_the_host_answers_on_its_own_opens_no_flow() {
+        let t0 = Instant::now();
+        let mut f = Flows::default();
+        // Asked unbidden, the host resets, replies to an echo, reports an
+        // error: none of it opens a flow for the asker.
+        let mut rst = v4(6, ME, 22, WEB, 5555);
+        rst.resize(40, 0);
+        rst[2..4].copy_from_slice(&40u16.to_be_bytes());
+        rst[33] = 0x14;
+        f.sent(&rst, t0);
+        let mut echo_reply = v4(1, ME, 0, WEB, 0);
+        echo_reply[20] = 0;
+        echo_reply[24..26].copy_from_slice(&7u16.to_be_bytes());
+        f.sent(&echo_reply, t0);
+        let mut unreachable = v4(1, ME, 0, WEB, 0);
+        unreachable[20] = 3;
+        f.sent(&unreachable, t0);
+        assert!(f.is_empty());
+        assert!(!f.answers(&v4(6, WEB, 5555, ME, 22), t0));
+        let mut echo = v4(1, WEB, 0, ME, 0);
+        echo[20] = 8;
+        echo[24..26].copy_from_slice(&7u16.to_be_bytes());
+        assert!(!f.answers(&echo, t0));
+        // A SYN opens; what follows on it keeps it.
+        f.sent(&syn(ME, 40000, WEB, 443), t0);
+        let later = t0 + FLOW_IDLE - Duration::from_secs(1);
+        f.sent(&v4(6, ME, 40000, WEB, 443), later);
+        assert!(f.answers(&v4(6, WEB, 443, ME, 40000), later + Duration::from_secs(2)));
     }
 
     #[test]
@@ -212,7 +269,7 @@ mod tests {
         for i in 0..(MAX_FLOWS as u32 + 10) {
             let port = (i % 60_000) as u16 + 1;
             let host = Ipv4Addr::from(0xc633_6400 + (i / 60_000)).octets();
-            f.sent(&v4(6, ME, port, host, 443), t0);
+            f.sent(&syn(ME, port, host, 443), t0);
         }
         assert_eq!(f.len(), MAX_FLOWS);
         let first = Ipv4Addr::from(0xc633_6400).octets();

@@ -140,6 +140,39 @@ struct Extras {
     switch: bool,
 }
 
+/// A devchain (anvil and SignalBoard) on `lab`'s `chain` host
+/// (203.0.113.20:8545), its funded keys under `dir`.
+pub fn lab_chain(lab: &Lab, dir: &std::path::Path) -> (Proc, DevchainReady) {
+    let keydir = dir.join("keys");
+    let args = [
+        "devchain",
+        "--json",
+        "--host",
+        "203.0.113.20",
+        "--port",
+        "8545",
+    ];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend(["--dir", keydir.to_str().unwrap()]);
+    let mut chain = lab.start("chain", "devchain", dir, &args);
+    let ready = DevchainReady::wait(&mut chain, T);
+    (chain, ready)
+}
+
+/// A free relay on `lab`'s `relay` host, over QUIC: it and its address.
+pub fn lab_relay(lab: &Lab, dir: &std::path::Path) -> (Proc, String) {
+    let listen = format!("/ip4/{RELAY_IP}/udp/4001/quic-v1");
+    let mut relay = lab.start(
+        "relay",
+        "relay",
+        dir,
+        &["relay", "--json", "--listen", &listen],
+    );
+    let listening = relay.wait_for("relay listening", T, |v| event_is(v, "listening"));
+    let at = format!("{listen}/p2p/{}", listening["peer_id"].as_str().unwrap());
+    (relay, at)
+}
+
 fn build(test: &str, nat1: Nat, nat2: Nat, transport: Transport, extras: Extras) -> Option<World> {
     let Extras {
         delay_ms,
@@ -150,23 +183,7 @@ fn build(test: &str, nat1: Nat, nat2: Nat, transport: Transport, extras: Extras)
     } = extras;
     let lab = Lab::up_opts(test, nat1, nat2, delay_ms, loss, switch)?;
     let dir = temp_dir(test);
-    let keydir = dir.0.join("keys");
-    let mut chain = lab.start(
-        "chain",
-        "devchain",
-        &dir.0,
-        &[
-            "devchain",
-            "--json",
-            "--host",
-            "203.0.113.20",
-            "--port",
-            "8545",
-            "--dir",
-            keydir.to_str().unwrap(),
-        ],
-    );
-    let ready = DevchainReady::wait(&mut chain, T);
+    let (chain, ready) = lab_chain(&lab, &dir.0);
     let relay_listen = transport.at(RELAY_IP, 4001);
     let relay_listens = transport.listen_at(RELAY_IP, 4001);
     let price = relay_price.to_string();

@@ -40,6 +40,10 @@ impl Vpn {
     pub fn report(&self) -> Value {
         let stats = lock(&self.inner.stats).clone();
         let reading = lock(&self.inner.reading).clone();
+        let sending: std::collections::HashSet<PeerId> = (lock(&self.inner.links).iter())
+            .filter(|(_, q)| !q.is_closed())
+            .map(|(p, _)| *p)
+            .collect();
         let (own, mut peers) = {
             let router = self.router();
             let own: Vec<String> = router.own().iter().map(ToString::to_string).collect();
@@ -49,14 +53,11 @@ impl Vpn {
         let peers: Vec<Value> = (peers.into_iter())
             .map(|p| {
                 let s = stats.get(&p.id).copied().unwrap_or_default();
-                let sending = lock(&self.inner.links)
-                    .get(&p.id)
-                    .is_some_and(|q| !q.is_closed());
                 json!({
                     "peer_id": p.id.to_string(),
                     "address": address_of(&p.id).to_string(),
                     "allowed_ips": p.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "stream_out": sending,
+                    "stream_out": sending.contains(&p.id),
                     "streams_in": reading.get(&p.id).copied().unwrap_or(0),
                     "packets_in": s.packets_in,
                     "bytes_in": s.bytes_in,

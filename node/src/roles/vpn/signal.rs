@@ -25,6 +25,13 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 const ASK_AGAIN: (Duration, Duration) = (Duration::from_secs(15), Duration::from_secs(600));
 /// Requests waiting for the answerer.
 const REQUESTS: usize = 64;
+/// Answers to one peer (each a post at our cost): a few at once, then one
+/// a minute; an honest peer asks once per lost connection, backing off.
+const ANSWER_LIMITS: RateLimits = RateLimits {
+    burst: 3,
+    per_minute: 1,
+    max_tracked: ledgermesh_protocol::vpn::router::MAX_PEERS,
+};
 
 /// The ledger's part of the tunnel: follows our inbox, answers allowed
 /// peers' requests (in a task of the node's), and asks peers.
@@ -80,11 +87,12 @@ impl Signaling {
                 hire_secs: 0,
             };
             let reached = match self.requester.request(peer, request, ANSWER_WITHIN).await {
-                Ok(answer) if !answer.addrs.is_empty() => {
-                    let dialed = handle.dial(peer, answer.addrs).await;
-                    dialed.map_err(|e| e.to_string())
-                }
-                Ok(_) => Err("it answered with no address".into()),
+                // Where it says, as a buyer dials a seller: public ones
+                // only (unless --local), a bounded number.
+                Ok(answer) => match handle.dial_candidates(&answer.addrs) {
+                    addrs if addrs.is_empty() => Err("it answered with no address to dial".into()),
+                    addrs => handle.dial(peer, addrs).await.map_err(|e| e.to_string()),
+                },
                 Err(e) => Err(e.to_string()),
             };
             match reached {
@@ -112,7 +120,7 @@ async fn answer_all(
     mut requests: mpsc::Receiver<Inbound>,
     vpn: Vpn,
 ) {
-    let mut limiter = SenderLimiter::new(RateLimits::default());
+    let mut limiter = SenderLimiter::new(ANSWER_LIMITS);
     while let Some((opened, _, handled)) = requests.recv().await {
         let peer = opened.sender;
         let Signal::Request(request) = opened.signal else {
@@ -131,15 +139,17 @@ async fn answer_all(
             handled.done();
             continue;
         }
-        match answer(&handle, ledger.as_ref(), peer, opened.nonce).await {
-            Ok(()) => handled.done(),
-            Err(e) => tracing::warn!(%peer, error = %e, "cannot answer a vpn request"),
+        if let Err(e) = answer(&handle, ledger.as_ref(), peer, opened.nonce).await {
+            // It asks again; the cursor goes on.
+            tracing::warn!(%peer, error = %e, "cannot answer a vpn request");
         }
+        handled.done();
         // It may be reachable where it says (a public host): meet it there
-        // too, whoever is first.
-        if !request.addrs.is_empty() {
+        // too, whoever is first (public addresses only, a bounded number).
+        let addrs = handle.dial_candidates(&request.addrs);
+        if !addrs.is_empty() {
             let h = handle.clone();
-            handle.spawn(async move { h.dial(peer, request.addrs).await });
+            handle.spawn(async move { h.dial(peer, addrs).await });
         }
     }
 }

@@ -118,7 +118,7 @@ impl Client {
              \x20 chain keep {{ type filter hook postrouting priority mangle; policy accept;\n\
              \x20   {is_ours} {ct_mark}\n  }}\n\
              \x20 chain answers {{ type filter hook prerouting priority mangle; policy accept;\n\
-             \x20   iifname != \"{tun}\" ct state new {ct_mark}\n\
+             \x20   iifname != \"{tun}\" ct state new fib daddr type local {ct_mark}\n\
              \x20   {ct_ours} {mark}\n  }}\n"
         );
         if self.kill_switch {
@@ -133,6 +133,8 @@ impl Client {
                  \x20   oifname {{ \"lo\", \"{tun}\" }} accept\n\
                  \x20   {is_ours} accept\n\
                  \x20   ct direction reply accept\n{lan}\
+                 \x20   ip daddr {{ 169.254.0.0/16, 224.0.0.0/4, 255.255.255.255 }} accept\n\
+                 \x20   ip6 daddr {{ fe80::/10, ff00::/8 }} accept\n\
                  \x20   icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept\n\
                  \x20   counter reject\n  }}\n"
             );
@@ -264,9 +266,10 @@ mod tests {
             "{body}"
         );
         assert!(!body.contains("ip6 daddr"), "{body}");
+        let made_to_us = "iifname != \"lm0\" ct state new fib daddr type local ct mark set";
         assert!(
-            body.contains("iifname != \"lm0\" ct state new ct mark set"),
-            "{body}"
+            body.contains(made_to_us),
+            "only connections made to this host: {body}"
         );
         assert!(!body.contains("kill_switch"), "{body}");
         c.kill_switch = true;

@@ -26,8 +26,12 @@ impl Gateway {
         // go with the next one.
         wanted.extend(accepting_ra().into_iter().map(|p| (p, "2")));
         let switches = Switches::set(&table, "forwarding", &wanted)?;
-        // A host that did not forward before forwards nothing but ours.
-        let was_router = switches.before("/proc/sys/net/ipv4/ip_forward") == Some("1");
+        // A host that did not forward before forwards nothing but ours
+        // (in each family).
+        let was_router = (
+            switches.before("/proc/sys/net/ipv4/ip_forward") == Some("1"),
+            switches.before("/proc/sys/net/ipv6/conf/all/forwarding") == Some("1"),
+        );
         let gw = Gateway {
             table,
             _switches: switches,
@@ -52,14 +56,16 @@ fn accepting_ra() -> Vec<String> {
 }
 
 /// The gateway's nftables table (see the module docs).
-fn body(tun: &str, lan: bool, was_router: bool) -> String {
+fn body(tun: &str, lan: bool, (v4_router, v6_router): (bool, bool)) -> String {
     let mut through = format!(
         "    iifname \"{tun}\" oifname \"{tun}\" drop\n\
          \x20   oifname \"{tun}\" ct state established,related accept\n\
          \x20   oifname \"{tun}\" drop\n"
     );
-    if !was_router {
-        through += &format!("    iifname != \"{tun}\" drop\n");
+    for (family, router) in [("ipv4", v4_router), ("ipv6", v6_router)] {
+        if !router {
+            through += &format!("    meta nfproto {family} iifname != \"{tun}\" drop\n");
+        }
     }
     let mut body = format!(
         "  chain out {{ type nat hook postrouting priority srcnat; policy accept;\n\
@@ -91,7 +97,7 @@ mod tests {
 
     #[test]
     fn an_exit_lets_only_answers_back_and_keeps_its_own_services_unless_told() {
-        let b = body("lm0", false, false);
+        let b = body("lm0", false, (false, true));
         assert!(
             b.contains(
                 "oifname \"lm0\" ct state established,related accept\n    oifname \"lm0\" drop"
@@ -99,14 +105,19 @@ mod tests {
             "{b}"
         );
         assert!(b.contains("iifname \"lm0\" oifname \"lm0\" drop"), "{b}");
+        let no_router = "meta nfproto ipv4 iifname != \"lm0\" drop";
         assert!(
-            b.contains("iifname != \"lm0\" drop"),
+            b.contains(no_router),
             "a host that was no router stays none: {b}"
         );
-        assert!(b.contains("chain into"), "{b}");
-        let b = body("lm0", true, true);
         assert!(
-            !b.contains("iifname != \"lm0\" drop"),
+            !b.contains("nfproto ipv6"),
+            "its IPv6 forwarding is its own: {b}"
+        );
+        assert!(b.contains("chain into"), "{b}");
+        let b = body("lm0", true, (true, true));
+        assert!(
+            !b.contains("nfproto"),
             "a router's own forwarding is its own: {b}"
         );
         assert!(!b.contains("chain into"), "{b}");
