@@ -127,6 +127,24 @@ pub struct VpnRunArgs {
     pub max_price_per_mib: Option<u128>,
 }
 
+/// Where a running node's API is (`status`, `ping`, `vpn status`).
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// The node's API.
+    #[arg(long, env = "LEDGERMESH_API", default_value = super::status::DEFAULT_API)]
+    pub api: String,
+    /// The API's bearer token.
+    #[arg(long, env = "LEDGERMESH_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+impl ApiArgs {
+    /// The token, if given.
+    pub fn token(&self) -> Option<&str> {
+        self.api_token.as_deref()
+    }
+}
+
 /// `ledgermesh vpn ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum VpnCommand {
@@ -143,12 +161,9 @@ pub enum VpnCommand {
     /// addresses, device and exit, and each peer's address, path, round
     /// trip and what was carried each way.
     Status {
-        /// The node's API.
-        #[arg(long, env = "LEDGERMESH_API", default_value = super::status::DEFAULT_API)]
-        api: String,
-        /// The API's bearer token.
-        #[arg(long, env = "LEDGERMESH_API_TOKEN", hide_env_values = true)]
-        api_token: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        api: ApiArgs,
         /// Print the API's JSON object instead of the table.
         #[arg(long)]
         json: bool,

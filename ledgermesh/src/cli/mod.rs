@@ -77,12 +77,9 @@ pub enum Command {
     /// How a running node (started with `--api`) reaches each peer: its
     /// path (direct tcp/quic, or via which relay), RTT, loss, bytes and streams.
     Status {
-        /// The node's API.
-        #[arg(long, env = "LEDGERMESH_API", default_value = status::DEFAULT_API)]
-        api: String,
-        /// The API's bearer token.
-        #[arg(long, env = "LEDGERMESH_API_TOKEN", hide_env_values = true)]
-        api_token: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        api: ApiArgs,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -92,12 +89,9 @@ pub enum Command {
     Ping {
         /// The peer.
         peer: String,
-        /// The node's API.
-        #[arg(long, env = "LEDGERMESH_API", default_value = status::DEFAULT_API)]
-        api: String,
-        /// The API's bearer token.
-        #[arg(long, env = "LEDGERMESH_API_TOKEN", hide_env_values = true)]
-        api_token: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        api: ApiArgs,
         /// How many pings, one a second.
         #[arg(long, short = 'c', default_value_t = 3)]
         count: u32,
@@ -197,18 +191,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             bench(options, json).await
         }
         Command::Channels(args) => channels::run(args).await,
-        Command::Status {
-            api,
-            api_token,
-            json,
-        } => status::status(&api, api_token.as_deref(), json).await,
+        Command::Status { api, json } => status::status(&api.api, api.token(), json).await,
         Command::Ping {
             peer,
             api,
-            api_token,
             count,
             json,
-        } => status::ping(&api, api_token.as_deref(), &peer, count, json).await,
+        } => status::ping(&api.api, api.token(), &peer, count, json).await,
         Command::Config(c) => config::run(c),
         Command::Vpn(args) => vpn(args).await,
         Command::Ledger(LedgerCommand::Deploy {
@@ -234,11 +223,9 @@ async fn vpn(args: VpnArgs) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Some(VpnCommand::Status {
-            api,
-            api_token,
-            json,
-        }) => status::vpn_status(&api, api_token.as_deref(), json).await,
+        Some(VpnCommand::Status { api, json }) => {
+            status::vpn_status(&api.api, api.token(), json).await
+        }
         None => run_vpn(*args.run).await,
     }
 }

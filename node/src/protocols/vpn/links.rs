@@ -169,7 +169,7 @@ impl Vpn {
                     Ok(charge) => match to.try_reserve() {
                         Ok(room) => {
                             charge.done();
-                            net.ops().metrics.vpn.carried("in", packet.len());
+                            net.ops().metrics.vpn.carried(false, packet.len());
                             self.count(peer, packet.len(), false);
                             room.send(packet.to_vec());
                         }

@@ -278,7 +278,7 @@ impl Vpn {
         match queue.try_reserve() {
             Ok(room) => {
                 charge.done();
-                net.ops().metrics.vpn.carried("out", packet.len());
+                net.ops().metrics.vpn.carried(true, packet.len());
                 self.count(peer, packet.len(), true);
                 room.send(packet);
             }

@@ -6,7 +6,6 @@ use super::{host, VpnError};
 use crate::events::Event;
 use crate::swarm::NodeHandle;
 use ledgermesh_protocol::vpn::{address_v4_of, ExitPolicy, IpNet, Peer, Router};
-use libp2p::multiaddr::Protocol;
 use libp2p::PeerId;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -213,13 +212,14 @@ pub(super) async fn exit_host(
 /// The node's own listening ports (TCP and UDP), from `snapshot`.
 fn own_ports(snapshot: &crate::net::Snapshot) -> host::OwnPorts {
     let mut own = host::OwnPorts::default();
-    for addr in &snapshot.direct_addrs {
-        for p in addr.iter() {
-            match p {
-                Protocol::Tcp(port) if !own.tcp.contains(&port) => own.tcp.push(port),
-                Protocol::Udp(port) if !own.udp.contains(&port) => own.udp.push(port),
-                _ => {}
-            }
+    for (socket, udp) in snapshot
+        .direct_addrs
+        .iter()
+        .filter_map(crate::addr::socket_of)
+    {
+        let ports = if udp { &mut own.udp } else { &mut own.tcp };
+        if !ports.contains(&socket.port()) {
+            ports.push(socket.port());
         }
     }
     own

@@ -17,7 +17,6 @@ use crate::swarm::NodeHandle;
 use ledgermesh_protocol::vpn::{
     address_of, address_v4_of, Ipv4Net, Peer, Router, RouterError, V4_NET_LEN,
 };
-use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -109,14 +108,6 @@ pub enum VpnError {
     Host(#[from] host::HostError),
 }
 
-/// The peer an address names (its last `/p2p/`).
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().fold(None, |found, p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => found,
-    })
-}
-
 /// The peers to keep dialed (from `--peer-addr`).
 type Dials = Vec<(PeerId, Multiaddr)>;
 
@@ -135,7 +126,7 @@ fn router_of(
     let mut router = Router::new(me, &also, usize::from(config.mtu));
     let mut dial = vec![];
     for addr in &config.dial {
-        let peer = peer_of(addr).ok_or_else(|| VpnError::NoPeerId(addr.clone()))?;
+        let peer = crate::addr::peer_of(addr).ok_or_else(|| VpnError::NoPeerId(addr.clone()))?;
         if !router.is_allowed(&peer) {
             router.allow(Peer::new(peer))?;
         }
